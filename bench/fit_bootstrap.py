@@ -1,0 +1,74 @@
+"""Benchmark: Approach 3 with 1000 bootstrap resamples on 250 synthetic points.
+
+    python bench/fit_bootstrap.py [--points 250] [--bootstrap 1000] [--workers 2]
+
+Prints progress lines and, as the last line, one JSON object with the timings. The points lie on
+a 10 x 25 grid of model sizes and token counts, with losses from the Chinchilla fit of Hoffmann
+et al. (2022) times 1 % log-normal noise. Target: total_s under 60 on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+from scalelab import fit  # first: it pins OpenBLAS to one thread before numpy and scipy load
+
+import numpy as np
+
+TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+
+
+def synthetic_points(n_sizes: int, n_tokens: int, noise: float, seed: int):
+    params, tokens = np.meshgrid(np.geomspace(1e7, 3e9, n_sizes), np.geomspace(1e8, 1e11, n_tokens))
+    params, tokens = params.ravel(), tokens.ravel()
+    rng = np.random.default_rng(seed)
+    loss = fit.predict_loss(params, tokens, **TRUTH) * np.exp(rng.normal(0, noise, params.size))
+    return params, tokens, loss
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished worker processes."""
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=250, help="points (a multiple of 10)")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--grid-points", type=int, default=fit.GRID_POINTS)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    params, tokens, loss = synthetic_points(10, args.points // 10, noise=0.01, seed=args.seed)
+    starts = fit.start_grid(args.grid_points)
+    print(f"bench: {params.size} points, {len(starts)} starts, {args.bootstrap} resamples, "
+          f"{args.workers} workers", flush=True)
+
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    law = fit.fit_approach3(params, tokens, loss, starts, workers=args.workers)
+    t1 = time.perf_counter()
+    print(f"bench: fit {t1 - t0:.1f} s: alpha {law['alpha']:.4f} beta {law['beta']:.4f} E {law['E']:.4f} "
+          f"({law['starts_at_optimum']} of {len(starts)} starts at the optimum)", flush=True)
+    samples = fit.bootstrap_approach3(params, tokens, loss, law["theta"], args.bootstrap, args.seed, starts,
+                                      workers=args.workers)
+    t2 = time.perf_counter()
+    ci = {k: [round(float(v), 4) for v in np.percentile(samples[k].dropna(), [2.5, 97.5])]
+          for k in ("alpha", "beta", "E")}
+    print(f"bench: bootstrap {t2 - t1:.1f} s ({(t2 - t1) / max(1, args.bootstrap) * 1e3:.1f} ms per resample): "
+          f"95 % intervals {ci}", flush=True)
+    cpu_s = cpu_seconds() - cpu0
+    print(json.dumps({"points": int(params.size), "bootstrap": args.bootstrap, "n_starts": len(starts),
+                      "workers": args.workers, "fit_s": round(t1 - t0, 2), "bootstrap_s": round(t2 - t1, 2),
+                      "total_s": round(t2 - t0, 2), "cpu_s": round(cpu_s, 1),
+                      "load_avg_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
+                      "python": sys.version.split()[0]}))
+
+
+if __name__ == "__main__":
+    main()

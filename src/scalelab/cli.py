@@ -1,0 +1,51 @@
+"""`scalelab <stage> ...`: one subcommand per stage, each owned by its own module.
+
+Each stage module defines `add_arguments(parser)` and `run(args)`. Modules are imported
+lazily so that `scalelab fit` does not pay for importing torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+STAGES = {
+    "tokenize": ("scalelab.data", "train the BPE tokenizer and write the token memmaps"),
+    "train": ("scalelab.train", "train one grid point with Lightning"),
+    "evaluate": ("scalelab.evaluate", "test perplexity, bits per byte, BLEU and ROUGE for one run"),
+    "aggregate": ("scalelab.aggregate", "collect every run into results/metrics.csv"),
+    "fit": ("scalelab.fit", "fit scaling laws to a metrics CSV"),
+    "report": ("scalelab.report", "plots, tables and HTML for a study"),
+    "check": ("scalelab.config", "validate a config file and list its runs"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = argparse.ArgumentParser(prog="scalelab", description=__doc__.splitlines()[0])
+    top.add_argument("stage", choices=sorted(STAGES), help="the stage to run")
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
+        top.print_help() if not argv or argv[0] in ("-h", "--help") else top.parse_args(argv[:1])
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    stage, rest = argv[0], argv[1:]
+    module_name, help_text = STAGES[stage]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"scalelab {stage}", description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+
+    from .errors import ScalelabError
+
+    try:
+        module.run(args)
+    except ScalelabError as exc:
+        print(f"scalelab {stage}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"scalelab {stage}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The study config: validation against the schema, size spellings, grid expansion, run ids.
+
+Used by the Snakefile (at DAG-build time, so it must stay fast and import no torch) and by
+`scalelab check CONFIG`, which validates a config file and lists its runs.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import glob
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ScalelabError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+TRAIN_KEYS_DECIDING_A_RUN = (
+    "context", "batch_size", "lr", "schedule", "warmup_tokens", "min_lr_ratio", "weight_decay",
+    "beta2", "grad_clip", "precision", "accelerator", "devices", "compile", "val_tokens",
+    "val_evals", "checkpoint_every",
+)
+_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def parse_count(value: Any, key: str) -> int:
+    """Read a count written as 250000, 2.5e5, '2.5e5', '250_000', '250K' or '2M'."""
+    if isinstance(value, bool):
+        raise ScalelabError(f"config: {key}: expected a count, got {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        match = re.fullmatch(r"\s*([0-9_.eE+-]+?)\s*([KkMmGgTt]?)\s*", str(value))
+        try:
+            number = float(match.group(1).replace("_", "")) * _SUFFIX[match.group(2).upper()]
+        except (AttributeError, ValueError):
+            raise ScalelabError(f"config: {key}: {value!r} is not a count (e.g. 250000, 2.5e5, 250K, 2M)") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ScalelabError(f"config: {key}: must be positive, got {value!r}")
+    return int(round(number))
+
+
+def compact_count(n: int) -> str:
+    """250000 -> '250K', 2000000 -> '2M', 1500000 -> '1.5M'; lossless, so ids never collide."""
+    for suffix, scale in (("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= scale and (n * 1000) % scale == 0:
+            text = f"{n / scale:.3f}".rstrip("0").rstrip(".")
+            return f"{text}{suffix}"
+    return str(n)
+
+
+def run_id(model: str, tokens: int, seed: int) -> str:
+    return f"{model}-{compact_count(tokens)}-s{seed}"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One grid point. `spec` holds exactly the values that decide the run (plain JSON types)."""
+
+    id: str
+    model: str
+    tokens: int
+    seed: int
+    spec: dict
+
+    @property
+    def spec_json(self) -> str:
+        return json.dumps(self.spec, sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- validation
+
+@functools.lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return SCHEMA_PATH.read_text()
+
+
+def _load_schema() -> dict:
+    return yaml.safe_load(_schema_text())
+
+
+def _where(error) -> str:
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    return path or "(top level)"
+
+
+def _schema_message(error) -> str:
+    # oneOf failures are unreadable as they come; name the best sub-error instead.
+    from jsonschema.exceptions import best_match
+
+    if error.context:
+        error = best_match(error.context)
+    if error.validator == "pattern":
+        return f"config: {_where(error)}: {error.instance!r} is not a count (e.g. 250000, 2.5e5, 250K, 2M)"
+    if error.validator == "additionalProperties":
+        return f"config: {_where(error)}: {error.message.replace('Additional properties are not allowed', 'unknown key')}"
+    return f"config: {_where(error)}: {error.message}"
+
+
+def validate(config: dict) -> dict:
+    """Validate against the schema and fill every default (Snakemake's own `validate`)."""
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
+    schema = _load_schema()
+    if not isinstance(config, dict):
+        raise ScalelabError("config: the file must hold a mapping of keys (data, models, grid, train, ...)")
+    error = best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        raise ScalelabError(_schema_message(error))
+    from snakemake.utils import validate as snakemake_validate
+
+    try:
+        snakemake_validate(config, str(SCHEMA_PATH), set_default=True)
+    except Exception as exc:  # already validated above; this only fills defaults
+        raise ScalelabError(f"config: {str(exc).splitlines()[0]}") from None
+    _fill_source_defaults(config["data"])
+    _check_semantics(config)
+    return config
+
+
+def _fill_source_defaults(data: dict) -> None:
+    # Defaults inside oneOf branches would be applied to every branch, so they live here.
+    source = data["source"]
+    if isinstance(source, dict) and "files" in source:
+        data["source"] = {"text_field": "text", "sample_by": "document", **source}
+    elif isinstance(source, dict):
+        data["source"] = {"name": None, "split": "train", "revision": None, "text_field": "text",
+                          "max_documents": None, **source}
+    if data["pairs"] is not None:
+        data["pairs"] = {"source_field": "source", "target_field": "target", **data["pairs"]}
+
+
+def _check_semantics(config: dict) -> None:
+    models = config["models"]
+    for name, shape in models.items():
+        if shape["d_model"] % shape["n_head"]:
+            raise ScalelabError(
+                f"config: models.{name}: d_model {shape['d_model']} is not divisible by n_head {shape['n_head']}"
+            )
+    grid = config["grid"]
+    names = list(grid["models"]) + list((grid.get("isoflop") or {}).get("models") or [])
+    for i, name in enumerate(names):
+        if name not in models:
+            raise ScalelabError(f"config: grid.models: unknown model {name!r} (known: {', '.join(models)})")
+    for i, value in enumerate(grid["tokens"]):
+        parse_count(value, f"grid.tokens[{i}]")
+    if grid.get("isoflop"):
+        for i, value in enumerate(grid["isoflop"]["budgets"]):
+            parse_count(value, f"grid.isoflop.budgets[{i}]")
+    if not grid["tokens"] and not grid.get("isoflop"):
+        raise ScalelabError("config: grid: no runs (grid.tokens is empty and there is no grid.isoflop)")
+    train_schema = _load_schema()["properties"]["train"]["properties"]
+    for name, settings in config["overrides"].items():
+        if name not in models:
+            raise ScalelabError(f"config: overrides.{name}: unknown model (known: {', '.join(models)})")
+        for key in settings:
+            if key not in train_schema:
+                raise ScalelabError(f"config: overrides.{name}.{key}: unknown train setting")
+    parse_count(config["train"]["val_tokens"], "train.val_tokens")
+    if config["eval"]["test_tokens"] is not None:
+        parse_count(config["eval"]["test_tokens"], "eval.test_tokens")
+    for i, value in enumerate(config["fit"]["predict_flops"] or []):
+        parse_count(value, f"fit.predict_flops[{i}]")
+    if config["eval"]["task"] == "pairs" and not config["data"]["pairs"]:
+        raise ScalelabError("config: eval.task: 'pairs' needs data.pairs (source_field/target_field)")
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ScalelabError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ScalelabError(f"{path}: not valid YAML{where}") from None
+    return validate(config)
+
+
+# ----------------------------------------------------------------------------- the grid
+
+def train_settings(config: dict, model: str) -> dict:
+    """train.* after the model's overrides, validated again so an override gets the same checks."""
+    settings = copy.deepcopy(config["train"])
+    settings.update(config["overrides"].get(model, {}))
+    import jsonschema
+
+    full = _load_schema()
+    schema = {**full["properties"]["train"], "$defs": full["$defs"]}
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(settings))
+    if error is not None:
+        raise ScalelabError(f"config: overrides.{model}.{_where(error)}: {error.message}")
+    settings["val_tokens"] = parse_count(settings["val_tokens"], f"overrides.{model}.val_tokens")
+    return settings
+
+
+def isoflop_tokens(budget: int, params: int, batch_size: int, context: int) -> int:
+    """D = C / (6 N), rounded to whole optimizer steps (at least one)."""
+    tokens_per_step = batch_size * context
+    steps = max(1, round(budget / (6 * params) / tokens_per_step))
+    return steps * tokens_per_step
+
+
+def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
+    """Every run of the study: models x tokens x seeds, plus the IsoFLOP runs, de-duplicated."""
+    from .shapes import non_embedding_params
+
+    grid, models = config["grid"], config["models"]
+    vocab_size = vocab_size or config["data"]["tokenizer"]["vocab_size"]
+    settings = {name: train_settings(config, name) for name in models}
+    points: dict[tuple[str, int, int], int | None] = {}  # (model, tokens, seed) -> isoflop budget
+    for model in grid["models"]:
+        for i, value in enumerate(grid["tokens"]):
+            for seed in grid["seeds"]:
+                points.setdefault((model, parse_count(value, f"grid.tokens[{i}]"), seed), None)
+    if grid.get("isoflop"):
+        for i, value in enumerate(grid["isoflop"]["budgets"]):
+            budget = parse_count(value, f"grid.isoflop.budgets[{i}]")
+            for model in grid["isoflop"].get("models") or grid["models"]:
+                params = non_embedding_params(models[model]["n_layer"], models[model]["d_model"])
+                tokens = isoflop_tokens(budget, params, settings[model]["batch_size"], settings[model]["context"])
+                for seed in grid["seeds"]:
+                    points[(model, tokens, seed)] = budget
+    fingerprint = data_fingerprint(config)
+    runs = []
+    for (model, tokens, seed), budget in points.items():
+        shape = models[model]
+        spec = {
+            "run": run_id(model, tokens, seed),
+            "model": model,
+            "n_layer": shape["n_layer"],
+            "d_model": shape["d_model"],
+            "n_head": shape["n_head"],
+            "tokens": tokens,
+            "seed": seed,
+            "isoflop_budget": budget,
+            "data": fingerprint,
+            **settings[model],
+        }
+        runs.append(Run(spec["run"], model, tokens, seed, spec))
+    ids = [r.id for r in runs]
+    if len(set(ids)) != len(ids):  # cannot happen with lossless ids; guard the invariant anyway
+        raise ScalelabError("config: grid: two runs share an id")
+    return runs
+
+
+def data_settings(config: dict) -> dict:
+    """The data section as the tokenize stage sees it (plain JSON types)."""
+    return json.loads(json.dumps(config["data"]))
+
+
+def data_fingerprint(config: dict) -> str:
+    """Hash of the settings that decide the tokens; a changed corpus or tokenizer reruns all."""
+    return hashlib.sha256(json.dumps(data_settings(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def source_files(config: dict, base: Path = Path(".")) -> list[Path]:
+    """Resolve `data.source.files` globs; a glob that matches nothing is an error."""
+    source = config["data"]["source"]
+    if not isinstance(source, dict) or "files" not in source:
+        return []
+    files: list[Path] = []
+    for i, pattern in enumerate(source["files"]):
+        matches = sorted(glob.glob(str(base / pattern), recursive=True))
+        matches = [m for m in matches if Path(m).is_file()]
+        if not matches:
+            raise ScalelabError(f"config: data.source.files[{i}]: {pattern!r} matches no file")
+        files.extend(Path(m) for m in matches)
+    if sum(f.stat().st_size for f in files) == 0:
+        raise ScalelabError(f"config: data.source.files: the corpus is empty ({len(files)} empty file(s))")
+    return files
+
+
+def max_tokens(runs: list[Run]) -> int:
+    return max(r.tokens for r in runs)
+
+
+def corpus_fingerprint(config: dict, base: Path = Path(".")) -> str:
+    """A cheap fingerprint of the corpus files (names, sizes, mtimes), so that changed files
+    rerun `tokenize` even when the config did not change. Hub sources are named by the config."""
+    import sysconfig
+
+    source = config["data"]["source"]
+    if source == "python-stdlib":
+        root = Path(sysconfig.get_paths()["stdlib"])
+        files = [p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts)]
+    elif "files" in source:
+        files = source_files(config, base)
+    else:
+        return "hub"
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def check_corpus_budget(config: dict, runs, meta_path: str | Path) -> None:
+    """Once the corpus is tokenized, reject a grid that asks for more tokens than it holds."""
+    meta_path = Path(meta_path)
+    if config["data"]["allow_repeat"] or not meta_path.exists():
+        return
+    try:
+        meta = json.loads(meta_path.read_text())
+        available = meta["splits"]["train"]["tokens"]
+        if meta.get("settings") != data_settings(config):
+            return  # the data will be retokenized; `tokenize` checks the new split itself
+    except (OSError, ValueError, KeyError):
+        return
+    too_big = [r for r in runs if r.tokens > available]
+    if too_big:
+        worst = max(too_big, key=lambda r: r.tokens)
+        raise ScalelabError(
+            f"grid.tokens: {worst.id} asks for {worst.tokens:,} training tokens but the train split "
+            f"({meta_path}) has {available:,}; add data, lower grid.tokens, or set data.allow_repeat: true")
+
+
+# ----------------------------------------------------------------------------- `scalelab check`
+
+def add_arguments(parser) -> None:
+    parser.add_argument("config", help="a study config (YAML)")
+
+
+def run(args) -> None:
+    config = load(args.config)
+    source_files(config, Path(args.config).resolve().parent)
+    runs = expand_grid(config)
+    print(f"{args.config}: valid, {len(runs)} runs")
+    for r in runs:
+        budget = f"  isoflop budget {r.spec['isoflop_budget']:.3g}" if r.spec["isoflop_budget"] else ""
+        print(f"  {r.id}: {r.model} ({r.spec['n_layer']}x{r.spec['d_model']}), {r.tokens:,} tokens, seed {r.seed}{budget}")

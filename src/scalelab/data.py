@@ -1,0 +1,288 @@
+"""The `tokenize` stage: corpus -> document split -> byte-level BPE -> token memmaps.
+
+Documents come from the running Python's standard library (the default corpus every machine
+has), from local text/JSONL/parquet/CSV files, or from the Hugging Face hub, the last two
+through `datasets`. Each document goes to train, val or test by a hash of its text, so the
+split is deterministic and a document keeps its split when the corpus grows.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ScalelabError
+from .files import atomic_path, write_json, write_text
+
+EOT, SEP = "<|endoftext|>", "<|sep|>"
+SPLITS = ("train", "val", "test")
+OUTPUTS = ("tokenizer.json", "train.bin", "val.bin", "test.bin", "meta.json")
+_BUILDERS = {".txt": "text", ".text": "text", ".md": "text", ".py": "text", ".json": "json",
+             ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+# A document is a text, or a (source, target) pair for `pairs` corpora.
+Document = str | tuple[str, str]
+
+
+# ----------------------------------------------------------------------------- loading
+
+def stdlib_files() -> list[Path]:
+    """The .py files of the running Python's standard library, without installed packages."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(p for p in root.rglob("*.py")
+                  if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts))
+
+
+def _read_stdlib() -> tuple[list[str], dict]:
+    documents, skipped, files = [], 0, stdlib_files()
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            skipped += 1  # a few test files are deliberately not UTF-8
+            continue
+        if text.strip():
+            documents.append(text)
+    return documents, {"source": "python-stdlib", "root": str(Path(sysconfig.get_paths()["stdlib"])),
+                       "files": len(files) - skipped, "files_skipped": skipped}
+
+
+def _column(dataset, field: str, where: str) -> list:
+    if field not in dataset.column_names:
+        raise ScalelabError(f"{where}: no field {field!r} (fields: {', '.join(dataset.column_names)})")
+    return dataset[field]
+
+
+def _documents_from(dataset, data_cfg: dict, where: str) -> list[Document]:
+    pairs = data_cfg.get("pairs")
+    if pairs:
+        sources = _column(dataset, pairs["source_field"], where)
+        targets = _column(dataset, pairs["target_field"], where)
+        return [(str(s), str(t)) for s, t in zip(sources, targets) if s and t]
+    field = data_cfg["source"].get("text_field", "text")
+    return [str(t) for t in _column(dataset, field, where) if t and str(t).strip()]
+
+
+def _read_files(data_cfg: dict, base: Path) -> tuple[list[Document], dict]:
+    import datasets
+
+    from .config import source_files
+
+    source = data_cfg["source"]
+    files = source_files({"data": data_cfg}, base)
+    by_builder: dict[str, list[str]] = {}
+    for path in files:
+        builder = _BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ScalelabError(f"{path}: unsupported file type (use .txt, .jsonl, .json, .parquet or .csv)")
+        by_builder.setdefault(builder, []).append(str(path))
+    documents: list[Document] = []
+    datasets.disable_progress_bars()
+    for builder, paths in by_builder.items():
+        kwargs = {"sample_by": source.get("sample_by", "document")} if builder == "text" else {}
+        try:
+            dataset = datasets.load_dataset(builder, data_files=paths, split="train", **kwargs)
+        except Exception as exc:  # datasets raises many types for a malformed file
+            raise ScalelabError(f"{paths[0]}: could not read as {builder} ({_first_line(exc)})") from None
+        if builder == "text" and data_cfg.get("pairs"):
+            raise ScalelabError(f"{paths[0]}: a pairs corpus needs .jsonl/.parquet/.csv files with source and target fields")
+        documents.extend(_documents_from(dataset, {**data_cfg, "source": {"text_field": "text", **source}}
+                                         if builder == "text" else data_cfg, paths[0]))
+    info = {"source": "files", "patterns": source["files"], "files": len(files),
+            "file_bytes": sum(p.stat().st_size for p in files)}
+    return documents, info
+
+
+def _read_hub(data_cfg: dict) -> tuple[list[Document], dict]:
+    """datasets.load_dataset: a hub name, or a local dataset folder; honours HF_*_OFFLINE."""
+    import datasets
+
+    source = data_cfg["source"]
+    datasets.disable_progress_bars()
+    try:
+        dataset = datasets.load_dataset(source["hf"], source.get("name"), split=source.get("split", "train"),
+                                        revision=source.get("revision"))
+    except Exception as exc:
+        raise ScalelabError(f"data.source.hf: could not load {source['hf']!r} ({_first_line(exc)})") from None
+    if source.get("max_documents"):
+        dataset = dataset.select(range(min(len(dataset), source["max_documents"])))
+    documents = _documents_from(dataset, data_cfg, f"data.source.hf {source['hf']!r}")
+    info = {"source": "hf", "hf": source["hf"], "name": source.get("name"), "split": source.get("split", "train"),
+            "revision": source.get("revision"), "rows": len(dataset)}
+    return documents, info
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def load_documents(data_cfg: dict, base: Path = Path(".")) -> tuple[list[Document], dict]:
+    source = data_cfg["source"]
+    if source == "python-stdlib":
+        documents, info = _read_stdlib()
+    elif "files" in source:
+        documents, info = _read_files(data_cfg, base)
+    else:
+        documents, info = _read_hub(data_cfg)
+    if not documents:
+        raise ScalelabError(f"data.source: the corpus has no non-empty documents ({json.dumps(info)})")
+    return documents, info
+
+
+# ----------------------------------------------------------------------------- splitting
+
+def _doc_bytes(doc: Document) -> bytes:
+    return doc.encode("utf-8") if isinstance(doc, str) else f"{doc[0]}\x00{doc[1]}".encode("utf-8")
+
+
+def split_of(doc: Document, val: float, test: float) -> str:
+    """test, val or train by a hash of the document: deterministic, and stable as the corpus grows."""
+    u = int.from_bytes(hashlib.blake2b(_doc_bytes(doc), digest_size=8).digest(), "big") / 2**64
+    return "test" if u < test else "val" if u < test + val else "train"
+
+
+def split_documents(documents: list[Document], val: float, test: float) -> dict[str, list[Document]]:
+    splits: dict[str, list[Document]] = {name: [] for name in SPLITS}
+    for doc in documents:
+        splits[split_of(doc, val, test)].append(doc)
+    return splits
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def train_tokenizer(texts, vocab_size: int):
+    """Byte-level BPE (GPT-2 style) trained with `tokenizers`; ids 0 and 1 are EOT and SEP."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT, SEP], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def _texts(documents: list[Document]):
+    for doc in documents:
+        if isinstance(doc, str):
+            yield doc
+        else:
+            yield from doc
+
+
+def encode_documents(tokenizer, documents: list[Document], dtype, chunk: int = 512) -> np.ndarray:
+    """Token ids of all documents, each followed by EOT (pairs: source SEP target EOT)."""
+    eot, sep = tokenizer.token_to_id(EOT), tokenizer.token_to_id(SEP)
+    pieces: list[np.ndarray] = []
+    for start in range(0, len(documents), chunk):
+        batch = documents[start:start + chunk]
+        if batch and isinstance(batch[0], str):
+            for enc in tokenizer.encode_batch(batch, add_special_tokens=False):
+                pieces.append(np.asarray(enc.ids + [eot], dtype=dtype))
+        else:
+            sources = tokenizer.encode_batch([d[0] for d in batch], add_special_tokens=False)
+            targets = tokenizer.encode_batch([d[1] for d in batch], add_special_tokens=False)
+            for s, t in zip(sources, targets):
+                pieces.append(np.asarray(s.ids + [sep] + t.ids + [eot], dtype=dtype))
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
+
+
+def token_dtype(vocab_size: int):
+    return np.uint16 if vocab_size < 2**16 else np.uint32
+
+
+def read_tokens(data_dir: Path, split: str) -> np.memmap:
+    """The token memmap of a split, with the dtype recorded in meta.json."""
+    meta = json.loads((Path(data_dir) / "meta.json").read_text())
+    path = Path(data_dir) / f"{split}.bin"
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=meta["dtype"])
+    return np.memmap(path, dtype=meta["dtype"], mode="r")
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def tokenize(data_cfg: dict, out_dir: Path, require_tokens: int | None = None, base: Path = Path(".")) -> dict:
+    """Run the whole stage; write OUTPUTS into out_dir only when everything succeeded."""
+    started = time.time()
+    out_dir = Path(out_dir)
+    documents, corpus = load_documents(data_cfg, base)
+    corpus["documents"] = len(documents)
+    corpus["bytes"] = sum(len(_doc_bytes(d)) for d in documents)
+    digest = hashlib.sha256()
+    for doc in documents:
+        digest.update(hashlib.sha256(_doc_bytes(doc)).digest())
+    corpus["fingerprint"] = digest.hexdigest()[:16]
+
+    splits = split_documents(documents, data_cfg["split"]["val"], data_cfg["split"]["test"])
+    if not splits["train"]:
+        raise ScalelabError("data: the train split is empty (corpus too small, or split.val + split.test too large)")
+    vocab_size = data_cfg["tokenizer"]["vocab_size"]
+    tokenizer = train_tokenizer(_texts(splits["train"]), vocab_size)
+    dtype = token_dtype(tokenizer.get_vocab_size())
+    tokens = {name: encode_documents(tokenizer, docs, dtype) for name, docs in splits.items()}
+
+    if require_tokens and not data_cfg.get("allow_repeat") and require_tokens > len(tokens["train"]):
+        raise ScalelabError(
+            f"data: the grid asks for {require_tokens:,} training tokens but the train split has "
+            f"{len(tokens['train']):,}; add data, lower grid.tokens, or set data.allow_repeat: true")
+
+    tokenizer_json = tokenizer.to_str()
+    meta = {
+        "format": "pairs" if data_cfg.get("pairs") else "text",
+        "vocab_size": tokenizer.get_vocab_size(),
+        "dtype": np.dtype(dtype).name,
+        "eot_id": tokenizer.token_to_id(EOT),
+        "sep_id": tokenizer.token_to_id(SEP),
+        "splits": {},
+        "bytes_per_token": {},
+        "corpus": corpus,
+        "tokenizer": {"kind": "byte-level BPE", "library": "tokenizers", "vocab_size": tokenizer.get_vocab_size(),
+                      "fingerprint": _sha(tokenizer_json.encode())},
+        "settings": data_cfg,
+    }
+    for name in SPLITS:
+        n_bytes = sum(len(d.encode("utf-8")) if isinstance(d, str) else len((d[0] + d[1]).encode("utf-8"))
+                      for d in splits[name])
+        meta["splits"][name] = {"documents": len(splits[name]), "tokens": int(len(tokens[name])), "bytes": n_bytes}
+        meta["bytes_per_token"][name] = n_bytes / len(tokens[name]) if len(tokens[name]) else None
+    meta["tokenize_s"] = round(time.time() - started, 2)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        with atomic_path(out_dir / f"{name}.bin") as tmp:
+            tokens[name].tofile(tmp)
+    write_text(out_dir / "tokenizer.json", tokenizer_json)
+    write_json(out_dir / "meta.json", meta)  # last: its presence means the set is complete
+    return meta
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--spec", required=True, help="the data section of the config, as JSON")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (results/data)")
+    parser.add_argument("--require-tokens", type=int, default=None,
+                        help="fail unless the train split has this many tokens (or data.allow_repeat)")
+
+
+def run(args) -> None:
+    try:
+        data_cfg = json.loads(args.spec)
+    except json.JSONDecodeError as exc:
+        raise ScalelabError(f"--spec: not valid JSON ({exc})") from None
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    meta = tokenize(data_cfg, args.out, args.require_tokens)
+    s = meta["splits"]
+    print(f"tokenized {meta['corpus']['documents']:,} documents ({meta['corpus']['bytes'] / 1e6:.1f} MB) "
+          f"in {meta['tokenize_s']:.1f} s: train {s['train']['tokens']:,}, val {s['val']['tokens']:,}, "
+          f"test {s['test']['tokens']:,} tokens; {meta['bytes_per_token']['train']:.2f} bytes/token")

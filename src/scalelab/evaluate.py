@@ -1,0 +1,528 @@
+"""`scalelab evaluate`: test loss, perplexity and bits per byte, then BLEU/ROUGE from greedy generations.
+
+One run at a time. Reads `{run}/model.pt`, `{run}/metrics.json` and `results/data/`
+(`test.bin`, `meta.json`, `tokenizer.json`); writes `{run}/eval.json` and
+`{run}/generations.jsonl`. A run that diverged or has no usable checkpoint still gets both
+files (null metrics, a `message`) so that one bad grid point never stops the workflow.
+
+Perplexity: the test stream is cut into non-overlapping windows of the training context; each
+window of `context` inputs predicts the `context` tokens that follow its first token, so every
+evaluated token is predicted exactly once. `test_loss` is the token-weighted mean NLL (nats),
+`test_bpb` the same total in bits divided by the UTF-8 bytes of exactly the predicted tokens.
+
+Generation: greedy decoding with the model's key/value cache, batched; a generation stops at
+`<|endoftext|>` or after R tokens. K examples are spread evenly over the test split (deterministic).
+  continuation: spans of P + R tokens inside test documents; prompt = first P, reference = next R.
+  pairs: documents are `source <|sep|> target <|endoftext|>`; prompt = `source <|sep|>`.
+BLEU is sacrebleu's corpus BLEU (0-100, with its signature); ROUGE-1/2/L the mean F1 (0-1) of
+rouge-score with the Porter stemmer; `generations.jsonl` holds what both were computed from.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ScalelabError
+from .files import read_json, write_json, write_text
+from .model import GPT, GPTConfig
+
+TASKS = ("continuation", "pairs")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The `eval:` block of the config. The defaults cost about 10 % of the smallest default run's training
+    and ~1 % of the largest's (mostly fixed costs); the test loss of 16K tokens is paired across runs."""
+
+    test_tokens: int | None = 16384  # None: the whole test split
+    task: str = "continuation"
+    prompts: int = 32  # K
+    prompt_tokens: int = 32  # P (continuation only; pairs prompts are the sources)
+    max_new_tokens: int = 32  # R
+    batch_size: int = 32
+    bleu_tokenize: str = "13a"
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "EvalSettings":
+        """From the config's `eval:` block (counts may be written as 16K, as everywhere in the config)."""
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ScalelabError(f"eval settings: unknown keys {unknown}; known keys are {sorted(known)}")
+        if values.get("test_tokens") is not None:
+            from .config import parse_count
+
+            values["test_tokens"] = parse_count(values["test_tokens"], "eval.test_tokens")
+        return cls(**{k: v for k, v in values.items() if v is not None or k == "test_tokens"})
+
+    def check(self) -> None:
+        if self.task not in TASKS:
+            raise ScalelabError(f"eval settings: task {self.task!r} is not one of {list(TASKS)}")
+        if self.test_tokens is not None and self.test_tokens < 1:
+            raise ScalelabError(f"eval settings: test_tokens must be positive or null, got {self.test_tokens}")
+        for name in ("prompts", "prompt_tokens", "max_new_tokens", "batch_size"):
+            minimum = 0 if name == "prompts" else 1
+            if getattr(self, name) < minimum:
+                raise ScalelabError(f"eval settings: {name} must be at least {minimum}, got {getattr(self, name)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ScalelabError(f"eval settings: device {self.device!r} is not one of auto, cpu, cuda")
+
+
+# ----------------------------------------------------------------------------- test loss
+
+
+def eval_windows(n_tokens: int, context: int, test_tokens: int | None = None) -> list[tuple[int, int]]:
+    """(start, length) of the windows to evaluate: inputs tokens[start:start+length], targets shifted by one.
+
+    Without `test_tokens` (or when it covers the split) the windows tile the whole stream, the
+    last one possibly shorter, so every token but the first is predicted exactly once. Otherwise
+    ceil(test_tokens / context) full windows are spread evenly over the split (deterministic).
+    """
+    n_targets = n_tokens - 1
+    if n_targets < 1:
+        return []
+    n_full = n_targets // context
+    if test_tokens is None or test_tokens >= n_targets:
+        windows = [(i * context, context) for i in range(n_full)]
+        if n_targets % context:
+            windows.append((n_full * context, n_targets % context))
+        return windows
+    n_pick = min(math.ceil(test_tokens / context), n_full)
+    picks = (np.arange(n_pick) * n_full) // n_pick  # evenly spaced, distinct since n_pick <= n_full
+    return [(int(i) * context, context) for i in picks]
+
+
+@torch.no_grad()
+def test_loss(
+    model: GPT,
+    tokens,
+    context: int,
+    batch_size: int,
+    windows: list[tuple[int, int]] | None = None,
+) -> tuple[float, int]:
+    """(total_nats, n_tokens): summed next-token NLL over non-overlapping windows of `context`.
+
+    `tokens` is a 1-D sequence of ids (numpy array, memmap or tensor); `windows` defaults to
+    tiling all of it (see `eval_windows`).
+    """
+    if windows is None:
+        windows = eval_windows(len(tokens), context)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total_nats, n_tokens = 0.0, 0
+    # Windows of equal length batch together; in practice all full windows plus at most one tail.
+    by_length: dict[int, list[int]] = {}
+    for start, length in windows:
+        by_length.setdefault(length, []).append(start)
+    for length, starts in sorted(by_length.items(), reverse=True):
+        for b in range(0, len(starts), batch_size):
+            rows = [np.asarray(tokens[s : s + length + 1], dtype=np.int64) for s in starts[b : b + batch_size]]
+            batch = torch.from_numpy(np.stack(rows)).to(device)
+            logits, _, _ = model(batch[:, :-1])
+            nats = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
+            total_nats += float(nats.double())  # accumulate in double: millions of tokens
+            n_tokens += batch[:, 1:].numel()
+    model.train(was_training)
+    return total_nats, n_tokens
+
+
+# ----------------------------------------------------------------------------- bytes per token
+
+
+def token_byte_lengths(tokenizer, path: str = "tokenizer.json") -> np.ndarray:
+    """UTF-8 bytes of each token id of a byte-level BPE; special tokens count 0 (they are not text).
+
+    Each byte-level token stands for a fixed byte string, so the bytes of any token sequence are
+    the sum of this table: exact even where a window cuts a multi-byte character in two.
+    """
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = set(ByteLevel.alphabet())  # the 256 printable characters that stand for the 256 bytes
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+    lengths = np.zeros(max(vocab.values()) + 1, dtype=np.int64)
+    for token, token_id in vocab.items():
+        if token in special:
+            continue
+        if any(c not in alphabet for c in token):
+            raise ScalelabError(f"{path}: token {token!r} is not byte-level BPE; bits per byte need one")
+        lengths[token_id] = len(token)  # one character per byte
+    return lengths
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: GPT,
+    prompts: torch.Tensor,
+    max_new_tokens: int,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Greedy continuation of equal-length prompts (batch, P) -> new tokens (batch, max_new_tokens).
+
+    With the cache each new token costs one single-position forward step; without it, a full
+    pass over prompt + generated tokens. After `eos_id` a row is padded with `eos_id`; decoding
+    stops early once every row has ended.
+    """
+    batch, prompt_len = prompts.shape
+    if prompt_len + max_new_tokens > model.cfg.context:
+        raise ValueError(f"prompt of {prompt_len} + {max_new_tokens} new tokens exceeds the context of {model.cfg.context}")
+    was_training = model.training
+    model.eval()
+    out = torch.empty(batch, 0, dtype=torch.long, device=prompts.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=prompts.device)
+    cache = None
+    next_input = prompts
+    for _ in range(max_new_tokens):
+        if use_cache:
+            logits, _, cache = model(next_input, cache=cache)
+        else:
+            logits, _, _ = model(torch.cat([prompts, out], dim=1))
+        next_token = logits[:, -1].argmax(dim=-1)
+        if eos_id is not None:
+            next_token = torch.where(done, torch.full_like(next_token, eos_id), next_token)
+            done |= next_token == eos_id
+        out = torch.cat([out, next_token[:, None]], dim=1)
+        next_input = next_token[:, None]
+        if eos_id is not None and bool(done.all()):
+            break
+    if out.shape[1] < max_new_tokens:  # every row ended early
+        out = torch.cat([out, out.new_full((batch, max_new_tokens - out.shape[1]), eos_id)], dim=1)
+    model.train(was_training)
+    return out
+
+
+def generate(
+    model: GPT,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    eos_id: int | None,
+    batch_size: int,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """Greedy generations for prompts of any length, each cut at `eos_id` (excluded).
+
+    The model has absolute positions and no padding mask, so only prompts of equal length share
+    a batch; each prompt gets at most min(max_new_tokens, context - len(prompt)) new tokens.
+    """
+    device = next(model.parameters()).device
+    results: list[list[int]] = [[] for _ in prompts]
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_length.setdefault(len(p), []).append(i)
+    for length, indices in sorted(by_length.items()):
+        n_new = min(max_new_tokens, model.cfg.context - length)
+        if n_new < 1:
+            continue
+        for b in range(0, len(indices), batch_size):
+            chunk = indices[b : b + batch_size]
+            batch = torch.tensor([prompts[i] for i in chunk], dtype=torch.long, device=device)
+            new = greedy_generate(model, batch, n_new, eos_id=eos_id, use_cache=use_cache).tolist()
+            for i, row in zip(chunk, new):
+                results[i] = row[: row.index(eos_id)] if eos_id is not None and eos_id in row else row
+    return results
+
+
+def _documents(tokens: np.ndarray, eot_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the documents in a token stream, each end at its end-of-text token."""
+    ends = np.flatnonzero(tokens == eot_id)
+    if len(ends) == 0 or ends[-1] != len(tokens) - 1:
+        ends = np.append(ends, len(tokens))  # a tail without end-of-text still counts
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return starts, ends
+
+
+def _spread(n_items: int, k: int) -> np.ndarray:
+    """k indices evenly spread over range(n_items) (all of them when k >= n_items)."""
+    if k >= n_items:
+        return np.arange(n_items)
+    return (np.arange(k) * n_items) // k
+
+
+def continuation_prompts(tokens: np.ndarray, eot_id: int, k: int, prompt_tokens: int, new_tokens: int):
+    """K (prompt, reference) id lists: spans of P + R tokens inside documents, spread over the split."""
+    span = prompt_tokens + new_tokens
+    starts, ends = _documents(tokens, eot_id)
+    n_spans = (ends - starts) // span  # non-overlapping spans per document
+    doc_of_span = np.repeat(np.arange(len(starts)), n_spans)
+    first_span = np.cumsum(n_spans) - n_spans
+    offset = (np.arange(int(n_spans.sum())) - first_span[doc_of_span]) * span
+    span_starts = starts[doc_of_span] + offset
+    pairs = []
+    for s in span_starts[_spread(len(span_starts), k)]:
+        ids = tokens[s : s + span].astype(np.int64).tolist()
+        pairs.append((ids[:prompt_tokens], ids[prompt_tokens:]))
+    return pairs
+
+
+def pairs_prompts(tokens: np.ndarray, eot_id: int, sep_id: int, k: int):
+    """K (source + sep, target) id lists from `source <sep> target <eot>` documents, spread over the split."""
+    starts, ends = _documents(tokens, eot_id)
+    examples = []
+    for i in _spread(len(starts), k):
+        doc = tokens[starts[i] : ends[i]].astype(np.int64).tolist()
+        if sep_id in doc:  # every document of a pairs corpus has one
+            cut = doc.index(sep_id) + 1
+            examples.append((doc[:cut], doc[cut:]))
+    return examples
+
+
+def _import_rouge_scorer():
+    """`rouge_score.rouge_scorer`, imported without letting nltk pull in scipy.
+
+    rouge-score imports all of nltk for its Porter stemmer, and nltk imports scipy.stats when it
+    can: ~2 s of CPU per process that ROUGE never uses, more than all the rest of evaluating a
+    small run. nltk treats scipy as optional, so hide it during the import (and only then).
+    """
+    if "scipy" in sys.modules or "nltk" in sys.modules:
+        from rouge_score import rouge_scorer
+
+        return rouge_scorer
+    sys.modules["scipy"] = None  # makes `import scipy...` raise ImportError
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError:  # a future nltk that needs scipy: pay for the plain import
+        rouge_scorer = None
+    finally:
+        if sys.modules.get("scipy", 0) is None:
+            del sys.modules["scipy"]
+    if rouge_scorer is None:
+        from rouge_score import rouge_scorer
+    return rouge_scorer
+
+
+def score_generations(hypotheses: list[str], references: list[str], bleu_tokenize: str = "13a") -> dict:
+    """Corpus BLEU (sacrebleu, 0-100) and mean ROUGE-1/2/L F1 (rouge-score, Porter stemmer)."""
+    if not hypotheses:
+        return {"bleu": None, "bleu_signature": None, "rouge1": None, "rouge2": None, "rougeL": None}
+    from sacrebleu.metrics import BLEU
+
+    rouge_scorer = _import_rouge_scorer()
+    bleu = BLEU(tokenize=bleu_tokenize)  # what sacrebleu.corpus_bleu runs, kept for its signature
+    bleu_score = bleu.corpus_score(hypotheses, [references]).score
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    scores = [scorer.score(ref, hyp) for ref, hyp in zip(references, hypotheses)]
+    rouge = {k: float(np.mean([s[k].fmeasure for s in scores])) for k in ("rouge1", "rouge2", "rougeL")}
+    return {"bleu": bleu_score, "bleu_signature": str(bleu.get_signature()), **rouge}
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+METRIC_KEYS = ("test_loss", "test_ppl", "test_bpb", "test_tokens", "test_bytes", "bleu", "bleu_signature",
+               "rouge1", "rouge2", "rougeL", "n_generations")
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ScalelabError("--device cuda was asked for but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def load_model(path: Path, device: torch.device) -> GPT:
+    """The GPT in `model.pt`; any problem with the file raises ValueError naming it."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        cfg = GPTConfig(**ckpt["config"])
+        # torch.compile wraps the module as `_orig_mod`; its state_dict keys carry the prefix.
+        state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["state_dict"].items()}
+        model = GPT(cfg)
+        model.load_state_dict(state)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # a truncated zip, a pickle error, wrong keys or shapes: all mean unusable
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: checkpoint is unreadable ({type(exc).__name__}: {first_line})") from None
+    return model.to(device).float().eval()
+
+
+def _load_data(data_dir: Path):
+    meta = read_json(data_dir / "meta.json", "data meta")
+    for key in ("dtype", "eot_id", "vocab_size"):
+        if key not in meta:
+            raise ScalelabError(f"{data_dir / 'meta.json'}: missing key {key!r}")
+    test_path = data_dir / "test.bin"
+    if not test_path.exists():
+        raise ScalelabError(f"{test_path}: test split not found (run `scalelab tokenize` first)")
+    try:
+        dtype = np.dtype(meta["dtype"])
+        if test_path.stat().st_size % dtype.itemsize:
+            raise ValueError(f"size is not a multiple of {dtype.itemsize} bytes")
+        tokens = np.memmap(test_path, dtype=dtype, mode="r") if test_path.stat().st_size else np.zeros(0, dtype)
+    except (TypeError, ValueError) as exc:
+        raise ScalelabError(f"{test_path}: cannot read as {meta['dtype']} tokens ({exc})") from None
+    if len(tokens) < 2:
+        raise ScalelabError(f"{test_path}: the test split has {len(tokens)} tokens; at least 2 are needed")
+    from tokenizers import Tokenizer
+
+    tok_path = data_dir / "tokenizer.json"
+    try:
+        tokenizer = Tokenizer.from_file(str(tok_path))
+    except Exception as exc:
+        raise ScalelabError(f"{tok_path}: cannot load the tokenizer ({exc})") from None
+    return meta, tokens, tokenizer
+
+
+def _not_evaluated(run_id, status: str, message: str, settings: EvalSettings, started: float) -> dict:
+    return {"run": run_id, "status": status, **{k: None for k in METRIC_KEYS}, "task": settings.task,
+            "eval_s": time.perf_counter() - started, "message": message, "settings": asdict(settings)}
+
+
+def evaluate_run(run_dir, data_dir, settings: EvalSettings | dict | None = None) -> dict:
+    """Evaluate one run; write `eval.json` and `generations.jsonl` in `run_dir` and return the eval dict."""
+    started = time.perf_counter()
+    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    if not isinstance(settings, EvalSettings):
+        settings = EvalSettings.from_dict(settings)
+    settings.check()
+
+    def give_up(status: str, message: str) -> dict:
+        result = _not_evaluated(run_id, status, message, settings, started)
+        write_text(run_dir / "generations.jsonl", "")
+        write_json(run_dir / "eval.json", result)
+        print(f"scalelab evaluate: {run_dir}: not evaluated: {message}", file=sys.stderr)
+        return result
+
+    run_id = run_dir.name
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        run_id = metrics.get("run", run_id)
+        status = metrics["status"]
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        return give_up("failed", f"{run_dir / 'metrics.json'} is missing or unreadable ({type(exc).__name__})")
+    if status != "ok":
+        return give_up(status, f"training status is {status!r} (see {run_dir / 'metrics.json'}); nothing to evaluate")
+
+    meta, tokens, tokenizer = _load_data(data_dir)
+    if settings.task == "pairs" and (meta.get("format") != "pairs" or meta.get("sep_id") is None):
+        raise ScalelabError(f"{data_dir / 'meta.json'}: eval task 'pairs' needs a pairs corpus (format is {meta.get('format')!r})")
+    device = _pick_device(settings.device)
+    try:
+        model = load_model(run_dir / "model.pt", device)
+    except ValueError as exc:
+        return give_up("failed", str(exc))
+    context = model.cfg.context
+    if model.cfg.vocab_size < meta["vocab_size"]:
+        raise ScalelabError(f"{run_dir / 'model.pt'}: vocabulary of {model.cfg.vocab_size} is smaller than the "
+                            f"tokenizer's {meta['vocab_size']} in {data_dir / 'meta.json'}; retrain the run")
+
+    loaded = time.perf_counter()
+
+    # Perplexity and bits per byte over exactly the predicted tokens.
+    windows = eval_windows(len(tokens), context, settings.test_tokens)
+    total_nats, n_tokens = test_loss(model, tokens, context, settings.batch_size, windows)
+    byte_lengths = token_byte_lengths(tokenizer, str(data_dir / "tokenizer.json"))
+    n_bytes = int(sum(byte_lengths[np.asarray(tokens[s + 1 : s + 1 + n], dtype=np.int64)].sum() for s, n in windows))
+    loss = total_nats / n_tokens
+    scored = time.perf_counter()
+
+    # Generations.
+    eot_id = meta["eot_id"]
+    if settings.task == "continuation":
+        if settings.prompt_tokens + settings.max_new_tokens > context:
+            raise ScalelabError(f"eval settings: prompt_tokens {settings.prompt_tokens} + max_new_tokens "
+                                f"{settings.max_new_tokens} exceed the model context of {context}")
+        examples = continuation_prompts(np.asarray(tokens), eot_id, settings.prompts, settings.prompt_tokens,
+                                        settings.max_new_tokens)
+        if settings.prompts and not examples:
+            raise ScalelabError(f"{data_dir / 'test.bin'}: no test document has the {settings.prompt_tokens} + "
+                                f"{settings.max_new_tokens} tokens a continuation prompt needs; lower eval.prompt_tokens")
+    else:
+        examples = pairs_prompts(np.asarray(tokens), eot_id, meta["sep_id"], settings.prompts)
+        examples = [(p, r) for p, r in examples if len(p) < context]  # a source that fills the context leaves no room
+    new_ids = generate(model, [p for p, _ in examples], settings.max_new_tokens, eot_id, settings.batch_size)
+    generated = time.perf_counter()
+
+    def text(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
+    generations = [
+        {"prompt": text(p[:-1] if settings.task == "pairs" else p), "reference": text(r), "hypothesis": text(h)}
+        for (p, r), h in zip(examples, new_ids)
+    ]
+    scores = score_generations([g["hypothesis"] for g in generations], [g["reference"] for g in generations],
+                               settings.bleu_tokenize)
+
+    result = {
+        "run": run_id, "status": "ok",
+        "test_loss": loss, "test_ppl": math.exp(min(loss, 700.0)),  # min: no OverflowError from a broken model
+        "test_bpb": total_nats / math.log(2) / max(n_bytes, 1),
+        "test_tokens": n_tokens, "test_bytes": n_bytes,
+        **scores, "task": settings.task, "n_generations": len(generations),
+        "eval_s": time.perf_counter() - started, "message": None, "settings": asdict(settings),
+        # Where the time went: loading (data, tokenizer, checkpoint), test loss, generation, BLEU/ROUGE
+        # (the last mostly importing rouge-score and with it nltk, once per process).
+        "timings": {"load_s": loaded - started, "test_loss_s": scored - loaded, "generate_s": generated - scored,
+                    "score_s": time.perf_counter() - generated},
+    }
+    write_text(run_dir / "generations.jsonl", "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations))
+    write_json(run_dir / "eval.json", result)
+    return result
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _test_tokens(value: str) -> int | None:
+    """`--test-tokens 16384` (or 16K, 1.6e4); `all` (or none/null/0) means the whole test split."""
+    if value.strip().lower() in ("all", "none", "null", "0"):
+        return None
+    from .config import parse_count
+
+    try:
+        return parse_count(value, "--test-tokens")
+    except ScalelabError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = EvalSettings()
+    parser.add_argument("--run", required=True, type=Path, help="run directory, results/runs/{run}")
+    parser.add_argument("--data", required=True, type=Path, help="data directory, results/data")
+    parser.add_argument("--test-tokens", type=_test_tokens, default=d.test_tokens,
+                        help=f"test tokens to score, or 'all' (default {d.test_tokens})")
+    parser.add_argument("--task", choices=TASKS, default=d.task, help=f"generation task (default {d.task})")
+    parser.add_argument("--prompts", type=int, default=d.prompts, help=f"K generations (default {d.prompts})")
+    parser.add_argument("--prompt-tokens", type=int, default=d.prompt_tokens,
+                        help=f"P, continuation prompt length (default {d.prompt_tokens})")
+    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
+                        help=f"R, tokens generated per prompt at most (default {d.max_new_tokens})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
+    parser.add_argument("--bleu-tokenize", default=d.bleu_tokenize, help=f"sacrebleu tokenizer (default {d.bleu_tokenize})")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device, help="(default auto)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def run(args: argparse.Namespace) -> None:
+    settings = EvalSettings(
+        test_tokens=args.test_tokens, task=args.task, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, bleu_tokenize=args.bleu_tokenize,
+        device=args.device,
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.run.is_dir():
+        raise ScalelabError(f"{args.run}: run directory not found")
+    result = evaluate_run(args.run, args.data, settings)
+    if result["status"] == "ok":
+        print(f"{result['run']}: test_loss {result['test_loss']:.4f}  ppl {result['test_ppl']:.2f}  "
+              f"bpb {result['test_bpb']:.4f}  bleu {result['bleu'] if result['bleu'] is None else round(result['bleu'], 2)}  "
+              f"rougeL {result['rougeL'] if result['rougeL'] is None else round(result['rougeL'], 4)}  "
+              f"({result['eval_s']:.2f} s)")

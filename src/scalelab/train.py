@@ -1,0 +1,367 @@
+"""The `train` stage: one grid point trained with Lightning.
+
+The split follows Lightning's: `LitGPT` holds the maths of a step, `TokenData` says where the
+tokens come from, and callbacks handle what cuts across (divergence, checkpoints, logging).
+
+Resuming is exact: every optimizer step's batch is drawn from a generator seeded with
+(seed, step), and an "epoch" is one checkpoint interval, so a run killed at any point resumes
+from its last end-of-epoch checkpoint with the same data order, optimizer and schedule state.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import ScalelabError
+from .files import atomic_path, write_json
+from .model import GPT, GPTConfig, flops_per_token, param_counts
+
+CKPT_NAME = "last.ckpt"
+
+
+# ----------------------------------------------------------------------------- the schedule
+
+def total_steps(tokens: int, batch_size: int, context: int) -> int:
+    """Exactly ceil(D / (batch_size * context)) optimizer steps."""
+    return max(1, math.ceil(tokens / (batch_size * context)))
+
+
+def lr_factor(step: int, steps: int, warmup_steps: int, schedule: str, min_ratio: float) -> float:
+    """Multiplier of the peak lr at `step`: linear warmup, then cosine/linear decay to min_ratio."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+    decay = 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress
+    return min_ratio + (1 - min_ratio) * decay
+
+
+def warmup_steps_for(spec: dict, steps: int) -> int:
+    tokens_per_step = spec["batch_size"] * spec["context"]
+    warmup_tokens = spec["warmup_tokens"] * spec["tokens"] if spec["warmup_tokens"] <= 1 else spec["warmup_tokens"]
+    return min(steps, math.ceil(warmup_tokens / tokens_per_step)) if warmup_tokens > 0 else 0
+
+
+# ----------------------------------------------------------------------------- data
+
+class StepBatches(Dataset):
+    """Item i is the whole batch of optimizer step `first_step + i`: batch_size random windows of
+    context+1 tokens, drawn from a generator seeded with (seed, step) so any step can be replayed."""
+
+    def __init__(self, path: Path, dtype: str, context: int, batch_size: int, seed: int,
+                 first_step: int, last_step: int, rank: int = 0, world: int = 1) -> None:
+        self.path, self.dtype, self.context, self.batch_size = path, dtype, context, batch_size
+        self.seed, self.first_step, self.last_step = seed, first_step, last_step
+        self.rank, self.world = rank, world
+        self._tokens = None
+        self._window = np.arange(context + 1)
+
+    def __len__(self) -> int:
+        return self.last_step - self.first_step
+
+    def __getitem__(self, i: int):
+        if self._tokens is None:  # opened lazily: memmaps don't pickle into workers
+            self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
+        rng = np.random.default_rng((self.seed, self.first_step + i))
+        starts = rng.integers(0, len(self._tokens) - self.context - 1, size=self.batch_size, endpoint=True)
+        starts = starts[self.rank::self.world]  # each DDP rank takes its slice of the global batch
+        windows = torch.from_numpy(self._tokens[starts[:, None] + self._window].astype(np.int64))
+        return windows[:, :-1], windows[:, 1:]
+
+
+class TokenData(L.LightningDataModule):
+    """Training batches for the next checkpoint interval (an "epoch") and fixed val windows."""
+
+    def __init__(self, data_dir: Path, spec: dict, steps: int, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.spec, self.steps, self.steps_per_epoch = spec, steps, steps_per_epoch
+        meta = json.loads((self.data_dir / "meta.json").read_text())
+        self.dtype, self.vocab_size = meta["dtype"], meta["vocab_size"]
+        self.train_tokens = meta["splits"]["train"]["tokens"]
+        self.val_tokens = meta["splits"]["val"]["tokens"]
+        if self.train_tokens < spec["context"] + 1:
+            raise ScalelabError(f"{self.data_dir / 'train.bin'}: {self.train_tokens} tokens, fewer than one window")
+
+    def train_dataloader(self) -> DataLoader:
+        # Batches follow the optimizer step, not Lightning's epoch/batch counters: a run resumed
+        # from an end-of-epoch checkpoint replays its epoch bookkeeping, never its data.
+        first = self.trainer.global_step
+        last = min(self.steps, first + self.steps_per_epoch)
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        batches = StepBatches(self.data_dir / "train.bin", self.dtype, self.spec["context"], self.spec["batch_size"],
+                              self.spec["seed"], first, last, rank, world)
+        return DataLoader(batches, batch_size=None, shuffle=False)
+
+    def val_windows(self) -> torch.Tensor:
+        """Non-overlapping windows from the start of val.bin: the same set for every run."""
+        context = self.spec["context"]
+        count = min(self.spec["val_tokens"] // context, (self.val_tokens - 1) // context)
+        if count < 1:
+            return torch.zeros(0, context + 1, dtype=torch.long)
+        tokens = np.memmap(self.data_dir / "val.bin", dtype=self.dtype, mode="r")
+        starts = np.arange(count) * context
+        return torch.from_numpy(tokens[starts[:, None] + np.arange(context + 1)].astype(np.int64))
+
+    def val_dataloader(self) -> DataLoader:
+        windows = self.val_windows()
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        batches = [windows[i:i + self.spec["batch_size"]] for i in range(0, len(windows), self.spec["batch_size"])]
+        return DataLoader([(b[:, :-1], b[:, 1:]) for b in batches[rank::world]], batch_size=None)
+
+
+# ----------------------------------------------------------------------------- the model's steps
+
+class LitGPT(L.LightningModule):
+    def __init__(self, model_config: dict, spec: dict, steps: int) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.gpt = GPT(GPTConfig(**model_config))
+        self.spec, self.steps = spec, steps
+        self.warmup_steps = warmup_steps_for(spec, steps)
+        self.val_history: list[tuple[int, float]] = []  # (optimizer steps done, val loss)
+        # Compiled forward kept outside the module tree, so state_dict keys stay plain.
+        object.__setattr__(self, "_forward", torch.compile(self.gpt) if spec["compile"] else self.gpt)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        _, loss, _ = self._forward(x, y)
+        self.log("train_loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        _, loss, _ = self._forward(x, y)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.val_history.append((self.global_step, float(self.trainer.callback_metrics["val_loss"])))
+
+    # The val history rides in the checkpoint, so a resumed run's curve.csv is complete.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["val_history"] = list(self.val_history)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.val_history = [tuple(item) for item in checkpoint.get("val_history", [])]
+
+    def configure_optimizers(self):
+        # Weight decay on matrices only, as in GPT-2/nanoGPT; biases, LayerNorms stay undecayed.
+        params = [p for p in self.gpt.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.spec["weight_decay"]},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        on_gpu = torch.cuda.is_available() and self.spec["accelerator"] != "cpu"
+        # fused on GPU; the multi-tensor path on CPU, well ahead of the per-parameter loop
+        optimizer = torch.optim.AdamW(groups, lr=self.spec["lr"], betas=(0.9, self.spec["beta2"]),
+                                      fused=on_gpu, foreach=not on_gpu)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+            step, self.steps, self.warmup_steps, self.spec["schedule"], self.spec["min_lr_ratio"]))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+class DivergenceGuard(L.Callback):
+    """Stop at the first non-finite loss; the run ends with status `diverged`, metrics still written."""
+
+    def __init__(self) -> None:
+        self.diverged_at: int | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss.detach()).all():
+            self.diverged_at = trainer.global_step
+            trainer.should_stop = True
+
+
+# ----------------------------------------------------------------------------- one run
+
+def resolve_precision(spec: dict) -> str:
+    if spec["precision"] != "auto":
+        return spec["precision"]
+    return "bf16-mixed" if torch.cuda.is_available() and spec["accelerator"] != "cpu" else "32-true"
+
+
+def _resume_checkpoint(ckpt_dir: Path, spec: dict) -> Path | None:
+    """The checkpoint to resume from, if it belongs to exactly this spec and loads."""
+    spec_file, ckpt = ckpt_dir / "spec.json", ckpt_dir / CKPT_NAME
+    if ckpt_dir.exists():
+        try:
+            same = json.loads(spec_file.read_text()) == spec
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if same and ckpt.exists():
+            try:
+                torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+                return ckpt
+            except Exception as exc:  # a kill during the write leaves a truncated file
+                print(f"{ckpt}: unreadable checkpoint ({type(exc).__name__}), starting over")
+        shutil.rmtree(ckpt_dir)  # stale (other settings) or broken: never resume from it
+    ckpt_dir.mkdir(parents=True)
+    spec_file.write_text(json.dumps(spec, indent=1, sort_keys=True))
+    return None
+
+
+def _write_curve(log_csv: Path, val_history: list, curve_csv: Path, tokens_per_step: int,
+                 flops_per_tok: int) -> pd.DataFrame:
+    """curve.csv (step, tokens, flops, lr, train_loss, val_loss); `step` counts the optimizer
+    steps done when the value was measured. Train loss and lr come from Lightning's CSVLogger
+    (logged before each step's update); val loss from the module's own exact-step history."""
+    raw = pd.read_csv(log_csv) if log_csv.exists() else pd.DataFrame(columns=["step"])
+    lr_col = next((c for c in raw.columns if c.startswith("lr")), None)
+    raw = raw.rename(columns={lr_col: "lr"} if lr_col else {})
+    for col in ("lr", "train_loss"):
+        if col not in raw:
+            raw[col] = np.nan
+    # One row per step, later rows winning (a resumed run re-logs the steps after its checkpoint).
+    train_rows = raw.dropna(subset=["train_loss"]).groupby("step", as_index=False)[["lr", "train_loss"]].last()
+    val_rows = pd.DataFrame(val_history, columns=["step", "val_loss"]).groupby("step", as_index=False).last()
+    curve = train_rows.merge(val_rows, on="step", how="outer").sort_values("step")
+    curve["step"] = curve["step"].astype(int)
+    curve.insert(1, "tokens", curve["step"] * tokens_per_step)
+    curve.insert(2, "flops", curve["tokens"].astype(float) * flops_per_tok)
+    with atomic_path(curve_csv) as tmp:
+        curve.to_csv(tmp, index=False)
+    return curve
+
+
+def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = None) -> dict:
+    """Train one grid point; write model.pt, curve.csv and metrics.json into run_dir."""
+    started = time.time()
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # Adam's second moments reach denormals, which are very slow on CPU
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        meta = json.loads((data_dir / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ScalelabError(f"{data_dir / 'meta.json'}: missing or unreadable; run the tokenize stage first") from None
+    if not meta.get("settings", {}).get("allow_repeat") and spec["tokens"] > meta["splits"]["train"]["tokens"]:
+        raise ScalelabError(f"{spec['run']}: asks for {spec['tokens']:,} tokens but the train split has "
+                            f"{meta['splits']['train']['tokens']:,} (set data.allow_repeat: true to repeat data)")
+
+    model_config = GPTConfig(vocab_size=meta["vocab_size"], context=spec["context"],
+                             n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
+    params, params_total = param_counts(model_config)
+    flops_tok, flops_tok_total = flops_per_token(model_config)
+    steps = total_steps(spec["tokens"], spec["batch_size"], spec["context"])
+    steps_per_epoch = max(1, round(steps * spec["checkpoint_every"]))
+    epochs = math.ceil(steps / steps_per_epoch)
+    val_every = max(1, math.ceil(epochs / spec["val_evals"]))
+    tokens_per_step = spec["batch_size"] * spec["context"]
+    if spec["batch_size"] % spec["devices"]:
+        raise ScalelabError(f"{spec['run']}: batch_size {spec['batch_size']} is not divisible by devices {spec['devices']}")
+
+    ckpt_dir = run_dir / "ckpt"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = _resume_checkpoint(ckpt_dir, spec)
+    if resume_from is None:
+        shutil.rmtree(ckpt_dir / "log", ignore_errors=True)  # rows of an attempt that never checkpointed
+    L.seed_everything(spec["seed"], workers=True, verbose=False)
+    lit = LitGPT(model_config.to_dict(), spec, steps)
+    data = TokenData(data_dir, spec, steps, steps_per_epoch)
+    guard = DivergenceGuard()
+    logger = L.pytorch.loggers.CSVLogger(save_dir=str(ckpt_dir), name="", version="log")
+    callbacks = [
+        guard,
+        L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename=CKPT_NAME.removesuffix(".ckpt"),
+                                            every_n_epochs=1, save_top_k=1, save_on_train_epoch_end=True,
+                                            enable_version_counter=False),
+        L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
+    ]
+    accelerator = {"auto": "auto", "cpu": "cpu", "gpu": "gpu"}[spec["accelerator"]]
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=spec["devices"], precision=resolve_precision(spec),
+        strategy="ddp" if spec["devices"] > 1 else "auto",
+        max_steps=steps, max_epochs=-1, gradient_clip_val=spec["grad_clip"] or None,
+        check_val_every_n_epoch=val_every, num_sanity_val_steps=0,
+        reload_dataloaders_every_n_epochs=1, log_every_n_steps=max(1, steps // 100),
+        logger=logger, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(ckpt_dir), deterministic=False,
+    )
+    resumed_from_step = None
+    if resume_from is not None:
+        resumed_from_step = int(torch.load(resume_from, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+        print(f"{spec['run']}: resuming from step {resumed_from_step} of {steps} ({resume_from})")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        fit_started = time.time()
+        trainer.fit(lit, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+        fit_s = time.time() - fit_started
+        if guard.diverged_at is None and (not lit.val_history or lit.val_history[-1][0] != trainer.global_step):
+            trainer.validate(lit, datamodule=data, verbose=False)  # the final val loss, always measured
+    if not trainer.is_global_zero:
+        return {}
+    logger.save()
+    curve = _write_curve(Path(logger.log_dir) / "metrics.csv", lit.val_history, run_dir / "curve.csv",
+                         tokens_per_step, flops_tok)
+
+    diverged = guard.diverged_at is not None
+    trained_steps = trainer.global_step
+    val = curve["val_loss"].dropna()
+    tail = curve[curve["step"] >= trained_steps * 0.9]["train_loss"].dropna()
+    tokens = steps * tokens_per_step
+    new_steps = trained_steps - (resumed_from_step or 0)
+    metrics = {
+        "run": spec["run"], "model": spec["model"], "n_layer": spec["n_layer"], "d_model": spec["d_model"],
+        "n_head": spec["n_head"], "vocab_size": model_config.vocab_size, "context": spec["context"],
+        "params": params, "params_total": params_total,
+        "tokens": tokens, "tokens_requested": spec["tokens"],
+        "flops": tokens * flops_tok, "flops_total": tokens * flops_tok_total,
+        "seed": spec["seed"], "isoflop_budget": spec["isoflop_budget"], "steps": trained_steps,
+        "batch_size": spec["batch_size"], "lr": spec["lr"],
+        "train_loss": float(tail.mean()) if len(tail) else None,
+        "val_loss": None if diverged or not len(val) else float(val.iloc[-1]),
+        "wall_s": round(time.time() - started, 2),
+        "tokens_per_s": round(new_steps * tokens_per_step / fit_s, 1) if fit_s > 0 else None,
+        "status": "diverged" if diverged else "ok",
+        "diverged_at_step": guard.diverged_at,
+        "resumed_from_step": resumed_from_step,
+        "precision": resolve_precision(spec), "accelerator": str(trainer.accelerator.__class__.__name__),
+        "devices": spec["devices"], "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__, "lightning_version": L.__version__,
+    }
+    state = {k: v.detach().cpu() for k, v in lit.gpt.state_dict().items()}
+    with atomic_path(run_dir / "model.pt") as tmp:
+        torch.save({"config": model_config.to_dict(), "state_dict": state, "run": spec["run"]}, tmp)
+    write_json(run_dir / "metrics.json", metrics)  # last: its presence means the run is complete
+    if not diverged:
+        shutil.rmtree(ckpt_dir / "log", ignore_errors=True)
+        (ckpt_dir / CKPT_NAME).unlink(missing_ok=True)  # done: the resume state is no longer needed
+    return metrics
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--spec", required=True, help="the run's settings as JSON (the train rule's params)")
+    parser.add_argument("--data", required=True, type=Path, help="the tokenize stage's folder (results/data)")
+    parser.add_argument("--out", required=True, type=Path, help="the run's folder (results/runs/{run})")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def run(args) -> None:
+    try:
+        spec = json.loads(args.spec)
+    except json.JSONDecodeError as exc:
+        raise ScalelabError(f"--spec: not valid JSON ({exc})") from None
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    metrics = train_run(spec, args.data, args.out, args.threads)
+    if metrics:
+        print(f"{metrics['run']}: {metrics['status']}, val_loss {metrics['val_loss']}, "
+              f"{metrics['tokens']:,} tokens in {metrics['wall_s']} s ({metrics['tokens_per_s']} tokens/s)")

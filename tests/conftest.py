@@ -1,0 +1,58 @@
+"""Shared fixtures: offline hub settings, a tiny corpus, and tiny tokenized data."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+# Nothing in the tests may reach a hub.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+_WORDS = ("the model learns a law of scale where loss falls as data and parameters grow while compute "
+          "is spent on tokens and layers of attention over context windows").split()
+
+
+def make_corpus(folder: Path, documents: int = 200, seed: int = 0, words: int = 120) -> list[Path]:
+    """Small text files of simple, learnable sentences (one document per file)."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(documents):
+        sentences = []
+        for _ in range(words // 8):
+            start = rng.randrange(len(_WORDS) - 8)
+            sentences.append(" ".join(_WORDS[start:start + 8]).capitalize() + ".")
+        path = folder / f"doc{i:04d}.txt"
+        path.write_text(f"Document {i}. " + " ".join(sentences) + "\n")
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A tokenized tiny corpus (results/data layout)."""
+    from scalelab import data
+
+    root = tmp_path_factory.mktemp("tiny")
+    make_corpus(root / "corpus")
+    data_cfg = {"source": {"files": [str(root / "corpus" / "*.txt")], "text_field": "text", "sample_by": "document"},
+                "pairs": None, "split": {"val": 0.1, "test": 0.1}, "tokenizer": {"vocab_size": 300},
+                "allow_repeat": True}
+    data.tokenize(data_cfg, root / "data")
+    return root / "data"
+
+
+def tiny_spec(**changes) -> dict:
+    spec = {"run": "t-8K-s0", "model": "t", "n_layer": 1, "d_model": 16, "n_head": 2, "tokens": 8192, "seed": 0,
+            "isoflop_budget": None, "data": "test", "context": 32, "batch_size": 8, "lr": 3e-3,
+            "schedule": "cosine", "warmup_tokens": 0.05, "min_lr_ratio": 0.1, "weight_decay": 0.1, "beta2": 0.95,
+            "grad_clip": 1.0, "precision": "32-true", "accelerator": "cpu", "devices": 1, "compile": False,
+            "val_tokens": 1024, "val_evals": 2, "checkpoint_every": 0.25}
+    spec.update(changes)
+    return spec

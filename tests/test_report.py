@@ -1,0 +1,346 @@
+"""The report stage on synthetic studies built from a known law.
+
+`make_study(root)` writes a default-like `results/` tree (metrics.csv, curve.csv per run,
+fit.json, data/meta.json) and `check_report(out_dir, fit)` checks a finished report; both are
+meant to be reused by the end-to-end tests.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalelab import cli, report
+from scalelab.files import read_json, write_json
+from scalelab.fit import fit_frame
+
+REPO = Path(__file__).resolve().parents[1]
+LAW = {"E": 2.0, "A": 60.0, "B": 80.0, "alpha": 0.30, "beta": 0.30}
+MODELS = {"xs": (2, 32, 2), "s": (2, 64, 2), "m": (3, 96, 3), "l": (4, 128, 4)}
+TOKENS = (100_000, 200_000, 400_000)
+ISOFLOP_BUDGETS = (1e11, 3e11)
+
+
+# ----------------------------------------------------------------------------- synthetic study
+
+def _row(model: str, tokens: float, status: str = "ok", budget=None, noise: float = 0.0) -> dict:
+    n_layer, d_model, n_head = MODELS.get(model, (6, 192, 6))
+    params = 12 * n_layer * d_model**2
+    loss = float(report.predict_loss(params, tokens, **LAW)) * (1 + noise)
+    ok = status == "ok"
+    return {
+        "run": f"{model}-{report.human(tokens)}-s0", "model": model, "n_layer": n_layer, "d_model": d_model,
+        "n_head": n_head, "vocab_size": 2048, "context": 128, "params": params,
+        "params_total": params + 2048 * d_model, "tokens": int(tokens), "flops": 6.0 * params * tokens,
+        "flops_total": 6.0 * (params + 2048 * d_model) * tokens, "seed": 0, "isoflop_budget": budget,
+        "steps": int(tokens // 4096) if status != "missing" else None,
+        "train_loss": loss * 1.01 if ok else (None if status == "missing" else 25.0),
+        "val_loss": loss if ok else None, "wall_s": params * tokens / 2e9 if status != "missing" else None,
+        "tokens_per_s": 2e5 if ok else None, "status": status, "resumed_from_step": None,
+        "torch_version": None if status == "missing" else "2.13.0",
+        "lightning_version": None if status == "missing" else "2.6.0",
+        "test_loss": loss * 1.005 if ok else None, "test_ppl": math.exp(loss * 1.005) if ok else None,
+        "test_bpb": loss * 1.005 / math.log(2) / 3.8 if ok else None,
+        "bleu": 40.0 / loss if ok else None, "rouge1": 1.2 / loss if ok else None,
+        "rouge2": 0.5 / loss if ok else None, "rougeL": 1.0 / loss if ok else None,
+    }
+
+
+def _curve(row: dict, rng: np.random.Generator) -> pd.DataFrame:
+    steps = np.arange(0, 61)
+    tokens = steps * row["tokens"] / 60
+    final = row["val_loss"] if row["status"] == "ok" else 6.0
+    train = final + (math.log(2048) - final) * np.exp(-steps / 10) + rng.normal(0, 0.03, len(steps))
+    if row["status"] == "diverged":
+        train[40:] = np.linspace(8, 40, 21)
+    val = np.where(steps % 15 == 0, train + 0.02, np.nan)
+    lr = 3e-3 * np.minimum(1, (steps + 1) / 5)
+    return pd.DataFrame({"step": steps, "tokens": tokens.astype(int), "flops": 6 * row["params"] * tokens,
+                         "lr": lr, "train_loss": train, "val_loss": val})
+
+
+def _meta() -> dict:
+    return {"vocab_size": 2048, "dtype": "uint16", "eot_id": 0, "sep_id": 1, "format": "text",
+            "splits": {s: {"documents": d, "tokens": t, "bytes": t * 3.8} for s, d, t in
+                       (("train", 2400, 3_000_000), ("val", 25, 30_000), ("test", 25, 31_000))},
+            "bytes_per_token": {"train": 3.8, "val": 3.79, "test": 3.81},
+            "corpus": {"source": "python-stdlib", "files": 812, "bytes": 11_400_000, "fingerprint": "3f2a9c1d"},
+            "tokenizer": {"vocab_size": 2048, "fingerprint": "b81e77aa"}}
+
+
+def make_study(root: str | Path, *, sizes=tuple(MODELS), isoflop: bool = True, extras: bool = True,
+               meta: bool = True, bootstrap: int = 10, seed: int = 0) -> dict:
+    """Write root/results/{metrics.csv, runs/*/curve.csv, fit/fit.json, data/meta.json}.
+
+    A default-like grid (4 model sizes x 3 token counts) from a known law with 1 % noise; with
+    `isoflop`, two IsoFLOP budgets over the 4 sizes; with `extras`, one diverged and one missing
+    run. fit.json comes from `scalelab.fit.fit_frame`. Returns the fit.json written.
+    """
+    rng = np.random.default_rng(seed)
+    results = Path(root) / "results"
+    rows = [_row(m, t, noise=rng.normal(0, 0.01)) for m in sizes for t in TOKENS]
+    if isoflop:
+        for c in ISOFLOP_BUDGETS:
+            for m in sizes:
+                n_layer, d_model, _ = MODELS[m]
+                rows.append(_row(m, round(c / (6 * 12 * n_layer * d_model**2)), budget=c, noise=rng.normal(0, 0.005)))
+    if extras:
+        rows += [_row("l", 800_000, status="diverged"), _row("xl", 100_000, status="missing")]
+    frame = pd.DataFrame(rows)
+    (results / "fit").mkdir(parents=True, exist_ok=True)
+    frame.to_csv(results / "metrics.csv", index=False)
+    for row in rows:
+        run_dir = results / "runs" / row["run"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if row["status"] != "missing":
+            _curve(row, rng).to_csv(run_dir / "curve.csv", index=False)
+    # The real fit, kept small (32 starts, 10 resamples) so that the test stays quick.
+    fit = fit_frame(frame, loss_col="val_loss", bootstrap=bootstrap, grid_points=2, workers=1, seed=seed)
+    write_json(results / "fit" / "fit.json", fit)
+    if meta:
+        (results / "data").mkdir(parents=True, exist_ok=True)
+        write_json(results / "data" / "meta.json", _meta())
+    return read_json(results / "fit" / "fit.json")  # as the report reads it: NaN became null
+
+
+def run_report(root: Path, *extra: str) -> int:
+    results = root / "results"
+    return cli.main(["report", "--metrics", str(results / "metrics.csv"), "--fit", str(results / "fit" / "fit.json"),
+                     "--runs", str(results / "runs"), "--data-meta", str(results / "data" / "meta.json"),
+                     "--out", str(results / "report"), *extra])
+
+
+# ----------------------------------------------------------------------------- checking a report
+
+class PageParser(HTMLParser):
+    """Collects what the checks need: images, figures, fit-number cells, external references."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.images, self.figures, self.missing, self.cells, self.external = [], [], [], [], []
+        self.tags, self._cell, self._text = [], None, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        if tag in ("script", "link", "iframe"):
+            self.external.append(tag)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag == "figure":
+            self.figures.append(attrs["data-figure"])
+            if "missing" in (attrs.get("class") or ""):
+                self.missing.append(attrs["data-figure"])
+        if tag == "td" and "data-fit" in attrs:
+            self._cell, self._text = attrs, []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self.cells.append((self._cell["data-fit"], json.loads(self._cell["data-value"]), "".join(self._text)))
+            self._cell = None
+
+
+def resolve(fit: dict, path: str):
+    value = fit
+    for part in path.split("."):
+        if isinstance(value, list):
+            value = value[int(part)] if int(part) < len(value) else None
+        elif isinstance(value, dict):
+            value = value.get(part)
+        else:
+            return None
+    return value
+
+
+def parse_shown(text: str) -> list[float]:
+    """The numbers a cell shows: '0.3', '1.234e15', '74.94K', '[0.28, 0.32]', '1.25 %' (a fraction)."""
+    scale = 0.01 if text.strip().endswith("%") else 1.0
+    units = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    return [float(x) * units[unit] * scale for x, unit in re.findall(r"(-?\d+(?:\.\d+)?(?:e-?\d+)?)([KMGT]?)", text)]
+
+
+def decode_png(data: bytes):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    from PIL import Image
+    import io
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def check_report(out: Path, fit: dict) -> PageParser:
+    """Assert a finished report is complete and consistent with fit.json; return the parsed page."""
+    for path in report.output_paths(out):
+        assert path.is_file() and path.stat().st_size > 0, f"{path} missing"
+    page = PageParser()
+    page.feed((out / "index.html").read_text())
+    page.close()
+    assert page.tags[:2] == ["html", "head"] and "body" in page.tags
+    assert not page.external, f"the page loads external resources: {page.external}"
+    assert sorted(page.figures) == sorted(report.FIGURES)
+    drawn = [n for n in report.FIGURES if n not in page.missing]
+    assert len(page.images) == len(drawn)
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        image = decode_png(base64.b64decode(src.split(",", 1)[1], validate=True))
+        assert image.width >= 400 and image.height >= 150
+    for name in report.FIGURES:
+        decode_png((out / "figures" / f"{name}.png").read_bytes())
+        assert (out / "figures" / f"{name}.svg").read_text()[:200].lstrip().startswith("<?xml")
+    for source, value, shown in page.cells:  # every fit number on the page is fit.json's own
+        assert value == resolve(fit, source), source
+        if value is not None and shown != "–":
+            expected = value if isinstance(value, list) else [value]
+            tolerance = 5e-5 if shown.strip().endswith("%") else 0
+            assert parse_shown(shown) == pytest.approx(expected, rel=6e-4, abs=tolerance), (source, shown)
+    return page
+
+
+# ----------------------------------------------------------------------------- tests
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    fit = make_study(root)
+    return root, fit
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tiny):
+    root, fit = tiny
+    assert run_report(root, "--title", "tiny study") == 0
+    return root / "results" / "report", fit
+
+
+def test_report_is_complete_and_matches_fit(tiny_report, capsys):
+    out, fit = tiny_report
+    page = check_report(out, fit)
+    assert page.missing == [], f"figures not drawn: {page.missing}"
+    sources = {source for source, _, _ in page.cells}
+    for key in ("E", "A", "B", "alpha", "beta", "a", "b", "ci95.alpha", "ci95.beta", "ci95.a"):
+        assert f"approach3.{key}" in sources
+    for key in ("approach2.a", "approach2.a_ci95", "approach2.budgets.1.n_opt", "allocation.0.n_opt",
+                "allocation.1.loss_ci95", "allocation.1.n_opt_ci95", "holdout.max_abs_rel_error",
+                "holdout.rel_error.0", "power_law_N.alpha"):
+        assert key in sources
+    assert any(source.startswith("power_law_D.loglog_ols.") for source in sources)
+    html_text = (out / "index.html").read_text()
+    assert "<title>tiny study</title>" in html_text
+    for status in ("diverged", "missing"):
+        assert f'class="status-{status}"' in html_text
+    assert "python-stdlib" in html_text and "2.13.0" in html_text  # reproducibility table
+
+
+def test_summary_states_law_intervals_holdout_and_next_budget(tiny_report, capsys):
+    out, fit = tiny_report
+    summary = (out / "summary.txt").read_text()
+    a3, nxt = fit["approach3"], fit["allocation"][0]
+    assert f"alpha = {report.num(a3['alpha'])} {report.interval(a3['ci95']['alpha'])}" in summary
+    assert f"beta = {report.num(a3['beta'])} {report.interval(a3['ci95']['beta'])}" in summary
+    assert report.percent(fit["holdout"]["max_abs_rel_error"]) in summary
+    assert f"N_opt = {report.human(nxt['n_opt'])} params" in summary
+    assert str((out / "index.html").resolve()) in summary
+    assert html.escape(summary) in (out / "index.html").read_text()
+    assert report.print_summary(out) is True
+    assert capsys.readouterr().out == summary
+    assert report.print_summary(out / "nowhere") is False
+
+
+def test_markdown_has_same_content_with_linked_figures(tiny_report):
+    out, fit = tiny_report
+    md = (out / "report.md").read_text()
+    for name in report.FIGURES:
+        assert f"](figures/{name}.png)" in md
+        assert (out / "figures" / f"{name}.png").exists()
+    assert report.num(fit["approach3"]["alpha"]) in md and "base64" not in md
+    for title in report.TABLES.values():
+        assert f"### {title}" in md
+
+
+def test_degenerate_study_says_why_instead_of_crashing(tmp_path, capsys):
+    fit = make_study(tmp_path, sizes=("m",), isoflop=False, extras=False, meta=False)
+    assert run_report(tmp_path) == 0
+    out = tmp_path / "results" / "report"
+    page = check_report(out, fit)
+    assert {"loss_vs_params", "isoflop", "frontier", "holdout"} <= set(page.missing)
+    assert "loss_vs_tokens" not in page.missing and "training_curves" not in page.missing
+    text = (out / "index.html").read_text()
+    for key in ("approach3_why", "approach2_why", "holdout_why", "power_law_N_why", "allocation_why"):
+        assert report.clause(fit[key]) in text, key
+    assert "Only one model size (N = 332K)" in text
+    assert "meta.json was not found" in text
+    summary = capsys.readouterr().out
+    assert "not identified: " + report.clause(fit["approach3_why"]) in summary and "no check: " in summary
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda r: (r / "metrics.csv").unlink(), "metrics CSV not found"),
+    (lambda r: (r / "metrics.csv").write_text(""), "not a readable CSV"),
+    (lambda r: (r / "fit" / "fit.json").write_text("{not json"), "not valid JSON"),
+    (lambda r: (r / "fit" / "fit.json").write_text('{"target": "nope"}'), "no column 'nope'"),
+    (lambda r: (r / "fit" / "fit.json").write_text('{"approach3": {"E": 1}}'), "approach3.A"),
+])
+def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, breakage, message):
+    shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
+    breakage(tmp_path / "results")
+    assert run_report(tmp_path) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_law_and_allocation_formulas():
+    n, d = report.optimal_allocation(6e18, **LAW)
+    assert n * d == pytest.approx(1e18)
+    # The optimum: moving along C = 6ND in either direction raises the predicted loss.
+    for factor in (0.9, 1.1):
+        assert report.predict_loss(n * factor, d / factor, **LAW) > report.predict_loss(n, d, **LAW)
+    from scalelab.fit import compute_optimal, predict_loss  # the report's copy must agree with the fit's
+
+    assert report.predict_loss(1e6, 2e7, **LAW) == pytest.approx(predict_loss(1e6, 2e7, **LAW))
+    law = {k: LAW[k] for k in ("A", "B", "alpha", "beta")}
+    assert np.allclose(report.optimal_allocation(6e18, **LAW), compute_optimal(6e18, **law))
+
+
+def test_snakemake_rule_declares_every_output():
+    rule = (REPO / "workflow" / "rules" / "report.smk").read_text()
+    for path in report.output_paths("results/report"):
+        assert str(path) in rule or path.name in rule, path
+    for caption in re.findall(r'caption="\.\./report/([\w.]+\.rst)"', rule):
+        assert (REPO / "workflow" / "report" / caption).is_file(), caption
+    assert 'code_fingerprint("report")' in rule
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (/usr/bin/chromium)")
+def test_page_renders_in_headless_chromium(tiny_report, tmp_path):
+    out, _ = tiny_report
+    png = tmp_path / "page.png"
+    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000", f"--screenshot={png}",
+               (out / "index.html").resolve().as_uri()]
+    subprocess.run(command, capture_output=True, timeout=120)
+    assert png.exists(), "chromium wrote no screenshot"
+    image = np.asarray(decode_png(png.read_bytes()).convert("L"), dtype=float)
+    assert image.shape == (2000, 1280)
+    dark = image < 200  # text, plot lines and markers
+    assert dark.mean() > 0.01, "the page rendered blank"
+    # The first figure sits below the summary: the lower half must not be empty either.
+    assert dark[1000:].mean() > 0.005 and image.std() > 10

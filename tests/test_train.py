@@ -1,0 +1,123 @@
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from scalelab import train
+from scalelab.errors import ScalelabError
+
+from conftest import tiny_spec
+
+
+def test_exact_step_count_and_schedule():
+    assert train.total_steps(8192, 8, 32) == 32
+    assert train.total_steps(8193, 8, 32) == 33
+    factors = [train.lr_factor(s, 100, 10, "cosine", 0.1) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert train.lr_factor(50, 100, 0, "linear", 0.0) == pytest.approx(0.5)
+    assert train.lr_factor(99, 100, 0, "constant", 0.1) == 1.0
+    assert train.warmup_steps_for(tiny_spec(warmup_tokens=0.25), 32) == 8
+    assert train.warmup_steps_for(tiny_spec(warmup_tokens=512), 32) == 2
+
+
+def test_step_batches_are_seeded_windows(tiny_data):
+    meta = json.loads((tiny_data / "meta.json").read_text())
+    tokens = np.memmap(tiny_data / "train.bin", dtype=meta["dtype"], mode="r")
+    full = train.StepBatches(tiny_data / "train.bin", meta["dtype"], 32, 8, seed=0, first_step=0, last_step=10)
+    later = train.StepBatches(tiny_data / "train.bin", meta["dtype"], 32, 8, seed=0, first_step=4, last_step=10)
+    other = train.StepBatches(tiny_data / "train.bin", meta["dtype"], 32, 8, seed=1, first_step=0, last_step=10)
+    x, y = full[5]
+    assert x.shape == y.shape == (8, 32) and x.dtype == torch.long
+    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
+    assert torch.equal(later[1][0], x)  # a batch depends on its step only: resumable
+    assert not torch.equal(other[5][0], x)
+    row = x[0].numpy()  # every row is a real window of the memmap
+    starts = np.flatnonzero(np.asarray(tokens[:-32]) == row[0])
+    assert any((np.asarray(tokens[s:s + 32]) == row).all() for s in starts)
+    half = train.StepBatches(tiny_data / "train.bin", meta["dtype"], 32, 8, 0, 0, 10, rank=1, world=2)
+    assert torch.equal(half[5][0], x[1::2])
+
+
+def test_train_run_writes_outputs(tiny_data, tmp_path):
+    spec = tiny_spec()
+    metrics = train.train_run(spec, tiny_data, tmp_path / "run", threads=1)
+    assert metrics["status"] == "ok" and metrics["steps"] == 32
+    assert metrics["tokens"] == 32 * 8 * 32 and metrics["tokens_requested"] == 8192
+    assert math.isfinite(metrics["val_loss"]) and metrics["val_loss"] < math.log(300)
+    on_disk = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    for key in ("run", "model", "n_layer", "d_model", "n_head", "params", "params_total", "tokens", "flops",
+                "seed", "train_loss", "val_loss", "wall_s", "tokens_per_s", "status", "resumed_from_step",
+                "torch_version", "lightning_version"):
+        assert key in on_disk
+    curve = pd.read_csv(tmp_path / "run/curve.csv")
+    assert list(curve.columns) == ["step", "tokens", "flops", "lr", "train_loss", "val_loss"]
+    assert curve["step"].is_monotonic_increasing and curve["val_loss"].notna().sum() >= 2
+    assert curve["val_loss"].dropna().iloc[-1] == pytest.approx(metrics["val_loss"])
+    assert curve["step"].max() == 32
+    saved = torch.load(tmp_path / "run/model.pt", weights_only=True)
+    assert saved["run"] == spec["run"] and saved["config"]["d_model"] == 16
+    assert not (tmp_path / "run/ckpt/last.ckpt").exists()  # resume state removed once done
+
+
+def test_divergence_is_recorded_not_raised(tiny_data, tmp_path):
+    metrics = train.train_run(tiny_spec(lr=1e6, grad_clip=0.0, warmup_tokens=0.0), tiny_data, tmp_path / "run", 1)
+    assert metrics["status"] == "diverged"
+    assert metrics["val_loss"] is None and metrics["diverged_at_step"] < 32
+    assert json.loads((tmp_path / "run/metrics.json").read_text())["status"] == "diverged"
+
+
+def test_too_many_tokens_without_repeat(tiny_data, tmp_path):
+    meta = json.loads((tiny_data / "meta.json").read_text())
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    meta["settings"]["allow_repeat"] = False
+    (data / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ScalelabError, match="allow_repeat"):
+        train.train_run(tiny_spec(tokens=10**8), data, tmp_path / "run", 1)
+
+
+def test_killed_run_resumes_to_the_same_loss(tiny_data, tmp_path):
+    spec = tiny_spec(tokens=8 * 32 * 200, checkpoint_every=0.1, val_evals=2)
+    reference = train.train_run(spec, tiny_data, tmp_path / "ref", threads=1)
+
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "scalelab", "train", "--spec", json.dumps(spec), "--data", str(tiny_data),
+               "--out", str(run_dir), "--threads", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / "ckpt" / train.CKPT_NAME
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and torch.load(ckpt, weights_only=False)["global_step"] >= 60:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed = train.train_run(spec, tiny_data, run_dir, threads=1)
+    assert resumed["resumed_from_step"] is not None and resumed["resumed_from_step"] >= 60
+    assert resumed["resumed_from_step"] % 20 == 0  # an end-of-interval checkpoint: at most one interval lost
+    assert resumed["steps"] == reference["steps"] == 200
+    assert resumed["val_loss"] == pytest.approx(reference["val_loss"], abs=1e-5)
+    assert resumed["train_loss"] == pytest.approx(reference["train_loss"], abs=1e-5)
+
+
+def test_stale_checkpoint_of_other_settings_is_not_resumed(tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "ckpt").mkdir(parents=True)
+    (run_dir / "ckpt" / "spec.json").write_text(json.dumps(tiny_spec(lr=1.0)))
+    (run_dir / "ckpt" / train.CKPT_NAME).write_bytes(b"not a checkpoint")
+    metrics = train.train_run(tiny_spec(), tiny_data, run_dir, threads=1)
+    assert metrics["resumed_from_step"] is None and metrics["status"] == "ok"

@@ -1,0 +1,195 @@
+"""End to end: Snakemake as a subprocess on a tiny study, asserting from Snakemake's own output.
+
+One study is run for real once (module fixture); every staleness question is then asked as a
+dry run, whose job counts per rule say exactly what would rerun.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, make_corpus
+
+pytestmark = pytest.mark.e2e
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+TINY = {
+    "data": {"source": {"files": ["corpus/*.txt"]}, "split": {"val": 0.1, "test": 0.1},
+             "tokenizer": {"vocab_size": 300}},
+    "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2},
+               "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
+               "c": {"n_layer": 2, "d_model": 48, "n_head": 2}},
+    "grid": {"models": ["a", "b", "c"], "tokens": ["4K", "8K"], "seeds": [0]},
+    "train": {"context": 32, "batch_size": 8, "val_tokens": 512, "val_evals": 2},
+    "overrides": {"a": {"lr": 5e-3}},
+    "eval": {"test_tokens": 512, "prompts": 4, "prompt_tokens": 8, "max_new_tokens": 8, "batch_size": 4},
+    "fit": {"bootstrap": 20},
+}
+
+
+def write_config(study: Path, config: dict) -> None:
+    (study / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def snakemake(study: Path, *args: str, snakefile: Path = REPO / "Snakefile", config: Path | None = None,
+              check: bool = True) -> subprocess.CompletedProcess:
+    command = [SNAKEMAKE, "--snakefile", str(snakefile), "--directory", str(study),
+               "--configfile", str(config or study / "config.yaml"), "--cores", "2", *args]
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def planned_jobs(study: Path, **kwargs) -> dict[str, int]:
+    """Jobs per rule that a dry run would execute (empty when nothing is to be done)."""
+    proc = snakemake(study, "--dry-run", **kwargs)
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1]
+    counts = dict((m.group(1), int(m.group(2))) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M))
+    counts.pop("total", None)
+    counts.pop("all", None)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    study = tmp_path_factory.mktemp("study")
+    make_corpus(study / "corpus", documents=150)
+    write_config(study, TINY)
+    snakemake(study)
+    return study
+
+
+@pytest.fixture()
+def repo_copy(tmp_path) -> Path:
+    """The workflow and package source copied, so a test can edit code without touching the repo."""
+    copy = tmp_path / "repo"
+    copy.mkdir()
+    for name in ("Snakefile", "workflow", "src", "config", "profiles"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, copy / name,
+                                                              **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                                                 if source.is_dir() else {}))
+    return copy
+
+
+def test_first_run_completes_every_stage(study):
+    table = pd.read_csv(study / "results/metrics.csv")
+    assert sorted(table["run"]) == sorted(f"{m}-{t}-s0" for m in "abc" for t in ("4K", "8K"))
+    assert (table["status"] == "ok").all()
+    assert table["val_loss"].notna().all() and table["test_loss"].notna().all()
+    for name in ("fit/fit.json", "report/index.html", "data/meta.json", "runs/c-8K-s0/curve.csv"):
+        assert (study / "results" / name).exists(), name
+    assert (study / "logs/train/a-4K-s0.log").exists()
+
+
+def test_no_op_rerun_does_nothing(study):
+    assert planned_jobs(study) == {}
+
+
+def test_extending_the_grid_schedules_only_new_runs(study, tmp_path):
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    config["grid"]["tokens"].append("12K")
+    config["models"]["d"] = {"n_layer": 2, "d_model": 64, "n_head": 4}
+    config["grid"]["models"].append("d")
+    path = tmp_path / "extended.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(study, config=path)
+    new_runs = 4 * 3 - 3 * 2  # (a, b, c, d) x (4K, 8K, 12K) minus the six that exist
+    assert jobs.get("train") == new_runs
+    assert jobs.get("evaluate") == new_runs
+    assert "tokenize" not in jobs
+    assert jobs.get("aggregate") == jobs.get("fit") == jobs.get("report") == 1
+
+
+def test_changing_one_models_lr_reruns_only_its_runs(study, tmp_path):
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    config["overrides"]["b"] = {"lr": 1e-3}
+    path = tmp_path / "lr.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(study, config=path)
+    assert jobs.get("train") == 2 and jobs.get("evaluate") == 2 and "tokenize" not in jobs
+    detail = snakemake(study, "--dry-run", config=path).stdout
+    retrained = set(re.findall(r"output: results/runs/([^/]+)/model\.pt", detail))
+    assert retrained == {"b-4K-s0", "b-8K-s0"}
+
+
+def test_changing_eval_settings_reruns_evaluate_not_train(study, tmp_path):
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    config["eval"]["max_new_tokens"] = 6
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(study, config=path)
+    assert jobs.get("evaluate") == 6 and "train" not in jobs and "tokenize" not in jobs
+
+
+def test_changing_the_tokenizer_reruns_everything(study, tmp_path):
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    config["data"]["tokenizer"]["vocab_size"] = 320
+    path = tmp_path / "vocab.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(study, config=path)
+    assert jobs.get("tokenize") == 1 and jobs.get("train") == 6 and jobs.get("evaluate") == 6
+
+
+def test_model_code_edit_reruns_all_training_but_a_comment_does_not(study, repo_copy):
+    model = repo_copy / "src/scalelab/model.py"
+    source = model.read_text()
+    model.write_text(source.replace("class MLP(nn.Module):", "# a new comment\nclass MLP(nn.Module):")
+                     .replace('"""A GPT-style decoder', '"""A GPT-style decoder (docs edited)'))
+    assert planned_jobs(study, snakefile=repo_copy / "Snakefile") == {}
+    model.write_text(source.replace('approximate="tanh"', 'approximate="none"'))
+    jobs = planned_jobs(study, snakefile=repo_copy / "Snakefile")
+    assert jobs.get("train") == 6 and jobs.get("evaluate") == 6 and "tokenize" not in jobs
+
+
+def test_report_code_edit_reruns_only_the_report(study, repo_copy):
+    report = repo_copy / "src/scalelab/report.py"
+    report.write_text(report.read_text() + "\n\nREPORT_EDITED = True\n")
+    assert planned_jobs(study, snakefile=repo_copy / "Snakefile") == {"report": 1}
+
+
+def test_snakemake_report_archive(study):
+    snakemake(study, "--report", "results/report.zip")
+    assert (study / "results/report.zip").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda c: c.update(bogus=1), ["bogus"]),
+    (lambda c: c["grid"]["models"].append("zz"), ["grid.models", "zz"]),
+    (lambda c: c["models"].update(a={"n_layer": 1, "d_model": 15, "n_head": 2}), ["models.a", "divisible"]),
+    (lambda c: c["grid"].update(tokens=[0]), ["grid.tokens[0]"]),
+    (lambda c: c["data"].update(source={"files": ["nowhere/*.txt"]}), ["data.source.files[0]", "nowhere"]),
+    (lambda c: c["data"].update(source={"files": ["empty/*.txt"]}), ["empty"]),
+    (lambda c: c["grid"].update(tokens=["50M"]), ["grid.tokens", "allow_repeat"]),
+])
+def test_bad_input_one_line_error_and_results_untouched(study, tmp_path, change, words):
+    (study / "empty").mkdir(exist_ok=True)
+    (study / "empty/blank.txt").write_text("")
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    change(config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    metrics = study / "results/metrics.csv"
+    before = (metrics.read_bytes(), metrics.stat().st_mtime_ns)
+    proc = snakemake(study, config=path, check=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    errors = [line for line in output.splitlines() if "scalelab: error:" in line]
+    assert len(errors) == 1, output[-3000:]
+    for word in words:
+        assert word in errors[0]
+    assert "Traceback" not in output
+    assert (metrics.read_bytes(), metrics.stat().st_mtime_ns) == before

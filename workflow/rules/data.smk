@@ -1,0 +1,21 @@
+# corpus -> BPE tokenizer -> token memmaps. Reruns only when the data settings, the corpus
+# files or the data code change; everything downstream follows.
+
+
+rule tokenize:
+    output:
+        DATA_FILES,
+    params:
+        data=json.dumps(study.data_settings(config), sort_keys=True),
+        corpus=study.corpus_fingerprint(config),
+        code=code_fingerprint("tokenize"),
+    log:
+        log_path("tokenize"),
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    # MAX_TOKENS is checked but deliberately not a param: growing the grid must not retokenize
+    # (and so retrain) anything. Once meta.json exists, common.smk checks the grid against it.
+    shell:
+        "scalelab tokenize --spec {params.data:q} --out {DATA} --require-tokens {MAX_TOKENS} > {log} 2>&1"

@@ -1,0 +1,29 @@
+# One Lightning job per grid point. `params.spec` holds exactly the values that decide the run
+# (shape, tokens, seed, train settings after overrides, data fingerprint) and `params.code` the
+# model and training code, so a change to either reruns exactly the runs it touches.
+
+
+rule train:
+    input:
+        train=f"{DATA}/train.bin",
+        val=f"{DATA}/val.bin",
+        meta=f"{DATA}/meta.json",
+    output:
+        model="results/runs/{run}/model.pt",
+        metrics="results/runs/{run}/metrics.json",
+        curve="results/runs/{run}/curve.csv",
+    params:
+        spec=run_spec,
+        code=code_fingerprint("train"),
+    log:
+        "logs/train/{run}.log",
+    wildcard_constraints:
+        run="[^/]+",
+    threads: 1
+    resources:
+        gpu=train_gpus,
+        runtime=train_runtime_min,
+        mem_mb=train_mem_mb,
+    shell:
+        "scalelab train --spec {params.spec:q} --data {DATA} --out results/runs/{wildcards.run} "
+        "--threads {threads} > {log} 2>&1"
