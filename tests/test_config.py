@@ -91,6 +91,7 @@ def test_spec_is_plain_json_and_data_settings_are_in_it():
     ({"overrides": {"xs": {"learning_rate": 1.0}}}, ["overrides.xs.learning_rate"]),
     ({"overrides": {"xs": {"lr": -1}}}, ["overrides.xs.lr"]),
     ({"eval": {"task": "pairs"}}, ["data.pairs"]),
+    ({"train": {"context": 48}}, ["eval.prompt_tokens", "context of 48"]),
 ])
 def test_bad_configs_name_the_key(config, words):
     with pytest.raises(ScalelabError) as info:

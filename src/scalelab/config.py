@@ -168,7 +168,15 @@ def _check_semantics(config: dict) -> None:
         parse_count(config["eval"]["test_tokens"], "eval.test_tokens")
     for i, value in enumerate(config["fit"]["predict_flops"] or []):
         parse_count(value, f"fit.predict_flops[{i}]")
-    if config["eval"]["task"] == "pairs" and not config["data"]["pairs"]:
+    evaluation = config["eval"]
+    if evaluation["task"] == "continuation":
+        for name in models:
+            context = config["overrides"].get(name, {}).get("context", config["train"]["context"])
+            if evaluation["prompt_tokens"] + evaluation["max_new_tokens"] > context:
+                raise ScalelabError(
+                    f"config: eval.prompt_tokens + eval.max_new_tokens ({evaluation['prompt_tokens']} + "
+                    f"{evaluation['max_new_tokens']}) exceed model {name}'s context of {context}")
+    if evaluation["task"] == "pairs" and not config["data"]["pairs"]:
         raise ScalelabError("config: eval.task: 'pairs' needs data.pairs (source_field/target_field)")
 
 
