@@ -77,12 +77,9 @@ class Run:
 # ----------------------------------------------------------------------------- validation
 
 @functools.lru_cache(maxsize=1)
-def _schema_text() -> str:
-    return SCHEMA_PATH.read_text()
-
-
 def _load_schema() -> dict:
-    return yaml.safe_load(_schema_text())
+    """The parsed schema (cached: the Snakefile's parse time is every dry run's time; read-only)."""
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _where(error) -> str:
@@ -294,12 +291,11 @@ def max_tokens(runs: list[Run]) -> int:
 def corpus_fingerprint(config: dict, base: Path = Path(".")) -> str:
     """A cheap fingerprint of the corpus files (names, sizes, mtimes), so that changed files
     rerun `tokenize` even when the config did not change. Hub sources are named by the config."""
-    import sysconfig
-
     source = config["data"]["source"]
     if source == "python-stdlib":
-        root = Path(sysconfig.get_paths()["stdlib"])
-        files = [p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts)]
+        from .data import stdlib_files
+
+        files = stdlib_files()
     elif "files" in source:
         files = source_files(config, base)
     else:

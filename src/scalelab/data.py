@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ScalelabError
-from .files import atomic_path, write_json, write_text
+from .files import atomic_path, loads_json, write_json, write_text
 
 EOT, SEP = "<|endoftext|>", "<|sep|>"
 SPLITS = ("train", "val", "test")
@@ -34,8 +34,11 @@ Document = str | tuple[str, str]
 def stdlib_files() -> list[Path]:
     """The .py files of the running Python's standard library, without installed packages."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    return sorted(p for p in root.rglob("*.py")
-                  if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts))
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [d for d in subfolders if d not in ("site-packages", "dist-packages", "__pycache__")]
+        files.extend(Path(folder) / name for name in names if name.endswith(".py"))
+    return sorted(files)
 
 
 def _read_stdlib() -> tuple[list[str], dict]:
@@ -276,10 +279,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    try:
-        data_cfg = json.loads(args.spec)
-    except json.JSONDecodeError as exc:
-        raise ScalelabError(f"--spec: not valid JSON ({exc})") from None
+    data_cfg = loads_json(args.spec, "--spec")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     meta = tokenize(data_cfg, args.out, args.require_tokens)
     s = meta["splits"]

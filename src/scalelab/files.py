@@ -62,3 +62,13 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise ScalelabError(f"{path}: {what} not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ScalelabError(f"{path}: {what} is not valid JSON ({exc})") from None
+
+
+def loads_json(text: str, what: str) -> Any:
+    """Parse a JSON command-line value or raise a one-line ScalelabError naming it."""
+    from .errors import ScalelabError
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ScalelabError(f"{what}: not valid JSON ({exc})") from None

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import ScalelabError
-from .files import atomic_path, write_json
+from .files import atomic_path, loads_json, write_json
 from .model import GPT, GPTConfig, flops_per_token, param_counts
 
 CKPT_NAME = "last.ckpt"
@@ -356,10 +356,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    try:
-        spec = json.loads(args.spec)
-    except json.JSONDecodeError as exc:
-        raise ScalelabError(f"--spec: not valid JSON ({exc})") from None
+    spec = loads_json(args.spec, "--spec")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     metrics = train_run(spec, args.data, args.out, args.threads)
     if metrics:
