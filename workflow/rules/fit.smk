@@ -30,12 +30,17 @@ def fit_args():
     return " ".join(args)
 
 
+# Written on every fit, empty when their section is null (see fit.json's `<section>_why`).
+FIT_TABLES = ["approach3", "bootstrap", "power_laws", "isoflop", "approach2", "allocation", "holdout", "excluded"]
+
+
 rule fit:
     input:
         "results/metrics.csv",
     output:
         json="results/fit/fit.json",
         text="results/fit/fit.txt",
+        tables=expand("results/fit/{table}.csv", table=FIT_TABLES),
     params:
         args=fit_args(),
         code=code_fingerprint("fit"),
