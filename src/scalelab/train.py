@@ -174,12 +174,17 @@ class LitGPT(L.LightningModule):
 # ----------------------------------------------------------------------------- callbacks
 
 class DivergenceGuard(L.Callback):
-    """Stop at the first non-finite loss; the run ends with status `diverged`, metrics still written."""
+    """Stop at a non-finite loss; the run ends with status `diverged`, metrics still written.
 
-    def __init__(self) -> None:
+    Reading the loss forces a GPU sync, so on a GPU it is checked every `every` steps."""
+
+    def __init__(self, every: int = 1) -> None:
+        self.every = every
         self.diverged_at: int | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every:
+            return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss.detach()).all():
             self.diverged_at = trainer.global_step
@@ -194,23 +199,31 @@ def resolve_precision(spec: dict) -> str:
     return "bf16-mixed" if torch.cuda.is_available() and spec["accelerator"] != "cpu" else "32-true"
 
 
-def _resume_checkpoint(ckpt_dir: Path, spec: dict) -> Path | None:
-    """The checkpoint to resume from, if it belongs to exactly this spec and loads."""
+def _resume_checkpoint(ckpt_dir: Path, spec: dict) -> tuple[Path, int] | None:
+    """The checkpoint to resume from and its step, if it belongs to exactly this spec and loads.
+
+    Only the launching process prepares the folder: DDP workers re-run this command and must
+    not delete what rank 0 is writing.
+    """
     spec_file, ckpt = ckpt_dir / "spec.json", ckpt_dir / CKPT_NAME
-    if ckpt_dir.exists():
+    launcher = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    try:
+        same = json.loads(spec_file.read_text()) == spec
+    except (OSError, json.JSONDecodeError):
+        same = False
+    if same and ckpt.exists():
         try:
-            same = json.loads(spec_file.read_text()) == spec
-        except (OSError, json.JSONDecodeError):
-            same = False
-        if same and ckpt.exists():
-            try:
-                torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
-                return ckpt
-            except Exception as exc:  # a kill during the write leaves a truncated file
-                print(f"{ckpt}: unreadable checkpoint ({type(exc).__name__}), starting over")
-        shutil.rmtree(ckpt_dir)  # stale (other settings) or broken: never resume from it
-    ckpt_dir.mkdir(parents=True)
-    spec_file.write_text(json.dumps(spec, indent=1, sort_keys=True))
+            state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+            return ckpt, int(state["global_step"])
+        except Exception as exc:  # a kill during the write leaves a truncated file
+            print(f"{ckpt}: unreadable checkpoint ({type(exc).__name__}), starting over")
+    if launcher:
+        if not same:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)  # other settings: never resume from it
+        ckpt.unlink(missing_ok=True)
+        shutil.rmtree(ckpt_dir / "log", ignore_errors=True)  # rows of an attempt that never checkpointed
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        spec_file.write_text(json.dumps(spec, indent=1, sort_keys=True))
     return None
 
 
@@ -268,13 +281,12 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
 
     ckpt_dir = run_dir / "ckpt"
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = _resume_checkpoint(ckpt_dir, spec)
-    if resume_from is None:
-        shutil.rmtree(ckpt_dir / "log", ignore_errors=True)  # rows of an attempt that never checkpointed
+    resume = _resume_checkpoint(ckpt_dir, spec)
+    resume_from, resumed_from_step = resume if resume else (None, None)
     L.seed_everything(spec["seed"], workers=True, verbose=False)
     lit = LitGPT(model_config.to_dict(), spec, steps)
     data = TokenData(data_dir, spec, steps, steps_per_epoch)
-    guard = DivergenceGuard()
+    guard = DivergenceGuard(every=20 if torch.cuda.is_available() and spec["accelerator"] != "cpu" else 1)
     logger = L.pytorch.loggers.CSVLogger(save_dir=str(ckpt_dir), name="", version="log")
     callbacks = [
         guard,
@@ -293,9 +305,7 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         logger=logger, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=str(ckpt_dir), deterministic=False,
     )
-    resumed_from_step = None
     if resume_from is not None:
-        resumed_from_step = int(torch.load(resume_from, map_location="cpu", weights_only=False, mmap=True)["global_step"])
         print(f"{spec['run']}: resuming from step {resumed_from_step} of {steps} ({resume_from})")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
