@@ -193,3 +193,36 @@ def test_bad_input_one_line_error_and_results_untouched(study, tmp_path, change,
         assert word in errors[0]
     assert "Traceback" not in output
     assert (metrics.read_bytes(), metrics.stat().st_mtime_ns) == before
+
+
+def test_killed_workflow_resumes_training_from_its_checkpoint(study, tmp_path):
+    """Kill Snakemake and its training job mid-run; the rerun resumes the run from its checkpoint."""
+    import json
+    import signal
+    import time
+
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    config["models"]["big"] = {"n_layer": 4, "d_model": 128, "n_head": 4}
+    config["grid"]["models"] = ["big"]
+    config["grid"]["tokens"] = ["24K"]
+    config["overrides"]["big"] = {"checkpoint_every": 0.05}
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(study),
+               "--configfile", str(path), "--cores", "2"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run_dir = study / "results/runs/big-24K-s0"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (run_dir / "ckpt/last.ckpt").exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, "the workflow ended before a checkpoint was written"
+    time.sleep(0.3)  # a few steps past the first checkpoint; checkpoints are renamed into place, never torn
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "metrics.json").exists()
+    snakemake(study, "--unlock", config=path)
+    snakemake(study, config=path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["steps"] == 94
+    assert metrics["resumed_from_step"] is not None and metrics["resumed_from_step"] > 0
+    assert "resuming from step" in (study / "logs/train/big-24K-s0.log").read_text()

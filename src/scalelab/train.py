@@ -191,6 +191,15 @@ class DivergenceGuard(L.Callback):
             trainer.should_stop = True
 
 
+class AtomicCheckpointIO(L.pytorch.plugins.TorchCheckpointIO):
+    """Write each checkpoint beside its target and rename it into place: a job killed while
+    saving keeps the previous checkpoint instead of leaving a truncated one."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
 # ----------------------------------------------------------------------------- one run
 
 def resolve_precision(spec: dict) -> str:
@@ -302,7 +311,8 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         max_steps=steps, max_epochs=-1, gradient_clip_val=spec["grad_clip"] or None,
         check_val_every_n_epoch=val_every, num_sanity_val_steps=0,
         reload_dataloaders_every_n_epochs=1, log_every_n_steps=max(1, steps // 100),
-        logger=logger, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
+        logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=str(ckpt_dir), deterministic=False,
     )
     if resume_from is not None:
