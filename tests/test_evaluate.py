@@ -347,7 +347,7 @@ def test_tiny_pairs_study_beats_an_untrained_model(tmp_path):
             "min_lr_ratio": 0.1, "weight_decay": 0.1, "beta2": 0.95, "grad_clip": 1.0, "precision": "32-true",
             "accelerator": "cpu", "devices": 1, "compile": False, "val_tokens": 1024, "val_evals": 1,
             "checkpoint_every": 1.0, "isoflop_budget": None}
-    metrics = train_run(spec, tmp_path / "data", tmp_path / "runs" / spec["run"], threads=1)
+    metrics = train_run(spec, tmp_path / "data", tmp_path / "runs" / spec["run"], threads=1, allow_repeat=True)
     assert metrics["status"] == "ok" and metrics["steps"] == 200
 
     untrained = GPT(GPTConfig(vocab_size=meta["vocab_size"], context=32, n_layer=2, d_model=64, n_head=4))

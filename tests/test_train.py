@@ -77,14 +77,12 @@ def test_divergence_is_recorded_not_raised(tiny_data, tmp_path):
 
 
 def test_too_many_tokens_without_repeat(tiny_data, tmp_path):
-    meta = json.loads((tiny_data / "meta.json").read_text())
-    import shutil
-    data = tmp_path / "data"
-    shutil.copytree(tiny_data, data)
-    meta["settings"]["allow_repeat"] = False
-    (data / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ScalelabError, match="allow_repeat"):
-        train.train_run(tiny_spec(tokens=10**8), data, tmp_path / "run", 1)
+        train.train_run(tiny_spec(tokens=10**8), tiny_data, tmp_path / "run", 1)
+    train_tokens = json.loads((tiny_data / "meta.json").read_text())["splits"]["train"]["tokens"]
+    metrics = train.train_run(tiny_spec(tokens=2 * train_tokens, checkpoint_every=1.0), tiny_data,
+                              tmp_path / "repeat", 1, allow_repeat=True)
+    assert metrics["status"] == "ok" and metrics["tokens"] >= 2 * train_tokens
 
 
 def test_killed_run_resumes_to_the_same_loss(tiny_data, tmp_path):

@@ -144,6 +144,14 @@ def test_changing_the_tokenizer_reruns_everything(study, tmp_path):
     assert jobs.get("tokenize") == 1 and jobs.get("train") == 6 and jobs.get("evaluate") == 6
 
 
+def test_allowing_repeats_reruns_nothing(study, tmp_path):
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    config["data"]["allow_repeat"] = True  # permits longer runs, changes no token
+    path = tmp_path / "repeat.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert planned_jobs(study, config=path) == {}
+
+
 def test_model_code_edit_reruns_all_training_but_a_comment_does_not(study, repo_copy):
     model = repo_copy / "src/scalelab/model.py"
     source = model.read_text()

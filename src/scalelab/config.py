@@ -258,8 +258,9 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
 
 
 def data_settings(config: dict) -> dict:
-    """The data section as the tokenize stage sees it (plain JSON types)."""
-    return json.loads(json.dumps(config["data"]))
+    """The data section as the tokenize stage sees it (plain JSON types). `allow_repeat` is left
+    out: it permits runs longer than the corpus but changes no token, so it decides nothing."""
+    return json.loads(json.dumps({k: v for k, v in config["data"].items() if k != "allow_repeat"}))
 
 
 def data_fingerprint(config: dict) -> str:

@@ -236,7 +236,7 @@ def tokenize(data_cfg: dict, out_dir: Path, require_tokens: int | None = None, b
     dtype = token_dtype(tokenizer.get_vocab_size())
     tokens = {name: encode_documents(tokenizer, docs, dtype) for name, docs in splits.items()}
 
-    if require_tokens and not data_cfg.get("allow_repeat") and require_tokens > len(tokens["train"]):
+    if require_tokens and require_tokens > len(tokens["train"]):
         raise ScalelabError(
             f"data: the grid asks for {require_tokens:,} training tokens but the train split has "
             f"{len(tokens['train']):,}; add data, lower grid.tokens, or set data.allow_repeat: true")
@@ -275,7 +275,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--spec", required=True, help="the data section of the config, as JSON")
     parser.add_argument("--out", required=True, type=Path, help="output folder (results/data)")
     parser.add_argument("--require-tokens", type=int, default=None,
-                        help="fail unless the train split has this many tokens (or data.allow_repeat)")
+                        help="fail unless the train split has this many tokens (the workflow passes 0 "
+                             "when data.allow_repeat is set)")
 
 
 def run(args) -> None:

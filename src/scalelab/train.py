@@ -259,8 +259,11 @@ def _write_curve(log_csv: Path, val_history: list, curve_csv: Path, tokens_per_s
     return curve
 
 
-def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = None) -> dict:
-    """Train one grid point; write model.pt, curve.csv and metrics.json into run_dir."""
+def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = None,
+              allow_repeat: bool = False) -> dict:
+    """Train one grid point; write model.pt, curve.csv and metrics.json into run_dir.
+
+    `allow_repeat` permits more tokens than the train split holds (random windows then repeat)."""
     started = time.time()
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     if threads:
@@ -272,7 +275,7 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         meta = json.loads((data_dir / "meta.json").read_text())
     except (OSError, json.JSONDecodeError):
         raise ScalelabError(f"{data_dir / 'meta.json'}: missing or unreadable; run the tokenize stage first") from None
-    if not meta.get("settings", {}).get("allow_repeat") and spec["tokens"] > meta["splits"]["train"]["tokens"]:
+    if not allow_repeat and spec["tokens"] > meta["splits"]["train"]["tokens"]:
         raise ScalelabError(f"{spec['run']}: asks for {spec['tokens']:,} tokens but the train split has "
                             f"{meta['splits']['train']['tokens']:,} (set data.allow_repeat: true to repeat data)")
 
@@ -373,12 +376,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="the tokenize stage's folder (results/data)")
     parser.add_argument("--out", required=True, type=Path, help="the run's folder (results/runs/{run})")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--allow-repeat", action="store_true", help="allow more tokens than the train split holds")
 
 
 def run(args) -> None:
     spec = loads_json(args.spec, "--spec")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    metrics = train_run(spec, args.data, args.out, args.threads)
+    metrics = train_run(spec, args.data, args.out, args.threads, args.allow_repeat)
     if metrics:
         print(f"{metrics['run']}: {metrics['status']}, val_loss {metrics['val_loss']}, "
               f"{metrics['tokens']:,} tokens in {metrics['wall_s']} s ({metrics['tokens_per_s']} tokens/s)")

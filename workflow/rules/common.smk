@@ -29,7 +29,9 @@ except ScalelabError as error:
     raise SystemExit(f"scalelab: error: {error}")
 
 RUN_IDS = list(RUNS)
-MAX_TOKENS = study.max_tokens(list(RUNS.values()))
+# Checks, not identity: neither is a param, so changing them reruns nothing by itself.
+REQUIRED_TOKENS = 0 if config["data"]["allow_repeat"] else study.max_tokens(list(RUNS.values()))
+ALLOW_REPEAT = "--allow-repeat" if config["data"]["allow_repeat"] else ""
 DATA = "results/data"
 DATA_FILES = [f"{DATA}/{name}" for name in ("tokenizer.json", "train.bin", "val.bin", "test.bin", "meta.json")]
 

@@ -15,7 +15,7 @@ rule tokenize:
     resources:
         mem_mb=8000,
         runtime=60,
-    # MAX_TOKENS is checked but deliberately not a param: growing the grid must not retokenize
-    # (and so retrain) anything. Once meta.json exists, common.smk checks the grid against it.
+    # REQUIRED_TOKENS is checked but deliberately not a param: growing the grid must not
+    # retokenize (and so retrain) anything. Once meta.json exists, common.smk checks the grid.
     shell:
-        "scalelab tokenize --spec {params.data:q} --out {DATA} --require-tokens {MAX_TOKENS} > {log} 2>&1"
+        "scalelab tokenize --spec {params.data:q} --out {DATA} --require-tokens {REQUIRED_TOKENS} > {log} 2>&1"

@@ -26,4 +26,4 @@ rule train:
         mem_mb=train_mem_mb,
     shell:
         "scalelab train --spec {params.spec:q} --data {DATA} --out results/runs/{wildcards.run} "
-        "--threads {threads} > {log} 2>&1"
+        "--threads {threads} {ALLOW_REPEAT} > {log} 2>&1"
