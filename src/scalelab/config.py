@@ -142,10 +142,11 @@ def _check_semantics(config: dict) -> None:
                 f"config: models.{name}: d_model {shape['d_model']} is not divisible by n_head {shape['n_head']}"
             )
     grid = config["grid"]
-    names = list(grid["models"]) + list((grid.get("isoflop") or {}).get("models") or [])
-    for i, name in enumerate(names):
-        if name not in models:
-            raise ScalelabError(f"config: grid.models: unknown model {name!r} (known: {', '.join(models)})")
+    isoflop_models = (grid.get("isoflop") or {}).get("models") or []
+    for key, names in (("grid.models", grid["models"]), ("grid.isoflop.models", isoflop_models)):
+        for i, name in enumerate(names):
+            if name not in models:
+                raise ScalelabError(f"config: {key}[{i}]: unknown model {name!r} (known: {', '.join(models)})")
     for i, value in enumerate(grid["tokens"]):
         parse_count(value, f"grid.tokens[{i}]")
     if grid.get("isoflop"):
