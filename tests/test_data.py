@@ -79,6 +79,16 @@ def test_jsonl_parquet_and_pairs(tmp_path):
     assert (tokens == meta["sep_id"]).sum() == (tokens == meta["eot_id"]).sum() == 60
 
 
+def test_text_files_mix_with_json_that_names_another_field(tmp_path):
+    (tmp_path / "notes.txt").write_text("plain text document one\n")
+    with open(tmp_path / "rows.jsonl", "w") as f:
+        for i in range(5):
+            f.write(json.dumps({"story": f"story {i} about a model"}) + "\n")
+    meta = data.tokenize(_cfg({"files": [str(tmp_path / "notes.txt"), str(tmp_path / "rows.jsonl")],
+                               "text_field": "story", "sample_by": "document"}), tmp_path / "out")
+    assert meta["corpus"]["documents"] == 6
+
+
 def test_hub_loader_with_a_local_dataset_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -94,8 +94,9 @@ def _read_files(data_cfg: dict, base: Path) -> tuple[list[Document], dict]:
             raise ScalelabError(f"{paths[0]}: could not read as {builder} ({_first_line(exc)})") from None
         if builder == "text" and data_cfg.get("pairs"):
             raise ScalelabError(f"{paths[0]}: a pairs corpus needs .jsonl/.parquet/.csv files with source and target fields")
-        documents.extend(_documents_from(dataset, {**data_cfg, "source": {"text_field": "text", **source}}
-                                         if builder == "text" else data_cfg, paths[0]))
+        # Plain-text files always come as a `text` column; text_field names the column of the others.
+        as_read = {**data_cfg, "source": {**source, "text_field": "text"}} if builder == "text" else data_cfg
+        documents.extend(_documents_from(dataset, as_read, paths[0]))
     info = {"source": "files", "patterns": source["files"], "files": len(files),
             "file_bytes": sum(p.stat().st_size for p in files)}
     return documents, info
