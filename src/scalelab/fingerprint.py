@@ -20,8 +20,8 @@ STAGE_MODULES = {
     "train": ["model.py", "shapes.py", "train.py"],
     "evaluate": ["model.py", "shapes.py", "evaluate.py"],
     "aggregate": ["aggregate.py"],
-    "fit": ["fit.py"],
-    "report": ["report.py"],
+    "fit": ["fit.py", "law.py"],
+    "report": ["report.py", "law.py"],
 }
 
 

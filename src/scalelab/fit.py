@@ -39,6 +39,7 @@ from scipy.special import huber
 
 from .errors import ScalelabError
 from .files import write_json, write_text
+from .law import compute_optimal, predict_loss  # noqa: F401  (part of fit's API)
 
 HUBER_DELTA = 1e-3
 GRID_POINTS = 4  # values per parameter of the start grid: 4**5 = 1024 L-BFGS-B starts
@@ -58,21 +59,6 @@ PARAM_NAMES = ("E", "A", "B", "alpha", "beta", "a", "b")
 
 # --------------------------------------------------------------------------------------------
 # The Chinchilla law and its objective
-
-
-def predict_loss(params, tokens, E, A, B, alpha, beta):
-    """L = E + A / N^alpha + B / D^beta, vectorised over params N and tokens D."""
-    params = np.asarray(params, dtype=float)
-    tokens = np.asarray(tokens, dtype=float)
-    return E + A / params**alpha + B / tokens**beta
-
-
-def compute_optimal(flops, A, B, alpha, beta):
-    """(N_opt, D_opt) minimising the law at compute C = 6·N·D (Hoffmann et al. 2022, eq. 4)."""
-    flops, A, B, alpha, beta = (np.asarray(v, dtype=float) for v in (flops, A, B, alpha, beta))
-    G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))  # NaN unless both exponents are positive
-    a, b = beta / (alpha + beta), alpha / (alpha + beta)
-    return G * (flops / 6) ** a, (flops / 6) ** b / G
 
 
 def _log_law(log_A, log_B, log_E, alpha, beta, log_params, log_tokens):

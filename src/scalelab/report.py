@@ -177,18 +177,13 @@ def sentence(text: str) -> str:
 
 # ----------------------------------------------------------------------------- the law
 
-def predict_loss(params, tokens, E, A, B, alpha, beta):
-    """Approach 3's law L(N, D) = E + A/N^alpha + B/D^beta (the same formula as scalelab.fit)."""
-    params, tokens = np.asarray(params, dtype=float), np.asarray(tokens, dtype=float)
-    return E + A / params**alpha + B / tokens**beta
+from .law import predict_loss  # noqa: E402
+from .law import compute_optimal as _compute_optimal  # noqa: E402
 
 
 def optimal_allocation(flops, E, A, B, alpha, beta):
-    """(N_opt, D_opt) minimising the law at C = 6·N·D (Hoffmann et al. 2022, eq. 4)."""
-    flops = np.asarray(flops, dtype=float)
-    G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
-    a, b = beta / (alpha + beta), alpha / (alpha + beta)
-    return G * (flops / 6) ** a, (flops / 6) ** b / G
+    """(N_opt, D_opt) at C = 6·N·D; E does not move the optimum."""
+    return _compute_optimal(flops, A, B, alpha, beta)
 
 
 # ----------------------------------------------------------------------------- inputs
