@@ -24,9 +24,15 @@ rule all:
         "results/metrics.csv",
         "results/fit/fit.json",
         "results/report/index.html",
+        f"{DATA}/meta.json",  # so a removed meta.json re-tokenizes (see scalelab.integrity)
+        REBUILD,  # outputs of finished runs deleted since: exactly those runs are rebuilt
+
+
+onstart:
+    check_gpu_runs_can_start()
 
 
 onsuccess:
     from scalelab.report import print_summary  # here, not at the top: matplotlib is slow to import
 
-    print_summary("results/report")
+    print_summary("results/report", since=STARTED)

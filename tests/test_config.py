@@ -116,8 +116,8 @@ def test_corpus_budget_checked_against_meta(tmp_path):
     import json
     config = study.validate({"grid": {"tokens": ["2M"]}})
     runs = study.expand_grid(config)
-    meta = tmp_path / "meta.json"
-    meta.write_text(json.dumps({"splits": {"train": {"tokens": 1_000_000}}, "settings": study.data_settings(config)}))
+    meta = {"splits": {"train": {"tokens": 1_000_000}, "val": {"tokens": 5000}, "test": {"tokens": 5000}},
+            "settings": study.data_settings(config)}
     with pytest.raises(ScalelabError, match="allow_repeat"):
         study.check_corpus_budget(config, runs, meta)
     config["data"]["allow_repeat"] = True

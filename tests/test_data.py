@@ -121,7 +121,7 @@ def test_too_few_tokens_fails_before_writing_and_keeps_old_outputs(tmp_path):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     spec = json.dumps({**cfg, "tokenizer": {"vocab_size": 280}})
     proc = subprocess.run([sys.executable, "-m", "scalelab", "tokenize", "--spec", spec, "--out", str(out),
-                           "--require-tokens", "10000000"], capture_output=True, text=True)
+                           "--require", json.dumps({"train": 10_000_000})], capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "allow_repeat" in proc.stderr

@@ -85,9 +85,17 @@ def test_too_many_tokens_without_repeat(tiny_data, tmp_path):
     assert metrics["status"] == "ok" and metrics["tokens"] >= 2 * train_tokens
 
 
-def test_killed_run_resumes_to_the_same_loss(tiny_data, tmp_path):
+@pytest.fixture(scope="module")
+def long_reference(tiny_data, tmp_path_factory):
     spec = tiny_spec(tokens=8 * 32 * 200, checkpoint_every=0.1, val_evals=2)
-    reference = train.train_run(spec, tiny_data, tmp_path / "ref", threads=1)
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    return spec, train.train_run(spec, tiny_data, run_dir, threads=1), run_dir
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_to_the_same_loss_and_curve(tiny_data, tmp_path, long_reference, sig):
+    """A kill (or Ctrl-C) and a resume give the uninterrupted run's loss and its whole curve."""
+    spec, reference, reference_dir = long_reference
 
     run_dir = tmp_path / "killed"
     command = [sys.executable, "-m", "scalelab", "train", "--spec", json.dumps(spec), "--data", str(tiny_data),
@@ -100,8 +108,8 @@ def test_killed_run_resumes_to_the_same_loss(tiny_data, tmp_path):
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
     assert not (run_dir / "metrics.json").exists()
 
     resumed = train.train_run(spec, tiny_data, run_dir, threads=1)
@@ -110,6 +118,75 @@ def test_killed_run_resumes_to_the_same_loss(tiny_data, tmp_path):
     assert resumed["steps"] == reference["steps"] == 200
     assert resumed["val_loss"] == pytest.approx(reference["val_loss"], abs=1e-5)
     assert resumed["train_loss"] == pytest.approx(reference["train_loss"], abs=1e-5)
+    curve, expected = pd.read_csv(run_dir / "curve.csv"), pd.read_csv(reference_dir / "curve.csv")
+    assert len(curve) == len(expected) and list(curve["step"]) == list(expected["step"])
+    for column in ("lr", "train_loss", "val_loss"):
+        assert np.allclose(curve[column], expected[column], atol=1e-5, equal_nan=True), column
+    assert curve.dropna(subset=["train_loss"])["lr"].notna().all()  # lr is filled on every train row
+
+
+def test_planted_checkpoint_pickle_never_runs(tiny_data, tmp_path):
+    """A last.ckpt whose pickle would run a command is refused (weights_only), and the run starts over."""
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            import os
+            return os.system, (f"touch {marker}",)
+
+    run_dir = tmp_path / "run"
+    (run_dir / "ckpt").mkdir(parents=True)
+    spec = tiny_spec()
+    (run_dir / "ckpt" / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True))
+    torch.save({"global_step": 5, "payload": Exploit()}, run_dir / "ckpt" / train.CKPT_NAME)
+    proc = subprocess.run([sys.executable, "-m", "scalelab", "train", "--spec", json.dumps(spec), "--data",
+                           str(tiny_data), "--out", str(run_dir), "--threads", "1"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not marker.exists()
+    assert "not a usable checkpoint" in proc.stdout and proc.stdout.count("not a usable checkpoint") == 1
+    assert json.loads((run_dir / "metrics.json").read_text())["resumed_from_step"] is None
+
+
+def test_store_restores_a_finished_run_and_refuses_other_data(tiny_data, tmp_path):
+    from scalelab import store
+
+    spec, store_dir = tiny_spec(), tmp_path / "store"
+    first = train.train_run(spec, tiny_data, tmp_path / "a", threads=1, code="c1", store_dir=store_dir)
+    model = (tmp_path / "a/model.pt").read_bytes()
+    key = store.run_key(spec, "c1")
+    assert (store_dir / key / "manifest.json").exists()
+    restored = train.train_run(spec, tiny_data, tmp_path / "b", threads=1, code="c1", store_dir=store_dir)
+    assert restored == first and (tmp_path / "b/model.pt").read_bytes() == model
+    assert not (tmp_path / "b/ckpt").exists()  # restored, not trained
+    # Other code, or a damaged entry: trained again, never a wrong restore.
+    other = train.train_run(spec, tiny_data, tmp_path / "c", threads=1, code="c2", store_dir=store_dir)
+    assert (tmp_path / "c/ckpt").exists() and other["code"] == "c2"
+    (store_dir / key / "model.pt").unlink()
+    (store_dir / key / "model.pt").write_bytes(model[:100])
+    assert store.lookup(store_dir, key, first["data_fingerprint"]) is None
+    assert store.lookup(store_dir, store.run_key(spec, "c2"), "other data") is None
+
+
+def test_run_files_carry_their_identity(tiny_data, tmp_path):
+    from scalelab import store
+
+    spec = tiny_spec()
+    metrics = train.train_run(spec, tiny_data, tmp_path / "run", threads=1, code="abc")
+    saved = torch.load(tmp_path / "run/model.pt", weights_only=True)
+    assert saved["run"] == metrics["run"] == spec["run"]
+    assert saved["spec_sha"] == metrics["spec_sha"] == store.spec_sha(spec)
+    assert metrics["model_bytes"] == (tmp_path / "run/model.pt").stat().st_size
+    assert metrics["model_sha256"] == store.file_sha256(tmp_path / "run/model.pt")
+    assert metrics["code"] == "abc" and metrics["data_fingerprint"]
+
+
+def test_gpu_accelerator_without_a_gpu_is_one_line(tiny_data, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run([sys.executable, "-m", "scalelab", "train", "--spec", json.dumps(tiny_spec(accelerator="gpu")),
+                           "--data", str(tiny_data), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "accelerator" in proc.stderr
 
 
 def test_stale_checkpoint_of_other_settings_is_not_resumed(tiny_data, tmp_path):

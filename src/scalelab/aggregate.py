@@ -1,7 +1,8 @@
 """The `aggregate` stage: every run's metrics.json and eval.json as one row of results/metrics.csv.
 
 A run keeps its row whatever happened to it: `ok` and `diverged` runs carry their metrics;
-a run whose folder has no metrics.json is `missing`, one whose metrics.json is unreadable `failed`.
+a run whose folder has no metrics.json is `missing`; one whose metrics.json or eval.json is
+unreadable or names another run is `failed`, with a `message` (never a silent `ok`).
 """
 from __future__ import annotations
 
@@ -34,8 +35,15 @@ def run_row(run_dir: Path) -> dict:
     metrics = _read(metrics_path)
     if metrics is None:
         return {"run": run_dir.name, "status": "failed", "message": f"{metrics_path}: unreadable"}
+    if metrics.get("run", run_dir.name) != run_dir.name:
+        return {"run": run_dir.name, "status": "failed",
+                "message": f"{metrics_path}: holds run {metrics.get('run')!r}, not {run_dir.name!r}"}
     row = dict(metrics)
-    evaluation = _read(run_dir / "eval.json") or {}
+    eval_path = run_dir / "eval.json"
+    evaluation = _read(eval_path) if eval_path.exists() else {}
+    if evaluation is None or evaluation.get("run", run_dir.name) != run_dir.name:
+        row["status"], row["message"] = "failed", f"{eval_path}: unreadable or of another run"
+        evaluation = {}
     for column in EVAL_COLUMNS:
         row[column] = evaluation.get(column)
     if evaluation.get("bleu_signature"):

@@ -20,13 +20,16 @@ import yaml
 
 from .errors import ScalelabError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Package data, so an installed (non-editable) scalelab finds it; workflow/schemas/ links here.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 TRAIN_KEYS_DECIDING_A_RUN = (
     "context", "batch_size", "lr", "schedule", "warmup_tokens", "min_lr_ratio", "weight_decay",
     "beta2", "grad_clip", "precision", "accelerator", "devices", "compile", "val_tokens",
     "val_evals", "checkpoint_every",
 )
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+MAX_MESSAGE = 300  # characters of a config value quoted in an error message
+MAX_CONFIG_VALUES = 100_000  # values in the config once YAML aliases are expanded
 
 
 def parse_count(value: Any, key: str) -> int:
@@ -43,6 +46,8 @@ def parse_count(value: Any, key: str) -> int:
             raise ScalelabError(f"config: {key}: {value!r} is not a count (e.g. 250000, 2.5e5, 250K, 2M)") from None
     if not math.isfinite(number) or number <= 0:
         raise ScalelabError(f"config: {key}: must be positive, got {value!r}")
+    if round(number) < 1:
+        raise ScalelabError(f"config: {key}: must be at least 1, got {value!r}")
     return int(round(number))
 
 
@@ -82,33 +87,84 @@ def _load_schema() -> dict:
     return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
+@functools.lru_cache(maxsize=None)
+def _validator(part: str | None = None):
+    """A Draft 2020-12 validator whose `integer` is an int: jsonschema counts 1.0 as an integer,
+    which later crashes `range()` and the seeding. Non-finite numbers are caught before this."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
+    schema = _load_schema()
+    if part:
+        schema = {**schema["properties"][part], "$defs": schema["$defs"]}
+    return jsonschema.validators.extend(base, type_checker=checker)(schema)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + f"... ({len(text):,} characters)"
+
+
 def _where(error) -> str:
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
     return path or "(top level)"
 
 
-def _schema_message(error) -> str:
+def _schema_message(error, prefix: str = "config: ") -> str:
     # oneOf failures are unreadable as they come; name the best sub-error instead.
     from jsonschema.exceptions import best_match
 
     if error.context:
         error = best_match(error.context)
+    where, instance = _where(error), _short(error.instance)
     if error.validator == "pattern":
-        return f"config: {_where(error)}: {error.instance!r} is not a count (e.g. 250000, 2.5e5, 250K, 2M)"
+        if error.schema.get("description"):
+            return f"{prefix}{where}: {instance} is not allowed ({error.schema['description']})"
+        return f"{prefix}{where}: {instance} is not a count (e.g. 250000, 2.5e5, 250K, 2M)"
     if error.validator == "additionalProperties":
-        return f"config: {_where(error)}: {error.message.replace('Additional properties are not allowed', 'unknown key')}"
-    return f"config: {_where(error)}: {error.message}"
+        return f"{prefix}{where}: {error.message.replace('Additional properties are not allowed', 'unknown key')}"
+    if error.validator == "enum":
+        return f"{prefix}{where}: {instance} is not one of {', '.join(map(str, error.validator_value))}"
+    if error.validator == "type":
+        return f"{prefix}{where}: {instance} is not of type {error.validator_value!r}"
+    message = error.message if len(error.message) <= 2 * MAX_MESSAGE else error.message[:2 * MAX_MESSAGE] + "..."
+    return f"{prefix}{where}: {message}"
+
+
+def _values(value: Any, path: str, seen: dict, stack: set) -> int:
+    """How many values `value` holds with YAML aliases expanded (shared nodes counted each time
+    they are used); rejects non-finite numbers and recursive aliases on the way."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ScalelabError(f"config: {path or '(top level)'}: {value} is not a finite number")
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key in seen:
+        return seen[key]
+    if key in stack:
+        raise ScalelabError(f"config: {path or '(top level)'}: a YAML alias refers to itself")
+    stack.add(key)
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    total = 1
+    for k, v in items:
+        total += _values(v, f"{path}.{k}".lstrip(".") if isinstance(value, dict) else f"{path}[{k}]", seen, stack)
+        if total > MAX_CONFIG_VALUES:
+            raise ScalelabError(f"config: {path or '(top level)'}: more than {MAX_CONFIG_VALUES:,} values once "
+                                f"YAML aliases are expanded; write the list out or shorten it")
+    stack.discard(key)
+    seen[key] = total
+    return total
 
 
 def validate(config: dict) -> dict:
     """Validate against the schema and fill every default (Snakemake's own `validate`)."""
-    import jsonschema
     from jsonschema.exceptions import best_match
 
-    schema = _load_schema()
     if not isinstance(config, dict):
         raise ScalelabError("config: the file must hold a mapping of keys (data, models, grid, train, ...)")
-    error = best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    _values(config, "", {}, set())
+    error = best_match(_validator().iter_errors(config))
     if error is not None:
         raise ScalelabError(_schema_message(error))
     from snakemake.utils import validate as snakemake_validate
@@ -116,7 +172,7 @@ def validate(config: dict) -> dict:
     try:
         snakemake_validate(config, str(SCHEMA_PATH), set_default=True)
     except Exception as exc:  # already validated above; this only fills defaults
-        raise ScalelabError(f"config: {str(exc).splitlines()[0]}") from None
+        raise ScalelabError(f"config: {str(exc).splitlines()[0][:MAX_MESSAGE]}") from None
     _fill_source_defaults(config["data"])
     _check_semantics(config)
     return config
@@ -161,7 +217,15 @@ def _check_semantics(config: dict) -> None:
         for key in settings:
             if key not in train_schema:
                 raise ScalelabError(f"config: overrides.{name}.{key}: unknown train setting")
-    parse_count(config["train"]["val_tokens"], "train.val_tokens")
+    for name in models:
+        settings = train_settings(config, name)
+        where = f"overrides.{name}" if name in config["overrides"] else "train"
+        if settings["batch_size"] % settings["devices"]:
+            raise ScalelabError(f"config: {where}.batch_size: {settings['batch_size']} is not divisible by "
+                                f"devices ({settings['devices']}), so the batch cannot be split across them")
+        if settings["val_tokens"] < settings["context"]:
+            raise ScalelabError(f"config: {where}.val_tokens: {settings['val_tokens']:,} is smaller than one "
+                                f"context window ({settings['context']} tokens), so no val loss could be measured")
     if config["eval"]["test_tokens"] is not None:
         parse_count(config["eval"]["test_tokens"], "eval.test_tokens")
     for i, value in enumerate(config["fit"]["predict_flops"] or []):
@@ -178,17 +242,45 @@ def _check_semantics(config: dict) -> None:
         raise ScalelabError("config: eval.task: 'pairs' needs data.pairs (source_field/target_field)")
 
 
-def load(path: str | Path) -> dict:
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """Safe YAML that refuses duplicate keys (YAML lets the last one win, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (dict, list)):
+                raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a plain value",
+                                                        key_node.start_mark)
+            if key in keys:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {_short(key)}",
+                                                        key_node.start_mark)
+            keys.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A config file's contents, or one line naming the file and what is wrong with it."""
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ScalelabError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ScalelabError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError as exc:
+        raise ScalelabError(f"{path}: not UTF-8 text (byte {exc.start}); a config is a YAML text file") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise ScalelabError(f"{path}: not valid YAML{where}") from None
-    return validate(config)
+        problem = getattr(exc, "problem", None)
+        raise ScalelabError(f"{path}: not valid YAML{where}{': ' + problem[:MAX_MESSAGE] if problem else ''}") from None
+
+
+def load(path: str | Path) -> dict:
+    return validate(read_yaml(path) or {})
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -197,13 +289,11 @@ def train_settings(config: dict, model: str) -> dict:
     """train.* after the model's overrides, validated again so an override gets the same checks."""
     settings = copy.deepcopy(config["train"])
     settings.update(config["overrides"].get(model, {}))
-    import jsonschema
+    from jsonschema.exceptions import best_match
 
-    full = _load_schema()
-    schema = {**full["properties"]["train"], "$defs": full["$defs"]}
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(settings))
+    error = best_match(_validator("train").iter_errors(settings))
     if error is not None:
-        raise ScalelabError(f"config: overrides.{model}.{_where(error)}: {error.message}")
+        raise ScalelabError(_schema_message(error, f"config: overrides.{model}."))
     settings["val_tokens"] = parse_count(settings["val_tokens"], f"overrides.{model}.val_tokens")
     return settings
 
@@ -222,11 +312,19 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
     grid, models = config["grid"], config["models"]
     vocab_size = vocab_size or config["data"]["tokenizer"]["vocab_size"]
     settings = {name: train_settings(config, name) for name in models}
-    points: dict[tuple[str, int, int], int | None] = {}  # (model, tokens, seed) -> isoflop budget
+    # (model, trained tokens, seed) -> [requested tokens, isoflop budget]: two requests that train
+    # the same number of whole steps are one run (the first one's id), never two identical runs.
+    points: dict[tuple[str, int, int], list] = {}
+
+    def trained(model: str, tokens: int) -> int:
+        step = settings[model]["batch_size"] * settings[model]["context"]
+        return math.ceil(tokens / step) * step
+
     for model in grid["models"]:
         for i, value in enumerate(grid["tokens"]):
+            tokens = parse_count(value, f"grid.tokens[{i}]")
             for seed in grid["seeds"]:
-                points.setdefault((model, parse_count(value, f"grid.tokens[{i}]"), seed), None)
+                points.setdefault((model, trained(model, tokens), seed), [tokens, None])
     if grid.get("isoflop"):
         for i, value in enumerate(grid["isoflop"]["budgets"]):
             budget = parse_count(value, f"grid.isoflop.budgets[{i}]")
@@ -234,10 +332,10 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
                 params = non_embedding_params(models[model]["n_layer"], models[model]["d_model"])
                 tokens = isoflop_tokens(budget, params, settings[model]["batch_size"], settings[model]["context"])
                 for seed in grid["seeds"]:
-                    points[(model, tokens, seed)] = budget
+                    points.setdefault((model, trained(model, tokens), seed), [tokens, None])[1] = budget
     fingerprint = data_fingerprint(config)
     runs = []
-    for (model, tokens, seed), budget in points.items():
+    for (model, _, seed), (tokens, budget) in points.items():
         shape = models[model]
         spec = {
             "run": run_id(model, tokens, seed),
@@ -286,8 +384,29 @@ def source_files(config: dict, base: Path = Path(".")) -> list[Path]:
     return files
 
 
-def max_tokens(runs: list[Run]) -> int:
-    return max(r.tokens for r in runs)
+def data_requirements(runs, allow_repeat: bool) -> dict[str, int]:
+    """Tokens each split must hold for these runs: the train split every run's D (unless data may
+    repeat) and a window of context + 1 tokens; val and test one such window each."""
+    runs = list(runs)
+    window = max(r.spec["context"] for r in runs) + 1
+    train = window if allow_repeat else max(window, max(r.tokens for r in runs))
+    return {"train": train, "val": window, "test": window}
+
+
+def check_splits(required: dict[str, int], split_tokens: dict[str, int], where: str) -> None:
+    """The one token-budget check (DAG build, tokenize and train all call it): one line naming
+    the setting to change."""
+    for split in ("train", "val", "test"):
+        need, have = required.get(split, 0), split_tokens.get(split, 0)
+        if need <= have:
+            continue
+        if split == "train":
+            fix = ("lower grid.tokens or set data.allow_repeat: true" if need > required.get("val", 0)
+                   else "lower train.context")
+            raise ScalelabError(f"{where}: the train split has {have:,} tokens but the grid needs {need:,}; "
+                                f"add data or {fix}")
+        raise ScalelabError(f"{where}: the {split} split has {have:,} tokens but one context window needs "
+                            f"{need:,}; raise data.split.{split} or add documents")
 
 
 def corpus_fingerprint(config: dict, base: Path = Path(".")) -> str:
@@ -309,24 +428,29 @@ def corpus_fingerprint(config: dict, base: Path = Path(".")) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_corpus_budget(config: dict, runs, meta_path: str | Path) -> None:
-    """Once the corpus is tokenized, reject a grid that asks for more tokens than it holds."""
+def read_meta(meta_path: str | Path) -> dict | None:
+    """results/data/meta.json if it is whole and agrees with the token files beside it, else None
+    (missing or damaged: the workflow then retokenizes)."""
     meta_path = Path(meta_path)
-    if config["data"]["allow_repeat"] or not meta_path.exists():
-        return
     try:
         meta = json.loads(meta_path.read_text())
-        available = meta["splits"]["train"]["tokens"]
-        if meta.get("settings") != data_settings(config):
-            return  # the data will be retokenized; `tokenize` checks the new split itself
-    except (OSError, ValueError, KeyError):
-        return
-    too_big = [r for r in runs if r.tokens > available]
-    if too_big:
-        worst = max(too_big, key=lambda r: r.tokens)
-        raise ScalelabError(
-            f"grid.tokens: {worst.id} asks for {worst.tokens:,} training tokens but the train split "
-            f"({meta_path}) has {available:,}; add data, lower grid.tokens, or set data.allow_repeat: true")
+        itemsize = 2 if meta["dtype"] == "uint16" else 4
+        for split in ("train", "val", "test"):
+            if (meta_path.parent / f"{split}.bin").stat().st_size != meta["splits"][split]["tokens"] * itemsize:
+                return None
+        if not isinstance(meta["tokenizer"]["fingerprint"], str) or not isinstance(meta["settings"], dict):
+            return None
+        return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_corpus_budget(config: dict, runs, meta: dict | None) -> None:
+    """Once the corpus is tokenized, reject a grid that its splits cannot feed."""
+    if meta is None or meta.get("settings") != data_settings(config):
+        return  # the data will be (re)tokenized; `tokenize` checks the new splits itself
+    split_tokens = {split: meta["splits"][split]["tokens"] for split in ("train", "val", "test")}
+    check_splits(data_requirements(runs, config["data"]["allow_repeat"]), split_tokens, "results/data/meta.json")
 
 
 # ----------------------------------------------------------------------------- `scalelab check`

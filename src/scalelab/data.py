@@ -91,7 +91,8 @@ def _read_files(data_cfg: dict, base: Path) -> tuple[list[Document], dict]:
         try:
             dataset = datasets.load_dataset(builder, data_files=paths, split="train", **kwargs)
         except Exception as exc:  # datasets raises many types for a malformed file
-            raise ScalelabError(f"{paths[0]}: could not read as {builder} ({_first_line(exc)})") from None
+            raise ScalelabError(f"{_culprit(builder, paths, kwargs)}: could not read as {builder} "
+                                f"({_first_line(exc)})") from None
         if builder == "text" and data_cfg.get("pairs"):
             raise ScalelabError(f"{paths[0]}: a pairs corpus needs .jsonl/.parquet/.csv files with source and target fields")
         # Plain-text files always come as a `text` column; text_field names the column of the others.
@@ -100,6 +101,24 @@ def _read_files(data_cfg: dict, base: Path) -> tuple[list[Document], dict]:
     info = {"source": "files", "patterns": source["files"], "files": len(files),
             "file_bytes": sum(p.stat().st_size for p in files)}
     return documents, info
+
+
+def _culprit(builder: str, paths: list[str], kwargs: dict) -> str:
+    """The first of `paths` that fails to load alone (datasets reports a batch, not a file)."""
+    import datasets
+
+    for path in paths:
+        if builder == "text":
+            try:
+                Path(path).read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                return path
+            continue
+        try:
+            datasets.load_dataset(builder, data_files=[path], split="train", **kwargs)
+        except Exception:
+            return path
+    return paths[0] if len(paths) == 1 else f"{paths[0]} (or another of {len(paths)} {builder} files)"
 
 
 def _read_hub(data_cfg: dict) -> tuple[list[Document], dict]:
@@ -147,7 +166,7 @@ def _doc_bytes(doc: Document) -> bytes:
 
 def split_of(doc: Document, val: float, test: float) -> str:
     """test, val or train by a hash of the document: deterministic, and stable as the corpus grows."""
-    u = int.from_bytes(hashlib.blake2b(_doc_bytes(doc), digest_size=8).digest(), "big") / 2**64
+    u = _split_position(doc)
     return "test" if u < test else "val" if u < test + val else "train"
 
 
@@ -217,10 +236,34 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def tokenize(data_cfg: dict, out_dir: Path, require_tokens: int | None = None, base: Path = Path(".")) -> dict:
-    """Run the whole stage; write OUTPUTS into out_dir only when everything succeeded."""
-    started = time.time()
-    out_dir = Path(out_dir)
+def _split_position(doc: Document) -> float:
+    return int.from_bytes(hashlib.blake2b(_doc_bytes(doc), digest_size=8).digest(), "big") / 2**64
+
+
+def fraction_needed(documents: list[Document], tokenizer, split: str, val: float, test: float, need: int) -> float | None:
+    """The smallest data.split.<split> (rounded up, with 10 % margin) that gives `split` at least
+    `need` tokens with this tokenizer, or None when no fraction below 0.5 does."""
+    low = 0.0 if split == "test" else test
+    candidates = sorted((u, d) for d in documents if (u := _split_position(d)) >= low)
+    have, eot = 0, 1
+    for start in range(0, len(candidates), 256):
+        chunk = candidates[start:start + 256]
+        counts = [len(e.ids) + eot for e in tokenizer.encode_batch(list(_texts([d for _, d in chunk])),
+                                                                       add_special_tokens=False)]
+        if chunk and not isinstance(chunk[0][1], str):  # pairs: source and target encode separately
+            counts = [a + b for a, b in zip(counts[::2], counts[1::2])]
+        for (u, _), n in zip(chunk, counts):
+            have += n
+            if have >= need:
+                fraction = (u - low) * 1.1 + 1e-3
+                return float(f"{fraction:.2g}") if fraction < 0.5 else None
+    return None
+
+
+def build_tokens(data_cfg: dict, base: Path = Path(".")):
+    """Corpus -> documents -> split -> tokenizer -> token ids: everything that decides the tokens.
+
+    Returns (documents, corpus info, splits, tokenizer, {split: token ids})."""
     documents, corpus = load_documents(data_cfg, base)
     corpus["documents"] = len(documents)
     corpus["bytes"] = sum(len(_doc_bytes(d)) for d in documents)
@@ -228,25 +271,39 @@ def tokenize(data_cfg: dict, out_dir: Path, require_tokens: int | None = None, b
     for doc in documents:
         digest.update(hashlib.sha256(_doc_bytes(doc)).digest())
     corpus["fingerprint"] = digest.hexdigest()[:16]
-
     splits = split_documents(documents, data_cfg["split"]["val"], data_cfg["split"]["test"])
     if not splits["train"]:
         raise ScalelabError("data: the train split is empty (corpus too small, or split.val + split.test too large)")
-    vocab_size = data_cfg["tokenizer"]["vocab_size"]
-    tokenizer = train_tokenizer(_texts(splits["train"]), vocab_size)
+    tokenizer = train_tokenizer(_texts(splits["train"]), data_cfg["tokenizer"]["vocab_size"])
     dtype = token_dtype(tokenizer.get_vocab_size())
     tokens = {name: encode_documents(tokenizer, docs, dtype) for name, docs in splits.items()}
+    return documents, corpus, splits, tokenizer, tokens
 
-    if require_tokens and require_tokens > len(tokens["train"]):
-        raise ScalelabError(
-            f"data: the grid asks for {require_tokens:,} training tokens but the train split has "
-            f"{len(tokens['train']):,}; add data, lower grid.tokens, or set data.allow_repeat: true")
 
+def check_split_sizes(data_cfg: dict, documents, tokenizer, tokens: dict, require: dict[str, int]) -> None:
+    """Refuse splits too small for the grid: a val or test split smaller than one context window
+    names the fraction that would do, before any training is spent on an unevaluable study."""
+    from .config import check_splits
+
+    for split in ("val", "test"):
+        if len(tokens[split]) < require.get(split, 0):
+            fraction = data_cfg["split"][split]
+            better = fraction_needed(documents, tokenizer, split, data_cfg["split"]["val"],
+                                     data_cfg["split"]["test"], require[split])
+            fix = f"use data.split.{split}: {better} or more" if better else "add documents"
+            raise ScalelabError(f"data.split.{split}: {fraction} of this corpus ({len(documents):,} documents) gives "
+                                f"the {split} split {len(tokens[split]):,} tokens, fewer than one context window "
+                                f"({require[split]:,}); {fix}")
+    check_splits(require, {name: len(tokens[name]) for name in SPLITS}, "data")
+
+
+def write_data(out_dir: Path, data_cfg: dict, corpus: dict, splits: dict, tokenizer, tokens: dict) -> dict:
+    """tokenizer.json, the token memmaps and meta.json (last: its presence means the set is complete)."""
     tokenizer_json = tokenizer.to_str()
     meta = {
         "format": "pairs" if data_cfg.get("pairs") else "text",
         "vocab_size": tokenizer.get_vocab_size(),
-        "dtype": np.dtype(dtype).name,
+        "dtype": np.dtype(token_dtype(tokenizer.get_vocab_size())).name,
         "eot_id": tokenizer.token_to_id(EOT),
         "sep_id": tokenizer.token_to_id(SEP),
         "splits": {},
@@ -257,34 +314,44 @@ def tokenize(data_cfg: dict, out_dir: Path, require_tokens: int | None = None, b
         "settings": data_cfg,
     }
     for name in SPLITS:
-        n_bytes = sum(len(d.encode("utf-8")) if isinstance(d, str) else len((d[0] + d[1]).encode("utf-8"))
-                      for d in splits[name])
+        n_bytes = sum(len(_doc_bytes(d)) for d in splits[name])
         meta["splits"][name] = {"documents": len(splits[name]), "tokens": int(len(tokens[name])), "bytes": n_bytes}
         meta["bytes_per_token"][name] = n_bytes / len(tokens[name]) if len(tokens[name]) else None
-    meta["tokenize_s"] = round(time.time() - started, 2)
-
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         with atomic_path(out_dir / f"{name}.bin") as tmp:
             tokens[name].tofile(tmp)
     write_text(out_dir / "tokenizer.json", tokenizer_json)
-    write_json(out_dir / "meta.json", meta)  # last: its presence means the set is complete
+    write_json(out_dir / "meta.json", meta)
+    return meta
+
+
+def tokenize(data_cfg: dict, out_dir: Path, require: dict[str, int] | None = None, base: Path = Path(".")) -> dict:
+    """Run the whole stage; write OUTPUTS into out_dir only when everything succeeded."""
+    started = time.time()
+    documents, corpus, splits, tokenizer, tokens = build_tokens(data_cfg, base)
+    check_split_sizes(data_cfg, documents, tokenizer, tokens, require or {})
+    corpus["tokenize_s"] = round(time.time() - started, 2)
+    meta = write_data(Path(out_dir), data_cfg, corpus, splits, tokenizer, tokens)
     return meta
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--spec", required=True, help="the data section of the config, as JSON")
     parser.add_argument("--out", required=True, type=Path, help="output folder (results/data)")
-    parser.add_argument("--require-tokens", type=int, default=None,
-                        help="fail unless the train split has this many tokens (the workflow passes 0 "
-                             "when data.allow_repeat is set)")
+    parser.add_argument("--require", default="{}",
+                        help='tokens each split must hold, as JSON: {"train": N, "val": N, "test": N} '
+                             "(a check: the workflow passes what the grid needs)")
 
 
 def run(args) -> None:
     data_cfg = loads_json(args.spec, "--spec")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    meta = tokenize(data_cfg, args.out, args.require_tokens)
+    require = loads_json(args.require, "--require")
+    if not isinstance(require, dict) or not all(isinstance(v, int) for v in require.values()):
+        raise ScalelabError('--require: expected a JSON object of token counts, e.g. {"train": 100000}')
+    meta = tokenize(data_cfg, args.out, require)
     s = meta["splits"]
     print(f"tokenized {meta['corpus']['documents']:,} documents ({meta['corpus']['bytes'] / 1e6:.1f} MB) "
-          f"in {meta['tokenize_s']:.1f} s: train {s['train']['tokens']:,}, val {s['val']['tokens']:,}, "
+          f"in {meta['corpus']['tokenize_s']:.1f} s: train {s['train']['tokens']:,}, val {s['val']['tokens']:,}, "
           f"test {s['test']['tokens']:,} tokens; {meta['bytes_per_token']['train']:.2f} bytes/token")

@@ -20,11 +20,12 @@ rouge-score with the Porter stemmer; `generations.jsonl` holds what both were co
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,49 +35,10 @@ import torch.nn.functional as F
 from .errors import ScalelabError
 from .files import read_json, write_json, write_text
 from .model import GPT, GPTConfig
+from .settings import EVAL_TASKS as TASKS
+from .settings import EvalSettings
+from .store import file_sha256
 
-TASKS = ("continuation", "pairs")
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """The `eval:` block of the config. The defaults cost about 10 % of the smallest default run's training
-    and ~1 % of the largest's (mostly fixed costs); the test loss of 16K tokens is paired across runs."""
-
-    test_tokens: int | None = 16384  # None: the whole test split
-    task: str = "continuation"
-    prompts: int = 32  # K
-    prompt_tokens: int = 32  # P (continuation only; pairs prompts are the sources)
-    max_new_tokens: int = 32  # R
-    batch_size: int = 32
-    bleu_tokenize: str = "13a"
-    device: str = "auto"
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "EvalSettings":
-        """From the config's `eval:` block (counts may be written as 16K, as everywhere in the config)."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ScalelabError(f"eval settings: unknown keys {unknown}; known keys are {sorted(known)}")
-        if values.get("test_tokens") is not None:
-            from .config import parse_count
-
-            values["test_tokens"] = parse_count(values["test_tokens"], "eval.test_tokens")
-        return cls(**{k: v for k, v in values.items() if v is not None or k == "test_tokens"})
-
-    def check(self) -> None:
-        if self.task not in TASKS:
-            raise ScalelabError(f"eval settings: task {self.task!r} is not one of {list(TASKS)}")
-        if self.test_tokens is not None and self.test_tokens < 1:
-            raise ScalelabError(f"eval settings: test_tokens must be positive or null, got {self.test_tokens}")
-        for name in ("prompts", "prompt_tokens", "max_new_tokens", "batch_size"):
-            minimum = 0 if name == "prompts" else 1
-            if getattr(self, name) < minimum:
-                raise ScalelabError(f"eval settings: {name} must be at least {minimum}, got {getattr(self, name)}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ScalelabError(f"eval settings: device {self.device!r} is not one of auto, cpu, cuda")
 
 
 # ----------------------------------------------------------------------------- test loss
@@ -336,10 +298,12 @@ def _pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_model(path: Path, device: torch.device) -> GPT:
-    """The GPT in `model.pt`; any problem with the file raises ValueError naming it."""
+def load_model(path: Path, device: torch.device, run_id: str | None = None) -> GPT:
+    """The GPT in `model.pt` (of run `run_id`, when given); any problem raises ValueError naming it."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
+        if run_id is not None and ckpt.get("run", run_id) != run_id:
+            raise ValueError(f"it holds run {ckpt['run']!r}, not {run_id!r}")
         cfg = GPTConfig(**ckpt["config"])
         # torch.compile wraps the module as `_orig_mod`; its state_dict keys carry the prefix.
         state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["state_dict"].items()}
@@ -373,10 +337,15 @@ def _load_data(data_dir: Path):
     from tokenizers import Tokenizer
 
     tok_path = data_dir / "tokenizer.json"
+    recorded = (meta.get("tokenizer") or {}).get("fingerprint")
     try:
+        if recorded and hashlib.sha256(tok_path.read_bytes()).hexdigest()[:16] != recorded:
+            raise ValueError(f"not the tokenizer {data_dir / 'meta.json'} records")
         tokenizer = Tokenizer.from_file(str(tok_path))
     except Exception as exc:
-        raise ScalelabError(f"{tok_path}: cannot load the tokenizer ({exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ScalelabError(f"{tok_path}: cannot load the tokenizer ({first}); to rebuild: "
+                            f"rm {data_dir / 'meta.json'}, then rerun the workflow") from None
     return meta, tokens, tokenizer
 
 
@@ -409,13 +378,17 @@ def evaluate_run(run_dir, data_dir, settings: EvalSettings | dict | None = None)
         return give_up("failed", f"{run_dir / 'metrics.json'} is missing or unreadable ({type(exc).__name__})")
     if status != "ok":
         return give_up(status, f"training status is {status!r} (see {run_dir / 'metrics.json'}); nothing to evaluate")
+    model_path = run_dir / "model.pt"
+    if metrics.get("model_sha256") and model_path.exists() and file_sha256(model_path) != metrics["model_sha256"]:
+        return give_up("failed", f"{model_path} is not the model {run_dir / 'metrics.json'} records (damaged, or "
+                                 f"copied from another run); to rebuild: rm {model_path}, then rerun the workflow")
 
     meta, tokens, tokenizer = _load_data(data_dir)
     if settings.task == "pairs" and (meta.get("format") != "pairs" or meta.get("sep_id") is None):
         raise ScalelabError(f"{data_dir / 'meta.json'}: eval task 'pairs' needs a pairs corpus (format is {meta.get('format')!r})")
     device = _pick_device(settings.device)
     try:
-        model = load_model(run_dir / "model.pt", device)
+        model = load_model(model_path, device, run_id)
     except ValueError as exc:
         return give_up("failed", str(exc))
     context = model.cfg.context
@@ -496,26 +469,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = EvalSettings()
     parser.add_argument("--run", required=True, type=Path, help="run directory, results/runs/{run}")
     parser.add_argument("--data", required=True, type=Path, help="data directory, results/data")
-    parser.add_argument("--test-tokens", type=_test_tokens, default=d.test_tokens,
+    parser.add_argument("--spec", default="{}", help="the eval settings as JSON (the workflow's way); flags below override")
+    parser.add_argument("--test-tokens", type=_test_tokens, default=argparse.SUPPRESS,
                         help=f"test tokens to score, or 'all' (default {d.test_tokens})")
-    parser.add_argument("--task", choices=TASKS, default=d.task, help=f"generation task (default {d.task})")
-    parser.add_argument("--prompts", type=int, default=d.prompts, help=f"K generations (default {d.prompts})")
-    parser.add_argument("--prompt-tokens", type=int, default=d.prompt_tokens,
+    parser.add_argument("--task", choices=TASKS, default=argparse.SUPPRESS, help=f"generation task (default {d.task})")
+    parser.add_argument("--prompts", type=int, default=argparse.SUPPRESS, help=f"K generations (default {d.prompts})")
+    parser.add_argument("--prompt-tokens", type=int, default=argparse.SUPPRESS,
                         help=f"P, continuation prompt length (default {d.prompt_tokens})")
-    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
+    parser.add_argument("--max-new-tokens", type=int, default=argparse.SUPPRESS,
                         help=f"R, tokens generated per prompt at most (default {d.max_new_tokens})")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
-    parser.add_argument("--bleu-tokenize", default=d.bleu_tokenize, help=f"sacrebleu tokenizer (default {d.bleu_tokenize})")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device, help="(default auto)")
+    parser.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help=f"(default {d.batch_size})")
+    parser.add_argument("--bleu-tokenize", default=argparse.SUPPRESS, help=f"sacrebleu tokenizer (default {d.bleu_tokenize})")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=argparse.SUPPRESS, help="(default auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> None:
-    settings = EvalSettings(
-        test_tokens=args.test_tokens, task=args.task, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, bleu_tokenize=args.bleu_tokenize,
-        device=args.device,
-    )
+    from .files import loads_json
+
+    values = loads_json(args.spec, "--spec")
+    if not isinstance(values, dict):
+        raise ScalelabError("--spec: expected the eval settings as a JSON object")
+    flags = {k: v for k, v in vars(args).items() if k not in ("run", "data", "spec", "threads")}
+    settings = EvalSettings.from_dict({**values, **flags})
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.run.is_dir():

@@ -1,9 +1,15 @@
-"""Code fingerprints: which source files decide each stage's outputs.
+"""Code fingerprints: which code decides each stage's outputs.
 
-Snakemake does not follow imports, so each rule gets a `code` param: a hash of the syntax
-tree of the modules its stage depends on. Hashing the tree (without docstrings) rather than
-the text means that editing a comment, a docstring or the formatting reruns nothing, while a
-change to what the code does reruns exactly the stages that use it.
+Snakemake does not follow imports, so each rule gets a `code` param: a hash of the syntax tree
+of the code its stage's numbers depend on. Hashing the tree (without docstrings) rather than the
+text means that editing a comment, a docstring or the formatting reruns nothing.
+
+A stage names whole modules, or *roots* inside a module: then only those top-level definitions
+count, together with every top-level definition of the same module that they use, found by
+following names through the syntax tree. So for `train` the model, the step, the schedule, the
+data order and the Trainer's settings decide the fingerprint, while the code that checks inputs,
+collects metrics, writes files or keeps the run store can be restructured without retraining
+anything. A change to a helper that a root uses still changes the fingerprint.
 """
 from __future__ import annotations
 
@@ -14,14 +20,16 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 
-# The modules whose code decides each stage's outputs (the CLI plumbing is left out on purpose).
-STAGE_MODULES = {
-    "tokenize": ["data.py"],
-    "train": ["model.py", "shapes.py", "train.py"],
-    "evaluate": ["model.py", "shapes.py", "evaluate.py"],
-    "aggregate": ["aggregate.py"],
-    "fit": ["fit.py", "law.py"],
-    "report": ["report.py", "law.py"],
+# stage -> [(module, roots)]; roots None = the whole module
+STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
+    "tokenize": [("data.py", ("build_tokens", "write_data"))],
+    "train": [("model.py", None), ("shapes.py", None),
+              ("train.py", ("configure_torch", "build_module", "build_trainer", "TokenData", "total_steps",
+                            "DivergenceGuard", "CurveRecorder"))],
+    "evaluate": [("model.py", None), ("shapes.py", None), ("evaluate.py", None)],
+    "aggregate": [("aggregate.py", None)],
+    "fit": [("fit.py", None), ("law.py", None)],
+    "report": [("report.py", None), ("law.py", None)],
 }
 
 
@@ -34,17 +42,55 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+def _definitions(tree: ast.Module) -> dict[str, ast.AST]:
+    """Top-level functions, classes and assigned names of a module."""
+    found: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = node
+    return found
+
+
+def used_definitions(path: Path, roots: tuple[str, ...]) -> list[str]:
+    """The roots and every top-level definition of the module they use, transitively (sorted)."""
+    definitions = _definitions(ast.parse(path.read_text(), filename=str(path)))
+    missing = [r for r in roots if r not in definitions]
+    if missing:
+        raise KeyError(f"{path.name}: no top-level {', '.join(missing)} (fingerprint roots)")
+    seen, todo = set(), list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in ast.walk(definitions[name]):
+            if isinstance(node, ast.Name) and node.id in definitions and node.id not in seen:
+                todo.append(node.id)
+    return sorted(seen)
+
+
 @functools.lru_cache(maxsize=None)
-def module_fingerprint(path: Path) -> str:
+def module_fingerprint(path: Path, roots: tuple[str, ...] | None = None) -> str:
     tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
-    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+    if roots is None:
+        return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+    definitions = _definitions(tree)
+    digest = hashlib.sha256()
+    for name in used_definitions(path, roots):
+        digest.update(name.encode() + b"\0" + ast.dump(definitions[name], include_attributes=False).encode())
+    return digest.hexdigest()
 
 
 def code_fingerprint(stage: str) -> str:
     """A short hash of the code that decides `stage`'s outputs (a plain str, fit for a param)."""
     digest = hashlib.sha256()
-    for name in STAGE_MODULES[stage]:
+    for name, roots in STAGE_CODE[stage]:
         path = PACKAGE / name
         digest.update(name.encode())
-        digest.update(module_fingerprint(path).encode() if path.exists() else b"missing")
+        digest.update(module_fingerprint(path, roots).encode() if path.exists() else b"missing")
     return digest.hexdigest()[:16]

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import store
 from .errors import ScalelabError
 from .files import atomic_path, loads_json, write_json
 from .model import GPT, GPTConfig, flops_per_token, param_counts
@@ -97,9 +98,11 @@ class TokenData(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # Batches follow the optimizer step, not Lightning's epoch/batch counters: a run resumed
-        # from an end-of-epoch checkpoint replays its epoch bookkeeping, never its data.
+        # from an end-of-epoch checkpoint replays that epoch's end with one more step, never its
+        # data. Epochs end at multiples of steps_per_epoch all the same, so the resumed run
+        # validates at exactly the steps an uninterrupted one does.
         first = self.trainer.global_step
-        last = min(self.steps, first + self.steps_per_epoch)
+        last = min(self.steps, (first // self.steps_per_epoch + 1) * self.steps_per_epoch)
         world, rank = self.trainer.world_size, self.trainer.global_rank
         batches = StepBatches(self.data_dir / "train.bin", self.dtype, self.spec["context"], self.spec["batch_size"],
                               self.spec["seed"], first, last, rank, world)
@@ -191,16 +194,47 @@ class DivergenceGuard(L.Callback):
             trainer.should_stop = True
 
 
+class CurveRecorder(L.Callback):
+    """The train rows of curve.csv: (step, lr, train_loss) every `every` steps, where `step`
+    counts the optimizer steps done before the batch and lr is the rate its update used.
+
+    The rows ride in each checkpoint (Lightning saves a callback's `state_dict`), so a run
+    resumed after Ctrl-C or a kill has exactly the curve of an uninterrupted one."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.rows: list[tuple[int, float, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step - 1
+        if step % self.every and trainer.global_step != pl_module.steps:
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        spec = pl_module.spec
+        lr = spec["lr"] * lr_factor(step, pl_module.steps, pl_module.warmup_steps, spec["schedule"], spec["min_lr_ratio"])
+        self.rows.append((step, lr, float(loss.detach())))
+
+    def state_dict(self) -> dict:
+        return {"rows": [list(row) for row in self.rows]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = [tuple(row) for row in state_dict.get("rows", [])]
+
+
 class AtomicCheckpointIO(L.pytorch.plugins.TorchCheckpointIO):
-    """Write each checkpoint beside its target and rename it into place: a job killed while
-    saving keeps the previous checkpoint instead of leaving a truncated one."""
+    """Write each checkpoint beside its target and rename it into place (a job killed while
+    saving keeps the previous one), and read checkpoints with `weights_only=True`: a resume
+    state is plain tensors and containers, so a planted pickle can never run code."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
-# ----------------------------------------------------------------------------- one run
+
+# ----------------------------------------------------------------------------- what decides the numbers
 
 def resolve_precision(spec: dict) -> str:
     if spec["precision"] != "auto":
@@ -208,8 +242,46 @@ def resolve_precision(spec: dict) -> str:
     return "bf16-mixed" if torch.cuda.is_available() and spec["accelerator"] != "cpu" else "32-true"
 
 
+def configure_torch(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # Adam's second moments reach denormals, which are very slow on CPU
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def build_module(model_config: GPTConfig, spec: dict, steps: int) -> LitGPT:
+    """The seeded model: the same spec gives the same initial weights."""
+    L.seed_everything(spec["seed"], workers=True, verbose=False)
+    return LitGPT(model_config.to_dict(), spec, steps)
+
+
+def build_trainer(spec: dict, steps: int, steps_per_epoch: int, ckpt_dir: Path, callbacks: list) -> L.Trainer:
+    """The Lightning Trainer of one run; `callbacks` are the cross-cutting ones (no numbers)."""
+    epochs = math.ceil(steps / steps_per_epoch)
+    logger = L.pytorch.loggers.CSVLogger(save_dir=str(ckpt_dir), name="", version="log")
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, filename=CKPT_NAME.removesuffix(".ckpt"), every_n_epochs=1, save_top_k=1,
+        save_on_train_epoch_end=True, enable_version_counter=False)
+    return L.Trainer(
+        accelerator=spec["accelerator"], devices=spec["devices"], precision=resolve_precision(spec),
+        strategy="ddp" if spec["devices"] > 1 else "auto",
+        max_steps=steps, max_epochs=-1, gradient_clip_val=spec["grad_clip"] or None,
+        check_val_every_n_epoch=max(1, math.ceil(epochs / spec["val_evals"])), num_sanity_val_steps=0,
+        reload_dataloaders_every_n_epochs=1, log_every_n_steps=max(1, steps // 100),
+        logger=logger, callbacks=[*callbacks, checkpoints, L.pytorch.callbacks.LearningRateMonitor("step")],
+        plugins=[AtomicCheckpointIO()], enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(ckpt_dir), deterministic=False,
+    )
+
+
+# ----------------------------------------------------------------------------- one run
+
 def _resume_checkpoint(ckpt_dir: Path, spec: dict) -> tuple[Path, int] | None:
     """The checkpoint to resume from and its step, if it belongs to exactly this spec and loads.
+
+    Checkpoints load with `weights_only=True`: one whose pickle would build anything but tensors
+    and plain containers is refused (never executed), and the run starts over.
 
     Only the launching process prepares the folder: DDP workers re-run this command and must
     not delete what rank 0 is writing.
@@ -218,14 +290,15 @@ def _resume_checkpoint(ckpt_dir: Path, spec: dict) -> tuple[Path, int] | None:
     launcher = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
     try:
         same = json.loads(spec_file.read_text()) == spec
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         same = False
     if same and ckpt.exists():
         try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+            state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
             return ckpt, int(state["global_step"])
-        except Exception as exc:  # a kill during the write leaves a truncated file
-            print(f"{ckpt}: unreadable checkpoint ({type(exc).__name__}), starting over")
+        except Exception as exc:  # truncated by a kill, or not a plain checkpoint: never trusted
+            reason = (str(exc).strip().splitlines() or [""])[0][:120]
+            print(f"{ckpt}: not a usable checkpoint ({type(exc).__name__}: {reason}); starting over")
     if launcher:
         if not same:
             shutil.rmtree(ckpt_dir, ignore_errors=True)  # other settings: never resume from it
@@ -236,21 +309,13 @@ def _resume_checkpoint(ckpt_dir: Path, spec: dict) -> tuple[Path, int] | None:
     return None
 
 
-def _write_curve(log_csv: Path, val_history: list, curve_csv: Path, tokens_per_step: int,
+def _write_curve(train_rows: list, val_history: list, curve_csv: Path, tokens_per_step: int,
                  flops_per_tok: int) -> pd.DataFrame:
     """curve.csv (step, tokens, flops, lr, train_loss, val_loss); `step` counts the optimizer
-    steps done when the value was measured. Train loss and lr come from Lightning's CSVLogger
-    (logged before each step's update); val loss from the module's own exact-step history."""
-    raw = pd.read_csv(log_csv) if log_csv.exists() else pd.DataFrame(columns=["step"])
-    lr_col = next((c for c in raw.columns if c.startswith("lr")), None)
-    raw = raw.rename(columns={lr_col: "lr"} if lr_col else {})
-    for col in ("lr", "train_loss"):
-        if col not in raw:
-            raw[col] = np.nan
-    # One row per step, later rows winning (a resumed run re-logs the steps after its checkpoint).
-    train_rows = raw.dropna(subset=["train_loss"]).groupby("step", as_index=False)[["lr", "train_loss"]].last()
-    val_rows = pd.DataFrame(val_history, columns=["step", "val_loss"]).groupby("step", as_index=False).last()
-    curve = train_rows.merge(val_rows, on="step", how="outer").sort_values("step")
+    steps done when the value was measured (train loss before that step's update)."""
+    train = pd.DataFrame(train_rows, columns=["step", "lr", "train_loss"]).groupby("step", as_index=False).last()
+    val = pd.DataFrame(val_history, columns=["step", "val_loss"]).groupby("step", as_index=False).last()
+    curve = train.merge(val, on="step", how="outer").sort_values("step")
     curve["step"] = curve["step"].astype(int)
     curve.insert(1, "tokens", curve["step"] * tokens_per_step)
     curve.insert(2, "flops", curve["tokens"].astype(float) * flops_per_tok)
@@ -259,90 +324,37 @@ def _write_curve(log_csv: Path, val_history: list, curve_csv: Path, tokens_per_s
     return curve
 
 
-def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = None,
-              allow_repeat: bool = False) -> dict:
-    """Train one grid point; write model.pt, curve.csv and metrics.json into run_dir.
+def _check_inputs(spec: dict, data_dir: Path, allow_repeat: bool) -> dict:
+    """meta.json, checked: one line naming what is wrong, before anything is written."""
+    from .config import check_splits, read_meta
 
-    `allow_repeat` permits more tokens than the train split holds (random windows then repeat)."""
-    started = time.time()
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
-    if threads:
-        torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)  # Adam's second moments reach denormals, which are very slow on CPU
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    try:
-        meta = json.loads((data_dir / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ScalelabError(f"{data_dir / 'meta.json'}: missing or unreadable; run the tokenize stage first") from None
-    if not allow_repeat and spec["tokens"] > meta["splits"]["train"]["tokens"]:
-        raise ScalelabError(f"{spec['run']}: asks for {spec['tokens']:,} tokens but the train split has "
-                            f"{meta['splits']['train']['tokens']:,} (set data.allow_repeat: true to repeat data)")
-
-    model_config = GPTConfig(vocab_size=meta["vocab_size"], context=spec["context"],
-                             n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
-    params, params_total = param_counts(model_config)
-    flops_tok, flops_tok_total = flops_per_token(model_config)
-    steps = total_steps(spec["tokens"], spec["batch_size"], spec["context"])
-    steps_per_epoch = max(1, round(steps * spec["checkpoint_every"]))
-    epochs = math.ceil(steps / steps_per_epoch)
-    val_every = max(1, math.ceil(epochs / spec["val_evals"]))
-    tokens_per_step = spec["batch_size"] * spec["context"]
+    meta = read_meta(data_dir / "meta.json")
+    if meta is None:
+        raise ScalelabError(f"{data_dir / 'meta.json'}: missing, damaged or out of step with the token files; "
+                            f"rebuild with `snakemake --forcerun tokenize`")
+    window = spec["context"] + 1
+    required = {"train": window if allow_repeat else max(window, spec["tokens"]), "val": window}
+    check_splits(required, {k: v["tokens"] for k, v in meta["splits"].items()}, spec["run"])
     if spec["batch_size"] % spec["devices"]:
         raise ScalelabError(f"{spec['run']}: batch_size {spec['batch_size']} is not divisible by devices {spec['devices']}")
+    if spec["accelerator"] == "gpu" and not torch.cuda.is_available():
+        raise ScalelabError(f"{spec['run']}: train.accelerator is 'gpu' but this node has no CUDA device "
+                            f"(use accelerator: auto or cpu, or run on a GPU node)")
+    return meta
 
-    ckpt_dir = run_dir / "ckpt"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resume = _resume_checkpoint(ckpt_dir, spec)
-    resume_from, resumed_from_step = resume if resume else (None, None)
-    L.seed_everything(spec["seed"], workers=True, verbose=False)
-    lit = LitGPT(model_config.to_dict(), spec, steps)
-    data = TokenData(data_dir, spec, steps, steps_per_epoch)
-    guard = DivergenceGuard(every=20 if torch.cuda.is_available() and spec["accelerator"] != "cpu" else 1)
-    logger = L.pytorch.loggers.CSVLogger(save_dir=str(ckpt_dir), name="", version="log")
-    callbacks = [
-        guard,
-        L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename=CKPT_NAME.removesuffix(".ckpt"),
-                                            every_n_epochs=1, save_top_k=1, save_on_train_epoch_end=True,
-                                            enable_version_counter=False),
-        L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
-    ]
-    accelerator = {"auto": "auto", "cpu": "cpu", "gpu": "gpu"}[spec["accelerator"]]
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=spec["devices"], precision=resolve_precision(spec),
-        strategy="ddp" if spec["devices"] > 1 else "auto",
-        max_steps=steps, max_epochs=-1, gradient_clip_val=spec["grad_clip"] or None,
-        check_val_every_n_epoch=val_every, num_sanity_val_steps=0,
-        reload_dataloaders_every_n_epochs=1, log_every_n_steps=max(1, steps // 100),
-        logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=str(ckpt_dir), deterministic=False,
-    )
-    if resume_from is not None:
-        print(f"{spec['run']}: resuming from step {resumed_from_step} of {steps} ({resume_from})")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        fit_started = time.time()
-        trainer.fit(lit, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
-        fit_s = time.time() - fit_started
-        if guard.diverged_at is None and (not lit.val_history or lit.val_history[-1][0] != trainer.global_step):
-            trainer.validate(lit, datamodule=data, verbose=False)  # the final val loss, always measured
-    if not trainer.is_global_zero:
-        return {}
-    logger.save()
-    curve = _write_curve(Path(logger.log_dir) / "metrics.csv", lit.val_history, run_dir / "curve.csv",
-                         tokens_per_step, flops_tok)
 
+def _metrics(spec: dict, model_config: GPTConfig, trainer, curve: pd.DataFrame, guard: DivergenceGuard,
+             steps: int, resumed_from_step: int | None, started: float, fit_s: float) -> dict:
+    params, params_total = param_counts(model_config)
+    flops_tok, flops_tok_total = flops_per_token(model_config)
+    tokens_per_step = spec["batch_size"] * spec["context"]
     diverged = guard.diverged_at is not None
     trained_steps = trainer.global_step
     val = curve["val_loss"].dropna()
     tail = curve[curve["step"] >= trained_steps * 0.9]["train_loss"].dropna()
     tokens = steps * tokens_per_step
     new_steps = trained_steps - (resumed_from_step or 0)
-    metrics = {
+    return {
         "run": spec["run"], "model": spec["model"], "n_layer": spec["n_layer"], "d_model": spec["d_model"],
         "n_head": spec["n_head"], "vocab_size": model_config.vocab_size, "context": spec["context"],
         "params": params, "params_total": params_total,
@@ -361,11 +373,77 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         "devices": spec["devices"], "threads": torch.get_num_threads(),
         "torch_version": torch.__version__, "lightning_version": L.__version__,
     }
+
+
+def _save(run_dir: Path, spec: dict, model_config: GPTConfig, lit: LitGPT, metrics: dict) -> None:
+    """model.pt, then metrics.json (its presence means the run is complete). Both carry the run
+    id and spec hash, and metrics.json the model file's size and checksum, so a damaged or
+    foreign file is recognised as such."""
     state = {k: v.detach().cpu() for k, v in lit.gpt.state_dict().items()}
     with atomic_path(run_dir / "model.pt") as tmp:
-        torch.save({"config": model_config.to_dict(), "state_dict": state, "run": spec["run"]}, tmp)
-    write_json(run_dir / "metrics.json", metrics)  # last: its presence means the run is complete
-    if not diverged:
+        torch.save({"config": model_config.to_dict(), "state_dict": state, "run": spec["run"],
+                    "spec_sha": metrics["spec_sha"]}, tmp)
+        metrics["model_bytes"] = tmp.stat().st_size
+        metrics["model_sha256"] = store.file_sha256(tmp)
+    write_json(run_dir / "metrics.json", metrics)
+
+
+def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = None,
+              allow_repeat: bool = False, code: str = "", store_dir: Path | None = None) -> dict:
+    """Train one grid point; write model.pt, curve.csv and metrics.json into run_dir.
+
+    With `store_dir`, a finished run with the same spec, code and data is restored from the store
+    instead of retrained, and a newly finished run is kept there (see scalelab.store).
+    `allow_repeat` permits more tokens than the train split holds (random windows then repeat)."""
+    started = time.time()
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    meta = _check_inputs(spec, data_dir, allow_repeat)
+    data = store.data_identity(meta)
+    key = store.run_key(spec, code)
+    is_launcher = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    if store_dir is not None and is_launcher and (entry := store.lookup(store_dir, key, data)) is not None:
+        metrics = store.restore(entry, run_dir)
+        print(f"{spec['run']}: restored from {entry} (same spec, code and data; nothing retrained)")
+        return metrics
+
+    configure_torch(threads)
+    model_config = GPTConfig(vocab_size=meta["vocab_size"], context=spec["context"],
+                             n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
+    steps = total_steps(spec["tokens"], spec["batch_size"], spec["context"])
+    steps_per_epoch = max(1, round(steps * spec["checkpoint_every"]))
+
+    ckpt_dir = run_dir / "ckpt"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = _resume_checkpoint(ckpt_dir, spec)
+    resume_from, resumed_from_step = resume if resume else (None, None)
+    lit = build_module(model_config, spec, steps)
+    tokens = TokenData(data_dir, spec, steps, steps_per_epoch)
+    guard = DivergenceGuard(every=20 if torch.cuda.is_available() and spec["accelerator"] != "cpu" else 1)
+    recorder = CurveRecorder(every=max(1, steps // 100))
+    trainer = build_trainer(spec, steps, steps_per_epoch, ckpt_dir, [guard, recorder])
+    if resume_from is not None:
+        print(f"{spec['run']}: resuming from step {resumed_from_step} of {steps} ({resume_from})")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        fit_started = time.time()
+        trainer.fit(lit, datamodule=tokens, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+        fit_s = time.time() - fit_started
+        if guard.diverged_at is None and (not lit.val_history or lit.val_history[-1][0] != trainer.global_step):
+            trainer.validate(lit, datamodule=tokens, verbose=False)  # the final val loss, always measured
+    if not trainer.is_global_zero:
+        return {}
+    trainer.logger.save()
+    curve = _write_curve(recorder.rows, lit.val_history, run_dir / "curve.csv",
+                         spec["batch_size"] * spec["context"], flops_per_token(model_config)[0])
+    metrics = _metrics(spec, model_config, trainer, curve, guard, steps, resumed_from_step, started, fit_s)
+    metrics.update(spec_sha=store.spec_sha(spec), code=code, data_fingerprint=data)
+    _save(run_dir, spec, model_config, lit, metrics)
+    if store_dir is not None:
+        store.save(store_dir, key, run_dir, data, spec, code)
+    if metrics["status"] == "ok":
         shutil.rmtree(ckpt_dir / "log", ignore_errors=True)
         (ckpt_dir / CKPT_NAME).unlink(missing_ok=True)  # done: the resume state is no longer needed
     return metrics
@@ -377,12 +455,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="the run's folder (results/runs/{run})")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--allow-repeat", action="store_true", help="allow more tokens than the train split holds")
+    parser.add_argument("--code", default="", help="the training code's fingerprint (part of the store key)")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="the run store (results/store): restore a finished run from it, keep new ones there")
 
 
 def run(args) -> None:
     spec = loads_json(args.spec, "--spec")
+    if not isinstance(spec, dict) or "run" not in spec:
+        raise ScalelabError("--spec: expected the run's settings as a JSON object")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    metrics = train_run(spec, args.data, args.out, args.threads, args.allow_repeat)
+    metrics = train_run(spec, args.data, args.out, args.threads, args.allow_repeat, args.code, args.store)
     if metrics:
         print(f"{metrics['run']}: {metrics['status']}, val_loss {metrics['val_loss']}, "
               f"{metrics['tokens']:,} tokens in {metrics['wall_s']} s ({metrics['tokens_per_s']} tokens/s)")

@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the workflow's own scalelab, installed or not
@@ -9,31 +10,51 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the workflow's own sc
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 from scalelab import config as study
+from scalelab import integrity
+from scalelab.data import OUTPUTS as DATA_OUTPUTS
 from scalelab.errors import ScalelabError
 from scalelab.fingerprint import code_fingerprint
 from scalelab.shapes import GPTConfig, flops_per_token, param_counts
 
+STARTED = time.time()  # onsuccess prints only what this invocation produced
+DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 
 # --configfile replaces the default study instead of being merged into it.
 if not workflow.overwrite_configfiles:
 
-    configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+    configfile: str(DEFAULT_CONFIG)
+
+
+def _gpu_here():
+    """Whether this machine has an NVIDIA GPU, without importing torch (parse time is dry-run time)."""
+    return os.path.exists("/dev/nvidiactl") or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 try:
+    # Snakemake has read the YAML already, leniently: read it again to refuse duplicate keys and
+    # non-UTF-8 text, which it lets through.
+    for path in workflow.overwrite_configfiles or [DEFAULT_CONFIG]:
+        study.read_yaml(path)
     study.validate(config)
     RUNS = {run.id: run for run in study.expand_grid(config)}
     study.source_files(config)  # a file glob that matches nothing fails now, before any job
-    study.check_corpus_budget(config, RUNS.values(), "results/data/meta.json")
+    study.check_corpus_budget(config, RUNS.values(), study.read_meta("results/data/meta.json"))
+    REBUILD, DAMAGED = integrity.scan(Path("results"), RUNS) if workflow.is_main_process else ([], [])
+    if DAMAGED:
+        raise ScalelabError(integrity.damage_message(DAMAGED))
 except ScalelabError as error:
     raise SystemExit(f"scalelab: error: {error}")
 
+for path in sorted({str(Path(p).parent) for p in REBUILD}):
+    print(f"scalelab: {path}: outputs missing since the last run; rebuilding them", file=sys.stderr)
+
 RUN_IDS = list(RUNS)
-# Checks, not identity: neither is a param, so changing them reruns nothing by itself.
-REQUIRED_TOKENS = 0 if config["data"]["allow_repeat"] else study.max_tokens(list(RUNS.values()))
-ALLOW_REPEAT = "--allow-repeat" if config["data"]["allow_repeat"] else ""
 DATA = "results/data"
-DATA_FILES = [f"{DATA}/{name}" for name in ("tokenizer.json", "train.bin", "val.bin", "test.bin", "meta.json")]
+DATA_FILES = [f"{DATA}/{name}" for name in DATA_OUTPUTS]
+STORE = "results/store"  # finished runs by spec + code (scalelab.store): a rerun restores, never retrains
+# Checks, not identity: neither is a param, so changing them reruns nothing by itself.
+REQUIRE = json.dumps(study.data_requirements(RUNS.values(), config["data"]["allow_repeat"]))
+ALLOW_REPEAT = "--allow-repeat" if config["data"]["allow_repeat"] else ""
 
 
 def log_path(name):
@@ -74,3 +95,14 @@ def train_mem_mb(wildcards):
     activations = 40 * spec["batch_size"] * spec["context"] * spec["d_model"] * spec["n_layer"] * 4
     logits = 3 * spec["batch_size"] * spec["context"] * config["data"]["tokenizer"]["vocab_size"] * 4
     return int(2048 + (16 * params_total + activations + logits) * 2 / 2**20)
+
+
+def check_gpu_runs_can_start():
+    """`accelerator: gpu` runs executed on this machine need a GPU here. Checked once the executor
+    is known (a cluster's login node may have none) and before any job, so no output is lost."""
+    if not workflow.local_exec or _gpu_here():
+        return
+    for job in workflow.dag.needrun_jobs():
+        if job.rule.name == "train" and RUNS[job.wildcards.run].spec["accelerator"] == "gpu":
+            sys.exit(f"scalelab: error: train.accelerator: {job.wildcards.run} asks for a GPU but this machine "
+                     f"has none; use accelerator: auto, or a cluster profile (nothing was run)")

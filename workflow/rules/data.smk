@@ -15,7 +15,8 @@ rule tokenize:
     resources:
         mem_mb=8000,
         runtime=60,
-    # REQUIRED_TOKENS is checked but deliberately not a param: growing the grid must not
-    # retokenize (and so retrain) anything. Once meta.json exists, common.smk checks the grid.
+    # REQUIRE (the tokens each split must hold for this grid) is checked but deliberately not a
+    # param: growing the grid must not retokenize (and so retrain) anything. Once meta.json
+    # exists, common.smk checks the grid against it at DAG-build time.
     shell:
-        "scalelab tokenize --spec {params.data:q} --out {DATA} --require-tokens {REQUIRED_TOKENS} > {log} 2>&1"
+        "scalelab tokenize --spec {params.data:q} --out {DATA:q} --require {REQUIRE:q} > {log:q} 2>&1"

@@ -2,14 +2,14 @@
 # weights, the eval settings or the eval code change; never retrains anything.
 
 
-def eval_args():
-    e = config["eval"]
-    args = [f"--task {e['task']}", f"--prompts {e['prompts']}", f"--prompt-tokens {e['prompt_tokens']}",
-            f"--max-new-tokens {e['max_new_tokens']}", f"--batch-size {e['batch_size']}",
-            f"--bleu-tokenize {e['bleu_tokenize']}"]
-    if e["test_tokens"] is not None:
-        args.append(f"--test-tokens {study.parse_count(e['test_tokens'], 'eval.test_tokens')}")
-    return " ".join(args)
+def eval_spec(wildcards):
+    """The eval settings as canonical JSON (a plain str param; parsed and checked once, in Python).
+    A run trained on the CPU is evaluated on the CPU, whatever the machine has."""
+    settings = dict(config["eval"])
+    if settings["test_tokens"] is not None:
+        settings["test_tokens"] = study.parse_count(settings["test_tokens"], "eval.test_tokens")
+    settings["device"] = "cpu" if RUNS[wildcards.run].spec["accelerator"] == "cpu" else "auto"
+    return json.dumps(settings, sort_keys=True)
 
 
 rule evaluate:
@@ -23,7 +23,7 @@ rule evaluate:
         eval="results/runs/{run}/eval.json",
         generations="results/runs/{run}/generations.jsonl",
     params:
-        args=eval_args(),
+        spec=eval_spec,
         code=code_fingerprint("evaluate"),
     log:
         "logs/evaluate/{run}.log",
@@ -35,5 +35,5 @@ rule evaluate:
         runtime=30,
         mem_mb=train_mem_mb,
     shell:
-        "OMP_NUM_THREADS={threads} scalelab evaluate --run results/runs/{wildcards.run} --data {DATA} "
-        "{params.args} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} scalelab evaluate --run results/runs/{wildcards.run:q} --data {DATA:q} "
+        "--spec {params.spec:q} > {log:q} 2>&1"

@@ -12,22 +12,19 @@ rule aggregate:
     log:
         log_path("aggregate"),
     shell:
-        "scalelab aggregate --out {output} {input.metrics} > {log} 2>&1"
+        "scalelab aggregate --out {output:q} {input.metrics:q} > {log:q} 2>&1"
 
 
-def fit_args():
+def fit_spec():
+    """The fit settings as canonical JSON: counts parsed once here, checked again by `scalelab fit`."""
     f = config["fit"]
-    total = f["params"] == "total"
-    args = [f"--loss-col {f['target']}", f"--params-col {'params_total' if total else 'params'}",
-            f"--flops-col {'flops_total' if total else 'flops'}", f"--bootstrap {f['bootstrap']}",
-            f"--seed {f['seed']}", f"--holdout {f['holdout']}"]
-    if f["predict_flops"]:
-        budgets = [study.parse_count(c, "fit.predict_flops") for c in f["predict_flops"]]
-        args.append("--predict-flops " + " ".join(f"{c:.6g}" for c in budgets))
-    if config["grid"].get("isoflop"):
-        budgets = [study.parse_count(c, "grid.isoflop.budgets") for c in config["grid"]["isoflop"]["budgets"]]
-        args.append("--budgets " + " ".join(f"{c:.6g}" for c in budgets))
-    return " ".join(args)
+    spec = {"target": f["target"], "params": f["params"], "bootstrap": f["bootstrap"], "seed": f["seed"],
+            "holdout": f["holdout"],
+            "predict_flops": [study.parse_count(c, "fit.predict_flops") for c in f["predict_flops"]]
+            if f["predict_flops"] else None,
+            "budgets": [study.parse_count(c, "grid.isoflop.budgets") for c in config["grid"]["isoflop"]["budgets"]]
+            if config["grid"].get("isoflop") else None}
+    return json.dumps(spec, sort_keys=True)
 
 
 # Written on every fit, empty when their section is null (see fit.json's `<section>_why`).
@@ -42,7 +39,7 @@ rule fit:
         text="results/fit/fit.txt",
         tables=expand("results/fit/{table}.csv", table=FIT_TABLES),
     params:
-        args=fit_args(),
+        spec=fit_spec(),
         code=code_fingerprint("fit"),
     log:
         log_path("fit"),
@@ -51,4 +48,4 @@ rule fit:
         runtime=30,
         mem_mb=4000,
     shell:
-        "scalelab fit {input} --out results/fit {params.args} --workers {threads} > {log} 2>&1"
+        "scalelab fit {input:q} --out results/fit --spec {params.spec:q} --workers {threads} > {log:q} 2>&1"

@@ -1,6 +1,8 @@
 # One Lightning job per grid point. `params.spec` holds exactly the values that decide the run
 # (shape, tokens, seed, train settings after overrides, data fingerprint) and `params.code` the
-# model and training code, so a change to either reruns exactly the runs it touches.
+# code that decides its numbers, so a change to either reruns exactly the runs it touches. The
+# job first looks in the run store (results/store): a run trained before with the same spec,
+# code and data is restored, not retrained, even after Snakemake deleted its outputs.
 
 
 rule train:
@@ -25,5 +27,5 @@ rule train:
         runtime=train_runtime_min,
         mem_mb=train_mem_mb,
     shell:
-        "scalelab train --spec {params.spec:q} --data {DATA} --out results/runs/{wildcards.run} "
-        "--threads {threads} {ALLOW_REPEAT} > {log} 2>&1"
+        "scalelab train --spec {params.spec:q} --data {DATA:q} --out results/runs/{wildcards.run:q} "
+        "--code {params.code:q} --store {STORE:q} --threads {threads} {ALLOW_REPEAT} > {log:q} 2>&1"

@@ -1,0 +1,107 @@
+"""What the DAG cannot see: run outputs deleted or damaged after a study finished.
+
+Snakemake rebuilds a missing file only when a job that needs it has to run anyway, so a run
+folder deleted after the study finished would go unnoticed, and a truncated or foreign file is
+just a file with a date. At DAG-build time the Snakefile asks `scan` (cheap: small JSON files
+and file sizes, no model loading) and then
+
+- asks for every missing output of a run that the last `aggregate` listed, so exactly those
+  runs are rebuilt (from the run store when it has them, see scalelab.store);
+- stops with one line naming each damaged file and the command that rebuilds it, before any
+  job can mistake it for a result.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+TRAIN_OUTPUTS = ("model.pt", "metrics.json", "curve.csv")
+EVAL_OUTPUTS = ("eval.json", "generations.jsonl")
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def aggregated_runs(metrics_csv: Path) -> set[str]:
+    """Run ids the last aggregate wrote (empty when there is no metrics.csv yet)."""
+    try:
+        with open(metrics_csv, newline="") as f:
+            return {row["run"] for row in csv.DictReader(f) if row.get("run")}
+    except (OSError, KeyError, csv.Error, UnicodeDecodeError):
+        return set()
+
+
+def check_data(data_dir: Path) -> str | None:
+    """Why results/data is damaged (meta.json unreadable or out of step with the files beside
+    it, tokenizer.json not the one meta.json records), or None when it is whole or absent."""
+    from .config import read_meta
+
+    meta_path = data_dir / "meta.json"
+    if not meta_path.exists():
+        return None
+    meta = read_meta(meta_path)
+    if meta is None:
+        return f"{meta_path} is damaged or does not match the token files beside it"
+    try:
+        tokenizer = (data_dir / "tokenizer.json").read_bytes()
+    except OSError:
+        return f"{data_dir / 'tokenizer.json'} is missing"
+    if hashlib.sha256(tokenizer).hexdigest()[:16] != meta["tokenizer"]["fingerprint"]:
+        return f"{data_dir / 'tokenizer.json'} is not the tokenizer that {meta_path} records"
+    return None
+
+
+def check_run(run_dir: Path, run_id: str) -> tuple[list[str], list[str]]:
+    """(missing output files, reasons the present ones are damaged) of one run."""
+    missing = [str(run_dir / n) for n in TRAIN_OUTPUTS + EVAL_OUTPUTS if not (run_dir / n).exists()]
+    damaged = []
+    metrics_path, model_path, eval_path = run_dir / "metrics.json", run_dir / "model.pt", run_dir / "eval.json"
+    metrics = _json(metrics_path) if metrics_path.exists() else {}
+    if not isinstance(metrics, dict) or (metrics and metrics.get("run") != run_id):
+        damaged.append(f"{metrics_path} is damaged or belongs to another run")
+    elif metrics.get("model_bytes") is not None and model_path.exists():
+        size = model_path.stat().st_size
+        if size != metrics["model_bytes"]:
+            damaged.append(f"{model_path} has {size:,} bytes where {metrics_path} records {metrics['model_bytes']:,}")
+    if eval_path.exists():
+        evaluation = _json(eval_path)
+        if not isinstance(evaluation, dict) or evaluation.get("run") != run_id or "status" not in evaluation:
+            damaged.append(f"{eval_path} is damaged or belongs to another run")
+    return missing, damaged
+
+
+def scan(results: Path, run_ids) -> tuple[list[str], list[str]]:
+    """(files to rebuild, damaged-file reasons) for a study's results folder.
+
+    A missing file is rebuilt when its run was aggregated before (a new grid point needs no
+    help: the workflow builds it anyway)."""
+    results = Path(results)
+    rebuild, damaged = [], []
+    why = check_data(results / "data")
+    if why:
+        damaged.append(why)
+    aggregated = aggregated_runs(results / "metrics.csv")
+    for run_id in run_ids:
+        run_dir = results / "runs" / run_id
+        if run_id not in aggregated and not run_dir.exists():
+            continue
+        missing, broken = check_run(run_dir, run_id)
+        damaged.extend(broken)
+        if run_id in aggregated or any((run_dir / n).exists() for n in TRAIN_OUTPUTS + EVAL_OUTPUTS):
+            rebuild.extend(missing)
+    return rebuild, damaged
+
+
+def damage_message(damaged: list[str]) -> str:
+    """One line: what is damaged and the command that rebuilds it (remove it; the workflow then
+    rebuilds exactly what is missing, restoring runs from the store where it can)."""
+    paths = [reason.split(" ", 1)[0] for reason in damaged]
+    more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+    return (f"{damaged[0]}{more}; nothing was run. To rebuild: rm {' '.join(paths)}, then rerun "
+            f"the workflow (only what is missing is rebuilt)")

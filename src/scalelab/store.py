@@ -1,0 +1,115 @@
+"""The run store: every finished run kept under the key of what decided it.
+
+Snakemake deletes a job's outputs before it reruns the job, and again when the job fails. So
+without a copy elsewhere, changing a model's lr (and changing it back), or a rerun that fails,
+would cost a trained model. The train job therefore keeps each finished run in
+`results/store/<key>/`, where `key` hashes the run's spec (every value that decides it) and the
+code fingerprint of the training code, and looks there before it trains:
+
+- restoring a previous setting is a copy (a hard link where the filesystem allows), not a retrain;
+- a rerun that fails leaves the previous result in the store, under its own key.
+
+A store entry is used only when its files match the checksums in its `manifest.json` and it was
+trained on the same tokens (`data` in the manifest: the corpus and tokenizer fingerprints and
+split sizes from `results/data/meta.json`). Anything else is ignored and the run retrains.
+
+Why not Snakemake's `cache:` directive: it needs `--cache` on every invocation and a shared
+`SNAKEMAKE_OUTPUT_CACHE` folder, so the protection would depend on how the user calls
+Snakemake; this store needs nothing from the user. `rm -r results/store` reclaims its space
+(hard links make it nearly free while the run folders still exist).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .files import atomic_path, write_json
+
+RUN_FILES = ("model.pt", "curve.csv", "metrics.json")  # metrics.json last: its presence means complete
+MANIFEST = "manifest.json"
+
+
+def run_key(spec: dict, code: str) -> str:
+    """The store key of a run: its spec (canonical JSON) and the training code fingerprint."""
+    text = json.dumps({"spec": spec, "code": code}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def spec_sha(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def data_identity(meta: dict) -> str:
+    """What the tokens a run trained on are: corpus, tokenizer and split sizes (from meta.json)."""
+    parts = {"corpus": meta["corpus"]["fingerprint"], "tokenizer": meta["tokenizer"]["fingerprint"],
+             "splits": {k: v["tokens"] for k, v in meta["splits"].items()}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Place `source` at `target` atomically: a hard link when possible, else a copy."""
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:  # another filesystem, or links not supported
+            shutil.copyfile(source, tmp)
+
+
+def lookup(store: Path, key: str, data: str) -> Path | None:
+    """The store entry for `key` if it is whole, verified and trained on the same data."""
+    entry = Path(store) / key
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+        if manifest.get("data") != data:
+            return None
+        for name in RUN_FILES:
+            expected = manifest["files"][name]
+            path = entry / name
+            if path.stat().st_size != expected["bytes"] or file_sha256(path) != expected["sha256"]:
+                print(f"{path}: damaged store entry (checksum differs); not used")
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return entry
+
+
+def restore(entry: Path, run_dir: Path) -> dict:
+    """Place a store entry's files in the run folder; returns its metrics."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        _link_or_copy(entry / name, run_dir / name)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def save(store: Path, key: str, run_dir: Path, data: str, spec: dict, code: str) -> Path:
+    """Keep a finished run's files under `key` (a complete entry appears at once, or not at all)."""
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    entry = store / key
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=store))
+    try:
+        files = {}
+        for name in RUN_FILES:
+            _link_or_copy(run_dir / name, staging / name)
+            files[name] = {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)}
+        write_json(staging / MANIFEST, {"run": spec["run"], "key": key, "code": code, "data": data,
+                                        "spec": spec, "files": files})
+        if entry.exists():
+            shutil.rmtree(entry)  # an unusable entry (lookup refused it): replace it
+        os.replace(staging, entry)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return entry
