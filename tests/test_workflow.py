@@ -5,8 +5,11 @@ dry run, whose job counts per rule say exactly what would rerun.
 """
 from __future__ import annotations
 
+import copy
+import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,6 +35,8 @@ TINY = {
     "overrides": {"a": {"lr": 5e-3}},
     "eval": {"test_tokens": 512, "prompts": 4, "prompt_tokens": 8, "max_new_tokens": 8, "batch_size": 4},
     "fit": {"bootstrap": 20},
+    # A hostile title runs through the whole workflow: it must reach no shell and no page unescaped.
+    "report": {"title": "tiny <script>alert(1)</script> $(touch PWNED) '; touch PWNED2; echo '"},
 }
 
 
@@ -97,6 +102,8 @@ def test_first_run_completes_every_stage(study):
 
 def test_no_op_rerun_does_nothing(study):
     assert planned_jobs(study) == {}
+    assert not (study / "PWNED").exists() and not (study / "PWNED2").exists()
+    assert "<script>" not in (study / "results/report/report.md").read_text()
 
 
 def test_extending_the_grid_schedules_only_new_runs(study, tmp_path):
@@ -176,6 +183,12 @@ def test_snakemake_report_archive(study):
 
 @pytest.mark.parametrize("change, words", [
     (lambda c: c.update(bogus=1), ["bogus"]),
+    (lambda c: c["train"].update(lr=float("nan")), ["train.lr", "finite"]),
+    (lambda c: c["grid"].update(models=[]), ["grid.models"]),
+    (lambda c: c["grid"].update(seeds=[1.0]), ["grid.seeds[0]", "integer"]),
+    (lambda c: c["train"].update(context=10**6), ["train split", "context"]),
+    (lambda c: c["train"].update(accelerator="gpu"), ["accelerator", "GPU"]),
+    (lambda c: c["eval"].update(bleu_tokenize="13a; touch PWNED; echo"), ["eval.bleu_tokenize"]),
     (lambda c: c["grid"]["models"].append("zz"), ["grid.models", "zz"]),
     (lambda c: c["models"].update(a={"n_layer": 1, "d_model": 15, "n_head": 2}), ["models.a", "divisible"]),
     (lambda c: c["grid"].update(tokens=[0]), ["grid.tokens[0]"]),
@@ -192,11 +205,14 @@ def test_bad_input_one_line_error_and_results_untouched(study, tmp_path, change,
     path.write_text(yaml.safe_dump(config))
     metrics = study / "results/metrics.csv"
     before = (metrics.read_bytes(), metrics.stat().st_mtime_ns)
+    models = {p: p.read_bytes() for p in (study / "results/runs").glob("*/model.pt")}
     proc = snakemake(study, config=path, check=False)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     errors = [line for line in output.splitlines() if "scalelab: error:" in line]
     assert len(errors) == 1, output[-3000:]
+    assert {p: p.read_bytes() for p in (study / "results/runs").glob("*/model.pt")} == models
+    assert not (study / "PWNED").exists()
     for word in words:
         assert word in errors[0]
     assert "Traceback" not in output
@@ -234,3 +250,136 @@ def test_killed_workflow_resumes_training_from_its_checkpoint(study, tmp_path):
     assert metrics["status"] == "ok" and metrics["steps"] == 94
     assert metrics["resumed_from_step"] is not None and metrics["resumed_from_step"] > 0
     assert "resuming from step" in (study / "logs/train/big-24K-s0.log").read_text()
+
+
+def _string_leaves(value, path=()):
+    if isinstance(value, str):
+        yield path
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _string_leaves(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _string_leaves(v, path + (i,))
+
+
+def _set(config, path, value):
+    for key in path[:-1]:
+        config = config[key]
+    config[path[-1]] = value
+
+
+def test_no_config_string_reaches_a_shell(study, tmp_path):
+    """Every string in the config, set to a shell payload, is either refused when the DAG is built
+    or travels quoted: the shell commands of every job keep it inside one argument."""
+    from scalelab import config as study_config
+    from scalelab.errors import ScalelabError
+
+    marker = tmp_path / "pwned"
+    payload = f"x'; touch {marker}; echo \"$(touch {marker})\" '"
+    base = study_config.validate(yaml.safe_load((study / "config.yaml").read_text()))
+    accepted = []
+    for path in _string_leaves(base):
+        config = copy.deepcopy(base)
+        _set(config, path, payload)
+        try:
+            study_config.validate(config)
+            study_config.expand_grid(config)
+            study_config.source_files(config, study)
+        except ScalelabError:
+            continue  # refused before any job: an enum, a pattern, a model name, a file glob
+        accepted.append(path)
+    assert ("report", "title") in accepted  # free text that must travel quoted
+    config = copy.deepcopy(base)
+    for path in accepted:
+        _set(config, path, payload)
+    path = tmp_path / "hostile.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(study, "--dry-run", "--forceall", "--printshellcmds", config=path)
+    commands = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith(("scalelab ", "OMP_"))]
+    assert len(commands) >= 4, proc.stdout[-2000:]
+    for command in commands:
+        assert "touch" not in shlex.split(command), command
+    assert not marker.exists()
+
+
+def _models(study: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (study / "results/runs").glob("*/model.pt")}
+
+
+def _error_line(proc) -> str:
+    output = proc.stdout + proc.stderr
+    errors = [line for line in output.splitlines() if "scalelab: error:" in line]
+    assert proc.returncode != 0 and len(errors) == 1 and "Traceback" not in output, output[-3000:]
+    return errors[0]
+
+
+def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
+    """A finished study through each damaging action: every model that existed is still there, or
+    is rebuilt identically (restored from the run store, or retrained to the same weights)."""
+    copy_dir = tmp_path / "study"
+    shutil.copytree(study, copy_dir, symlinks=True)
+    study = copy_dir
+    models = _models(study)
+    assert len(models) == 6 and (study / "results/store").is_dir()
+
+    # A corrupt meta.json: one line before any job, nothing deleted; removing it re-tokenizes and
+    # restores every run from the store (deterministic tokens, same data fingerprint).
+    meta = study / "results/data/meta.json"
+    meta_text = meta.read_text()
+    meta.write_text("{garbage")
+    line = _error_line(snakemake(study, check=False))
+    assert "results/data/meta.json" in line and "rm results/data/meta.json" in line
+    assert _models(study) == models
+    meta.unlink()
+    assert planned_jobs(study).get("tokenize") == 1
+    snakemake(study)
+    assert json.loads(meta.read_text())["tokenizer"] == json.loads(meta_text)["tokenizer"]
+    assert _models(study) == models
+    assert all("restored from" in (study / f"logs/train/{run}.log").read_text() for run in models)
+
+    # A run folder deleted after the study: exactly that run is rebuilt.
+    shutil.rmtree(study / "results/runs/c-8K-s0")
+    assert planned_jobs(study) == {"train": 1, "evaluate": 1, "aggregate": 1, "fit": 1, "report": 1}
+    snakemake(study)
+    assert _models(study) == models and planned_jobs(study) == {}
+
+    # A model.pt truncated in place and a corrupt eval.json: one line naming them and the command;
+    # then the command rebuilds the same weights (the store keeps its own copy, not a link).
+    model = study / "results/runs/b-4K-s0/model.pt"
+    with open(model, "r+b") as f:
+        f.truncate(100)
+    (study / "results/runs/a-8K-s0/eval.json").write_text('{"run": "a-8K-s0"')
+    line = _error_line(snakemake(study, check=False))
+    assert "b-4K-s0/model.pt" in line and "rm " in line and "(and 1 more)" in line
+    assert {k: v for k, v in _models(study).items() if k != "b-4K-s0"} == {k: v for k, v in models.items() if k != "b-4K-s0"}
+    removal = line.split("To rebuild: rm ", 1)[1].split(",", 1)[0].split()
+    for name in removal:
+        (study / name).unlink()
+    snakemake(study)
+    assert _models(study) == models
+    assert "restored from" in (study / "logs/train/b-4K-s0.log").read_text()
+
+    # A model copied in from another run of the same shape is never evaluated as this run.
+    shutil.copyfile(study / "results/runs/a-4K-s0/model.pt", study / "results/runs/a-8K-s0/model.pt")
+    snakemake(study)
+    row = pd.read_csv(study / "results/metrics.csv").set_index("run").loc["a-8K-s0"]
+    assert row["status"] == "failed" and pd.isna(row["test_loss"])
+    assert "rm results/runs/a-8K-s0/model.pt" in json.loads((study / "results/runs/a-8K-s0/eval.json").read_text())["message"]
+    (study / "results/runs/a-8K-s0/model.pt").unlink()
+    snakemake(study)
+    assert _models(study) == models
+    assert pd.read_csv(study / "results/metrics.csv")["status"].eq("ok").all()
+
+    # Changing a model's lr and changing it back: the second change is a copy, not a retrain.
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    config["overrides"]["b"] = {"lr": 1e-3}
+    changed = tmp_path / "lr.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    snakemake(study, config=changed)
+    assert _models(study)["b-4K-s0"] != models["b-4K-s0"]
+    snakemake(study)
+    assert _models(study) == models
+    assert "restored from" in (study / "logs/train/b-4K-s0.log").read_text()

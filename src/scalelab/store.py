@@ -6,7 +6,7 @@ would cost a trained model. The train job therefore keeps each finished run in
 `results/store/<key>/`, where `key` hashes the run's spec (every value that decides it) and the
 code fingerprint of the training code, and looks there before it trains:
 
-- restoring a previous setting is a copy (a hard link where the filesystem allows), not a retrain;
+- restoring a previous setting is a copy, not a retrain;
 - a rerun that fails leaves the previous result in the store, under its own key.
 
 A store entry is used only when its files match the checksums in its `manifest.json` and it was
@@ -15,8 +15,9 @@ split sizes from `results/data/meta.json`). Anything else is ignored and the run
 
 Why not Snakemake's `cache:` directive: it needs `--cache` on every invocation and a shared
 `SNAKEMAKE_OUTPUT_CACHE` folder, so the protection would depend on how the user calls
-Snakemake; this store needs nothing from the user. `rm -r results/store` reclaims its space
-(hard links make it nearly free while the run folders still exist).
+Snakemake; this store needs nothing from the user. It holds a second copy of every finished
+run (model weights are most of it); `rm -r results/store` reclaims that space, at the cost of
+retraining what it would have restored.
 """
 from __future__ import annotations
 
@@ -58,14 +59,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Place `source` at `target` atomically: a hard link when possible, else a copy."""
+def _copy(source: Path, target: Path) -> None:
+    """Copy `source` to `target` atomically. A copy, not a hard link: `cp x model.pt` writes into
+    the existing file, and would damage a linked store entry along with the run's own file."""
     with atomic_path(target) as tmp:
-        tmp.unlink()
-        try:
-            os.link(source, tmp)
-        except OSError:  # another filesystem, or links not supported
-            shutil.copyfile(source, tmp)
+        shutil.copyfile(source, tmp)
 
 
 def lookup(store: Path, key: str, data: str) -> Path | None:
@@ -90,7 +88,7 @@ def restore(entry: Path, run_dir: Path) -> dict:
     """Place a store entry's files in the run folder; returns its metrics."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
-        _link_or_copy(entry / name, run_dir / name)
+        _copy(entry / name, run_dir / name)
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -103,7 +101,7 @@ def save(store: Path, key: str, run_dir: Path, data: str, spec: dict, code: str)
     try:
         files = {}
         for name in RUN_FILES:
-            _link_or_copy(run_dir / name, staging / name)
+            _copy(run_dir / name, staging / name)
             files[name] = {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)}
         write_json(staging / MANIFEST, {"run": spec["run"], "key": key, "code": code, "data": data,
                                         "spec": spec, "files": files})
