@@ -19,15 +19,12 @@ from scalelab import fit  # first: it pins OpenBLAS to one thread before numpy a
 
 import numpy as np
 
-TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+from scalelab import synthetic
 
 
 def synthetic_points(n_sizes: int, n_tokens: int, noise: float, seed: int):
-    params, tokens = np.meshgrid(np.geomspace(1e7, 3e9, n_sizes), np.geomspace(1e8, 1e11, n_tokens))
-    params, tokens = params.ravel(), tokens.ravel()
-    rng = np.random.default_rng(seed)
-    loss = fit.predict_loss(params, tokens, **TRUTH) * np.exp(rng.normal(0, noise, params.size))
-    return params, tokens, loss
+    points = synthetic.ladder(n_sizes, n_tokens, noise=noise, seed=seed)  # the shared generator
+    return points["params"], points["tokens"], points["loss"]
 
 
 def cpu_seconds() -> float:

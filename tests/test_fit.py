@@ -14,18 +14,16 @@ from scipy.special import huber
 
 from scalelab.errors import ScalelabError
 
-TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Hoffmann et al. (2022)
+from scalelab import synthetic
+
+TRUTH = synthetic.CHINCHILLA  # Hoffmann et al. (2022)
 LAW = ("E", "A", "B", "alpha", "beta")
 
 
 def ladder(n_sizes=6, n_tokens=6, noise=0.0, seed=0, truth=TRUTH):
     """Every model size (10M..3B params) trained at every token count (100M..100B)."""
-    params, tokens = np.meshgrid(np.geomspace(1e7, 3e9, n_sizes), np.geomspace(1e8, 1e11, n_tokens))
-    params, tokens = params.ravel(), tokens.ravel()
-    rng = np.random.default_rng(seed)
-    loss = fit.predict_loss(params, tokens, **truth) * np.exp(rng.normal(0, noise, params.size))
-    return pd.DataFrame({"run": [f"r{i}" for i in range(params.size)], "params": params, "tokens": tokens,
-                         "loss": loss, "status": "ok"})
+    df = pd.DataFrame(synthetic.ladder(n_sizes, n_tokens, noise=noise, seed=seed, law=truth)).drop(columns="flops")
+    return df.assign(run=df["run"].astype(str), status="ok")
 
 
 def log_data(df):
@@ -229,11 +227,7 @@ def test_approach2_on_the_chinchilla_law_finds_its_exponent_by_any_grouping():
     truth_a = TRUTH["beta"] / (TRUTH["alpha"] + TRUTH["beta"])
     budgets = [1e18, 1e19, 1e20, 1e21]
 
-    def sizes(flops):
-        n_opt, _ = fit.compute_optimal(flops, TRUTH["A"], TRUTH["B"], TRUTH["alpha"], TRUTH["beta"])
-        return n_opt * np.geomspace(1 / 4, 4, 9)
-
-    df = isoflop_frame(budgets, sizes, lambda n, d, c: fit.predict_loss(n, d, **TRUTH))
+    df = pd.DataFrame(synthetic.isoflop(budgets, span=16, n_sizes=9)).drop(columns="flops")  # N_opt/4 .. 4·N_opt
     by_column = quick(df)["approach2"]
     assert by_column["a"] == pytest.approx(truth_a, abs=0.01)  # a parabola only approximates the law
     assert by_column["a_ci95"][0] < by_column["a"] < by_column["a_ci95"][1]

@@ -27,7 +27,7 @@ import math
 import multiprocessing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from scipy.optimize import curve_fit, minimize
 from scipy.special import huber
 
 from .errors import ScalelabError
-from .files import write_json, write_text
+from .files import loads_json, write_json, write_text
 from .law import compute_optimal, predict_loss  # noqa: F401  (part of fit's API)
 
 HUBER_DELTA = 1e-3
@@ -55,6 +55,141 @@ FLOPS_TOLERANCE = 0.10  # runs whose FLOPs agree within 10 % share a compute bud
 SIZE_TOLERANCE = 0.01  # params (or tokens) within 1 % count as the same size
 MIN_PARALLEL_RUNS = 200  # below this many L-BFGS-B runs, starting processes does not pay
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta", "a", "b")
+MAX_BOOTSTRAP = 100_000  # resamples; 1000 already pins a 95 % interval's ends to about +-1 %
+MAX_GRID_POINTS = 8  # 8**5 = 32768 L-BFGS-B starts, about a minute on 2 cores; 9**5 would be 59049
+# Approach 2 fits each budget's parabola near its minimum only: the sizes within this factor of the
+# lowest-loss size (a window two decades wide in N), widened to the ISOFLOP_MIN_SIZES sizes nearest
+# to it in log N when the window holds fewer. Why this width: along an IsoFLOP the law is
+# E + A/N^alpha + B'·N^beta, two exponentials in log N, so a parabola over a wide span is pulled
+# towards the flatter side (on the Chinchilla law, a 1000x span moves N_opt by 8 %, +-10x by 4 %);
+# a narrower window removes that bias but its vertex gets noisy fast (the variance grows about as
+# the fifth power of 1/width), and at 1 % loss noise +-4x already makes it 3-5x noisier.
+ISOFLOP_WINDOW = 10.0
+ISOFLOP_MIN_SIZES = 5
+HPARAM_RULE = ("per (N, D) group, the loss averaged over seeds at each value; a quadratic in log(value) "
+               "(statsmodels OLS on every run) through the best value and its two neighbours; "
+               "if the best value is the smallest or largest swept, the optimum is that edge value "
+               "(edge: true, a wider sweep is needed) and the group is left out of the laws")
+
+
+# --------------------------------------------------------------------------------------------
+# Settings: every fit setting with its one default
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Every setting of `scalelab fit`; the CLI flags and `--spec` keys both land here.
+
+    target: the loss column ('val_loss', the default, falls back to 'loss' in a CSV without it).
+    params: 'non_embedding' (columns params/flops) or 'total' (params_total/flops_total).
+    bootstrap: resamples for the Approach 3 and Approach 2 intervals (0: none; at most MAX_BOOTSTRAP).
+    seed: seed of every resample (an integer >= 0).
+    holdout: 'top' (refit without the top compute group and predict it) or 'none'.
+    predict_flops: budgets for the allocation and the hyperparameter recommendation
+        (None: 10x and 100x the largest run).
+    budgets: IsoFLOP budgets to group runs by when the CSV has no isoflop_budget column.
+    select: 'best' (fit the best run of each sweep) or 'all' (every usable run).
+    sweep_keys: the swept hyperparameter columns (e.g. ['lr']): they get hyperparameter laws, and
+        without a best_in_sweep column they decide which runs share a sweep.
+    grid_points: start values per parameter of Approach 3's start grid (grid_points**5 starts).
+    workers: processes (None: the CPU count).
+    """
+
+    target: str = "val_loss"
+    params: str = "non_embedding"
+    bootstrap: int = 1000
+    seed: int = 0
+    holdout: str = "top"
+    predict_flops: tuple | None = None
+    budgets: tuple | None = None
+    select: str = "best"
+    sweep_keys: tuple = ()
+    grid_points: int = GRID_POINTS
+    workers: int | None = None
+
+    def __post_init__(self):
+        for f in fields(self):
+            object.__setattr__(self, f.name, _check_setting(f.name, getattr(self, f.name), f.name))
+
+    @classmethod
+    def from_dict(cls, d, where="--spec") -> "FitSettings":
+        """Settings from a dict of field values (e.g. the --spec JSON); one ScalelabError line
+        naming the key for an unknown key or a bad value."""
+        if not isinstance(d, dict):
+            raise ScalelabError(f"{where}: expected a JSON object of fit settings, got {type(d).__name__}")
+        known = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in known:
+                raise ScalelabError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+        return cls(**{key: _check_setting(key, value, f"{where}: {key}") for key, value in d.items()})
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+CHOICES = {"params": ("non_embedding", "total"), "holdout": ("top", "none"), "select": ("best", "all")}
+
+
+def _check_setting(key, value, label):
+    """The value of setting `key` normalised (lists become tuples), or a ScalelabError naming `label`."""
+    def integer(low, high=None, note=""):
+        if isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            raise ScalelabError(f"{label}: expected an integer, got {value!r}")
+        if number < low or (high is not None and number > high):
+            bound = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise ScalelabError(f"{label}: must be {bound}{note}, got {number}")
+        return number
+
+    def numbers():
+        if value is None:
+            return None
+        items = [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ScalelabError(f"{label}: expected a list of positive numbers (e.g. [1e21]), got {value!r}")
+        out = []
+        for item in items:
+            try:
+                number = float(item) if not isinstance(item, bool) else math.nan
+            except (TypeError, ValueError):
+                number = math.nan
+            if not (math.isfinite(number) and number > 0):
+                raise ScalelabError(f"{label}: must be positive numbers, got {item!r}")
+            out.append(number)
+        return tuple(out)
+
+    if key in CHOICES:
+        if value not in CHOICES[key]:
+            raise ScalelabError(f"{label}: must be one of {', '.join(CHOICES[key])}, got {value!r}")
+        return value
+    if key == "target":
+        if not isinstance(value, str) or not value.strip():
+            raise ScalelabError(f"{label}: expected a column name, got {value!r}")
+        return value
+    if key == "bootstrap":
+        return integer(0, MAX_BOOTSTRAP, " resamples (the cap keeps a run finite)")
+    if key == "seed":
+        return integer(0)
+    if key == "grid_points":
+        return integer(2, MAX_GRID_POINTS, f" ({MAX_GRID_POINTS}**5 = {MAX_GRID_POINTS**5} L-BFGS-B starts)")
+    if key == "workers":
+        return None if value is None else integer(1, 4096)
+    if key in ("predict_flops", "budgets"):
+        return numbers()
+    if key == "sweep_keys":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(k, str) and k.strip() for k in items):
+            raise ScalelabError(f"{label}: expected a list of column names, got {value!r}")
+        if len(set(items)) != len(items):
+            raise ScalelabError(f"{label}: a column is named twice in {list(items)}")
+        return tuple(items)
+    raise ScalelabError(f"{label}: unknown fit setting")
+
+
+SETTINGS_DEFAULTS = FitSettings()
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,23 +534,81 @@ def isoflop_groups(points: pd.DataFrame, budgets=None) -> tuple[list[tuple[float
     return groups, f"runs whose FLOPs agree within {FLOPS_TOLERANCE:.0%}"
 
 
-def fit_approach2(points: pd.DataFrame, budgets=None) -> tuple[dict | None, str | None, list[str]]:
-    """Per budget a quadratic of loss in log N (OLS) whose minimum is N_opt; then
-    log N_opt = log G + a·log C and log D_opt = log G' + b·log C (OLS)."""
+def isoflop_window(labels, log_params, loss) -> np.ndarray:
+    """Size labels fitted at one budget: the lowest-loss size (loss averaged over its runs) and every
+    size within ISOFLOP_WINDOW of it, widened to the ISOFLOP_MIN_SIZES sizes nearest to it in log N
+    (ties: the smaller size) when the window holds fewer. `labels` number the sizes of the rows."""
+    present = np.flatnonzero(np.bincount(labels))
+    counts = np.bincount(labels)[present]
+    centre = np.bincount(labels, log_params)[present] / counts
+    mean_loss = np.bincount(labels, loss)[present] / counts
+    best = int(np.argmin(mean_loss))  # first minimum: the smaller size on a tie
+    distance = np.abs(centre - centre[best])
+    chosen = distance <= math.log(ISOFLOP_WINDOW) + 1e-12
+    if chosen.sum() < ISOFLOP_MIN_SIZES:
+        order = np.lexsort((centre, distance))  # nearest first, then the smaller size
+        chosen = np.zeros(len(present), dtype=bool)
+        chosen[order[:ISOFLOP_MIN_SIZES]] = True
+    return present[chosen]
+
+
+def _parabola_vertex(log_params, loss):
+    """(x_opt, loss_opt, coefficients about the mean) of loss = c0 + c1·u + c2·u², u = log N - mean,
+    by least squares; None when there is no minimum."""
+    center = log_params.mean()
+    u = log_params - center
+    X = np.column_stack([np.ones_like(u), u, u * u])
+    coef = np.linalg.lstsq(X, loss, rcond=None)[0]
+    if not coef[2] > 0:
+        return None
+    u_opt = -coef[1] / (2 * coef[2])
+    return center + u_opt, coef[0] + coef[1] * u_opt + coef[2] * u_opt**2, coef, center
+
+
+def _approach2_bootstrap(fitted, n_resamples, seed):
+    """Resample runs within each budget, refit its window and parabola; per resample the budgets'
+    log N_opt (NaN where a resample has no minimum or under 3 sizes in its window)."""
+    rng = np.random.default_rng([seed, 2])  # a stream of its own, apart from Approach 3's
+    log_opt = np.full((n_resamples, len(fitted)), np.nan)
+    for b in range(n_resamples):
+        for j, (labels, x, y) in enumerate(fitted):
+            idx = rng.integers(0, len(x), len(x))
+            keep = np.isin(labels[idx], isoflop_window(labels[idx], x[idx], y[idx]))
+            if len(np.unique(labels[idx][keep])) < 3:
+                continue
+            vertex = _parabola_vertex(x[idx][keep], y[idx][keep])
+            if vertex is not None:
+                log_opt[b, j] = vertex[0]
+    return log_opt
+
+
+def fit_approach2(points: pd.DataFrame, budgets=None, bootstrap=0, seed=0) -> tuple[dict | None, str | None, list[str]]:
+    """Per budget a quadratic of loss in log N (statsmodels OLS) near its minimum (`isoflop_window`)
+    whose vertex is N_opt; then log N_opt = log G + a·log C and log D_opt = log G' + b·log C (OLS).
+
+    With `bootstrap` resamples, runs are resampled within each budget and every step (window,
+    parabola, exponents) redone: a_ci95 and b_ci95 are then the bootstrap's percentile intervals
+    (the OLS ones stay as a_ci95_ols and b_ci95_ols), and each budget gets an n_opt_ci95.
+    """
     groups, grouping = isoflop_groups(points, budgets) if len(points) else ([], "")
-    rows, skipped, summaries = [], [], []
+    rows, skipped, summaries, fitted = [], [], [], []
     for flops, where in groups:
         group = points.iloc[where]
         if _n_distinct(group["params"]) < 3:
             continue
-        x = np.log(group["params"].to_numpy(float))
+        x_all = np.log(group["params"].to_numpy(float))
+        y_all = group["loss"].to_numpy(float)
+        labels = _cluster(group["params"], SIZE_TOLERANCE)
+        in_window = np.isin(labels, isoflop_window(labels, x_all, y_all))
+        x, y = x_all[in_window], y_all[in_window]
         center = x.mean()  # centring keeps the quadratic's columns well conditioned
         X = np.column_stack([np.ones_like(x), x - center, (x - center) ** 2])
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            ols = sm.OLS(group["loss"].to_numpy(float), X).fit()
-            summaries.append(f"IsoFLOP budget {flops:.4g} FLOPs\n" + str(
-                ols.summary(yname="loss", xname=["const", "log N - mean", "(log N - mean)^2"])))
+            ols = sm.OLS(y, X).fit()
+            summaries.append(f"IsoFLOP budget {flops:.4g} FLOPs ({int(in_window.sum())} of {len(group)} runs, "
+                             f"N {np.exp(x.min()):.4g} to {np.exp(x.max()):.4g})\n" + str(
+                                 ols.summary(yname="loss", xname=["const", "log N - mean", "(log N - mean)^2"])))
         c0, c1, c2 = ols.params
         if not c2 > 0:
             skipped.append({"flops": flops, "reason": "loss is not convex in log N (no minimum)"})
@@ -425,16 +618,31 @@ def fit_approach2(points: pd.DataFrame, budgets=None) -> tuple[dict | None, str 
         if not 0 < n_opt < np.inf:
             skipped.append({"flops": flops, "reason": "the minimum is too far outside the sampled sizes"})
             continue
+        fit_runs = group["run"][in_window].tolist()
         rows.append({"flops": flops, "n_opt": n_opt, "d_opt": flops / (6 * n_opt),
                      "loss_opt": c0 + c1 * x_opt + c2 * x_opt**2, "n_points": len(group),
-                     "outside_sampled": bool(n_opt < group["params"].min() or n_opt > group["params"].max())})
+                     "outside_sampled": bool(n_opt < group["params"].min() or n_opt > group["params"].max()),
+                     "n_fit_points": int(in_window.sum()), "n_fit_sizes": int(len(np.unique(labels[in_window]))),
+                     "fit_params_min": float(np.exp(x.min())), "fit_params_max": float(np.exp(x.max())),
+                     # loss = p0 + p1·ln N + p2·ln² N over [fit_params_min, fit_params_max], for drawing
+                     "parabola": [float(c0 - c1 * center + c2 * center**2), float(c1 - 2 * c2 * center), float(c2)],
+                     "n_opt_ci95": None, "runs": group["run"].tolist(), "fit_runs": fit_runs})
+        fitted.append((labels, x_all, y_all))
     if not rows:
         why = ("no compute budget has runs at 3 or more model sizes" if not skipped
                else "no budget's loss has a minimum in log N")
         return None, why, summaries
     section = {"budgets": rows, "a": None, "a_ci95": None, "b": None, "b_ci95": None, "G": None,
                "grouping": grouping, "skipped": skipped,
-               "outside_sampled": [r["flops"] for r in rows if r["outside_sampled"]]}
+               "outside_sampled": [r["flops"] for r in rows if r["outside_sampled"]],
+               "window": {"factor": ISOFLOP_WINDOW, "min_sizes": ISOFLOP_MIN_SIZES,
+                          "rule": f"sizes within {ISOFLOP_WINDOW:g}x of the lowest-loss size, widened to the "
+                                  f"{ISOFLOP_MIN_SIZES} nearest in log N"},
+               "a_ci95_ols": None, "b_ci95_ols": None, "a_ci95_bootstrap": None, "b_ci95_bootstrap": None,
+               "ci_method": None, "bootstrap": int(bootstrap), "bootstrap_failed": 0}
+    log_opt = _approach2_bootstrap(fitted, bootstrap, seed) if bootstrap else np.empty((0, len(rows)))
+    for j, row in enumerate(rows):
+        row["n_opt_ci95"] = _percentile_ci(np.exp(log_opt[:, j])) if bootstrap else None
     if len(rows) < 2:
         section["exponents_why"] = "only one budget has a minimum; the exponents need two"
         return section, None, summaries
@@ -446,9 +654,21 @@ def fit_approach2(points: pd.DataFrame, budgets=None) -> tuple[dict | None, str 
             summaries.append(str(ols.summary(yname=f"log {target}", xname=["log G", key])))
             ci = np.asarray(ols.conf_int(0.05))[1]
         section[key] = float(ols.params[1])
-        section[f"{key}_ci95"] = [float(ci[0]), float(ci[1])] if np.all(np.isfinite(ci)) else None
+        section[f"{key}_ci95_ols"] = [float(ci[0]), float(ci[1])] if np.all(np.isfinite(ci)) else None
         if key == "a":
             section["G"] = _exp(ols.params[0])
+    section["a_ci95"], section["b_ci95"], section["ci_method"] = section["a_ci95_ols"], section["b_ci95_ols"], "ols"
+    if bootstrap:
+        ok = np.all(np.isfinite(log_opt), axis=1)
+        section["bootstrap_failed"] = int((~ok).sum())
+        if ok.sum() >= 2:
+            # Slopes of every resample at once: cov(log C, log N_opt) / var(log C); D_opt = C / (6 N_opt).
+            dc = log_c - log_c.mean()
+            slopes = (log_opt[ok] - log_opt[ok].mean(axis=1, keepdims=True)) @ dc / (dc @ dc)
+            section["a_ci95_bootstrap"] = _percentile_ci(slopes)
+            section["b_ci95_bootstrap"] = _percentile_ci(1 - slopes)
+            section["a_ci95"], section["b_ci95"] = section["a_ci95_bootstrap"], section["b_ci95_bootstrap"]
+            section["ci_method"] = "bootstrap"
     return section, None, summaries
 
 
@@ -475,11 +695,11 @@ def _columns(df, loss_col, params_col, tokens_col, flops_col, source):
                                 f"columns are: {', '.join(map(str, df.columns)) or 'none'}")
         return col
 
-    if loss_col is None:
+    if loss_col is None:  # the default target: val_loss, else loss
         if "loss" not in df.columns and "val_loss" not in df.columns:
             raise ScalelabError(f"{source}: no 'loss' or 'val_loss' column (set one with --loss-col); "
                                 f"columns are: {', '.join(map(str, df.columns)) or 'none'}")
-        loss_col = "loss" if "loss" in df.columns else "val_loss"
+        loss_col = "val_loss" if "val_loss" in df.columns else "loss"
     if flops_col is None:
         # `--params-col params_total` goes with `flops_total`, so grouping uses one convention.
         matching = "flops" + params_col[len("params"):] if params_col.startswith("params") else None
@@ -489,10 +709,30 @@ def _columns(df, loss_col, params_col, tokens_col, flops_col, source):
     return need(loss_col, "--loss-col"), need(params_col, "--params-col"), need(tokens_col, "--tokens-col"), flops_col
 
 
-def prepare(df, loss_col=None, params_col="params", tokens_col="tokens", flops_col=None, source="metrics"):
-    """Usable points (run, params, tokens, flops, loss, isoflop_budget) in a canonical order,
-    the excluded rows with reasons, and the columns used."""
+def _flags(column: pd.Series, name: str, source: str) -> np.ndarray:
+    """A true/false column (True/False, 1/0, yes/no) as 1.0/0.0, empty cells NaN."""
+    words = {"true": 1.0, "1": 1.0, "1.0": 1.0, "yes": 1.0, "false": 0.0, "0": 0.0, "0.0": 0.0, "no": 0.0}
+    out = np.full(len(column), np.nan)
+    for i, value in enumerate(column):
+        if pd.isna(value):
+            continue
+        text = str(value).strip().lower()
+        if text not in words:
+            raise ScalelabError(f"{source}: column '{name}' must be true or false, got {value!r} in row {i + 2}")
+        out[i] = words[text]
+    return out
+
+
+def prepare(df, loss_col=None, params_col="params", tokens_col="tokens", flops_col=None, source="metrics",
+            sweep_keys=()):
+    """Usable points (run, params, tokens, flops, loss, isoflop_budget, and seed, sweep_group,
+    best_in_sweep and the `sweep_keys` columns) in a canonical order, the excluded rows with
+    reasons, and the columns used."""
     loss_col, params_col, tokens_col, flops_col = _columns(df, loss_col, params_col, tokens_col, flops_col, source)
+    for key in sweep_keys:
+        if key not in df.columns:
+            raise ScalelabError(f"{source}: no column '{key}' for the swept hyperparameter (sweep_keys / "
+                                f"--select-best-by); columns are: {', '.join(map(str, df.columns))}")
     runs = df["run"].astype(str).tolist() if "run" in df.columns else list(range(len(df)))
     values = {name: pd.to_numeric(df[col], errors="coerce").to_numpy(float)
               for name, col in (("loss", loss_col), ("params", params_col), ("tokens", tokens_col))}
@@ -522,12 +762,220 @@ def prepare(df, loss_col=None, params_col="params", tokens_col="tokens", flops_c
               if "isoflop_budget" in df.columns else np.full(len(df), np.nan))
     points = pd.DataFrame({"run": [runs[i] for i in keep], **{k: v[keep] for k, v in values.items()},
                            "isoflop_budget": budget[keep]})
+    # The sweep columns: seed and sweep_group identify a grid point, best_in_sweep marks its best run.
+    if "seed" in df.columns and df["seed"].notna().any():
+        points["seed"] = df["seed"].iloc[keep].astype(str).where(df["seed"].iloc[keep].notna(), "").to_numpy()
+    if "sweep_group" in df.columns and df["sweep_group"].notna().any():
+        points["sweep_group"] = df["sweep_group"].iloc[keep].astype(str).where(
+            df["sweep_group"].iloc[keep].notna(), "").to_numpy()
+    if "best_in_sweep" in df.columns and df["best_in_sweep"].notna().any():
+        points["best_in_sweep"] = _flags(df["best_in_sweep"], "best_in_sweep", source)[keep]
+    for key in sweep_keys:
+        points[f"hp:{key}"] = pd.to_numeric(df[key], errors="coerce").to_numpy(float)[keep]
     # A canonical order makes every result, bootstrap included, independent of the row order.
     points["_key"] = points["run"].astype(str)
     points = points.sort_values(["params", "tokens", "flops", "loss", "_key"], kind="mergesort")
     points = points.drop(columns="_key").reset_index(drop=True)
     columns = {"loss": loss_col, "params": params_col, "tokens": tokens_col, "flops": flops_col or "6*params*tokens"}
     return points, excluded, columns
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps: which runs the fits use, and the laws of the best hyperparameters
+
+
+def _grid_point_keys(points: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """One label per row for the grid point it belongs to, and what identifies a grid point:
+    the sweep_group column when there is one, else model size and token count (within 1 %),
+    and the seed when there is a seed column."""
+    if "sweep_group" in points.columns:
+        return pd.factorize(points["sweep_group"], sort=True)[0], ["sweep_group"]
+    parts = [_cluster(points["params"], SIZE_TOLERANCE), _cluster(points["tokens"], SIZE_TOLERANCE)]
+    by = ["params", "tokens"]
+    if "seed" in points.columns:
+        parts.append(pd.factorize(points["seed"], sort=True)[0])
+        by.append("seed")
+    keys = pd.MultiIndex.from_arrays(parts) if len(points) else pd.MultiIndex.from_arrays([[]] * len(parts))
+    return pd.factorize(keys, sort=True)[0], by
+
+
+def select_runs(points: pd.DataFrame, settings: FitSettings) -> tuple[pd.DataFrame, dict]:
+    """The points the fits use and the fit.json `selection` section.
+
+    select 'all': every usable point. select 'best': with a best_in_sweep column, the rows it
+    marks true (and rows it leaves empty: runs in no sweep); else, with sweep_keys, the lowest-loss
+    usable row of each grid point (see `_grid_point_keys`), ties going to the run whose name sorts
+    first; else (no sweep) every usable point.
+    """
+    section = {"select": settings.select, "by": list(settings.sweep_keys), "method": None, "group_by": None,
+               "runs_used": [], "runs_dropped": 0}
+    keep = np.ones(len(points), dtype=bool)
+    if settings.select == "all":
+        section["method"] = "every usable run"
+    elif "best_in_sweep" in points.columns:
+        flags = points["best_in_sweep"].to_numpy(float)
+        keep = (flags == 1) | np.isnan(flags)
+        section["method"] = "best_in_sweep column (empty cells: runs in no sweep, kept)"
+    elif settings.sweep_keys:
+        labels, section["group_by"] = _grid_point_keys(points)
+        order = np.lexsort((points["run"].astype(str).to_numpy(), points["loss"].to_numpy(float), labels))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = labels[order][1:] != labels[order][:-1]
+        keep = np.zeros(len(points), dtype=bool)
+        keep[order[first]] = True
+        section["method"] = ("lowest loss per grid point (ties: the run name that sorts first) among usable "
+                             "runs")
+    else:
+        section["method"] = "no sweep: every usable run"
+    section["runs_used"] = points["run"][keep].tolist()
+    section["runs_dropped"] = int((~keep).sum())
+    return points[keep].reset_index(drop=True), section
+
+
+def _hparam_group(rows: pd.DataFrame, column: str, others: list[str]) -> dict:
+    """The optimum of one swept value in one (N, D) group (see HPARAM_RULE)."""
+    if others:  # other swept keys: the slice through the group's best run
+        best_row = rows.iloc[int(np.argmin(rows["loss"].to_numpy(float)))]
+        same = np.ones(len(rows), dtype=bool)
+        for other in others:
+            same &= np.isclose(rows[other].to_numpy(float), float(best_row[other]), rtol=1e-9, equal_nan=True)
+        rows = rows[same]
+    value, loss = rows[column].to_numpy(float), rows["loss"].to_numpy(float)
+    values, inverse = np.unique(value, return_inverse=True)
+    mean_loss = np.bincount(inverse, loss) / np.bincount(inverse)
+    out = {"params": float(rows["params"].median()), "tokens": float(rows["tokens"].median()),
+           "flops": float(np.exp(np.log(rows["flops"]).mean())), "n_values": len(values), "n_rows": len(rows),
+           "value_min": float(values[0]) if len(values) else None,
+           "value_max": float(values[-1]) if len(values) else None,
+           "best_value": None, "optimum": None, "optimum_loss": None, "edge": None, "method": None}
+    if len(values) < 3:
+        out["reason"] = f"{len(values)} distinct values; the optimum needs 3 or more"
+        return out
+    best = int(np.argmin(mean_loss))
+    out["best_value"] = float(values[best])
+    if best in (0, len(values) - 1):
+        out.update(optimum=float(values[best]), optimum_loss=float(mean_loss[best]), edge=True,
+                   method="edge: the best value is the " + ("smallest" if best == 0 else "largest") + " swept")
+        return out
+    window = np.isin(inverse, [best - 1, best, best + 1])
+    u = np.log(value[window]) - math.log(values[best])
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        ols = sm.OLS(loss[window], np.column_stack([np.ones_like(u), u, u * u])).fit()
+    c0, c1, c2 = ols.params
+    if c2 > 0:
+        u_opt = float(np.clip(-c1 / (2 * c2), math.log(values[best - 1] / values[best]),
+                              math.log(values[best + 1] / values[best])))
+        out.update(optimum=float(values[best] * math.exp(u_opt)), optimum_loss=float(c0 + c1 * u_opt + c2 * u_opt**2),
+                   edge=False, method="quadratic in log(value) through the best value and its neighbours")
+    else:  # ties: the loss is flat around the best value
+        out.update(optimum=float(values[best]), optimum_loss=float(mean_loss[best]), edge=False,
+                   method="best value (the loss is flat around it)")
+    return out
+
+
+def _loglog_law(x, y) -> dict:
+    """log y = log coefficient + exponent·log x by statsmodels OLS, with 95 % intervals."""
+    X = sm.add_constant(np.log(x))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        ols = sm.OLS(np.log(y), X).fit()
+        ci = np.asarray(ols.conf_int(0.05))
+    finite = np.all(np.isfinite(ci))
+    return {"coefficient": _exp(ols.params[0]), "exponent": float(ols.params[1]),
+            "ci95": {"coefficient": [_exp(ci[0, 0]), _exp(ci[0, 1])] if finite else None,
+                     "exponent": [float(ci[1, 0]), float(ci[1, 1])] if finite else None},
+            "r2": float(ols.rsquared), "n_groups": len(x), "_ols": ols}
+
+
+HPARAM_COLUMNS = ["key", "params", "tokens", "flops", "n_values", "n_rows", "value_min", "value_max",
+                  "best_value", "optimum", "optimum_loss", "edge", "method"]
+
+
+def fit_hyperparameters(points: pd.DataFrame, keys, predict_at: float | None):
+    """The fit.json `hyperparameters` section (None when nothing could be fitted), why not, the
+    tidy table (one row per key and (N, D) group) and fit.txt lines.
+
+    Per key, from every usable run (not only the best): the optimum of each (N, D) group (see
+    HPARAM_RULE), then optimum = coefficient·N^exponent and coefficient·C^exponent by OLS in
+    log-log space over the groups whose optimum is not at an edge of the sweep, and the optimum
+    predicted at `predict_at` FLOPs with the law's 95 % confidence and prediction intervals.
+    """
+    table = pd.DataFrame(columns=HPARAM_COLUMNS)
+    if not keys:
+        return None, "no swept hyperparameters (set sweep_keys in --spec, or --select-best-by)", table, []
+    if len(points) == 0:
+        return None, "no usable rows", table, []
+    section, rows, text, reasons = {}, [], [], []
+    group_labels = pd.MultiIndex.from_arrays([_cluster(points["params"], SIZE_TOLERANCE),
+                                              _cluster(points["tokens"], SIZE_TOLERANCE)])
+    labels = pd.factorize(group_labels, sort=True)[0]
+    for key in keys:
+        column = f"hp:{key}"
+        others = [f"hp:{k}" for k in keys if k != key]
+        usable = np.isfinite(points[column].to_numpy(float)) & (points[column].to_numpy(float) > 0)
+        groups, skipped = [], []
+        for label in np.unique(labels[usable]):
+            group = _hparam_group(points[usable & (labels == label)], column, others)
+            if group.get("reason"):
+                skipped.append({"params": group["params"], "tokens": group["tokens"], "reason": group.pop("reason")})
+            else:
+                groups.append(group)
+        if not groups:
+            reasons.append((key, f"no (N, D) group has runs at 3 or more values of {key}"
+                            + ("" if usable.any() else f" (no run has a positive {key})")))
+            continue
+        entry = {"rule": HPARAM_RULE, "n_rows": int(usable.sum()), "n_rows_without_value": int((~usable).sum()),
+                 "groups": groups, "n_groups": len(groups), "n_edge": sum(bool(g["edge"]) for g in groups),
+                 "skipped": skipped, "law_N": None, "law_C": None, "recommended": None}
+        inner = [g for g in groups if not g["edge"]]
+        for law_key, var in (("law_N", "params"), ("law_C", "flops")):
+            x = np.array([g[var] for g in inner])
+            if len(inner) < 3:
+                entry[f"{law_key}_why"] = (f"{len(inner)} groups have an optimum inside the sweep "
+                                           f"({entry['n_edge']} at an edge); the law needs 3 or more")
+            elif _n_distinct(x) < 2:
+                entry[f"{law_key}_why"] = f"every group has the same {var}"
+            else:
+                entry[law_key] = _loglog_law(x, np.array([g["optimum"] for g in inner]))
+        law_c = entry["law_C"]
+        if law_c is None:
+            entry["recommended_why"] = f"no law in C ({entry['law_C_why']})"
+        elif predict_at is None:
+            entry["recommended_why"] = "no compute budget to predict at"
+        else:
+            frame = law_c["_ols"].get_prediction(np.array([[1.0, math.log(predict_at)]])).summary_frame(alpha=0.05)
+            entry["recommended"] = {"flops": float(predict_at), "value": _exp(frame["mean"].iloc[0]),
+                                    "ci95": [_exp(frame["mean_ci_lower"].iloc[0]), _exp(frame["mean_ci_upper"].iloc[0])],
+                                    "pi95": [_exp(frame["obs_ci_lower"].iloc[0]), _exp(frame["obs_ci_upper"].iloc[0])]}
+        for law_key in ("law_N", "law_C"):
+            if entry[law_key]:
+                entry[law_key].pop("_ols")
+        section[key] = entry
+        rows += [{"key": key, **{c: g[c] for c in HPARAM_COLUMNS[1:]}} for g in groups]
+        text += [f"-- {key}: optimum per (N, D) group ({entry['n_edge']} of {len(groups)} at an edge of the sweep)",
+                 pd.DataFrame(groups)[["params", "tokens", "n_values", "best_value", "optimum", "edge"]].to_string(index=False)]
+        for law_key, symbol in (("law_N", "N"), ("law_C", "C")):
+            law = entry[law_key]
+            if law:
+                text.append(f"{key}_opt = {law['coefficient']:.4g} * {symbol}^{law['exponent']:.4f}, exponent 95 % CI "
+                            f"[{law['ci95']['exponent'][0]:.4f}, {law['ci95']['exponent'][1]:.4f}] "
+                            f"({law['n_groups']} groups, R2 {law['r2']:.3f})" if law["ci95"]["exponent"]
+                            else f"{key}_opt = {law['coefficient']:.4g} * {symbol}^{law['exponent']:.4f}")
+            else:
+                text.append(f"{key}_opt ~ {symbol}: not fitted: {entry[law_key + '_why']}")
+        rec = entry["recommended"]
+        text.append(f"recommended {key} at C = {rec['flops']:.4g} FLOPs: {rec['value']:.4g} (95 % CI "
+                    f"[{rec['ci95'][0]:.4g}, {rec['ci95'][1]:.4g}], prediction interval [{rec['pi95'][0]:.4g}, "
+                    f"{rec['pi95'][1]:.4g}])" if rec else f"recommended {key}: none: {entry['recommended_why']}")
+        if entry["n_edge"]:
+            text.append(f"note: {entry['n_edge']} groups have their best {key} at an edge of the sweep: widen it there")
+    if not section:
+        return None, "; ".join(f"{key}: {why}" for key, why in reasons), table, []
+    for key, why in reasons:  # the fit.json convention one level down: null and <key>_why
+        section[key], section[f"{key}_why"] = None, why
+        text.append(f"-- {key}: not fitted: {why}")
+    return section, None, pd.DataFrame(rows, columns=HPARAM_COLUMNS), text
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,34 +989,46 @@ class FitResult:
     text: str = ""
 
 
-def fit_frame(df: pd.DataFrame, **kwargs) -> dict:
+def fit_frame(df: pd.DataFrame, settings: FitSettings | None = None, **kwargs) -> dict:
     """Run every fit on a metrics DataFrame and return the fit.json dict (see `fit_all`)."""
-    return fit_all(df, **kwargs).result
+    return fit_all(df, settings, **kwargs).result
 
 
-def fit_all(df: pd.DataFrame, *, loss_col=None, params_col="params", tokens_col="tokens", flops_col=None,
-            bootstrap=1000, seed=0, predict_flops=None, budgets=None, holdout="top", workers=None,
-            grid_points=GRID_POINTS, source="metrics", progress=None) -> FitResult:
-    """Every fit on a metrics DataFrame: the fit.json dict, tidy tables and the fit.txt text."""
-    if bootstrap < 0:
-        raise ScalelabError(f"--bootstrap must be 0 or more, got {bootstrap}")
-    if holdout not in ("top", "none"):
-        raise ScalelabError(f"--holdout must be 'top' or 'none', got {holdout!r}")
-    if grid_points < 2:
-        raise ScalelabError(f"--grid-points must be 2 or more, got {grid_points}")
-    for name, values in (("--predict-flops", predict_flops), ("--budgets", budgets)):
-        if values is not None and not all(np.isfinite(v) and v > 0 for v in values):
-            raise ScalelabError(f"{name} must be positive numbers, got {list(values)}")
-    workers = max(1, workers or len(os.sched_getaffinity(0)))
+def fit_all(df: pd.DataFrame, settings: FitSettings | None = None, *, loss_col=None, params_col=None,
+            tokens_col="tokens", flops_col=None, source="metrics", progress=None, **overrides) -> FitResult:
+    """Every fit on a metrics DataFrame: the fit.json dict, tidy tables and the fit.txt text.
+
+    `settings` (default FitSettings()) with any FitSettings field overridden by keyword, e.g.
+    fit_all(df, bootstrap=0). loss_col overrides settings.target; params_col defaults to params or
+    params_total as settings.params says; the other *_col name the CSV's columns.
+    """
+    settings = settings or SETTINGS_DEFAULTS
+    known = {f.name for f in fields(FitSettings)}
+    for key in overrides:
+        if key not in known:
+            raise ScalelabError(f"unknown fit setting {key!r} (known: {', '.join(sorted(known))})")
+    if overrides:
+        settings = replace(settings, **overrides)  # __post_init__ checks every value
+    if loss_col is None and settings.target != SETTINGS_DEFAULTS.target:
+        loss_col = settings.target  # the default target alone falls back to 'loss'
+    if params_col is None:
+        params_col = "params_total" if settings.params == "total" else "params"
+    bootstrap, seed, holdout = settings.bootstrap, settings.seed, settings.holdout
+    predict_flops, budgets = settings.predict_flops, settings.budgets
+    workers = max(1, settings.workers or len(os.sched_getaffinity(0)))
     say = progress or (lambda message: None)
 
-    points, excluded, columns = prepare(df, loss_col, params_col, tokens_col, flops_col, source)
-    result = {"target": columns["loss"], "n_points": len(points), "excluded": excluded, "columns": columns}
+    usable, excluded, columns = prepare(df, loss_col, params_col, tokens_col, flops_col, source, settings.sweep_keys)
+    points, selection = select_runs(usable, settings)
+    result = {"target": columns["loss"], "n_points": len(points), "excluded": excluded, "columns": columns,
+              "settings": {k: v for k, v in settings.to_dict().items() if k != "workers"}, "selection": selection}
     text = [f"scalelab fit: {source}",
             f"target {columns['loss']}, params {columns['params']}, tokens {columns['tokens']}, "
-            f"flops {columns['flops']}; {len(points)} points, {len(excluded)} excluded"]
+            f"flops {columns['flops']}; {len(points)} points, {len(excluded)} excluded",
+            f"selection ({settings.select}): {selection['method']}; {len(points)} runs used, "
+            f"{selection['runs_dropped']} left out"]
     tables = {"excluded": pd.DataFrame(excluded, columns=["run", "reason"])}
-    starts = start_grid(grid_points)
+    starts = start_grid(settings.grid_points)
 
     # Approach 3 with bootstrap intervals.
     why3 = _identifiable(points)
@@ -616,18 +1076,25 @@ def fit_all(df: pd.DataFrame, *, loss_col=None, params_col="params", tokens_col=
     tables["power_laws"] = _power_law_table(result)
 
     # Approach 2.
-    section, why, summaries = fit_approach2(points, budgets)
+    section, why, summaries = fit_approach2(points, budgets, bootstrap, seed)
     result["approach2"] = section
+    isoflop_columns = ["flops", "n_opt", "d_opt", "loss_opt", "n_points", "outside_sampled", "n_fit_points",
+                       "fit_params_min", "fit_params_max", "n_opt_ci_low", "n_opt_ci_high"]
     if why:
         result["approach2_why"] = why
         text += ["", f"== Approach 2 (IsoFLOP): not fitted: {why} =="]
-        tables["isoflop"] = pd.DataFrame(columns=["flops", "n_opt", "d_opt", "loss_opt", "n_points", "outside_sampled"])
+        tables["isoflop"] = pd.DataFrame(columns=isoflop_columns)
     else:
-        tables["isoflop"] = pd.DataFrame(section["budgets"])
-        text += ["", f"== Approach 2 (IsoFLOP), grouped by {section['grouping']} ==",
+        tables["isoflop"] = pd.DataFrame([{**row, "n_opt_ci_low": (row["n_opt_ci95"] or [None, None])[0],
+                                           "n_opt_ci_high": (row["n_opt_ci95"] or [None, None])[1]}
+                                          for row in section["budgets"]], columns=isoflop_columns)
+        text += ["", f"== Approach 2 (IsoFLOP), grouped by {section['grouping']}; each parabola fitted to "
+                 f"{section['window']['rule']} ==",
                  tables["isoflop"].to_string(index=False),
                  f"a (N_opt ~ C^a) = {section['a']} CI {section['a_ci95']}; "
-                 f"b (D_opt ~ C^b) = {section['b']} CI {section['b_ci95']}", *summaries]
+                 f"b (D_opt ~ C^b) = {section['b']} CI {section['b_ci95']} ({section['ci_method']}"
+                 + (f", {bootstrap} resamples of the runs within each budget, {section['bootstrap_failed']} failed"
+                    if section["ci_method"] == "bootstrap" else "") + ")", *summaries]
         if section["outside_sampled"]:
             text.append(f"note: the minimum lies outside the sampled sizes at budgets {section['outside_sampled']}")
     tables["approach2"] = pd.DataFrame([_estimate_row(k, section[k], section[f"{k}_ci95"]) for k in ("a", "b")]
@@ -643,7 +1110,7 @@ def fit_all(df: pd.DataFrame, *, loss_col=None, params_col="params", tokens_col=
         result["allocation_why"] = (f"the fitted exponents are not both positive (alpha {law['alpha']:.3g}, "
                                     f"beta {law['beta']:.3g}), so there is no compute-optimal split")
     else:
-        flops = list(predict_flops) if predict_flops else [10 * points["flops"].max(), 100 * points["flops"].max()]
+        flops = _prediction_budgets(points, predict_flops)
         result["allocation"] = allocation(law, flops, samples if bootstrap else None)
         tables["allocation"] = pd.DataFrame([{**{k: v for k, v in row.items() if not k.endswith("ci95")},
                                               "loss_ci_low": (row["loss_ci95"] or [None, None])[0],
@@ -662,9 +1129,27 @@ def fit_all(df: pd.DataFrame, *, loss_col=None, params_col="params", tokens_col=
         text += ["", f"== Held-out check: refit without the top compute group, max |relative error| "
                  f"{result['holdout']['max_abs_rel_error']:.4g} ==", tables["holdout"].to_string(index=False)]
 
+    # Hyperparameter laws, from every usable run of the sweeps (not only the best).
+    budgets_ahead = _prediction_budgets(usable, predict_flops)
+    section, why, tables["hyperparameters"], lines = fit_hyperparameters(
+        usable, settings.sweep_keys, max(budgets_ahead) if budgets_ahead else None)
+    result["hyperparameters"] = section
+    if why:
+        result["hyperparameters_why"] = why
+        text += ["", f"== Hyperparameters: not fitted: {why} =="]
+    else:
+        text += ["", f"== Hyperparameters: {HPARAM_RULE} ==", *lines]
+
     if excluded:
         text += ["", "== Excluded rows ==", tables["excluded"].to_string(index=False)]
     return FitResult(result, tables, "\n".join(text) + "\n")
+
+
+def _prediction_budgets(points, predict_flops) -> list[float]:
+    """The budgets to predict at: predict_flops, else 10x and 100x the largest run."""
+    if predict_flops:
+        return list(predict_flops)
+    return [10 * points["flops"].max(), 100 * points["flops"].max()] if len(points) else []
 
 
 def _estimate_row(parameter, estimate, ci) -> dict:
@@ -762,42 +1247,91 @@ def _positive_number(text: str) -> float:
     return value
 
 
+# Flags that set a FitSettings field: (flag, field). Their argparse default is None ("not given"):
+# the default lives in FitSettings alone, and a flag given overrides the --spec value.
+SETTING_FLAGS = (("--loss-col", "target"), ("--bootstrap", "bootstrap"), ("--seed", "seed"),
+                 ("--predict-flops", "predict_flops"), ("--budgets", "budgets"), ("--holdout", "holdout"),
+                 ("--select", "select"), ("--select-best-by", "sweep_keys"), ("--workers", "workers"),
+                 ("--grid-points", "grid_points"))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = SETTINGS_DEFAULTS
     parser.add_argument("metrics", help="metrics CSV (one row per run)")
     parser.add_argument("--out", required=True, help="output folder for fit.json, *.csv and fit.txt")
-    parser.add_argument("--loss-col", help="target column (default: loss, else val_loss)")
-    parser.add_argument("--params-col", default="params", help="model size N (default: params)")
+    parser.add_argument("--spec", metavar="JSON",
+                        help="fit settings as a JSON object with any of the keys "
+                        f"{', '.join(f.name for f in fields(FitSettings))}; flags given as well override it")
+    parser.add_argument("--loss-col", help=f"target column (default: {d.target}, else loss)")
+    parser.add_argument("--params-col", help="model size N (default: params, or params_total when the spec "
+                        "says params: total)")
     parser.add_argument("--tokens-col", default="tokens", help="training tokens D (default: tokens)")
     parser.add_argument("--flops-col", help="compute C (default: flops_<x> for --params-col params_<x>, "
                         "else flops, else 6*params*tokens)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000; 0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: 0)")
+    parser.add_argument("--bootstrap", type=int, help=f"bootstrap resamples (default: {d.bootstrap}; 0: none; "
+                        f"at most {MAX_BOOTSTRAP})")
+    parser.add_argument("--seed", type=int, help=f"seed of the bootstrap resamples (default: {d.seed})")
     parser.add_argument("--predict-flops", type=_positive_number, nargs="+", metavar="C",
-                        help="budgets for the compute-optimal allocation, e.g. 1e19 (default: 10x and 100x the "
-                        "largest run)")
+                        help="budgets for the compute-optimal allocation and the hyperparameter recommendation, "
+                        "e.g. 1e19 (default: 10x and 100x the largest run)")
     parser.add_argument("--budgets", type=_positive_number, nargs="+", metavar="C",
                         help="IsoFLOP budgets to group runs by when the CSV has no isoflop_budget column")
-    parser.add_argument("--holdout", choices=("top", "none"), default="top",
-                        help="held-out check: refit without the top compute group (default) or skip it")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
-    parser.add_argument("--grid-points", type=int, default=GRID_POINTS,
-                        help=f"start values per parameter; the grid has this^5 starts (default: {GRID_POINTS})")
+    parser.add_argument("--holdout", choices=CHOICES["holdout"],
+                        help=f"held-out check: refit without the top compute group, or skip it (default: {d.holdout})")
+    parser.add_argument("--select", choices=CHOICES["select"],
+                        help=f"fit the best run of each sweep or every run (default: {d.select})")
+    parser.add_argument("--select-best-by", nargs="+", metavar="COLUMN",
+                        help="swept hyperparameter columns (e.g. lr): without a best_in_sweep column, keep the "
+                        "lowest-loss run per (params, tokens, seed); and fit the hyperparameters' laws")
+    parser.add_argument("--workers", type=int, help="processes (default: CPU count)")
+    parser.add_argument("--grid-points", type=int,
+                        help=f"start values per parameter; the grid has this^5 starts (default: {d.grid_points}, "
+                        f"at most {MAX_GRID_POINTS})")
+
+
+def settings_from_args(args: argparse.Namespace) -> FitSettings:
+    """FitSettings defaults, then --spec, then the flags given; errors name the key or flag."""
+    settings = SETTINGS_DEFAULTS
+    if args.spec is not None:
+        settings = FitSettings.from_dict(loads_json(args.spec, "--spec"), where="--spec")
+    given = {}
+    for flag, name in SETTING_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            given[name] = _check_setting(name, value, flag)
+    return replace(settings, **given)
+
+
+def _check_out_dir(out) -> Path:
+    """--out must be a folder or creatable as one; checked before any work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ScalelabError(f"--out {out}: exists and is not a folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ScalelabError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ScalelabError(f"--out {out}: {parent} is not writable")
+    return out
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.workers is not None and args.workers < 1:
-        raise ScalelabError(f"--workers must be 1 or more, got {args.workers}")
+    settings = settings_from_args(args)
+    out = _check_out_dir(args.out)
     df = read_metrics(args.metrics)
-    fit = fit_all(df, loss_col=args.loss_col, params_col=args.params_col, tokens_col=args.tokens_col,
-                  flops_col=args.flops_col, bootstrap=args.bootstrap, seed=args.seed,
-                  predict_flops=args.predict_flops, budgets=args.budgets, holdout=args.holdout,
-                  workers=args.workers, grid_points=args.grid_points, source=str(args.metrics),
+    fit = fit_all(df, settings, loss_col=args.loss_col, params_col=args.params_col, tokens_col=args.tokens_col,
+                  flops_col=args.flops_col, source=str(args.metrics),
                   progress=lambda message: print(f"scalelab fit: {message}", flush=True))
-    write_outputs(fit, args.out)
+    try:
+        write_outputs(fit, out)
+    except OSError as exc:
+        raise ScalelabError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     a3 = fit.result["approach3"]
     if a3:
         print(f"scalelab fit: alpha {a3['alpha']:.4g}, beta {a3['beta']:.4g}, E {a3['E']:.4g} "
               f"({fit.result['n_points']} points)")
     else:
         print(f"scalelab fit: Approach 3 not fitted: {fit.result['approach3_why']}")
-    print(f"scalelab fit: wrote {args.out}/fit.json")
+    print(f"scalelab fit: wrote {out}/fit.json")
