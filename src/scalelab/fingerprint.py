@@ -21,7 +21,7 @@ STAGE_MODULES = {
     "evaluate": ["model.py", "shapes.py", "evaluate.py"],
     "aggregate": ["aggregate.py"],
     "fit": ["fit.py", "law.py"],
-    "report": ["report.py", "law.py"],
+    "report": ["report/*.py", "report/*.css", "report/captions/**/*.rst", "law.py"],
 }
 
 
@@ -36,14 +36,28 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 
 @functools.lru_cache(maxsize=None)
 def module_fingerprint(path: Path) -> str:
+    """A Python module by its syntax tree; any other file (CSS, a caption) by its bytes."""
+    if path.suffix != ".py":
+        return hashlib.sha256(path.read_bytes()).hexdigest()
     tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
+def _files(names: list[str]) -> list[str]:
+    """The entries of STAGE_MODULES with each glob (`report/*.py`) expanded, sorted, in place."""
+    expanded = []
+    for name in names:
+        if any(ch in name for ch in "*?["):
+            expanded += sorted(path.relative_to(PACKAGE).as_posix() for path in PACKAGE.glob(name))
+        else:
+            expanded.append(name)
+    return expanded
 
 
 def code_fingerprint(stage: str) -> str:
     """A short hash of the code that decides `stage`'s outputs (a plain str, fit for a param)."""
     digest = hashlib.sha256()
-    for name in STAGE_MODULES[stage]:
+    for name in _files(STAGE_MODULES[stage]):
         path = PACKAGE / name
         digest.update(name.encode())
         digest.update(module_fingerprint(path).encode() if path.exists() else b"missing")
