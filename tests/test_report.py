@@ -370,7 +370,7 @@ def test_page_renders_in_headless_chromium(tiny_report, tmp_path):
 # ----------------------------------------------------------------------------- escaping, settings, registry
 
 HOSTILE_TITLE = "<script>alert(1)</script> *bold* | [link](x)"
-HOSTILE_MODEL = "m<img src=x onerror=alert(2)>|*"
+HOSTILE_MODEL = "m$<img src=x onerror=alert(2)>|*"  # `$` would start mathtext in a legend
 HOSTILE_RUN = "xl|<b>run</b>_`id`"
 
 
@@ -390,7 +390,7 @@ def test_markdown_escapes_every_user_string(tiny, tmp_path):
     for raw in ("<script", "<img", "<b>", "[link](x)"):
         assert raw not in prose, raw
     assert md.splitlines()[0] == r"# &lt;script&gt;alert(1)&lt;/script&gt; \*bold\* \| \[link\](x)"
-    assert "&lt;b&gt;run&lt;/b&gt;" in prose and r"\`id\`" in prose
+    assert "&lt;b&gt;run&lt;/b&gt;" in prose and r"\`id\`" in prose and r"m\$&lt;img" in prose
     grid = [line for line in md.splitlines() if line.startswith("| ") and "&lt;b&gt;run" in line]
     assert grid, "the renamed run is not in the grid table"
     header = next(line for line in md.splitlines() if line.startswith("| run | model |"))

@@ -16,7 +16,7 @@ from .inputs import Study
 from .registry import SECTIONS, TABLES, section_entries
 from .tables import Table
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # emphasis, code, links, table cells, strike
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~$])")  # emphasis, code, links, table cells, strike, math
 
 
 def md_text(text) -> str:
