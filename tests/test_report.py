@@ -494,3 +494,22 @@ def test_real_fit_json_keeps_the_written_schema(tiny, tmp_path):
     check_fit_json({**fit, "hyperparameters": {"lr": 1}, "selection": [1]}, "fit.json")  # new sections allowed
     with pytest.raises(ScalelabError, match=r"^x/fit\.json: approach3\.beta is missing$"):
         check_fit_json({**fit, "approach3": {k: v for k, v in fit["approach3"].items() if k != "beta"}}, "x/fit.json")
+
+
+def test_fit_variants_keep_the_schema_and_report_without_a_flops_column(tiny, tmp_path):
+    """A CSV without FLOPs columns (the fit then writes columns.flops = "6*params*tokens"), no
+    held-out check and no bootstrap: fit.json keeps the schema and the report draws from it."""
+    from scalelab.fitjson import check_fit_json
+
+    shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
+    results = tmp_path / "results"
+    frame = pd.read_csv(results / "metrics.csv").drop(columns=["flops", "flops_total"])
+    frame.to_csv(results / "metrics.csv", index=False)
+    fit = fit_frame(frame, loss_col="val_loss", bootstrap=0, grid_points=2, workers=1, holdout="none")
+    write_json(results / "fit" / "fit.json", fit)
+    fit = read_json(results / "fit" / "fit.json")
+    check_fit_json(fit, "fit.json")
+    assert fit["columns"]["flops"] == "6*params*tokens" and fit["holdout"] is None
+    assert run_report(tmp_path) == 0
+    page = check_report(results / "report", fit)
+    assert "frontier" not in page.missing and "holdout" not in page.missing
