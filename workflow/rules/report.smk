@@ -11,7 +11,7 @@
 from scalelab.report.registry import rule_outputs
 from scalelab.report.settings import ReportSettings
 
-REPORT = "results/report"
+REPORT_DIR = "results/report"
 
 
 rule report:
@@ -21,12 +21,12 @@ rule report:
         meta="results/data/meta.json",
         curves=expand("results/runs/{run}/curve.csv", run=RUN_IDS),
     output:
-        **rule_outputs(REPORT, report),
+        **rule_outputs(REPORT_DIR, report),
     params:
         code=code_fingerprint("report"),  # editing the report package reruns this rule and nothing else
         spec=ReportSettings.from_spec(json.dumps(config.get("report") or {}), "config report").to_spec(),
         runs="results/runs",
-        out=REPORT,
+        out=REPORT_DIR,
     log:
         log_path("report"),
     shell:
