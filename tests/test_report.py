@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalelab import cli, report
+from scalelab import cli, law
+from scalelab.report import fmt, print_summary, registry
 from scalelab.files import read_json, write_json
 from scalelab.fit import fit_frame
 
@@ -36,10 +37,10 @@ ISOFLOP_BUDGETS = (1e11, 3e11)
 def _row(model: str, tokens: float, status: str = "ok", budget=None, noise: float = 0.0) -> dict:
     n_layer, d_model, n_head = MODELS.get(model, (6, 192, 6))
     params = 12 * n_layer * d_model**2
-    loss = float(report.predict_loss(params, tokens, **LAW)) * (1 + noise)
+    loss = float(law.predict_loss(params, tokens, **LAW)) * (1 + noise)
     ok = status == "ok"
     return {
-        "run": f"{model}-{report.human(tokens)}-s0", "model": model, "n_layer": n_layer, "d_model": d_model,
+        "run": f"{model}-{fmt.human(tokens)}-s0", "model": model, "n_layer": n_layer, "d_model": d_model,
         "n_head": n_head, "vocab_size": 2048, "context": 128, "params": params,
         "params_total": params + 2048 * d_model, "tokens": int(tokens), "flops": 6.0 * params * tokens,
         "flops_total": 6.0 * (params + 2048 * d_model) * tokens, "seed": 0, "isoflop_budget": budget,
@@ -185,21 +186,21 @@ def decode_png(data: bytes):
 
 def check_report(out: Path, fit: dict) -> PageParser:
     """Assert a finished report is complete and consistent with fit.json; return the parsed page."""
-    for path in report.output_paths(out):
+    for path in registry.output_paths(out):
         assert path.is_file() and path.stat().st_size > 0, f"{path} missing"
     page = PageParser()
     page.feed((out / "index.html").read_text())
     page.close()
     assert page.tags[:2] == ["html", "head"] and "body" in page.tags
     assert not page.external, f"the page loads external resources: {page.external}"
-    assert sorted(page.figures) == sorted(report.FIGURES)
-    drawn = [n for n in report.FIGURES if n not in page.missing]
+    assert page.figures == list(registry.FIGURES)  # in registry order
+    drawn = [n for n in registry.FIGURES if n not in page.missing]
     assert len(page.images) == len(drawn)
     for src in page.images:
         assert src.startswith("data:image/png;base64,"), src[:40]
         image = decode_png(base64.b64decode(src.split(",", 1)[1], validate=True))
         assert image.width >= 400 and image.height >= 150
-    for name in report.FIGURES:
+    for name in registry.FIGURES:
         decode_png((out / "figures" / f"{name}.png").read_bytes())
         assert (out / "figures" / f"{name}.svg").read_text()[:200].lstrip().startswith("<?xml")
     for source, value, shown in page.cells:  # every fit number on the page is fit.json's own
@@ -223,7 +224,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_report(tiny):
     root, fit = tiny
-    assert run_report(root, "--title", "tiny study") == 0
+    assert run_report(root, "--spec", '{"title": "tiny study"}') == 0
     return root / "results" / "report", fit
 
 
@@ -250,26 +251,26 @@ def test_summary_states_law_intervals_holdout_and_next_budget(tiny_report, capsy
     out, fit = tiny_report
     summary = (out / "summary.txt").read_text()
     a3, nxt = fit["approach3"], fit["allocation"][0]
-    assert f"alpha = {report.num(a3['alpha'])} {report.interval(a3['ci95']['alpha'])}" in summary
-    assert f"beta = {report.num(a3['beta'])} {report.interval(a3['ci95']['beta'])}" in summary
-    assert report.percent(fit["holdout"]["max_abs_rel_error"]) in summary
-    assert f"N_opt = {report.human(nxt['n_opt'])} params" in summary
+    assert f"alpha = {fmt.num(a3['alpha'])} {fmt.interval(a3['ci95']['alpha'])}" in summary
+    assert f"beta = {fmt.num(a3['beta'])} {fmt.interval(a3['ci95']['beta'])}" in summary
+    assert fmt.percent(fit["holdout"]["max_abs_rel_error"]) in summary
+    assert f"N_opt = {fmt.human(nxt['n_opt'])} params" in summary
     assert str((out / "index.html").resolve()) in summary
     assert html.escape(summary) in (out / "index.html").read_text()
-    assert report.print_summary(out) is True
+    assert print_summary(out) is True
     assert capsys.readouterr().out == summary
-    assert report.print_summary(out / "nowhere") is False
+    assert print_summary(out / "nowhere") is False
 
 
 def test_markdown_has_same_content_with_linked_figures(tiny_report):
     out, fit = tiny_report
     md = (out / "report.md").read_text()
-    for name in report.FIGURES:
+    for name in registry.FIGURES:
         assert f"](figures/{name}.png)" in md
         assert (out / "figures" / f"{name}.png").exists()
-    assert report.num(fit["approach3"]["alpha"]) in md and "base64" not in md
-    for title in report.TABLES.values():
-        assert f"### {title}" in md
+    assert fmt.num(fit["approach3"]["alpha"]) in md and "base64" not in md
+    for table in registry.TABLES.values():
+        assert f"### {table.title}" in md
 
 
 def test_degenerate_study_says_why_instead_of_crashing(tmp_path, capsys):
@@ -281,19 +282,34 @@ def test_degenerate_study_says_why_instead_of_crashing(tmp_path, capsys):
     assert "loss_vs_tokens" not in page.missing and "training_curves" not in page.missing
     text = (out / "index.html").read_text()
     for key in ("approach3_why", "approach2_why", "holdout_why", "power_law_N_why", "allocation_why"):
-        assert report.clause(fit[key]) in text, key
+        assert fmt.clause(fit[key]) in text, key
     assert "Only one model size (N = 332K)" in text
     assert "meta.json was not found" in text
     summary = capsys.readouterr().out
-    assert "not identified: " + report.clause(fit["approach3_why"]) in summary and "no check: " in summary
+    assert "not identified: " + fmt.clause(fit["approach3_why"]) in summary and "no check: " in summary
+
+
+def edit_fit(results: Path, change) -> None:
+    """Change the study's real fit.json in place (a damaged or hand-edited fit.json)."""
+    path = results / "fit" / "fit.json"
+    fit = json.loads(path.read_text())
+    change(fit)
+    path.write_text(json.dumps(fit))
 
 
 @pytest.mark.parametrize("breakage, message", [
     (lambda r: (r / "metrics.csv").unlink(), "metrics CSV not found"),
     (lambda r: (r / "metrics.csv").write_text(""), "not a readable CSV"),
     (lambda r: (r / "fit" / "fit.json").write_text("{not json"), "not valid JSON"),
-    (lambda r: (r / "fit" / "fit.json").write_text('{"target": "nope"}'), "no column 'nope'"),
-    (lambda r: (r / "fit" / "fit.json").write_text('{"approach3": {"E": 1}}'), "approach3.A"),
+    (lambda r: edit_fit(r, lambda f: f.update(target="nope")), "no column 'nope'"),
+    (lambda r: edit_fit(r, lambda f: f.update(approach3={"E": 1})), "approach3.A"),
+    # A foreign or damaged fit.json: one line naming the file and the key (scalelab.fitjson).
+    (lambda r: (r / "fit" / "fit.json").write_text('{"target": "nope"}'), "fit.json: n_points is missing"),
+    (lambda r: (r / "fit" / "fit.json").write_text("[1, 2]"), "fit.json: fit results should be an object"),
+    (lambda r: edit_fit(r, lambda f: f["approach3"].update(alpha="0.3")), "fit.json: approach3.alpha should be"),
+    (lambda r: edit_fit(r, lambda f: f["approach2"]["budgets"][1].pop("flops")), "approach2.budgets.1.flops"),
+    (lambda r: edit_fit(r, lambda f: f["holdout"]["actual"].append(1.0)), "holdout lists should have one length"),
+    (lambda r: (r / "fit" / "fit.json").write_text('{"approach3": {"alpha": NaN}}'), "fit.json: "),
 ])
 def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, breakage, message):
     shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
@@ -304,25 +320,30 @@ def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, breakage, message):
 
 
 def test_law_and_allocation_formulas():
-    n, d = report.optimal_allocation(6e18, **LAW)
+    from scalelab.report import figures
+
+    n, d = figures.optimum(6e18, LAW)
     assert n * d == pytest.approx(1e18)
     # The optimum: moving along C = 6ND in either direction raises the predicted loss.
     for factor in (0.9, 1.1):
-        assert report.predict_loss(n * factor, d / factor, **LAW) > report.predict_loss(n, d, **LAW)
-    from scalelab.fit import compute_optimal, predict_loss  # the report's copy must agree with the fit's
+        assert figures.predict_loss(n * factor, d / factor, **LAW) > figures.predict_loss(n, d, **LAW)
+    # One copy of the law: the report draws with scalelab.law's functions, as the fit computes with them.
+    from scalelab import fit
 
-    assert report.predict_loss(1e6, 2e7, **LAW) == pytest.approx(predict_loss(1e6, 2e7, **LAW))
-    law = {k: LAW[k] for k in ("A", "B", "alpha", "beta")}
-    assert np.allclose(report.optimal_allocation(6e18, **LAW), compute_optimal(6e18, **law))
+    assert figures.predict_loss is law.predict_loss is fit.predict_loss
+    assert figures.compute_optimal is law.compute_optimal is fit.compute_optimal
 
 
 def test_snakemake_rule_declares_every_output():
     rule = (REPO / "workflow" / "rules" / "report.smk").read_text()
-    for path in report.output_paths("results/report"):
-        assert str(path) in rule or path.name in rule, path
-    for caption in re.findall(r'caption="\.\./report/([\w.]+\.rst)"', rule):
-        assert (REPO / "workflow" / "report" / caption).is_file(), caption
-    assert 'code_fingerprint("report")' in rule
+    assert "rule_outputs(" in rule and 'code_fingerprint("report")' in rule
+    declared = registry.rule_outputs("results/report")
+    assert sorted(declared.values()) == sorted(str(p) for p in registry.output_paths("results/report"))
+    marked = registry.rule_outputs("results/report", mark=lambda path, **kw: (path, kw))
+    for spec in (*registry.FIGURES.values(), *registry.TABLES.values()):
+        path, kw = marked[f"{'figure' if spec.kind == 'figures' else 'table'}_{spec.name}"]
+        assert Path(kw["caption"]).is_file() and kw["category"] == spec.category, spec.name
+    assert Path(marked["html"][1]["caption"]).is_file()
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -344,3 +365,151 @@ def test_page_renders_in_headless_chromium(tiny_report, tmp_path):
     assert dark.mean() > 0.01, "the page rendered blank"
     # The first figure sits below the summary: the lower half must not be empty either.
     assert dark[1000:].mean() > 0.005 and image.std() > 10
+
+
+# ----------------------------------------------------------------------------- escaping, settings, registry
+
+HOSTILE_TITLE = "<script>alert(1)</script> *bold* | [link](x)"
+HOSTILE_MODEL = "m$<img src=x onerror=alert(2)>|*"  # `$` would start mathtext in a legend
+HOSTILE_RUN = "xl|<b>run</b>_`id`"
+
+
+def test_markdown_escapes_every_user_string(tiny, tmp_path):
+    """The title, model names and run ids reach report.md as text: no raw HTML, no broken table."""
+    shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
+    results = tmp_path / "results"
+    frame = pd.read_csv(results / "metrics.csv")
+    frame.loc[frame["model"] == "m", "model"] = HOSTILE_MODEL
+    frame.loc[frame["run"] == "xl-100K-s0", "run"] = HOSTILE_RUN  # the missing run: no curve.csv to move
+    frame.to_csv(results / "metrics.csv", index=False)
+    edit_fit(results, lambda f: [e.update(run=HOSTILE_RUN) for e in f["excluded"] if e["run"] == "xl-100K-s0"])
+    assert run_report(tmp_path, "--spec", json.dumps({"title": HOSTILE_TITLE})) == 0
+    out = results / "report"
+    md = (out / "report.md").read_text()
+    prose = re.sub(r"(?ms)^(`{3,})text\n.*?^\1$", "", md)  # the summary is a code block: literal anyway
+    for raw in ("<script", "<img", "<b>", "[link](x)"):
+        assert raw not in prose, raw
+    assert md.splitlines()[0] == r"# &lt;script&gt;alert(1)&lt;/script&gt; \*bold\* \| \[link\](x)"
+    assert "&lt;b&gt;run&lt;/b&gt;" in prose and r"\`id\`" in prose and r"m\$&lt;img" in prose
+    grid = [line for line in md.splitlines() if line.startswith("| ") and "&lt;b&gt;run" in line]
+    assert grid, "the renamed run is not in the grid table"
+    header = next(line for line in md.splitlines() if line.startswith("| run | model |"))
+    unescaped_pipes = lambda line: len(re.findall(r"(?<!\\)\|", line))  # noqa: E731
+    assert unescaped_pipes(grid[0]) == unescaped_pipes(header)
+    text = (out / "index.html").read_text()
+    assert "<script" not in text and "&lt;script&gt;" in text and "<img src=x" not in text
+
+
+def test_print_summary_only_for_a_report_written_since(tmp_path, capsys):
+    import os
+    import time
+
+    (tmp_path / "summary.txt").write_text("scalelab report: old\n")
+    written = time.time() - 100
+    os.utime(tmp_path / "summary.txt", (written, written))
+    assert print_summary(tmp_path, since=written + 50) is False  # e.g. `snakemake --until fit`
+    assert capsys.readouterr().out == ""
+    assert print_summary(tmp_path, since=written) is True  # written at the start counts
+    assert capsys.readouterr().out == "scalelab report: old\n"
+    assert print_summary(tmp_path, since=written - 50) is True and capsys.readouterr().out
+    assert print_summary(tmp_path / "nowhere", since=written) is False
+    assert print_summary(tmp_path) is True  # without `since`, any summary
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("{not json", ["--spec", "not valid JSON"]),
+    ("[1]", ["--spec", "JSON object"]),
+    ('{"titel": "x"}', ["--spec", "'titel'"]),
+    ('{"title": 3}', ["--spec", "'title'", "str"]),
+])
+def test_bad_spec_is_one_line_error(tiny, tmp_path, capsys, spec, words):
+    shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
+    assert run_report(tmp_path, "--spec", spec) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and all(w in err for w in words), err
+    assert not (tmp_path / "results" / "report").exists()
+
+
+def test_settings_defaults_and_canonical_spec():
+    from scalelab.report import ReportSettings
+
+    assert ReportSettings.from_spec(None) == ReportSettings.from_spec("{}") == ReportSettings()
+    settings = ReportSettings.from_spec('{"title": "x"}')
+    assert settings.title == "x" and ReportSettings.from_spec(settings.to_spec()) == settings
+    with pytest.raises(Exception):
+        settings.title = "y"  # frozen
+
+
+def test_registry_and_package_entry_points_import_without_plotting_libraries():
+    code = ("import sys, scalelab.report, scalelab.report.registry, scalelab.fitjson; "
+            "from scalelab.report import print_summary, rule_outputs, ReportSettings; "
+            "heavy = [m for m in ('matplotlib', 'pandas', 'numpy', 'torch') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    proc = subprocess.run([__import__("sys").executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_registry_drives_page_order_captions_and_categories(tiny_report):
+    out, _ = tiny_report
+    text = (out / "index.html").read_text()
+    headings = [s.heading for s in registry.SECTIONS]
+    for spec in (*registry.FIGURES.values(), *registry.TABLES.values()):
+        assert spec.category in headings, spec.name
+        caption = spec.caption()
+        assert caption and "``" not in caption and "**" not in caption
+        assert html.escape(caption) in text, spec.name  # the page shows the caption Snakemake shows
+    # Figures appear in registry order, each inside its category's section.
+    positions = [text.index(f'data-figure="{name}"') for name in registry.FIGURES]
+    assert positions == sorted(positions)
+    for spec in registry.FIGURES.values():
+        section = next(s for s in registry.SECTIONS if s.heading == spec.category)
+        start = text.index(f'<section id="{section.id}">')
+        assert start < text.index(f'data-figure="{spec.name}"') < text.index("</section>", start)
+    # The frontier caption (once, in its .rst) names the Approach 2 diamonds the figure draws.
+    assert "diamonds the IsoFLOP optima (Approach 2" in registry.FIGURES["frontier"].caption()
+    assert not (REPO / "workflow" / "report").exists(), "captions live in src/scalelab/report/captions only"
+
+
+def test_report_fingerprint_covers_the_package_and_the_law():
+    from scalelab import fingerprint
+
+    files = set(fingerprint._files(fingerprint.STAGE_MODULES["report"]))
+    package = fingerprint.PACKAGE / "report"
+    wanted = {p.relative_to(fingerprint.PACKAGE).as_posix() for p in package.rglob("*")
+              if p.suffix in (".py", ".css", ".rst") and "__pycache__" not in p.parts}
+    assert wanted <= files and "law.py" in files and "report/report.css" in files
+    assert all((fingerprint.PACKAGE / f).is_file() for f in files)
+
+
+def test_real_fit_json_keeps_the_written_schema(tiny, tmp_path):
+    from scalelab.errors import ScalelabError
+    from scalelab.fitjson import check_fit_json, fit_schema
+
+    root, fit = tiny
+    check_fit_json(fit, "fit.json")
+    degenerate = make_study(tmp_path, sizes=("m",), isoflop=False, extras=False, meta=False, bootstrap=0)
+    check_fit_json(degenerate, "fit.json")
+    assert set(fit_schema()["required"]) <= set(fit)
+    check_fit_json({**fit, "hyperparameters": {"lr": 1}, "selection": [1]}, "fit.json")  # new sections allowed
+    with pytest.raises(ScalelabError, match=r"^x/fit\.json: approach3\.beta is missing$"):
+        check_fit_json({**fit, "approach3": {k: v for k, v in fit["approach3"].items() if k != "beta"}}, "x/fit.json")
+
+
+def test_fit_variants_keep_the_schema_and_report_without_a_flops_column(tiny, tmp_path):
+    """A CSV without FLOPs columns (the fit then writes columns.flops = "6*params*tokens"), no
+    held-out check and no bootstrap: fit.json keeps the schema and the report draws from it."""
+    from scalelab.fitjson import check_fit_json
+
+    shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
+    results = tmp_path / "results"
+    frame = pd.read_csv(results / "metrics.csv").drop(columns=["flops", "flops_total"])
+    frame.to_csv(results / "metrics.csv", index=False)
+    fit = fit_frame(frame, loss_col="val_loss", bootstrap=0, grid_points=2, workers=1, holdout="none")
+    write_json(results / "fit" / "fit.json", fit)
+    fit = read_json(results / "fit" / "fit.json")
+    check_fit_json(fit, "fit.json")
+    assert fit["columns"]["flops"] == "6*params*tokens" and fit["holdout"] is None
+    assert run_report(tmp_path) == 0
+    page = check_report(results / "report", fit)
+    assert "frontier" not in page.missing and "holdout" not in page.missing

@@ -20,7 +20,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 
-# stage -> [(module, roots)]; roots None = the whole module
+# stage -> [(module or glob, roots)]; roots None = the whole file
 STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
     "tokenize": [("data.py", ("build_tokens", "write_data"))],
     "train": [("model.py", None), ("shapes.py", None),
@@ -29,7 +29,8 @@ STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
     "evaluate": [("model.py", None), ("shapes.py", None), ("evaluate.py", None)],
     "aggregate": [("aggregate.py", None)],
     "fit": [("fit.py", None), ("law.py", None)],
-    "report": [("report.py", None), ("law.py", None)],
+    # the whole report package: its modules, CSS and captions (globs are expanded, sorted)
+    "report": [("report/*.py", None), ("report/*.css", None), ("report/captions/**/*.rst", None), ("law.py", None)],
 }
 
 
@@ -76,6 +77,10 @@ def used_definitions(path: Path, roots: tuple[str, ...]) -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def module_fingerprint(path: Path, roots: tuple[str, ...] | None = None) -> str:
+    """A Python module by its syntax tree (or only its roots' part of it); any other file (CSS, a
+    caption) by its bytes."""
+    if path.suffix != ".py":
+        return hashlib.sha256(path.read_bytes()).hexdigest()
     tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
     if roots is None:
         return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
@@ -89,8 +94,11 @@ def module_fingerprint(path: Path, roots: tuple[str, ...] | None = None) -> str:
 def code_fingerprint(stage: str) -> str:
     """A short hash of the code that decides `stage`'s outputs (a plain str, fit for a param)."""
     digest = hashlib.sha256()
-    for name, roots in STAGE_CODE[stage]:
-        path = PACKAGE / name
-        digest.update(name.encode())
-        digest.update(module_fingerprint(path, roots).encode() if path.exists() else b"missing")
+    for pattern, roots in STAGE_CODE[stage]:
+        names = (sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.glob(pattern))
+                 if any(ch in pattern for ch in "*?[") else [pattern])
+        for name in names:
+            path = PACKAGE / name
+            digest.update(name.encode())
+            digest.update(module_fingerprint(path, roots).encode() if path.exists() else b"missing")
     return digest.hexdigest()[:16]

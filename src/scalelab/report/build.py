@@ -1,0 +1,32 @@
+"""`build_report`: read the study once, then write every output of the registry into --out.
+
+Order matters: figures and tables first, then report.md and index.html, and summary.txt last,
+so that its presence means the report is complete. Every file is written atomically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..files import write_text
+from .figures import draw_figures
+from .inputs import load_study
+from .markdown import render_markdown
+from .page import render_html, standalone_table
+from .settings import ReportSettings
+from .summary import summary_text
+from .tables import build_tables
+
+
+def build_report(metrics, fit, runs, data_meta, out, settings: ReportSettings = ReportSettings()) -> str:
+    """Write the whole report into `out` and return the summary text."""
+    s = load_study(Path(metrics), Path(fit), Path(runs), Path(data_meta), settings)
+    out = Path(out)
+    figures = draw_figures(s, out / "figures")
+    tables = build_tables(s)
+    for name, table in tables.items():
+        write_text(out / "tables" / f"{name}.html", standalone_table(table, s.title))
+    summary = summary_text(s, out / "index.html")
+    write_text(out / "report.md", render_markdown(s, summary, figures, tables))
+    write_text(out / "index.html", render_html(s, summary, figures, tables))
+    write_text(out / "summary.txt", summary)  # last: its presence means the report is complete
+    return summary

@@ -1,0 +1,29 @@
+"""`scalelab report` on the command line: the input and output paths as flags, the settings as
+one JSON object (`--spec`). Light: the drawing code is imported only when the command runs."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .settings import ReportSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics", type=Path, default=Path("results/metrics.csv"),
+                        help="metrics CSV (one row per run)")
+    parser.add_argument("--fit", type=Path, default=Path("results/fit/fit.json"), help="fit.json from `scalelab fit`")
+    parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="folder of run folders with curve.csv")
+    parser.add_argument("--data-meta", type=Path, default=Path("results/data/meta.json"),
+                        help="corpus and tokenizer description (optional: the report says when it is absent)")
+    parser.add_argument("--out", type=Path, default=Path("results/report"), help="output folder")
+    parser.add_argument("--spec", default=None, metavar="JSON",
+                        help='report settings as a JSON object, e.g. \'{"title": "my study"}\' '
+                             f"(default: {ReportSettings().to_spec()}; config: report)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from .build import build_report
+
+    settings = ReportSettings.from_spec(args.spec)
+    summary = build_report(args.metrics, args.fit, args.runs, args.data_meta, args.out, settings)
+    print(summary, end="", flush=True)

@@ -1,0 +1,439 @@
+"""The seven figures, one `fig_<name>` function each, drawn in the order of the registry.
+
+A figure function takes the Study and returns (figure, note): the note is appended to the
+figure's caption (say, why the fitted curves are missing). When the data cannot support the
+figure at all it raises CannotDraw with the one sentence that replaces it, on the page and drawn
+into its file, so that every declared output exists and nothing empty or misleading is shown.
+The law is scalelab.law's, the one copy that fit uses too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm
+from matplotlib.lines import Line2D
+
+from ..law import compute_optimal, predict_loss
+from .fmt import clause, finite, human, interval, label, percent, sci, sentence
+from .inputs import Study
+from .plotting import (COMPUTE_CMAP, DATA_COLOR, MAX_LINES, MODEL_CMAP, STYLE, TOKENS_CMAP, colorbar, colormap,
+                       fit_legend, grid_levels, off_grid, palette, panel_note, placeholder, plain, save_figure,
+                       set_log, size_label)
+from .registry import FIGURES
+
+
+class CannotDraw(Exception):
+    """Raised by a figure function with the one sentence that replaces the figure."""
+
+
+@dataclass
+class FigureBlock:
+    name: str
+    number: int
+    title: str
+    caption: str
+    png: bytes = b""
+    why: str = ""  # set when the figure could not be drawn
+
+
+def draw_figures(s: Study, figures_dir: Path) -> dict[str, FigureBlock]:
+    """Draw every registered figure into figures_dir (PNG and SVG); return them for the pages."""
+    blocks = {}
+    with plt.rc_context(STYLE):
+        for number, spec in enumerate(FIGURES.values(), start=1):
+            caption, why = spec.caption(), ""
+            try:
+                fig, note = spec.function()(s)
+                caption = f"{caption} {note}".strip()
+            except CannotDraw as exc:
+                why = sentence(str(exc))
+                fig = placeholder(spec.title, why)
+            blocks[spec.name] = FigureBlock(spec.name, number, spec.title, caption,
+                                            save_figure(fig, figures_dir / spec.name), why)
+    return blocks
+
+
+def optimum(flops, law: dict):
+    """(N_opt, D_opt) at C = 6·N·D under the Approach 3 law; E does not move the optimum."""
+    return compute_optimal(flops, law["A"], law["B"], law["alpha"], law["beta"])
+
+
+def _no_law_note(s: Study, law) -> str:
+    return "" if law else f"No fitted curves: {clause(s.section('approach3')[1])}."
+
+
+def _too_few_sizes(s: Study, consequence: str) -> str:
+    sizes = s.ok[s.n_col].unique()
+    if len(sizes) == 0:
+        return f"No run finished with a finite {s.target}, so {consequence}."
+    return f"Only one model size (N = {human(sizes[0])}) has finished runs, so {consequence}."
+
+
+# ----------------------------------------------------------------------------- loss vs N and D
+
+def _family_lines(ax, ok, x_col, y_col, group_col, levels, cmap, group_label, curve, x_grid) -> None:
+    """A grid: one colour and one law curve per level of `group_col`; other runs grey."""
+    for level, color in zip(levels, palette(len(levels), cmap)):
+        rows = ok[ok[group_col] == level].sort_values(x_col)
+        if curve is None:  # no law to draw: join the points to guide the eye
+            ax.plot(rows[x_col], rows[y_col], "o-", color=color, lw=1, label=group_label(level))
+        else:
+            ax.plot(rows[x_col], rows[y_col], "o", color=color, label=group_label(level))
+            ax.plot(x_grid, curve(x_grid, level), "-", color=color, lw=1.2, alpha=0.85)
+    off_grid(ax, ok[~ok[group_col].isin(levels)], x_col, y_col)
+
+
+def _family_colorbar(ax, ok, x_col, y_col, group_col, cmap, curve, x_grid) -> np.ndarray:
+    """No grid: every run a point on a colorbar, and the law at a few levels."""
+    levels = np.sort(ok[group_col].unique())
+    cm = colormap(cmap)
+    norm = LogNorm(levels.min(), levels.max())
+    points = ax.scatter(ok[x_col], ok[y_col], c=ok[group_col], cmap=cm, norm=norm, s=22, zorder=3)
+    colorbar(ax, points, group_col)
+    if curve is not None:
+        for level in np.geomspace(levels.min(), levels.max(), 4):
+            ax.plot(x_grid, curve(x_grid, level), "-", color=cm(norm(level)), lw=1.2, alpha=0.85)
+    return levels
+
+
+def loss_family(ax, s: Study, x_col: str, group_col: str, cmap: str, group_label, curve) -> None:
+    """Loss vs `x_col`, one colour per value of `group_col`, with the law through the points."""
+    ok = s.ok
+    levels = grid_levels(ok, group_col, x_col)
+    x_grid = np.geomspace(ok[x_col].min() / 1.4, ok[x_col].max() * 1.4, 200)
+    if 1 <= len(levels) <= MAX_LINES:
+        _family_lines(ax, ok, x_col, s.target, group_col, levels, cmap, group_label, curve, x_grid)
+    else:
+        levels = _family_colorbar(ax, ok, x_col, s.target, group_col, cmap, curve, x_grid)
+    set_log(ax, x=x_col)
+    ax.set_xlabel(label(x_col))
+    ax.set_ylabel(label(s.target))
+    fit_legend(ax, curve is not None, loc="best", ncol=2 if len(levels) > 4 else 1)
+
+
+def fig_loss_vs_params(s: Study):
+    if s.ok[s.n_col].nunique() < 2:
+        raise CannotDraw(_too_few_sizes(s, "loss cannot be plotted against parameters"))
+    law = s.law()
+    curve = None if law is None else (lambda n, d: predict_loss(n, d, **law))
+    fig, ax = plt.subplots()
+    loss_family(ax, s, s.n_col, s.d_col, TOKENS_CMAP, lambda d: f"D = {human(d)} tokens", curve)
+    ax.set_title("Loss vs parameters, one colour per token count")
+    return fig, _no_law_note(s, law)
+
+
+def fig_loss_vs_tokens(s: Study):
+    ok = s.ok
+    if ok.empty:
+        raise CannotDraw(_too_few_sizes(s, "there is nothing to plot"))
+    if ok[s.d_col].nunique() < 2:
+        raise CannotDraw("Every finished run saw the same number of tokens, so loss cannot be plotted against tokens.")
+    law = s.law()
+    curve = None if law is None else (lambda d, n: predict_loss(n, d, **law))
+    names = s.model_names()
+    fig, ax = plt.subplots()
+    loss_family(ax, s, s.d_col, s.n_col, MODEL_CMAP, lambda n: size_label(names, n), curve)
+    ax.set_title("Loss vs training tokens, one colour per model size")
+    return fig, _no_law_note(s, law)
+
+
+# ----------------------------------------------------------------------------- IsoFLOP
+
+def budget_runs(s: Study, budget: dict) -> pd.DataFrame:
+    """The finished runs of one IsoFLOP budget: by name when fit.json lists them, else by the
+    grid's isoflop_budget column, else the `n_points` runs nearest in FLOPs."""
+    ok, flops = s.ok, float(budget["flops"])
+    if isinstance(budget.get("runs"), list):
+        return ok[ok["run"].isin([str(r) for r in budget["runs"]])]
+    if "isoflop_budget" in ok.columns and np.isfinite(ok["isoflop_budget"]).any():
+        rows = ok[np.isclose(ok["isoflop_budget"], flops, rtol=1e-6)]
+        if len(rows):
+            return rows
+    distance = np.abs(np.log(ok[s.c_col] / flops))
+    return ok.loc[distance.sort_values().index[: int(budget.get("n_points") or 3)]]
+
+
+def _isoflop_budget(ax, s: Study, budget: dict, color) -> bool:
+    """One budget's runs, its parabola and its optimum; True when the optimum is outside the sizes."""
+    rows = budget_runs(s, budget).sort_values(s.n_col)
+    log_n = np.log(rows[s.n_col].to_numpy(float))
+    ax.plot(rows[s.n_col], rows[s.target], "o", color=color, label=f"C = {sci(budget['flops'])} FLOPs")
+    if len(rows) >= 3 and np.ptp(log_n) > 0:
+        # The same parabola in log N as the fit, refitted here only to draw it.
+        coef = np.polyfit(log_n, rows[s.target].to_numpy(float), 2)
+        grid = np.linspace(log_n.min() - 0.3, log_n.max() + 0.3, 100)
+        ax.plot(np.exp(grid), np.polyval(coef, grid), "-", color=color, lw=1.2, alpha=0.85)
+    n_opt, loss_opt = budget.get("n_opt"), budget.get("loss_opt")
+    if not (finite(n_opt) and finite(loss_opt)):
+        return False
+    inside = not budget.get("outside_sampled", not (
+        len(rows) and rows[s.n_col].min() <= float(n_opt) <= rows[s.n_col].max()))
+    ax.plot(float(n_opt), float(loss_opt), "D", ms=7, mec="black", mew=1, mfc=color if inside else "white", zorder=4)
+    return not inside
+
+
+def fig_isoflop(s: Study):
+    a2, why = s.section("approach2")
+    if a2 is None:
+        raise CannotDraw(why)
+    budgets = sorted(a2["budgets"], key=lambda b: float(b["flops"]))
+    fig, ax = plt.subplots()
+    outside = False
+    for budget, color in zip(budgets, palette(len(budgets), COMPUTE_CMAP)):
+        outside |= _isoflop_budget(ax, s, budget, color)
+    set_log(ax, x=s.n_col)
+    ax.set_xlabel(label(s.n_col))
+    ax.set_ylabel(label(s.target))
+    ax.set_title("IsoFLOP curves: loss vs N at fixed compute")
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="0.6"))
+    labels.append("N_opt (parabola minimum)")
+    if outside:
+        handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="white"))
+        labels.append("N_opt outside the sampled sizes")
+    ax.legend(handles, labels, loc="best")
+    return fig, ""
+
+
+# ----------------------------------------------------------------------------- frontier
+
+FRONTIER_PANELS = ("n_opt", "d_opt", "loss_pred")
+
+
+def _approach2_optima(ax, a2: dict, quantity: str) -> None:
+    """The IsoFLOP optima as diamonds, and on the N panel the Approach 2 line N_opt = G·C^a."""
+    optima = [b for b in a2["budgets"] if finite(b.get(quantity))]
+    ax.plot([b["flops"] for b in optima], [b[quantity] for b in optima], "D", color=DATA_COLOR,
+            ms=6, label="IsoFLOP optimum (Approach 2)")
+    if quantity == "n_opt" and finite(a2.get("G")) and finite(a2.get("a")) and len(optima) >= 2:
+        flops = np.geomspace(min(b["flops"] for b in optima), max(b["flops"] for b in optima), 50)
+        ax.plot(flops, float(a2["G"]) * flops ** float(a2["a"]), ":", color=DATA_COLOR, lw=1.2,
+                label="Approach 2 fit, N_opt = G·C^a")
+
+
+def _approach3_frontier(ax, law: dict, quantity: str, measured: tuple, top: float) -> None:
+    """The law's optimum over the measured compute (solid) and beyond it (dashed)."""
+    for lo, hi, style, text in ((measured[0], measured[1], "-", "Approach 3 law"),
+                                (measured[1], top, "--", "extrapolation")):
+        flops = np.geomspace(lo, hi, 100)
+        n_opt, d_opt = optimum(flops, law)
+        y = {"n_opt": n_opt, "d_opt": d_opt, "loss_pred": predict_loss(n_opt, d_opt, **law)}[quantity]
+        ax.plot(flops, y, style, color="C3", lw=1.5, label=text)
+
+
+def _predicted_budgets(ax, allocation: list, quantity: str) -> None:
+    """fit.json's predicted budgets as stars, with their bootstrap intervals where given."""
+    x = np.array([float(a["flops"]) for a in allocation])
+    y = np.array([float(a[quantity]) if finite(a.get(quantity)) else np.nan for a in allocation])
+    ci = [a.get("loss_ci95" if quantity == "loss_pred" else f"{quantity}_ci95") for a in allocation]
+    have_ci = [c is not None and interval(c) != "–" for c in ci]
+    if any(have_ci):
+        lo = np.array([float(c[0]) if h else v for c, h, v in zip(ci, have_ci, y)])
+        hi = np.array([float(c[1]) if h else v for c, h, v in zip(ci, have_ci, y)])
+        if len(x) >= 2:
+            ax.fill_between(x, lo, hi, color="C3", alpha=0.15, lw=0, label="bootstrap 95 % interval")
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="none", ecolor="C3", capsize=3)
+    ax.plot(x, y, "*", color="C3", ms=11, mec="black", mew=0.6, label="predicted budgets")
+
+
+def _frontier_note(s: Study, law, allocation) -> str:
+    note = [] if law else [f"No Approach 3 law: {clause(s.section('approach3')[1])}."]
+    if law and not allocation:
+        note.append(f"No predicted budgets: {clause(s.section('allocation')[1])}.")
+    if allocation and not any(a.get("n_opt_ci95") for a in allocation):
+        note.append("fit.json gives no interval for N_opt and D_opt; the loss interval is the bootstrap's.")
+    return " ".join(note)
+
+
+def fig_frontier(s: Study):
+    law, a2 = s.law(), s.section("approach2")[0]
+    if law is None and a2 is None:
+        raise CannotDraw(f"Neither Approach 3 nor Approach 2 was identified: {clause(s.section('approach3')[1])}.")
+    allocation = [a for a in (s.section("allocation")[0] or []) if finite(a.get("flops"))]
+    ok = s.ok
+    measured = (ok[s.c_col].min(), ok[s.c_col].max())
+    top = max([measured[1]] + [float(a["flops"]) for a in allocation]) * 1.5
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.0))
+    for ax, quantity in zip(axes, FRONTIER_PANELS):
+        column = {"n_opt": s.n_col, "d_opt": s.d_col, "loss_pred": s.target}[quantity]
+        ax.plot(ok[s.c_col], ok[column], "o", color="0.7", ms=4, label="runs")
+        if a2 is not None and quantity != "loss_pred":
+            _approach2_optima(ax, a2, quantity)
+        if law is not None:
+            _approach3_frontier(ax, law, quantity, measured, top)
+        if allocation:
+            _predicted_budgets(ax, allocation, quantity)
+        ax.axvspan(measured[1], top, color="0.5", alpha=0.06, lw=0)
+        set_log(ax, x=s.c_col, y=column if quantity != "loss_pred" else None)
+        ax.set_xlabel(label(s.c_col))
+    axes[0].set_ylabel(f"compute-optimal N_opt ({label(s.n_col).split(' N')[0]})")
+    axes[1].set_ylabel("compute-optimal D_opt (training tokens)")
+    axes[2].set_ylabel(label(s.target))
+    for ax, title in zip(axes, ("Parameters", "Tokens", "Loss: runs, and the law at the optimum")):
+        ax.set_title(title)
+    axes[0].legend(loc="upper left")
+    fig.tight_layout()
+    return fig, _frontier_note(s, law, allocation)
+
+
+# ----------------------------------------------------------------------------- training curves
+
+def _curve_lines(ax_train, ax_val, s: Study, colors: dict, sizes: dict, status: dict):
+    """Every run's train and val curves; returns (finished runs' smoothed values, any val, window)."""
+    values, any_val, window = [], False, 1
+    for run, curve in sorted(s.curves.items(), key=lambda item: (sizes.get(item[0]) or 0, item[0])):
+        color = colors.get(sizes.get(run), "0.5")
+        style = "-" if status.get(run) == "ok" else "--"
+        window = max(1, len(curve) // 50)  # a light moving average: the trend, not the noise
+        train = curve["train_loss"].rolling(window, min_periods=1, center=True).mean()
+        ax_train.plot(curve["tokens"], train, style, color=color, lw=1, alpha=0.85)
+        if status.get(run) == "ok":
+            values.append(train.to_numpy(float))
+        if "val_loss" in curve.columns and curve["val_loss"].notna().any():
+            val = curve.dropna(subset=["val_loss"])
+            ax_val.plot(val["tokens"], val["val_loss"], style, marker="o", ms=3, color=color, lw=1, alpha=0.85)
+            any_val = True
+    values = np.concatenate(values) if values else np.array([])
+    return values[np.isfinite(values)], any_val, window
+
+
+def fig_training_curves(s: Study):
+    if not s.curves:
+        raise CannotDraw("No run has a curve.csv with logged steps.")
+    by_run = s.metrics.set_index("run")
+    sizes, status = by_run[s.n_col].to_dict(), by_run["status"].to_dict()
+    levels = sorted({sizes.get(run) for run in s.curves if finite(sizes.get(run))})
+    colors = dict(zip(levels, palette(len(levels), MODEL_CMAP)))
+    names = s.model_names()
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    values, any_val, window = _curve_lines(ax_train, ax_val, s, colors, sizes, status)
+    for level in levels:
+        ax_train.plot([], [], "-", color=colors[level], label=size_label(names, level))
+    if any(st != "ok" for run, st in status.items() if run in s.curves):
+        ax_train.plot([], [], "--", color="0.5", label="not ok (diverged/failed)")
+    if len(values):  # scaled to the finished runs: a diverged run's spike must not flatten them
+        ax_train.set_ylim(values.min() * 0.97, values.max() * 1.03)
+    for ax in (ax_train, ax_val):
+        set_log(ax, x="tokens")
+        ax.set_xlabel("tokens seen")
+    ax_train.set_ylabel("loss (nats/token)")
+    ax_train.set_title(f"Training loss (moving average over {window} logged steps)" if window > 1 else "Training loss")
+    ax_val.set_title("Validation loss")
+    if not any_val:
+        ax_val.text(0.5, 0.5, "no validation loss in curve.csv", ha="center", transform=ax_val.transAxes, color="0.3")
+    ax_train.legend(loc="lower left", ncol=2 if len(levels) > 4 else 1)
+    fig.tight_layout()
+    return fig, ""
+
+
+# ----------------------------------------------------------------------------- BLEU and ROUGE
+
+SCORE_LABELS = {"bleu": "BLEU (sacreBLEU)", "rougeL": "ROUGE-L (F-measure)"}
+
+
+def _score_panel(ax, s: Study, rows: pd.DataFrame, metric: str, x_col: str, levels) -> None:
+    """One score against `x_col`: a line per token count on a grid, else points on a colorbar."""
+    if x_col == s.n_col and rows[s.n_col].nunique() < 2:
+        panel_note(ax, f"Only one model size has {SCORE_LABELS[metric].split(' (')[0]} scores: nothing to plot "
+                       "against parameters.")
+        return
+    if 1 <= len(levels) <= MAX_LINES:
+        for level, color in zip(levels, palette(len(levels), TOKENS_CMAP)):
+            line = rows[rows[s.d_col] == level].sort_values(x_col)
+            ax.plot(line[x_col], line[metric], "o-", color=color, lw=1, label=f"D = {human(level)} tokens")
+        off_grid(ax, rows[~rows[s.d_col].isin(levels)], x_col, metric)
+    else:
+        points = ax.scatter(rows[x_col], rows[metric], c=rows[s.d_col], cmap=colormap(TOKENS_CMAP),
+                            norm=LogNorm(rows[s.d_col].min(), rows[s.d_col].max()), s=22)
+        colorbar(ax, points, s.d_col)
+    set_log(ax, x=x_col)
+    ax.set_xlabel(label(x_col))
+    ax.set_ylabel(SCORE_LABELS[metric])
+
+
+def fig_bleu_rouge(s: Study):
+    ok = s.metrics[s.metrics["status"] == "ok"]
+    metrics = [m for m in SCORE_LABELS if m in ok.columns and np.isfinite(ok[m]).any()]
+    if not metrics:
+        raise CannotDraw("No run has BLEU or ROUGE-L scores, so there is nothing to plot against size or compute.")
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), squeeze=False)
+    for row, metric in zip(axes, metrics):
+        rows = ok[np.isfinite(ok[metric]) & (ok[s.n_col] > 0)]
+        levels = grid_levels(rows, s.d_col, s.n_col)
+        for ax, x_col in zip(row, (s.n_col, s.c_col)):
+            _score_panel(ax, s, rows, metric, x_col, levels)
+    axes[0][0].set_title("vs parameters")
+    axes[0][1].set_title("vs compute")
+    for ax in axes.flat:  # one legend, on the first panel that has something to explain
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best")
+            break
+    fig.tight_layout()
+    missing = set(SCORE_LABELS) - set(metrics)
+    return fig, f"No run has {'BLEU' if 'bleu' in missing else 'ROUGE-L'} scores." if missing else ""
+
+
+# ----------------------------------------------------------------------------- held-out check
+
+def _holdout_panel(ax, s: Study, hold: dict) -> None:
+    """Predicted against actual loss of the held-out runs, with the ±1 % band."""
+    actual, predicted = np.array(hold["actual"], float), np.array(hold["predicted"], float)
+    ax.plot(actual, predicted, "o", color="C3", ms=7, label="held-out runs")
+    span = np.array([np.nanmin([actual, predicted]), np.nanmax([actual, predicted])])
+    pad = max(0.02 * span.mean(), 0.15 * np.ptp(span))
+    line = span + [-pad, pad]
+    ax.plot(line, line, "-", color="0.5", lw=1, label="prediction = actual")
+    ax.fill_between(line, line * 0.99, line * 1.01, color="0.5", alpha=0.12, lw=0, label="±1 %")
+    if len(actual) <= 6:
+        for run, x, y in zip(hold["held_out"], actual, predicted):
+            ax.annotate(plain(run), (x, y), xytext=(5, -10), textcoords="offset points", fontsize=8)
+    ax.set_xlim(*line)
+    ax.set_ylim(*line)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"actual {label(s.target)}")
+    ax.set_ylabel(f"predicted {label(s.target)}")
+    ax.set_title(f"Held out, predicted from the rest: max |error| {percent(hold.get('max_abs_rel_error'))}")
+    ax.legend(loc="upper left")
+
+
+def _residual_panel(ax, s: Study, law: dict, hold: dict | None) -> None:
+    """Relative residuals of the Approach 3 fit on every finished run, the held-out ones ringed."""
+    ok = s.ok
+    residual = 100 * (ok[s.target] / predict_loss(ok[s.n_col], ok[s.d_col], **law) - 1)
+    names = s.model_names()
+    levels = np.sort(ok[s.n_col].unique())
+    for level, color in zip(levels, palette(len(levels), MODEL_CMAP)):
+        mask = ok[s.n_col] == level
+        ax.plot(ok.loc[mask, s.c_col], residual[mask], "o", color=color, label=size_label(names, level))
+    held = ok["run"].isin([str(r) for r in (hold or {}).get("held_out") or []])
+    if held.any():
+        ax.plot(ok.loc[held, s.c_col], residual[held], "o", ms=11, mfc="none", mec="C3", label="held out in the check")
+    ax.axhline(0, color="0.4", lw=1)
+    set_log(ax, x=s.c_col)
+    ax.set_xlabel(label(s.c_col))
+    ax.set_ylabel("residual: actual / fit − 1 (%)")
+    ax.set_title("Residuals of the Approach 3 fit (all runs)")
+    ax.legend(loc="best", ncol=2 if len(levels) > 4 else 1)
+
+
+def fig_holdout(s: Study):
+    hold, hold_why = s.section("holdout")
+    law, law_why = s.law(), s.section("approach3")[1]
+    if hold is None and law is None:
+        raise CannotDraw(f"No held-out check ({clause(hold_why)}) and no fitted law to take residuals from "
+                         f"({clause(law_why)}).")
+    fig, (ax_hold, ax_res) = plt.subplots(1, 2, figsize=(11.5, 4.3))
+    if hold is None or not hold.get("held_out"):
+        panel_note(ax_hold, sentence(hold_why or "No run was held out."))
+    else:
+        _holdout_panel(ax_hold, s, hold)
+    if law is None:
+        panel_note(ax_res, sentence(law_why))
+    else:
+        _residual_panel(ax_res, s, law, hold)
+    fig.tight_layout()
+    return fig, ""

@@ -1,0 +1,129 @@
+"""The one registry of the report: its sections, figures and tables, and the files it writes.
+
+Each figure and table is named once here, with its title, its category (the page section it
+sits in, and its category in Snakemake's `--report`), its caption file and the function that
+draws or builds it. Everything else follows from this: the order of the page, the files
+`scalelab report` writes (`output_paths`) and the outputs `workflow/rules/report.smk` declares
+(`rule_outputs`). Captions are reStructuredText files in `captions/` (package data), read both
+by the page and by Snakemake's report, so each caption exists once.
+
+Standard library only: the Snakefile imports this module on every dry run.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+CAPTIONS = Path(__file__).resolve().parent / "captions"
+INDEX_CAPTION = CAPTIONS / "index.rst"
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str  # the page anchor
+    heading: str  # also the category of its figures and tables in Snakemake's report
+    intro: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A figure or a table: `make` names its function in `module` (imported only when drawing)."""
+
+    name: str
+    title: str
+    category: str  # a Section heading
+    make: str
+    kind: str  # "figures" or "tables"
+
+    @property
+    def caption_path(self) -> Path:
+        return CAPTIONS / self.kind / f"{self.name}.rst"
+
+    def caption(self) -> str:
+        """The caption as plain text (its reStructuredText markup removed)."""
+        return rst_to_text(self.caption_path.read_text())
+
+    def function(self) -> Callable:
+        module = importlib.import_module(f"scalelab.report.{self.kind}")
+        return getattr(module, self.make)
+
+
+SECTIONS = (
+    Section("scaling", "Scaling laws", "How loss falls with parameters and with data, and the fitted law."),
+    Section("allocation", "Compute-optimal allocation", "How to split a compute budget between parameters "
+            "and data."),
+    Section("training", "Training", "Every run's loss curve."),
+    Section("downstream", "Generation quality", "BLEU and ROUGE-L of greedy generations."),
+    Section("holdout", "Held-out check", "Whether the law predicts runs it has not seen: the number that says "
+            "whether to trust the extrapolation."),
+    Section("runs", "Runs", "Every run of the grid with its status and metrics."),
+    Section("reproducibility", "Reproducibility", "The corpus, tokenizer and software behind these numbers."),
+)
+
+
+def _figure(name: str, title: str, category: str) -> Entry:
+    return Entry(name, title, category, f"fig_{name}", "figures")
+
+
+def _table(name: str, title: str, category: str) -> Entry:
+    return Entry(name, title, category, f"table_{name}", "tables")
+
+
+# name -> entry, in the order of the page. The names are the file names under figures/ and tables/.
+FIGURES = {f.name: f for f in (
+    _figure("loss_vs_params", "Loss vs parameters", "Scaling laws"),
+    _figure("loss_vs_tokens", "Loss vs training tokens", "Scaling laws"),
+    _figure("isoflop", "IsoFLOP curves", "Compute-optimal allocation"),
+    _figure("frontier", "Compute-optimal frontier", "Compute-optimal allocation"),
+    _figure("training_curves", "Training curves", "Training"),
+    _figure("bleu_rouge", "BLEU and ROUGE-L", "Generation quality"),
+    _figure("holdout", "Held-out check and fit residuals", "Held-out check"),
+)}
+TABLES = {t.name: t for t in (
+    _table("fit_parameters", "Fitted parameters", "Scaling laws"),
+    _table("isoflop_optima", "IsoFLOP optima (Approach 2)", "Compute-optimal allocation"),
+    _table("allocation", "Compute-optimal allocation", "Compute-optimal allocation"),
+    _table("holdout", "Held-out runs", "Held-out check"),
+    _table("grid", "Grid of runs", "Runs"),
+    _table("reproducibility", "Corpus, tokenizer and software", "Reproducibility"),
+)}
+
+
+def section_entries(section: Section) -> tuple[list[Entry], list[Entry]]:
+    """The figures and the tables of one page section, in registry order."""
+    return ([f for f in FIGURES.values() if f.category == section.heading],
+            [t for t in TABLES.values() if t.category == section.heading])
+
+
+def rst_to_text(text: str) -> str:
+    """A caption's reStructuredText as one line of plain text: ``code`` and **bold** unmarked."""
+    text = re.sub(r"``(.+?)``", r"\1", text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"\1", text)
+    return " ".join(text.split())
+
+
+def output_paths(out: str | Path) -> list[Path]:
+    """Every file `report` writes, at fixed names (what the Snakemake rule declares)."""
+    out = Path(out)
+    paths = [out / "index.html", out / "report.md", out / "summary.txt"]
+    paths += [out / "figures" / f"{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
+    paths += [out / "tables" / f"{name}.html" for name in TABLES]
+    return paths
+
+
+def rule_outputs(out: str, mark: Callable = lambda path, **_: path) -> dict:
+    """The report rule's named outputs (the same files as `output_paths`). `mark` is Snakemake's
+    `report()`; figures, tables and index.html are marked with their caption and category."""
+    outputs = {"html": mark(f"{out}/index.html", caption=str(INDEX_CAPTION), category="Report"),
+               "markdown": f"{out}/report.md", "summary": f"{out}/summary.txt"}
+    for f in FIGURES.values():
+        outputs[f"figure_{f.name}"] = mark(f"{out}/figures/{f.name}.png", caption=str(f.caption_path),
+                                           category=f.category)
+        outputs[f"figure_{f.name}_svg"] = f"{out}/figures/{f.name}.svg"
+    for t in TABLES.values():
+        outputs[f"table_{t.name}"] = mark(f"{out}/tables/{t.name}.html", caption=str(t.caption_path),
+                                          category=t.category)
+    return outputs

@@ -1,0 +1,74 @@
+"""summary.txt: the few lines a study ends with (law, exponents, held-out error, next budget,
+run counts), and `print_summary`, which the Snakefile's onsuccess handler calls to print it.
+Standard library only, so that the handler stays quick."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from .fmt import STATUSES, clause, human, interval, num, percent
+
+
+def _law_lines(s) -> list[str]:
+    a3, why = s.section("approach3")
+    if a3 is None:
+        return [f"  fitted law    not identified: {clause(why)}"]
+    ci = a3.get("ci95") or {}
+    lines = [f"  fitted law    {s.target} = {num(a3['E'])} + {num(a3['A'])}/N^{num(a3['alpha'])} + "
+             f"{num(a3['B'])}/D^{num(a3['beta'])}   (Approach 3, {s.fit['n_points']} runs)"]
+    boot = (f"95 %, {a3['bootstrap']} bootstrap resamples" if a3.get("bootstrap") else
+            "no bootstrap, so no intervals" if a3.get("bootstrap") == 0 else "95 %")
+    lines.append(f"  exponents     alpha = {num(a3['alpha'])} {interval(ci.get('alpha'))}   "
+                 f"beta = {num(a3['beta'])} {interval(ci.get('beta'))}   ({boot})")
+    if "a" in a3 and "b" in a3:
+        lines.append(f"  allocation    N_opt ∝ C^{num(a3['a'])} {interval(ci.get('a'))}   "
+                     f"D_opt ∝ C^{num(a3['b'])} {interval(ci.get('b'))}")
+    return lines
+
+
+def _holdout_line(s) -> str:
+    hold, why = s.section("holdout")
+    if hold is None:
+        return f"  held-out      no check: {clause(why)}"
+    runs = hold.get("held_out") or []
+    listed = ", ".join(map(str, runs[:4])) + (", ..." if len(runs) > 4 else "")
+    return (f"  held-out      max |relative error| {percent(hold.get('max_abs_rel_error'))} on "
+            f"{len(runs)} run(s) predicted from the rest ({listed})")
+
+
+def _next_budget_line(s) -> str:
+    allocation, why = s.section("allocation")
+    if allocation is None:
+        return f"  next budget   no prediction: {clause(why)}"
+    nxt = min(allocation, key=lambda a: float(a.get("flops") or math.inf))
+    return (f"  next budget   C = {num(nxt.get('flops'))} FLOPs: N_opt = {human(nxt.get('n_opt'))} params, "
+            f"D_opt = {human(nxt.get('d_opt'))} tokens ({num(nxt.get('tokens_per_param'), 3)} tokens/param), "
+            f"predicted {s.target} {num(nxt.get('loss_pred'))} {interval(nxt.get('loss_ci95'))}")
+
+
+def summary_text(s, index_html: Path) -> str:
+    """The summary of a Study (scalelab.report.inputs), ending with the path of its page."""
+    counts = s.metrics["status"].value_counts()
+    lines = [f"scalelab report: {s.title}", *_law_lines(s), _holdout_line(s), _next_budget_line(s),
+             "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
+             f"  report        {index_html.resolve()}"]
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(report_dir: str | os.PathLike = "results/report", since: float | None = None) -> bool:
+    """Print summary.txt if a report exists; True if printed.
+
+    With `since` (a time.time() timestamp, e.g. when the Snakemake invocation started), print only
+    a summary.txt written at or after it: after `snakemake --until fit` the old report's summary
+    stays silent. Returns False, printing nothing, when there is no such summary."""
+    path = Path(report_dir) / "summary.txt"
+    try:
+        written = path.stat().st_mtime
+        text = path.read_text() if path.is_file() else None
+    except OSError:
+        return False
+    if text is None or (since is not None and written < since):
+        return False
+    print(text, end="", flush=True)
+    return True

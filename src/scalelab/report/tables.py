@@ -1,0 +1,269 @@
+"""The six tables, one `table_<name>` function each, built in the order of the registry.
+
+A table is rows of Cells. A number from fit.json keeps its exact value and the fit.json key it
+came from (`approach3.ci95.alpha`), so the page can carry both and a test can check every shown
+number against fit.json. A table the fit could not fill has no rows and says why in its notes.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+
+from .. import __version__
+from .fmt import STATUSES, clause, count, finite, human, interval, num, percent
+from .inputs import Study
+from .registry import TABLES
+
+
+@dataclass
+class Cell:
+    text: str
+    source: str = ""  # the fit.json path this number comes from, e.g. "approach3.ci95.alpha"
+    value: object = None  # the exact value behind the text
+    css: str = ""
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # sentences shown under the table
+
+
+def new_table(name: str, columns: list[str]) -> Table:
+    return Table(name, TABLES[name].title, columns)
+
+
+def build_tables(s: Study) -> dict[str, Table]:
+    """Every registered table, in registry order."""
+    return {name: spec.function()(s) for name, spec in TABLES.items()}
+
+
+def fit_cell(value, source: str, show=num) -> Cell:
+    """A number from fit.json, shown rounded, keeping its exact value and where it came from."""
+    if isinstance(value, (list, tuple)):
+        return Cell(interval(value, show), source, list(value))
+    return Cell(show(value) if finite(value) else "–", source, value)
+
+
+def blank_repeats(table: Table, column: int = 0) -> Table:
+    """Show a group's label (e.g. the fit's name) on its first row only."""
+    previous = None
+    for row in table.rows:
+        text = row[column].text
+        if text == previous:
+            row[column] = Cell("")
+        previous = text
+    return table
+
+
+# ----------------------------------------------------------------------------- fitted parameters
+
+PARAMETER_MEANING = {
+    "E": "irreducible loss",
+    "A": "parameter term coefficient",
+    "alpha": "parameter exponent",
+    "B": "data term coefficient",
+    "beta": "data exponent",
+    "a": "N_opt ∝ C^a",
+    "b": "D_opt ∝ C^b",
+    "r2": "R² of the fit",
+}
+
+
+def _approach3_rows(s: Study, table: Table) -> None:
+    a3, why = s.section("approach3")
+    if a3 is None:
+        table.notes.append(f"Approach 3 (L = E + A/N^alpha + B/D^beta): not fitted: {clause(why)}.")
+        return
+    ci = a3.get("ci95") or {}
+    fit_name = f"Approach 3, L(N, D) on {s.fit['n_points']} runs"
+    for key in ("E", "A", "alpha", "B", "beta", "a", "b"):
+        if key in a3:
+            table.rows.append([Cell(fit_name), Cell(key), fit_cell(a3[key], f"approach3.{key}"),
+                               fit_cell(ci.get(key), f"approach3.ci95.{key}"), Cell(PARAMETER_MEANING[key])])
+    extras = [f"{k} = {num(a3[k])}" for k in ("huber_delta", "n_starts", "starts_at_optimum", "objective",
+                                               "bootstrap", "bootstrap_failed") if finite(a3.get(k))]
+    if extras:
+        table.notes.append("Approach 3 (summed Huber loss on log-loss residuals, L-BFGS-B): " + ", ".join(extras) + ".")
+
+
+def _power_law_rows(s: Study, table: Table, name: str, variable: str, slice_key: str, slice_what: str) -> None:
+    section, why = s.section(name)
+    keys = ("E", "A", "alpha") if variable == "N" else ("E", "B", "beta")
+    if section is None:
+        table.notes.append(f"Power law in {variable}: not fitted: {clause(why)}.")
+        return
+    ci = section.get("ci95") or {}
+    fit_name = f"power law in {variable} at {slice_what} = {human(section.get(slice_key))}"
+    for key in keys + ("r2",):
+        if key in section:
+            table.rows.append([Cell(fit_name), Cell(key), fit_cell(section[key], f"{name}.{key}"),
+                               fit_cell(ci.get(key), f"{name}.ci95.{key}") if key in ci else Cell("–"),
+                               Cell(PARAMETER_MEANING[key])])
+    ols, exponent = section.get("loglog_ols"), keys[2]  # the pure power law, log L = log A − k·log x
+    if isinstance(ols, dict) and exponent in ols:
+        table.rows.append([Cell(f"{fit_name}, log-log OLS"), Cell(exponent),
+                           fit_cell(ols[exponent], f"{name}.loglog_ols.{exponent}"),
+                           fit_cell((ols.get("ci95") or {}).get(exponent), f"{name}.loglog_ols.ci95.{exponent}"),
+                           Cell(f"{PARAMETER_MEANING[exponent]}, without E")])
+
+
+def _approach2_rows(s: Study, table: Table) -> None:
+    a2, why = s.section("approach2")
+    if a2 is None:
+        table.notes.append(f"Approach 2 (IsoFLOP): not fitted: {clause(why)}.")
+        return
+    for key in ("a", "b"):
+        if finite(a2.get(key)):
+            table.rows.append([Cell("Approach 2, IsoFLOP optima"), Cell(key), fit_cell(a2[key], f"approach2.{key}"),
+                               fit_cell(a2.get(f"{key}_ci95"), f"approach2.{key}_ci95"), Cell(PARAMETER_MEANING[key])])
+    if a2.get("exponents_why"):
+        table.notes.append(f"Approach 2 exponents: not fitted: {clause(a2['exponents_why'])}.")
+    elif finite(a2.get("a")) and not a2.get("a_ci95"):
+        table.notes.append("Approach 2 exponents have no interval: a line through two budgets leaves no "
+                           "degrees of freedom." if len(a2["budgets"]) == 2 else
+                           "fit.json gives no interval for the Approach 2 exponents.")
+
+
+def table_fit_parameters(s: Study) -> Table:
+    table = new_table("fit_parameters", ["fit", "parameter", "estimate", "95 % interval", "meaning"])
+    _approach3_rows(s, table)
+    _power_law_rows(s, table, "power_law_N", "N", "slice_tokens", "D")
+    _power_law_rows(s, table, "power_law_D", "D", "slice_params", "N")
+    _approach2_rows(s, table)
+    excluded = s.fit["excluded"]
+    if excluded:
+        table.notes.append("Excluded from the fit: " + ", ".join(f"{e['run']} ({e['reason']})" for e in excluded) + ".")
+    return blank_repeats(table)
+
+
+# ----------------------------------------------------------------------------- allocation
+
+def table_isoflop_optima(s: Study) -> Table:
+    table = new_table("isoflop_optima", ["compute C (FLOPs)", "N_opt (params)", "D_opt (tokens)",
+                                         f"{s.target} at N_opt", "model sizes"])
+    a2, why = s.section("approach2")
+    if a2 is None:
+        table.notes.append(f"No IsoFLOP optima: {clause(why)}.")
+        return table
+    for i, b in enumerate(a2["budgets"]):
+        where = f"approach2.budgets.{i}"
+        table.rows.append([fit_cell(b.get("flops"), f"{where}.flops"), fit_cell(b.get("n_opt"), f"{where}.n_opt", count),
+                           fit_cell(b.get("d_opt"), f"{where}.d_opt", count),
+                           fit_cell(b.get("loss_opt"), f"{where}.loss_opt"),
+                           fit_cell(b.get("n_points"), f"{where}.n_points")])
+    return table
+
+
+def table_allocation(s: Study) -> Table:
+    allocation, why = s.section("allocation")
+    with_ci = bool(allocation) and any(a.get("n_opt_ci95") for a in allocation)
+    columns = ["compute C (FLOPs)", "N_opt (params)", "D_opt (tokens)", "tokens per parameter",
+               f"predicted {s.target}", "95 % interval"]
+    table = new_table("allocation", columns + (["N_opt 95 %", "D_opt 95 %"] if with_ci else []))
+    if allocation is None:
+        table.notes.append(f"No allocation predictions: {clause(why)}.")
+        return table
+    for i, a in enumerate(allocation):
+        row = [fit_cell(a.get(k), f"allocation.{i}.{k}", count if k in ("n_opt", "d_opt") else num) for k in
+               ("flops", "n_opt", "d_opt", "tokens_per_param", "loss_pred", "loss_ci95")]
+        if with_ci:
+            row += [fit_cell(a.get(k), f"allocation.{i}.{k}", count) for k in ("n_opt_ci95", "d_opt_ci95")]
+        table.rows.append(row)
+    table.notes.append("From the Approach 3 law: N_opt = G·(C/6)^a, D_opt = (C/6)^b / G; intervals from the bootstrap.")
+    return table
+
+
+# ----------------------------------------------------------------------------- held-out check
+
+def table_holdout(s: Study) -> Table:
+    table = new_table("holdout", ["run", "N", "D", "C (FLOPs)", f"actual {s.target}", f"predicted {s.target}",
+                                  "relative error"])
+    hold, why = s.section("holdout")
+    if hold is None:
+        table.notes.append(f"No held-out check: {clause(why)}.")
+        return table
+    by_run = s.metrics.set_index("run")
+    for i, run in enumerate(hold["held_out"]):
+        shape = by_run.loc[str(run)] if str(run) in by_run.index else None
+        size = [Cell(human(shape[s.n_col])), Cell(human(shape[s.d_col])), Cell(num(shape[s.c_col]))] \
+            if shape is not None else [Cell("–")] * 3
+        table.rows.append([Cell(str(run)), *size, fit_cell(hold["actual"][i], f"holdout.actual.{i}"),
+                           fit_cell(hold["predicted"][i], f"holdout.predicted.{i}"),
+                           fit_cell(hold["rel_error"][i], f"holdout.rel_error.{i}", percent)])
+    table.rows.append([Cell("max |relative error|"), *(Cell("") for _ in range(5)),
+                       fit_cell(hold.get("max_abs_rel_error"), "holdout.max_abs_rel_error", percent)])
+    return table
+
+
+# ----------------------------------------------------------------------------- runs and provenance
+
+GRID_OPTIONAL = (("test_loss", "test loss"), ("test_bpb", "test bits/byte"), ("bleu", "BLEU"), ("rougeL", "ROUGE-L"),
+                 ("wall_s", "wall time (s)"))
+
+
+def table_grid(s: Study) -> Table:
+    frame = s.metrics
+    optional = [(c, h) for c, h in GRID_OPTIONAL if c in frame.columns]
+    table = new_table("grid", ["run", "model", "N (params)", "D (tokens)", "C (FLOPs)", "status", "steps", s.target]
+                      + [heading for _, heading in optional])
+    for _, row in frame.iterrows():
+        status = row["status"]
+        cells = [Cell(row["run"]), Cell(str(row.get("model", "–"))), Cell(human(row[s.n_col])),
+                 Cell(human(row[s.d_col])), Cell(num(row[s.c_col], 3)),
+                 Cell(status, css=f"status-{status}" if status in STATUSES else "status-other"),
+                 Cell(num(row.get("steps"))), Cell(num(row[s.target]))]
+        table.rows.append(cells + [Cell(num(row[c])) for c, _ in optional])
+    counts = frame["status"].value_counts()
+    table.notes.append(", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES) + f" of {len(frame)} runs.")
+    return table
+
+
+def _flat(value) -> str:
+    """A meta.json entry in one line: nested objects as `key: value`, lists joined."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_flat(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_flat(v) for v in value)
+    big = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) >= 1e4
+    return human(value) if big else str(value)
+
+
+def _meta_rows(meta: dict) -> list[tuple[str, str]]:
+    rows = [(key, _flat(meta[key])) for key in ("corpus", "tokenizer", "format", "vocab_size", "dtype") if key in meta]
+    for split, info in (meta.get("splits") or {}).items():
+        if isinstance(info, dict):
+            rows.append((f"{split} split", ", ".join(f"{human(info[k])} {k}" for k in ("documents", "tokens", "bytes")
+                                                     if k in info)))
+    if isinstance(meta.get("bytes_per_token"), dict):
+        rows.append(("bytes per token", ", ".join(f"{k} {num(v)}" for k, v in meta["bytes_per_token"].items())))
+    return rows
+
+
+def _software() -> str:
+    import matplotlib
+    import numpy as np
+    import pandas as pd
+
+    return (f"scalelab {__version__}, python {platform.python_version()}, numpy {np.__version__}, "
+            f"pandas {pd.__version__}, matplotlib {matplotlib.__version__}")
+
+
+def table_reproducibility(s: Study) -> Table:
+    table = new_table("reproducibility", ["what", "value"])
+    rows = []
+    if s.meta is None:
+        table.notes.append(f"{s.meta_path} was not found, so the corpus and tokenizer are not described.")
+    else:
+        rows += _meta_rows(s.meta)
+    for column, what in (("torch_version", "torch (training)"), ("lightning_version", "lightning (training)")):
+        if column in s.metrics.columns:
+            versions = sorted({str(v) for v in s.metrics[column].dropna()})
+            rows.append((what, ", ".join(versions) if versions else "–"))
+    rows.append(("fit", f"target {s.target}, N column {s.n_col}, D column {s.d_col}, C column {s.c_col}"))
+    rows.append(("report software", _software()))
+    table.rows = [[Cell(what), Cell(value)] for what, value in rows]
+    return table
