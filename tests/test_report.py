@@ -474,7 +474,7 @@ def test_registry_drives_page_order_captions_and_categories(tiny_report):
 def test_report_fingerprint_covers_the_package_and_the_law():
     from scalelab import fingerprint
 
-    files = set(fingerprint._files(fingerprint.STAGE_MODULES["report"]))
+    files = {name for name, _ in fingerprint.stage_files("report")}
     package = fingerprint.PACKAGE / "report"
     wanted = {p.relative_to(fingerprint.PACKAGE).as_posix() for p in package.rglob("*")
               if p.suffix in (".py", ".css", ".rst") and "__pycache__" not in p.parts}

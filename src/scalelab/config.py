@@ -210,6 +210,10 @@ def _check_semantics(config: dict) -> None:
             parse_count(value, f"grid.isoflop.budgets[{i}]")
     if not grid["tokens"] and not grid.get("isoflop"):
         raise ScalelabError("config: grid: no runs (grid.tokens is empty and there is no grid.isoflop)")
+    if not grid["models"] and not isoflop_models:
+        raise ScalelabError("config: grid.models: empty, and no grid.isoflop.models either: the grid has no runs")
+    if grid["models"] and not grid["tokens"] and not grid.get("isoflop"):
+        raise ScalelabError("config: grid.tokens: empty: the grid has no runs")
     train_schema = _load_schema()["properties"]["train"]["properties"]
     for name, settings in config["overrides"].items():
         if name not in models:

@@ -94,11 +94,19 @@ def module_fingerprint(path: Path, roots: tuple[str, ...] | None = None) -> str:
 def code_fingerprint(stage: str) -> str:
     """A short hash of the code that decides `stage`'s outputs (a plain str, fit for a param)."""
     digest = hashlib.sha256()
-    for pattern, roots in STAGE_CODE[stage]:
-        names = (sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.glob(pattern))
-                 if any(ch in pattern for ch in "*?[") else [pattern])
-        for name in names:
-            path = PACKAGE / name
-            digest.update(name.encode())
-            digest.update(module_fingerprint(path, roots).encode() if path.exists() else b"missing")
+    for name, roots in stage_files(stage):
+        path = PACKAGE / name
+        digest.update(name.encode())
+        digest.update(module_fingerprint(path, roots).encode() if path.exists() else b"missing")
     return digest.hexdigest()[:16]
+
+
+def stage_files(stage: str) -> list[tuple[str, tuple[str, ...] | None]]:
+    """STAGE_CODE[stage] with each glob (`report/*.py`) expanded, sorted, in place."""
+    files = []
+    for pattern, roots in STAGE_CODE[stage]:
+        if any(ch in pattern for ch in "*?["):
+            files += [(p.relative_to(PACKAGE).as_posix(), roots) for p in sorted(PACKAGE.glob(pattern))]
+        else:
+            files.append((pattern, roots))
+    return files
