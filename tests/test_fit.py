@@ -728,3 +728,30 @@ def test_approach2_window_removes_the_wide_parabola_bias():
         assert section["a"] == pytest.approx(law["beta"] / (law["alpha"] + law["beta"]), abs=1e-6)
     assert max(old_errors) > 0.5
     assert max(new_errors) < 0.15
+
+
+def test_approach2_bootstrap_matches_refitting_each_resample():
+    # The bootstrap does every resample at once (weighted least squares); here each resample is
+    # refitted the plain way, with the same draws: window, then a parabola through its runs.
+    df = pd.concat([pd.DataFrame(synthetic.isoflop([c], span=span, n_sizes=k, noise=0.01, seed=i, offset=offset))
+                    for i, (c, span, k, offset) in enumerate([(1e18, 300, 31, 1), (1e19, 16, 5, 2), (1e20, 4, 3, 1),
+                                                               (1e21, 1000, 41, 0.2)])]).drop(columns="flops")
+    points = fit.prepare(df)[0]
+    fitted = []
+    for _, where in fit.isoflop_groups(points)[0]:
+        group = points.iloc[where]
+        fitted.append((fit._cluster(group["params"], fit.SIZE_TOLERANCE), np.log(group["params"].to_numpy()),
+                       group["loss"].to_numpy()))
+    n_resamples = 200
+    fast = fit._approach2_bootstrap(fitted, n_resamples, seed=5, chunk=64)
+    rng = np.random.default_rng([5, 2])
+    for j, (labels, x, y) in enumerate(fitted):
+        draws = rng.integers(0, len(x), size=(n_resamples, len(x)))  # the same stream as its chunks of 64
+        for b, idx in enumerate(draws):
+            keep = np.isin(labels[idx], fit.isoflop_window(labels[idx], x[idx], y[idx]))
+            coef = np.polyfit(x[idx][keep], y[idx][keep], 2) if len(np.unique(labels[idx][keep])) >= 3 else None
+            if coef is None or not coef[0] > 0:
+                assert np.isnan(fast[b, j]), (b, j)
+            else:
+                assert fast[b, j] == pytest.approx(-coef[1] / (2 * coef[0]), abs=1e-8), (b, j)
+    assert np.isnan(fast[:, 2]).any() and np.isfinite(fast[:, 0]).all()  # 3 sizes: some resamples fail

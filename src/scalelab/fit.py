@@ -552,33 +552,47 @@ def isoflop_window(labels, log_params, loss) -> np.ndarray:
     return present[chosen]
 
 
-def _parabola_vertex(log_params, loss):
-    """(x_opt, loss_opt, coefficients about the mean) of loss = c0 + c1·u + c2·u², u = log N - mean,
-    by least squares; None when there is no minimum."""
-    center = log_params.mean()
-    u = log_params - center
-    X = np.column_stack([np.ones_like(u), u, u * u])
-    coef = np.linalg.lstsq(X, loss, rcond=None)[0]
-    if not coef[2] > 0:
-        return None
-    u_opt = -coef[1] / (2 * coef[2])
-    return center + u_opt, coef[0] + coef[1] * u_opt + coef[2] * u_opt**2, coef, center
-
-
-def _approach2_bootstrap(fitted, n_resamples, seed):
-    """Resample runs within each budget, refit its window and parabola; per resample the budgets'
-    log N_opt (NaN where a resample has no minimum or under 3 sizes in its window)."""
+def _approach2_bootstrap(fitted, n_resamples, seed, chunk=4096):
+    """Resample runs within each budget and redo its window and parabola (the rule of
+    `isoflop_window`, every resample at once: a resample is a row of run multiplicities, and its
+    least squares fit the weighted one). Per resample the budgets' log N_opt, NaN where a
+    resample has under 3 sizes in its window or no minimum."""
     rng = np.random.default_rng([seed, 2])  # a stream of its own, apart from Approach 3's
     log_opt = np.full((n_resamples, len(fitted)), np.nan)
-    for b in range(n_resamples):
-        for j, (labels, x, y) in enumerate(fitted):
-            idx = rng.integers(0, len(x), len(x))
-            keep = np.isin(labels[idx], isoflop_window(labels[idx], x[idx], y[idx]))
-            if len(np.unique(labels[idx][keep])) < 3:
-                continue
-            vertex = _parabola_vertex(x[idx][keep], y[idx][keep])
-            if vertex is not None:
-                log_opt[b, j] = vertex[0]
+    for j, (labels, x, y) in enumerate(fitted):
+        n, n_sizes = len(x), int(labels.max()) + 1
+        onehot = np.zeros((n, n_sizes))
+        onehot[np.arange(n), labels] = 1.0
+        centre = (onehot.T @ x) / onehot.sum(axis=0)  # labels grow with the size
+        ref = x.mean()
+        u = x - ref
+        basis = np.column_stack([np.ones(n), u, u**2, u**3, u**4, y, y * u, y * u**2])
+        for lo in range(0, n_resamples, chunk):
+            r = min(chunk, n_resamples - lo)
+            idx = rng.integers(0, n, size=(r, n))
+            weight = np.bincount((idx + n * np.arange(r)[:, None]).ravel(), minlength=r * n).reshape(r, n)
+            count = weight @ onehot
+            present = count > 0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_loss = np.where(present, (weight * y) @ onehot / count, np.inf)
+            best = np.argmin(mean_loss, axis=1)
+            distance = np.where(present, np.abs(centre[None, :] - centre[best][:, None]), np.inf)
+            chosen = distance <= math.log(ISOFLOP_WINDOW) + 1e-12
+            short = chosen.sum(axis=1) < ISOFLOP_MIN_SIZES  # widen: the nearest sizes present
+            if short.any():
+                nearest = np.argsort(distance[short], axis=1, kind="stable")[:, :ISOFLOP_MIN_SIZES]
+                widened = np.zeros((int(short.sum()), n_sizes), dtype=bool)
+                np.put_along_axis(widened, nearest, True, axis=1)
+                chosen[short] = widened & present[short]
+            moments = (weight * chosen[:, labels]) @ basis
+            A = np.stack([moments[:, [0, 1, 2]], moments[:, [1, 2, 3]], moments[:, [2, 3, 4]]], axis=1)
+            ok = (chosen & present).sum(axis=1) >= 3
+            coef = np.full((r, 3), np.nan)
+            if ok.any():
+                coef[ok] = np.linalg.solve(A[ok], moments[ok][:, 5:8, None])[:, :, 0]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                vertex = np.where(coef[:, 2] > 0, ref - coef[:, 1] / (2 * coef[:, 2]), np.nan)
+            log_opt[lo:lo + r, j] = vertex
     return log_opt
 
 
