@@ -8,9 +8,16 @@ stages), tidy CSV tables and a human-readable `fit.txt`:
   losses (delta 1e-3) of log-loss residuals with L-BFGS-B from a grid of starts, with bootstrap
   95 % intervals. It gives the compute-optimal allocation and a held-out check.
 - Power laws in one variable at the largest-D and largest-N slices (scipy and statsmodels).
-- Approach 2 (IsoFLOP): a parabola in log N per compute budget, then N_opt ~ C^a by OLS.
+- Approach 2 (IsoFLOP): a parabola in log N per compute budget, fitted near its minimum
+  (`isoflop_window`), then N_opt ~ C^a by OLS, with intervals from resampling runs within budgets.
+- Hyperparameters: for each swept column (e.g. lr), the optimum of every (N, D) group from all its
+  runs, then power laws of that optimum in N and in C (statsmodels OLS in log-log space) and the
+  value they recommend at the next budget.
 
-A section that the data cannot identify is null, with `<section>_why` saying why.
+Every setting lives in `FitSettings` (CLI flags and `--spec` JSON both land there). Under
+`select: best` the law fits use the best run of each hyperparameter sweep (`select_runs`);
+fit.json's `selection` lists the runs used. A section that the data cannot identify is null, with
+`<section>_why` saying why.
 """
 from __future__ import annotations
 
