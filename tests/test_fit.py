@@ -412,12 +412,12 @@ def test_settings_defaults_live_in_fitsettings_alone():
 
 def test_spec_sets_fields_and_flags_override_it():
     spec = json.dumps({"target": "test_loss", "params": "total", "bootstrap": 50, "seed": 3, "holdout": "none",
-                       "predict_flops": [1e21, "3e22"], "budgets": [1e18], "select": "all", "sweep_keys": ["lr"],
+                       "predict_flops": [1e21, "30T"], "budgets": ["1e18"], "select": "all", "sweep_keys": ["lr"],
                        "grid_points": 3, "workers": 2})
     settings = fit.settings_from_args(parse_cli("m.csv", "--out", "o", "--spec", spec, "--workers", "4",
                                                 "--bootstrap", "7"))
     assert settings == fit.FitSettings(target="test_loss", params="total", bootstrap=7, seed=3, holdout="none",
-                                       predict_flops=(1e21, 3e22), budgets=(1e18,), select="all",
+                                       predict_flops=(1e21, 3e13), budgets=(1e18,), select="all",
                                        sweep_keys=("lr",), grid_points=3, workers=4)
     assert fit.FitSettings.from_dict(settings.to_dict()) == settings  # to_dict round-trips
 

@@ -32,6 +32,7 @@ import argparse
 import itertools
 import math
 import multiprocessing
+import re
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -92,8 +93,8 @@ class FitSettings:
     bootstrap: resamples for the Approach 3 and Approach 2 intervals (0: none; at most MAX_BOOTSTRAP).
     seed: seed of every resample (an integer >= 0).
     holdout: 'top' (refit without the top compute group and predict it) or 'none'.
-    predict_flops: budgets for the allocation and the hyperparameter recommendation
-        (None: 10x and 100x the largest run).
+    predict_flops: budgets for the allocation and the hyperparameter recommendation, numbers or
+        counts as the config writes them ('1e21', '10T'); None: 10x and 100x the largest run.
     budgets: IsoFLOP budgets to group runs by when the CSV has no isoflop_budget column.
     select: 'best' (fit the best run of each sweep) or 'all' (every usable run).
     sweep_keys: the swept hyperparameter columns (e.g. ['lr']): they get hyperparameter laws, and
@@ -137,6 +138,20 @@ class FitSettings:
 CHOICES = {"params": ("non_embedding", "total"), "holdout": ("top", "none"), "select": ("best", "all")}
 
 
+def _count(item) -> float:
+    """A number, or a count written as in the config ('1e21', '250_000', '2.5K', '10T'); NaN if neither."""
+    if isinstance(item, bool):
+        return math.nan
+    if isinstance(item, (int, float)):
+        return float(item)
+    match = re.fullmatch(r"\s*([0-9_.eE+-]+?)\s*([KkMmGgTt]?)\s*", str(item))
+    try:
+        scale = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}[match.group(2).upper()]
+        return float(match.group(1).replace("_", "")) * scale
+    except (AttributeError, ValueError):
+        return math.nan
+
+
 def _check_setting(key, value, label):
     """The value of setting `key` normalised (lists become tuples), or a ScalelabError naming `label`."""
     def integer(low, high=None, note=""):
@@ -159,10 +174,7 @@ def _check_setting(key, value, label):
             raise ScalelabError(f"{label}: expected a list of positive numbers (e.g. [1e21]), got {value!r}")
         out = []
         for item in items:
-            try:
-                number = float(item) if not isinstance(item, bool) else math.nan
-            except (TypeError, ValueError):
-                number = math.nan
+            number = _count(item)
             if not (math.isfinite(number) and number > 0):
                 raise ScalelabError(f"{label}: must be positive numbers, got {item!r}")
             out.append(number)
