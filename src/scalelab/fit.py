@@ -63,15 +63,16 @@ FLOPS_TOLERANCE = 0.10  # runs whose FLOPs agree within 10 % share a compute bud
 SIZE_TOLERANCE = 0.01  # params (or tokens) within 1 % count as the same size
 MIN_PARALLEL_RUNS = 200  # below this many L-BFGS-B runs, starting processes does not pay
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta", "a", "b")
-MAX_BOOTSTRAP = 100_000  # resamples; 1000 already pins a 95 % interval's ends to about +-1 %
+MAX_BOOTSTRAP = 100_000  # resamples: at ~7 ms per Approach 3 resample on 2 cores, about 12 minutes
 MAX_GRID_POINTS = 8  # 8**5 = 32768 L-BFGS-B starts, about a minute on 2 cores; 9**5 would be 59049
 # Approach 2 fits each budget's parabola near its minimum only: the sizes within this factor of the
 # lowest-loss size (a window two decades wide in N), widened to the ISOFLOP_MIN_SIZES sizes nearest
 # to it in log N when the window holds fewer. Why this width: along an IsoFLOP the law is
 # E + A/N^alpha + B'·N^beta, two exponentials in log N, so a parabola over a wide span is pulled
 # towards the flatter side (on the Chinchilla law, a 1000x span moves N_opt by 8 %, +-10x by 4 %);
-# a narrower window removes that bias but its vertex gets noisy fast (the variance grows about as
-# the fifth power of 1/width), and at 1 % loss noise +-4x already makes it 3-5x noisier.
+# a narrower window removes that bias but its vertex gets noisy fast (with evenly spread sizes the
+# variance grows roughly as 1/width^5): in simulations at 1 % loss noise, +-4x spread the exponent
+# a 3-6x as much as +-10x.
 ISOFLOP_WINDOW = 10.0
 ISOFLOP_MIN_SIZES = 5
 HPARAM_RULE = ("per (N, D) group, the loss averaged over seeds at each value; a quadratic in log(value) "
