@@ -76,7 +76,7 @@ MAX_GRID_POINTS = 8  # 8**5 = 32768 L-BFGS-B starts, about a minute on 2 cores; 
 ISOFLOP_WINDOW = 10.0
 ISOFLOP_MIN_SIZES = 5
 HPARAM_RULE = ("per (N, D) group, the loss averaged over seeds at each value; a quadratic in log(value) "
-               "(statsmodels OLS on every run) through the best value and its two neighbours; "
+               "(statsmodels OLS on every run) through the best value and its neighbour on each side; "
                "if the best value is the smallest or largest swept, the optimum is that edge value "
                "(edge: true, a wider sweep is needed) and the group is left out of the laws")
 
