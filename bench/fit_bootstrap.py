@@ -5,6 +5,10 @@
 Prints progress lines and, as the last line, one JSON object with the timings. The points lie on
 a 10 x 25 grid of model sizes and token counts, with losses from the Chinchilla fit of Hoffmann
 et al. (2022) times 1 % log-normal noise. Target: total_s under 60 on 2 cores.
+
+Then, outside total_s: Approach 2 with the same number of resamples on 13 IsoFLOP profiles of 61
+sizes each (approach2_s), and the hyperparameter laws on a 12-point lr sweep of 14 values
+(hyperparameters_s); all data from scalelab.synthetic.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import time
 from scalelab import fit  # first: it pins OpenBLAS to one thread before numpy and scipy load
 
 import numpy as np
+import pandas as pd
 
 from scalelab import synthetic
 
@@ -60,9 +65,25 @@ def main() -> None:
     print(f"bench: bootstrap {t2 - t1:.1f} s ({(t2 - t1) / max(1, args.bootstrap) * 1e3:.1f} ms per resample): "
           f"95 % intervals {ci}", flush=True)
     cpu_s = cpu_seconds() - cpu0
+
+    iso = pd.concat([pd.DataFrame(synthetic.isoflop([c], span=300, n_sizes=61, noise=0.01, seed=i))
+                     for i, c in enumerate(np.geomspace(1e17, 1e23, 13))], ignore_index=True)
+    t3 = time.perf_counter()
+    section = fit.fit_approach2(fit.prepare(iso)[0], bootstrap=args.bootstrap, seed=args.seed)[0]
+    t4 = time.perf_counter()
+    print(f"bench: approach 2 {t4 - t3:.2f} s on {len(iso)} runs: a {section['a']:.4f} CI {section['a_ci95']}",
+          flush=True)
+    grid = [a.ravel() for a in np.meshgrid(np.geomspace(1e7, 3e9, 6), [1e9, 1e10])]
+    sweep = pd.DataFrame(synthetic.hparam_sweep(*grid, np.geomspace(1e-5, 1e-1, 14), curvature=0.05,
+                                                  noise=0.003, seed=args.seed))
+    t5 = time.perf_counter()
+    hp = fit.fit_hyperparameters(fit.prepare(sweep, sweep_keys=["lr"])[0], ["lr"], 1e22)[0]
+    t6 = time.perf_counter()
+    print(f"bench: hyperparameters {t6 - t5:.2f} s: lr_opt ~ N^{hp['lr']['law_N']['exponent']:.3f}", flush=True)
     print(json.dumps({"points": int(params.size), "bootstrap": args.bootstrap, "n_starts": len(starts),
                       "workers": args.workers, "fit_s": round(t1 - t0, 2), "bootstrap_s": round(t2 - t1, 2),
                       "total_s": round(t2 - t0, 2), "cpu_s": round(cpu_s, 1),
+                      "approach2_s": round(t4 - t3, 2), "hyperparameters_s": round(t6 - t5, 2),
                       "load_avg_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
                       "python": sys.version.split()[0]}))
 

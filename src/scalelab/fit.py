@@ -8,9 +8,16 @@ stages), tidy CSV tables and a human-readable `fit.txt`:
   losses (delta 1e-3) of log-loss residuals with L-BFGS-B from a grid of starts, with bootstrap
   95 % intervals. It gives the compute-optimal allocation and a held-out check.
 - Power laws in one variable at the largest-D and largest-N slices (scipy and statsmodels).
-- Approach 2 (IsoFLOP): a parabola in log N per compute budget, then N_opt ~ C^a by OLS.
+- Approach 2 (IsoFLOP): a parabola in log N per compute budget, fitted near its minimum
+  (`isoflop_window`), then N_opt ~ C^a by OLS, with intervals from resampling runs within budgets.
+- Hyperparameters: for each swept column (e.g. lr), the optimum of every (N, D) group from all its
+  runs, then power laws of that optimum in N and in C (statsmodels OLS in log-log space) and the
+  value they recommend at the next budget.
 
-A section that the data cannot identify is null, with `<section>_why` saying why.
+Every setting lives in `FitSettings` (CLI flags and `--spec` JSON both land there). Under
+`select: best` the law fits use the best run of each hyperparameter sweep (`select_runs`);
+fit.json's `selection` lists the runs used. A section that the data cannot identify is null, with
+`<section>_why` saying why.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import argparse
 import itertools
 import math
 import multiprocessing
+import re
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -55,19 +63,20 @@ FLOPS_TOLERANCE = 0.10  # runs whose FLOPs agree within 10 % share a compute bud
 SIZE_TOLERANCE = 0.01  # params (or tokens) within 1 % count as the same size
 MIN_PARALLEL_RUNS = 200  # below this many L-BFGS-B runs, starting processes does not pay
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta", "a", "b")
-MAX_BOOTSTRAP = 100_000  # resamples; 1000 already pins a 95 % interval's ends to about +-1 %
+MAX_BOOTSTRAP = 100_000  # resamples: at ~7 ms per Approach 3 resample on 2 cores, about 12 minutes
 MAX_GRID_POINTS = 8  # 8**5 = 32768 L-BFGS-B starts, about a minute on 2 cores; 9**5 would be 59049
 # Approach 2 fits each budget's parabola near its minimum only: the sizes within this factor of the
 # lowest-loss size (a window two decades wide in N), widened to the ISOFLOP_MIN_SIZES sizes nearest
 # to it in log N when the window holds fewer. Why this width: along an IsoFLOP the law is
 # E + A/N^alpha + B'·N^beta, two exponentials in log N, so a parabola over a wide span is pulled
 # towards the flatter side (on the Chinchilla law, a 1000x span moves N_opt by 8 %, +-10x by 4 %);
-# a narrower window removes that bias but its vertex gets noisy fast (the variance grows about as
-# the fifth power of 1/width), and at 1 % loss noise +-4x already makes it 3-5x noisier.
+# a narrower window removes that bias but its vertex gets noisy fast (with evenly spread sizes the
+# variance grows roughly as 1/width^5): in simulations at 1 % loss noise, +-4x spread the exponent
+# a 3-6x as much as +-10x.
 ISOFLOP_WINDOW = 10.0
 ISOFLOP_MIN_SIZES = 5
 HPARAM_RULE = ("per (N, D) group, the loss averaged over seeds at each value; a quadratic in log(value) "
-               "(statsmodels OLS on every run) through the best value and its two neighbours; "
+               "(statsmodels OLS on every run) through the best value and its neighbour on each side; "
                "if the best value is the smallest or largest swept, the optimum is that edge value "
                "(edge: true, a wider sweep is needed) and the group is left out of the laws")
 
@@ -85,8 +94,8 @@ class FitSettings:
     bootstrap: resamples for the Approach 3 and Approach 2 intervals (0: none; at most MAX_BOOTSTRAP).
     seed: seed of every resample (an integer >= 0).
     holdout: 'top' (refit without the top compute group and predict it) or 'none'.
-    predict_flops: budgets for the allocation and the hyperparameter recommendation
-        (None: 10x and 100x the largest run).
+    predict_flops: budgets for the allocation and the hyperparameter recommendation, numbers or
+        counts as the config writes them ('1e21', '10T'); None: 10x and 100x the largest run.
     budgets: IsoFLOP budgets to group runs by when the CSV has no isoflop_budget column.
     select: 'best' (fit the best run of each sweep) or 'all' (every usable run).
     sweep_keys: the swept hyperparameter columns (e.g. ['lr']): they get hyperparameter laws, and
@@ -130,6 +139,20 @@ class FitSettings:
 CHOICES = {"params": ("non_embedding", "total"), "holdout": ("top", "none"), "select": ("best", "all")}
 
 
+def _count(item) -> float:
+    """A number, or a count written as in the config ('1e21', '250_000', '2.5K', '10T'); NaN if neither."""
+    if isinstance(item, bool):
+        return math.nan
+    if isinstance(item, (int, float)):
+        return float(item)
+    match = re.fullmatch(r"\s*([0-9_.eE+-]+?)\s*([KkMmGgTt]?)\s*", str(item))
+    try:
+        scale = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}[match.group(2).upper()]
+        return float(match.group(1).replace("_", "")) * scale
+    except (AttributeError, ValueError):
+        return math.nan
+
+
 def _check_setting(key, value, label):
     """The value of setting `key` normalised (lists become tuples), or a ScalelabError naming `label`."""
     def integer(low, high=None, note=""):
@@ -152,10 +175,7 @@ def _check_setting(key, value, label):
             raise ScalelabError(f"{label}: expected a list of positive numbers (e.g. [1e21]), got {value!r}")
         out = []
         for item in items:
-            try:
-                number = float(item) if not isinstance(item, bool) else math.nan
-            except (TypeError, ValueError):
-                number = math.nan
+            number = _count(item)
             if not (math.isfinite(number) and number > 0):
                 raise ScalelabError(f"{label}: must be positive numbers, got {item!r}")
             out.append(number)
@@ -552,33 +572,47 @@ def isoflop_window(labels, log_params, loss) -> np.ndarray:
     return present[chosen]
 
 
-def _parabola_vertex(log_params, loss):
-    """(x_opt, loss_opt, coefficients about the mean) of loss = c0 + c1·u + c2·u², u = log N - mean,
-    by least squares; None when there is no minimum."""
-    center = log_params.mean()
-    u = log_params - center
-    X = np.column_stack([np.ones_like(u), u, u * u])
-    coef = np.linalg.lstsq(X, loss, rcond=None)[0]
-    if not coef[2] > 0:
-        return None
-    u_opt = -coef[1] / (2 * coef[2])
-    return center + u_opt, coef[0] + coef[1] * u_opt + coef[2] * u_opt**2, coef, center
-
-
-def _approach2_bootstrap(fitted, n_resamples, seed):
-    """Resample runs within each budget, refit its window and parabola; per resample the budgets'
-    log N_opt (NaN where a resample has no minimum or under 3 sizes in its window)."""
+def _approach2_bootstrap(fitted, n_resamples, seed, chunk=4096):
+    """Resample runs within each budget and redo its window and parabola (the rule of
+    `isoflop_window`, every resample at once: a resample is a row of run multiplicities, and its
+    least squares fit the weighted one). Per resample the budgets' log N_opt, NaN where a
+    resample has under 3 sizes in its window or no minimum."""
     rng = np.random.default_rng([seed, 2])  # a stream of its own, apart from Approach 3's
     log_opt = np.full((n_resamples, len(fitted)), np.nan)
-    for b in range(n_resamples):
-        for j, (labels, x, y) in enumerate(fitted):
-            idx = rng.integers(0, len(x), len(x))
-            keep = np.isin(labels[idx], isoflop_window(labels[idx], x[idx], y[idx]))
-            if len(np.unique(labels[idx][keep])) < 3:
-                continue
-            vertex = _parabola_vertex(x[idx][keep], y[idx][keep])
-            if vertex is not None:
-                log_opt[b, j] = vertex[0]
+    for j, (labels, x, y) in enumerate(fitted):
+        n, n_sizes = len(x), int(labels.max()) + 1
+        onehot = np.zeros((n, n_sizes))
+        onehot[np.arange(n), labels] = 1.0
+        centre = (onehot.T @ x) / onehot.sum(axis=0)  # labels grow with the size
+        ref = x.mean()
+        u = x - ref
+        basis = np.column_stack([np.ones(n), u, u**2, u**3, u**4, y, y * u, y * u**2])
+        for lo in range(0, n_resamples, chunk):
+            r = min(chunk, n_resamples - lo)
+            idx = rng.integers(0, n, size=(r, n))
+            weight = np.bincount((idx + n * np.arange(r)[:, None]).ravel(), minlength=r * n).reshape(r, n)
+            count = weight @ onehot
+            present = count > 0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_loss = np.where(present, (weight * y) @ onehot / count, np.inf)
+            best = np.argmin(mean_loss, axis=1)
+            distance = np.where(present, np.abs(centre[None, :] - centre[best][:, None]), np.inf)
+            chosen = distance <= math.log(ISOFLOP_WINDOW) + 1e-12
+            short = chosen.sum(axis=1) < ISOFLOP_MIN_SIZES  # widen: the nearest sizes present
+            if short.any():
+                nearest = np.argsort(distance[short], axis=1, kind="stable")[:, :ISOFLOP_MIN_SIZES]
+                widened = np.zeros((int(short.sum()), n_sizes), dtype=bool)
+                np.put_along_axis(widened, nearest, True, axis=1)
+                chosen[short] = widened & present[short]
+            moments = (weight * chosen[:, labels]) @ basis
+            A = np.stack([moments[:, [0, 1, 2]], moments[:, [1, 2, 3]], moments[:, [2, 3, 4]]], axis=1)
+            ok = (chosen & present).sum(axis=1) >= 3
+            coef = np.full((r, 3), np.nan)
+            if ok.any():
+                coef[ok] = np.linalg.solve(A[ok], moments[ok][:, 5:8, None])[:, :, 0]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                vertex = np.where(coef[:, 2] > 0, ref - coef[:, 1] / (2 * coef[:, 2]), np.nan)
+            log_opt[lo:lo + r, j] = vertex
     return log_opt
 
 
