@@ -29,10 +29,10 @@ rule all:
 
 
 onstart:
-    check_gpu_runs_can_start()
+    check_jobs_can_start()
 
 
 onsuccess:
-    from scalelab.report import print_summary  # here, not at the top: matplotlib is slow to import
+    from scalelab.report import print_summary
 
     print_summary("results/report", since=STARTED)

@@ -64,3 +64,44 @@ def test_default_config_is_valid_and_spans_the_grid():
     assert len({r.tokens for r in runs}) >= 3
     for example in sorted((REPO / "config/examples").glob("*.yaml")):
         study.expand_grid(study.load(example))
+
+
+def test_the_built_wheel_works_outside_the_source_tree(tmp_path):
+    """`pip install .` (not editable): the schema, CSS and captions ship as package data, so
+    `scalelab check` and `scalelab fit` work with no source checkout in sight."""
+    import os
+
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(wheels), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next(wheels.glob("scalelab-*.whl"))
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    for name in ("schemas/config.schema.yaml", "schemas/fit.schema.yaml", "report/report.css",
+                 "report/captions/index.rst"):
+        assert (site / "scalelab" / name).is_file(), name
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    (work / "study.yaml").write_text((REPO / "config/config.yaml").read_text())
+    where = subprocess.run([sys.executable, "-c", "import scalelab; print(scalelab.__file__)"], cwd=work, env=env,
+                           capture_output=True, text=True)
+    assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+    check = subprocess.run([sys.executable, "-m", "scalelab", "check", "study.yaml"], cwd=work, env=env,
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and "valid" in check.stdout, check.stderr
+    import numpy as np
+
+    rows = ["run,params,tokens,flops,val_loss"]
+    for i, n in enumerate((1e5, 3e5, 1e6, 3e6)):
+        for d in (1e6, 3e6, 1e7):
+            loss = 1.7 + 400 / n**0.34 + 410 / d**0.28
+            rows.append(f"r{i}-{d:g},{n:g},{d:g},{6 * n * d:g},{loss * (1 + 0.003 * np.sin(n + d)):.6f}")
+    (work / "ladder.csv").write_text("\n".join(rows) + "\n")
+    fit = subprocess.run([sys.executable, "-m", "scalelab", "fit", "ladder.csv", "--out", "out", "--bootstrap", "10"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    assert (work / "out/fit.json").is_file()

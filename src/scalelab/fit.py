@@ -29,6 +29,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import json
 import itertools
 import math
 import multiprocessing
@@ -1259,8 +1260,13 @@ def _power_law_table(result) -> pd.DataFrame:
 
 
 def write_outputs(fit: FitResult, out_dir) -> None:
-    """fit.json, one CSV per table and fit.txt, each written atomically."""
+    """fit.json, one CSV per table and fit.txt, each written atomically; fit.json is checked
+    against its written contract (schemas/fit.schema.yaml) before anything is written."""
+    from .files import _jsonable
+    from .fitjson import check_fit_json
+
     out_dir = Path(out_dir)
+    check_fit_json(json.loads(json.dumps(_jsonable(fit.result))), out_dir / "fit.json")
     for name, table in fit.tables.items():
         write_text(out_dir / f"{name}.csv", table.to_csv(index=False))
     write_text(out_dir / "fit.txt", fit.text)

@@ -97,12 +97,20 @@ def train_mem_mb(wildcards):
     return int(2048 + (16 * params_total + activations + logits) * 2 / 2**20)
 
 
-def check_gpu_runs_can_start():
-    """`accelerator: gpu` runs executed on this machine need a GPU here. Checked once the executor
-    is known (a cluster's login node may have none) and before any job, so no output is lost."""
-    if not workflow.local_exec or _gpu_here():
+def check_jobs_can_start():
+    """Jobs executed on this machine must fit it: `accelerator: gpu` needs a GPU here, and a
+    train job's memory estimate must not exceed the machine's memory. Checked once the executor
+    is known (a cluster's login node may have neither) and before any job, so no output is lost."""
+    if not workflow.local_exec:
         return
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     for job in workflow.dag.needrun_jobs():
-        if job.rule.name == "train" and RUNS[job.wildcards.run].spec["accelerator"] == "gpu":
-            sys.exit(f"scalelab: error: train.accelerator: {job.wildcards.run} asks for a GPU but this machine "
-                     f"has none; use accelerator: auto, or a cluster profile (nothing was run)")
+        if job.rule.name != "train":
+            continue
+        run = job.wildcards.run
+        if RUNS[run].spec["accelerator"] == "gpu" and not _gpu_here():
+            sys.exit(f"scalelab: error: train.accelerator: {run} asks for a GPU but this machine has none; "
+                     f"use accelerator: auto, or a cluster profile (nothing was run)")
+        if train_mem_mb(job.wildcards) > memory_mb:
+            sys.exit(f"scalelab: error: models.{RUNS[run].model}: {run} needs about {train_mem_mb(job.wildcards):,} MB "
+                     f"to train, more than this machine's {memory_mb:,.0f} MB (nothing was run)")

@@ -28,7 +28,9 @@ def fit_spec():
 
 
 # Written on every fit, empty when their section is null (see fit.json's `<section>_why`).
-FIT_TABLES = ["approach3", "bootstrap", "power_laws", "isoflop", "approach2", "allocation", "holdout", "excluded"]
+FIT_TABLES = [
+    "approach3", "bootstrap", "power_laws", "isoflop", "approach2", "allocation", "holdout", "excluded", "hyperparameters",
+]
 
 
 rule fit:

@@ -1,0 +1,47 @@
+"""Each setting has one default, in its dataclass; the schema repeats them only because
+Snakemake's `validate` fills defaults in. These tests keep the two in agreement."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from scalelab import config as study
+from scalelab.fit import FitSettings
+from scalelab.report.settings import ReportSettings
+from scalelab.settings import BLEU_TOKENIZERS, EVAL_TASKS, EvalSettings
+
+
+def _schema_defaults(section: str) -> dict:
+    properties = study._load_schema()["properties"][section]["properties"]
+    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+
+
+@pytest.mark.parametrize("section, cls, skip", [
+    ("eval", EvalSettings, {"device"}),  # device is derived from the run, not a config key
+    ("fit", FitSettings, {"budgets", "select", "sweep_keys", "grid_points", "workers"}),
+    ("report", ReportSettings, set()),
+])
+def test_schema_defaults_agree_with_the_settings_dataclasses(section, cls, skip):
+    schema = _schema_defaults(section)
+    fields = {f.name: f.default for f in dataclasses.fields(cls) if f.name not in skip}
+    for key, default in schema.items():
+        value = study.parse_count(default, key) if key == "test_tokens" and default is not None else default
+        assert key in fields, f"{section}.{key} has a schema default but no setting"
+        assert fields[key] == value, f"{section}.{key}: schema {default!r}, {cls.__name__} {fields[key]!r}"
+    assert set(fields) <= set(schema), f"{section}: settings without a schema default: {set(fields) - set(schema)}"
+
+
+def test_closed_sets_are_enums_in_the_schema():
+    properties = study._load_schema()["properties"]
+    assert tuple(properties["eval"]["properties"]["task"]["enum"]) == EVAL_TASKS
+    assert set(properties["eval"]["properties"]["bleu_tokenize"]["enum"]) == set(BLEU_TOKENIZERS)
+    for key in ("target", "params", "holdout"):
+        assert "enum" in properties["fit"]["properties"][key], key
+
+
+def test_eval_settings_refuse_bad_values_in_one_line():
+    for values, word in (({"prompts": 0}, "prompts"), ({"bleu_tokenize": "spm"}, "bleu_tokenize"),
+                         ({"task": "x"}, "task"), ({"bogus": 1}, "bogus")):
+        with pytest.raises(study.ScalelabError, match=word):
+            EvalSettings.from_dict(values)
