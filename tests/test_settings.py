@@ -45,3 +45,32 @@ def test_eval_settings_refuse_bad_values_in_one_line():
                          ({"task": "x"}, "task"), ({"bogus": 1}, "bogus")):
         with pytest.raises(study.ScalelabError, match=word):
             EvalSettings.from_dict(values)
+
+
+def test_train_fingerprint_follows_what_decides_the_numbers(tmp_path, monkeypatch):
+    """Restructuring the code that checks inputs or writes files keeps the train fingerprint; a
+    change to the step, the schedule, the data order or a helper they use changes it."""
+    import shutil
+
+    from scalelab import fingerprint
+
+    package = tmp_path / "scalelab"
+    shutil.copytree(fingerprint.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprint, "PACKAGE", package)
+
+    def train_fp(edit=None):
+        fingerprint.module_fingerprint.cache_clear()
+        if edit:
+            source = (package / "train.py").read_text()
+            old, new = edit
+            assert old in source, old
+            (package / "train.py").write_text(source.replace(old, new, 1))
+        return fingerprint.code_fingerprint("train")
+
+    base = train_fp()
+    assert "lr_factor" in fingerprint.used_definitions(package / "train.py", ("build_module",))
+    assert train_fp(('"spec_sha": metrics["spec_sha"]}', '"spec_sha": metrics["spec_sha"], "x": 1}')) == base  # _save
+    assert train_fp(("def _metrics(", "def _metrics_renamed(")) == base
+    changed = train_fp(("return min_ratio + (1 - min_ratio) * decay", "return min_ratio + (1 - min_ratio) * decay ** 2"))
+    assert changed != base  # lr_factor: used by LitGPT through build_module
+    assert fingerprint.code_fingerprint("tokenize") == fingerprint.code_fingerprint("tokenize")
