@@ -175,7 +175,27 @@ def validate(config: dict) -> dict:
         raise ScalelabError(f"config: {str(exc).splitlines()[0][:MAX_MESSAGE]}") from None
     _fill_source_defaults(config["data"])
     _check_semantics(config)
+    _parse_counts(config)
     return config
+
+
+def _parse_counts(config: dict) -> None:
+    """Counts written as "250K" or 2.5e5 become ints, once: every later reader gets numbers.
+    (Idempotent, so validating a validated config changes nothing.)"""
+    grid = config["grid"]
+    grid["tokens"] = [parse_count(v, f"grid.tokens[{i}]") for i, v in enumerate(grid["tokens"])]
+    if grid.get("isoflop"):
+        budgets = grid["isoflop"]["budgets"]
+        grid["isoflop"]["budgets"] = [parse_count(v, f"grid.isoflop.budgets[{i}]") for i, v in enumerate(budgets)]
+    config["train"]["val_tokens"] = parse_count(config["train"]["val_tokens"], "train.val_tokens")
+    for name, settings in config["overrides"].items():
+        if "val_tokens" in settings:
+            settings["val_tokens"] = parse_count(settings["val_tokens"], f"overrides.{name}.val_tokens")
+    if config["eval"]["test_tokens"] is not None:
+        config["eval"]["test_tokens"] = parse_count(config["eval"]["test_tokens"], "eval.test_tokens")
+    if config["fit"]["predict_flops"]:
+        config["fit"]["predict_flops"] = [parse_count(v, f"fit.predict_flops[{i}]")
+                                          for i, v in enumerate(config["fit"]["predict_flops"])]
 
 
 def _fill_source_defaults(data: dict) -> None:

@@ -5,9 +5,7 @@
 def eval_spec(wildcards):
     """The eval settings as canonical JSON (a plain str param; parsed and checked once, in Python).
     A run trained on the CPU is evaluated on the CPU, whatever the machine has."""
-    settings = dict(config["eval"])
-    if settings["test_tokens"] is not None:
-        settings["test_tokens"] = study.parse_count(settings["test_tokens"], "eval.test_tokens")
+    settings = dict(config["eval"])  # counts are ints already (config.validate parses them once)
     settings["device"] = "cpu" if RUNS[wildcards.run].spec["accelerator"] == "cpu" else "auto"
     return json.dumps(settings, sort_keys=True)
 

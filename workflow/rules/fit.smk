@@ -16,14 +16,11 @@ rule aggregate:
 
 
 def fit_spec():
-    """The fit settings as canonical JSON: counts parsed once here, checked again by `scalelab fit`."""
+    """The fit settings as canonical JSON (counts are ints already; `scalelab fit` checks them again)."""
     f = config["fit"]
     spec = {"target": f["target"], "params": f["params"], "bootstrap": f["bootstrap"], "seed": f["seed"],
-            "holdout": f["holdout"],
-            "predict_flops": [study.parse_count(c, "fit.predict_flops") for c in f["predict_flops"]]
-            if f["predict_flops"] else None,
-            "budgets": [study.parse_count(c, "grid.isoflop.budgets") for c in config["grid"]["isoflop"]["budgets"]]
-            if config["grid"].get("isoflop") else None}
+            "holdout": f["holdout"], "predict_flops": f["predict_flops"] or None,
+            "budgets": config["grid"]["isoflop"]["budgets"] if config["grid"].get("isoflop") else None}
     return json.dumps(spec, sort_keys=True)
 
 
