@@ -13,7 +13,7 @@ import pytest
 import sacrebleu
 import torch
 from rouge_score import rouge_scorer
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 
 from scalelab import cli
 from scalelab.evaluate import (
@@ -38,12 +38,10 @@ def tiny_model(vocab_size=50, context=16, n_layer=2, d_model=32, n_head=4, seed=
 
 
 def byte_level_tokenizer(texts, vocab_size=300) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT, SEP],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer)
+    """The production tokenizer (scalelab.data.train_tokenizer), not a copy of it."""
+    from scalelab.data import train_tokenizer
+
+    tok = train_tokenizer(texts, vocab_size)
     assert tok.token_to_id(EOT) == 0 and tok.token_to_id(SEP) == 1
     return tok
 

@@ -354,6 +354,42 @@ def _not_evaluated(run_id, status: str, message: str, settings: EvalSettings, st
             "eval_s": time.perf_counter() - started, "message": message, "settings": asdict(settings)}
 
 
+def score_test_split(model: GPT, tokens, tokenizer, settings: EvalSettings, tokenizer_path: Path) -> dict:
+    """Test loss, perplexity and bits per byte over exactly the predicted tokens."""
+    context = model.cfg.context
+    windows = eval_windows(len(tokens), context, settings.test_tokens)
+    total_nats, n_tokens = test_loss(model, tokens, context, settings.batch_size, windows)
+    byte_lengths = token_byte_lengths(tokenizer, str(tokenizer_path))
+    n_bytes = int(sum(byte_lengths[np.asarray(tokens[s + 1 : s + 1 + n], dtype=np.int64)].sum() for s, n in windows))
+    loss = total_nats / n_tokens
+    return {"test_loss": loss, "test_ppl": math.exp(min(loss, 700.0)),  # min: no OverflowError from a broken model
+            "test_bpb": total_nats / math.log(2) / max(n_bytes, 1), "test_tokens": n_tokens, "test_bytes": n_bytes}
+
+
+def generate_examples(model: GPT, tokens, tokenizer, meta: dict, settings: EvalSettings, data_dir: Path) -> list[dict]:
+    """Greedy generations for the task's prompts: [{prompt, reference, hypothesis}] as text."""
+    context, eot_id = model.cfg.context, meta["eot_id"]
+    if settings.task == "continuation":
+        if settings.prompt_tokens + settings.max_new_tokens > context:
+            raise ScalelabError(f"eval settings: prompt_tokens {settings.prompt_tokens} + max_new_tokens "
+                                f"{settings.max_new_tokens} exceed the model context of {context}")
+        examples = continuation_prompts(np.asarray(tokens), eot_id, settings.prompts, settings.prompt_tokens,
+                                        settings.max_new_tokens)
+        if settings.prompts and not examples:
+            raise ScalelabError(f"{data_dir / 'test.bin'}: no test document has the {settings.prompt_tokens} + "
+                                f"{settings.max_new_tokens} tokens a continuation prompt needs; lower eval.prompt_tokens")
+    else:
+        examples = pairs_prompts(np.asarray(tokens), eot_id, meta["sep_id"], settings.prompts)
+        examples = [(p, r) for p, r in examples if len(p) < context]  # a source that fills the context leaves no room
+    new_ids = generate(model, [p for p, _ in examples], settings.max_new_tokens, eot_id, settings.batch_size)
+
+    def text(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
+    return [{"prompt": text(p[:-1] if settings.task == "pairs" else p), "reference": text(r), "hypothesis": text(h)}
+            for (p, r), h in zip(examples, new_ids)]
+
+
 def evaluate_run(run_dir, data_dir, settings: EvalSettings | dict | None = None) -> dict:
     """Evaluate one run; write `eval.json` and `generations.jsonl` in `run_dir` and return the eval dict."""
     started = time.perf_counter()
@@ -391,54 +427,20 @@ def evaluate_run(run_dir, data_dir, settings: EvalSettings | dict | None = None)
         model = load_model(model_path, device, run_id)
     except ValueError as exc:
         return give_up("failed", str(exc))
-    context = model.cfg.context
     if model.cfg.vocab_size < meta["vocab_size"]:
         raise ScalelabError(f"{run_dir / 'model.pt'}: vocabulary of {model.cfg.vocab_size} is smaller than the "
                             f"tokenizer's {meta['vocab_size']} in {data_dir / 'meta.json'}; retrain the run")
 
     loaded = time.perf_counter()
-
-    # Perplexity and bits per byte over exactly the predicted tokens.
-    windows = eval_windows(len(tokens), context, settings.test_tokens)
-    total_nats, n_tokens = test_loss(model, tokens, context, settings.batch_size, windows)
-    byte_lengths = token_byte_lengths(tokenizer, str(data_dir / "tokenizer.json"))
-    n_bytes = int(sum(byte_lengths[np.asarray(tokens[s + 1 : s + 1 + n], dtype=np.int64)].sum() for s, n in windows))
-    loss = total_nats / n_tokens
+    perplexity = score_test_split(model, tokens, tokenizer, settings, data_dir / "tokenizer.json")
     scored = time.perf_counter()
-
-    # Generations.
-    eot_id = meta["eot_id"]
-    if settings.task == "continuation":
-        if settings.prompt_tokens + settings.max_new_tokens > context:
-            raise ScalelabError(f"eval settings: prompt_tokens {settings.prompt_tokens} + max_new_tokens "
-                                f"{settings.max_new_tokens} exceed the model context of {context}")
-        examples = continuation_prompts(np.asarray(tokens), eot_id, settings.prompts, settings.prompt_tokens,
-                                        settings.max_new_tokens)
-        if settings.prompts and not examples:
-            raise ScalelabError(f"{data_dir / 'test.bin'}: no test document has the {settings.prompt_tokens} + "
-                                f"{settings.max_new_tokens} tokens a continuation prompt needs; lower eval.prompt_tokens")
-    else:
-        examples = pairs_prompts(np.asarray(tokens), eot_id, meta["sep_id"], settings.prompts)
-        examples = [(p, r) for p, r in examples if len(p) < context]  # a source that fills the context leaves no room
-    new_ids = generate(model, [p for p, _ in examples], settings.max_new_tokens, eot_id, settings.batch_size)
+    generations = generate_examples(model, tokens, tokenizer, meta, settings, data_dir)
     generated = time.perf_counter()
-
-    def text(ids: list[int]) -> str:
-        return tokenizer.decode(ids, skip_special_tokens=True)
-
-    generations = [
-        {"prompt": text(p[:-1] if settings.task == "pairs" else p), "reference": text(r), "hypothesis": text(h)}
-        for (p, r), h in zip(examples, new_ids)
-    ]
     scores = score_generations([g["hypothesis"] for g in generations], [g["reference"] for g in generations],
                                settings.bleu_tokenize)
 
     result = {
-        "run": run_id, "status": "ok",
-        "test_loss": loss, "test_ppl": math.exp(min(loss, 700.0)),  # min: no OverflowError from a broken model
-        "test_bpb": total_nats / math.log(2) / max(n_bytes, 1),
-        "test_tokens": n_tokens, "test_bytes": n_bytes,
-        **scores, "task": settings.task, "n_generations": len(generations),
+        "run": run_id, "status": "ok", **perplexity, **scores, "task": settings.task, "n_generations": len(generations),
         "eval_s": time.perf_counter() - started, "message": None, "settings": asdict(settings),
         # Where the time went: loading (data, tokenizer, checkpoint), test loss, generation, BLEU/ROUGE
         # (the last mostly importing rouge-score and with it nltk, once per process).

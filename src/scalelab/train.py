@@ -165,10 +165,10 @@ class LitGPT(L.LightningModule):
         params = [p for p in self.gpt.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.spec["weight_decay"]},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        on_gpu = torch.cuda.is_available() and self.spec["accelerator"] != "cpu"
+        gpu = on_gpu(self.spec)
         # fused on GPU; the multi-tensor path on CPU, well ahead of the per-parameter loop
         optimizer = torch.optim.AdamW(groups, lr=self.spec["lr"], betas=(0.9, self.spec["beta2"]),
-                                      fused=on_gpu, foreach=not on_gpu)
+                                      fused=gpu, foreach=not gpu)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
             step, self.steps, self.warmup_steps, self.spec["schedule"], self.spec["min_lr_ratio"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -236,10 +236,15 @@ class AtomicCheckpointIO(L.pytorch.plugins.TorchCheckpointIO):
 
 # ----------------------------------------------------------------------------- what decides the numbers
 
+def on_gpu(spec: dict) -> bool:
+    """Whether this run trains on a GPU: one is there and the spec does not ask for the CPU."""
+    return torch.cuda.is_available() and spec["accelerator"] != "cpu"
+
+
 def resolve_precision(spec: dict) -> str:
     if spec["precision"] != "auto":
         return spec["precision"]
-    return "bf16-mixed" if torch.cuda.is_available() and spec["accelerator"] != "cpu" else "32-true"
+    return "bf16-mixed" if on_gpu(spec) else "32-true"
 
 
 def configure_torch(threads: int | None) -> None:
@@ -418,7 +423,7 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
     resume_from, resumed_from_step = resume if resume else (None, None)
     lit = build_module(model_config, spec, steps)
     tokens = TokenData(data_dir, spec, steps, steps_per_epoch)
-    guard = DivergenceGuard(every=20 if torch.cuda.is_available() and spec["accelerator"] != "cpu" else 1)
+    guard = DivergenceGuard(every=20 if on_gpu(spec) else 1)
     recorder = CurveRecorder(every=max(1, steps // 100))
     trainer = build_trainer(spec, steps, steps_per_epoch, ckpt_dir, [guard, recorder])
     if resume_from is not None:
