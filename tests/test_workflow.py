@@ -407,3 +407,21 @@ def test_until_fit_prints_no_stale_summary(study, tmp_path):
     assert "fit" in proc.stdout + proc.stderr and first_line not in proc.stdout + proc.stderr
     proc = snakemake(copy_dir, config=path)  # now the report reruns, and its summary is printed
     assert (copy_dir / "results/report/summary.txt").read_text().splitlines()[0] in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("text, words", [
+    ("grid:\n  seeds: [0]\n  seeds: [1]\n", ["duplicate key 'seeds'", "raw.yaml"]),
+    ("grid:\n  tokens: [&l0 [4K, 4K, 4K, 4K, 4K, 4K, 4K, 4K, 4K]"
+     + "".join(f", &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)) + "]\n",
+     ["grid.tokens", "aliases"]),
+])
+def test_raw_yaml_traps_are_one_line(study, tmp_path, text, words):
+    """Duplicate keys and alias bombs, which Snakemake's own YAML reading lets through."""
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    path = tmp_path / "raw.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in config.items() if k != "grid"}) + text)
+    proc = snakemake(study, "--dry-run", config=path, check=False)
+    line = _error_line(proc)
+    assert len(line) < 600
+    for word in words:
+        assert word in line
