@@ -15,11 +15,13 @@ include: "workflow/rules/fit.smk"
 include: "workflow/rules/report.smk"
 
 
-localrules: all, aggregate
+# Local rules are marked per rule (`localrule: True`, here and on `aggregate`): a `localrules:`
+# list keeps this file's names, which `use rule * from scalelab as scalelab_*` changes.
 
 
 rule all:
     default_target: True
+    localrule: True
     input:
         "results/metrics.csv",
         "results/fit/fit.json",

@@ -4,7 +4,12 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the workflow's own scalelab, installed or not
+# The repository root, found from this file so that it is right when another workflow uses this
+# one as a module (workflow.basedir is the *main* Snakefile's folder). For a remote module
+# (github(...)) there is no local src/: the installed scalelab package is used.
+ROOT = Path(workflow.current_basedir.get_path_or_uri(secret_free=False)).parents[1]
+if (ROOT / "src" / "scalelab").is_dir():
+    sys.path.insert(0, str(ROOT / "src"))  # the workflow's own scalelab, installed or not
 # Jobs call the `scalelab` console script that sits beside this Python, activated venv or not.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
@@ -17,7 +22,7 @@ from scalelab.shapes import GPTConfig, flops_per_token, param_counts
 # --configfile replaces the default study instead of being merged into it.
 if not workflow.overwrite_configfiles:
 
-    configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+    configfile: str(ROOT / "config" / "config.yaml")
 
 
 try:
@@ -32,7 +37,13 @@ RUN_IDS = list(RUNS)
 # Checks, not identity: neither is a param, so changing them reruns nothing by itself.
 REQUIRED_TOKENS = 0 if config["data"]["allow_repeat"] else study.max_tokens(list(RUNS.values()))
 ALLOW_REPEAT = "--allow-repeat" if config["data"]["allow_repeat"] else ""
-DATA = "results/data"
+DATA = "results/data"  # shell commands spell it out: see below
+# Shell commands use no globals of this file: Snakemake formats a module's shell commands with the
+# *main* workflow's globals (snakemake/snakemake#2499), so `use rule * from scalelab` would fail.
+# These two checks reach the shell as environment variables, not params, so that changing them
+# reruns nothing (a cluster job re-reads this file, so it sets them too).
+os.environ["SCALELAB_REQUIRED_TOKENS"] = str(REQUIRED_TOKENS)
+os.environ["SCALELAB_ALLOW_REPEAT"] = ALLOW_REPEAT
 DATA_FILES = [f"{DATA}/{name}" for name in ("tokenizer.json", "train.bin", "val.bin", "test.bin", "meta.json")]
 
 

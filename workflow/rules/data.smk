@@ -18,4 +18,4 @@ rule tokenize:
     # REQUIRED_TOKENS is checked but deliberately not a param: growing the grid must not
     # retokenize (and so retrain) anything. Once meta.json exists, common.smk checks the grid.
     shell:
-        "scalelab tokenize --spec {params.data:q} --out {DATA} --require-tokens {REQUIRED_TOKENS} > {log} 2>&1"
+        "scalelab tokenize --spec {params.data:q} --out results/data --require-tokens $SCALELAB_REQUIRED_TOKENS > {log} 2>&1"

@@ -35,5 +35,5 @@ rule evaluate:
         runtime=30,
         mem_mb=train_mem_mb,
     shell:
-        "OMP_NUM_THREADS={threads} scalelab evaluate --run results/runs/{wildcards.run} --data {DATA} "
+        "OMP_NUM_THREADS={threads} scalelab evaluate --run results/runs/{wildcards.run} --data results/data "
         "{params.args} > {log} 2>&1"

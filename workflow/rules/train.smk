@@ -25,5 +25,5 @@ rule train:
         runtime=train_runtime_min,
         mem_mb=train_mem_mb,
     shell:
-        "scalelab train --spec {params.spec:q} --data {DATA} --out results/runs/{wildcards.run} "
-        "--threads {threads} {ALLOW_REPEAT} > {log} 2>&1"
+        "scalelab train --spec {params.spec:q} --data results/data --out results/runs/{wildcards.run} "
+        "--threads {threads} $SCALELAB_ALLOW_REPEAT > {log} 2>&1"
