@@ -2,14 +2,15 @@
 
     csv          results/runs/{run}/csv/metrics.csv (+ hparams.yaml with the tags); always available
     tensorboard  results/tensorboard/{run}/ event files: `tensorboard --logdir results/tensorboard`
-    mlflow       a local file store, results/mlruns: `mlflow ui --backend-store-uri results/mlruns`;
-                 one experiment per study (its title), one MLflow run per training run
+    mlflow       a local file store, results/mlruns: `MLFLOW_ALLOW_FILE_STORE=true mlflow ui
+                 --backend-store-uri results/mlruns`; one experiment per study (its title), one
+                 MLflow run per training run (a resumed run starts a new MLflow run)
     wandb        offline, under results/wandb: `wandb sync results/wandb/offline-run-*` uploads later
 
 Every logger names the run by its run id and carries the tags (model, N, D, seed, study): as
 MLflow run tags, as W&B tags and config, and as hyperparameters for CSV and TensorBoard. Nothing
 here reaches the network. tensorboard, mlflow and wandb are optional packages (the `trackers`
-extra); asking for one that is not installed is a one-line ScalelabError naming what to install.
+extra has the first two, the `wandb` extra the third); asking for one that is not installed is a one-line ScalelabError naming what to install.
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ from pathlib import Path
 from .errors import ScalelabError
 
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")
-# logger name -> (importable modules, any one will do; what to install)
+# logger name -> (importable modules, any one will do; what to install; the scalelab extra with it)
 _NEEDS = {
-    "tensorboard": (("tensorboard", "tensorboardX"), "tensorboard"),
-    "mlflow": (("mlflow",), "mlflow"),
-    "wandb": (("wandb",), "wandb"),
+    "tensorboard": (("tensorboard", "tensorboardX"), "tensorboard", "trackers"),
+    "mlflow": (("mlflow",), "mlflow", "trackers"),  # mlflow-skinny (the extra's choice) provides it too
+    "wandb": (("wandb",), "wandb", "wandb"),
 }
 
 
@@ -47,10 +48,10 @@ def parse_names(names) -> list[str]:
 
 
 def _require(name: str) -> None:
-    modules, package = _NEEDS[name]
+    modules, package, extra = _NEEDS[name]
     if not any(_installed(module) for module in modules):
         raise ScalelabError(f"the {name} logger needs the {package} package: pip install {package} "
-                            f"(or pip install 'scalelab[trackers]')")
+                            f"(or pip install 'scalelab[{extra}]')")
 
 
 def _installed(module: str) -> bool:
@@ -103,6 +104,10 @@ def make_loggers(names, run_dir, run_id: str, tags: dict, experiment: str, root=
         elif name == "mlflow":
             from lightning.pytorch.loggers import MLFlowLogger
 
+            # A file store, not MLflow's recommended SQLite: training jobs run in parallel, often on a
+            # shared filesystem, where one SQLite file locks. MLflow 3 keeps the file store working
+            # but in maintenance mode, and raises unless this opt-out is set.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             store = (root / "mlruns").resolve()
             store.mkdir(parents=True, exist_ok=True)
             logger = MLFlowLogger(experiment_name=experiment, run_name=run_id, tracking_uri=store.as_uri(),
