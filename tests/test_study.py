@@ -122,6 +122,12 @@ def test_unfitted_law_and_bad_arguments_are_one_line_errors(results):
     assert study.law is None and len(study.curves) == 9
     with pytest.raises(ScalelabError, match="fit.json: Approach 3 was not fitted .needs runs at 3 or more"):
         study.predict(1e6, 1e7)
+    fit["approach3"] = {**LAW, "A": None}  # an infinite estimate, as fit.json writes it
+    (results / "fit/fit.json").write_text(json.dumps(fit))
+    study = scalelab.load_study(results)
+    assert study.law is None
+    with pytest.raises(ScalelabError, match="fit.json: approach3.A is null"):
+        study.allocate(1e16)
     fit["approach3"] = {**LAW, "alpha": -0.1}
     (results / "fit/fit.json").write_text(json.dumps(fit))
     with pytest.raises(ScalelabError, match="not both positive"):
@@ -141,7 +147,9 @@ def _remove(path):
     (lambda r: (r / "fit/fit.json").write_text("[1, 2]"), "fit/fit.json", ["not a JSON object"]),
     (lambda r: (r / "fit/fit.json").write_text("{}"), "fit/fit.json", ["approach3"]),
     (lambda r: (r / "fit/fit.json").write_text('{"approach3": {"E": 1, "A": 1, "B": 1, "beta": 1}}'),
-     "fit/fit.json", ["approach3.alpha"]),
+     "fit/fit.json", ["approach3.alpha is missing"]),
+    (lambda r: (r / "fit/fit.json").write_text('{"approach3": {"E": 1, "A": "x", "B": 1, "alpha": 1, "beta": 1}}'),
+     "fit/fit.json", ["approach3.A is not a number"]),
     (lambda r: _remove(r / "fit/bootstrap.csv"), "fit/bootstrap.csv", ["not found"]),
     (lambda r: (r / "fit/bootstrap.csv").write_text("E,A\n1,2\n"), "fit/bootstrap.csv", ["alpha"]),
     (lambda r: _remove(r / "runs/s-100K-s0/curve.csv"), "runs/s-100K-s0/curve.csv", ["not found"]),

@@ -93,7 +93,7 @@ class Study:
     Attributes: `path` (the results folder), `metrics` (metrics.csv), `fit` (fit.json as a dict),
     `curves` (every run's curve.csv in one long table with a `run` column), `bootstrap` (the
     resampled Approach-3 laws, one row each; empty without a bootstrap), `law` (the fitted
-    E, A, B, alpha, beta, or None when Approach 3 was not fitted) and `params_column` (the
+    E, A, B, alpha, beta; None when Approach 3 was not fitted or fit.json holds a null estimate) and `params_column` (the
     metrics column N stands for: `params` or `params_total`, after `fit.params`).
     """
 
@@ -103,6 +103,7 @@ class Study:
         self.fit = _read_json(self.path / "fit" / "fit.json", "fit result")
         self.bootstrap = _read_csv(self.path / "fit" / "bootstrap.csv", "bootstrap table")
         self.curves = self._read_curves()
+        self._unusable = None  # why the law cannot be used, when fit.json has it but not all of it
         self.law = self._read_law()
         self.params_column = (self.fit.get("columns") or {}).get("params", "params")
 
@@ -129,10 +130,17 @@ class Study:
             raise ScalelabError(f"{where}: approach3 is not an object")
         law = {}
         for key in LAW_KEYS:
-            value = section.get(key)
+            if key not in section:
+                raise ScalelabError(f"{where}: approach3.{key} is missing")
+            value = section[key]
+            if value is None:  # fit.json writes an infinite or NaN estimate as null
+                self._unusable = f"approach3.{key} is null (the fit gave no finite value)"
+                continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ScalelabError(f"{where}: approach3.{key} is missing or not a finite number ({value!r})")
+                raise ScalelabError(f"{where}: approach3.{key} is not a number ({value!r})")
             law[key] = float(value)
+        if self._unusable:
+            return None
         if len(self.bootstrap):
             missing = [key for key in LAW_KEYS if key not in self.bootstrap.columns]
             if missing:
@@ -143,6 +151,8 @@ class Study:
     # ----------------------------------------------------------------------------------------
 
     def _require_law(self) -> dict:
+        if self._unusable:
+            raise ScalelabError(f"{self.path / 'fit' / 'fit.json'}: {self._unusable}")
         if self.law is None:
             why = self.fit.get("approach3_why", "no reason recorded")
             raise ScalelabError(f"{self.path / 'fit' / 'fit.json'}: Approach 3 was not fitted ({why})")
@@ -209,7 +219,7 @@ class Study:
 
     def __repr__(self) -> str:
         law = (f"alpha {self.law['alpha']:.3g}, beta {self.law['beta']:.3g}, E {self.law['E']:.3g}"
-               if self.law else "Approach 3 not fitted")
+               if self.law else self._unusable or "Approach 3 not fitted")
         return (f"<scalelab Study {self.path}: {len(self.metrics)} runs, {len(self.bootstrap)} bootstrap "
                 f"resamples; {law}>")
 
