@@ -15,7 +15,8 @@ def test_catalog_settings_and_layout():
     assert all(isinstance(v, bool) for v in usage["software-stack-deployment"].values())
     assert usage["report"] is True  # the catalog reads usage.report
     # "Standardized usage" needs workflow/Snakefile and config/README.md; rules/ must hold .smk files.
-    assert "../Snakefile" in (REPO / "workflow/Snakefile").read_text()
+    assert 'include: "rules/common.smk"' in (REPO / "workflow/Snakefile").read_text()
+    assert '"workflow/Snakefile"' in (REPO / "Snakefile").read_text()
     assert list((REPO / "workflow/rules").glob("*.smk"))
     readme = (REPO / "README.md").read_text().lower()
     assert "snakemake" in readme and "workflow" in readme
