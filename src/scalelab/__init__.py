@@ -1,2 +1,17 @@
 """scalelab: language-model scaling-law studies as one Snakemake workflow."""
 __version__ = "0.1.0"
+
+__all__ = ["Study", "ScalelabError", "load_study"]
+
+
+def __getattr__(name):
+    # Lazy, so that `import scalelab` (and every `scalelab <stage>`) stays light.
+    if name in ("Study", "load_study"):
+        from . import study
+
+        return getattr(study, name)
+    if name == "ScalelabError":
+        from .errors import ScalelabError
+
+        return ScalelabError
+    raise AttributeError(f"module 'scalelab' has no attribute {name!r}")

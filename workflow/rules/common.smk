@@ -5,7 +5,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the workflow's own scalelab, installed or not
+# The repository root, found from this file so that it is right when another workflow uses this
+# one as a module (workflow.basedir is the *main* Snakefile's folder). For a remote module
+# (github(...)) there is no local src/: the installed scalelab package is used.
+ROOT = Path(workflow.current_basedir.get_path_or_uri(secret_free=False)).parents[1]
+if (ROOT / "src" / "scalelab").is_dir():
+    sys.path.insert(0, str(ROOT / "src"))  # the workflow's own scalelab, installed or not
 # Jobs call the `scalelab` console script that sits beside this Python, activated venv or not.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
@@ -17,7 +22,7 @@ from scalelab.fingerprint import code_fingerprint
 from scalelab.shapes import GPTConfig, flops_per_token, param_counts
 
 STARTED = time.time()  # onsuccess prints only what this invocation produced
-DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
+DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 
 # --configfile replaces the default study instead of being merged into it.
 if not workflow.overwrite_configfiles:
@@ -49,12 +54,15 @@ for path in sorted({str(Path(p).parent) for p in REBUILD}):
     print(f"scalelab: {path}: outputs missing since the last run; rebuilding them", file=sys.stderr)
 
 RUN_IDS = list(RUNS)
-DATA = "results/data"
+DATA = "results/data"  # shell commands spell these paths out: see below
 DATA_FILES = [f"{DATA}/{name}" for name in DATA_OUTPUTS]
 STORE = "results/store"  # finished runs by spec + code (scalelab.store): a rerun restores, never retrains
-# Checks, not identity: neither is a param, so changing them reruns nothing by itself.
-REQUIRE = json.dumps(study.data_requirements(RUNS.values(), config["data"]["allow_repeat"]))
-ALLOW_REPEAT = "--allow-repeat" if config["data"]["allow_repeat"] else ""
+# Shell commands use no globals of this file: Snakemake formats a module's shell commands with the
+# *main* workflow's globals (snakemake/snakemake#2499), so `use rule * from scalelab` would fail.
+# These checks (not identity: changing them reruns nothing) reach the shell as environment
+# variables, not params (a cluster job re-reads this file, so it sets them too).
+os.environ["SCALELAB_REQUIRE"] = json.dumps(study.data_requirements(RUNS.values(), config["data"]["allow_repeat"]))
+os.environ["SCALELAB_ALLOW_REPEAT"] = "--allow-repeat" if config["data"]["allow_repeat"] else ""
 
 
 def log_path(name):

@@ -19,4 +19,4 @@ rule tokenize:
     # param: growing the grid must not retokenize (and so retrain) anything. Once meta.json
     # exists, common.smk checks the grid against it at DAG-build time.
     shell:
-        "scalelab tokenize --spec {params.data:q} --out {DATA:q} --require {REQUIRE:q} > {log:q} 2>&1"
+        "scalelab tokenize --spec {params.data:q} --out results/data --require \"$SCALELAB_REQUIRE\" > {log:q} 2>&1"

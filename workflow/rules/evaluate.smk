@@ -33,5 +33,5 @@ rule evaluate:
         runtime=30,
         mem_mb=train_mem_mb,
     shell:
-        "OMP_NUM_THREADS={threads} scalelab evaluate --run results/runs/{wildcards.run:q} --data {DATA:q} "
+        "OMP_NUM_THREADS={threads} scalelab evaluate --run results/runs/{wildcards.run:q} --data results/data "
         "--spec {params.spec:q} > {log:q} 2>&1"

@@ -11,6 +11,7 @@ rule aggregate:
         code=code_fingerprint("aggregate"),
     log:
         log_path("aggregate"),
+    localrule: True
     shell:
         "scalelab aggregate --out {output:q} {input.metrics:q} > {log:q} 2>&1"
 

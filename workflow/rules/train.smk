@@ -27,5 +27,5 @@ rule train:
         runtime=train_runtime_min,
         mem_mb=train_mem_mb,
     shell:
-        "scalelab train --spec {params.spec:q} --data {DATA:q} --out results/runs/{wildcards.run:q} "
-        "--code {params.code:q} --store {STORE:q} --threads {threads} {ALLOW_REPEAT} > {log:q} 2>&1"
+        "scalelab train --spec {params.spec:q} --data results/data --out results/runs/{wildcards.run:q} "
+        "--code {params.code:q} --store results/store --threads {threads} $SCALELAB_ALLOW_REPEAT > {log:q} 2>&1"

@@ -1,0 +1,121 @@
+"""Experiment-tracker loggers: a few steps of a toy Lightning fit, then read back what each wrote."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scalelab.errors import ScalelabError
+from scalelab.loggers import make_loggers, parse_names
+
+TAGS = {"model": "xs", "N": 12345, "D": 100000, "seed": 0, "study": "toy study"}
+EXPERIMENT = "toy study: loggers"
+
+
+def _fit(loggers, steps=4):
+    """A linear model on random data, logging train_loss every step, on the CPU."""
+    import lightning.pytorch as pl
+    import torch
+
+    class Toy(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.layer(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+    trainer = pl.Trainer(max_steps=steps, logger=loggers, log_every_n_steps=1, accelerator="cpu", devices=1,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Toy(), torch.utils.data.DataLoader(data, batch_size=8))
+
+
+def _paths(tmp_path):
+    root = tmp_path / "results"
+    run_dir = root / "runs" / "xs-100K-s0"
+    run_dir.mkdir(parents=True)
+    return root, run_dir
+
+
+def test_names_parse_and_unknown_name_is_one_line_error():
+    assert parse_names(None) == [] and parse_names("") == []
+    assert parse_names("csv, TensorBoard,csv") == ["csv", "tensorboard"]
+    assert parse_names(["mlflow", "wandb"]) == ["mlflow", "wandb"]
+    with pytest.raises(ScalelabError) as error:
+        make_loggers(["csv", "neptune"], "results/runs/r", "r", TAGS, EXPERIMENT)
+    message = str(error.value)
+    assert "neptune" in message and "csv, tensorboard, mlflow, wandb" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name, modules", [("tensorboard", ["tensorboard", "tensorboardX"]),
+                                           ("mlflow", ["mlflow"]), ("wandb", ["wandb"])])
+def test_missing_package_names_what_to_install(tmp_path, monkeypatch, name, modules):
+    for module in modules:  # None in sys.modules makes the module unimportable
+        monkeypatch.setitem(sys.modules, module, None)
+    root, run_dir = _paths(tmp_path)
+    with pytest.raises(ScalelabError) as error:
+        make_loggers(["csv", name], run_dir, "xs-100K-s0", TAGS, EXPERIMENT, root=root)
+    message = str(error.value)
+    assert f"pip install {modules[0]}" in message and "\n" not in message
+    assert not (run_dir / "csv").exists()  # nothing is created before every package is found
+
+
+def test_csv_logger_writes_metrics_and_tags(tmp_path):
+    root, run_dir = _paths(tmp_path)
+    _fit(make_loggers("csv", run_dir, "xs-100K-s0", TAGS, EXPERIMENT, root=root))
+    import pandas as pd
+
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    assert metrics["train_loss"].notna().sum() == 4
+    assert yaml.safe_load((run_dir / "csv" / "hparams.yaml").read_text()) == TAGS
+
+
+def test_tensorboard_end_to_end(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, run_dir = _paths(tmp_path)
+    loggers = make_loggers(["tensorboard"], run_dir, "xs-100K-s0", TAGS, EXPERIMENT, root=root)
+    _fit(loggers)
+    log_dir = root / "tensorboard" / "xs-100K-s0"  # the run's name in `tensorboard --logdir results/tensorboard`
+    assert Path(loggers[0].log_dir) == log_dir
+    events = list(log_dir.glob("events.out.tfevents.*"))
+    assert events, list(root.rglob("*"))
+    accumulator = EventAccumulator(str(log_dir))
+    accumulator.Reload()
+    assert [event.step for event in accumulator.Scalars("train_loss")] == [0, 1, 2, 3]
+    assert yaml.safe_load((log_dir / "hparams.yaml").read_text()) == TAGS
+
+
+def test_mlflow_end_to_end_local_file_store(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # make_loggers opts in to the file store
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
+    root, run_dir = _paths(tmp_path / "study")
+    _fit(make_loggers("mlflow", run_dir, "xs-100K-s0", TAGS, EXPERIMENT, root=root))
+    store = root / "mlruns"
+    assert store.is_dir() and not (tmp_path / "mlruns").exists()
+    client = MlflowClient(tracking_uri=store.resolve().as_uri())
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.run_name == "xs-100K-s0"
+    assert run.info.status == "FINISHED"
+    assert {k: run.data.tags[k] for k in TAGS} == {k: str(v) for k, v in TAGS.items()}
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]
