@@ -196,3 +196,18 @@ def test_stale_checkpoint_of_other_settings_is_not_resumed(tiny_data, tmp_path):
     (run_dir / "ckpt" / train.CKPT_NAME).write_bytes(b"not a checkpoint")
     metrics = train.train_run(tiny_spec(), tiny_data, run_dir, threads=1)
     assert metrics["resumed_from_step"] is None and metrics["status"] == "ok"
+
+
+def test_trackers_log_the_run_and_leave_the_curve_contract_alone(tiny_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    run_dir = tmp_path / "results/runs/t-8K-s0"
+    metrics = train.train_run(tiny_spec(), tiny_data, run_dir, threads=1, loggers=["csv", "tensorboard"],
+                              study="a study")
+    assert metrics["status"] == "ok"
+    assert list(tmp_path.glob("results/tensorboard/t-8K-s0/events.out.tfevents.*"))
+    assert (run_dir / "csv/metrics.csv").exists()
+    curve = pd.read_csv(run_dir / "curve.csv")
+    assert list(curve.columns) == ["step", "tokens", "flops", "lr", "train_loss", "val_loss"]
+    plain = train.train_run(tiny_spec(), tiny_data, tmp_path / "plain", threads=1, loggers=[])
+    assert plain["val_loss"] == metrics["val_loss"]  # logging decides nothing
+    assert pd.read_csv(tmp_path / "plain/curve.csv").equals(curve)

@@ -157,6 +157,14 @@ def test_changing_the_tokenizer_reruns_everything(study, tmp_path):
     assert jobs.get("tokenize") == 1 and jobs.get("train") == 6 and jobs.get("evaluate") == 6
 
 
+def test_choosing_trackers_reruns_nothing(study, tmp_path):
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    config["train"]["logger"] = ["csv", "tensorboard", "mlflow"]  # logging decides no number
+    path = tmp_path / "loggers.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert planned_jobs(study, config=path) == {}
+
+
 def test_allowing_repeats_reruns_nothing(study, tmp_path):
     config = yaml.safe_load((study / "config.yaml").read_text())
     config["data"]["allow_repeat"] = True  # permits longer runs, changes no token
@@ -190,6 +198,7 @@ def test_snakemake_report_archive(study):
 @pytest.mark.parametrize("change, words", [
     (lambda c: c.update(bogus=1), ["bogus"]),
     (lambda c: c["train"].update(lr=float("nan")), ["train.lr", "finite"]),
+    (lambda c: c["train"].update(logger="neptune"), ["train.logger"]),
     (lambda c: c["grid"].update(models=[]), ["grid.models"]),
     (lambda c: c["grid"].update(seeds=[1.0]), ["grid.seeds[0]", "integer"]),
     (lambda c: c["train"].update(context=10**6, val_tokens=2 * 10**6), ["train split", "context"]),

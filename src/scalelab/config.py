@@ -28,6 +28,8 @@ TRAIN_KEYS_DECIDING_A_RUN = (
     "val_evals", "checkpoint_every",
 )
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+# train.* keys that decide nothing about a run's numbers: kept out of its spec, so changing them reruns nothing
+NOT_IDENTITY = ("logger",)
 MAX_MESSAGE = 300  # characters of a config value quoted in an error message
 MAX_CONFIG_VALUES = 100_000  # values in the config once YAML aliases are expanded
 
@@ -241,6 +243,8 @@ def _check_semantics(config: dict) -> None:
         for key in settings:
             if key not in train_schema:
                 raise ScalelabError(f"config: overrides.{name}.{key}: unknown train setting")
+            if key in NOT_IDENTITY:
+                raise ScalelabError(f"config: overrides.{name}.{key}: set once for the study, in train.{key}")
     for name in models:
         settings = train_settings(config, name)
         where = f"overrides.{name}" if name in config["overrides"] else "train"
@@ -335,7 +339,8 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
 
     grid, models = config["grid"], config["models"]
     vocab_size = vocab_size or config["data"]["tokenizer"]["vocab_size"]
-    settings = {name: train_settings(config, name) for name in models}
+    settings = {name: {k: v for k, v in train_settings(config, name).items() if k not in NOT_IDENTITY}
+                for name in models}
     # (model, trained tokens, seed) -> [requested tokens, isoflop budget]: two requests that train
     # the same number of whole steps are one run (the first one's id), never two identical runs.
     points: dict[tuple[str, int, int], list] = {}
@@ -491,3 +496,9 @@ def run(args) -> None:
     for r in runs:
         budget = f"  isoflop budget {r.spec['isoflop_budget']:.3g}" if r.spec["isoflop_budget"] else ""
         print(f"  {r.id}: {r.model} ({r.spec['n_layer']}x{r.spec['d_model']}), {r.tokens:,} tokens, seed {r.seed}{budget}")
+
+
+def logger_names(config: dict) -> list[str]:
+    """train.logger as a list of names (a string is one name)."""
+    names = config["train"]["logger"]
+    return [names] if isinstance(names, str) else list(names)

@@ -47,6 +47,13 @@ def parse_names(names) -> list[str]:
     return parsed
 
 
+def check_available(names) -> None:
+    """One line naming the package to install for the first requested logger that lacks one."""
+    for name in parse_names(names):
+        if name in _NEEDS:
+            _require(name)
+
+
 def _require(name: str) -> None:
     modules, package, extra = _NEEDS[name]
     if not any(_installed(module) for module in modules):

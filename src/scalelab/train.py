@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import store
 from .errors import ScalelabError
 from .files import atomic_path, loads_json, write_json
+from .loggers import make_loggers
 from .model import GPT, GPTConfig, flops_per_token, param_counts
 
 CKPT_NAME = "last.ckpt"
@@ -261,10 +262,10 @@ def build_module(model_config: GPTConfig, spec: dict, steps: int) -> LitGPT:
     return LitGPT(model_config.to_dict(), spec, steps)
 
 
-def build_trainer(spec: dict, steps: int, steps_per_epoch: int, ckpt_dir: Path, callbacks: list) -> L.Trainer:
-    """The Lightning Trainer of one run; `callbacks` are the cross-cutting ones (no numbers)."""
+def build_trainer(spec: dict, steps: int, steps_per_epoch: int, ckpt_dir: Path, callbacks: list,
+                  loggers: list) -> L.Trainer:
+    """The Lightning Trainer of one run; `callbacks` and `loggers` are the cross-cutting ones (no numbers)."""
     epochs = math.ceil(steps / steps_per_epoch)
-    logger = L.pytorch.loggers.CSVLogger(save_dir=str(ckpt_dir), name="", version="log")
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename=CKPT_NAME.removesuffix(".ckpt"), every_n_epochs=1, save_top_k=1,
         save_on_train_epoch_end=True, enable_version_counter=False)
@@ -274,7 +275,8 @@ def build_trainer(spec: dict, steps: int, steps_per_epoch: int, ckpt_dir: Path, 
         max_steps=steps, max_epochs=-1, gradient_clip_val=spec["grad_clip"] or None,
         check_val_every_n_epoch=max(1, math.ceil(epochs / spec["val_evals"])), num_sanity_val_steps=0,
         reload_dataloaders_every_n_epochs=1, log_every_n_steps=max(1, steps // 100),
-        logger=logger, callbacks=[*callbacks, checkpoints, L.pytorch.callbacks.LearningRateMonitor("step")],
+        logger=loggers or False,
+        callbacks=[*callbacks, checkpoints, *([L.pytorch.callbacks.LearningRateMonitor("step")] if loggers else [])],
         plugins=[AtomicCheckpointIO()], enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=str(ckpt_dir), deterministic=False,
     )
@@ -308,7 +310,6 @@ def _resume_checkpoint(ckpt_dir: Path, spec: dict) -> tuple[Path, int] | None:
         if not same:
             shutil.rmtree(ckpt_dir, ignore_errors=True)  # other settings: never resume from it
         ckpt.unlink(missing_ok=True)
-        shutil.rmtree(ckpt_dir / "log", ignore_errors=True)  # rows of an attempt that never checkpointed
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         spec_file.write_text(json.dumps(spec, indent=1, sort_keys=True))
     return None
@@ -394,11 +395,13 @@ def _save(run_dir: Path, spec: dict, model_config: GPTConfig, lit: LitGPT, metri
 
 
 def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = None,
-              allow_repeat: bool = False, code: str = "", store_dir: Path | None = None) -> dict:
+              allow_repeat: bool = False, code: str = "", store_dir: Path | None = None,
+              loggers=("csv",), study: str = "scalelab study") -> dict:
     """Train one grid point; write model.pt, curve.csv and metrics.json into run_dir.
 
     With `store_dir`, a finished run with the same spec, code and data is restored from the store
-    instead of retrained, and a newly finished run is kept there (see scalelab.store).
+    instead of retrained, and a newly finished run is kept there (see scalelab.store). `loggers`
+    names the experiment trackers (scalelab.loggers); `study` is the study's title for them.
     `allow_repeat` permits more tokens than the train split holds (random windows then repeat)."""
     started = time.time()
     data_dir, run_dir = Path(data_dir), Path(run_dir)
@@ -425,7 +428,10 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
     tokens = TokenData(data_dir, spec, steps, steps_per_epoch)
     guard = DivergenceGuard(every=20 if on_gpu(spec) else 1)
     recorder = CurveRecorder(every=max(1, steps // 100))
-    trainer = build_trainer(spec, steps, steps_per_epoch, ckpt_dir, [guard, recorder])
+    tags = {"model": spec["model"], "N": param_counts(model_config)[0], "D": spec["tokens"], "seed": spec["seed"],
+            "study": study}
+    trackers = make_loggers(loggers, run_dir, spec["run"], tags, study)
+    trainer = build_trainer(spec, steps, steps_per_epoch, ckpt_dir, [guard, recorder], trackers)
     if resume_from is not None:
         print(f"{spec['run']}: resuming from step {resumed_from_step} of {steps} ({resume_from})")
     with warnings.catch_warnings():
@@ -440,7 +446,8 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
             trainer.validate(lit, datamodule=tokens, verbose=False)  # the final val loss, always measured
     if not trainer.is_global_zero:
         return {}
-    trainer.logger.save()
+    for tracker in trainer.loggers:
+        tracker.save()
     curve = _write_curve(recorder.rows, lit.val_history, run_dir / "curve.csv",
                          spec["batch_size"] * spec["context"], flops_per_token(model_config)[0])
     metrics = _metrics(spec, model_config, trainer, curve, guard, steps, resumed_from_step, started, fit_s)
@@ -449,7 +456,6 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
     if store_dir is not None:
         store.save(store_dir, key, run_dir, data, spec, code)
     if metrics["status"] == "ok":
-        shutil.rmtree(ckpt_dir / "log", ignore_errors=True)
         (ckpt_dir / CKPT_NAME).unlink(missing_ok=True)  # done: the resume state is no longer needed
     return metrics
 
@@ -461,6 +467,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--allow-repeat", action="store_true", help="allow more tokens than the train split holds")
     parser.add_argument("--code", default="", help="the training code's fingerprint (part of the store key)")
+    parser.add_argument("--loggers", default="csv", help="experiment trackers: csv,tensorboard,mlflow,wandb")
+    parser.add_argument("--study", default="scalelab study", help="the study's title (MLflow experiment, a tag)")
     parser.add_argument("--store", type=Path, default=None,
                         help="the run store (results/store): restore a finished run from it, keep new ones there")
 
@@ -470,7 +478,8 @@ def run(args) -> None:
     if not isinstance(spec, dict) or "run" not in spec:
         raise ScalelabError("--spec: expected the run's settings as a JSON object")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    metrics = train_run(spec, args.data, args.out, args.threads, args.allow_repeat, args.code, args.store)
+    metrics = train_run(spec, args.data, args.out, args.threads, args.allow_repeat, args.code, args.store,
+                        args.loggers, args.study)
     if metrics:
         print(f"{metrics['run']}: {metrics['status']}, val_loss {metrics['val_loss']}, "
               f"{metrics['tokens']:,} tokens in {metrics['wall_s']} s ({metrics['tokens_per_s']} tokens/s)")

@@ -15,7 +15,7 @@ if (ROOT / "src" / "scalelab").is_dir():
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 from scalelab import config as study
-from scalelab import integrity
+from scalelab import integrity, loggers
 from scalelab.data import OUTPUTS as DATA_OUTPUTS
 from scalelab.errors import ScalelabError
 from scalelab.fingerprint import code_fingerprint
@@ -44,6 +44,7 @@ try:
     RUNS = {run.id: run for run in study.expand_grid(config)}
     study.source_files(config)  # a file glob that matches nothing fails now, before any job
     study.check_corpus_budget(config, RUNS.values(), study.read_meta("results/data/meta.json"))
+    loggers.check_available(study.logger_names(config))  # a missing tracker package: one line, now
     REBUILD, DAMAGED = integrity.scan(Path("results"), RUNS) if workflow.is_main_process else ([], [])
     if DAMAGED:
         raise ScalelabError(integrity.damage_message(DAMAGED))
@@ -63,6 +64,10 @@ STORE = "results/store"  # finished runs by spec + code (scalelab.store): a reru
 # variables, not params (a cluster job re-reads this file, so it sets them too).
 os.environ["SCALELAB_REQUIRE"] = json.dumps(study.data_requirements(RUNS.values(), config["data"]["allow_repeat"]))
 os.environ["SCALELAB_ALLOW_REPEAT"] = "--allow-repeat" if config["data"]["allow_repeat"] else ""
+# Logging decides nothing about a run (train.logger is kept out of its spec): trackers and the study
+# title (the MLflow experiment, a tag of every run) also travel as environment variables.
+os.environ["SCALELAB_LOGGERS"] = ",".join(study.logger_names(config))
+os.environ["SCALELAB_STUDY"] = config["report"]["title"]
 
 
 def log_path(name):

@@ -28,4 +28,5 @@ rule train:
         mem_mb=train_mem_mb,
     shell:
         "scalelab train --spec {params.spec:q} --data results/data --out results/runs/{wildcards.run:q} "
-        "--code {params.code:q} --store results/store --threads {threads} $SCALELAB_ALLOW_REPEAT > {log:q} 2>&1"
+        "--code {params.code:q} --store results/store --threads {threads} $SCALELAB_ALLOW_REPEAT "
+        "--loggers \"$SCALELAB_LOGGERS\" --study \"$SCALELAB_STUDY\" > {log:q} 2>&1"
