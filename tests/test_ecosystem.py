@@ -193,9 +193,11 @@ def test_snakemake_report_holds_every_figure_and_table_with_caption_and_category
     args = (["--snakefile", str(REPO / "Snakefile"), "--configfile", "config/config.yaml"] if route == "plain" else [])
     run(folder, *args, "--cores", "1", "--report", archive.name)
     names, results, categories = _report_contents(archive)
-    # What report.smk marks for the report: path, caption file, category.
-    marked = re.findall(r'report\("(results/report/[^"]+)", caption="\.\./report/([^"]+)", category="([^"]+)"\)',
-                        (REPO / "workflow/rules/report.smk").read_text())
+    # What report.smk marks for the report (through the report's registry): path, caption file, category.
+    from scalelab.report.registry import rule_outputs
+
+    marked = []
+    rule_outputs("results/report", lambda path, caption, category: marked.append((path, caption, category)))
     assert len(marked) >= 10
     # ...which is every figure and table the report stage writes, and the page itself.
     written = {str(p.relative_to(folder)) for p in (folder / "results/report").rglob("*")
@@ -207,6 +209,6 @@ def test_snakemake_report_holds_every_figure_and_table_with_caption_and_category
         assert entry["data_uri"] in names, path
         with zipfile.ZipFile(archive) as zf:
             assert zf.read(f"{archive.stem}/{entry['data_uri']}") == (folder / path).read_bytes(), path
-        caption = _plain_text((REPO / "workflow/report" / caption_file).read_text())
+        caption = _plain_text(Path(caption_file).read_text())
         assert caption[:80] in _plain_text(entry["caption"]), (path, entry["caption"][:200])
         assert any(path in files for files in categories[category].values()), (path, category)

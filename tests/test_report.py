@@ -1,8 +1,8 @@
 """The report stage on synthetic studies built from a known law.
 
 `make_study(root)` writes a default-like `results/` tree (metrics.csv, curve.csv per run,
-fit.json, data/meta.json) and `check_report(out_dir, fit)` checks a finished report; both are
-meant to be reused by the end-to-end tests.
+fit.json, data/meta.json) and `check_report(out_dir, fit)` checks a finished report. (The
+end-to-end tests in test_workflow.py and test_ecosystem.py check the report of real studies.)
 """
 from __future__ import annotations
 
