@@ -49,6 +49,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from ..law import compute_optimal, predict_loss  # noqa: E402  (part of fit's API)
 from ..settings import GRID_POINTS, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings  # noqa: E402
 from .optimal import allocation, prediction_budgets  # noqa: E402
+# The private _approach2_bootstrap and _cluster are re-exported for the tests that check them.
 from .approach2 import (ISOFLOP_MIN_SIZES, ISOFLOP_WINDOW, _approach2_bootstrap, fit_approach2,  # noqa: E402
                         isoflop_groups, isoflop_window)
 from .approach3 import (BOOTSTRAP_GRID_STARTS, FINAL_OPTIONS, FINAL_RERUNS, HUBER_DELTA,  # noqa: E402

@@ -111,8 +111,6 @@ def _approach2_bootstrap(fitted, n_resamples, seed, chunk=4096):
     return log_opt
 
 
-
-
 def fit_approach2(points: pd.DataFrame, budgets=None, bootstrap=0, seed=0) -> tuple[dict | None, str | None, list[str]]:
     """Per budget a quadratic of loss in log N (statsmodels OLS) near its minimum (`isoflop_window`)
     whose vertex is N_opt; then log N_opt = log G + a·log C and log D_opt = log G' + b·log C (OLS).

@@ -224,7 +224,6 @@ def _identifiable(points: pd.DataFrame) -> str | None:
     return None
 
 
-
 def approach3_section(points: pd.DataFrame, starts, workers, bootstrap, seed, say):
     """fit.json's `approach3` section (None when the points cannot identify the law), why not, and
     the bootstrap's parameters, one row per resample (empty without a bootstrap)."""

@@ -25,7 +25,6 @@ HPARAM_COLUMNS = ["key", "params", "tokens", "flops", "n_values", "n_rows", "val
                   "best_value", "optimum", "optimum_loss", "edge", "method"]
 
 
-
 def _hparam_group(rows: pd.DataFrame, column: str, others: list[str]) -> dict:
     """The optimum of one swept value in one (N, D) group (see HPARAM_RULE)."""
     if others:  # other swept keys: the slice through the group's best run
@@ -80,7 +79,6 @@ def _loglog_law(x, y) -> dict:
             "ci95": {"coefficient": [_exp(ci[0, 0]), _exp(ci[0, 1])] if finite else None,
                      "exponent": [float(ci[1, 0]), float(ci[1, 1])] if finite else None},
             "r2": float(ols.rsquared), "n_groups": len(x), "_ols": ols}
-
 
 
 def fit_hyperparameters(points: pd.DataFrame, keys, predict_at: float | None):
@@ -173,8 +171,9 @@ def _recommend(entry: dict, predict_at: float | None) -> None:
 def _key_text(key: str, entry: dict) -> list[str]:
     """fit.txt lines for one swept key: its groups' optima, its laws and its recommendation."""
     groups = entry["groups"]
+    optima = pd.DataFrame(groups)[["params", "tokens", "n_values", "best_value", "optimum", "edge"]]
     text = [f"-- {key}: optimum per (N, D) group ({entry['n_edge']} of {len(groups)} at an edge of the sweep)",
-            pd.DataFrame(groups)[["params", "tokens", "n_values", "best_value", "optimum", "edge"]].to_string(index=False)]
+            optima.to_string(index=False)]
     for law_key, symbol in (("law_N", "N"), ("law_C", "C")):
         law = entry[law_key]
         if law:

@@ -37,7 +37,6 @@ def allocation(law: dict, flops, samples: pd.DataFrame | None = None) -> list[di
     return rows
 
 
-
 def allocation_section(law: dict | None, why3: str | None, points, predict_flops, samples: pd.DataFrame, bootstrap):
     """fit.json's `allocation` section from the Approach 3 section `law` (None when it was not
     fitted, `why3` saying why) and its bootstrap `samples`, or None and why not."""

@@ -134,7 +134,8 @@ def render_approach2(out: Draft, section: dict | None, why: str | None, summarie
                       + (f", {bootstrap} resamples of the runs within each budget, {section['bootstrap_failed']} failed"
                          if section["ci_method"] == "bootstrap" else "") + ")", *summaries]
         if section["outside_sampled"]:
-            out.lines.append(f"note: the minimum lies outside the sampled sizes at budgets {section['outside_sampled']}")
+            out.lines.append(f"note: the minimum lies outside the sampled sizes at budgets "
+                             f"{section['outside_sampled']}")
     out.tables["approach2"] = pd.DataFrame([_estimate_row(k, section[k], section[f"{k}_ci95"]) for k in ("a", "b")]
                                            if section else [], columns=ESTIMATE_COLUMNS)
 
