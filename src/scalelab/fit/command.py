@@ -1,8 +1,9 @@
 """The command line of `scalelab fit CSV --out DIR [--spec JSON] [flags]`.
 
-Every setting has its one default in `scalelab.settings.FitSettings`: the flags that set one
-default to None ("not given"), the --spec JSON is read into FitSettings, and a flag given
-overrides it. Then the fit runs (scalelab.fit.pipeline) and its outputs are written.
+Every setting has its one default, in `scalelab.settings.FitSettings`: the --spec JSON is read
+into FitSettings, and each flag given overrides it (a setting flag's argparse default is None,
+"not given"). Then the fit runs (scalelab.fit.pipeline) and its outputs are written
+(scalelab.fit.outputs). Columns (--params-col and the like) are flags only, not settings.
 """
 from __future__ import annotations
 

@@ -27,6 +27,8 @@ POWER_LAW_COLUMNS = ["law", "method", "parameter", "estimate", "ci_low", "ci_hig
 
 @dataclass
 class FitResult:
+    """Everything one fit writes: fit.json's dict, the tables (one CSV each) and fit.txt."""
+
     result: dict  # the fit.json contract
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     text: str = ""
