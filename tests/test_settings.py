@@ -7,9 +7,7 @@ import dataclasses
 import pytest
 
 from scalelab import config as study
-from scalelab.fit import FitSettings
-from scalelab.report.settings import ReportSettings
-from scalelab.settings import BLEU_TOKENIZERS, EVAL_TASKS, EvalSettings
+from scalelab.settings import BLEU_TOKENIZERS, EVAL_TASKS, EvalSettings, FitSettings, ReportSettings
 
 
 def _schema_defaults(section: str) -> dict:

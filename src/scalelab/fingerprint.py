@@ -28,7 +28,8 @@ STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
                             "DivergenceGuard", "CurveRecorder"))],
     "evaluate": [("model.py", None), ("shapes.py", None), ("evaluate.py", None)],
     "aggregate": [("aggregate.py", None)],
-    "fit": [("fit.py", None), ("law.py", None)],
+    # the whole fit package, the law, and FitSettings (its defaults decide what a spec leaves out)
+    "fit": [("fit/*.py", None), ("law.py", None), ("settings.py", ("FitSettings",))],
     # the whole report package: its modules, CSS and captions (globs are expanded, sorted)
     "report": [("report/*.py", None), ("report/*.css", None), ("report/captions/**/*.rst", None), ("law.py", None)],
 }

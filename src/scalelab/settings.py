@@ -1,11 +1,21 @@
 """Typed settings, parsed once: each stage's settings with the one default of each value.
 
+    EvalSettings    the config's `eval:` block (`scalelab evaluate --spec`)
+    FitSettings     every setting of `scalelab fit` (its flags and `--spec`; the config's `fit:`)
+    ReportSettings  the config's `report:` block (`scalelab report --spec`)
+
 The config schema (schemas/config.schema.yaml) keeps defaults too, because Snakemake's
 `validate` fills them in; tests/test_settings.py checks that the two agree. Stages receive their
 settings as one JSON object (`--spec`), so no config value ever reaches a shell as text.
+
+Standard library and the package's errors only (config helpers are imported when called): the
+Snakefile imports this module on every dry run.
 """
 from __future__ import annotations
 
+import json
+import math
+import re
 from dataclasses import asdict, dataclass, fields
 
 from .errors import ScalelabError
@@ -64,3 +74,174 @@ class EvalSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Fit: `scalelab fit` (scalelab.fit)
+
+GRID_POINTS = 4  # values per parameter of Approach 3's start grid: 4**5 = 1024 L-BFGS-B starts
+MAX_BOOTSTRAP = 100_000  # resamples: at ~7 ms per Approach 3 resample on 2 cores, about 12 minutes
+MAX_GRID_POINTS = 8  # 8**5 = 32768 L-BFGS-B starts, about a minute on 2 cores; 9**5 would be 59049
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Every setting of `scalelab fit`; the CLI flags and `--spec` keys both land here.
+
+    target: the loss column ('val_loss', the default, falls back to 'loss' in a CSV without it).
+    params: 'non_embedding' (columns params/flops) or 'total' (params_total/flops_total).
+    bootstrap: resamples for the Approach 3 and Approach 2 intervals (0: none; at most MAX_BOOTSTRAP).
+    seed: seed of every resample (an integer >= 0).
+    holdout: 'top' (refit without the top compute group and predict it) or 'none'.
+    predict_flops: budgets for the allocation and the hyperparameter recommendation, numbers or
+        counts as the config writes them ('1e21', '10T'); None: 10x and 100x the largest run.
+    budgets: IsoFLOP budgets to group runs by when the CSV has no isoflop_budget column.
+    select: 'best' (fit the best run of each sweep) or 'all' (every usable run).
+    sweep_keys: the swept hyperparameter columns (e.g. ['lr']): they get hyperparameter laws, and
+        without a best_in_sweep column they decide which runs share a sweep.
+    grid_points: start values per parameter of Approach 3's start grid (grid_points**5 starts).
+    workers: processes (None: the CPU count).
+    """
+
+    target: str = "val_loss"
+    params: str = "non_embedding"
+    bootstrap: int = 1000
+    seed: int = 0
+    holdout: str = "top"
+    predict_flops: tuple | None = None
+    budgets: tuple | None = None
+    select: str = "best"
+    sweep_keys: tuple = ()
+    grid_points: int = GRID_POINTS
+    workers: int | None = None
+
+    def __post_init__(self):
+        for f in fields(self):
+            object.__setattr__(self, f.name, check_fit_setting(f.name, getattr(self, f.name), f.name))
+
+    @classmethod
+    def from_dict(cls, d, where="--spec") -> "FitSettings":
+        """Settings from a dict of field values (e.g. the --spec JSON); one ScalelabError line
+        naming the key for an unknown key or a bad value."""
+        if not isinstance(d, dict):
+            raise ScalelabError(f"{where}: expected a JSON object of fit settings, got {type(d).__name__}")
+        known = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in known:
+                raise ScalelabError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+        return cls(**{key: check_fit_setting(key, value, f"{where}: {key}") for key, value in d.items()})
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+FIT_CHOICES = {"params": ("non_embedding", "total"), "holdout": ("top", "none"), "select": ("best", "all")}
+
+
+def _count(item) -> float:
+    """A number, or a count written as in the config ('1e21', '250_000', '2.5K', '10T'); NaN if neither."""
+    if isinstance(item, bool):
+        return math.nan
+    if isinstance(item, (int, float)):
+        return float(item)
+    match = re.fullmatch(r"\s*([0-9_.eE+-]+?)\s*([KkMmGgTt]?)\s*", str(item))
+    try:
+        scale = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}[match.group(2).upper()]
+        return float(match.group(1).replace("_", "")) * scale
+    except (AttributeError, ValueError):
+        return math.nan
+
+
+def check_fit_setting(key, value, label):
+    """The value of setting `key` normalised (lists become tuples), or a ScalelabError naming `label`."""
+    def integer(low, high=None, note=""):
+        if isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            raise ScalelabError(f"{label}: expected an integer, got {value!r}")
+        if number < low or (high is not None and number > high):
+            bound = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise ScalelabError(f"{label}: must be {bound}{note}, got {number}")
+        return number
+
+    def numbers():
+        if value is None:
+            return None
+        items = [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ScalelabError(f"{label}: expected a list of positive numbers (e.g. [1e21]), got {value!r}")
+        out = []
+        for item in items:
+            number = _count(item)
+            if not (math.isfinite(number) and number > 0):
+                raise ScalelabError(f"{label}: must be positive numbers, got {item!r}")
+            out.append(number)
+        return tuple(out)
+
+    if key in FIT_CHOICES:
+        if value not in FIT_CHOICES[key]:
+            raise ScalelabError(f"{label}: must be one of {', '.join(FIT_CHOICES[key])}, got {value!r}")
+        return value
+    if key == "target":
+        if not isinstance(value, str) or not value.strip():
+            raise ScalelabError(f"{label}: expected a column name, got {value!r}")
+        return value
+    if key == "bootstrap":
+        return integer(0, MAX_BOOTSTRAP, " resamples (the cap keeps a run finite)")
+    if key == "seed":
+        return integer(0)
+    if key == "grid_points":
+        return integer(2, MAX_GRID_POINTS, f" ({MAX_GRID_POINTS}**5 = {MAX_GRID_POINTS**5} L-BFGS-B starts)")
+    if key == "workers":
+        return None if value is None else integer(1, 4096)
+    if key in ("predict_flops", "budgets"):
+        return numbers()
+    if key == "sweep_keys":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(k, str) and k.strip() for k in items):
+            raise ScalelabError(f"{label}: expected a list of column names, got {value!r}")
+        if len(set(items)) != len(items):
+            raise ScalelabError(f"{label}: a column is named twice in {list(items)}")
+        return tuple(items)
+    raise ScalelabError(f"{label}: unknown fit setting")
+
+
+# --------------------------------------------------------------------------------------------
+# Report: `scalelab report --spec JSON` (scalelab.report)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The report's settings, parsed from `scalelab report --spec JSON`: the config's `report:`
+    section as one JSON object (workflow/rules/report.smk passes it as a single param, so a changed
+    setting reruns the report). An unknown key or a value of the wrong type is one line naming the
+    key. The input and output paths are not settings: they are flags of their own."""
+
+    title: str = "scalelab study"  # the page title and the first line of the summary (config: report.title)
+
+    @classmethod
+    def from_spec(cls, text: str | None, what: str = "--spec") -> "ReportSettings":
+        """Parse a JSON object of settings; absent keys keep their defaults."""
+        if text is None or not text.strip():
+            return cls()
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScalelabError(f"{what}: not valid JSON ({exc})") from None
+        if not isinstance(spec, dict):
+            raise ScalelabError(f"{what}: should be a JSON object of report settings, got {type(spec).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        for key, value in spec.items():
+            if key not in known:
+                raise ScalelabError(f"{what}: unknown report setting '{key}' (known: {', '.join(known)})")
+            expected = type(known[key].default)
+            if type(value) is not expected:
+                raise ScalelabError(f"{what}: report setting '{key}' should be a {expected.__name__}, "
+                                    f"got {json.dumps(value)}")
+        return cls(**spec)
+
+    def to_spec(self) -> str:
+        """The canonical JSON of these settings (what --spec takes)."""
+        return json.dumps(asdict(self), sort_keys=True)

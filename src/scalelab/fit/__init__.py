@@ -1,0 +1,77 @@
+"""`scalelab fit`: scaling laws from any metrics CSV.
+
+Four views of one ladder of runs, each written to `DIR/fit.json` (the contract read by later
+stages), tidy CSV tables and a human-readable `fit.txt`:
+
+- Approach 3 (Hoffmann et al. 2022, as replicated by Besiroglu et al. 2024): the law
+  L(N, D) = E + A/N^alpha + B/D^beta, fitted in log space by minimising the *sum* of Huber
+  losses (delta 1e-3) of log-loss residuals with L-BFGS-B from a grid of starts, with bootstrap
+  95 % intervals. It gives the compute-optimal allocation and a held-out check.
+- Power laws in one variable at the largest-D and largest-N slices (scipy and statsmodels).
+- Approach 2 (IsoFLOP): a parabola in log N per compute budget, fitted near its minimum
+  (`isoflop_window`), then N_opt ~ C^a by OLS, with intervals from resampling runs within budgets.
+- Hyperparameters: for each swept column (e.g. lr), the optimum of every (N, D) group from all its
+  runs, then power laws of that optimum in N and in C (statsmodels OLS in log-log space) and the
+  value they recommend at the next budget.
+
+Every setting lives in `FitSettings` (scalelab.settings; CLI flags and `--spec` JSON both land
+there). Under `select: best` the law fits use the best run of each hyperparameter sweep
+(`select_runs`); fit.json's `selection` lists the runs used. A section that the data cannot
+identify is null, with `<section>_why` saying why.
+
+The package, one concern a module (this module re-exports their public names):
+
+    inputs           reading any metrics CSV into canonical points (`read_metrics`, `prepare`)
+    selection        which runs the law fits use (`select_runs`)
+    approach3        the law's objective, starts, L-BFGS-B and bootstrap (`fit_approach3`, ...)
+    power_laws       power laws in one variable (`fit_power_law`)
+    approach2        IsoFLOP profiles (`fit_approach2`)
+    optimal          the compute-optimal allocation (`allocation`)
+    holdout          the held-out check (`fit_holdout`)
+    hyperparameters  laws of the best hyperparameters (`fit_hyperparameters`)
+    outputs          fit.json, the tables and fit.txt (`FitResult`, `write_outputs`)
+    pipeline         every section in order (`fit_all`, `fit_frame`)
+    command          the CLI (`add_arguments`, `run`)
+    common           tolerances and helpers the fits share
+
+Importing it loads numpy, pandas, scipy and statsmodels, never matplotlib or torch.
+"""
+from __future__ import annotations
+
+import os
+
+# L-BFGS-B on five parameters calls BLAS on tiny vectors; a threaded OpenBLAS spends 10-20x
+# more time spinning its threads than computing (measured on 2 cores), so the fit asks for one
+# BLAS thread unless the user chose otherwise. This only works before numpy/scipy load, so it
+# comes before any import of the package's modules.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from ..law import compute_optimal, predict_loss  # noqa: E402  (part of fit's API)
+from ..settings import GRID_POINTS, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings  # noqa: E402
+from .optimal import allocation, prediction_budgets  # noqa: E402
+# The private _approach2_bootstrap and _cluster are re-exported for the tests that check them.
+from .approach2 import (ISOFLOP_MIN_SIZES, ISOFLOP_WINDOW, _approach2_bootstrap, fit_approach2,  # noqa: E402
+                        isoflop_groups, isoflop_window)
+from .approach3 import (BOOTSTRAP_GRID_STARTS, FINAL_OPTIONS, FINAL_RERUNS, HUBER_DELTA,  # noqa: E402
+                        MIN_PARALLEL_RUNS, PARAM_NAMES, SCREEN_OPTIONS, bootstrap_approach3, fit_approach3,
+                        grid_objective, huber_objective, minimise, start_grid)
+from .command import SETTING_FLAGS, add_arguments, run, settings_from_args  # noqa: E402
+from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, _cluster  # noqa: E402
+from .holdout import fit_holdout  # noqa: E402
+from .hyperparameters import HPARAM_COLUMNS, HPARAM_RULE, fit_hyperparameters  # noqa: E402
+from .inputs import prepare, read_metrics  # noqa: E402
+from .outputs import FitResult, write_outputs  # noqa: E402
+from .pipeline import fit_all, fit_frame  # noqa: E402
+from .power_laws import fit_power_law  # noqa: E402
+from .selection import select_runs  # noqa: E402
+
+__all__ = [
+    "BOOTSTRAP_GRID_STARTS", "FINAL_OPTIONS", "FINAL_RERUNS", "FLOPS_TOLERANCE", "FitResult", "FitSettings",
+    "GRID_POINTS", "HPARAM_COLUMNS", "HPARAM_RULE", "HUBER_DELTA", "ISOFLOP_MIN_SIZES", "ISOFLOP_WINDOW",
+    "MAX_BOOTSTRAP", "MAX_GRID_POINTS", "MIN_PARALLEL_RUNS", "PARAM_NAMES", "SCREEN_OPTIONS", "SETTING_FLAGS",
+    "SIZE_TOLERANCE", "add_arguments", "allocation", "bootstrap_approach3", "compute_optimal", "fit_all",
+    "fit_approach2", "fit_approach3", "fit_frame", "fit_holdout", "fit_hyperparameters", "fit_power_law",
+    "grid_objective", "huber_objective", "isoflop_groups", "isoflop_window", "minimise", "predict_loss",
+    "prediction_budgets", "prepare", "read_metrics", "run", "select_runs", "settings_from_args", "start_grid",
+    "write_outputs",
+]

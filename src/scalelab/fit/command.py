@@ -1,0 +1,121 @@
+"""The command line of `scalelab fit CSV --out DIR [--spec JSON] [flags]`.
+
+Every setting has its one default, in `scalelab.settings.FitSettings`: the --spec JSON is read
+into FitSettings, and each flag given overrides it (a setting flag's argparse default is None,
+"not given"). Then the fit runs (scalelab.fit.pipeline) and its outputs are written
+(scalelab.fit.outputs). Columns (--params-col and the like) are flags only, not settings.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import fields, replace
+from pathlib import Path
+
+from ..errors import ScalelabError
+from ..files import loads_json
+from ..settings import FIT_CHOICES, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings, check_fit_setting
+from .inputs import read_metrics
+from .outputs import write_outputs
+from .pipeline import fit_all
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+# Flags that set a FitSettings field: (flag, field). Their argparse default is None ("not given"):
+# the default lives in FitSettings alone, and a flag given overrides the --spec value.
+SETTING_FLAGS = (("--loss-col", "target"), ("--bootstrap", "bootstrap"), ("--seed", "seed"),
+                 ("--predict-flops", "predict_flops"), ("--budgets", "budgets"), ("--holdout", "holdout"),
+                 ("--select", "select"), ("--select-best-by", "sweep_keys"), ("--workers", "workers"),
+                 ("--grid-points", "grid_points"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = FitSettings()
+    parser.add_argument("metrics", help="metrics CSV (one row per run)")
+    parser.add_argument("--out", required=True, help="output folder for fit.json, *.csv and fit.txt")
+    parser.add_argument("--spec", metavar="JSON",
+                        help="fit settings as a JSON object with any of the keys "
+                        f"{', '.join(f.name for f in fields(FitSettings))}; flags given as well override it")
+    parser.add_argument("--loss-col", help=f"target column (default: {d.target}, else loss)")
+    parser.add_argument("--params-col", help="model size N (default: params, or params_total when the spec "
+                        "says params: total)")
+    parser.add_argument("--tokens-col", default="tokens", help="training tokens D (default: tokens)")
+    parser.add_argument("--flops-col", help="compute C (default: flops_<x> for --params-col params_<x>, "
+                        "else flops, else 6*params*tokens)")
+    parser.add_argument("--bootstrap", type=int, help=f"bootstrap resamples (default: {d.bootstrap}; 0: none; "
+                        f"at most {MAX_BOOTSTRAP})")
+    parser.add_argument("--seed", type=int, help=f"seed of the bootstrap resamples (default: {d.seed})")
+    parser.add_argument("--predict-flops", type=_positive_number, nargs="+", metavar="C",
+                        help="budgets for the compute-optimal allocation and the hyperparameter recommendation, "
+                        "e.g. 1e19 (default: 10x and 100x the largest run)")
+    parser.add_argument("--budgets", type=_positive_number, nargs="+", metavar="C",
+                        help="IsoFLOP budgets to group runs by when the CSV has no isoflop_budget column")
+    parser.add_argument("--holdout", choices=FIT_CHOICES["holdout"],
+                        help=f"held-out check: refit without the top compute group, or skip it (default: {d.holdout})")
+    parser.add_argument("--select", choices=FIT_CHOICES["select"],
+                        help=f"fit the best run of each sweep or every run (default: {d.select})")
+    parser.add_argument("--select-best-by", nargs="+", metavar="COLUMN",
+                        help="swept hyperparameter columns (e.g. lr): without a best_in_sweep column, keep the "
+                        "lowest-loss run per (params, tokens, seed); and fit the hyperparameters' laws")
+    parser.add_argument("--workers", type=int, help="processes (default: CPU count)")
+    parser.add_argument("--grid-points", type=int,
+                        help=f"start values per parameter; the grid has this^5 starts (default: {d.grid_points}, "
+                        f"at most {MAX_GRID_POINTS})")
+
+
+def settings_from_args(args: argparse.Namespace) -> FitSettings:
+    """FitSettings defaults, then --spec, then the flags given; errors name the key or flag."""
+    settings = FitSettings()
+    if args.spec is not None:
+        settings = FitSettings.from_dict(loads_json(args.spec, "--spec"), where="--spec")
+    given = {}
+    for flag, name in SETTING_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            given[name] = check_fit_setting(name, value, flag)
+    return replace(settings, **given)
+
+
+def _check_out_dir(out) -> Path:
+    """--out must be a folder or creatable as one; checked before any work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ScalelabError(f"--out {out}: exists and is not a folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ScalelabError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ScalelabError(f"--out {out}: {parent} is not writable")
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    settings = settings_from_args(args)
+    out = _check_out_dir(args.out)
+    df = read_metrics(args.metrics)
+    fit = fit_all(df, settings, loss_col=args.loss_col, params_col=args.params_col, tokens_col=args.tokens_col,
+                  flops_col=args.flops_col, source=str(args.metrics),
+                  progress=lambda message: print(f"scalelab fit: {message}", flush=True))
+    try:
+        write_outputs(fit, out)
+    except OSError as exc:
+        raise ScalelabError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    a3 = fit.result["approach3"]
+    if a3:
+        print(f"scalelab fit: alpha {a3['alpha']:.4g}, beta {a3['beta']:.4g}, E {a3['E']:.4g} "
+              f"({fit.result['n_points']} points)")
+    else:
+        print(f"scalelab fit: Approach 3 not fitted: {fit.result['approach3_why']}")
+    print(f"scalelab fit: wrote {out}/fit.json")

@@ -1,0 +1,119 @@
+"""Reading any metrics CSV into the points the fits use.
+
+`read_metrics` reads the CSV; `prepare` picks the target, size, token and FLOPs columns (by flag,
+by setting or by the default names), sets aside the rows that cannot be fitted with a reason each
+(fit.json's `excluded`), carries the sweep columns along, and sorts the points into a canonical
+order, so no result depends on the row order of the CSV.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ScalelabError
+
+
+def read_metrics(path) -> pd.DataFrame:
+    path = Path(path)
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise ScalelabError(f"{path}: file not found") from None
+    except pd.errors.EmptyDataError:
+        raise ScalelabError(f"{path}: the file is empty (expected a CSV with a header row)") from None
+    except (ValueError, UnicodeDecodeError, IsADirectoryError) as exc:  # ParserError is a ValueError
+        raise ScalelabError(f"{path}: not a readable CSV ({' '.join(str(exc).split())})") from None
+
+
+def _columns(df, loss_col, params_col, tokens_col, flops_col, source):
+    def need(col, flag):
+        if col not in df.columns:
+            raise ScalelabError(f"{source}: no column '{col}' (set it with {flag}); "
+                                f"columns are: {', '.join(map(str, df.columns)) or 'none'}")
+        return col
+
+    if loss_col is None:  # the default target: val_loss, else loss
+        if "loss" not in df.columns and "val_loss" not in df.columns:
+            raise ScalelabError(f"{source}: no 'loss' or 'val_loss' column (set one with --loss-col); "
+                                f"columns are: {', '.join(map(str, df.columns)) or 'none'}")
+        loss_col = "val_loss" if "val_loss" in df.columns else "loss"
+    if flops_col is None:
+        # `--params-col params_total` goes with `flops_total`, so grouping uses one convention.
+        matching = "flops" + params_col[len("params"):] if params_col.startswith("params") else None
+        flops_col = next((c for c in (matching, "flops") if c and c in df.columns), None)
+    else:
+        need(flops_col, "--flops-col")
+    return need(loss_col, "--loss-col"), need(params_col, "--params-col"), need(tokens_col, "--tokens-col"), flops_col
+
+
+def _flags(column: pd.Series, name: str, source: str) -> np.ndarray:
+    """A true/false column (True/False, 1/0, yes/no) as 1.0/0.0, empty cells NaN."""
+    words = {"true": 1.0, "1": 1.0, "1.0": 1.0, "yes": 1.0, "false": 0.0, "0": 0.0, "0.0": 0.0, "no": 0.0}
+    out = np.full(len(column), np.nan)
+    for i, value in enumerate(column):
+        if pd.isna(value):
+            continue
+        text = str(value).strip().lower()
+        if text not in words:
+            raise ScalelabError(f"{source}: column '{name}' must be true or false, got {value!r} in row {i + 2}")
+        out[i] = words[text]
+    return out
+
+
+def prepare(df, loss_col=None, params_col="params", tokens_col="tokens", flops_col=None, source="metrics",
+            sweep_keys=()):
+    """Usable points (run, params, tokens, flops, loss, isoflop_budget, and seed, sweep_group,
+    best_in_sweep and the `sweep_keys` columns) in a canonical order, the excluded rows with
+    reasons, and the columns used."""
+    loss_col, params_col, tokens_col, flops_col = _columns(df, loss_col, params_col, tokens_col, flops_col, source)
+    for key in sweep_keys:
+        if key not in df.columns:
+            raise ScalelabError(f"{source}: no column '{key}' for the swept hyperparameter (sweep_keys / "
+                                f"--select-best-by); columns are: {', '.join(map(str, df.columns))}")
+    runs = df["run"].astype(str).tolist() if "run" in df.columns else list(range(len(df)))
+    values = {name: pd.to_numeric(df[col], errors="coerce").to_numpy(float)
+              for name, col in (("loss", loss_col), ("params", params_col), ("tokens", tokens_col))}
+    values["flops"] = (pd.to_numeric(df[flops_col], errors="coerce").to_numpy(float) if flops_col
+                       else 6 * values["params"] * values["tokens"])
+    excluded, keep = [], []
+    # A status column counts only if it says something (a CSV may carry an empty one).
+    status = df["status"] if "status" in df.columns and df["status"].notna().any() else None
+    for i in range(len(df)):
+        reason = None
+        if status is not None and str(status.iloc[i]).strip() != "ok":
+            reason = "no status" if pd.isna(status.iloc[i]) else str(status.iloc[i]).strip()
+        else:
+            for name, col in (("loss", loss_col), ("params", params_col), ("tokens", tokens_col),
+                              ("flops", flops_col or "6*params*tokens")):
+                if not np.isfinite(values[name][i]):
+                    reason = f"{col} is missing or not a finite number"
+                    break
+                if values[name][i] <= 0:
+                    reason = f"{col} is not positive"
+                    break
+        if reason:
+            excluded.append({"run": runs[i], "reason": reason})
+        else:
+            keep.append(i)
+    budget = (pd.to_numeric(df["isoflop_budget"], errors="coerce").to_numpy(float)
+              if "isoflop_budget" in df.columns else np.full(len(df), np.nan))
+    points = pd.DataFrame({"run": [runs[i] for i in keep], **{k: v[keep] for k, v in values.items()},
+                           "isoflop_budget": budget[keep]})
+    # The sweep columns: seed and sweep_group identify a grid point, best_in_sweep marks its best run.
+    if "seed" in df.columns and df["seed"].notna().any():
+        points["seed"] = df["seed"].iloc[keep].astype(str).where(df["seed"].iloc[keep].notna(), "").to_numpy()
+    if "sweep_group" in df.columns and df["sweep_group"].notna().any():
+        points["sweep_group"] = df["sweep_group"].iloc[keep].astype(str).where(
+            df["sweep_group"].iloc[keep].notna(), "").to_numpy()
+    if "best_in_sweep" in df.columns and df["best_in_sweep"].notna().any():
+        points["best_in_sweep"] = _flags(df["best_in_sweep"], "best_in_sweep", source)[keep]
+    for key in sweep_keys:
+        points[f"hp:{key}"] = pd.to_numeric(df[key], errors="coerce").to_numpy(float)[keep]
+    # A canonical order makes every result, bootstrap included, independent of the row order.
+    points["_key"] = points["run"].astype(str)
+    points = points.sort_values(["params", "tokens", "flops", "loss", "_key"], kind="mergesort")
+    points = points.drop(columns="_key").reset_index(drop=True)
+    columns = {"loss": loss_col, "params": params_col, "tokens": tokens_col, "flops": flops_col or "6*params*tokens"}
+    return points, excluded, columns
