@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .cluster import SRUN_WARNING, cluster_environment, is_launcher
 from .errors import ScalelabError
 from .files import atomic_path, loads_json, write_json
 from .model import GPT, GPTConfig, flops_per_token, param_counts
@@ -215,7 +216,7 @@ def _resume_checkpoint(ckpt_dir: Path, spec: dict) -> tuple[Path, int] | None:
     not delete what rank 0 is writing.
     """
     spec_file, ckpt = ckpt_dir / "spec.json", ckpt_dir / CKPT_NAME
-    launcher = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    launcher = is_launcher()  # rank 0, whether Lightning or srun started the ranks
     try:
         same = json.loads(spec_file.read_text()) == spec
     except (OSError, json.JSONDecodeError):
@@ -314,7 +315,9 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         max_steps=steps, max_epochs=-1, gradient_clip_val=spec["grad_clip"] or None,
         check_val_every_n_epoch=val_every, num_sanity_val_steps=0,
         reload_dataloaders_every_n_epochs=1, log_every_n_steps=max(1, steps // 100),
-        logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        logger=logger, callbacks=callbacks,
+        # explicit, so Lightning neither requeues a Slurm job (Snakemake reruns it) nor guesses
+        plugins=[AtomicCheckpointIO(), cluster_environment(spec["devices"])],
         enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=str(ckpt_dir), deterministic=False,
     )
@@ -325,6 +328,7 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=SRUN_WARNING)
         fit_started = time.time()
         trainer.fit(lit, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
         fit_s = time.time() - fit_started

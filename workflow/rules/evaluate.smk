@@ -31,9 +31,9 @@ rule evaluate:
         run="[^/]+",
     threads: 1
     resources:
-        gpu=train_gpus,
+        gpu=evaluate_gpus,
         runtime=30,
-        mem_mb=train_mem_mb,
+        mem_mb=evaluate_mem_mb,
     shell:
         "OMP_NUM_THREADS={threads} scalelab evaluate --run results/runs/{wildcards.run} --data {DATA} "
         "{params.args} > {log} 2>&1"

@@ -19,11 +19,14 @@ rule train:
         "logs/train/{run}.log",
     wildcard_constraints:
         run="[^/]+",
-    threads: 1
+    threads: train_threads
     resources:
         gpu=train_gpus,
         runtime=train_runtime_min,
         mem_mb=train_mem_mb,
+        tasks_per_node=train_tasks,  # one rank per device; cpus_per_task threads each
+        cpus_per_task=train_cpus_per_task,
+        mpi=train_launcher,
     shell:
-        "scalelab train --spec {params.spec:q} --data {DATA} --out results/runs/{wildcards.run} "
-        "--threads {threads} {ALLOW_REPEAT} > {log} 2>&1"
+        "{SRUN}scalelab train --spec {params.spec:q} --data {DATA} --out results/runs/{wildcards.run} "
+        "--threads {resources.cpus_per_task} {ALLOW_REPEAT} > {log} 2>&1"
