@@ -117,10 +117,11 @@ class TokenData(L.LightningDataModule):
         return torch.from_numpy(tokens[starts[:, None] + np.arange(context + 1)].astype(np.int64))
 
     def val_dataloader(self) -> DataLoader:
+        # Every rank measures all of it: val is small, the synced mean is then exactly the
+        # 1-process value, and no rank is left without a batch when there are fewer than ranks.
         windows = self.val_windows()
-        world, rank = self.trainer.world_size, self.trainer.global_rank
         batches = [windows[i:i + self.spec["batch_size"]] for i in range(0, len(windows), self.spec["batch_size"])]
-        return DataLoader([(b[:, :-1], b[:, 1:]) for b in batches[rank::world]], batch_size=None)
+        return DataLoader([(b[:, :-1], b[:, 1:]) for b in batches], batch_size=None)
 
 
 # ----------------------------------------------------------------------------- the model's steps
@@ -320,6 +321,7 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         plugins=[AtomicCheckpointIO(), cluster_environment(spec["devices"])],
         enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=str(ckpt_dir), deterministic=False,
+        use_distributed_sampler=False,  # the datasets already give each rank its slice of a batch
     )
     if resume_from is not None:
         print(f"{spec['run']}: resuming from step {resumed_from_step} of {steps} ({resume_from})")
