@@ -19,15 +19,18 @@ import os
 
 
 def slurm_ranks(devices: int) -> bool:
-    """True when Slurm launched this process as one of exactly `devices` ranks of a job step.
+    """True when Slurm launched this process as one of exactly `devices` ranks of its job.
 
-    The batch step itself (SLURM_PROCID set, no SLURM_STEP_ID) does not count: only `srun`
-    starts one process per task. Nor does an interactive allocation (job name bash/interactive).
+    A job step (`srun`) starts one process per task. The batch step of a job with several
+    tasks (SLURM_PROCID set, no SLURM_STEP_ID) is a single process and does not count; with
+    one task it is rank 0 of 1. An interactive allocation (job name bash/interactive) never does.
     """
     env = os.environ
-    return ("SLURM_JOB_ID" in env and "SLURM_STEP_ID" in env and "SLURM_PROCID" in env
-            and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
-            and int(env.get("SLURM_NTASKS", "1")) == devices)
+    if "SLURM_JOB_ID" not in env or "SLURM_NTASKS" not in env or "SLURM_PROCID" not in env:
+        return False
+    if env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return False
+    return int(env["SLURM_NTASKS"]) == devices and ("SLURM_STEP_ID" in env or devices == 1)
 
 
 def cluster_environment(devices: int):
