@@ -253,3 +253,29 @@ def test_results_equal_a_local_run(studies):
     assert cluster["val_loss"].is_monotonic_decreasing or cluster.loc["c-32K-s0", "val_loss"] < cluster.loc["a-32K-s0", "val_loss"]
     fit = json.loads((studies["cluster"] / "results/fit/fit.json").read_text())
     assert fit["power_law_N"] is not None and fit["n_points"] == 3
+
+
+def test_a_two_rank_run_starts_its_ranks_with_srun(tmp_path):
+    """train.devices: 2 on the CPU: one job of 2 tasks, its ranks started by srun as one job
+    step, the same loss as one process (see tests/test_ddp.py for the tolerance)."""
+    from scalelab import train
+
+    config = {**CONFIG, "models": {"a": CONFIG["models"]["b"]}, "grid": {"models": ["a"], "tokens": ["8K"], "seeds": [0]},
+              "train": {**CONFIG["train"], "accelerator": "cpu", "devices": 2}}
+    study = new_study(tmp_path / "ddp")
+    (study / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    code, text = run(slurm_args(study) + ["results/runs/a-8K-s0/metrics.json"], tmp_path / "ddp.log")
+    assert code == 0, text[-4000:]
+    job = [j for j, rule, _ in submissions(text) if rule == "train"][0]
+    steps = subprocess.run(["sacct", "-P", "-n", "-j", job, "-o", "JobID,NTasks,AllocCPUS,State"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert f"{job}.0|2|2|COMPLETED" in steps, steps  # one step, two tasks: srun started both ranks
+    metrics = json.loads((study / "results/runs/a-8K-s0/metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["devices"] == 2
+    log = (study / "logs/train/a-8K-s0.log").read_text()
+    assert "MEMBER: 2/2" in log
+    for warning in ("SLURM auto-requeueing", "srun` command is available"):
+        assert warning not in log
+    spec = {**json.loads((study / "results/runs/a-8K-s0/ckpt/spec.json").read_text()), "devices": 1}
+    one = train.train_run(spec, study / "results/data", tmp_path / "one", threads=2)
+    assert metrics["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)

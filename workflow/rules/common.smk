@@ -75,11 +75,19 @@ def train_cpus_per_task(wildcards, threads):
     return _train_resources(wildcards, threads).cpus_per_task
 
 
-def train_launcher(wildcards):
-    """Set (Slurm's `mpi` resource) only for jobs of several ranks: the Slurm executor then
-    submits them with --ntasks-per-node and runs the job script without its own `srun -n1`,
-    leaving the launch to SRUN in the rule's shell command."""
-    return "srun" if train_tasks(wildcards) > 1 else ""
+def train_launcher(wildcards, threads):
+    """How a train job of several ranks starts them; "" for one rank, and on a workstation
+    (Lightning then starts the ranks itself). Under Slurm it is also the executor's `mpi`
+    resource: the job is submitted with --ntasks-per-node and its script runs the command
+    without the executor's own `srun -n1`, so the command starts its ranks with this srun (the
+    job step's environment carries no SLURM_NTASKS, hence the explicit counts)."""
+    tasks = train_tasks(wildcards)
+    submitting = getattr(workflow.executor_plugin, "name", "") == "slurm"
+    in_slurm_job = workflow.remote_exec and "SLURM_JOB_ID" in os.environ  # the job's own Snakemake
+    if tasks == 1 or not (submitting or in_slurm_job):
+        return ""
+    cpus = train_cpus_per_task(wildcards, threads)
+    return f"srun --kill-on-bad-exit=1 --ntasks={tasks} --ntasks-per-node={tasks} --cpus-per-task={cpus}"
 
 
 def train_runtime_min(wildcards, threads=None):
@@ -109,8 +117,3 @@ def capped_cores(limit):
         return max(1, min(int(workflow.cores), limit))
     except Exception:  # a cluster executor without --cores
         return limit
-
-
-# Inside a Slurm job of several tasks the batch script is one process: start one rank per task
-# with srun (Lightning then reads SLURM_PROCID and friends). Empty everywhere else.
-SRUN = '$([ "${SLURM_NTASKS:-1}" -gt 1 ] && [ -z "${SLURM_STEP_ID:-}" ] && echo srun --kill-on-bad-exit=1) '

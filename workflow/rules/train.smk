@@ -26,7 +26,7 @@ rule train:
         mem_mb=train_mem_mb,
         tasks_per_node=train_tasks,  # one rank per device; cpus_per_task threads each
         cpus_per_task=train_cpus_per_task,
-        mpi=train_launcher,
+        mpi=train_launcher,  # srun for several ranks under Slurm, else empty
     shell:
-        "{SRUN}scalelab train --spec {params.spec:q} --data {DATA} --out results/runs/{wildcards.run} "
+        "{resources.mpi} scalelab train --spec {params.spec:q} --data {DATA} --out results/runs/{wildcards.run} "
         "--threads {resources.cpus_per_task} {ALLOW_REPEAT} > {log} 2>&1"
