@@ -51,7 +51,10 @@ SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log
 def _slurm_missing() -> str | None:
     if shutil.which("sinfo") is None:
         return "no Slurm here: sinfo not found (.ci/slurm-up.sh starts one)"
-    proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "no Slurm reachable: sinfo did not answer within 60 s"
     if proc.returncode != 0:
         return f"no Slurm reachable: sinfo failed: {(proc.stderr or proc.stdout).strip()[:200]}"
     if "idle" not in proc.stdout and "mix" not in proc.stdout:
