@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import store
+from .cluster import SRUN_WARNING, cluster_environment, is_launcher
 from .errors import ScalelabError
 from .files import atomic_path, loads_json, write_json
 from .loggers import make_loggers
@@ -120,10 +121,11 @@ class TokenData(L.LightningDataModule):
         return torch.from_numpy(tokens[starts[:, None] + np.arange(context + 1)].astype(np.int64))
 
     def val_dataloader(self) -> DataLoader:
+        # Every rank measures all of it: val is small, the synced mean is then exactly the
+        # 1-process value, and no rank is left without a batch when there are fewer than ranks.
         windows = self.val_windows()
-        world, rank = self.trainer.world_size, self.trainer.global_rank
         batches = [windows[i:i + self.spec["batch_size"]] for i in range(0, len(windows), self.spec["batch_size"])]
-        return DataLoader([(b[:, :-1], b[:, 1:]) for b in batches[rank::world]], batch_size=None)
+        return DataLoader([(b[:, :-1], b[:, 1:]) for b in batches], batch_size=None)
 
 
 # ----------------------------------------------------------------------------- the model's steps
@@ -277,8 +279,10 @@ def build_trainer(spec: dict, steps: int, steps_per_epoch: int, ckpt_dir: Path, 
         reload_dataloaders_every_n_epochs=1, log_every_n_steps=max(1, steps // 100),
         logger=loggers or False,
         callbacks=[*callbacks, checkpoints, *([L.pytorch.callbacks.LearningRateMonitor("step")] if loggers else [])],
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=str(ckpt_dir), deterministic=False,
+        # explicit, so Lightning neither requeues a Slurm job (Snakemake reruns it) nor guesses
+        plugins=[AtomicCheckpointIO(), cluster_environment(spec["devices"])],
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(ckpt_dir), deterministic=False,
+        use_distributed_sampler=False,  # the datasets already give each rank its slice of a batch
     )
 
 
@@ -294,7 +298,7 @@ def _resume_checkpoint(ckpt_dir: Path, spec: dict) -> tuple[Path, int] | None:
     not delete what rank 0 is writing.
     """
     spec_file, ckpt = ckpt_dir / "spec.json", ckpt_dir / CKPT_NAME
-    launcher = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    launcher = is_launcher()  # rank 0, whether Lightning or srun started the ranks
     try:
         same = json.loads(spec_file.read_text()) == spec
     except (OSError, ValueError):
@@ -408,8 +412,7 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
     meta = _check_inputs(spec, data_dir, allow_repeat)
     data = store.data_identity(meta)
     key = store.run_key(spec, code)
-    is_launcher = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
-    if store_dir is not None and is_launcher and (entry := store.lookup(store_dir, key, data)) is not None:
+    if store_dir is not None and is_launcher() and (entry := store.lookup(store_dir, key, data)) is not None:
         metrics = store.restore(entry, run_dir)
         print(f"{spec['run']}: restored from {entry} (same spec, code and data; nothing retrained)")
         return metrics
@@ -439,6 +442,7 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=SRUN_WARNING)
         fit_started = time.time()
         trainer.fit(lit, datamodule=tokens, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
         fit_s = time.time() - fit_started

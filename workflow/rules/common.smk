@@ -17,6 +17,7 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 from scalelab import config as study
 from scalelab import integrity, loggers
 from scalelab.data import OUTPUTS as DATA_OUTPUTS
+from scalelab import resources as job_resources
 from scalelab.errors import ScalelabError
 from scalelab.fingerprint import code_fingerprint
 from scalelab.shapes import GPTConfig, flops_per_token, param_counts
@@ -80,34 +81,76 @@ def run_spec(wildcards):
 
 
 def _run_cost(run):
-    spec = run.spec
-    shape = GPTConfig(vocab_size=config["data"]["tokenizer"]["vocab_size"], context=spec["context"],
-                      n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
-    _, params_total = param_counts(shape)
-    _, flops_per_tok = flops_per_token(shape)
-    return params_total, flops_per_tok * run.tokens
+    return job_resources.run_cost(run.spec, config["data"]["tokenizer"]["vocab_size"])
+
+
+# Cluster resources per job come from scalelab.resources (tested there); each rule's threads
+# are its CPUs in all, and a train job's ranks (`devices`) share them equally.
+def _train_resources(wildcards, threads=None):
+    return job_resources.train_resources(RUNS[wildcards.run].spec, config["data"]["tokenizer"]["vocab_size"], threads)
+
+
+def train_threads(wildcards):
+    """One CPU thread per rank by default; a profile's set-threads raises it."""
+    return _train_resources(wildcards).tasks
 
 
 def train_gpus(wildcards):
     """GPUs to request: only for `accelerator: gpu` (`auto` uses a GPU when the node has one)."""
-    spec = RUNS[wildcards.run].spec
-    return spec["devices"] if spec["accelerator"] == "gpu" else 0
+    return _train_resources(wildcards).gpus
 
 
-def train_runtime_min(wildcards):
+def train_tasks(wildcards):
+    """Ranks (processes), one per device: DDP when more than 1."""
+    return _train_resources(wildcards).tasks
+
+
+def train_cpus_per_task(wildcards, threads):
+    return _train_resources(wildcards, threads).cpus_per_task
+
+
+def train_launcher(wildcards, threads):
+    """How a train job of several ranks starts them; "" for one rank, and on a workstation
+    (Lightning then starts the ranks itself). Under Slurm it is also the executor's `mpi`
+    resource: the job is submitted with --ntasks-per-node and its script runs the command
+    without the executor's own `srun -n1`, so the command starts its ranks with this srun (the
+    job step's environment carries no SLURM_NTASKS, hence the explicit counts)."""
+    tasks = train_tasks(wildcards)
+    submitting = getattr(workflow.executor_plugin, "name", "") == "slurm"
+    in_slurm_job = workflow.remote_exec and "SLURM_JOB_ID" in os.environ  # the job's own Snakemake
+    if tasks == 1 or not (submitting or in_slurm_job):
+        return ""
+    cpus = train_cpus_per_task(wildcards, threads)
+    return f"srun --kill-on-bad-exit=1 --ntasks={tasks} --ntasks-per-node={tasks} --cpus-per-task={cpus}"
+
+
+def train_runtime_min(wildcards, threads=None):
     """A generous wall-time limit for a cluster: FLOPs at a pessimistic rate, plus start-up."""
-    _, flops = _run_cost(RUNS[wildcards.run])
-    rate = 2e13 * train_gpus(wildcards) if train_gpus(wildcards) else 5e9  # FLOP/s
-    return int(10 + 3 * flops / rate / 60)
+    return _train_resources(wildcards, threads).runtime
 
 
 def train_mem_mb(wildcards):
     """Weights, grads and Adam moments (16 bytes a parameter) plus activations, with headroom."""
-    params_total, _ = _run_cost(RUNS[wildcards.run])
-    spec = RUNS[wildcards.run].spec
-    activations = 40 * spec["batch_size"] * spec["context"] * spec["d_model"] * spec["n_layer"] * 4
-    logits = 3 * spec["batch_size"] * spec["context"] * config["data"]["tokenizer"]["vocab_size"] * 4
-    return int(2048 + (16 * params_total + activations + logits) * 2 / 2**20)
+    return _train_resources(wildcards).mem_mb
+
+
+def evaluate_gpus(wildcards):
+    return job_resources.evaluate_resources(RUNS[wildcards.run].spec, config["data"]["tokenizer"]["vocab_size"]).gpus
+
+
+def evaluate_mem_mb(wildcards):
+    """Weights and one batch's activations and logits: no grads, no optimizer state."""
+    return job_resources.evaluate_resources(RUNS[wildcards.run].spec, config["data"]["tokenizer"]["vocab_size"],
+                                        config["eval"]["batch_size"]).mem_mb
+
+
+def capped_cores(limit):
+    """All local cores up to `limit`: never a submitting machine's core count on a cluster
+    (where --cores may be unset, or larger than any node)."""
+    try:
+        return max(1, min(int(workflow.cores), limit))
+    except Exception:  # a cluster executor without --cores
+        return limit
 
 
 def check_jobs_can_start():

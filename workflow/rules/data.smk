@@ -11,7 +11,7 @@ rule tokenize:
         code=code_fingerprint("tokenize"),
     log:
         log_path("tokenize"),
-    threads: workflow.cores
+    threads: capped_cores(8)  # tokenizers' parallelism; a cluster's node, not the login node's cores
     resources:
         mem_mb=8000,
         runtime=60,

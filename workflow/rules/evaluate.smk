@@ -29,9 +29,9 @@ rule evaluate:
         run="[^/]+",
     threads: 1
     resources:
-        gpu=train_gpus,
+        gpu=evaluate_gpus,
         runtime=30,
-        mem_mb=train_mem_mb,
+        mem_mb=evaluate_mem_mb,
     shell:
         "OMP_NUM_THREADS={threads} scalelab evaluate --run results/runs/{wildcards.run:q} --data results/data "
         "--spec {params.spec:q} > {log:q} 2>&1"

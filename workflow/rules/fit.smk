@@ -43,7 +43,7 @@ rule fit:
         code=code_fingerprint("fit"),
     log:
         log_path("fit"),
-    threads: workflow.cores
+    threads: capped_cores(8)  # bootstrap workers; never the submitting machine's core count on a cluster
     resources:
         runtime=30,
         mem_mb=4000,

@@ -21,12 +21,15 @@ rule train:
         "logs/train/{run}.log",
     wildcard_constraints:
         run="[^/]+",
-    threads: 1
+    threads: train_threads
     resources:
         gpu=train_gpus,
         runtime=train_runtime_min,
         mem_mb=train_mem_mb,
+        tasks_per_node=train_tasks,  # one rank per device; cpus_per_task threads each
+        cpus_per_task=train_cpus_per_task,
+        mpi=train_launcher,  # srun for several ranks under Slurm, else empty
     shell:
-        "scalelab train --spec {params.spec:q} --data results/data --out results/runs/{wildcards.run:q} "
-        "--code {params.code:q} --store results/store --threads {threads} $SCALELAB_ALLOW_REPEAT "
+        "{resources.mpi} scalelab train --spec {params.spec:q} --data results/data --out results/runs/{wildcards.run:q} "
+        "--code {params.code:q} --store results/store --threads {resources.cpus_per_task} $SCALELAB_ALLOW_REPEAT "
         "--loggers \"$SCALELAB_LOGGERS\" --study \"$SCALELAB_STUDY\" > {log:q} 2>&1"

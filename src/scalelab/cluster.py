@@ -1,0 +1,56 @@
+"""Where a train process runs: Lightning's cluster environment, chosen explicitly.
+
+Snakemake owns every job's life cycle: it submits, cancels and reruns jobs, and a rerun resumes
+from the run's checkpoint. So Lightning's own Slurm handling (auto-requeue on SIGUSR1, ignoring
+SIGTERM) must stay off, and a machine where Slurm is merely installed must not be taken for a
+Slurm job. Two launch modes exist:
+
+- Lightning starts the ranks itself (`LightningEnvironment`): a local run, one device or DDP
+  with `devices: N` (it re-executes the command once per extra rank, with LOCAL_RANK set);
+- Slurm starts them (`SLURMEnvironment`): inside a job step (`srun`) with exactly `devices`
+  tasks; the train rule prefixes `srun` when its job was given more than one task.
+
+Kept out of train.py so that the train code fingerprint, and so every run's identity, does not
+depend on how a run was launched.
+"""
+from __future__ import annotations
+
+import os
+
+
+def slurm_ranks(devices: int) -> bool:
+    """True when Slurm launched this process as one of exactly `devices` ranks of its job.
+
+    A job step (`srun`) starts one process per task. The batch step of a job with several
+    tasks (SLURM_PROCID set, no SLURM_STEP_ID) is a single process and does not count; with
+    one task it is rank 0 of 1. An interactive allocation (job name bash/interactive) never does.
+    """
+    env = os.environ
+    if "SLURM_JOB_ID" not in env or "SLURM_NTASKS" not in env or "SLURM_PROCID" not in env:
+        return False
+    if env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return False
+    return int(env["SLURM_NTASKS"]) == devices and ("SLURM_STEP_ID" in env or devices == 1)
+
+
+def cluster_environment(devices: int):
+    """The Lightning plugin for this process: SLURMEnvironment without auto-requeue inside a
+    Slurm step that holds all the ranks, LightningEnvironment everywhere else."""
+    from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    if slurm_ranks(devices):
+        return SLURMEnvironment(auto_requeue=False)
+    return LightningEnvironment()
+
+
+def is_launcher() -> bool:
+    """Whether this process is rank 0 of its run, before Lightning has set anything up: the
+    one process that may prepare (and delete) the run's checkpoint folder."""
+    env = os.environ
+    if "SLURM_STEP_ID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return env.get("SLURM_PROCID", "0") == "0"
+    return env.get("LOCAL_RANK", "0") == "0" and env.get("NODE_RANK", "0") == "0"
+
+
+# Lightning warns about `srun` on any machine that has it, even when it is deliberately not used.
+SRUN_WARNING = ".*The `srun` command is available on your system but is not used.*"

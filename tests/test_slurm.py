@@ -1,0 +1,285 @@
+"""A tiny study through a real Slurm with the shipped profile (`--profile profiles/slurm`).
+
+Needs a reachable Slurm with accounting (`.ci/slurm-up.sh` starts a one-node cluster on this
+machine); skipped, with the reason, where `sinfo` fails. One pass of the study, during which the
+largest run's train job is `scancel`led after its first checkpoint; a second pass that resumes
+it; a third that must submit nothing. The same config also runs locally, in parallel, and the
+two must agree.
+
+The only setting added to the profile is --slurm-init-seconds-before-status-checks 1 (the
+executor otherwise waits 40 s before its first poll), so the test takes 3-5 minutes
+(more on a loaded machine: the executor polls less often the longer a job runs).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, make_corpus
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+SLURM_THREADS = {"train": 2}  # profiles/slurm's set-threads, which the derived CPUs follow
+
+CONFIG = {
+    "data": {"source": {"files": ["corpus/*.txt"]}, "split": {"val": 0.1, "test": 0.1},
+             "tokenizer": {"vocab_size": 300}},
+    # three sizes, so the fit in N is a real one; c is big enough to be caught mid-run
+    "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2},
+               "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
+               "c": {"n_layer": 2, "d_model": 64, "n_head": 4}},
+    "grid": {"models": ["a", "b", "c"], "tokens": ["16K"], "seeds": [0]},
+    "train": {"context": 32, "batch_size": 8, "val_tokens": 512, "val_evals": 2},
+    "eval": {"test_tokens": 512, "prompts": 4, "prompt_tokens": 8, "max_new_tokens": 8, "batch_size": 4},
+    "fit": {"bootstrap": 20},
+}
+KILLED = "c-16K-s0"
+SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: .*/slurm_logs/rule_(\w+)/(?:([^/]+)/)?\d+\.log\)")
+
+
+def _slurm_missing() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "no Slurm here: sinfo not found (.ci/slurm-up.sh starts one)"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "no Slurm reachable: sinfo did not answer within 60 s"
+    if proc.returncode != 0:
+        return f"no Slurm reachable: sinfo failed: {(proc.stderr or proc.stdout).strip()[:200]}"
+    if "idle" not in proc.stdout and "mix" not in proc.stdout:
+        return f"no idle Slurm node (sinfo: {proc.stdout.split()})"
+    if subprocess.run(["sacct", "-n", "-X", "-S", "now-1minutes"], capture_output=True, timeout=30).returncode:
+        return "Slurm has no accounting (sacct fails); this test uses profiles/slurm as shipped"
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        return "snakemake-executor-plugin-slurm is not installed"
+    return None
+
+
+MISSING = _slurm_missing()
+if MISSING:
+    print(f"\ntests/test_slurm.py skipped: {MISSING}", file=sys.stderr)
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
+
+
+def command(study: Path, *args: str) -> list[str]:
+    return [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(study),
+            "--configfile", str(study / "config.yaml"), *args]
+
+
+def slurm_args(study: Path) -> list[str]:
+    return command(study, "--profile", str(REPO / "profiles/slurm"), "--slurm-init-seconds-before-status-checks", "1")
+
+
+def env() -> dict:
+    return {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def run(args: list[str], log: Path, timeout: int = 600) -> tuple[int, str]:
+    with open(log, "w") as out:
+        code = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, env=env(), timeout=timeout).returncode
+    return code, log.read_text()
+
+
+def submissions(text: str) -> list[tuple[str, str, str | None]]:
+    """(Slurm job id, rule, wildcards) of every job this Snakemake log says it submitted."""
+    return [m.groups() for m in SUBMITTED.finditer(text)]
+
+
+def sacct(job_ids) -> dict[str, dict]:
+    out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "JobID,State,ReqTRES,Timelimit,AllocCPUS"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        job, state, tres, limit, cpus = line.split("|")
+        rows[job] = {"state": state.split()[0], "tres": dict(kv.split("=") for kv in tres.split(",") if kv),
+                     "timelimit": limit, "cpus": int(cpus)}
+    return rows
+
+
+def minutes(limit: str) -> int:
+    days, _, clock = limit.rpartition("-")
+    h, m, s = (int(x) for x in clock.split(":"))
+    return (int(days or 0) * 24 + h) * 60 + m + (s > 0)
+
+
+def new_study(root: Path) -> Path:
+    root.mkdir(parents=True)
+    make_corpus(root / "corpus", documents=150)
+    (root / "config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
+    return root
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    """Runs everything once: the local study (in the background), then the Slurm study with a
+    scancel, its resuming rerun and a no-op rerun. Returns what the tests look at."""
+    procs = []
+    try:
+        base = tmp_path_factory.mktemp("slurm")
+        local, cluster = new_study(base / "local"), new_study(base / "cluster")
+        started = time.time()
+        local_log = open(base / "local.log", "w")
+        local_proc = subprocess.Popen(command(local, "--cores", "2"), stdout=local_log, stderr=subprocess.STDOUT, env=env())
+        procs.append(local_proc)
+
+        # Pass 1: cancel the largest run's train job once it has checkpointed. Plugin 2.8 never
+        # notices a job cancelled from outside (sacct says "CANCELLED by <uid>", which it does not
+        # match), so, as the README says, stop Snakemake with SIGINT, which cancels the rest.
+        first_log = base / "first.log"
+        with open(first_log, "w") as out:
+            proc = subprocess.Popen(slurm_args(cluster), stdout=out, stderr=subprocess.STDOUT, env=env())
+        procs.append(proc)
+        ckpt = cluster / "results/runs" / KILLED / "ckpt/last.ckpt"
+        cancelled, cancelled_at = None, None
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None and cancelled is None:
+            step = 0
+            try:
+                step = torch.load(ckpt, weights_only=False, map_location="cpu")["global_step"] if ckpt.exists() else 0
+            except Exception:  # caught mid-rename
+                pass
+            if step:
+                job = [j for j, rule, wc in submissions(first_log.read_text()) if rule == "train" and wc == KILLED]
+                subprocess.run(["scancel", job[0]], check=True)
+                cancelled, cancelled_at = job[0], step
+            time.sleep(0.1)
+        while cancelled and time.time() < deadline and sacct([cancelled])[cancelled]["state"] != "CANCELLED":
+            time.sleep(0.5)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        first_code = proc.wait(timeout=300)
+        left_running = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True).stdout.split()
+        first_s = time.time() - started
+        # Pass 2: the cancelled run again, resumed; then everything downstream.
+        second_code, second = run(slurm_args(cluster), base / "second.log")
+        slurm_s = time.time() - started
+        # Pass 3: nothing changed, nothing submitted.
+        third_code, third = run(slurm_args(cluster), base / "third.log")
+        local_code = local_proc.wait(timeout=600)
+        local_log.close()
+        print(f"\nslurm study: pass 1 {first_s:.0f} s, passes 1+2 {slurm_s:.0f} s; local (in parallel) done by "
+              f"{time.time() - started:.0f} s", file=sys.stderr)
+        yield {"local": local, "cluster": cluster, "first": first_log.read_text(), "first_code": first_code,
+                "left_running": left_running,
+                "second": second, "second_code": second_code, "third": third, "third_code": third_code,
+                "local_code": local_code, "local_log": (base / "local.log").read_text(),
+                "cancelled": cancelled, "cancelled_at": cancelled_at}
+
+    finally:  # a failure above must leave no Snakemake (nor its Slurm jobs) behind
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+def test_every_job_goes_through_sbatch_with_the_derived_resources(studies):
+    from scalelab import config as study
+    from scalelab.resources import train_resources
+
+    assert studies["cancelled"], f"{KILLED} was never caught mid-run:\n{studies['first'][-3000:]}"
+    assert studies["second_code"] == 0, studies["second"][-4000:]
+    jobs = submissions(studies["first"]) + submissions(studies["second"])
+    # every job but the local rule aggregate went to sbatch: tokenize, 3 train, 3 evaluate, fit,
+    # report (pass 1 submitted some of them, pass 2 the rest and the cancelled run again)
+    expected = {("tokenize", None), ("fit", None), ("report", None)} | {
+        (rule, f"{m}-16K-s0") for rule in ("train", "evaluate") for m in "abc"}
+    assert {(rule, run) for _, rule, run in jobs} == expected
+    assert ("train", KILLED) in {(rule, run) for _, rule, run in submissions(studies["second"])}
+    assert "localrule aggregate" in studies["second"]
+    for text in (studies["first"], studies["second"]):  # nothing else ran on the submitting machine
+        assert not re.search(r"^localrule (?!aggregate|all)", text, re.M)
+
+    accounting = sacct([job for job, _, _ in jobs])
+    runs = {r.id: r for r in study.expand_grid(study.load(studies["cluster"] / "config.yaml"))}
+    for job, rule, run in jobs:
+        row = accounting[job]
+        if job == studies["cancelled"]:
+            assert row["state"] == "CANCELLED"
+        elif job not in {j for j, _, _ in submissions(studies["first"])}:
+            assert row["state"] == "COMPLETED", (job, rule, row)  # pass 1's may have been cancelled by SIGINT
+        if rule == "train":
+            want = train_resources(runs[run].spec, CONFIG["data"]["tokenizer"]["vocab_size"], SLURM_THREADS["train"])
+            assert row["tres"]["mem"] == f"{want.mem_mb}M", (run, row)
+            assert minutes(row["timelimit"]) == want.runtime, (run, row)
+            assert row["cpus"] == int(row["tres"]["cpu"]) == want.cpus == 2, (run, row)
+
+
+def test_sigint_cancels_the_studys_jobs(studies):
+    assert studies["first_code"] != 0
+    assert studies["left_running"] == [], "SIGINT left Slurm jobs behind"
+
+
+def test_a_cancelled_train_job_resumes_from_its_checkpoint(studies):
+    assert f"rule_train/{KILLED}" in studies["first"]
+    metrics = json.loads((studies["cluster"] / "results/runs" / KILLED / "metrics.json").read_text())
+    assert metrics["status"] == "ok"  # the rerun finished it from where it stopped
+    assert metrics["resumed_from_step"] is not None and metrics["resumed_from_step"] >= studies["cancelled_at"]
+    assert metrics["steps"] == 63  # ceil(16000 / (8 * 32))
+    log = (studies["cluster"] / f"logs/train/{KILLED}.log").read_text()
+    assert "resuming from step" in log
+    for text in ("SLURM auto-requeueing", "Bypassing SIGTERM", "srun` command is available"):
+        assert text not in log
+
+
+def test_a_rerun_with_nothing_changed_submits_nothing(studies):
+    assert studies["third_code"] == 0, studies["third"][-3000:]
+    assert "Nothing to be done" in studies["third"]
+    assert submissions(studies["third"]) == []
+
+
+def test_results_equal_a_local_run(studies):
+    assert studies["local_code"] == 0, studies["local_log"][-4000:]
+    local = pd.read_csv(studies["local"] / "results/metrics.csv").set_index("run").sort_index()
+    cluster = pd.read_csv(studies["cluster"] / "results/metrics.csv").set_index("run").sort_index()
+    assert list(local.index) == list(cluster.index) == sorted(f"{m}-16K-s0" for m in "abc")
+    assert (cluster["status"] == "ok").all()
+    # the same runs on the same data; only the torch thread count differs (2 on Slurm, 1 here),
+    # which reorders float sums: the losses agree far below any difference between runs
+    assert (cluster["steps"] == local["steps"]).all()
+    diff = (cluster["val_loss"] - local["val_loss"]).abs().max()
+    print(f"\nval_loss, Slurm vs local: max |difference| {diff:.2e}", file=sys.stderr)
+    assert diff < 1e-4
+    assert cluster["val_loss"].is_monotonic_decreasing or cluster.loc["c-16K-s0", "val_loss"] < cluster.loc["a-16K-s0", "val_loss"]
+    fit = json.loads((studies["cluster"] / "results/fit/fit.json").read_text())
+    assert fit["power_law_N"] is not None and fit["n_points"] == 3
+
+
+def test_a_two_rank_run_starts_its_ranks_with_srun(tmp_path):
+    """train.devices: 2 on the CPU: one job of 2 tasks, its ranks started by srun as one job
+    step, the same loss as one process (see tests/test_ddp.py for the tolerance)."""
+    from scalelab import train
+
+    config = {**CONFIG, "models": {"a": CONFIG["models"]["b"]}, "grid": {"models": ["a"], "tokens": ["8K"], "seeds": [0]},
+              "train": {**CONFIG["train"], "accelerator": "cpu", "devices": 2}}
+    study = new_study(tmp_path / "ddp")
+    (study / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    code, text = run(slurm_args(study) + ["results/runs/a-8K-s0/metrics.json"], tmp_path / "ddp.log")
+    assert code == 0, text[-4000:]
+    job = [j for j, rule, _ in submissions(text) if rule == "train"][0]
+    steps = subprocess.run(["sacct", "-P", "-n", "-j", job, "-o", "JobID,NTasks,AllocCPUS,State"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert f"{job}.0|2|2|COMPLETED" in steps, steps  # one step, two tasks: srun started both ranks
+    metrics = json.loads((study / "results/runs/a-8K-s0/metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["devices"] == 2
+    log = (study / "logs/train/a-8K-s0.log").read_text()
+    assert "MEMBER: 2/2" in log
+    for warning in ("SLURM auto-requeueing", "srun` command is available"):
+        assert warning not in log
+    spec = {**json.loads((study / "results/runs/a-8K-s0/ckpt/spec.json").read_text()), "devices": 1}
+    one = train.train_run(spec, study / "results/data", tmp_path / "one", threads=2)
+    assert metrics["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
