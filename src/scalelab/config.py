@@ -499,6 +499,7 @@ def run(args) -> None:
     for r in runs:
         budget = f"  isoflop budget {r.spec['isoflop_budget']:.3g}" if r.spec["isoflop_budget"] else ""
         print(f"  {r.id}: {r.model} ({r.spec['n_layer']}x{r.spec['d_model']}), {r.tokens:,} tokens, seed {r.seed}{budget}")
+    print(wsd.flops_line(config, runs))
 
 
 def logger_names(config: dict) -> list[str]:

@@ -174,6 +174,25 @@ def study_flops(runs, flops_per_token) -> tuple[float, float]:
     return spent, independent
 
 
+def flops_line(config: dict, runs) -> str:
+    """`scalelab check`'s line: the FLOPs the study will spend against the same grid as
+    independent runs (non-embedding 6N + attention per token, as metrics.json's `flops`)."""
+    from .shapes import GPTConfig, flops_per_token
+
+    vocab = config["data"]["tokenizer"]["vocab_size"]
+
+    def per_token(spec: dict) -> int:
+        shape = GPTConfig(vocab_size=vocab, context=spec["context"], n_layer=spec["n_layer"],
+                          d_model=spec["d_model"], n_head=spec["n_head"])
+        return flops_per_token(shape)[0]
+
+    spent, independent = study_flops(runs, per_token)
+    families = len(plan(runs))
+    shared = f", {families} WSD trunk(s) shared" if families else ""
+    return (f"  compute: {spent:.4g} FLOPs to spend{shared}; {independent:.4g} as independent runs "
+            f"(ratio {spent / independent:.3f})")
+
+
 # ----------------------------------------------------------------------------- `scalelab trunk`
 
 def add_arguments(parser) -> None:
