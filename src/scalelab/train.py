@@ -530,6 +530,7 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*dirpath has changed.*")  # resumed from another folder's checkpoint
         fit_started = time.time()
         trainer.fit(lit, datamodule=tokens, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
         fit_s = time.time() - fit_started
@@ -583,8 +584,9 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
     out.parent.mkdir(parents=True, exist_ok=True)
     if trunks_store is not None and (entry := store.lookup(trunks_store, key, data, store.TRUNK_FILES)) is not None:
         store._copy(entry / store.TRUNK_FILES[0], out)
-        write_json(out.with_suffix(".json"), {**info, "restored_from": str(entry), "wall_s": 0.0})
-        print(f"{fid}: trunk step {step} restored from {entry} (same family, code, step and data)")
+        info.update(restored_from=str(entry), wall_s=round(time.time() - started, 2))
+        write_json(out.with_suffix(".json"), info)
+        print(f"{fid}: trunk step {step} restored from {entry} (same family, code, step and data; nothing retrained)")
         return info
 
     configure_torch(threads)
@@ -603,13 +605,14 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*dirpath has changed.*")  # resumed from another folder's checkpoint
         warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
         trainer.fit(lit, datamodule=TokenData(data_dir, spec, step, steps_per_epoch),
                     ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     trainer.save_checkpoint(out)  # atomic (AtomicCheckpointIO); every rank joins, rank 0 writes
     if not trainer.is_global_zero:
         return {}
-    info.update(wall_s=round(time.time() - started, 2), diverged_at_step=guard.diverged_at)
+    info.update(restored_from=None, wall_s=round(time.time() - started, 2), diverged_at_step=guard.diverged_at)
     if trunks_store is not None:
         _save_trunk(trunks_store, key, out, data, family, step, code)
     write_json(out.with_suffix(".json"), info)
