@@ -184,12 +184,13 @@ def check_jobs_can_start():
         return
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     for job in workflow.dag.needrun_jobs():
-        if job.rule.name != "train":
+        if job.rule.name not in ("train", "trunk"):
             continue
-        run = job.wildcards.run
+        # a trunk job trains its family's shape with its settings: checked as one of its runs
+        run = job.wildcards.run if job.rule.name == "train" else _trunk_run(job.wildcards).run
         if RUNS[run].spec["accelerator"] == "gpu" and not _gpu_here():
             sys.exit(f"scalelab: error: train.accelerator: {run} asks for a GPU but this machine has none; "
                      f"use accelerator: auto, or a cluster profile (nothing was run)")
-        if train_mem_mb(job.wildcards) > memory_mb:
-            sys.exit(f"scalelab: error: models.{RUNS[run].model}: {run} needs about {train_mem_mb(job.wildcards):,} MB "
+        if train_mem_mb(SimpleNamespace(run=run)) > memory_mb:
+            sys.exit(f"scalelab: error: models.{RUNS[run].model}: {run} needs about {train_mem_mb(SimpleNamespace(run=run)):,} MB "
                      f"to train, more than this machine's {memory_mb:,.0f} MB (nothing was run)")
