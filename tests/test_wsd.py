@@ -2,8 +2,8 @@
 accounting, and the exactness of a cooldown branch against a from-scratch run."""
 from __future__ import annotations
 
-import copy
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -162,3 +162,44 @@ def test_a_cooldown_branch_ends_where_a_from_scratch_run_ends(tiny_data, tmp_pat
                         store_dir=tmp_path / "store")
     assert again["restored_from"] and again["from"] == 0
     assert (tmp_path / "other" / f"step{branch}.ckpt").read_bytes() == (folder / f"step{branch}.ckpt").read_bytes()
+
+
+def test_a_killed_trunk_job_resumes_to_the_same_state(tiny_data, tmp_path, capsys):
+    """`scalelab trunk` killed mid-segment resumes from its own checkpoints (.work-step<k>/) and
+    writes the state an uninterrupted segment writes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from scalelab.train import CKPT_NAME, train_trunk
+
+    family = wsd.family_spec(wsd_spec(checkpoint_every=0.1))
+    reference = tmp_path / "ref" / "step200.ckpt"
+    train_trunk(family, 200, tiny_data, reference, threads=1)
+    out = tmp_path / "killed" / "step200.ckpt"
+    command = [sys.executable, "-m", "scalelab", "trunk", "--family", json.dumps(family), "--step", "200",
+               "--start=", "--data", str(tiny_data), "--out", str(out), "--threads", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out.parent / ".work-step200" / CKPT_NAME
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and torch.load(ckpt, weights_only=True, map_location="cpu")["global_step"] >= 60:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the segment finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not out.exists()
+    capsys.readouterr()
+    info = train_trunk(family, 200, tiny_data, out, threads=1)
+    assert info["from"] == 0 and info["restored_from"] is None
+    resumed_at = int(re.search(r"trunk steps (\d+) to 200", capsys.readouterr().out).group(1))
+    assert resumed_at >= 60 and resumed_at % 20 == 0  # from its own end-of-interval checkpoint
+    resumed, expected = (torch.load(p, weights_only=True, map_location="cpu") for p in (out, reference))
+    assert resumed["global_step"] == expected["global_step"] == 200
+    for name, tensor in expected["state_dict"].items():
+        assert torch.allclose(resumed["state_dict"][name], tensor, atol=1e-6), name
+    assert not ckpt.parent.exists()  # done: the work folder is gone
