@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from . import wsd
 from .errors import ScalelabError
 
 # Package data, so an installed (non-editable) scalelab finds it; workflow/schemas/ links here.
@@ -339,7 +340,8 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
 
     grid, models = config["grid"], config["models"]
     vocab_size = vocab_size or config["data"]["tokenizer"]["vocab_size"]
-    settings = {name: {k: v for k, v in train_settings(config, name).items() if k not in NOT_IDENTITY}
+    # wsd.run_settings: the cooldown keys enter a spec only under schedule: wsd (other specs unchanged)
+    settings = {name: wsd.run_settings({k: v for k, v in train_settings(config, name).items() if k not in NOT_IDENTITY})
                 for name in models}
     # (model, trained tokens, seed) -> [requested tokens, isoflop budget]: two requests that train
     # the same number of whole steps are one run (the first one's id), never two identical runs.
@@ -382,6 +384,7 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
     ids = [r.id for r in runs]
     if len(set(ids)) != len(ids):  # cannot happen with lossless ids; guard the invariant anyway
         raise ScalelabError("config: grid: two runs share an id")
+    wsd.plan(runs, config)  # WSD runs must be able to branch from their trunks: checked now, one line
     return runs
 
 
@@ -496,6 +499,7 @@ def run(args) -> None:
     for r in runs:
         budget = f"  isoflop budget {r.spec['isoflop_budget']:.3g}" if r.spec["isoflop_budget"] else ""
         print(f"  {r.id}: {r.model} ({r.spec['n_layer']}x{r.spec['d_model']}), {r.tokens:,} tokens, seed {r.seed}{budget}")
+    print(wsd.flops_line(config, runs))
 
 
 def logger_names(config: dict) -> list[str]:

@@ -34,6 +34,13 @@ STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
     "report": [("report/*.py", None), ("report/*.css", None), ("report/captions/**/*.rst", None), ("law.py", None),
                ("settings.py", ("ReportSettings",))],
 }
+# A `schedule: wsd` run and its trunk: the train code plus the WSD schedule, its branch points and
+# the trunk's training. Kept apart from "train", so adding WSD reran no cosine/linear/constant run.
+STAGE_CODE["train_wsd"] = [
+    *STAGE_CODE["train"],
+    ("train.py", ("LitWSD", "WSDCurveRecorder", "build_wsd_module")),
+    ("wsd.py", ("lr_factor", "branch_step", "warmup_steps", "total_steps", "family_spec")),
+]
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:

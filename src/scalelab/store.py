@@ -32,6 +32,7 @@ from .files import atomic_path, write_json
 
 RUN_FILES = ("model.pt", "curve.csv", "metrics.json")  # metrics.json last: its presence means complete
 MANIFEST = "manifest.json"
+TRUNK_FILES = ("state.ckpt",)  # a WSD trunk's state after k steps (scalelab.wsd.trunk_key)
 
 
 def run_key(spec: dict, code: str) -> str:
@@ -66,14 +67,15 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def lookup(store: Path, key: str, data: str) -> Path | None:
-    """The store entry for `key` if it is whole, verified and trained on the same data."""
+def lookup(store: Path, key: str, data: str, names: tuple[str, ...] = RUN_FILES) -> Path | None:
+    """The store entry for `key` if it is whole, verified and trained on the same data (`names`:
+    its files; a WSD trunk state is TRUNK_FILES, kept under `<store>/trunks/`)."""
     entry = Path(store) / key
     try:
         manifest = json.loads((entry / MANIFEST).read_text())
         if manifest.get("data") != data:
             return None
-        for name in RUN_FILES:
+        for name in names:
             expected = manifest["files"][name]
             path = entry / name
             if path.stat().st_size != expected["bytes"] or file_sha256(path) != expected["sha256"]:
@@ -92,7 +94,8 @@ def restore(entry: Path, run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def save(store: Path, key: str, run_dir: Path, data: str, spec: dict, code: str) -> Path:
+def save(store: Path, key: str, run_dir: Path, data: str, spec: dict, code: str,
+         names: tuple[str, ...] = RUN_FILES) -> Path:
     """Keep a finished run's files under `key` (a complete entry appears at once, or not at all)."""
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
@@ -100,7 +103,7 @@ def save(store: Path, key: str, run_dir: Path, data: str, spec: dict, code: str)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=store))
     try:
         files = {}
-        for name in RUN_FILES:
+        for name in names:
             _copy(run_dir / name, staging / name)
             files[name] = {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)}
         write_json(staging / MANIFEST, {"run": spec["run"], "key": key, "code": code, "data": data,

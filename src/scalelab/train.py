@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import store
+from . import store, wsd
 from .cluster import SRUN_WARNING, cluster_environment, is_launcher
 from .errors import ScalelabError
 from .files import atomic_path, loads_json, write_json
@@ -237,6 +237,52 @@ class AtomicCheckpointIO(L.pytorch.plugins.TorchCheckpointIO):
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
+# ----------------------------------------------------------------------------- WSD (schedule: wsd)
+
+class LitWSD(LitGPT):
+    """LitGPT under warmup-stable-decay: the lr follows `scalelab.wsd.lr_factor`, constant from
+    the end of warmup until `branch`, then a cooldown to `steps`. A trunk is branch == steps."""
+
+    def __init__(self, model_config: dict, spec: dict, steps: int, branch: int) -> None:
+        super().__init__(model_config, spec, steps)
+        self.branch = branch
+        self.warmup_steps = wsd.warmup_steps(spec)  # absolute: the same for every D of a family
+
+    def lr_factor(self, step: int) -> float:
+        return wsd.lr_factor(step, self.steps, self.warmup_steps, self.branch, self.spec.get("cooldown_shape", ""),
+                             self.spec["min_lr_ratio"])
+
+    def configure_optimizers(self):
+        params = [p for p in self.gpt.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.spec["weight_decay"]},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        gpu = on_gpu(self.spec)
+        optimizer = torch.optim.AdamW(groups, lr=self.spec["lr"], betas=(0.9, self.spec["beta2"]),
+                                      fused=gpu, foreach=not gpu)
+        # The trunk's and a branch's lambdas agree on every step before the branch point, and at it
+        # (factor 1): a branch resumed from the trunk's checkpoint continues exactly.
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class WSDCurveRecorder(CurveRecorder):
+    """CurveRecorder with the WSD lr. Its rows ride in trunk checkpoints too (Lightning keys a
+    callback's state by its class name), so a branch's curve.csv starts with its trunk's rows."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step - 1
+        if step % self.every and trainer.global_step != pl_module.steps:
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.rows.append((step, pl_module.spec["lr"] * pl_module.lr_factor(step), float(loss.detach())))
+
+
+def build_wsd_module(model_config: GPTConfig, spec: dict, steps: int, branch: int) -> LitWSD:
+    """The seeded WSD model: initial weights as build_module's (a trunk's first segment)."""
+    L.seed_everything(spec["seed"], workers=True, verbose=False)
+    return LitWSD(model_config.to_dict(), spec, steps, branch)
+
+
 # ----------------------------------------------------------------------------- what decides the numbers
 
 def on_gpu(spec: dict) -> bool:
@@ -354,7 +400,8 @@ def _check_inputs(spec: dict, data_dir: Path, allow_repeat: bool) -> dict:
 
 
 def _metrics(spec: dict, model_config: GPTConfig, trainer, curve: pd.DataFrame, guard: DivergenceGuard,
-             steps: int, resumed_from_step: int | None, started: float, fit_s: float) -> dict:
+             steps: int, resumed_from_step: int | None, started: float, fit_s: float,
+             first_step: int | None = None, flops_spent: float | None = None) -> dict:
     params, params_total = param_counts(model_config)
     flops_tok, flops_tok_total = flops_per_token(model_config)
     tokens_per_step = spec["batch_size"] * spec["context"]
@@ -363,7 +410,7 @@ def _metrics(spec: dict, model_config: GPTConfig, trainer, curve: pd.DataFrame, 
     val = curve["val_loss"].dropna()
     tail = curve[curve["step"] >= trained_steps * 0.9]["train_loss"].dropna()
     tokens = steps * tokens_per_step
-    new_steps = trained_steps - (resumed_from_step or 0)
+    new_steps = trained_steps - (first_step if first_step is not None else resumed_from_step or 0)
     return {
         "run": spec["run"], "model": spec["model"], "n_layer": spec["n_layer"], "d_model": spec["d_model"],
         "n_head": spec["n_head"], "vocab_size": model_config.vocab_size, "context": spec["context"],
@@ -382,7 +429,35 @@ def _metrics(spec: dict, model_config: GPTConfig, trainer, curve: pd.DataFrame, 
         "precision": resolve_precision(spec), "accelerator": str(trainer.accelerator.__class__.__name__),
         "devices": spec["devices"], "threads": torch.get_num_threads(),
         "torch_version": torch.__version__, "lightning_version": L.__version__,
+        **_schedule_metrics(spec, tokens * flops_tok, flops_spent),
     }
+
+
+def _schedule_metrics(spec: dict, flops: float, flops_spent: float | None) -> dict:
+    """schedule, branch_from_tokens (the WSD branch point; None otherwise) and flops_spent: what
+    this run cost, its trunk charged by scalelab.wsd's rule (without a trunk: `flops`)."""
+    branch = wsd.branch_step(spec) * spec["batch_size"] * spec["context"] if wsd.is_wsd(spec) else None
+    return {"schedule": spec["schedule"], "branch_from_tokens": branch,
+            "flops_spent": float(flops if flops_spent is None else flops_spent)}
+
+
+def _trunk_for(spec: dict, trunks_dir: Path | None) -> tuple[Path, int] | None:
+    """A WSD run's trunk checkpoint at its branch point and the previous branch point (the start
+    of the trunk segment charged to it), from `<trunks_dir>/<family>/step<k>.ckpt|.json`."""
+    if trunks_dir is None or not wsd.is_wsd(spec):
+        return None
+    branch = wsd.branch_step(spec)
+    folder = Path(trunks_dir) / wsd.family_id(spec)
+    ckpt, info_path = folder / f"step{branch}.ckpt", folder / f"step{branch}.json"
+    try:
+        info = json.loads(info_path.read_text())
+        previous = int(info["from"])
+        if int(info["step"]) != branch or not ckpt.is_file():
+            raise ValueError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ScalelabError(f"{info_path}: missing or not this trunk's (the trunk rule writes it beside "
+                            f"{ckpt.name}); rerun the workflow, or train without --trunks") from None
+    return ckpt, previous
 
 
 def _save(run_dir: Path, spec: dict, model_config: GPTConfig, lit: LitGPT, metrics: dict) -> None:
@@ -400,8 +475,11 @@ def _save(run_dir: Path, spec: dict, model_config: GPTConfig, lit: LitGPT, metri
 
 def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = None,
               allow_repeat: bool = False, code: str = "", store_dir: Path | None = None,
-              loggers=("csv",), study: str = "scalelab study") -> dict:
+              loggers=("csv",), study: str = "scalelab study", trunks_dir: Path | None = None) -> dict:
     """Train one grid point; write model.pt, curve.csv and metrics.json into run_dir.
+
+    A WSD run with `trunks_dir` (results/trunks) is a cooldown branch: it starts from its family's
+    trunk checkpoint at its branch point (see scalelab.wsd); without it, it trains from scratch.
 
     With `store_dir`, a finished run with the same spec, code and data is restored from the store
     instead of retrained, and a newly finished run is kept there (see scalelab.store). `loggers`
@@ -412,30 +490,43 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
     meta = _check_inputs(spec, data_dir, allow_repeat)
     data = store.data_identity(meta)
     key = store.run_key(spec, code)
+    trunk = _trunk_for(spec, trunks_dir)
+    model_config = GPTConfig(vocab_size=meta["vocab_size"], context=spec["context"],
+                             n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
+    steps = total_steps(spec["tokens"], spec["batch_size"], spec["context"])
+    flops_spent = None if trunk is None else wsd.run_flops(spec, flops_per_token(model_config)[0], trunk[1])[0]
     if store_dir is not None and is_launcher() and (entry := store.lookup(store_dir, key, data)) is not None:
         metrics = store.restore(entry, run_dir)
+        if flops_spent is not None and metrics.get("flops_spent") != flops_spent:
+            metrics["flops_spent"] = flops_spent  # the trunk's attribution follows today's branch points
+            write_json(run_dir / "metrics.json", metrics)
         print(f"{spec['run']}: restored from {entry} (same spec, code and data; nothing retrained)")
         return metrics
 
     configure_torch(threads)
-    model_config = GPTConfig(vocab_size=meta["vocab_size"], context=spec["context"],
-                             n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
-    steps = total_steps(spec["tokens"], spec["batch_size"], spec["context"])
     steps_per_epoch = max(1, round(steps * spec["checkpoint_every"]))
 
     ckpt_dir = run_dir / "ckpt"
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = _resume_checkpoint(ckpt_dir, spec)
     resume_from, resumed_from_step = resume if resume else (None, None)
-    lit = build_module(model_config, spec, steps)
+    first_step = resumed_from_step
+    if resume_from is None and trunk is not None:  # a cooldown branch: from the trunk's state
+        resume_from, first_step = trunk[0], wsd.branch_step(spec)
+        print(f"{spec['run']}: branching from the trunk at step {first_step} of {steps} ({resume_from})")
+    if wsd.is_wsd(spec):
+        lit = build_wsd_module(model_config, spec, steps, wsd.branch_step(spec))
+        recorder = WSDCurveRecorder(every=max(1, steps // 100))
+    else:
+        lit = build_module(model_config, spec, steps)
+        recorder = CurveRecorder(every=max(1, steps // 100))
     tokens = TokenData(data_dir, spec, steps, steps_per_epoch)
     guard = DivergenceGuard(every=20 if on_gpu(spec) else 1)
-    recorder = CurveRecorder(every=max(1, steps // 100))
     tags = {"model": spec["model"], "N": param_counts(model_config)[0], "D": spec["tokens"], "seed": spec["seed"],
             "study": study}
     trackers = make_loggers(loggers, run_dir, spec["run"], tags, study)
     trainer = build_trainer(spec, steps, steps_per_epoch, ckpt_dir, [guard, recorder], trackers)
-    if resume_from is not None:
+    if resumed_from_step is not None:
         print(f"{spec['run']}: resuming from step {resumed_from_step} of {steps} ({resume_from})")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -443,6 +534,7 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=SRUN_WARNING)
+        warnings.filterwarnings("ignore", message=".*dirpath has changed.*")  # resumed from another folder's checkpoint
         fit_started = time.time()
         trainer.fit(lit, datamodule=tokens, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
         fit_s = time.time() - fit_started
@@ -454,7 +546,8 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         tracker.save()
     curve = _write_curve(recorder.rows, lit.val_history, run_dir / "curve.csv",
                          spec["batch_size"] * spec["context"], flops_per_token(model_config)[0])
-    metrics = _metrics(spec, model_config, trainer, curve, guard, steps, resumed_from_step, started, fit_s)
+    metrics = _metrics(spec, model_config, trainer, curve, guard, steps, resumed_from_step, started, fit_s,
+                       first_step, flops_spent)
     metrics.update(spec_sha=store.spec_sha(spec), code=code, data_fingerprint=data)
     _save(run_dir, spec, model_config, lit, metrics)
     if store_dir is not None:
@@ -462,6 +555,83 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
     if metrics["status"] == "ok":
         (ckpt_dir / CKPT_NAME).unlink(missing_ok=True)  # done: the resume state is no longer needed
     return metrics
+
+
+def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path | None = None,
+                threads: int | None = None, allow_repeat: bool = False, code: str = "",
+                store_dir: Path | None = None) -> dict:
+    """Train one WSD trunk segment: from checkpoint `start` (None: from scratch) to `step` steps at
+    the family's constant lr; write the state to `out` (results/trunks/<family>/step<k>.ckpt) and
+    `out` with .json (family, step, from: the segment's first step). A killed job resumes from
+    its own checkpoints (`.work-step<k>/` beside `out`), as a train job does. With `store_dir`,
+    the state is restored from `<store_dir>/trunks/<key>` when the family, code and step match
+    (however the trunk was cut into segments before), and kept there when trained."""
+    started = time.time()
+    data_dir, out = Path(data_dir), Path(out)
+    fid = wsd.family_id(family)
+    tokens_per_step = family["batch_size"] * family["context"]
+    spec = {**family, "run": f"trunk {fid} step {step}", "tokens": step * tokens_per_step, "isoflop_budget": None}
+    meta = _check_inputs(spec, data_dir, allow_repeat)
+    start_step = 0
+    if start is not None:
+        try:
+            start_step = int(torch.load(start, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+        except Exception as exc:
+            raise ScalelabError(f"{start}: not a usable trunk checkpoint ({type(exc).__name__})") from None
+        if start_step >= step:
+            raise ScalelabError(f"{start}: at step {start_step}, not before this segment's end ({step})")
+    data = store.data_identity(meta)
+    key = wsd.trunk_key(family, step, code)
+    info = {"family": fid, "step": step, "from": start_step, "tokens": step * tokens_per_step, "key": key,
+            "code": code, "data_fingerprint": data}
+    trunks_store = None if store_dir is None else Path(store_dir) / "trunks"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if trunks_store is not None and (entry := store.lookup(trunks_store, key, data, store.TRUNK_FILES)) is not None:
+        store._copy(entry / store.TRUNK_FILES[0], out)
+        info.update(restored_from=str(entry), wall_s=round(time.time() - started, 2))
+        write_json(out.with_suffix(".json"), info)
+        print(f"{fid}: trunk step {step} restored from {entry} (same family, code, step and data; nothing retrained)")
+        return info
+
+    configure_torch(threads)
+    model_config = GPTConfig(vocab_size=meta["vocab_size"], context=spec["context"],
+                             n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
+    steps_per_epoch = max(1, round((step - start_step) * spec["checkpoint_every"]))
+    ckpt_dir = out.parent / f".work-{out.stem}"
+    resume = _resume_checkpoint(ckpt_dir, {**spec, "trunk_from": start_step})
+    resume_from = resume[0] if resume else start
+    lit = build_wsd_module(model_config, spec, step, step)
+    recorder = WSDCurveRecorder(every=max(1, step // 100))
+    guard = DivergenceGuard(every=20 if on_gpu(spec) else 1)
+    trainer = build_trainer(spec, step, steps_per_epoch, ckpt_dir, [guard, recorder], [])
+    print(f"{fid}: trunk steps {resume[1] if resume else start_step} to {step}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*dirpath has changed.*")  # resumed from another folder's checkpoint
+        warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
+        trainer.fit(lit, datamodule=TokenData(data_dir, spec, step, steps_per_epoch),
+                    ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+    trainer.save_checkpoint(out)  # atomic (AtomicCheckpointIO); every rank joins, rank 0 writes
+    if not trainer.is_global_zero:
+        return {}
+    info.update(restored_from=None, wall_s=round(time.time() - started, 2), diverged_at_step=guard.diverged_at)
+    if trunks_store is not None:
+        _save_trunk(trunks_store, key, out, data, family, step, code)
+    write_json(out.with_suffix(".json"), info)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return info
+
+
+def _save_trunk(trunks_store: Path, key: str, ckpt: Path, data: str, family: dict, step: int, code: str) -> None:
+    """Keep a trunk state in the store (store.save wants the files under their store names)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=ckpt.parent, prefix=".store-") as tmp:
+        os.link(ckpt, Path(tmp) / store.TRUNK_FILES[0])
+        store.save(trunks_store, key, Path(tmp), data, {"run": f"trunk step {step}", **family, "step": step}, code,
+                   names=store.TRUNK_FILES)
 
 
 def add_arguments(parser) -> None:
@@ -475,6 +645,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--study", default="scalelab study", help="the study's title (MLflow experiment, a tag)")
     parser.add_argument("--store", type=Path, default=None,
                         help="the run store (results/store): restore a finished run from it, keep new ones there")
+    parser.add_argument("--trunks", type=Path, default=None,
+                        help="WSD trunk checkpoints (default: results/trunks beside --data, when --store is given)")
 
 
 def run(args) -> None:
@@ -482,8 +654,9 @@ def run(args) -> None:
     if not isinstance(spec, dict) or "run" not in spec:
         raise ScalelabError("--spec: expected the run's settings as a JSON object")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    trunks = args.trunks or (args.data.parent / "trunks" if args.store is not None else None)
     metrics = train_run(spec, args.data, args.out, args.threads, args.allow_repeat, args.code, args.store,
-                        args.loggers, args.study)
+                        args.loggers, args.study, trunks)
     if metrics:
         print(f"{metrics['run']}: {metrics['status']}, val_loss {metrics['val_loss']}, "
               f"{metrics['tokens']:,} tokens in {metrics['wall_s']} s ({metrics['tokens_per_s']} tokens/s)")

@@ -4,6 +4,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 # The repository root, found from this file so that it is right when another workflow uses this
 # one as a module (workflow.basedir is the *main* Snakefile's folder). For a remote module
@@ -15,7 +16,7 @@ if (ROOT / "src" / "scalelab").is_dir():
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 from scalelab import config as study
-from scalelab import integrity, loggers
+from scalelab import integrity, loggers, wsd
 from scalelab.data import OUTPUTS as DATA_OUTPUTS
 from scalelab import resources as job_resources
 from scalelab.errors import ScalelabError
@@ -69,6 +70,71 @@ os.environ["SCALELAB_ALLOW_REPEAT"] = "--allow-repeat" if config["data"]["allow_
 # title (the MLflow experiment, a tag of every run) also travel as environment variables.
 os.environ["SCALELAB_LOGGERS"] = ",".join(study.logger_names(config))
 os.environ["SCALELAB_STUDY"] = config["report"]["title"]
+
+
+# WSD (train.schedule: wsd): each family's trunk and where its runs branch (scalelab.wsd; checked
+# by expand_grid already). A WSD run's code fingerprint adds the schedule's code; every other run
+# keeps the plain train fingerprint.
+FAMILIES = wsd.plan(RUNS.values(), config)
+TRAIN_CODE = code_fingerprint("train")
+TRAIN_WSD_CODE = code_fingerprint("train_wsd")
+
+
+def run_code(wildcards):
+    return TRAIN_WSD_CODE if wsd.is_wsd(RUNS[wildcards.run].spec) else TRAIN_CODE
+
+
+def trunk_path(family, step):
+    return f"results/trunks/{family}/step{step}.ckpt"
+
+
+def branch_inputs(wildcards):
+    """A WSD run's trunk checkpoint at its branch point (and its .json); nothing for other runs."""
+    spec = RUNS[wildcards.run].spec
+    if not wsd.is_wsd(spec):
+        return {}
+    ckpt = trunk_path(wsd.family_id(spec), wsd.branch_step(spec))
+    return {"trunk": ckpt, "trunk_info": ckpt.removesuffix(".ckpt") + ".json"}
+
+
+def _family(wildcards):
+    family = FAMILIES.get(wildcards.family)
+    if family is None or int(wildcards.step) not in family.branches:
+        raise ValueError(f"results/trunks/{wildcards.family}/step{wildcards.step}: not a branch point of this study")
+    return family
+
+
+def trunk_family(wildcards):
+    """What decides a trunk (the family's spec, canonical JSON; a plain str param)."""
+    return json.dumps(_family(wildcards).spec, sort_keys=True)
+
+
+def trunk_start(wildcards):
+    """The previous branch point's checkpoint ('' for the first segment)."""
+    previous = _family(wildcards).previous(int(wildcards.step))
+    return trunk_path(wildcards.family, previous) if previous else ""
+
+
+def trunk_inputs(wildcards):
+    start = trunk_start(wildcards)
+    return {"start": start} if start else {}
+
+
+def _trunk_run(wildcards):
+    """A run of the family, standing in for it in the resource estimates (same shape and settings)."""
+    return SimpleNamespace(run=_family(wildcards).branches[int(wildcards.step)])
+
+
+def trunk_gpus(wildcards):
+    return train_gpus(_trunk_run(wildcards))
+
+
+def trunk_runtime_min(wildcards):
+    return train_runtime_min(_trunk_run(wildcards))
+
+
+def trunk_mem_mb(wildcards):
+    return train_mem_mb(_trunk_run(wildcards))
 
 
 def log_path(name):
@@ -161,12 +227,13 @@ def check_jobs_can_start():
         return
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     for job in workflow.dag.needrun_jobs():
-        if job.rule.name != "train":
+        if job.rule.name not in ("train", "trunk"):
             continue
-        run = job.wildcards.run
+        # a trunk job trains its family's shape with its settings: checked as one of its runs
+        run = job.wildcards.run if job.rule.name == "train" else _trunk_run(job.wildcards).run
         if RUNS[run].spec["accelerator"] == "gpu" and not _gpu_here():
             sys.exit(f"scalelab: error: train.accelerator: {run} asks for a GPU but this machine has none; "
                      f"use accelerator: auto, or a cluster profile (nothing was run)")
-        if train_mem_mb(job.wildcards) > memory_mb:
-            sys.exit(f"scalelab: error: models.{RUNS[run].model}: {run} needs about {train_mem_mb(job.wildcards):,} MB "
+        if train_mem_mb(SimpleNamespace(run=run)) > memory_mb:
+            sys.exit(f"scalelab: error: models.{RUNS[run].model}: {run} needs about {train_mem_mb(SimpleNamespace(run=run)):,} MB "
                      f"to train, more than this machine's {memory_mb:,.0f} MB (nothing was run)")

@@ -3,10 +3,13 @@
 # code that decides its numbers, so a change to either reruns exactly the runs it touches. The
 # job first looks in the run store (results/store): a run trained before with the same spec,
 # code and data is restored, not retrained, even after Snakemake deleted its outputs.
+# A `schedule: wsd` run is a cooldown branch: it also takes its family's trunk checkpoint at its
+# branch point as input (rules/trunk.smk) and starts from it.
 
 
 rule train:
     input:
+        unpack(branch_inputs),  # a WSD run's trunk checkpoint (rules/trunk.smk); nothing otherwise
         train=f"{DATA}/train.bin",
         val=f"{DATA}/val.bin",
         meta=f"{DATA}/meta.json",
@@ -16,7 +19,7 @@ rule train:
         curve="results/runs/{run}/curve.csv",
     params:
         spec=run_spec,
-        code=code_fingerprint("train"),
+        code=run_code,  # code_fingerprint("train"), or "train_wsd" for a WSD run
     log:
         "logs/train/{run}.log",
     wildcard_constraints:

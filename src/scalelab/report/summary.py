@@ -47,12 +47,26 @@ def _next_budget_line(s) -> str:
             f"predicted {s.target} {num(nxt.get('loss_pred'))} {interval(nxt.get('loss_ci95'))}")
 
 
+def _compute_line(s) -> str:
+    """FLOPs the trained runs cost (sum of flops_spent: WSD trunks are shared, see scalelab.wsd)
+    against the same runs trained independently (sum of flops)."""
+    table = s.metrics
+    if "flops" not in table.columns:
+        return "  compute       –"
+    independent = table["flops"].astype(float)
+    spent = table["flops_spent"].astype(float).fillna(independent) if "flops_spent" in table.columns else independent
+    done = independent.notna()
+    total, alone = float(spent[done].sum()), float(independent[done].sum())
+    ratio = f" (ratio {total / alone:.3f})" if alone > 0 else ""
+    return f"  compute       {num(total)} FLOPs spent vs {num(alone)} as independent runs{ratio}"
+
+
 def summary_text(s, index_html: Path) -> str:
     """The summary of a Study (scalelab.report.inputs), ending with the path of its page."""
     counts = s.metrics["status"].value_counts()
     lines = [f"scalelab report: {s.title}", *_law_lines(s), _holdout_line(s), _next_budget_line(s),
              "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
-             f"  report        {index_html.resolve()}"]
+             _compute_line(s), f"  report        {index_html.resolve()}"]
     return "\n".join(lines) + "\n"
 
 
