@@ -502,10 +502,12 @@ def _shell_specs(study: Path, config: Path | None = None) -> dict[str, list[str]
     return specs
 
 
-def test_a_study_without_sweeps_keeps_its_train_and_fit_params(study):
+def test_a_study_without_sweeps_keeps_its_train_and_fit_params(tmp_path):
     """The tiny study's train and fit params as the code before sweeps wrote them (commit 9a466f6):
     an existing study keeps every run and its fit settings."""
-    specs = _shell_specs(study)
+    make_corpus(tmp_path / "corpus", documents=150)
+    write_config(tmp_path, TINY)
+    specs = _shell_specs(tmp_path)
     train = hashlib.sha256("\n".join(sorted(specs["train"])).encode()).hexdigest()
     assert len(specs["train"]) == 6 and train == "5443b5869277ea7c724148d78da3540dd680af6124f6c3066f2322d293c4185d"
     assert specs["fit"] == ['{"bootstrap": 20, "budgets": null, "holdout": "top", "params": "non_embedding", '
@@ -519,7 +521,8 @@ def test_a_study_without_sweeps_keeps_its_train_and_fit_params(study):
     (lambda c: c["grid"].update(sweep={"lr": ["1e-3", 0.001]}), ["grid.sweep.lr", "same value"]),
     (lambda c: c["overrides"].update(b={"sweep": {"lr": {"times": [-1]}}}), ["overrides.b.sweep.lr.times[0]"]),
 ])
-def test_bad_sweep_is_one_line_and_nothing_runs(study, tmp_path, change, words):
+def test_bad_sweep_is_one_line_and_nothing_runs(sweep_study, tmp_path, change, words):
+    study = sweep_study
     path = _changed(study, tmp_path, change, "bad.yaml")
     metrics = study / "results/metrics.csv"
     before = (metrics.read_bytes(), metrics.stat().st_mtime_ns)
