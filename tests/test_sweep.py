@@ -168,3 +168,15 @@ def test_aggregate_sweep_argument_is_checked(tmp_path, capsys):
 
     assert cli.main(["aggregate", "--out", str(tmp_path / "m.csv"), "--sweep", '{"lr": 1}', str(tmp_path)]) == 1
     assert "--sweep: expected a JSON list" in capsys.readouterr().err and not (tmp_path / "m.csv").exists()
+
+
+def test_moving_the_base_of_a_times_sweep_keeps_the_values_that_stay():
+    def runs(lr):
+        config = base(sweep={"lr": {"times": [0.5, 1, 2]}})
+        config["overrides"] = {"a": {"lr": lr}}
+        return {r.id: r.spec_json for r in expand(config) if r.model == "a"}
+
+    before, after = runs(5.0e-3), runs(2.5e-3)
+    kept = set(before) & set(after)
+    assert kept == {f"a-{t}-s0-lr{v}" for t in ("4K", "8K") for v in ("2.5e-3", "5e-3")}
+    assert all(before[k] == after[k] for k in kept)  # same spec: not retrained
