@@ -316,6 +316,7 @@ def test_lr_sweep_report_draws_sensitivity_laws_and_recommendation(tmp_path, cap
     summary = (out / "summary.txt").read_text()
     assert f"lr = {fmt.num(lr['recommended']['value'])} {fmt.interval(lr['recommended']['ci95'])}" in summary
     assert "Optimum at an edge" not in (out / "index.html").read_text()
+    assert (out / "index.html").read_text().count("<td>yes</td>") == 12  # the best run of each of 12 sweeps
     assert html.escape(registry.FIGURES["lr_sensitivity"].caption()) in (out / "index.html").read_text()
 
     # Only the two smallest lrs: every size's best is the largest swept value, flagged as an edge.

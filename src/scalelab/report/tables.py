@@ -253,15 +253,17 @@ GRID_OPTIONAL = (("test_loss", "test loss"), ("test_bpb", "test bits/byte"), ("b
 def table_grid(s: Study) -> Table:
     frame = s.metrics
     optional = [(c, h) for c, h in GRID_OPTIONAL if c in frame.columns]
+    swept = "best_in_sweep" in frame.columns  # a study with sweeps: which run of each the fits use
     table = new_table("grid", ["run", "model", "N (params)", "D (tokens)", "C (FLOPs)", "status", "steps", s.target]
-                      + [heading for _, heading in optional])
+                      + [heading for _, heading in optional] + (["best in its sweep"] if swept else []))
     for _, row in frame.iterrows():
         status = row["status"]
         cells = [Cell(row["run"]), Cell(str(row.get("model", "–"))), Cell(human(row[s.n_col])),
                  Cell(human(row[s.d_col])), Cell(num(row[s.c_col], 3)),
                  Cell(status, css=f"status-{status}" if status in STATUSES else "status-other"),
                  Cell(num(row.get("steps"))), Cell(num(row[s.target]))]
-        table.rows.append(cells + [Cell(num(row[c])) for c, _ in optional])
+        best = [Cell("yes" if str(row["best_in_sweep"]).strip().lower() in ("true", "1", "1.0") else "")] if swept else []
+        table.rows.append(cells + [Cell(num(row[c])) for c, _ in optional] + best)
     counts = frame["status"].value_counts()
     table.notes.append(", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES) + f" of {len(frame)} runs.")
     return table
