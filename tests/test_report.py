@@ -79,17 +79,37 @@ def _meta() -> dict:
             "tokenizer": {"vocab_size": 2048, "fingerprint": "b81e77aa"}}
 
 
+def _sweep_rows(rows: list[dict], lrs, rng: np.random.Generator) -> list[dict]:
+    """Each ok grid row once per lr, the loss raised by 0.05·(log lr − log lr_opt(N))², with
+    lr_opt = 0.3·N^-0.3; sweep_group and best_in_sweep from the real aggregate."""
+    from scalelab.aggregate import mark_sweeps
+    from scalelab.config import sweep_suffix
+
+    swept = []
+    for row in rows:
+        for lr in lrs:
+            penalty = 0.05 * (math.log(lr) - math.log(0.3 * row["params"] ** -0.3)) ** 2
+            loss = row["val_loss"] + penalty + rng.normal(0, 0.002) if row["status"] == "ok" else None
+            swept.append({**row, "run": row["run"] + sweep_suffix({"lr": lr}), "lr": lr, "val_loss": loss,
+                          "tokens_requested": row["tokens"]})
+    mark_sweeps(swept, ["lr"])
+    return swept
+
+
 def make_study(root: str | Path, *, sizes=tuple(MODELS), isoflop: bool = True, extras: bool = True,
-               meta: bool = True, bootstrap: int = 10, seed: int = 0) -> dict:
+               meta: bool = True, bootstrap: int = 10, seed: int = 0, lrs=()) -> dict:
     """Write root/results/{metrics.csv, runs/*/curve.csv, fit/fit.json, data/meta.json}.
 
     A default-like grid (4 model sizes x 3 token counts) from a known law with 1 % noise; with
     `isoflop`, two IsoFLOP budgets over the 4 sizes; with `extras`, one diverged and one missing
-    run. fit.json comes from `scalelab.fit.fit_frame`. Returns the fit.json written.
+    run. With `lrs`, every grid run is swept over those learning rates (`_sweep_rows`). fit.json
+    comes from `scalelab.fit.fit_frame`. Returns the fit.json written.
     """
     rng = np.random.default_rng(seed)
     results = Path(root) / "results"
     rows = [_row(m, t, noise=rng.normal(0, 0.01)) for m in sizes for t in TOKENS]
+    if lrs:
+        rows = _sweep_rows(rows, lrs, rng)
     if isoflop:
         for c in ISOFLOP_BUDGETS:
             for m in sizes:
@@ -106,7 +126,8 @@ def make_study(root: str | Path, *, sizes=tuple(MODELS), isoflop: bool = True, e
         if row["status"] != "missing":
             _curve(row, rng).to_csv(run_dir / "curve.csv", index=False)
     # The real fit, kept small (32 starts, 10 resamples) so that the test stays quick.
-    fit = fit_frame(frame, loss_col="val_loss", bootstrap=bootstrap, grid_points=2, workers=1, seed=seed)
+    fit = fit_frame(frame, loss_col="val_loss", bootstrap=bootstrap, grid_points=2, workers=1, seed=seed,
+                    sweep_keys=("lr",) if lrs else ())
     write_json(results / "fit" / "fit.json", fit)
     if meta:
         (results / "data").mkdir(parents=True, exist_ok=True)
@@ -231,7 +252,7 @@ def tiny_report(tiny):
 def test_report_is_complete_and_matches_fit(tiny_report, capsys):
     out, fit = tiny_report
     page = check_report(out, fit)
-    assert page.missing == [], f"figures not drawn: {page.missing}"
+    assert page.missing == ["lr_sensitivity"], f"figures not drawn: {page.missing}"  # nothing swept
     sources = {source for source, _, _ in page.cells}
     for key in ("E", "A", "B", "alpha", "beta", "a", "b", "ci95.alpha", "ci95.beta", "ci95.a"):
         assert f"approach3.{key}" in sources
@@ -266,11 +287,54 @@ def test_markdown_has_same_content_with_linked_figures(tiny_report):
     out, fit = tiny_report
     md = (out / "report.md").read_text()
     for name in registry.FIGURES:
-        assert f"](figures/{name}.png)" in md
         assert (out / "figures" / f"{name}.png").exists()
+        if name == "lr_sensitivity":  # nothing swept: the reason instead of a link
+            assert "Not drawn: Nothing was swept over the learning rate" in md and f"](figures/{name}.png)" not in md
+        else:
+            assert f"](figures/{name}.png)" in md
     assert fmt.num(fit["approach3"]["alpha"]) in md and "base64" not in md
     for table in registry.TABLES.values():
         assert f"### {table.title}" in md
+
+
+def test_lr_sweep_report_draws_sensitivity_laws_and_recommendation(tmp_path, capsys):
+    """An lr sweep: the sensitivity figure is drawn, the law table shows fit.json's numbers, the
+    summary recommends an lr; an optimum at the sweep's edge is flagged. Without a sweep (the tiny
+    study) the figure is the placeholder, the table says why and the summary has no lr line."""
+    fit = make_study(tmp_path, isoflop=False, extras=False, lrs=(1e-3, 3e-3, 1e-2, 3e-2))
+    assert fit["selection"]["method"].startswith("best_in_sweep") and fit["n_points"] == 12
+    lr = fit["hyperparameters"]["lr"]
+    assert lr["law_N"]["exponent"] < 0 and lr["recommended"]["value"] > 0
+    assert run_report(tmp_path) == 0
+    out = tmp_path / "results" / "report"
+    page = check_report(out, fit)
+    assert "lr_sensitivity" not in page.missing
+    sources = {source for source, _, _ in page.cells}
+    for key in ("law_N.exponent", "law_N.ci95.exponent", "law_C.exponent", "law_C.coefficient",
+                "recommended.value", "recommended.ci95"):
+        assert f"hyperparameters.lr.{key}" in sources, key
+    summary = (out / "summary.txt").read_text()
+    assert f"lr = {fmt.num(lr['recommended']['value'])} {fmt.interval(lr['recommended']['ci95'])}" in summary
+    assert "Optimum at an edge" not in (out / "index.html").read_text()
+    assert (out / "index.html").read_text().count("<td>yes</td>") == 12  # the best run of each of 12 sweeps
+    assert html.escape(registry.FIGURES["lr_sensitivity"].caption()) in (out / "index.html").read_text()
+
+    # Only the two smallest lrs: every size's best is the largest swept value, flagged as an edge.
+    edge = tmp_path / "edge"
+    fit = make_study(edge, isoflop=False, extras=False, lrs=(3e-4, 1e-3, 2e-3))
+    assert fit["hyperparameters"]["lr"]["n_edge"] > 0
+    assert run_report(edge) == 0
+    text = (edge / "results" / "report" / "index.html").read_text()
+    assert "Optimum at an edge of the sweep" in text and "widen the sweep" in text
+
+
+def test_no_sweep_report_has_no_lr_line(tiny_report):
+    out, fit = tiny_report
+    summary = (out / "summary.txt").read_text()
+    assert "next lr" not in summary and fit["hyperparameters"] is None
+    text = (out / "index.html").read_text()
+    assert "Nothing was swept over the learning rate" in text
+    assert "No hyperparameter laws: " + fmt.clause(fit["hyperparameters_why"]) in text
 
 
 def test_degenerate_study_says_why_instead_of_crashing(tmp_path, capsys):
@@ -458,7 +522,8 @@ def test_registry_drives_page_order_captions_and_categories(tiny_report):
         assert spec.category in headings, spec.name
         caption = spec.caption()
         assert caption and "``" not in caption and "**" not in caption
-        assert html.escape(caption) in text, spec.name  # the page shows the caption Snakemake shows
+        if spec.name != "lr_sensitivity":  # not drawn without a sweep (its caption: the sweep test)
+            assert html.escape(caption) in text, spec.name  # the page shows the caption Snakemake shows
     # Figures appear in registry order, each inside its category's section.
     positions = [text.index(f'data-figure="{name}"') for name in registry.FIGURES]
     assert positions == sorted(positions)

@@ -6,6 +6,7 @@ dry run, whose job counts per rule say exactly what would rerun.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -434,3 +435,125 @@ def test_raw_yaml_traps_are_one_line(study, tmp_path, text, words):
     assert len(line) < 600
     for word in words:
         assert word in line
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+SWEEP = {**copy.deepcopy(TINY), "report": {"title": "tiny sweep"}}
+SWEEP["grid"] = {"models": ["a", "b"], "tokens": ["4K"], "seeds": [0], "sweep": {"lr": ["1e-3", 3.0e-3]}}
+# a's own sweep replaces grid.sweep's lr: factors of its own lr (5e-3 from the override)
+SWEEP["overrides"] = {"a": {"lr": 5e-3, "sweep": {"lr": {"times": [0.5, 1, 2]}}}}
+SWEEP_RUNS = {"a-4K-s0-lr2.5e-3", "a-4K-s0-lr5e-3", "a-4K-s0-lr1e-2", "b-4K-s0-lr1e-3", "b-4K-s0-lr3e-3"}
+
+
+@pytest.fixture(scope="module")
+def sweep_study(tmp_path_factory) -> Path:
+    study = tmp_path_factory.mktemp("sweep")
+    make_corpus(study / "corpus", documents=150)
+    write_config(study, SWEEP)
+    snakemake(study)
+    return study
+
+
+def _changed(study: Path, tmp_path: Path, change, name: str) -> Path:
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    change(config)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _trained(study: Path, config: Path) -> set[str]:
+    detail = snakemake(study, "--dry-run", config=config).stdout
+    return set(re.findall(r"output: results/runs/([^/]+)/model\.pt", detail))
+
+
+def test_sweep_marks_the_best_run_of_each_group_and_fits_only_those(sweep_study):
+    table = pd.read_csv(sweep_study / "results/metrics.csv")
+    assert set(table["run"]) == SWEEP_RUNS and (table["status"] == "ok").all()
+    assert dict(zip(table["run"], table["sweep_group"])) == {run: run.split("-lr")[0] for run in SWEEP_RUNS}
+    best = {}
+    for group, rows in table.groupby("sweep_group"):
+        assert rows["best_in_sweep"].sum() == 1
+        best[group] = rows.loc[rows["val_loss"].idxmin(), "run"]
+        assert rows.loc[rows["best_in_sweep"], "run"].item() == best[group]
+    assert dict(zip(table["run"], table["lr"]))["a-4K-s0-lr2.5e-3"] == pytest.approx(2.5e-3)
+    fit = json.loads((sweep_study / "results/fit/fit.json").read_text())
+    assert fit["settings"]["select"] == "best" and fit["settings"]["sweep_keys"] == ["lr"]
+    assert sorted(fit["selection"]["runs_used"]) == sorted(best.values())
+    html_text = (sweep_study / "results/report/index.html").read_text()
+    assert 'data-figure="lr_sensitivity"' in html_text and "Nothing was swept over the learning rate" not in html_text
+    assert "Hyperparameter laws" in html_text
+    assert planned_jobs(sweep_study) == {}
+
+
+def test_adding_a_sweep_value_trains_only_the_new_runs(sweep_study, tmp_path):
+    def change(config):
+        config["grid"]["sweep"]["lr"].append(1e-2)  # b only: a has its own lr sweep
+        config["overrides"]["a"]["sweep"]["lr"]["times"].append(4)
+    path = _changed(sweep_study, tmp_path, change, "more.yaml")
+    jobs = planned_jobs(sweep_study, config=path)
+    assert jobs == {"train": 2, "evaluate": 2, "aggregate": 1, "fit": 1, "report": 1}
+    assert _trained(sweep_study, path) == {"b-4K-s0-lr1e-2", "a-4K-s0-lr2e-2"}
+
+
+def test_removing_a_sweep_value_drops_its_runs_and_retrains_nothing(sweep_study, tmp_path):
+    path = _changed(sweep_study, tmp_path, lambda c: c["grid"]["sweep"].update(lr=[3.0e-3]), "fewer.yaml")
+    assert planned_jobs(sweep_study, config=path) == {"aggregate": 1, "fit": 1, "report": 1}
+    copy_dir = tmp_path / "study"
+    shutil.copytree(sweep_study, copy_dir, symlinks=True)
+    snakemake(copy_dir, config=path)
+    table = pd.read_csv(copy_dir / "results/metrics.csv")
+    assert set(table["run"]) == SWEEP_RUNS - {"b-4K-s0-lr1e-3"}
+    fit = json.loads((copy_dir / "results/fit/fit.json").read_text())
+    assert "b-4K-s0-lr1e-3" not in fit["selection"]["runs_used"]
+    assert table.set_index("run").loc["b-4K-s0-lr3e-3", "best_in_sweep"]  # alone in its group now
+    assert planned_jobs(copy_dir, config=path) == {}
+
+
+def test_fit_select_all_refits_without_training(sweep_study, tmp_path):
+    path = _changed(sweep_study, tmp_path, lambda c: c["fit"].update(select="all"), "all.yaml")
+    assert planned_jobs(sweep_study, config=path) == {"fit": 1, "report": 1}
+
+
+def _shell_specs(study: Path, config: Path | None = None) -> dict[str, list[str]]:
+    """The --spec argument of every job a forced dry run prints, by rule."""
+    proc = snakemake(study, "--dry-run", "--forceall", "--printshellcmds", config=config)
+    specs: dict[str, list[str]] = {}
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if "Shell command:" not in line:
+            continue
+        words = shlex.split(line.split("Shell command:", 1)[1])
+        if "--spec" in words and words[0] == "scalelab":
+            specs.setdefault(words[1], []).append(words[words.index("--spec") + 1])
+    return specs
+
+
+def test_a_study_without_sweeps_keeps_its_train_and_fit_params(tmp_path):
+    """The tiny study's train and fit params as the code before sweeps wrote them (commit 9a466f6):
+    an existing study keeps every run and its fit settings."""
+    make_corpus(tmp_path / "corpus", documents=150)
+    write_config(tmp_path, TINY)
+    specs = _shell_specs(tmp_path)
+    train = hashlib.sha256("\n".join(sorted(specs["train"])).encode()).hexdigest()
+    assert len(specs["train"]) == 6 and train == "5443b5869277ea7c724148d78da3540dd680af6124f6c3066f2322d293c4185d"
+    assert specs["fit"] == ['{"bootstrap": 20, "budgets": null, "holdout": "top", "params": "non_embedding", '
+                            '"predict_flops": null, "seed": 0, "target": "val_loss"}']
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda c: c["grid"].update(sweep={"devices": [1, 2]}), ["grid.sweep.devices", "cannot be swept"]),
+    (lambda c: c["grid"].update(sweep={"optimizer": ["adam"]}), ["grid.sweep.optimizer", "unknown"]),
+    (lambda c: c["grid"].update(sweep={"lr": []}), ["grid.sweep.lr", "empty"]),
+    (lambda c: c["grid"].update(sweep={"lr": ["1e-3", 0.001]}), ["grid.sweep.lr", "same value"]),
+    (lambda c: c["overrides"].update(b={"sweep": {"lr": {"times": [-1]}}}), ["overrides.b.sweep.lr.times[0]"]),
+])
+def test_bad_sweep_is_one_line_and_nothing_runs(sweep_study, tmp_path, change, words):
+    study = sweep_study
+    path = _changed(study, tmp_path, change, "bad.yaml")
+    metrics = study / "results/metrics.csv"
+    before = (metrics.read_bytes(), metrics.stat().st_mtime_ns)
+    line = _error_line(snakemake(study, config=path, check=False))
+    for word in words:
+        assert word in line, line
+    assert (metrics.read_bytes(), metrics.stat().st_mtime_ns) == before

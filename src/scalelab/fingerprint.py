@@ -27,7 +27,7 @@ STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
               ("train.py", ("configure_torch", "build_module", "build_trainer", "TokenData", "total_steps",
                             "DivergenceGuard", "CurveRecorder"))],
     "evaluate": [("model.py", None), ("shapes.py", None), ("evaluate.py", None)],
-    "aggregate": [("aggregate.py", None)],
+    "aggregate": [("aggregate.py", None), ("config.py", ("run_id",))],  # run_id names a sweep's group
     # the whole fit package, the law, and FitSettings (its defaults decide what a spec leaves out)
     "fit": [("fit/*.py", None), ("law.py", None), ("settings.py", ("FitSettings",))],
     # the whole report package: its modules, CSS and captions (globs are expanded, sorted)

@@ -57,6 +57,7 @@ for path in sorted({str(Path(p).parent) for p in REBUILD}):
     print(f"scalelab: {path}: outputs missing since the last run; rebuilding them", file=sys.stderr)
 
 RUN_IDS = list(RUNS)
+SWEEP_KEYS = study.sweep_keys(RUNS.values())  # [] for a study without sweeps
 DATA = "results/data"  # shell commands spell these paths out: see below
 DATA_FILES = [f"{DATA}/{name}" for name in DATA_OUTPUTS]
 STORE = "results/store"  # finished runs by spec + code (scalelab.store): a rerun restores, never retrains

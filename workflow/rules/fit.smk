@@ -9,11 +9,12 @@ rule aggregate:
         "results/metrics.csv",
     params:
         code=code_fingerprint("aggregate"),
+        sweep=json.dumps(SWEEP_KEYS),  # the swept keys: sweep_group, best_in_sweep and their columns
     log:
         log_path("aggregate"),
     localrule: True
     shell:
-        "scalelab aggregate --out {output:q} {input.metrics:q} > {log:q} 2>&1"
+        "scalelab aggregate --out {output:q} --sweep {params.sweep:q} {input.metrics:q} > {log:q} 2>&1"
 
 
 def fit_spec():
@@ -22,6 +23,10 @@ def fit_spec():
     spec = {"target": f["target"], "params": f["params"], "bootstrap": f["bootstrap"], "seed": f["seed"],
             "holdout": f["holdout"], "predict_flops": f["predict_flops"] or None,
             "budgets": config["grid"]["isoflop"]["budgets"] if config["grid"].get("isoflop") else None}
+    # Sweeps: fit the best run of each (fit.select) and fit laws of the swept keys. Written only when
+    # they say something, so that a study without sweeps keeps its fit params, and its fit, as they were.
+    if SWEEP_KEYS or f["select"] != "best":
+        spec.update(select=f["select"], sweep_keys=SWEEP_KEYS)
     return json.dumps(spec, sort_keys=True)
 
 

@@ -55,6 +55,8 @@ SECTIONS = (
     Section("scaling", "Scaling laws", "How loss falls with parameters and with data, and the fitted law."),
     Section("allocation", "Compute-optimal allocation", "How to split a compute budget between parameters "
             "and data."),
+    Section("hyperparameters", "Hyperparameter sweeps", "How the loss depends on the learning rate, and how "
+            "the best settings scale with size and compute."),
     Section("training", "Training", "Every run's loss curve."),
     Section("downstream", "Generation quality", "BLEU and ROUGE-L of greedy generations."),
     Section("holdout", "Held-out check", "Whether the law predicts runs it has not seen: the number that says "
@@ -78,6 +80,7 @@ FIGURES = {f.name: f for f in (
     _figure("loss_vs_tokens", "Loss vs training tokens", "Scaling laws"),
     _figure("isoflop", "IsoFLOP curves", "Compute-optimal allocation"),
     _figure("frontier", "Compute-optimal frontier", "Compute-optimal allocation"),
+    _figure("lr_sensitivity", "Learning-rate sensitivity", "Hyperparameter sweeps"),
     _figure("training_curves", "Training curves", "Training"),
     _figure("bleu_rouge", "BLEU and ROUGE-L", "Generation quality"),
     _figure("holdout", "Held-out check and fit residuals", "Held-out check"),
@@ -86,6 +89,7 @@ TABLES = {t.name: t for t in (
     _table("fit_parameters", "Fitted parameters", "Scaling laws"),
     _table("isoflop_optima", "IsoFLOP optima (Approach 2)", "Compute-optimal allocation"),
     _table("allocation", "Compute-optimal allocation", "Compute-optimal allocation"),
+    _table("hyperparameters", "Hyperparameter laws", "Hyperparameter sweeps"),
     _table("holdout", "Held-out runs", "Held-out check"),
     _table("grid", "Grid of runs", "Runs"),
     _table("reproducibility", "Corpus, tokenizer and software", "Reproducibility"),

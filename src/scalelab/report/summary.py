@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from .fmt import STATUSES, clause, human, interval, num, percent
+from .fmt import STATUSES, clause, finite, human, interval, num, percent
 
 
 def _law_lines(s) -> list[str]:
@@ -61,10 +61,35 @@ def _compute_line(s) -> str:
     return f"  compute       {num(total)} FLOPs spent vs {num(alone)} as independent runs{ratio}"
 
 
+def _hparam_lines(s) -> list[str]:
+    """One line per swept hyperparameter: the value its law recommends at the next budget."""
+    section = s.fit.get("hyperparameters")
+    swept = (s.fit.get("settings") or {}).get("sweep_keys") or []
+    if not isinstance(section, dict) or not section:
+        if not swept:
+            return []  # nothing swept: nothing to say
+        why = clause(s.fit.get("hyperparameters_why") or "fit.json has no hyperparameters result")
+        return [f"  {'next ' + '/'.join(map(str, swept)):<13} no recommendation: {why}"]
+    lines = []
+    for key, entry in section.items():
+        if key.endswith("_why"):
+            continue
+        rec = entry.get("recommended") if isinstance(entry, dict) else None
+        if isinstance(rec, dict) and finite(rec.get("value")):
+            edge = f"; {entry['n_edge']} of {entry.get('n_groups')} optima at an edge" if entry.get("n_edge") else ""
+            lines.append(f"  {'next ' + key:<13} {key} = {num(rec['value'])} {interval(rec.get('ci95'))} at "
+                         f"C = {num(rec.get('flops'))} FLOPs (prediction interval {interval(rec.get('pi95'))}{edge})")
+        else:
+            why = entry.get("recommended_why") if isinstance(entry, dict) else section.get(f"{key}_why")
+            lines.append(f"  {'next ' + key:<13} no recommendation: {clause(why or 'no law in C')}")
+    return lines
+
+
 def summary_text(s, index_html: Path) -> str:
     """The summary of a Study (scalelab.report.inputs), ending with the path of its page."""
     counts = s.metrics["status"].value_counts()
     lines = [f"scalelab report: {s.title}", *_law_lines(s), _holdout_line(s), _next_budget_line(s),
+             *_hparam_lines(s),
              "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
              _compute_line(s), f"  report        {index_html.resolve()}"]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""The six tables, one `table_<name>` function each, built in the order of the registry.
+"""The tables, one `table_<name>` function each, built in the order of the registry.
 
 A table is rows of Cells. A number from fit.json keeps its exact value and the fit.json key it
 came from (`approach3.ci95.alpha`), so the page can carry both and a test can check every shown
@@ -177,6 +177,51 @@ def table_allocation(s: Study) -> Table:
     return table
 
 
+# ----------------------------------------------------------------------------- hyperparameter laws
+
+def _hparam_law_rows(table: Table, key: str, entry: dict, law_key: str, symbol: str) -> None:
+    law, where = entry.get(law_key), f"hyperparameters.{key}.{law_key}"
+    if not isinstance(law, dict):
+        table.notes.append(f"{key}_opt ~ {symbol}: not fitted: {clause(entry.get(law_key + '_why') or 'no law')}.")
+        return
+    ci = law.get("ci95") or {}
+    for part, what in (("exponent", f"exponent k of {key}_opt = c·{symbol}^k"),
+                       ("coefficient", f"coefficient c of {key}_opt = c·{symbol}^k")):
+        table.rows.append([Cell(key), Cell(what), fit_cell(law.get(part), f"{where}.{part}"),
+                           fit_cell(ci.get(part), f"{where}.ci95.{part}"), fit_cell(law.get("r2"), f"{where}.r2"),
+                           fit_cell(law.get("n_groups"), f"{where}.n_groups")])
+
+
+def table_hyperparameters(s: Study) -> Table:
+    table = new_table("hyperparameters", ["hyperparameter", "what", "value", "95 % interval", "R²",
+                                          "grid points"])
+    section = s.fit.get("hyperparameters")
+    if not isinstance(section, dict) or not section:
+        table.notes.append(f"No hyperparameter laws: {clause(s.fit.get('hyperparameters_why') or 'nothing was swept')}.")
+        return table
+    for key, entry in section.items():
+        if key.endswith("_why"):
+            continue
+        if not isinstance(entry, dict):
+            table.notes.append(f"{key}: not fitted: {clause(section.get(key + '_why') or 'no result')}.")
+            continue
+        _hparam_law_rows(table, key, entry, "law_N", "N")
+        _hparam_law_rows(table, key, entry, "law_C", "C")
+        rec, where = entry.get("recommended"), f"hyperparameters.{key}.recommended"
+        if isinstance(rec, dict):
+            table.rows.append([Cell(key), Cell(f"recommended at C = {num(rec.get('flops'))} FLOPs"),
+                               fit_cell(rec.get("value"), f"{where}.value"), fit_cell(rec.get("ci95"), f"{where}.ci95"),
+                               Cell("–"), Cell("")])
+            table.notes.append(f"Recommended {key}: prediction interval {interval(rec.get('pi95'))} (where one "
+                               f"new grid point's optimum would fall).")
+        else:
+            table.notes.append(f"No recommended {key}: {clause(entry.get('recommended_why') or 'no law in C')}.")
+        if entry.get("n_edge"):
+            table.notes.append(f"{entry['n_edge']} of {entry.get('n_groups')} grid points have their best {key} at an "
+                               f"edge of the sweep and are left out of the laws: widen the sweep there.")
+    return blank_repeats(table)
+
+
 # ----------------------------------------------------------------------------- held-out check
 
 def table_holdout(s: Study) -> Table:
@@ -208,15 +253,17 @@ GRID_OPTIONAL = (("test_loss", "test loss"), ("test_bpb", "test bits/byte"), ("b
 def table_grid(s: Study) -> Table:
     frame = s.metrics
     optional = [(c, h) for c, h in GRID_OPTIONAL if c in frame.columns]
+    swept = "best_in_sweep" in frame.columns  # a study with sweeps: which run of each the fits use
     table = new_table("grid", ["run", "model", "N (params)", "D (tokens)", "C (FLOPs)", "status", "steps", s.target]
-                      + [heading for _, heading in optional])
+                      + [heading for _, heading in optional] + (["best in its sweep"] if swept else []))
     for _, row in frame.iterrows():
         status = row["status"]
         cells = [Cell(row["run"]), Cell(str(row.get("model", "–"))), Cell(human(row[s.n_col])),
                  Cell(human(row[s.d_col])), Cell(num(row[s.c_col], 3)),
                  Cell(status, css=f"status-{status}" if status in STATUSES else "status-other"),
                  Cell(num(row.get("steps"))), Cell(num(row[s.target]))]
-        table.rows.append(cells + [Cell(num(row[c])) for c, _ in optional])
+        best = [Cell("yes" if str(row["best_in_sweep"]).strip().lower() in ("true", "1", "1.0") else "")] if swept else []
+        table.rows.append(cells + [Cell(num(row[c])) for c, _ in optional] + best)
     counts = frame["status"].value_counts()
     table.notes.append(", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES) + f" of {len(frame)} runs.")
     return table
