@@ -542,6 +542,12 @@ def sweep_keys(runs) -> list[str]:
     return sorted({key for run in runs for key in run.sweep})
 
 
+def spec_settings(settings: dict) -> dict:
+    """The train settings that enter a run's spec: none of NOT_IDENTITY, and the cooldown keys only
+    under schedule: wsd (wsd.run_settings), so other specs stay as they were."""
+    return wsd.run_settings({k: v for k, v in settings.items() if k not in NOT_IDENTITY})
+
+
 def isoflop_tokens(budget: int, params: int, batch_size: int, context: int) -> int:
     """D = C / (6 N), rounded to whole optimizer steps (at least one)."""
     tokens_per_step = batch_size * context
@@ -555,9 +561,7 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
 
     grid, models = config["grid"], config["models"]
     vocab_size = vocab_size or config["data"]["tokenizer"]["vocab_size"]
-    # wsd.run_settings: the cooldown keys enter a spec only under schedule: wsd (other specs unchanged)
-    settings = {name: wsd.run_settings({k: v for k, v in train_settings(config, name).items() if k not in NOT_IDENTITY})
-                for name in models}
+    settings = {name: spec_settings(train_settings(config, name)) for name in models}
     # (model, trained tokens, seed) -> [requested tokens, isoflop budget]: two requests that train
     # the same number of whole steps are one run (the first one's id), never two identical runs.
     points: dict[tuple[str, int, int], list] = {}
@@ -592,7 +596,7 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
                 entry[1] = budget
     fingerprint = data_fingerprint(config)
     runs = []
-    for (model, _, _, seed), (tokens, budget, combo, run_settings) in expanded.items():
+    for (model, _, _, seed), (tokens, budget, combo, combo_settings) in expanded.items():
         shape = models[model]
         spec = {
             "run": run_id(model, tokens, seed) + sweep_suffix(combo),
@@ -604,7 +608,7 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
             "seed": seed,
             "isoflop_budget": budget,
             "data": fingerprint,
-            **run_settings,
+            **spec_settings(combo_settings),
         }
         runs.append(Run(spec["run"], model, tokens, seed, spec, dict(combo)))
     check_unique_ids(runs)
