@@ -16,6 +16,8 @@ depend on how a run was launched.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 
 def slurm_ranks(devices: int) -> bool:
@@ -54,3 +56,17 @@ def is_launcher() -> bool:
 
 # Lightning warns about `srun` on any machine that has it, even when it is deliberately not used.
 SRUN_WARNING = ".*The `srun` command is available on your system but is not used.*"
+
+
+def gpu_here() -> bool:
+    """Whether this machine has an NVIDIA GPU, without importing torch (DAG-build time is dry-run time)."""
+    return os.path.exists("/dev/nvidiactl") or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def export_job_environment(values: dict[str, str]) -> None:
+    """Set what every job's shell reads: `values` (SCALELAB_* settings that are checks, not a run's
+    identity, so not params) and PATH with this Python's scripts first, so jobs call the `scalelab`
+    beside the Python that runs Snakemake, activated venv or not. A cluster job re-reads the
+    Snakefile, so it sets them again itself."""
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    os.environ.update(values)

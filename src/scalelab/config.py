@@ -746,3 +746,15 @@ def logger_names(config: dict) -> list[str]:
     """train.logger as a list of names (a string is one name)."""
     names = config["train"]["logger"]
     return [names] if isinstance(names, str) else list(names)
+
+
+def job_environment(config: dict, runs) -> dict[str, str]:
+    """What the workflow's shell commands read from the environment rather than from params: checks
+    and logging, which decide nothing about a run, so changing them reruns nothing. (Shell commands
+    cannot read a Snakefile's globals when the workflow is used as a module, snakemake#2499.)"""
+    return {
+        "SCALELAB_REQUIRE": json.dumps(data_requirements(runs, config["data"]["allow_repeat"])),
+        "SCALELAB_ALLOW_REPEAT": "--allow-repeat" if config["data"]["allow_repeat"] else "",
+        "SCALELAB_LOGGERS": ",".join(logger_names(config)),
+        "SCALELAB_STUDY": config["report"]["title"],  # the MLflow experiment, a tag of every run
+    }

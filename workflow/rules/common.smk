@@ -12,11 +12,9 @@ from types import SimpleNamespace
 ROOT = Path(workflow.current_basedir.get_path_or_uri(secret_free=False)).parents[1]
 if (ROOT / "src" / "scalelab").is_dir():
     sys.path.insert(0, str(ROOT / "src"))  # the workflow's own scalelab, installed or not
-# Jobs call the `scalelab` console script that sits beside this Python, activated venv or not.
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 from scalelab import config as study
-from scalelab import integrity, loggers, wsd
+from scalelab import cluster, integrity, loggers, wsd
 from scalelab.data import OUTPUTS as DATA_OUTPUTS
 from scalelab import resources as job_resources
 from scalelab.errors import ScalelabError
@@ -30,11 +28,6 @@ DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 if not workflow.overwrite_configfiles:
 
     configfile: str(DEFAULT_CONFIG)
-
-
-def _gpu_here():
-    """Whether this machine has an NVIDIA GPU, without importing torch (parse time is dry-run time)."""
-    return os.path.exists("/dev/nvidiactl") or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 try:
@@ -60,17 +53,11 @@ RUN_IDS = list(RUNS)
 SWEEP_KEYS = study.sweep_keys(RUNS.values())  # [] for a study without sweeps
 DATA = "results/data"  # shell commands spell these paths out: see below
 DATA_FILES = [f"{DATA}/{name}" for name in DATA_OUTPUTS]
-STORE = "results/store"  # finished runs by spec + code (scalelab.store): a rerun restores, never retrains
-# Shell commands use no globals of this file: Snakemake formats a module's shell commands with the
-# *main* workflow's globals (snakemake/snakemake#2499), so `use rule * from scalelab` would fail.
-# These checks (not identity: changing them reruns nothing) reach the shell as environment
-# variables, not params (a cluster job re-reads this file, so it sets them too).
-os.environ["SCALELAB_REQUIRE"] = json.dumps(study.data_requirements(RUNS.values(), config["data"]["allow_repeat"]))
-os.environ["SCALELAB_ALLOW_REPEAT"] = "--allow-repeat" if config["data"]["allow_repeat"] else ""
-# Logging decides nothing about a run (train.logger is kept out of its spec): trackers and the study
-# title (the MLflow experiment, a tag of every run) also travel as environment variables.
-os.environ["SCALELAB_LOGGERS"] = ",".join(study.logger_names(config))
-os.environ["SCALELAB_STUDY"] = config["report"]["title"]
+# Shell commands use no globals of this file (Snakemake formats a module's shell commands with the
+# *main* workflow's globals, snakemake/snakemake#2499): checks and logging, which are not a run's
+# identity, reach them as SCALELAB_* environment variables, set here (not asked of the user, so no
+# `envvars:`), and jobs find `scalelab` on PATH beside this Python.
+cluster.export_job_environment(study.job_environment(config, RUNS.values()))
 
 
 # WSD (train.schedule: wsd): each family's trunk and where its runs branch (scalelab.wsd; checked
@@ -232,9 +219,30 @@ def check_jobs_can_start():
             continue
         # a trunk job trains its family's shape with its settings: checked as one of its runs
         run = job.wildcards.run if job.rule.name == "train" else _trunk_run(job.wildcards).run
-        if RUNS[run].spec["accelerator"] == "gpu" and not _gpu_here():
+        if RUNS[run].spec["accelerator"] == "gpu" and not cluster.gpu_here():
             sys.exit(f"scalelab: error: train.accelerator: {run} asks for a GPU but this machine has none; "
                      f"use accelerator: auto, or a cluster profile (nothing was run)")
         if train_mem_mb(SimpleNamespace(run=run)) > memory_mb:
             sys.exit(f"scalelab: error: models.{RUNS[run].model}: {run} needs about {train_mem_mb(SimpleNamespace(run=run)):,} MB "
                      f"to train, more than this machine's {memory_mb:,.0f} MB (nothing was run)")
+
+
+def eval_spec(wildcards):
+    """The eval settings as canonical JSON (a plain str param; parsed and checked once, in Python).
+    A run trained on the CPU is evaluated on the CPU, whatever the machine has."""
+    settings = dict(config["eval"])  # counts are ints already (config.validate parses them once)
+    settings["device"] = "cpu" if RUNS[wildcards.run].spec["accelerator"] == "cpu" else "auto"
+    return json.dumps(settings, sort_keys=True)
+
+
+def fit_spec():
+    """The fit settings as canonical JSON (counts are ints already; `scalelab fit` checks them again)."""
+    f = config["fit"]
+    spec = {"target": f["target"], "params": f["params"], "bootstrap": f["bootstrap"], "seed": f["seed"],
+            "holdout": f["holdout"], "predict_flops": f["predict_flops"] or None,
+            "budgets": config["grid"]["isoflop"]["budgets"] if config["grid"].get("isoflop") else None}
+    # Sweeps: fit the best run of each (fit.select) and fit laws of the swept keys. Written only when
+    # they say something, so that a study without sweeps keeps its fit params, and its fit, as they were.
+    if SWEEP_KEYS or f["select"] != "best":
+        spec.update(select=f["select"], sweep_keys=SWEEP_KEYS)
+    return json.dumps(spec, sort_keys=True)

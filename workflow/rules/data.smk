@@ -2,6 +2,7 @@
 # files or the data code change; everything downstream follows.
 
 
+# lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule tokenize:
     output:
         DATA_FILES,

@@ -2,14 +2,7 @@
 # weights, the eval settings or the eval code change; never retrains anything.
 
 
-def eval_spec(wildcards):
-    """The eval settings as canonical JSON (a plain str param; parsed and checked once, in Python).
-    A run trained on the CPU is evaluated on the CPU, whatever the machine has."""
-    settings = dict(config["eval"])  # counts are ints already (config.validate parses them once)
-    settings["device"] = "cpu" if RUNS[wildcards.run].spec["accelerator"] == "cpu" else "auto"
-    return json.dumps(settings, sort_keys=True)
-
-
+# lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule evaluate:
     input:
         model="results/runs/{run}/model.pt",

@@ -1,6 +1,7 @@
 # Every run's metrics in one table, then the scaling-law fits on it.
 
 
+# lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule aggregate:
     input:
         metrics=expand("results/runs/{run}/metrics.json", run=RUN_IDS),
@@ -17,25 +18,13 @@ rule aggregate:
         "scalelab aggregate --out {output:q} --sweep {params.sweep:q} {input.metrics:q} > {log:q} 2>&1"
 
 
-def fit_spec():
-    """The fit settings as canonical JSON (counts are ints already; `scalelab fit` checks them again)."""
-    f = config["fit"]
-    spec = {"target": f["target"], "params": f["params"], "bootstrap": f["bootstrap"], "seed": f["seed"],
-            "holdout": f["holdout"], "predict_flops": f["predict_flops"] or None,
-            "budgets": config["grid"]["isoflop"]["budgets"] if config["grid"].get("isoflop") else None}
-    # Sweeps: fit the best run of each (fit.select) and fit laws of the swept keys. Written only when
-    # they say something, so that a study without sweeps keeps its fit params, and its fit, as they were.
-    if SWEEP_KEYS or f["select"] != "best":
-        spec.update(select=f["select"], sweep_keys=SWEEP_KEYS)
-    return json.dumps(spec, sort_keys=True)
-
-
 # Written on every fit, empty when their section is null (see fit.json's `<section>_why`).
 FIT_TABLES = [
     "approach3", "bootstrap", "power_laws", "isoflop", "approach2", "allocation", "holdout", "excluded", "hyperparameters",
 ]
 
 
+# lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule fit:
     input:
         "results/metrics.csv",

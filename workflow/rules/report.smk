@@ -14,6 +14,7 @@ from scalelab.report.settings import ReportSettings
 REPORT_DIR = "results/report"
 
 
+# lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule report:
     input:
         metrics="results/metrics.csv",
@@ -25,8 +26,8 @@ rule report:
     params:
         code=code_fingerprint("report"),  # editing the report package reruns this rule and nothing else
         spec=ReportSettings.from_spec(json.dumps(config.get("report") or {}), "config report").to_spec(),
-        runs="results/runs",
-        out=REPORT_DIR,
+        runs=lambda wildcards, input: os.path.dirname(os.path.dirname(input.curves[0])),  # results/runs
+        out=lambda wildcards, output: os.path.dirname(output.html),  # results/report
     log:
         log_path("report"),
     shell:

@@ -7,6 +7,7 @@
 # branch point as input (rules/trunk.smk) and starts from it.
 
 
+# lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule train:
     input:
         unpack(branch_inputs),  # a WSD run's trunk checkpoint (rules/trunk.smk); nothing otherwise

@@ -7,6 +7,7 @@
 # differently (a D inserted between two others) is restored, not retrained.
 
 
+# lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule trunk:
     input:
         unpack(trunk_inputs),
