@@ -38,7 +38,7 @@ STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
 # the trunk's training. Kept apart from "train", so adding WSD reran no cosine/linear/constant run.
 STAGE_CODE["train_wsd"] = [
     *STAGE_CODE["train"],
-    ("train.py", ("LitWSD", "WSDCurveRecorder", "build_wsd_module")),
+    ("train.py", ("LitWSD", "build_wsd_module")),
     ("wsd.py", ("lr_factor", "branch_step", "warmup_steps", "total_steps", "family_spec")),
 ]
 

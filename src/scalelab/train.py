@@ -163,6 +163,10 @@ class LitGPT(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.val_history = [tuple(item) for item in checkpoint.get("val_history", [])]
 
+    def lr_factor(self, step: int) -> float:
+        """The multiplier of the peak lr at `step` (LitWSD overrides it with the WSD schedule)."""
+        return lr_factor(step, self.steps, self.warmup_steps, self.spec["schedule"], self.spec["min_lr_ratio"])
+
     def configure_optimizers(self):
         # Weight decay on matrices only, as in GPT-2/nanoGPT; biases, LayerNorms stay undecayed.
         params = [p for p in self.gpt.parameters() if p.requires_grad]
@@ -172,8 +176,7 @@ class LitGPT(L.LightningModule):
         # fused on GPU; the multi-tensor path on CPU, well ahead of the per-parameter loop
         optimizer = torch.optim.AdamW(groups, lr=self.spec["lr"], betas=(0.9, self.spec["beta2"]),
                                       fused=gpu, foreach=not gpu)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
-            step, self.steps, self.warmup_steps, self.spec["schedule"], self.spec["min_lr_ratio"]))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
@@ -202,7 +205,8 @@ class CurveRecorder(L.Callback):
     counts the optimizer steps done before the batch and lr is the rate its update used.
 
     The rows ride in each checkpoint (Lightning saves a callback's `state_dict`), so a run
-    resumed after Ctrl-C or a kill has exactly the curve of an uninterrupted one."""
+    resumed after Ctrl-C or a kill has exactly the curve of an uninterrupted one, and a WSD
+    branch's curve starts with its trunk's rows. The lr is the module's own schedule."""
 
     def __init__(self, every: int) -> None:
         self.every = every
@@ -213,9 +217,7 @@ class CurveRecorder(L.Callback):
         if step % self.every and trainer.global_step != pl_module.steps:
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        spec = pl_module.spec
-        lr = spec["lr"] * lr_factor(step, pl_module.steps, pl_module.warmup_steps, spec["schedule"], spec["min_lr_ratio"])
-        self.rows.append((step, lr, float(loss.detach())))
+        self.rows.append((step, pl_module.spec["lr"] * pl_module.lr_factor(step), float(loss.detach())))
 
     def state_dict(self) -> dict:
         return {"rows": [list(row) for row in self.rows]}
@@ -251,30 +253,6 @@ class LitWSD(LitGPT):
     def lr_factor(self, step: int) -> float:
         return wsd.lr_factor(step, self.steps, self.warmup_steps, self.branch, self.spec.get("cooldown_shape", ""),
                              self.spec["min_lr_ratio"])
-
-    def configure_optimizers(self):
-        params = [p for p in self.gpt.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.spec["weight_decay"]},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        gpu = on_gpu(self.spec)
-        optimizer = torch.optim.AdamW(groups, lr=self.spec["lr"], betas=(0.9, self.spec["beta2"]),
-                                      fused=gpu, foreach=not gpu)
-        # The trunk's and a branch's lambdas agree on every step before the branch point, and at it
-        # (factor 1): a branch resumed from the trunk's checkpoint continues exactly.
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-class WSDCurveRecorder(CurveRecorder):
-    """CurveRecorder with the WSD lr. Its rows ride in trunk checkpoints too (Lightning keys a
-    callback's state by its class name), so a branch's curve.csv starts with its trunk's rows."""
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step - 1
-        if step % self.every and trainer.global_step != pl_module.steps:
-            return
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.rows.append((step, pl_module.spec["lr"] * pl_module.lr_factor(step), float(loss.detach())))
 
 
 def build_wsd_module(model_config: GPTConfig, spec: dict, steps: int, branch: int) -> LitWSD:
@@ -519,10 +497,9 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         print(f"{spec['run']}: branching from the trunk at step {first_step} of {steps} ({resume_from})")
     if wsd.is_wsd(spec):
         lit = build_wsd_module(model_config, spec, steps, wsd.branch_step(spec))
-        recorder = WSDCurveRecorder(every=max(1, steps // 100))
     else:
         lit = build_module(model_config, spec, steps)
-        recorder = CurveRecorder(every=max(1, steps // 100))
+    recorder = CurveRecorder(every=max(1, steps // 100))
     tokens = TokenData(data_dir, spec, steps, steps_per_epoch)
     guard = DivergenceGuard(every=20 if on_gpu(spec) else 1)
     tags = {"model": spec["model"], "N": param_counts(model_config)[0], "D": spec["tokens"], "seed": spec["seed"],
@@ -604,7 +581,7 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
     resume = _resume_checkpoint(ckpt_dir, {**spec, "trunk_from": start_step})
     resume_from = resume[0] if resume else start
     lit = build_wsd_module(model_config, spec, step, step)
-    recorder = WSDCurveRecorder(every=max(1, step // 100))
+    recorder = CurveRecorder(every=max(1, step // 100))
     guard = DivergenceGuard(every=20 if on_gpu(spec) else 1)
     trainer = build_trainer(spec, step, steps_per_epoch, ckpt_dir, [guard, recorder], [])
     print(f"{fid}: trunk steps {resume[1] if resume else start_step} to {step}")
