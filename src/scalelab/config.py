@@ -25,11 +25,6 @@ from .errors import ScalelabError
 
 # Package data, so an installed (non-editable) scalelab finds it; workflow/schemas/ links here.
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
-TRAIN_KEYS_DECIDING_A_RUN = (
-    "context", "batch_size", "lr", "schedule", "warmup_tokens", "min_lr_ratio", "weight_decay",
-    "beta2", "grad_clip", "precision", "accelerator", "devices", "compile", "val_tokens",
-    "val_evals", "checkpoint_every",
-)
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 # train.* keys that decide nothing about a run's numbers: kept out of its spec, so changing them reruns nothing
 NOT_IDENTITY = ("logger",)
@@ -190,6 +185,16 @@ def validate(config: dict) -> dict:
     return config
 
 
+def _check_run_settings(settings: dict, where) -> None:
+    """What one model's train settings must satisfy together; `where(key)` names the key."""
+    if settings["batch_size"] % settings["devices"]:
+        raise ScalelabError(f"config: {where('batch_size')}: batch_size {settings['batch_size']} is not divisible "
+                            f"by devices ({settings['devices']}), so the batch cannot be split across them")
+    if settings["val_tokens"] < settings["context"]:
+        raise ScalelabError(f"config: {where('val_tokens')}: val_tokens {settings['val_tokens']:,} is smaller than "
+                            f"one context window ({settings['context']} tokens), so no val loss could be measured")
+
+
 def _parse_counts(config: dict) -> None:
     """Counts written as "250K" or 2.5e5 become ints, once: every later reader gets numbers.
     (Idempotent, so validating a validated config changes nothing.)"""
@@ -255,14 +260,8 @@ def _check_semantics(config: dict) -> None:
             if key in NOT_IDENTITY:
                 raise ScalelabError(f"config: overrides.{name}.{key}: set once for the study, in train.{key}")
     for name in models:
-        settings = train_settings(config, name)
         where = f"overrides.{name}" if name in config["overrides"] else "train"
-        if settings["batch_size"] % settings["devices"]:
-            raise ScalelabError(f"config: {where}.batch_size: {settings['batch_size']} is not divisible by "
-                                f"devices ({settings['devices']}), so the batch cannot be split across them")
-        if settings["val_tokens"] < settings["context"]:
-            raise ScalelabError(f"config: {where}.val_tokens: {settings['val_tokens']:,} is smaller than one "
-                                f"context window ({settings['context']} tokens), so no val loss could be measured")
+        _check_run_settings(train_settings(config, name), lambda key: f"{where}.{key}")
     if config["eval"]["test_tokens"] is not None:
         parse_count(config["eval"]["test_tokens"], "eval.test_tokens")
     for i, value in enumerate(config["fit"]["predict_flops"] or []):
@@ -525,12 +524,7 @@ def check_sweeps(config: dict) -> None:
                 return sweep[key][0] if key in sweep else f"overrides.{model}.{key}"
 
             label = ", ".join(f"{k} {sweep_value_text(v)}" for k, v in combo.items())
-            if settings["batch_size"] % settings["devices"]:
-                raise ScalelabError(f"config: {where('batch_size')}: model {model} at {label}: batch_size "
-                                    f"{settings['batch_size']} is not divisible by devices ({settings['devices']})")
-            if settings["val_tokens"] < settings["context"]:
-                raise ScalelabError(f"config: {where('context')}: model {model} at {label}: context "
-                                    f"{settings['context']} exceeds val_tokens ({settings['val_tokens']:,})")
+            _check_run_settings(settings, lambda key: f"{where(key)}: model {model} at {label}")
             if (evaluation["task"] == "continuation"
                     and evaluation["prompt_tokens"] + evaluation["max_new_tokens"] > settings["context"]):
                 raise ScalelabError(f"config: {where('context')}: model {model} at {label}: eval.prompt_tokens + "

@@ -19,7 +19,6 @@ from scalelab.data import OUTPUTS as DATA_OUTPUTS
 from scalelab import resources as job_resources
 from scalelab.errors import ScalelabError
 from scalelab.fingerprint import code_fingerprint
-from scalelab.shapes import GPTConfig, flops_per_token, param_counts
 
 STARTED = time.time()  # onsuccess prints only what this invocation produced
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
@@ -132,10 +131,6 @@ def log_path(name):
 def run_spec(wildcards):
     """The values that decide one run, as canonical JSON (a plain str, so params compare exactly)."""
     return RUNS[wildcards.run].spec_json
-
-
-def _run_cost(run):
-    return job_resources.run_cost(run.spec, config["data"]["tokenizer"]["vocab_size"])
 
 
 # Cluster resources per job come from scalelab.resources (tested there); each rule's threads
