@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 # sha256 of "\n".join(f"{id}\t{spec_json}") over expand_grid(), computed with the code before sweeps
 # existed (commit 9a466f6): a study without sweeps must keep every id and spec, or it would retrain.
 GOLDEN = {
-    "config/config.yaml": (12, "a356f491f9b7acae55e8798dd0a58b9bd985c28061db09b9a70d1278da133020"),
+    "config/examples/cosine-4x3.yaml": (12, "a356f491f9b7acae55e8798dd0a58b9bd985c28061db09b9a70d1278da133020"),
     "config/examples/isoflop.yaml": (12, "8e4bbb19862cb59b25eba52532d9ae5dd586c93359e79f9f0904a946a0e22c62"),
     "config/examples/gpu-tinystories.yaml": (20, "009b6f68682cef267f84e9db4142efa40ea634eadc4f34395709d65bff37e807"),
 }

@@ -9,7 +9,9 @@ from its last end-of-epoch checkpoint with the same data order, optimizer and sc
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -310,6 +312,45 @@ def build_trainer(spec: dict, steps: int, steps_per_epoch: int, ckpt_dir: Path, 
     )
 
 
+# Lightning's warnings that are expected here, each for a reason of this design. A log that
+# holds only what is worth reading gets read.
+EXPECTED_WARNINGS = (
+    ".*does not have many workers.*",  # batches are built in-process from a memmap
+    ".*Experiment logs directory.*",
+    ".*Checkpoint directory .* exists and is not empty.*",  # the run's own resumable checkpoints
+    ".*LeafSpec.*",
+    SRUN_WARNING,
+    ".*dirpath has changed.*",  # resumed from another folder's checkpoint (a trunk, a branch point)
+    ".*callbacks used to create the checkpoint.*",
+    # StepBatches draws every batch from (seed, global step), so a resume in mid-epoch replays
+    # exactly; the resume tests check it row for row.
+    ".*your dataloader is not resumable.*",
+    ".*smaller than the logging interval.*",  # an epoch is one checkpoint interval, short by design
+)
+
+
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising tips from its info log; keeps the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("\N{ELECTRIC LIGHT BULB} Tip")
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning without the warnings this design expects (EXPECTED_WARNINGS) and its tips."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    tips = _DropTips()
+    rank_zero.addFilter(tips)
+    try:
+        with warnings.catch_warnings():
+            for message in EXPECTED_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        rank_zero.removeFilter(tips)
+
+
 # ----------------------------------------------------------------------------- one run
 
 def _resume_checkpoint(ckpt_dir: Path, spec: dict) -> tuple[Path, int] | None:
@@ -505,16 +546,10 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
     tags = {"model": spec["model"], "N": param_counts(model_config)[0], "D": spec["tokens"], "seed": spec["seed"],
             "study": study}
     trackers = make_loggers(loggers, run_dir, spec["run"], tags, study)
-    trainer = build_trainer(spec, steps, steps_per_epoch, ckpt_dir, [guard, recorder], trackers)
     if resumed_from_step is not None:
         print(f"{spec['run']}: resuming from step {resumed_from_step} of {steps} ({resume_from})")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        warnings.filterwarnings("ignore", message=SRUN_WARNING)
-        warnings.filterwarnings("ignore", message=".*dirpath has changed.*")  # resumed from another folder's checkpoint
+    with quiet_lightning():
+        trainer = build_trainer(spec, steps, steps_per_epoch, ckpt_dir, [guard, recorder], trackers)
         fit_started = time.time()
         trainer.fit(lit, datamodule=tokens, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
         fit_s = time.time() - fit_started
@@ -583,14 +618,9 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
     lit = build_wsd_module(model_config, spec, step, step)
     recorder = CurveRecorder(every=max(1, step // 100))
     guard = DivergenceGuard(every=20 if on_gpu(spec) else 1)
-    trainer = build_trainer(spec, step, steps_per_epoch, ckpt_dir, [guard, recorder], [])
     print(f"{fid}: trunk steps {resume[1] if resume else start_step} to {step}")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        warnings.filterwarnings("ignore", message=".*dirpath has changed.*")  # resumed from another folder's checkpoint
-        warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
+    with quiet_lightning():
+        trainer = build_trainer(spec, step, steps_per_epoch, ckpt_dir, [guard, recorder], [])
         trainer.fit(lit, datamodule=TokenData(data_dir, spec, step, steps_per_epoch),
                     ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     trainer.save_checkpoint(out)  # atomic (AtomicCheckpointIO); every rank joins, rank 0 writes
