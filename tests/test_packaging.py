@@ -54,14 +54,28 @@ def test_cli_module_and_console_script_are_the_same():
 
 
 def test_default_config_is_valid_and_spans_the_grid():
+    """The default study's design rules (issue 10) that hold before anything trains: at least 4
+    sizes over 16x in N, at least 5 token counts over 16x in the D actually trained (whole
+    steps), shared WSD trunks, and at most 0.6 of the FLOPs of independent runs."""
     from scalelab import config as study
-    from scalelab.shapes import non_embedding_params
+    from scalelab import wsd
+    from scalelab.shapes import GPTConfig, flops_per_token, non_embedding_params
 
     config = study.load(REPO / "config/config.yaml")
     runs = study.expand_grid(config)
     sizes = {non_embedding_params(r.spec["n_layer"], r.spec["d_model"]) for r in runs}
-    assert len(sizes) >= 4 and max(sizes) / min(sizes) >= 10
-    assert len({r.tokens for r in runs}) >= 3
+    assert len(sizes) >= 4 and max(sizes) / min(sizes) >= 16
+    trained = {wsd.total_steps(r.spec) * r.spec["batch_size"] * r.spec["context"] for r in runs}
+    assert len(trained) >= 5 and max(trained) / min(trained) >= 16
+    assert all(wsd.is_wsd(r.spec) for r in runs)
+
+    def per_token(spec):
+        shape = GPTConfig(vocab_size=config["data"]["tokenizer"]["vocab_size"], context=spec["context"],
+                          n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
+        return flops_per_token(shape)[0]
+
+    spent, independent = wsd.study_flops(runs, per_token)
+    assert spent <= 0.6 * independent
     for example in sorted((REPO / "config/examples").glob("*.yaml")):
         study.expand_grid(study.load(example))
 
