@@ -623,7 +623,9 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
         trainer = build_trainer(spec, step, steps_per_epoch, ckpt_dir, [guard, recorder], [])
         trainer.fit(lit, datamodule=TokenData(data_dir, spec, step, steps_per_epoch),
                     ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
-    trainer.save_checkpoint(out)  # atomic (AtomicCheckpointIO); every rank joins, rank 0 writes
+    # The full state (optimizer, loops, callbacks): branches resume from it. Atomic
+    # (AtomicCheckpointIO); every rank joins, rank 0 writes.
+    trainer.save_checkpoint(out, weights_only=False)
     if not trainer.is_global_zero:
         return {}
     info.update(restored_from=None, wall_s=round(time.time() - started, 2), diverged_at_step=guard.diverged_at)
