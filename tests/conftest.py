@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,13 @@ import pytest
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A runner that starts the tests as a background job of a script (`... &`, nohup) leaves SIGINT
+# ignored, and every child inherits that through exec: the Ctrl-C tests (train, Slurm) would send
+# SIGINT to processes that cannot receive it and wait for them. Children of a process with a
+# handler start with the default, so restoring Python's handler here gives them a user's Ctrl-C.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 
