@@ -14,11 +14,13 @@ from scalelab import config as study
 from scalelab import wsd
 from scalelab.errors import ScalelabError
 
+# The 4 x 3 cosine grid (the default study before it became WSD): these tests turn it into WSD.
+COSINE_GRID = REPO / "config" / "examples" / "cosine-4x3.yaml"
 WSD = {"schedule": "wsd", "warmup_tokens": 1024, "cooldown": 0.25, "cooldown_shape": "1-sqrt"}
 
 
 def default_config(**train) -> dict:
-    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw = yaml.safe_load(COSINE_GRID.read_text())
     raw["train"].update(train)
     return study.validate(raw)
 
@@ -89,7 +91,7 @@ def test_families_group_runs_by_everything_but_d():
     ({"cooldown_shape": "cosine"}, {}, "train.cooldown_shape: 'cosine' is not one of 1-sqrt, linear"),
 ])
 def test_bad_wsd_settings_are_one_line_naming_the_key(train, overrides, message):
-    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw = yaml.safe_load(COSINE_GRID.read_text())
     raw["train"].update({"schedule": "wsd", "warmup_tokens": 2048, **train})
     raw["overrides"].update(overrides)
     with pytest.raises(ScalelabError) as error:
@@ -98,7 +100,7 @@ def test_bad_wsd_settings_are_one_line_naming_the_key(train, overrides, message)
 
 
 def test_two_runs_branching_at_one_step_is_a_config_error():
-    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw = yaml.safe_load(COSINE_GRID.read_text())
     raw["train"].update(schedule="wsd", warmup_tokens=2048)
     raw["grid"]["tokens"] = [12 * 1024, 13 * 1024]  # 12 and 13 steps both branch at 10 (cooldown 0.2)
     with pytest.raises(ScalelabError, match=r"grid.tokens: runs xs-12.288K-s0 and xs-13.312K-s0 both branch"):
@@ -124,7 +126,7 @@ def test_flops_spent_sums_to_trunk_plus_cooldowns():
 def test_check_prints_the_flops_saved(tmp_path, capsys):
     from scalelab.cli import main
 
-    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw = yaml.safe_load(COSINE_GRID.read_text())
     raw["train"].update(schedule="wsd", warmup_tokens=2048)
     (tmp_path / "wsd.yaml").write_text(yaml.safe_dump(raw))
     assert main(["check", str(tmp_path / "wsd.yaml")]) == 0
