@@ -59,7 +59,7 @@ def test_default_config_is_valid_and_spans_the_grid():
     steps), shared WSD trunks, and at most 0.6 of the FLOPs of independent runs."""
     from scalelab import config as study
     from scalelab import wsd
-    from scalelab.shapes import GPTConfig, flops_per_token, non_embedding_params
+    from scalelab.shapes import non_embedding_params
 
     config = study.load(REPO / "config/config.yaml")
     runs = study.expand_grid(config)
@@ -68,13 +68,7 @@ def test_default_config_is_valid_and_spans_the_grid():
     trained = {wsd.total_steps(r.spec) * r.spec["batch_size"] * r.spec["context"] for r in runs}
     assert len(trained) >= 5 and max(trained) / min(trained) >= 16
     assert all(wsd.is_wsd(r.spec) for r in runs)
-
-    def per_token(spec):
-        shape = GPTConfig(vocab_size=config["data"]["tokenizer"]["vocab_size"], context=spec["context"],
-                          n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
-        return flops_per_token(shape)[0]
-
-    spent, independent = wsd.study_flops(runs, per_token)
+    spent, independent = wsd.config_flops(config, runs)
     assert spent <= 0.6 * independent
     for example in sorted((REPO / "config/examples").glob("*.yaml")):
         study.expand_grid(study.load(example))

@@ -174,9 +174,9 @@ def study_flops(runs, flops_per_token) -> tuple[float, float]:
     return spent, independent
 
 
-def flops_line(config: dict, runs) -> str:
-    """`scalelab check`'s line: the FLOPs the study will spend against the same grid as
-    independent runs (non-embedding 6N + attention per token, as metrics.json's `flops`)."""
+def config_flops(config: dict, runs) -> tuple[float, float]:
+    """`study_flops` of a config's runs, per token as metrics.json's `flops` counts them
+    (non-embedding 6N + attention)."""
     from .shapes import GPTConfig, flops_per_token
 
     vocab = config["data"]["tokenizer"]["vocab_size"]
@@ -186,7 +186,13 @@ def flops_line(config: dict, runs) -> str:
                           d_model=spec["d_model"], n_head=spec["n_head"])
         return flops_per_token(shape)[0]
 
-    spent, independent = study_flops(runs, per_token)
+    return study_flops(runs, per_token)
+
+
+def flops_line(config: dict, runs) -> str:
+    """`scalelab check`'s line: the FLOPs the study will spend against the same grid as
+    independent runs."""
+    spent, independent = config_flops(config, runs)
     families = len(plan(runs))
     shared = f", {families} WSD trunk(s) shared" if families else ""
     return (f"  compute: {spent:.4g} FLOPs to spend{shared}; {independent:.4g} as independent runs "
