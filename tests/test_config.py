@@ -2,7 +2,8 @@ import copy
 
 import pytest
 
-from scalelab import config as study
+from scalelab import config as study_config
+from scalelab import corpus, counts, grid
 from scalelab.errors import ScalelabError
 
 
@@ -11,42 +12,42 @@ from scalelab.errors import ScalelabError
     ("2M", 2_000_000), ("1.5m", 1_500_000), ("250_000", 250_000), ("3G", 3 * 10**9),
 ])
 def test_parse_count_spellings(text, expected):
-    assert study.parse_count(text, "k") == expected
+    assert counts.parse_count(text, "k") == expected
 
 
 @pytest.mark.parametrize("bad", [0, -5, "abc", "1.2.3", "", True, float("nan")])
 def test_parse_count_rejects(bad):
     with pytest.raises(ScalelabError, match="k"):
-        study.parse_count(bad, "k")
+        counts.parse_count(bad, "k")
 
 
 def test_compact_counts_are_readable_and_lossless():
-    assert study.compact_count(250_000) == "250K"
-    assert study.compact_count(1_000_000) == "1M"
-    assert study.compact_count(1_500_000) == "1.5M"
-    assert study.compact_count(999) == "999"
+    assert counts.compact_count(250_000) == "250K"
+    assert counts.compact_count(1_000_000) == "1M"
+    assert counts.compact_count(1_500_000) == "1.5M"
+    assert counts.compact_count(999) == "999"
     seen = {}
     for n in list(range(1, 5000, 7)) + [10**6 + k for k in range(0, 5000, 128)]:
-        text = study.compact_count(n)
+        text = counts.compact_count(n)
         assert seen.setdefault(text, n) == n, f"{text} names both {seen[text]} and {n}"
-    assert study.run_id("m", 1_000_000, 0) == "m-1M-s0"
-    assert study.run_id("xs", 250_000, 3) == "xs-250K-s3"
+    assert counts.run_id("m", 1_000_000, 0) == "m-1M-s0"
+    assert counts.run_id("xs", 250_000, 3) == "xs-250K-s3"
 
 
 def test_defaults_fill_every_section():
-    config = study.validate({})
+    config = study_config.validate({})
     assert config["train"]["context"] == 128 and config["eval"]["task"] == "continuation"
     assert config["fit"]["target"] == "val_loss" and config["data"]["split"]["val"] == 0.01
-    runs = study.expand_grid(config)
+    runs = grid.expand_grid(config)
     assert len(runs) == len(config["grid"]["models"]) * len(config["grid"]["tokens"])
 
 
 def test_grid_union_is_deduplicated_and_ids_unique():
-    config = study.validate({
+    config = study_config.validate({
         "grid": {"models": ["xs", "s"], "tokens": ["100K", 100_000, "200K"], "seeds": [0, 1],
                  "isoflop": {"budgets": ["1e12", 1e12], "models": ["xs", "s", "m"]}},
     })
-    runs = study.expand_grid(config)
+    runs = grid.expand_grid(config)
     ids = [r.id for r in runs]
     assert len(ids) == len(set(ids))
     grid_runs = {(r.model, r.tokens, r.seed) for r in runs if r.spec["isoflop_budget"] is None}
@@ -62,20 +63,20 @@ def test_grid_union_is_deduplicated_and_ids_unique():
 
 
 def test_overrides_change_only_that_models_spec():
-    base = study.validate({})
-    changed = study.validate({"overrides": {"m": {"lr": 1e-4}}})
-    before = {r.id: r.spec_json for r in study.expand_grid(base)}
-    after = {r.id: r.spec_json for r in study.expand_grid(changed)}
+    base = study_config.validate({})
+    changed = study_config.validate({"overrides": {"m": {"lr": 1e-4}}})
+    before = {r.id: r.spec_json for r in grid.expand_grid(base)}
+    after = {r.id: r.spec_json for r in grid.expand_grid(changed)}
     differ = {k for k in before if before[k] != after[k]}
     assert differ == {k for k in before if k.startswith("m-")}
 
 
 def test_spec_is_plain_json_and_data_settings_are_in_it():
-    runs = study.expand_grid(study.validate({}))
+    runs = grid.expand_grid(study_config.validate({}))
     import json
     spec = json.loads(runs[0].spec_json)
     assert spec == runs[0].spec
-    other = study.expand_grid(study.validate({"data": {"tokenizer": {"vocab_size": 1024}}}))
+    other = grid.expand_grid(study_config.validate({"data": {"tokenizer": {"vocab_size": 1024}}}))
     assert all(a.spec["data"] != b.spec["data"] for a, b in zip(runs, other))
 
 
@@ -95,7 +96,7 @@ def test_spec_is_plain_json_and_data_settings_are_in_it():
 ])
 def test_bad_configs_name_the_key(config, words):
     with pytest.raises(ScalelabError) as info:
-        study.expand_grid(study.validate(copy.deepcopy(config)))
+        grid.expand_grid(study_config.validate(copy.deepcopy(config)))
     message = str(info.value)
     assert "\n" not in message
     for word in words:
@@ -103,22 +104,22 @@ def test_bad_configs_name_the_key(config, words):
 
 
 def test_missing_and_empty_files(tmp_path):
-    config = study.validate({"data": {"source": {"files": ["nothing/*.txt"]}}})
+    config = study_config.validate({"data": {"source": {"files": ["nothing/*.txt"]}}})
     with pytest.raises(ScalelabError, match=r"data.source.files\[0\].*matches no file"):
-        study.source_files(config, tmp_path)
+        study_config.source_files(config, tmp_path)
     (tmp_path / "empty.txt").write_text("")
-    config = study.validate({"data": {"source": {"files": ["*.txt"]}}})
+    config = study_config.validate({"data": {"source": {"files": ["*.txt"]}}})
     with pytest.raises(ScalelabError, match="empty"):
-        study.source_files(config, tmp_path)
+        study_config.source_files(config, tmp_path)
 
 
 def test_corpus_budget_checked_against_meta(tmp_path):
     import json
-    config = study.validate({"grid": {"tokens": ["2M"]}})
-    runs = study.expand_grid(config)
+    config = study_config.validate({"grid": {"tokens": ["2M"]}})
+    runs = grid.expand_grid(config)
     meta = {"splits": {"train": {"tokens": 1_000_000}, "val": {"tokens": 5000}, "test": {"tokens": 5000}},
-            "settings": study.data_settings(config)}
+            "settings": corpus.data_settings(config)}
     with pytest.raises(ScalelabError, match="allow_repeat"):
-        study.check_corpus_budget(config, runs, meta)
+        corpus.check_corpus_budget(config, runs, meta)
     config["data"]["allow_repeat"] = True
-    study.check_corpus_budget(config, runs, meta)  # allowed
+    corpus.check_corpus_budget(config, runs, meta)  # allowed

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from scalelab import config as study
+from scalelab import config as study_config
+from scalelab import corpus, grid
 from scalelab import data, integrity
 from scalelab.errors import ScalelabError
 
@@ -19,8 +20,8 @@ from conftest import make_corpus
 
 def one_line_error(config: dict) -> str:
     with pytest.raises(ScalelabError) as caught:
-        study.validate(config)
-        study.expand_grid(config)
+        study_config.validate(config)
+        grid.expand_grid(config)
     message = str(caught.value)
     assert "\n" not in message and len(message) < 600, message
     return message
@@ -100,12 +101,12 @@ def test_duplicate_yaml_keys_are_refused(tmp_path):
     path = tmp_path / "dup.yaml"
     path.write_text("train:\n  lr: 1.0e-3\n  lr: 3.0e-3\n")
     with pytest.raises(ScalelabError, match=r"duplicate key 'lr'.*line 3|line 3.*duplicate key 'lr'"):
-        study.load(path)
+        study_config.load(path)
 
 
 def test_the_same_trained_length_is_one_run():
     """A grid token count and an IsoFLOP budget that round to the same whole steps train once."""
-    config = study.validate({"models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}},
+    config = study_config.validate({"models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}},
                              "grid": {"models": ["a"], "tokens": ["20K"]},
                              "train": {"context": 32, "batch_size": 8}, "eval": {"prompt_tokens": 8, "max_new_tokens": 8}})
     from scalelab.shapes import non_embedding_params
@@ -114,7 +115,7 @@ def test_the_same_trained_length_is_one_run():
     trained = -(-20_000 // step) * step  # 20,224
     budget = 6 * non_embedding_params(1, 16) * trained
     config["grid"]["isoflop"] = {"budgets": [budget]}
-    runs = study.expand_grid(config)
+    runs = grid.expand_grid(config)
     assert [r.id for r in runs] == ["a-20K-s0"]
     assert runs[0].spec["isoflop_budget"] == budget
 
@@ -129,16 +130,16 @@ def test_tokenize_refuses_a_split_too_small_and_names_the_fraction(tmp_path):
 
 
 def test_context_larger_than_the_train_split_is_caught_from_meta():
-    config = study.validate({"train": {"context": 4096, "val_tokens": 8192}, "data": {"allow_repeat": True}})
-    runs = study.expand_grid(config)
+    config = study_config.validate({"train": {"context": 4096, "val_tokens": 8192}, "data": {"allow_repeat": True}})
+    runs = grid.expand_grid(config)
     meta = {"splits": {"train": {"tokens": 1000}, "val": {"tokens": 50_000}, "test": {"tokens": 50_000}},
-            "settings": study.data_settings(config)}
+            "settings": corpus.data_settings(config)}
     with pytest.raises(ScalelabError, match="train split has 1,000 tokens.*lower train.context"):
-        study.check_corpus_budget(config, runs, meta)
+        corpus.check_corpus_budget(config, runs, meta)
     meta["splits"]["train"]["tokens"] = 10**7
     meta["splits"]["val"]["tokens"] = 100
     with pytest.raises(ScalelabError, match="val split has 100 tokens.*data.split.val"):
-        study.check_corpus_budget(config, runs, meta)
+        corpus.check_corpus_budget(config, runs, meta)
 
 
 def test_corrupt_meta_and_foreign_files_are_recognised(tiny_data, tmp_path):

@@ -57,12 +57,13 @@ def test_default_config_is_valid_and_spans_the_grid():
     """The default study's design rules (issue 10) that hold before anything trains: at least 4
     sizes over 16x in N, at least 5 token counts over 16x in the D actually trained (whole
     steps), shared WSD trunks, and at most 0.6 of the FLOPs of independent runs."""
-    from scalelab import config as study
+    from scalelab import config as study_config
+    from scalelab import grid
     from scalelab import wsd
     from scalelab.shapes import non_embedding_params
 
-    config = study.load(REPO / "config/config.yaml")
-    runs = study.expand_grid(config)
+    config = study_config.load(REPO / "config/config.yaml")
+    runs = grid.expand_grid(config)
     sizes = {non_embedding_params(r.spec["n_layer"], r.spec["d_model"]) for r in runs}
     assert len(sizes) >= 4 and max(sizes) / min(sizes) >= 16
     trained = {wsd.total_steps(r.spec) * r.spec["batch_size"] * r.spec["context"] for r in runs}
@@ -71,7 +72,7 @@ def test_default_config_is_valid_and_spans_the_grid():
     spent, independent = wsd.config_flops(config, runs)
     assert spent <= 0.6 * independent
     for example in sorted((REPO / "config/examples").glob("*.yaml")):
-        study.expand_grid(study.load(example))
+        grid.expand_grid(study_config.load(example))
 
 
 def test_the_built_wheel_works_outside_the_source_tree(tmp_path):

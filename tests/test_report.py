@@ -83,7 +83,7 @@ def _sweep_rows(rows: list[dict], lrs, rng: np.random.Generator) -> list[dict]:
     """Each ok grid row once per lr, the loss raised by 0.05·(log lr − log lr_opt(N))², with
     lr_opt = 0.3·N^-0.3; sweep_group and best_in_sweep from the real aggregate."""
     from scalelab.aggregate import mark_sweeps
-    from scalelab.config import sweep_suffix
+    from scalelab.sweeps import sweep_suffix
 
     swept = []
     for row in rows:

@@ -6,12 +6,13 @@ import dataclasses
 
 import pytest
 
-from scalelab import config as study
+from scalelab import config as study_config
+from scalelab import counts, schema
 from scalelab.settings import BLEU_TOKENIZERS, EVAL_TASKS, EvalSettings, FitSettings, ReportSettings
 
 
 def _schema_defaults(section: str) -> dict:
-    properties = study._load_schema()["properties"][section]["properties"]
+    properties = schema.load_schema()["properties"][section]["properties"]
     return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
 
 
@@ -24,14 +25,14 @@ def test_schema_defaults_agree_with_the_settings_dataclasses(section, cls, skip)
     schema = _schema_defaults(section)
     fields = {f.name: f.default for f in dataclasses.fields(cls) if f.name not in skip}
     for key, default in schema.items():
-        value = study.parse_count(default, key) if key == "test_tokens" and default is not None else default
+        value = counts.parse_count(default, key) if key == "test_tokens" and default is not None else default
         assert key in fields, f"{section}.{key} has a schema default but no setting"
         assert fields[key] == value, f"{section}.{key}: schema {default!r}, {cls.__name__} {fields[key]!r}"
     assert set(fields) <= set(schema), f"{section}: settings without a schema default: {set(fields) - set(schema)}"
 
 
 def test_closed_sets_are_enums_in_the_schema():
-    properties = study._load_schema()["properties"]
+    properties = schema.load_schema()["properties"]
     assert tuple(properties["eval"]["properties"]["task"]["enum"]) == EVAL_TASKS
     assert set(properties["eval"]["properties"]["bleu_tokenize"]["enum"]) == set(BLEU_TOKENIZERS)
     for key in ("target", "params", "holdout"):
@@ -41,7 +42,7 @@ def test_closed_sets_are_enums_in_the_schema():
 def test_eval_settings_refuse_bad_values_in_one_line():
     for values, word in (({"prompts": 0}, "prompts"), ({"bleu_tokenize": "spm"}, "bleu_tokenize"),
                          ({"task": "x"}, "task"), ({"bogus": 1}, "bogus")):
-        with pytest.raises(study.ScalelabError, match=word):
+        with pytest.raises(study_config.ScalelabError, match=word):
             EvalSettings.from_dict(values)
 
 
@@ -59,16 +60,22 @@ def test_train_fingerprint_follows_what_decides_the_numbers(tmp_path, monkeypatc
     def train_fp(edit=None):
         fingerprint.module_fingerprint.cache_clear()
         if edit:
-            source = (package / "train.py").read_text()
-            old, new = edit
+            name, old, new = edit
+            source = (package / name).read_text()
             assert old in source, old
-            (package / "train.py").write_text(source.replace(old, new, 1))
+            (package / name).write_text(source.replace(old, new, 1))
         return fingerprint.code_fingerprint("train")
 
     base = train_fp()
-    assert "lr_factor" in fingerprint.used_definitions(package / "train.py", ("build_module",))
-    assert train_fp(('"spec_sha": metrics["spec_sha"]}', '"spec_sha": metrics["spec_sha"], "x": 1}')) == base  # _save
-    assert train_fp(("def _metrics(", "def _metrics_renamed(")) == base
-    changed = train_fp(("return min_ratio + (1 - min_ratio) * decay", "return min_ratio + (1 - min_ratio) * decay ** 2"))
-    assert changed != base  # lr_factor: used by LitGPT through build_module
+    group = tuple(package / name for name in fingerprint.SOURCES["train.py"])
+    assert "lr_factor" in fingerprint.used_definitions(group, ("build_module",))
+    assert train_fp(("train/outputs.py", '"spec_sha": metrics["spec_sha"]}',
+                     '"spec_sha": metrics["spec_sha"], "x": 1}')) == base  # save_run
+    assert train_fp(("train/outputs.py", "def run_metrics(", "def run_metrics_renamed(")) == base
+    assert train_fp(("train/trainer.py", '".*LeafSpec.*",', '".*LeafSpec.*", ".*x.*",')) == base  # warnings
+    changed = train_fp(("train/schedule.py", "return min_ratio + (1 - min_ratio) * decay",
+                        "return min_ratio + (1 - min_ratio) * decay ** 2"))
+    assert changed != base  # lr_factor: used by LitGPT through build_module, from another file of the group
+    assert train_fp(("train/batches.py", "size=self.batch_size, endpoint=True)",
+                     "size=self.batch_size, endpoint=False)")) not in (base, changed)  # the data order
     assert fingerprint.code_fingerprint("tokenize") == fingerprint.code_fingerprint("tokenize")

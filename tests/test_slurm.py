@@ -188,7 +188,8 @@ def studies(tmp_path_factory):
                     proc.kill()
 
 def test_every_job_goes_through_sbatch_with_the_derived_resources(studies):
-    from scalelab import config as study
+    from scalelab import config as study_config
+    from scalelab import grid
     from scalelab.resources import train_resources
 
     assert studies["cancelled"], f"{KILLED} was never caught mid-run:\n{studies['first'][-3000:]}"
@@ -205,7 +206,7 @@ def test_every_job_goes_through_sbatch_with_the_derived_resources(studies):
         assert not re.search(r"^localrule (?!aggregate|all)", text, re.M)
 
     accounting = sacct([job for job, _, _ in jobs])
-    runs = {r.id: r for r in study.expand_grid(study.load(studies["cluster"] / "config.yaml"))}
+    runs = {r.id: r for r in grid.expand_grid(study_config.load(studies["cluster"] / "config.yaml"))}
     for job, rule, run in jobs:
         row = accounting[job]
         if job == studies["cancelled"]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from scalelab import aggregate
-from scalelab import config as study
+from scalelab import config as study_config
+from scalelab import grid, sweeps
 from scalelab.errors import ScalelabError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,16 +35,16 @@ def base(**grid) -> dict:
 
 
 def expand(config: dict):
-    return study.expand_grid(study.validate(copy.deepcopy(config)))
+    return grid.expand_grid(study_config.validate(copy.deepcopy(config)))
 
 
 @pytest.mark.parametrize("path", sorted(GOLDEN))
 def test_studies_without_sweeps_keep_their_ids_and_specs(path):
-    runs = study.expand_grid(study.load(REPO / path))
+    runs = grid.expand_grid(study_config.load(REPO / path))
     blob = "\n".join(f"{r.id}\t{r.spec_json}" for r in runs)
     assert (len(runs), hashlib.sha256(blob.encode()).hexdigest()) == GOLDEN[path]
     assert all(r.sweep == {} and r.group == r.id for r in runs)
-    assert study.sweep_keys(runs) == []
+    assert grid.sweep_keys(runs) == []
 
 
 def test_sweep_is_the_cross_product_with_readable_suffixes():
@@ -53,7 +54,7 @@ def test_sweep_is_the_cross_product_with_readable_suffixes():
     run = by_id["a-4K-s0-batch_size16-lr1e-3"]  # keys in alphabetical order
     assert run.spec["lr"] == 0.001 and run.spec["batch_size"] == 16 and run.sweep == {"batch_size": 16, "lr": 0.001}
     assert run.group == "a-4K-s0" and run.spec["tokens"] == 4000
-    assert study.sweep_keys(runs) == ["batch_size", "lr"]
+    assert grid.sweep_keys(runs) == ["batch_size", "lr"]
     # the unswept settings are the model's own
     assert {r.spec["weight_decay"] for r in runs} == {0.1}
 
@@ -76,14 +77,14 @@ def test_adding_or_removing_a_value_keeps_every_other_run():
 
 
 def test_value_text_is_lossless_and_one_spelling_per_value():
-    assert study.sweep_value_text(1e-3) == study.sweep_value_text(0.001) == "1e-3"
-    assert [study.sweep_value_text(v) for v in (3e-3, 1.5e-3, 0.1, 0.95, 10.0, 12345.0, 0.0, 32, "bf16-mixed")] == \
+    assert sweeps.sweep_value_text(1e-3) == sweeps.sweep_value_text(0.001) == "1e-3"
+    assert [sweeps.sweep_value_text(v) for v in (3e-3, 1.5e-3, 0.1, 0.95, 10.0, 12345.0, 0.0, 32, "bf16-mixed")] == \
         ["3e-3", "1.5e-3", "0.1", "0.95", "10", "1.2345e4", "0", "32", "bf16-mixed"]
     rng = random.Random(0)
     values = {10 ** rng.uniform(-7, 6) for _ in range(20_000)} | {round(10 ** rng.uniform(-4, 2), 3) for _ in range(5000)}
     seen = {}
     for value in values:
-        text = study.sweep_value_text(value)
+        text = sweeps.sweep_value_text(value)
         assert set(text) <= set("0123456789.e-"), text
         assert float(text) == value  # lossless: the text reads back as the same float
         assert seen.setdefault(text, value) == value
@@ -128,7 +129,7 @@ def test_bad_sweeps_are_one_line_naming_the_key(sweep, overrides, words):
 
 
 def test_a_run_id_collision_is_refused(monkeypatch):
-    monkeypatch.setattr(study, "sweep_value_text", lambda value: "x")  # a lossy rule would collide
+    monkeypatch.setattr(sweeps, "sweep_value_text", lambda value: "x")  # a lossy rule would collide
     with pytest.raises(ScalelabError, match=r"grid.sweep: two runs would share the id 'a-4K-s0-lrx'"):
         expand(base(sweep={"lr": [1.0e-3, 3.0e-3]}))
 

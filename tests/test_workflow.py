@@ -291,6 +291,7 @@ def test_no_config_string_reaches_a_shell(study, tmp_path):
     or travels quoted: the shell commands of every job keep it inside one argument."""
     from scalelab import config as study_config
     from scalelab.errors import ScalelabError
+    from scalelab.grid import expand_grid
 
     marker = tmp_path / "pwned"
     payload = f"x'; touch {marker}; echo \"$(touch {marker})\" '"
@@ -301,7 +302,7 @@ def test_no_config_string_reaches_a_shell(study, tmp_path):
         _set(config, path, payload)
         try:
             study_config.validate(config)
-            study_config.expand_grid(config)
+            expand_grid(config)
             study_config.source_files(config, study)
         except ScalelabError:
             continue  # refused before any job: an enum, a pattern, a model name, a file glob

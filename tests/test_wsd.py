@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from conftest import REPO, tiny_spec
-from scalelab import config as study
+from scalelab import config as study_config
+from scalelab import grid
 from scalelab import wsd
 from scalelab.errors import ScalelabError
 
@@ -22,7 +23,7 @@ WSD = {"schedule": "wsd", "warmup_tokens": 1024, "cooldown": 0.25, "cooldown_sha
 def default_config(**train) -> dict:
     raw = yaml.safe_load(COSINE_GRID.read_text())
     raw["train"].update(train)
-    return study.validate(raw)
+    return study_config.validate(raw)
 
 
 def wsd_spec(**changes) -> dict:
@@ -57,7 +58,7 @@ def test_branch_step_rounds_the_cooldown_half_up_to_whole_steps():
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
 def test_non_wsd_specs_carry_no_wsd_key(schedule):
-    for run in study.expand_grid(default_config(schedule=schedule)):
+    for run in grid.expand_grid(default_config(schedule=schedule)):
         assert not {"cooldown", "cooldown_shape"} & set(run.spec), run.id
         assert json.loads(run.spec_json)["schedule"] == schedule
 
@@ -66,7 +67,7 @@ def test_families_group_runs_by_everything_but_d():
     config = default_config(schedule="wsd", warmup_tokens=2048)
     config["grid"]["seeds"] = [0, 1]
     config["overrides"]["s"] = {"cooldown": 0.3}
-    runs = study.expand_grid(config)
+    runs = grid.expand_grid(config)
     families = wsd.plan(runs)
     assert len(families) == 4 * 2
     for family in families.values():
@@ -95,7 +96,7 @@ def test_bad_wsd_settings_are_one_line_naming_the_key(train, overrides, message)
     raw["train"].update({"schedule": "wsd", "warmup_tokens": 2048, **train})
     raw["overrides"].update(overrides)
     with pytest.raises(ScalelabError) as error:
-        study.expand_grid(study.validate(raw))
+        grid.expand_grid(study_config.validate(raw))
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
@@ -104,7 +105,7 @@ def test_two_runs_branching_at_one_step_is_a_config_error():
     raw["train"].update(schedule="wsd", warmup_tokens=2048)
     raw["grid"]["tokens"] = [12 * 1024, 13 * 1024]  # 12 and 13 steps both branch at 10 (cooldown 0.2)
     with pytest.raises(ScalelabError, match=r"grid.tokens: runs xs-12.288K-s0 and xs-13.312K-s0 both branch"):
-        study.expand_grid(study.validate(raw))
+        grid.expand_grid(study_config.validate(raw))
 
 
 # ----------------------------------------------------------------------------- FLOPs

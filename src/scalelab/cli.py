@@ -11,13 +11,13 @@ import sys
 
 STAGES = {
     "tokenize": ("scalelab.data", "train the BPE tokenizer and write the token memmaps"),
-    "train": ("scalelab.train", "train one grid point with Lightning"),
-    "trunk": ("scalelab.wsd", "train one WSD trunk segment (schedule: wsd)"),
+    "train": ("scalelab.train.runs", "train one grid point with Lightning"),
+    "trunk": ("scalelab.train.trunks", "train one WSD trunk segment (schedule: wsd)"),
     "evaluate": ("scalelab.evaluate", "test perplexity, bits per byte, BLEU and ROUGE for one run"),
     "aggregate": ("scalelab.aggregate", "collect every run into results/metrics.csv"),
     "fit": ("scalelab.fit", "fit scaling laws to a metrics CSV"),
     "report": ("scalelab.report", "plots, tables and HTML for a study"),
-    "check": ("scalelab.config", "validate a config file and list its runs"),
+    "check": ("scalelab.check", "validate a config file and list its runs"),
 }
 
 

@@ -10,14 +10,19 @@ Slurm job. Two launch modes exist:
 - Slurm starts them (`SLURMEnvironment`): inside a job step (`srun`) with exactly `devices`
   tasks; the train rule prefixes `srun` when its job was given more than one task.
 
-Kept out of train.py so that the train code fingerprint, and so every run's identity, does not
-depend on how a run was launched.
+Kept out of the train package so that the train code fingerprint, and so every run's identity,
+does not depend on how a run was launched. Also here: the environment every job's shell reads
+(`job_environment`, set by the Snakefile with `export_job_environment`).
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
+
+from .corpus import data_requirements
+from .loggers import logger_names
 
 
 def slurm_ranks(devices: int) -> bool:
@@ -70,3 +75,15 @@ def export_job_environment(values: dict[str, str]) -> None:
     Snakefile, so it sets them again itself."""
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     os.environ.update(values)
+
+
+def job_environment(config: dict, runs) -> dict[str, str]:
+    """What the workflow's shell commands read from the environment rather than from params: checks
+    and logging, which decide nothing about a run, so changing them reruns nothing. (Shell commands
+    cannot read a Snakefile's globals when the workflow is used as a module, snakemake#2499.)"""
+    return {
+        "SCALELAB_REQUIRE": json.dumps(data_requirements(runs, config["data"]["allow_repeat"])),
+        "SCALELAB_ALLOW_REPEAT": "--allow-repeat" if config["data"]["allow_repeat"] else "",
+        "SCALELAB_LOGGERS": ",".join(logger_names(config)),
+        "SCALELAB_STUDY": config["report"]["title"],  # the MLflow experiment, a tag of every run
+    }

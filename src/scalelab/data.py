@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .corpus import check_splits, stdlib_files
 from .errors import ScalelabError
 from .files import atomic_path, loads_json, write_json, write_text
 
@@ -30,16 +31,6 @@ Document = str | tuple[str, str]
 
 
 # ----------------------------------------------------------------------------- loading
-
-def stdlib_files() -> list[Path]:
-    """The .py files of the running Python's standard library, without installed packages."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = []
-    for folder, subfolders, names in os.walk(root):
-        subfolders[:] = [d for d in subfolders if d not in ("site-packages", "dist-packages", "__pycache__")]
-        files.extend(Path(folder) / name for name in names if name.endswith(".py"))
-    return sorted(files)
-
 
 def _read_stdlib() -> tuple[list[str], dict]:
     documents, skipped, files = [], 0, stdlib_files()
@@ -283,8 +274,6 @@ def build_tokens(data_cfg: dict, base: Path = Path(".")):
 def check_split_sizes(data_cfg: dict, documents, tokenizer, tokens: dict, require: dict[str, int]) -> None:
     """Refuse splits too small for the grid: a val or test split smaller than one context window
     names the fraction that would do, before any training is spent on an unevaluable study."""
-    from .config import check_splits
-
     for split in ("val", "test"):
         if len(tokens[split]) < require.get(split, 0):
             fraction = data_cfg["split"][split]

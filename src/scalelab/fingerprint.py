@@ -10,6 +10,10 @@ following names through the syntax tree. So for `train` the model, the step, the
 data order and the Trainer's settings decide the fingerprint, while the code that checks inputs,
 collects metrics, writes files or keeps the run store can be restructured without retraining
 anything. A change to a helper that a root uses still changes the fingerprint.
+
+A module's name is part of the hash. When definitions move to other files, `SOURCES` maps the
+old name (the label that is hashed) to the files that hold them now, read as one module, so
+moving code between files reruns nothing while changing it still does.
 """
 from __future__ import annotations
 
@@ -33,6 +37,14 @@ STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
     # the whole report package: its modules, CSS and captions (globs are expanded, sorted)
     "report": [("report/*.py", None), ("report/*.css", None), ("report/captions/**/*.rst", None), ("law.py", None),
                ("settings.py", ("ReportSettings",))],
+}
+# label -> the files whose top-level definitions it stands for (read as one module). The train
+# code was train.py and the corpus helpers lived in data.py; their fingerprints keep those names.
+SOURCES: dict[str, tuple[str, ...]] = {
+    "train.py": ("train/schedule.py", "train/module.py", "train/batches.py", "train/callbacks.py",
+                 "train/trainer.py"),
+    "data.py": ("data.py", "corpus.py"),
+    "config.py": ("counts.py",),  # run_id and the count spelling it uses
 }
 # A `schedule: wsd` run and its trunk: the train code plus the WSD schedule, its branch points and
 # the trunk's training. Kept apart from "train", so adding WSD reran no cosine/linear/constant run.
@@ -66,12 +78,26 @@ def _definitions(tree: ast.Module) -> dict[str, ast.AST]:
     return found
 
 
-def used_definitions(path: Path, roots: tuple[str, ...]) -> list[str]:
-    """The roots and every top-level definition of the module they use, transitively (sorted)."""
-    definitions = _definitions(ast.parse(path.read_text(), filename=str(path)))
+def _module_definitions(paths: tuple[Path, ...], strip: bool) -> dict[str, ast.AST]:
+    """The top-level definitions of these files read as one module (a name defined twice is an error)."""
+    found: dict[str, ast.AST] = {}
+    for path in paths:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for name, node in _definitions(_strip_docstrings(tree) if strip else tree).items():
+            if name in found:
+                raise KeyError(f"{path.name}: {name} is also defined in another file of its fingerprint group")
+            found[name] = node
+    return found
+
+
+def used_definitions(path: Path | tuple[Path, ...], roots: tuple[str, ...]) -> list[str]:
+    """The roots and every top-level definition of the module they use, transitively (sorted);
+    `path` may be several files read as one module."""
+    paths = (path,) if isinstance(path, Path) else tuple(path)
+    definitions = _module_definitions(paths, strip=False)
     missing = [r for r in roots if r not in definitions]
     if missing:
-        raise KeyError(f"{path.name}: no top-level {', '.join(missing)} (fingerprint roots)")
+        raise KeyError(f"{paths[0].name}: no top-level {', '.join(missing)} (fingerprint roots)")
     seen, todo = set(), list(roots)
     while todo:
         name = todo.pop()
@@ -85,17 +111,23 @@ def used_definitions(path: Path, roots: tuple[str, ...]) -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def module_fingerprint(path: Path, roots: tuple[str, ...] | None = None) -> str:
+def module_fingerprint(path: Path | tuple[Path, ...], roots: tuple[str, ...] | None = None) -> str:
     """A Python module by its syntax tree (or only its roots' part of it); any other file (CSS, a
-    caption) by its bytes."""
-    if path.suffix != ".py":
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
-    if roots is None:
-        return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
-    definitions = _definitions(tree)
+    caption) by its bytes. Several files (a tuple) count as one module and need roots."""
+    if isinstance(path, tuple):
+        if roots is None:
+            raise ValueError("a fingerprint group of several files needs roots")
+        paths = path
+    else:
+        if path.suffix != ".py":
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+        tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
+        if roots is None:
+            return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+        paths = (path,)
+    definitions = _module_definitions(paths, strip=True)
     digest = hashlib.sha256()
-    for name in used_definitions(path, roots):
+    for name in used_definitions(paths, roots):
         digest.update(name.encode() + b"\0" + ast.dump(definitions[name], include_attributes=False).encode())
     return digest.hexdigest()
 
@@ -104,8 +136,12 @@ def code_fingerprint(stage: str) -> str:
     """A short hash of the code that decides `stage`'s outputs (a plain str, fit for a param)."""
     digest = hashlib.sha256()
     for name, roots in stage_files(stage):
-        path = PACKAGE / name
         digest.update(name.encode())
+        if name in SOURCES:
+            paths = tuple(PACKAGE / source for source in SOURCES[name])
+            digest.update(module_fingerprint(paths, roots).encode())  # a missing file fails: it was moved
+            continue
+        path = PACKAGE / name
         digest.update(module_fingerprint(path, roots).encode() if path.exists() else b"missing")
     return digest.hexdigest()[:16]
 

@@ -40,7 +40,7 @@ def aggregated_runs(metrics_csv: Path) -> set[str]:
 def check_data(data_dir: Path) -> str | None:
     """Why results/data is damaged (meta.json unreadable or out of step with the files beside
     it, tokenizer.json not the one meta.json records), or None when it is whole or absent."""
-    from .config import read_meta
+    from .corpus import read_meta
 
     meta_path = data_dir / "meta.json"
     if not meta_path.exists():

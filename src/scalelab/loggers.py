@@ -30,6 +30,12 @@ _NEEDS = {
 }
 
 
+def logger_names(config: dict) -> list[str]:
+    """train.logger as a list of names (a string is one name)."""
+    names = config["train"]["logger"]
+    return [names] if isinstance(names, str) else list(names)
+
+
 def parse_names(names) -> list[str]:
     """`None`, "csv", "csv,tensorboard" or a list of names -> a list of known names, in order, once each."""
     if names is None:

@@ -197,36 +197,3 @@ def flops_line(config: dict, runs) -> str:
     shared = f", {families} WSD trunk(s) shared" if families else ""
     return (f"  compute: {spent:.4g} FLOPs to spend{shared}; {independent:.4g} as independent runs "
             f"(ratio {spent / independent:.3f})")
-
-
-# ----------------------------------------------------------------------------- `scalelab trunk`
-
-def add_arguments(parser) -> None:
-    from pathlib import Path
-
-    parser.add_argument("--family", required=True, help="the family's spec as JSON (the trunk rule's params)")
-    parser.add_argument("--step", required=True, type=int, help="the segment's last step (a branch point)")
-    parser.add_argument("--start", default="", help="the previous segment's checkpoint ('' = from scratch)")
-    parser.add_argument("--data", required=True, type=Path, help="the tokenize stage's folder (results/data)")
-    parser.add_argument("--out", required=True, type=Path, help="results/trunks/<family>/step<k>.ckpt")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--allow-repeat", action="store_true", help="allow more tokens than the train split holds")
-    parser.add_argument("--code", default="", help="the training code's fingerprint (part of the store key)")
-    parser.add_argument("--store", type=Path, default=None, help="the run store (results/store); trunks under trunks/")
-
-
-def run(args) -> None:
-    import os
-    from pathlib import Path
-
-    from .files import loads_json
-    from .train import train_trunk
-
-    family = loads_json(args.family, "--family")
-    if not isinstance(family, dict) or family.get("schedule") != SCHEDULE:
-        raise ScalelabError("--family: expected a WSD family's settings as a JSON object")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    info = train_trunk(family, args.step, args.data, args.out, Path(args.start) if args.start else None,
-                       args.threads, args.allow_repeat, args.code, args.store)
-    if info:
-        print(f"{info['family']}: trunk at step {info['step']} (from {info['from']}) in {info.get('wall_s')} s")

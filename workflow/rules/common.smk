@@ -13,8 +13,8 @@ ROOT = Path(workflow.current_basedir.get_path_or_uri(secret_free=False)).parents
 if (ROOT / "src" / "scalelab").is_dir():
     sys.path.insert(0, str(ROOT / "src"))  # the workflow's own scalelab, installed or not
 
-from scalelab import config as study
-from scalelab import cluster, integrity, loggers, wsd
+from scalelab import cluster, corpus, grid, integrity, loggers, wsd
+from scalelab import config as config_file  # `config` is Snakemake's dict of settings
 from scalelab.data import OUTPUTS as DATA_OUTPUTS
 from scalelab import resources as job_resources
 from scalelab.errors import ScalelabError
@@ -33,12 +33,12 @@ try:
     # Snakemake has read the YAML already, leniently: read it again to refuse duplicate keys and
     # non-UTF-8 text, which it lets through.
     for path in workflow.overwrite_configfiles or [DEFAULT_CONFIG]:
-        study.read_yaml(path)
-    study.validate(config)
-    RUNS = {run.id: run for run in study.expand_grid(config)}
-    study.source_files(config)  # a file glob that matches nothing fails now, before any job
-    study.check_corpus_budget(config, RUNS.values(), study.read_meta("results/data/meta.json"))
-    loggers.check_available(study.logger_names(config))  # a missing tracker package: one line, now
+        config_file.read_yaml(path)
+    config_file.validate(config)
+    RUNS = {run.id: run for run in grid.expand_grid(config)}
+    config_file.source_files(config)  # a file glob that matches nothing fails now, before any job
+    corpus.check_corpus_budget(config, RUNS.values(), corpus.read_meta("results/data/meta.json"))
+    loggers.check_available(loggers.logger_names(config))  # a missing tracker package: one line, now
     REBUILD, DAMAGED = integrity.scan(Path("results"), RUNS) if workflow.is_main_process else ([], [])
     if DAMAGED:
         raise ScalelabError(integrity.damage_message(DAMAGED))
@@ -49,14 +49,14 @@ for path in sorted({str(Path(p).parent) for p in REBUILD}):
     print(f"scalelab: {path}: outputs missing since the last run; rebuilding them", file=sys.stderr)
 
 RUN_IDS = list(RUNS)
-SWEEP_KEYS = study.sweep_keys(RUNS.values())  # [] for a study without sweeps
+SWEEP_KEYS = grid.sweep_keys(RUNS.values())  # [] for a study without sweeps
 DATA = "results/data"  # shell commands spell these paths out: see below
 DATA_FILES = [f"{DATA}/{name}" for name in DATA_OUTPUTS]
 # Shell commands use no globals of this file (Snakemake formats a module's shell commands with the
 # *main* workflow's globals, snakemake/snakemake#2499): checks and logging, which are not a run's
 # identity, reach them as SCALELAB_* environment variables, set here (not asked of the user, so no
 # `envvars:`), and jobs find `scalelab` on PATH beside this Python.
-cluster.export_job_environment(study.job_environment(config, RUNS.values()))
+cluster.export_job_environment(cluster.job_environment(config, RUNS.values()))
 
 
 # WSD (train.schedule: wsd): each family's trunk and where its runs branch (scalelab.wsd; checked

@@ -7,8 +7,8 @@ rule tokenize:
     output:
         DATA_FILES,
     params:
-        data=json.dumps(study.data_settings(config), sort_keys=True),
-        corpus=study.corpus_fingerprint(config),
+        data=json.dumps(corpus.data_settings(config), sort_keys=True),
+        corpus=corpus.corpus_fingerprint(config),
         code=code_fingerprint("tokenize"),
     log:
         log_path("tokenize"),

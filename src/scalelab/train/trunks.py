@@ -1,0 +1,128 @@
+"""One WSD trunk segment trained: `train_trunk` and the `scalelab trunk` command.
+
+The plan (families, branch points, the trunk store key) is scalelab.wsd's; this is the training.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .. import store, wsd
+from ..errors import ScalelabError
+from ..files import loads_json, write_json
+from ..model import GPTConfig
+from .batches import TokenData
+from .callbacks import CurveRecorder, DivergenceGuard
+from .module import build_wsd_module, on_gpu
+from .plan import plan_trunk
+from .resume import check_inputs, resume_checkpoint
+from .trainer import build_trainer, configure_torch, quiet_lightning
+
+
+def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path | None = None,
+                threads: int | None = None, allow_repeat: bool = False, code: str = "",
+                store_dir: Path | None = None) -> dict:
+    """Train one WSD trunk segment: from checkpoint `start` (None: from scratch) to `step` steps at
+    the family's constant lr; write the state to `out` (results/trunks/<family>/step<k>.ckpt) and
+    `out` with .json (family, step, from: the segment's first step). A killed job resumes from
+    its own checkpoints (`.work-step<k>/` beside `out`), as a train job does. With `store_dir`,
+    the state is restored from `<store_dir>/trunks/<key>` when the family, code and step match
+    (however the trunk was cut into segments before), and kept there when trained."""
+    started = time.time()
+    data_dir, out = Path(data_dir), Path(out)
+    fid = wsd.family_id(family)
+    tokens_per_step = family["batch_size"] * family["context"]
+    spec = {**family, "run": f"trunk {fid} step {step}", "tokens": step * tokens_per_step, "isoflop_budget": None}
+    meta = check_inputs(spec, data_dir, allow_repeat)
+    start_step = _start_step(start, step)
+    data = store.data_identity(meta)
+    key = wsd.trunk_key(family, step, code)
+    info = {"family": fid, "step": step, "from": start_step, "tokens": step * tokens_per_step, "key": key,
+            "code": code, "data_fingerprint": data}
+    trunks_store = None if store_dir is None else Path(store_dir) / "trunks"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if trunks_store is not None and (entry := store.lookup(trunks_store, key, data, store.TRUNK_FILES)) is not None:
+        store._copy(entry / store.TRUNK_FILES[0], out)
+        info.update(restored_from=str(entry), wall_s=round(time.time() - started, 2))
+        write_json(out.with_suffix(".json"), info)
+        print(f"{fid}: trunk step {step} restored from {entry} (same family, code, step and data; nothing retrained)")
+        return info
+
+    configure_torch(threads)
+    model_config = GPTConfig(vocab_size=meta["vocab_size"], context=spec["context"],
+                             n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
+    plan = plan_trunk(family, step, model_config)
+    steps_per_epoch = max(1, round((step - start_step) * spec["checkpoint_every"]))
+    ckpt_dir = out.parent / f".work-{out.stem}"
+    resume = resume_checkpoint(ckpt_dir, {**spec, "trunk_from": start_step})
+    resume_from = resume[0] if resume else start
+    lit = build_wsd_module(model_config, spec, plan.steps, plan.branch_step)
+    recorder = CurveRecorder(every=max(1, step // 100))
+    guard = DivergenceGuard(every=20 if on_gpu(spec) else 1)
+    print(f"{fid}: trunk steps {resume[1] if resume else start_step} to {step}")
+    with quiet_lightning():
+        trainer = build_trainer(spec, step, steps_per_epoch, ckpt_dir, [guard, recorder], [])
+        trainer.fit(lit, datamodule=TokenData(data_dir, spec, step, steps_per_epoch),
+                    ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+    # The full state (optimizer, loops, callbacks): branches resume from it. Atomic
+    # (AtomicCheckpointIO); every rank joins, rank 0 writes.
+    trainer.save_checkpoint(out, weights_only=False)
+    if not trainer.is_global_zero:
+        return {}
+    info.update(restored_from=None, wall_s=round(time.time() - started, 2), diverged_at_step=guard.diverged_at)
+    if trunks_store is not None:
+        _save_trunk(trunks_store, key, out, data, family, step, code)
+    write_json(out.with_suffix(".json"), info)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return info
+
+
+def _start_step(start: Path | None, step: int) -> int:
+    """The step of the previous segment's checkpoint `start` (0: from scratch), checked to be before `step`."""
+    if start is None:
+        return 0
+    try:
+        start_step = int(torch.load(start, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception as exc:
+        raise ScalelabError(f"{start}: not a usable trunk checkpoint ({type(exc).__name__})") from None
+    if start_step >= step:
+        raise ScalelabError(f"{start}: at step {start_step}, not before this segment's end ({step})")
+    return start_step
+
+
+def _save_trunk(trunks_store: Path, key: str, ckpt: Path, data: str, family: dict, step: int, code: str) -> None:
+    """Keep a trunk state in the store (store.save wants the files under their store names)."""
+    with tempfile.TemporaryDirectory(dir=ckpt.parent, prefix=".store-") as tmp:
+        os.link(ckpt, Path(tmp) / store.TRUNK_FILES[0])
+        store.save(trunks_store, key, Path(tmp), data, {"run": f"trunk step {step}", **family, "step": step}, code,
+                   names=store.TRUNK_FILES)
+
+
+# ----------------------------------------------------------------------------- `scalelab trunk`
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--family", required=True, help="the family's spec as JSON (the trunk rule's params)")
+    parser.add_argument("--step", required=True, type=int, help="the segment's last step (a branch point)")
+    parser.add_argument("--start", default="", help="the previous segment's checkpoint ('' = from scratch)")
+    parser.add_argument("--data", required=True, type=Path, help="the tokenize stage's folder (results/data)")
+    parser.add_argument("--out", required=True, type=Path, help="results/trunks/<family>/step<k>.ckpt")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--allow-repeat", action="store_true", help="allow more tokens than the train split holds")
+    parser.add_argument("--code", default="", help="the training code's fingerprint (part of the store key)")
+    parser.add_argument("--store", type=Path, default=None, help="the run store (results/store); trunks under trunks/")
+
+
+def run(args) -> None:
+    family = loads_json(args.family, "--family")
+    if not isinstance(family, dict) or family.get("schedule") != wsd.SCHEDULE:
+        raise ScalelabError("--family: expected a WSD family's settings as a JSON object")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    info = train_trunk(family, args.step, args.data, args.out, Path(args.start) if args.start else None,
+                       args.threads, args.allow_repeat, args.code, args.store)
+    if info:
+        print(f"{info['family']}: trunk at step {info['step']} (from {info['from']}) in {info.get('wall_s')} s")
