@@ -3,11 +3,12 @@ metrics last: their presence means the run is complete).
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import lightning as L
-import pandas as pd
+import numpy as np
 import torch
 
 from .. import store
@@ -19,30 +20,51 @@ from .plan import RunPlan
 from .trainer import resolve_precision
 
 
+CURVE_COLUMNS = ("step", "tokens", "flops", "lr", "train_loss", "val_loss")
+
+
+def _last_by_step(rows, width: int) -> dict[int, list]:
+    """step -> the last value of each column that is not missing (NaN or None) in `rows`."""
+    merged: dict[int, list] = {}
+    for step, *values in rows:
+        current = merged.setdefault(int(step), [None] * width)
+        for i, value in enumerate(values):
+            if value is not None and not math.isnan(value):
+                current[i] = value
+    return merged
+
+
+def _cell(value) -> str:
+    # Python's repr of a float is its shortest round-trip text, as pandas' to_csv wrote it before.
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
 def write_curve(train_rows: list, val_history: list, curve_csv: Path, tokens_per_step: int,
-                 flops_per_tok: int) -> pd.DataFrame:
+                flops_per_tok: int) -> list[tuple]:
     """curve.csv (step, tokens, flops, lr, train_loss, val_loss); `step` counts the optimizer
-    steps done when the value was measured (train loss before that step's update)."""
-    train = pd.DataFrame(train_rows, columns=["step", "lr", "train_loss"]).groupby("step", as_index=False).last()
-    val = pd.DataFrame(val_history, columns=["step", "val_loss"]).groupby("step", as_index=False).last()
-    curve = train.merge(val, on="step", how="outer").sort_values("step")
-    curve["step"] = curve["step"].astype(int)
-    curve.insert(1, "tokens", curve["step"] * tokens_per_step)
-    curve.insert(2, "flops", curve["tokens"].astype(float) * flops_per_tok)
+    steps done when the value was measured (train loss before that step's update). One row per
+    step, in order; a value not measured at that step is empty. Returns the rows (None: empty)."""
+    train, val = _last_by_step(train_rows, 2), _last_by_step(val_history, 1)
+    curve = []
+    for step in sorted(train.keys() | val.keys()):
+        tokens = step * tokens_per_step
+        lr, train_loss = train.get(step, (None, None))
+        curve.append((step, tokens, float(tokens) * flops_per_tok, lr, train_loss, val.get(step, [None])[0]))
+    text = ",".join(CURVE_COLUMNS) + "\n" + "".join(",".join(map(_cell, row)) + "\n" for row in curve)
     with atomic_path(curve_csv) as tmp:
-        curve.to_csv(tmp, index=False)
+        tmp.write_text(text)
     return curve
 
 
-def run_metrics(spec: dict, plan: RunPlan, model_config: GPTConfig, trainer, curve: pd.DataFrame,
+def run_metrics(spec: dict, plan: RunPlan, model_config: GPTConfig, trainer, curve: list[tuple],
                 guard: DivergenceGuard, resumed_from_step: int | None, started: float, fit_s: float,
                 first_step: int | None = None, flops_spent: float | None = None) -> dict:
     """metrics.json's values (without the identity keys that `train_run` adds)."""
     params, params_total = param_counts(model_config)
     diverged = guard.diverged_at is not None
     trained_steps = trainer.global_step
-    val = curve["val_loss"].dropna()
-    tail = curve[curve["step"] >= trained_steps * 0.9]["train_loss"].dropna()
+    val = [row[5] for row in curve if row[5] is not None]
+    tail = [row[4] for row in curve if row[0] >= trained_steps * 0.9 and row[4] is not None]
     tokens = plan.tokens
     new_steps = trained_steps - (first_step if first_step is not None else resumed_from_step or 0)
     return {
@@ -56,8 +78,8 @@ def run_metrics(spec: dict, plan: RunPlan, model_config: GPTConfig, trainer, cur
         # every other key a sweep may vary (scalelab.sweeps.SWEEPABLE), so metrics.csv has its column
         **{key: spec[key] for key in ("schedule", "warmup_tokens", "min_lr_ratio", "weight_decay", "beta2",
                                       "grad_clip") if key in spec},
-        "train_loss": float(tail.mean()) if len(tail) else None,
-        "val_loss": None if diverged or not len(val) else float(val.iloc[-1]),
+        "train_loss": float(np.mean(tail)) if tail else None,  # numpy's pairwise sum, as pandas' mean
+        "val_loss": None if diverged or not val else float(val[-1]),
         "wall_s": round(time.time() - started, 2),
         "tokens_per_s": round(new_steps * plan.tokens_per_step / fit_s, 1) if fit_s > 0 else None,
         "status": "diverged" if diverged else "ok",
