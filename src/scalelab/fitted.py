@@ -9,23 +9,22 @@ chosen form (`fit.json`'s `chosen_form`):
 How the 95 % prediction interval is built (the same code gives fit.json's held-out, allocation
 and next-budget intervals, so they agree with what a notebook computes):
 
-1. Each fitted form contributes the predictions of its bootstrap resamples (each resample's own
-   law), in log loss; without a bootstrap, its point prediction.
-2. Each prediction is spread by the residual scatter of single runs about that form
-   (`residual_sigma`, the RMS log residual with n − k degrees of freedom): every resample's
-   prediction is paired with 21 evenly spaced quantiles of Normal(0, sigma). So the interval is
-   for a new run's loss, not only for the law's mean.
-3. The forms are mixed, weighted by 1 / (validation error)^2 (`forms.<name>.weight`): where the
-   forms disagree by more than their own intervals, the interval covers the disagreement.
-4. low and high are the 2.5 % and 97.5 % weighted quantiles of the mixture, widened to contain
-   the chosen form's point prediction `loss`.
+1. Each fitted form predicts log loss with its point law, and the spread of that prediction over
+   its bootstrap resamples (each resample's own law) is its parameter uncertainty: the
+   interquartile range / 1.349, robust to a few wild resamples (0 without a bootstrap).
+2. The residual scatter of single runs about that form (`residual_sigma`, the RMS log residual
+   with n − k degrees of freedom) is added in quadrature, so the interval is for a new run's
+   loss, not only for the law's mean: each form is Normal(log point, spread^2 + sigma^2).
+3. The forms are mixed, weighted by 1 / (out-of-sample error)^2 (`forms.<name>.weight`): where
+   the forms disagree by more than their own intervals, the interval widens toward the others.
+4. low and high are the 2.5 % and 97.5 % quantiles of the mixture, widened to contain the
+   chosen form's point prediction `loss`.
 
 Numpy and pandas only (no scipy), so a notebook loads it fast.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -36,45 +35,64 @@ from .law import FORMS, LawForm, optimal_allocation
 __all__ = ["FittedLaw", "load_fit", "predictive_interval"]
 
 LEVEL = 0.95
-NOISE_QUANTILES = 21  # Normal quantiles paired with each resample's prediction
 BOOTSTRAP_FILE = "forms_bootstrap.csv"
 
 
-def _normal_quantiles(n=NOISE_QUANTILES) -> np.ndarray:
-    return np.array([NormalDist().inv_cdf((i + 0.5) / n) for i in range(n)])
+def _normal_cdf(x):
+    """Standard normal CDF, vectorised (Abramowitz and Stegun 7.1.26, |error| < 1.5e-7)."""
+    z = np.abs(x) / np.sqrt(2)
+    t = 1 / (1 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1 - poly * np.exp(-z * z)
+    return 0.5 * (1 + np.sign(x) * erf)
 
 
-def _weighted_quantiles(samples: np.ndarray, weights: np.ndarray, probs) -> np.ndarray:
-    """Weighted quantiles of each column of samples (K × m): (len(probs) × m)."""
-    order = np.argsort(samples, axis=0, kind="stable")
-    sorted_samples = np.take_along_axis(samples, order, axis=0)
-    cum = np.cumsum(weights[order], axis=0)
-    cum = (cum - 0.5 * weights[order]) / cum[-1]
-    out = np.empty((len(probs), samples.shape[1]))
-    for j in range(samples.shape[1]):
-        out[:, j] = np.interp(probs, cum[:, j], sorted_samples[:, j])
-    return out
+def _robust_sd(values: np.ndarray) -> np.ndarray:
+    """Per-column spread of bootstrap predictions: the interquartile range / 1.349 (a few wild
+    resamples of a nonlinear law would inflate a plain standard deviation)."""
+    if len(values) < 4:
+        return np.zeros(values.shape[1])
+    q1, q3 = np.percentile(values, [25, 75], axis=0)
+    return (q3 - q1) / 1.349
 
 
 def predictive_interval(components, level=LEVEL):
-    """(low, high) in log loss from components [(weight, log_preds (B × m), sigma)] (see the module
-    docstring); rows of log_preds that are not finite are dropped per component."""
-    z = _normal_quantiles()
-    samples, weights = [], []
-    for weight, log_preds, sigma in components:
+    """(low, high) in log loss from components [(weight, log_preds (B × m), sigma, centre (m,) or
+    None)]: each form is Normal(centre, bootstrap spread^2 + sigma^2) in log loss, and the
+    interval is the central `level` of their mixture (solved by bisection on its CDF). Rows of
+    log_preds that are not finite are dropped."""
+    parts = []
+    for component in components:
+        weight, log_preds, sigma = component[:3]
+        centre = component[3] if len(component) > 3 else None
         log_preds = np.atleast_2d(log_preds)
         log_preds = log_preds[np.all(np.isfinite(log_preds), axis=1)]
         if weight <= 0 or not len(log_preds):
             continue
         sigma = float(sigma) if np.isfinite(sigma) else 0.0
-        spread = (log_preds[:, None, :] + sigma * z[None, :, None]).reshape(-1, log_preds.shape[1])
-        samples.append(spread)
-        weights.append(np.full(len(spread), weight / len(spread)))
-    if not samples:
+        centre = np.median(log_preds, axis=0) if centre is None else np.asarray(centre, float)
+        spread = np.sqrt(_robust_sd(log_preds) ** 2 + sigma**2)
+        parts.append((weight, centre, np.maximum(spread, 1e-12)))
+    if not parts:
         return None
+    total = sum(w for w, _, _ in parts)
+
+    def cdf(x):
+        return sum(w * _normal_cdf((x - c) / sd) for w, c, sd in parts) / total
+
+    lo = min(np.min(c - 10 * sd) for _, c, sd in parts)
+    hi = max(np.max(c + 10 * sd) for _, c, sd in parts)
+    m = len(parts[0][1])
     tail = (1 - level) / 2
-    low, high = _weighted_quantiles(np.concatenate(samples), np.concatenate(weights), [tail, 1 - tail])
-    return low, high
+    out = []
+    for target in (tail, 1 - tail):
+        a, b = np.full(m, lo), np.full(m, hi)
+        for _ in range(60):
+            mid = (a + b) / 2
+            below = cdf(mid) < target
+            a, b = np.where(below, mid, a), np.where(below, b, mid)
+        out.append((a + b) / 2)
+    return out[0], out[1]
 
 
 def _positive(values, name: str) -> np.ndarray:
@@ -115,7 +133,8 @@ class FittedLaw:
             if isinstance(section, dict) and section.get("fitted"):
                 self.fitted[name] = section
         if chosen not in self.fitted:
-            raise ScalelabError(f"{where}: chosen form {chosen!r} has no fitted parameters")
+            raise ScalelabError(f"{where}: chosen form {chosen!r} is not among the fitted forms "
+                                f"({', '.join(self.fitted) or 'none'})")
         self.form: LawForm = FORMS[chosen]
         self.params = self._params(chosen)
         self.law = {"form": chosen, **self.params}
@@ -167,16 +186,20 @@ class FittedLaw:
             cols = {k: table[k].to_numpy(float)[:, None] for k in form.param_names}
             return np.log(form.loss(cols, params[None, :], tokens[None, :], unique))
 
-    def components(self, params, tokens, U=None):
-        out = []
+    def components(self, params, tokens, U=None) -> dict:
+        """form -> (weight, bootstrap log predictions, residual sigma, log point prediction)."""
+        out = {}
         for name, section in self.fitted.items():
             preds = self._log_preds(name, params, tokens, U)
             if preds is not None:
-                out.append((self.weights.get(name, 0.0), preds, float(section.get("residual_sigma") or 0.0)))
+                form = FORMS[name]
+                with np.errstate(all="ignore"):
+                    centre = np.log(form.loss(self._params(name), params, tokens, self._unique(form, U, len(params))))
+                out[name] = (self.weights.get(name, 0.0), preds, float(section.get("residual_sigma") or 0.0), centre)
         return out
 
     def _interval(self, loss, params, tokens, U, level):
-        bands = predictive_interval(self.components(params, tokens, U), level)
+        bands = predictive_interval(list(self.components(params, tokens, U).values()), level)
         if bands is None:
             return np.full(len(loss), np.nan), np.full(len(loss), np.nan)
         low, high = np.exp(bands[0]), np.exp(bands[1])

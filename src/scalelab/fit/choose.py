@@ -385,8 +385,7 @@ def disagreement_section(result: FormsResult, allocation):
     for row in allocation:
         n, d = np.array([row["n_opt"]]), np.array([row["d_opt"]])
         by_form = {k: float(v[0]) for k, v in law.forms_at(n, d).items() if np.isfinite(v[0])}
-        own = [c for c in law.components(n, d) if c is not None]
-        chosen_only = [(1.0, law._log_preds(result.chosen, n, d, None), law.residual_sigma)]
+        chosen_only = [(1.0, *law.components(n, d)[result.chosen][1:])]
         from ..fitted import predictive_interval
 
         band = predictive_interval(chosen_only)
@@ -396,5 +395,6 @@ def disagreement_section(result: FormsResult, allocation):
         outside = [k for k, v in by_form.items() if low is not None and not (low <= v <= high)]
         rows.append({"flops": row["flops"], "params": row["n_opt"], "tokens": row["d_opt"], "loss": by_form,
                      "rel_spread": spread, "chosen_interval": None if low is None else [low, high],
-                     "outside_chosen_interval": outside, "disagree": bool(outside), "n_components": len(own)})
+                     "outside_chosen_interval": outside, "disagree": bool(outside),
+                     "weights": {k: float(w) for k, w in law.weights.items()}})
     return rows

@@ -232,10 +232,12 @@ def render_disagreement(out: Draft, rows) -> None:
                          + (f"; outside it: {', '.join(row['outside_chosen_interval'])}" if row["disagree"] else ""))
     first = rows[0]
     if first["disagree"]:
+        others = ", ".join(f"{k} {first['loss'][k]:.4g}" for k in first["outside_chosen_interval"])
+        low, high = first["chosen_interval"]
         out.result.setdefault("warnings", []).append(
-            f"the law forms disagree at C = {first['flops']:.3g}: {', '.join(first['outside_chosen_interval'])} "
-            f"predict(s) outside the chosen form's own interval (spread {100 * first['rel_spread']:.2f} %); the "
-            "prediction intervals cover the disagreement")
+            f"the law forms disagree at C = {first['flops']:.3g}: {others}, outside the chosen form's own "
+            f"interval [{low:.4g}, {high:.4g}]; the prediction intervals mix the forms, weighted by their "
+            f"out-of-sample errors ({', '.join(f'{k} {w:.2f}' for k, w in first['weights'].items())})")
 
 
 def render_warnings(out: Draft) -> None:
