@@ -282,3 +282,15 @@ def test_a_large_csv_is_screened_on_a_subsample_and_reports_progress(tmp_path):
                            progress=messages.append)
     assert result["forms"]["chinchilla"]["params"]["alpha"] == pytest.approx(0.34, rel=0.02)
     assert any("chinchilla" in m for m in messages)
+
+
+def test_load_study_refuses_an_impossible_older_fit_json(tmp_path):
+    """An older fit.json (no forms) with alpha = -5 would predict 4e32: one line instead."""
+    root = tmp_path / "results"
+    (root / "fit").mkdir(parents=True)
+    pd.DataFrame({"run": ["a"], "params": [1e6], "tokens": [1e8], "val_loss": [3.0], "status": ["missing"]}
+                 ).to_csv(root / "metrics.csv", index=False)
+    (root / "fit" / "fit.json").write_text(json.dumps({"approach3": {**synthetic.CHINCHILLA, "alpha": -5}}))
+    pd.DataFrame(columns=list(synthetic.CHINCHILLA)).to_csv(root / "fit" / "bootstrap.csv", index=False)
+    with pytest.raises(ScalelabError, match=r"approach3.alpha = -5 is outside"):
+        scalelab.load_study(tmp_path)

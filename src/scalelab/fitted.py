@@ -12,9 +12,11 @@ and next-budget intervals, so they agree with what a notebook computes):
 1. Each fitted form predicts log loss with its point law, and the spread of that prediction over
    its bootstrap resamples (each resample's own law) is its parameter uncertainty: the
    interquartile range / 1.349, robust to a few wild resamples (0 without a bootstrap).
-2. The residual scatter of single runs about that form (`residual_sigma`, the RMS log residual
-   with n − k degrees of freedom) is added in quadrature, so the interval is for a new run's
-   loss, not only for the law's mean: each form is Normal(log point, spread^2 + sigma^2).
+2. The residual scatter of single runs about the chosen form (`residual_sigma`, the RMS log
+   residual with n − k degrees of freedom) is added in quadrature, so the interval is for a new
+   run's loss, not only for the law's mean: each form is Normal(log point, spread^2 + sigma^2).
+   (A form that misfits has a larger scatter of its own; that is its misfit, not the runs' noise,
+   and it enters through its predictions.)
 3. The forms are mixed, weighted by 1 / (out-of-sample error)^2 (`forms.<name>.weight`): where
    the forms disagree by more than their own intervals, the interval widens toward the others.
 4. low and high are the 2.5 % and 97.5 % quantiles of the mixture, widened to contain the
@@ -195,7 +197,10 @@ class FittedLaw:
                 form = FORMS[name]
                 with np.errstate(all="ignore"):
                     centre = np.log(form.loss(self._params(name), params, tokens, self._unique(form, U, len(params))))
-                out[name] = (self.weights.get(name, 0.0), preds, float(section.get("residual_sigma") or 0.0), centre)
+                # One scatter of single runs for every form, the chosen law's: a form that misfits
+                # has a larger residual scatter, which is its misfit, not the runs' noise; its
+                # disagreement enters through its predictions instead.
+                out[name] = (self.weights.get(name, 0.0), preds, self.residual_sigma, centre)
         return out
 
     def _interval(self, loss, params, tokens, U, level):

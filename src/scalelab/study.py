@@ -149,6 +149,12 @@ class Study:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ScalelabError(f"{where}: approach3.{key} is not a number ({value!r})")
             law[key] = float(value)
+            # The bounds fit.json's schema sets (an older file is read without it): no law has a
+            # negative exponent or coefficient, and one that does predicts nonsense.
+            low, high = (0.0, 10.0) if key in ("alpha", "beta") else (0.0, math.inf)
+            if not low <= law[key] <= high:
+                raise ScalelabError(f"{where}: approach3.{key} = {value!r} is outside [{low:g}, {high:g}]; "
+                                    "this fit.json cannot come from scalelab fit")
         if self._unusable:
             return None
         if len(self.bootstrap):

@@ -11,6 +11,7 @@ lowest score; each form's mixture weight in the prediction intervals is 1 / scor
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,14 +22,14 @@ from ..fitted import FittedLaw
 from ..law import FORMS, LawForm
 from .approach3 import HUBER_DELTA, PARAM_NAMES
 from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, _n_distinct, _percentile_ci
-from .forms import (FormData, bootstrap_form, fit_form, form_data, natural, on_bound, residual_sigma)
+from .forms import (BOOTSTRAP_STARTS, FormData, bootstrap_form, fit_form, form_data, natural, on_bound, residual_sigma)
 
 VALIDATION_CHECKS = {
     "largest_model": "the largest model left out (all its token counts)",
     "largest_tokens": "the largest token count left out (all its model sizes)",
     "top_compute": "the top compute group left out",
 }
-HOLDOUT_BOOTSTRAP = 100  # resamples of the held-out refit, for its prediction intervals
+HOLDOUT_BOOTSTRAP = 50  # resamples of the held-out refit, for its prediction intervals
 SPAN_NOT_IDENTIFIED = 100.0  # a positive parameter whose 95 % interval spans more than this factor
 REPEAT_TOLERANCE = 1e-3  # tokens > unique_tokens · (1 + this) counts as repeated data
 
@@ -158,7 +159,9 @@ def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
             continue
         data = _data(points)
         say(f"{name}: {len(data.x)} points, grid of {settings.grid_points}^{len(form.theta_names)} starts")
+        started = time.perf_counter()
         best = fit_form(form, data, settings.grid_points)
+        per_refit = (time.perf_counter() - started) / max(1, best["refined"])
         if not np.isfinite(best["objective"]):
             sections[name] = {"fitted": False, "why": "L-BFGS-B failed from every start (non-finite objective)",
                               "title": form.title}
@@ -166,7 +169,10 @@ def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
         params = natural(form, best["theta"], data)
         table = pd.DataFrame(columns=[*form.param_names, "objective"])
         if settings.bootstrap:
-            say(f"{name}: {settings.bootstrap} bootstrap resamples")
+            # A resample costs about (1 + BOOTSTRAP_STARTS) refits: say how long, so a big CSV is no surprise.
+            estimate = settings.bootstrap * (1 + BOOTSTRAP_STARTS) * per_refit / workers
+            say(f"{name}: {settings.bootstrap} bootstrap resamples"
+                + (f", about {estimate / 60:.0f} min on {workers} worker(s)" if estimate > 60 else ""))
             runs = bootstrap_form(form, data, best["theta"], settings.bootstrap, settings.seed, settings.grid_points,
                                   workers, progress=say)
             table = _samples_table(form, data, runs)
@@ -204,6 +210,7 @@ def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
             if why_not or held.all():
                 checks[check] = {"why": f"without it the form cannot be fitted: {why_not or 'no rows left'}"}
                 continue
+            say(f"{name}: out-of-sample check {check}: refit on {len(rest)} points, predict {int(held.sum())}")
             rest_data = _data(rest, data.n0, data.d0)
             refit = fit_form(form, rest_data, settings.grid_points)
             test = _data(points[held], data.n0, data.d0)

@@ -25,9 +25,11 @@ from .approach3 import HUBER_DELTA, _parallel_map
 # The objective is minimised in units of delta^2 (a point whose residual is delta costs ~0.5), so
 # that scipy's tolerances, absolute below 1, mean the same for any number of points.
 FINAL_OPTIONS = {"ftol": 1e-13, "gtol": 1e-9, "maxiter": 20_000, "maxfun": 40_000}
-SCREEN_OPTIONS = {"maxiter": 2_000}  # scipy's default tolerances: good enough to rank starts
+SCREEN_OPTIONS = {"ftol": 1e-6, "maxiter": 300}  # loose: enough to tell whether a start beats the warm one
+# A resample's refit: percentile intervals need its optimum to ~1e-6 in the parameters, not 1e-13.
+BOOTSTRAP_OPTIONS = {"ftol": 1e-11, "gtol": 1e-7, "maxiter": 10_000}
 REFINE = 8  # best grid starts refined on the full data
-BOOTSTRAP_STARTS = 2  # best grid starts per resample, besides the full-data optimum
+BOOTSTRAP_STARTS = 1  # best grid starts per resample, besides the full-data optimum
 SCREEN_ROWS = 20_000  # the grid is scored on at most this many rows (a fixed subsample of larger CSVs)
 AT_OPTIMUM_RTOL = 1e-6  # a refined start "reached the optimum" within this relative objective
 MIN_PARALLEL_FITS = 200  # below this many L-BFGS-B runs, starting processes does not pay
@@ -168,12 +170,12 @@ def _bootstrap_chunk(task):
         if n_starts:
             at_starts = per_point @ np.bincount(idx, minlength=len(data.x))
             candidates += list(starts[np.argsort(at_starts, kind="stable")[:n_starts]])
-        value, theta = minimise(form, best_theta, sample, bounds, delta)[:2]
+        value, theta = minimise(form, best_theta, sample, bounds, delta, BOOTSTRAP_OPTIONS)[:2]
         for theta0 in candidates[1:]:
             # Screen; only a start that beats the warm start is worth a tight rerun.
             screened = minimise(form, theta0, sample, bounds, delta, SCREEN_OPTIONS)
-            if screened[0] < value * (1 - 1e-9):
-                refined = minimise(form, screened[1], sample, bounds, delta)[:2]
+            if screened[0] < value * (1 - 1e-6):
+                refined = minimise(form, screened[1], sample, bounds, delta, BOOTSTRAP_OPTIONS)[:2]
                 value, theta = min((value, theta), refined, key=lambda r: r[0])
         if np.isfinite(value):
             out[row, 0], out[row, 1:] = value, theta
