@@ -209,11 +209,11 @@ def check_fit_setting(key, value, label):
     if key in ("predict_flops", "budgets"):
         return numbers()
     if key in ("forms", "form"):
+        if (key, value) in (("forms", None), ("form", "auto")):
+            return value  # the defaults, without importing numpy (the Snakefile builds FitSettings)
         from .law import FORMS  # numpy only
 
         items = [value] if key == "form" or isinstance(value, str) else value
-        if key == "forms" and value is None:
-            return None
         if not isinstance(items, (list, tuple)) or not items:
             raise ScalelabError(f"{label}: expected a list of law forms ({', '.join(FORMS)}), got {value!r}")
         known = (("auto",) if key == "form" else ()) + tuple(FORMS)
