@@ -294,3 +294,23 @@ def test_load_study_refuses_an_impossible_older_fit_json(tmp_path):
     pd.DataFrame(columns=list(synthetic.CHINCHILLA)).to_csv(root / "fit" / "bootstrap.csv", index=False)
     with pytest.raises(ScalelabError, match=r"approach3.alpha = -5 is outside"):
         scalelab.load_study(tmp_path)
+
+
+def test_prediction_intervals_cover_new_runs_of_simulated_ladders(tmp_path):
+    """4 ladders (5 x 5, 1 % noise) from Kaplan's form; 46 fresh noisy runs each, inside the grid
+    and up to 3x beyond it in N and D: the 95 % intervals must cover about 95 % of them. (A
+    smaller version of bench/fit_coverage.py, whose larger runs are in docs/benchmarks.md.)"""
+    sizes, tokens = np.geomspace(1e7, 1e9, 5), np.geomspace(1e9, 1e11, 5)
+    n, d = (a.ravel() for a in np.meshgrid(sizes, tokens))
+    new_n = np.concatenate([n, np.repeat(np.geomspace(1.5e9, 3e9, 3), 5), np.repeat([2e9, 3e9], 3)])
+    new_d = np.concatenate([d, np.tile(tokens, 3), np.tile([1.5e11, 2e11, 3e11], 2)])
+    inside = []
+    for seed in range(4):
+        rng = np.random.default_rng(1000 + seed)
+        loss = FORMS["kaplan"].loss(KAPLAN, n, d) * np.exp(rng.normal(0, 0.01, n.size))
+        out = tmp_path / f"fit{seed}"
+        fit.write_outputs(fit.fit_all(_frame(n, d, loss), bootstrap=30, seed=seed, workers=1), out)
+        pred = scalelab.load_fit(out).predict(new_n, new_d)
+        actual = FORMS["kaplan"].loss(KAPLAN, new_n, new_d) * np.exp(rng.normal(0, 0.01, new_n.size))
+        inside += ((actual >= pred["low"]) & (actual <= pred["high"])).tolist()
+    assert 0.88 <= np.mean(inside) <= 0.99, np.mean(inside)

@@ -17,7 +17,7 @@ and next-budget intervals, so they agree with what a notebook computes):
    run's loss, not only for the law's mean: each form is Normal(log point, spread^2 + sigma^2).
    (A form that misfits has a larger scatter of its own; that is its misfit, not the runs' noise,
    and it enters through its predictions.)
-3. The forms are mixed, weighted by 1 / (out-of-sample error)^2 (`forms.<name>.weight`): where
+3. The forms are mixed, weighted by (best out-of-sample error / its own)^6 (`forms.<name>.weight`): where
    the forms disagree by more than their own intervals, the interval widens toward the others.
 4. low and high are the 2.5 % and 97.5 % quantiles of the mixture, widened to contain the
    chosen form's point prediction `loss`.
