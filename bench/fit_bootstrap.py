@@ -1,6 +1,14 @@
 """Benchmark: Approach 3 with 1000 bootstrap resamples on 250 synthetic points.
 
     python bench/fit_bootstrap.py [--points 250] [--bootstrap 1000] [--workers 2]
+    python bench/fit_bootstrap.py --default-study [--baseline main] [--repeats 2]
+
+--default-study times the whole fit job of a study shaped like the default one instead: 24 runs
+(the default's 4 model sizes x 6 token counts, losses from a Kaplan-form law whose size gaps grow
+with D, times 1 % noise), `scalelab fit --bootstrap 200 --workers 2` with every default (all forms,
+their bootstrap, the out-of-sample checks and the held-out refit). With --baseline REF, the same
+command from the package as of git REF (exported to a temporary folder) runs alternately with this
+tree's, so both see the same machine load; the last line gives both wall times and their ratio.
 
 Prints progress lines and, as the last line, one JSON object with the timings. The points lie on
 a 10 x 25 grid of model sizes and token counts, with losses from the Chinchilla fit of Hoffmann
@@ -38,14 +46,68 @@ def cpu_seconds() -> float:
                for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
 
 
+def default_study_csv(path) -> None:
+    """24 runs shaped like the default study (config/config.yaml's grid)."""
+    from scalelab.law import FORMS
+
+    sizes = np.array([6592, 25472, 56640, 100480.0])
+    tokens = np.array([290e3, 520e3, 900e3, 1.6e6, 2.8e6, 4.8e6])
+    n, d = (a.ravel() for a in np.meshgrid(sizes, tokens))
+    law = {"E": 1.5, "N_c": 2e3, "D_c": 5e4, "alpha_N": 0.5, "alpha_D": 0.6}
+    loss = FORMS["kaplan"].loss(law, n, d) * np.exp(np.random.default_rng(1).normal(0, 0.01, n.size))
+    pd.DataFrame({"run": [f"r{i}" for i in range(n.size)], "params": n, "tokens": d, "flops": 6 * n * d,
+                  "val_loss": loss}).to_csv(path, index=False)
+
+
+def default_study(args) -> None:
+    import subprocess
+    import tempfile
+
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = os.path.join(tmp, "metrics.csv")
+        default_study_csv(csv)
+        trees = {"this": here}
+        if args.baseline:
+            old = os.path.join(tmp, "baseline")
+            os.makedirs(old)
+            archive = subprocess.run(["git", "archive", args.baseline, "src/scalelab"], check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+            trees["baseline"] = os.path.join(old, "src")
+        times = {name: [] for name in trees}
+        for repeat in range(args.repeats):
+            for name, src in trees.items():
+                env = {**os.environ, "PYTHONPATH": src}
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "scalelab", "fit", csv, "--out", os.path.join(tmp, name),
+                                "--bootstrap", str(args.bootstrap), "--workers", str(args.workers)],
+                               check=True, env=env, capture_output=True)
+                times[name].append(time.perf_counter() - t0)
+                print(f"bench: {name} fit job {times[name][-1]:.1f} s (repeat {repeat})", flush=True)
+    result = {"study": "default-shaped, 24 runs", "bootstrap": args.bootstrap, "workers": args.workers,
+              **{f"{name}_s": round(min(t), 1) for name, t in times.items()},
+              "load_avg_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()}
+    if args.baseline:
+        result["speedup"] = round(min(times["baseline"]) / min(times["this"]), 1)
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--default-study", action="store_true", help="time the fit job of a default-shaped study")
+    parser.add_argument("--baseline", help="git ref whose package runs alternately with this tree's")
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--points", type=int, default=250, help="points (a multiple of 10)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--grid-points", type=int, default=fit.GRID_POINTS)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.default_study:
+        if args.bootstrap == 1000 and "--bootstrap" not in sys.argv:
+            args.bootstrap = 200  # the default study's fit.bootstrap
+        return default_study(args)
 
     params, tokens, loss = synthetic_points(10, args.points // 10, noise=0.01, seed=args.seed)
     starts = fit.start_grid(args.grid_points)

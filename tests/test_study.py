@@ -128,10 +128,14 @@ def test_unfitted_law_and_bad_arguments_are_one_line_errors(results):
     assert study.law is None
     with pytest.raises(ScalelabError, match="fit.json: approach3.A is null"):
         study.allocate(1e16)
-    fit["approach3"] = {**LAW, "alpha": -0.1}
+    fit["approach3"] = {**LAW, "alpha": 0.0}  # on its bound: a law, but no compute-optimal split
     (results / "fit/fit.json").write_text(json.dumps(fit))
     with pytest.raises(ScalelabError, match="not both positive"):
         scalelab.load_study(results).allocate(1e16)
+    fit["approach3"] = {**LAW, "alpha": -0.1}  # no fit gives this: refused when read (issue 21, finding 10)
+    (results / "fit/fit.json").write_text(json.dumps(fit))
+    with pytest.raises(ScalelabError, match=r"approach3.alpha = -0.1 is outside \[0, 10\]"):
+        scalelab.load_study(results)
 
 
 def _remove(path):

@@ -1,7 +1,7 @@
 """scalelab: language-model scaling-law studies as one Snakemake workflow."""
 __version__ = "0.1.0"
 
-__all__ = ["Study", "ScalelabError", "load_study"]
+__all__ = ["FittedLaw", "Study", "ScalelabError", "load_fit", "load_study"]
 
 
 def __getattr__(name):
@@ -10,6 +10,10 @@ def __getattr__(name):
         from . import study
 
         return getattr(study, name)
+    if name in ("FittedLaw", "load_fit"):
+        from . import fitted
+
+        return getattr(fitted, name)
     if name == "ScalelabError":
         from .errors import ScalelabError
 

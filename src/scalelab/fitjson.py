@@ -71,6 +71,30 @@ def _non_finite(value, where=()) -> tuple | None:
     return None
 
 
+def _reversed_interval(value, where=()) -> tuple | None:
+    """The path of the first interval ([low, high] under a key ending in ci95 or named
+    chosen_interval, or holdout's low/high lists) whose low end exceeds its high end."""
+    if isinstance(value, dict):
+        if isinstance(value.get("low"), list) and isinstance(value.get("high"), list):
+            for i, (low, high) in enumerate(zip(value["low"], value["high"])):
+                if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
+                    return (*where, "low", i)
+        for key, item in value.items():
+            if (str(key).endswith("ci95") or key == "chosen_interval") and isinstance(item, list) and len(item) == 2:
+                low, high = item
+                if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
+                    return (*where, key)
+            found = _reversed_interval(item, (*where, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _reversed_interval(item, (*where, i))
+            if found is not None:
+                return found
+    return None
+
+
 def check_fit_json(data: Any, path: str | Path = "fit.json") -> None:
     """Raise a one-line ScalelabError naming `path` and the failing key unless `data` keeps the
     fit.json contract (the schema, finite numbers, and holdout lists of one length)."""
@@ -83,9 +107,13 @@ def check_fit_json(data: Any, path: str | Path = "fit.json") -> None:
     bad = _non_finite(data)
     if bad is not None:
         raise ScalelabError(f"{path}: {_key(bad)} is not a finite number (fit.json writes null for NaN)")
+    bad = _reversed_interval(data)
+    if bad is not None:
+        raise ScalelabError(f"{path}: {_key(bad)} is an interval whose low end lies above its high end")
     hold = data.get("holdout")
     if isinstance(hold, dict):
-        lengths = {k: len(hold[k]) for k in ("held_out", "predicted", "actual", "rel_error")}
+        lengths = {k: len(hold[k]) for k in ("held_out", "predicted", "actual", "rel_error", "low", "high", "inside")
+                   if k in hold}
         if len(set(lengths.values())) != 1:
             shown = ", ".join(f"{k} {n}" for k, n in lengths.items())
             raise ScalelabError(f"{path}: holdout lists should have one length, got {shown}")

@@ -99,8 +99,12 @@ class FitSettings:
     select: 'best' (fit the best run of each sweep) or 'all' (every usable run).
     sweep_keys: the swept hyperparameter columns (e.g. ['lr']): they get hyperparameter laws, and
         without a best_in_sweep column they decide which runs share a sweep.
-    grid_points: start values per parameter of Approach 3's start grid (grid_points**5 starts).
+    grid_points: start values per parameter of each law form's start grid (grid_points**k
+        starts for k parameters; all are scored at once and the best few refined).
     workers: processes (None: the CPU count).
+    forms: the law forms to fit (scalelab.law.FORMS; None: every built-in form).
+    form: the form used for predictions: 'auto' (the best at predicting left-out runs) or a name.
+    allow_any_loss: fit losses outside the plausible range LOSS_RANGE too.
     """
 
     target: str = "val_loss"
@@ -114,10 +118,16 @@ class FitSettings:
     sweep_keys: tuple = ()
     grid_points: int = GRID_POINTS
     workers: int | None = None
+    forms: tuple | None = None
+    form: str = "auto"
+    allow_any_loss: bool = False
 
     def __post_init__(self):
         for f in fields(self):
             object.__setattr__(self, f.name, check_fit_setting(f.name, getattr(self, f.name), f.name))
+        if self.form != "auto" and self.forms is not None and self.form not in self.forms:
+            raise ScalelabError(f"form: {self.form!r} is not among the forms to fit ({', '.join(self.forms)}); "
+                                "add it to forms or set form: auto")
 
     @classmethod
     def from_dict(cls, d, where="--spec") -> "FitSettings":
@@ -198,6 +208,25 @@ def check_fit_setting(key, value, label):
         return None if value is None else integer(1, 4096)
     if key in ("predict_flops", "budgets"):
         return numbers()
+    if key in ("forms", "form"):
+        if (key, value) in (("forms", None), ("form", "auto")):
+            return value  # the defaults, without importing numpy (the Snakefile builds FitSettings)
+        from .law import FORMS  # numpy only
+
+        items = [value] if key == "form" or isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ScalelabError(f"{label}: expected a list of law forms ({', '.join(FORMS)}), got {value!r}")
+        known = (("auto",) if key == "form" else ()) + tuple(FORMS)
+        for item in items:
+            if item not in known:
+                raise ScalelabError(f"{label}: unknown law form {item!r} (known: {', '.join(known)})")
+        if len(set(items)) != len(items):
+            raise ScalelabError(f"{label}: a form is named twice in {list(items)}")
+        return value if key == "form" else tuple(items)
+    if key == "allow_any_loss":
+        if not isinstance(value, bool):
+            raise ScalelabError(f"{label}: expected true or false, got {value!r}")
+        return value
     if key == "sweep_keys":
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(k, str) and k.strip() for k in items):

@@ -1,7 +1,10 @@
 """A finished study in a notebook: `scalelab.load_study(path)`.
 
 Reads what the workflow leaves under `results/` (see docs/architecture.md) and answers the two
-questions a scaling law is for, from the fitted Approach-3 law of `results/fit/fit.json`:
+questions a scaling law is for. A fit.json with law forms (schema_version 2) is read by
+`scalelab.load_fit` (scalelab.fitted): the chosen form, with 95 % prediction intervals, and the
+columns `loss, low, high` (also under their older names `loss_pred, loss_ci_low, loss_ci_high`).
+An older fit.json falls back to its Approach-3 law of `results/fit/fit.json`:
 
 - `predict(N, D)`: the loss of a model of N parameters trained on D tokens;
 - `allocate(C)`: the compute-optimal N and D (and their loss) for a budget of C FLOPs.
@@ -104,7 +107,14 @@ class Study:
         self.bootstrap = _read_csv(self.path / "fit" / "bootstrap.csv", "bootstrap table")
         self.curves = self._read_curves()
         self._unusable = None  # why the law cannot be used, when fit.json has it but not all of it
-        self.law = self._read_law()
+        self.fitted = None  # scalelab.fitted.FittedLaw for a fit.json with law forms
+        if "forms" in self.fit:
+            from .fitted import load_fit
+
+            self.fitted = load_fit(self.path / "fit")  # checks fit.json against its schema, too
+            self.law = self.fitted.law
+        else:
+            self.law = self._read_law()
         self.params_column = (self.fit.get("columns") or {}).get("params", "params")
 
     def _read_curves(self) -> pd.DataFrame:
@@ -139,6 +149,12 @@ class Study:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ScalelabError(f"{where}: approach3.{key} is not a number ({value!r})")
             law[key] = float(value)
+            # The bounds fit.json's schema sets (an older file is read without it): no law has a
+            # negative exponent or coefficient, and one that does predicts nonsense.
+            low, high = (0.0, 10.0) if key in ("alpha", "beta") else (0.0, math.inf)
+            if not low <= law[key] <= high:
+                raise ScalelabError(f"{where}: approach3.{key} = {value!r} is outside [{low:g}, {high:g}]; "
+                                    "this fit.json cannot come from scalelab fit")
         if self._unusable:
             return None
         if len(self.bootstrap):
@@ -170,6 +186,9 @@ class Study:
         (at `level`) comes from the bootstrap resamples and is NaN when the fit had none.
         N counts parameters as the fit did (`params_column`).
         """
+        if self.fitted is not None:
+            table = self.fitted.predict(N, D, level=level)
+            return table.assign(loss_pred=table["loss"], loss_ci_low=table["low"], loss_ci_high=table["high"])
         law = self._require_law()
         try:
             params, tokens = np.broadcast_arrays(_positive(N, "N"), _positive(D, "D"))
@@ -195,6 +214,11 @@ class Study:
         intervals `n_opt_ci_low/high, d_opt_ci_low/high, loss_ci_low/high` from each bootstrap
         resample's own optimum (as fit.json's `allocation`; NaN without a bootstrap).
         """
+        if self.fitted is not None:
+            t = self.fitted.allocate(C, level=level)
+            return t.assign(n_opt=t["params"], d_opt=t["tokens"], loss_pred=t["loss"], loss_ci_low=t["low"],
+                            loss_ci_high=t["high"], n_opt_ci_low=t["params_low"], n_opt_ci_high=t["params_high"],
+                            d_opt_ci_low=t["tokens_low"], d_opt_ci_high=t["tokens_high"])
         law = self._require_law()
         if not (law["alpha"] > 0 and law["beta"] > 0):
             raise ScalelabError(f"{self.path / 'fit' / 'fit.json'}: the fitted exponents are not both positive "
@@ -218,6 +242,8 @@ class Study:
         return table
 
     def __repr__(self) -> str:
+        if self.fitted is not None:
+            return f"<scalelab Study {self.path}: {len(self.metrics)} runs; {self.fitted!r}>"
         law = (f"alpha {self.law['alpha']:.3g}, beta {self.law['beta']:.3g}, E {self.law['E']:.3g}"
                if self.law else self._unusable or "Approach 3 not fitted")
         return (f"<scalelab Study {self.path}: {len(self.metrics)} runs, {len(self.bootstrap)} bootstrap "

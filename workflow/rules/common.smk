@@ -17,6 +17,7 @@ from scalelab import cluster, corpus, grid, integrity, loggers, wsd
 from scalelab import config as config_file  # `config` is Snakemake's dict of settings
 from scalelab.data import OUTPUTS as DATA_OUTPUTS
 from scalelab import resources as job_resources
+from scalelab.settings import FitSettings
 from scalelab.errors import ScalelabError
 from scalelab.fingerprint import code_fingerprint
 
@@ -240,4 +241,12 @@ def fit_spec():
     # they say something, so that a study without sweeps keeps its fit params, and its fit, as they were.
     if SWEEP_KEYS or f["select"] != "best":
         spec.update(select=f["select"], sweep_keys=SWEEP_KEYS)
+    # The law forms: likewise written only when they differ from the defaults (every form, auto).
+    for key, default in (("forms", None), ("form", "auto"), ("allow_any_loss", False)):
+        if f.get(key, default) != default:
+            spec[key] = f[key]
+    try:
+        FitSettings.from_dict(spec, where="config fit")  # an unknown form, or form not in forms: one line now
+    except ScalelabError as error:
+        raise SystemExit(f"scalelab: error: {error}")
     return json.dumps(spec, sort_keys=True)

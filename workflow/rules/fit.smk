@@ -21,6 +21,7 @@ rule aggregate:
 # Written on every fit, empty when their section is null (see fit.json's `<section>_why`).
 FIT_TABLES = [
     "approach3", "bootstrap", "power_laws", "isoflop", "approach2", "allocation", "holdout", "excluded", "hyperparameters",
+    "forms", "forms_bootstrap", "residuals",
 ]
 
 

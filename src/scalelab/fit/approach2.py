@@ -26,6 +26,8 @@ from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, _cluster, _exp, _n_distinct
 # a 3-6x as much as +-10x.
 ISOFLOP_WINDOW = 10.0
 ISOFLOP_MIN_SIZES = 5
+NO_ISOFLOP_GROUPS = ("no IsoFLOP groups: Approach 2 needs an isoflop_budget column or --budgets (runs of a grid "
+                     "whose FLOPs merely agree are not IsoFLOP profiles)")
 
 
 def isoflop_groups(points: pd.DataFrame, budgets=None) -> tuple[list[tuple[float, np.ndarray]], str]:
@@ -43,10 +45,9 @@ def isoflop_groups(points: pd.DataFrame, budgets=None) -> tuple[list[tuple[float
         inside = distance[np.arange(len(flops)), nearest] <= math.log(1 + FLOPS_TOLERANCE)
         groups = [(float(c), np.flatnonzero(inside & (nearest == i))) for i, c in enumerate(budgets)]
         return groups, f"nearest of --budgets within {FLOPS_TOLERANCE:.0%}"
-    labels = _cluster(flops, FLOPS_TOLERANCE)
-    groups = [(float(np.exp(np.log(flops[labels == label]).mean())), np.flatnonzero(labels == label))
-              for label in range(labels.max() + 1)]
-    return groups, f"runs whose FLOPs agree within {FLOPS_TOLERANCE:.0%}"
+    # Runs of a plain N x D grid whose FLOPs happen to agree are not IsoFLOP profiles: a parabola
+    # through 3-4 accidental points says nothing reliable (it once gave a zero-width interval).
+    return [], NO_ISOFLOP_GROUPS
 
 
 def isoflop_window(labels, log_params, loss) -> np.ndarray:
@@ -132,6 +133,8 @@ def fit_approach2(points: pd.DataFrame, budgets=None, bootstrap=0, seed=0) -> tu
         else:
             rows.append(row)
             fitted.append(runs)
+    if not groups:
+        return None, grouping or "no usable rows", summaries
     if not rows:
         why = ("no compute budget has runs at 3 or more model sizes" if not skipped
                else "no budget's loss has a minimum in log N")

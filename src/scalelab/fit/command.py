@@ -16,7 +16,8 @@ from pathlib import Path
 from ..errors import ScalelabError
 from ..files import loads_json
 from ..settings import FIT_CHOICES, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings, check_fit_setting
-from .inputs import read_metrics
+from ..law import FORMS
+from .inputs import LOSS_RANGE, read_metrics
 from .outputs import write_outputs
 from .pipeline import fit_all
 
@@ -36,7 +37,8 @@ def _positive_number(text: str) -> float:
 SETTING_FLAGS = (("--loss-col", "target"), ("--bootstrap", "bootstrap"), ("--seed", "seed"),
                  ("--predict-flops", "predict_flops"), ("--budgets", "budgets"), ("--holdout", "holdout"),
                  ("--select", "select"), ("--select-best-by", "sweep_keys"), ("--workers", "workers"),
-                 ("--grid-points", "grid_points"))
+                 ("--grid-points", "grid_points"), ("--forms", "forms"), ("--form", "form"),
+                 ("--allow-any-loss", "allow_any_loss"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="swept hyperparameter columns (e.g. lr): without a best_in_sweep column, keep the "
                         "lowest-loss run per (params, tokens, seed); and fit the hyperparameters' laws")
     parser.add_argument("--workers", type=int, help="processes (default: CPU count)")
+    parser.add_argument("--forms", nargs="+", metavar="FORM",
+                        help=f"law forms to fit (default: all of {', '.join(FORMS)})")
+    parser.add_argument("--form", help="the form for predictions: auto (the best at predicting runs left out of "
+                        "the fit) or a form's name (default: auto)")
+    parser.add_argument("--allow-any-loss", action="store_const", const=True,
+                        help=f"fit losses outside the plausible range {LOSS_RANGE[0]:g}..{LOSS_RANGE[1]:g} too")
     parser.add_argument("--grid-points", type=int,
                         help=f"start values per parameter; the grid has this^5 starts (default: {d.grid_points}, "
                         f"at most {MAX_GRID_POINTS})")
@@ -112,10 +120,14 @@ def run(args: argparse.Namespace) -> None:
         write_outputs(fit, out)
     except OSError as exc:
         raise ScalelabError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
-    a3 = fit.result["approach3"]
-    if a3:
-        print(f"scalelab fit: alpha {a3['alpha']:.4g}, beta {a3['beta']:.4g}, E {a3['E']:.4g} "
-              f"({fit.result['n_points']} points)")
+    chosen = fit.result["chosen_form"]
+    if chosen:
+        section = fit.result["forms"][chosen]
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in section["params"].items())
+        print(f"scalelab fit: {chosen} form: {shown} ({fit.result['n_points']} points)")
+        for warning in fit.result.get("warnings", []):
+            print(f"scalelab fit: warning: {warning}")
     else:
-        print(f"scalelab fit: Approach 3 not fitted: {fit.result['approach3_why']}")
+        print(f"scalelab fit: no law form fitted: {fit.result['chosen_form_why']}; "
+              f"Approach 3: {fit.result.get('approach3_why', 'fitted')}")
     print(f"scalelab fit: wrote {out}/fit.json")

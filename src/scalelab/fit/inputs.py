@@ -15,8 +15,40 @@ import pandas as pd
 from ..errors import ScalelabError
 
 
+LOSS_RANGE = (1e-4, 1e4)  # plausible losses (nats, bits or perplexity); --allow-any-loss fits others
+
+
+def rows_sha256(points: pd.DataFrame) -> str:
+    """The fingerprint of the rows a fit used (run, params, tokens, flops, loss, in the canonical
+    order), so a fit folder can be matched to the CSV it came from: fit.json's `inputs.rows_sha256`."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for row in points[["run", "params", "tokens", "flops", "loss"]].itertuples(index=False):
+        digest.update(("\t".join([str(row[0]), *(repr(float(v)) for v in row[1:])]) + "\n").encode())
+    return digest.hexdigest()
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a CSV whose header names a column twice (pandas would silently rename the second)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, csv.Error):
+        return  # pandas reports it below
+    seen = set()
+    for name in (h.strip() for h in header):
+        if name in seen and name:
+            raise ScalelabError(f"{path}: the column '{name}' appears twice in the header; keep one")
+        seen.add(name)
+
+
 def read_metrics(path) -> pd.DataFrame:
     path = Path(path)
+    if path.is_file():
+        _check_header(path)
     try:
         return pd.read_csv(path)
     except FileNotFoundError:
@@ -63,7 +95,7 @@ def _flags(column: pd.Series, name: str, source: str) -> np.ndarray:
 
 
 def prepare(df, loss_col=None, params_col="params", tokens_col="tokens", flops_col=None, source="metrics",
-            sweep_keys=()):
+            sweep_keys=(), allow_any_loss=False):
     """Usable points (run, params, tokens, flops, loss, isoflop_budget, and seed, sweep_group,
     best_in_sweep and the `sweep_keys` columns) in a canonical order, the excluded rows with
     reasons, and the columns used."""
@@ -77,30 +109,37 @@ def prepare(df, loss_col=None, params_col="params", tokens_col="tokens", flops_c
               for name, col in (("loss", loss_col), ("params", params_col), ("tokens", tokens_col))}
     values["flops"] = (pd.to_numeric(df[flops_col], errors="coerce").to_numpy(float) if flops_col
                        else 6 * values["params"] * values["tokens"])
-    excluded, keep = [], []
-    # A status column counts only if it says something (a CSV may carry an empty one).
+    # Vectorised (a CSV may hold a million rows): the first reason that applies to each row.
+    reasons = np.full(len(df), None, dtype=object)
     status = df["status"] if "status" in df.columns and df["status"].notna().any() else None
-    for i in range(len(df)):
-        reason = None
-        if status is not None and str(status.iloc[i]).strip() != "ok":
-            reason = "no status" if pd.isna(status.iloc[i]) else str(status.iloc[i]).strip()
-        else:
-            for name, col in (("loss", loss_col), ("params", params_col), ("tokens", tokens_col),
-                              ("flops", flops_col or "6*params*tokens")):
-                if not np.isfinite(values[name][i]):
-                    reason = f"{col} is missing or not a finite number"
-                    break
-                if values[name][i] <= 0:
-                    reason = f"{col} is not positive"
-                    break
-        if reason:
-            excluded.append({"run": runs[i], "reason": reason})
-        else:
-            keep.append(i)
+    if status is not None:
+        text = status.astype(str).str.strip()
+        bad = (text != "ok").to_numpy()
+        reasons[bad] = np.where(status.isna().to_numpy()[bad], "no status", text.to_numpy()[bad])
+    for name, col in (("loss", loss_col), ("params", params_col), ("tokens", tokens_col),
+                      ("flops", flops_col or "6*params*tokens")):
+        open_rows = reasons == None  # noqa: E711 (elementwise)
+        reasons[open_rows & ~np.isfinite(values[name])] = f"{col} is missing or not a finite number"
+        open_rows = reasons == None  # noqa: E711
+        with np.errstate(invalid="ignore"):
+            reasons[open_rows & (values[name] <= 0)] = f"{col} is not positive"
+    keep = np.flatnonzero(reasons == None).tolist()  # noqa: E711
+    excluded = [{"run": runs[i], "reason": reasons[i]} for i in np.flatnonzero(reasons != None)]  # noqa: E711
+    if not allow_any_loss and keep:
+        loss = values["loss"][keep]
+        outside = (loss < LOSS_RANGE[0]) | (loss > LOSS_RANGE[1])
+        if outside.any():
+            i = keep[int(np.flatnonzero(outside)[0])]
+            raise ScalelabError(f"{source}: column '{loss_col}' holds {int(outside.sum())} value(s) outside the "
+                                f"plausible loss range {LOSS_RANGE[0]:g}..{LOSS_RANGE[1]:g} (e.g. {values['loss'][i]:.4g} "
+                                f"in row {i + 2}); fix the column, or allow it with --allow-any-loss")
     budget = (pd.to_numeric(df["isoflop_budget"], errors="coerce").to_numpy(float)
               if "isoflop_budget" in df.columns else np.full(len(df), np.nan))
     points = pd.DataFrame({"run": [runs[i] for i in keep], **{k: v[keep] for k, v in values.items()},
                            "isoflop_budget": budget[keep]})
+    if "unique_tokens" in df.columns:  # the data-constrained form's U; a row without it is not repeated data
+        unique = pd.to_numeric(df["unique_tokens"], errors="coerce").to_numpy(float)[keep]
+        points["unique_tokens"] = np.where(np.isfinite(unique) & (unique > 0), unique, points["tokens"])
     # The sweep columns: seed and sweep_group identify a grid point, best_in_sweep marks its best run.
     if "seed" in df.columns and df["seed"].notna().any():
         points["seed"] = df["seed"].iloc[keep].astype(str).where(df["seed"].iloc[keep].notna(), "").to_numpy()

@@ -21,7 +21,8 @@ from .hyperparameters import HPARAM_RULE
 ESTIMATE_COLUMNS = ["parameter", "estimate", "ci_low", "ci_high"]
 ISOFLOP_COLUMNS = ["flops", "n_opt", "d_opt", "loss_opt", "n_points", "outside_sampled", "n_fit_points",
                    "fit_params_min", "fit_params_max", "n_opt_ci_low", "n_opt_ci_high"]
-ALLOCATION_COLUMNS = ["flops", "n_opt", "d_opt", "tokens_per_param", "loss_pred", "loss_ci_low", "loss_ci_high"]
+ALLOCATION_COLUMNS = ["form", "flops", "n_opt", "d_opt", "tokens_per_param", "loss_pred", "loss_ci_low", "loss_ci_high"]
+FORMS_COLUMNS = ["form", "parameter", "estimate", "ci_low", "ci_high", "not_identified"]
 POWER_LAW_COLUMNS = ["law", "method", "parameter", "estimate", "ci_low", "ci_high", "r2"]
 
 
@@ -80,9 +81,10 @@ def render_approach3(out: Draft, law: dict | None, why: str | None, samples: pd.
         out.tables["approach3"] = pd.DataFrame([_estimate_row(k, law[k], law["ci95"][k]) for k in PARAM_NAMES])
         out.lines += ["", "== Approach 3: L = E + A/N^alpha + B/D^beta (summed Huber, delta "
                       f"{HUBER_DELTA:g}, on log loss) ==",
-                      f"L-BFGS-B from {law['n_starts']} starts; {law['starts_at_optimum']} reached the best "
-                      f"objective {law['objective']:.6g}; {law['bootstrap']} bootstrap resamples (seed {law['seed']})",
-                      out.tables["approach3"].to_string(index=False)]
+                      f"{law['n_starts']} grid starts scored, the best {law['refined']} refined with L-BFGS-B; "
+                      f"{law['starts_at_optimum']} of those {law['refined']} reached the best objective "
+                      f"{law['objective']:.6g}; {law['bootstrap']} bootstrap resamples (seed {law['seed']})",
+                      _table_text(out.tables["approach3"])]
     out.tables["bootstrap"] = samples
 
 
@@ -94,8 +96,9 @@ def render_power_laws(out: Draft, fits) -> None:
             continue
         out.lines += ["", f"== {key}: L = E + {coefficient}/{symbol}^{exponent} at "
                       f"{fixed} = {section[f'slice_{fixed}']:.4g} ({section['n_points']} points) ==",
-                      f"nonlinear (scipy): E {section['E']}, {exponent} {section[exponent]}, R2 {section['r2']}",
-                      "log-log fits (statsmodels OLS, then RLM with Huber's T):", *summaries]
+                      f"nonlinear (scipy): E {_num(section['E'])}, {exponent} {_num(section[exponent])}, "
+                      f"R2 {_num(section['r2'])}",
+                      "log-log fits (statsmodels OLS, then RLM with Huber's T):", *map(_deterministic, summaries)]
     out.tables["power_laws"] = _power_law_table(out.result)
 
 
@@ -130,11 +133,11 @@ def render_approach2(out: Draft, section: dict | None, why: str | None, summarie
                                               for row in section["budgets"]], columns=ISOFLOP_COLUMNS)
         out.lines += ["", f"== Approach 2 (IsoFLOP), grouped by {section['grouping']}; each parabola fitted to "
                       f"{section['window']['rule']} ==",
-                      out.tables["isoflop"].to_string(index=False),
-                      f"a (N_opt ~ C^a) = {section['a']} CI {section['a_ci95']}; "
-                      f"b (D_opt ~ C^b) = {section['b']} CI {section['b_ci95']} ({section['ci_method']}"
+                      _table_text(out.tables["isoflop"]),
+                      f"a (N_opt ~ C^a) = {_num(section['a'])} CI {_num(section['a_ci95'])}; "
+                      f"b (D_opt ~ C^b) = {_num(section['b'])} CI {_num(section['b_ci95'])} ({section['ci_method']}"
                       + (f", {bootstrap} resamples of the runs within each budget, {section['bootstrap_failed']} failed"
-                         if section["ci_method"] == "bootstrap" else "") + ")", *summaries]
+                         if section["ci_method"] == "bootstrap" else "") + ")", *map(_deterministic, summaries)]
         if section["outside_sampled"]:
             out.lines.append(f"note: the minimum lies outside the sampled sizes at budgets "
                              f"{section['outside_sampled']}")
@@ -151,15 +154,122 @@ def render_allocation(out: Draft, rows: list[dict] | None, why: str | None) -> N
                                               "loss_ci_low": (row["loss_ci95"] or [None, None])[0],
                                               "loss_ci_high": (row["loss_ci95"] or [None, None])[1]}
                                              for row in rows])
-    out.lines += ["", "== Compute-optimal allocation (Approach 3) ==", out.tables["allocation"].to_string(index=False)]
+    out.lines += ["", f"== Compute-optimal allocation ({rows[0]['form']} form, C = 6*N*D; loss with its 95 % "
+                  "prediction interval) ==", _table_text(out.tables["allocation"])]
 
 
 def render_holdout(out: Draft, section: dict | None, why: str | None, table: pd.DataFrame) -> None:
     out.section("holdout", section, why, "Held-out check: not done")
     out.tables["holdout"] = table
     if not why:
-        out.lines += ["", f"== Held-out check: refit without the top compute group, max |relative error| "
-                      f"{section['max_abs_rel_error']:.4g} ==", table.to_string(index=False)]
+        n_out = sum(1 for inside in section["inside"] if not inside)
+        out.lines += ["", f"== Held-out check: the {section['form']} form refitted without the top compute group, "
+                      f"max |relative error| {section['max_abs_rel_error']:.4g}; {len(section['inside']) - n_out} of "
+                      f"{len(section['inside'])} actual losses inside their 95 % prediction interval ==",
+                      _table_text(table)]
+        # At 95 %, about 1 in 20 falls outside by chance: warn beyond that (plus 2 binomial sd).
+        n = len(section["inside"])
+        if n_out and n_out > 0.05 * n + 2 * (0.05 * 0.95 * n) ** 0.5:
+            out.result.setdefault("warnings", []).append(
+                f"held-out check: {n_out} of {len(section['inside'])} actual losses fall outside the "
+                f"{section['form']} law's own 95 % prediction interval (max |error| "
+                f"{100 * section['max_abs_rel_error']:.2f} %): the law extrapolates worse than it claims")
+
+
+def render_forms(out: Draft, forms) -> None:
+    """fit.json's forms, chosen_form and why; the forms, forms_bootstrap and residuals tables."""
+    out.result["forms"] = forms.sections
+    out.result["chosen_form"] = forms.chosen
+    out.result["chosen_form_why"] = forms.why
+    rows = []
+    out.lines += ["", f"== Law forms: chosen {forms.chosen} ({forms.why}) =="]
+    for name, section in forms.sections.items():
+        if not section.get("fitted"):
+            out.lines.append(f"{name}: not fitted: {section['why']}")
+            continue
+        for key, value in section["params"].items():
+            low, high = section["ci95"].get(key) or (None, None)
+            rows.append({"form": name, "parameter": key, "estimate": value, "ci_low": low, "ci_high": high,
+                         "not_identified": section["not_identified"].get(key, "")})
+        checks = "; ".join(f"{k} {100 * c['mean_abs_rel_error']:.2f} %" if "mean_abs_rel_error" in c
+                           else f"{k} not possible" for k, c in section["validation"].items())
+        score = "n/a" if section["score"] is None else f"{100 * section['score']:.2f} %"
+        out.lines += ["", f"-- {name}: {section['title']}",
+                      *(f"NOT IDENTIFIED: {k}: {why}" for k, why in section["not_identified"].items()),
+                      f"objective {section['objective']:.6g} (summed Huber, delta {section['huber_delta']:g}); "
+                      f"L-BFGS-B {'converged' if section['converged'] else 'did NOT converge'} "
+                      f"({section['optimizer_message']}); {section['starts_at_optimum']} of {section['refined']} "
+                      f"refined starts reached it ({section['n_starts']} scored)",
+                      f"residual scatter of single runs: {100 * section['residual_sigma']:.3g} % (log loss, n - k dof)",
+                      f"out-of-sample |relative error|: {checks}; mean {score}; mixture weight {section['weight']:.3g}",
+                      _table_text(pd.DataFrame([r for r in rows if r["form"] == name]).drop(columns="form"))]
+        corr = section.get("theta_correlation")
+        if corr:
+            out.lines += ["parameter correlation (bootstrap, fitted coordinates "
+                          f"{', '.join(corr['of'])}):",
+                          _table_text(pd.DataFrame(corr["matrix"], index=corr["of"], columns=corr["of"]), index=True)]
+        if section["not_identified"] and name == forms.chosen:
+            out.result.setdefault("warnings", []).append(
+                f"{name}: not identified: " + "; ".join(f"{k} ({why})" for k, why in section["not_identified"].items()))
+    out.tables["forms"] = pd.DataFrame(rows, columns=FORMS_COLUMNS)
+    out.tables["forms_bootstrap"] = forms.samples
+    out.tables["residuals"] = forms.residuals
+    if len(forms.residuals):
+        out.lines += ["", "== Per-run fitted values and relative residuals ((actual - predicted) / predicted) ==",
+                      _table_text(forms.residuals.pivot_table(index=["params", "tokens", "run", "actual"], columns="form",
+                                                              values="rel_residual", sort=True), index=True)]
+
+
+def render_disagreement(out: Draft, rows) -> None:
+    out.result["forms_disagreement"] = rows
+    if not rows:
+        return
+    out.lines += ["", "== The forms at the budgets ahead (at the chosen form's optimum) =="]
+    for row in rows:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in row["loss"].items())
+        interval = row["chosen_interval"]
+        out.lines.append(f"C {row['flops']:.3g}: {shown}; spread {100 * row['rel_spread']:.2f} % of the chosen "
+                         f"prediction; chosen form's own interval "
+                         f"{'n/a' if interval is None else f'[{interval[0]:.4g}, {interval[1]:.4g}]'}"
+                         + (f"; outside it: {', '.join(row['outside_chosen_interval'])}" if row["disagree"] else ""))
+    first = rows[0]
+    if first["disagree"]:
+        others = ", ".join(f"{k} {first['loss'][k]:.4g}" for k in first["outside_chosen_interval"])
+        low, high = first["chosen_interval"]
+        out.result.setdefault("warnings", []).append(
+            f"the law forms disagree at C = {first['flops']:.3g}: {others}, outside the chosen form's own "
+            f"interval [{low:.4g}, {high:.4g}]; the prediction intervals mix the forms, weighted by their "
+            f"out-of-sample errors ({', '.join(f'{k} {w:.2f}' for k, w in first['weights'].items())})")
+
+
+def render_warnings(out: Draft) -> None:
+    warnings = out.result.setdefault("warnings", [])
+    if warnings:
+        # First in fit.txt, after the header: they qualify every number below.
+        at = 3 if len(out.lines) >= 3 else len(out.lines)
+        out.lines[at:at] = ["", "== WARNINGS ==", *(f"- {w}" for w in warnings)]
+
+
+def _num(value) -> str:
+    """A number (or a list of them) for fit.txt: 'n/a' where there is none, never 'None'."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_num(v) for v in value) + "]"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _deterministic(summary: str) -> str:
+    """A statsmodels summary without its Date and Time lines, so identical fits give identical text."""
+    import re
+
+    return "\n".join(re.sub(r"(Date|Time):\s+\S.*?(?=\s{2,}|$)", lambda m: " " * len(m.group(0)), line)
+                     for line in summary.splitlines())
+
+
+def _table_text(table: pd.DataFrame, index=False) -> str:
+    """A table for fit.txt, with missing values as 'n/a'."""
+    return table.to_string(index=index, na_rep="n/a", float_format=lambda v: f"{v:.6g}")
 
 
 def render_hyperparameters(out: Draft, section: dict | None, why: str | None, table: pd.DataFrame,
@@ -172,7 +282,7 @@ def render_hyperparameters(out: Draft, section: dict | None, why: str | None, ta
 
 def render_excluded(out: Draft, excluded: list) -> None:
     if excluded:
-        out.lines += ["", "== Excluded rows ==", out.tables["excluded"].to_string(index=False)]
+        out.lines += ["", "== Excluded rows ==", _table_text(out.tables["excluded"])]
 
 
 def write_outputs(fit: FitResult, out_dir) -> None:

@@ -15,14 +15,16 @@ import pandas as pd
 
 from ..errors import ScalelabError
 from ..settings import FitSettings
-from .optimal import allocation_section, prediction_budgets
+from ..law import FLOPS_CONVENTION
+from .optimal import prediction_budgets
 from .approach2 import fit_approach2
-from .approach3 import approach3_section, start_grid
-from .holdout import fit_holdout
+from .choose import (allocation_section, approach3_section, check_requested, disagreement_section, fit_forms,
+                     holdout_section)
 from .hyperparameters import fit_hyperparameters
-from .inputs import prepare
-from .outputs import (Draft, FitResult, render_allocation, render_approach2, render_approach3, render_excluded,
-                      render_header, render_holdout, render_hyperparameters, render_power_laws)
+from .inputs import prepare, rows_sha256
+from .outputs import (Draft, FitResult, render_allocation, render_approach2, render_approach3, render_disagreement,
+                      render_excluded, render_forms, render_header, render_holdout, render_hyperparameters,
+                      render_power_laws, render_warnings)
 from .power_laws import power_law_sections
 from .selection import select_runs
 
@@ -49,23 +51,31 @@ def fit_all(df: pd.DataFrame, settings: FitSettings | None = None, *, loss_col=N
     say = progress or (lambda message: None)
     bootstrap, seed = settings.bootstrap, settings.seed
 
-    usable, excluded, columns = prepare(df, loss_col, params_col, tokens_col, flops_col, source, settings.sweep_keys)
+    usable, excluded, columns = prepare(df, loss_col, params_col, tokens_col, flops_col, source, settings.sweep_keys,
+                                        settings.allow_any_loss)
     points, selection = select_runs(usable, settings)
-    starts = start_grid(settings.grid_points)
+    check_requested(points, settings, source)
     out = Draft()
     render_header(out, source, settings, columns, len(points), excluded, selection)
+    out.result.update({"schema_version": 2, "flops_convention": FLOPS_CONVENTION,
+                       "inputs": {"rows_sha256": rows_sha256(points), "n_rows": len(points)}})
 
-    law, why3, samples = approach3_section(points, starts, workers, bootstrap, seed, say)
-    render_approach3(out, law, why3, samples)
+    forms = fit_forms(points, settings, workers, say)
+    render_forms(out, forms)
+    law, why3 = approach3_section(forms, settings)
+    render_approach3(out, law, why3, forms.chinchilla_samples)
     render_power_laws(out, power_law_sections(points))
     render_approach2(out, *fit_approach2(points, settings.budgets, bootstrap, seed), bootstrap)
-    render_allocation(out, *allocation_section(law, why3, points, settings.predict_flops, samples, bootstrap))
-    render_holdout(out, *fit_holdout(points, settings.holdout, starts, workers, say))
+    allocation, why_allocation = allocation_section(forms, prediction_budgets(points, settings.predict_flops))
+    render_allocation(out, allocation, why_allocation)
+    render_disagreement(out, disagreement_section(forms, allocation))
+    render_holdout(out, *holdout_section(points, settings, forms, workers, say))
     # Hyperparameter laws, from every usable run of the sweeps (not only the best).
     budgets_ahead = prediction_budgets(usable, settings.predict_flops)
     render_hyperparameters(out, *fit_hyperparameters(usable, settings.sweep_keys,
                                                      max(budgets_ahead) if budgets_ahead else None))
     render_excluded(out, excluded)
+    render_warnings(out)
     return out.finish()
 
 

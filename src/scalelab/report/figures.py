@@ -474,6 +474,10 @@ def fig_bleu_rouge(s: Study):
 def _holdout_panel(ax, s: Study, hold: dict) -> None:
     """Predicted against actual loss of the held-out runs, with the ±1 % band."""
     actual, predicted = np.array(hold["actual"], float), np.array(hold["predicted"], float)
+    if hold.get("low") and hold.get("high"):  # the 95 % prediction interval of each prediction
+        low, high = np.array(hold["low"], float), np.array(hold["high"], float)
+        ax.errorbar(actual, predicted, yerr=[predicted - low, high - predicted], fmt="none", ecolor="C3",
+                    alpha=0.6, capsize=3, label="95 % prediction interval")
     ax.plot(actual, predicted, "o", color="C3", ms=7, label="held-out runs")
     span = np.array([np.nanmin([actual, predicted]), np.nanmax([actual, predicted])])
     pad = max(0.02 * span.mean(), 0.15 * np.ptp(span))
@@ -529,3 +533,49 @@ def fig_holdout(s: Study):
         _residual_panel(ax_res, s, law, hold)
     fig.tight_layout()
     return fig, ""
+
+
+# ----------------------------------------------------------------------------- residuals by law form
+
+def fig_law_residuals(s: Study):
+    """Relative residual of every finished run against N and against D, one column per fitted form."""
+    from ..law import FORMS
+
+    forms = {k: v for k, v in (s.fit.get("forms") or {}).items()
+             if isinstance(v, dict) and v.get("fitted") and k in FORMS}
+    if not forms:
+        raise CannotDraw(f"No law form was fitted: {clause(s.fit.get('chosen_form_why') or 'fit.json has no forms')}.")
+    ok = s.ok
+    fig, axes = plt.subplots(2, len(forms), figsize=(4.2 * len(forms), 6.4), squeeze=False, sharey=True)
+    names = s.model_names()
+    for col, (name, section) in enumerate(forms.items()):
+        form = FORMS[name]
+        unique = ok["unique_tokens"].to_numpy(float) if "unique_tokens" in ok.columns else None
+        if form.needs and unique is None:
+            for row in range(2):
+                panel_note(axes[row, col], f"{name}: needs unique_tokens")
+            continue
+        with np.errstate(all="ignore"):
+            predicted = form.loss(section["params"], ok[s.n_col].to_numpy(float), ok[s.d_col].to_numpy(float), unique)
+        residual = 100 * (ok[s.target].to_numpy(float) / predicted - 1)
+        for row, (x_col, by_col, cmap) in enumerate(((s.n_col, s.d_col, TOKENS_CMAP), (s.d_col, s.n_col, MODEL_CMAP))):
+            ax = axes[row, col]
+            levels = np.sort(ok[by_col].unique())
+            for level, color in zip(levels, palette(len(levels), cmap)):
+                rows = np.flatnonzero((ok[by_col] == level).to_numpy())
+                rows = rows[np.argsort(ok[x_col].to_numpy(float)[rows], kind="stable")]
+                shown = size_label(names, level) if by_col == s.n_col else f"D = {human(level)}"
+                ax.plot(ok[x_col].to_numpy(float)[rows], residual[rows], "o-", color=color, ms=4, lw=0.8, label=shown)
+            ax.axhline(0, color="0.4", lw=1)
+            set_log(ax, x=x_col)
+            ax.set_xlabel(label(x_col))
+            if col == 0:
+                ax.set_ylabel("actual / law − 1 (%)")
+            chosen = " (chosen)" if name == s.fit.get("chosen_form") else ""
+            ax.set_title(f"{name}{chosen}: against {'N' if row == 0 else 'D'}", fontsize=10)
+            if col == len(forms) - 1 and len(levels) <= 8:
+                ax.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    rms = ", ".join(f"{k} {100 * v.get('residual_sigma', float('nan')):.2f} %" for k, v in forms.items()
+                    if finite(v.get("residual_sigma")))
+    return fig, f"Residual scatter (RMS of log residuals): {rms}." if rms else ""

@@ -84,6 +84,7 @@ FIGURES = {f.name: f for f in (
     _figure("training_curves", "Training curves", "Training"),
     _figure("bleu_rouge", "BLEU and ROUGE-L", "Generation quality"),
     _figure("holdout", "Held-out check and fit residuals", "Held-out check"),
+    _figure("law_residuals", "Residuals of each law form", "Held-out check"),
 )}
 TABLES = {t.name: t for t in (
     _table("fit_parameters", "Fitted parameters", "Scaling laws"),

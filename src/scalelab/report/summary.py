@@ -27,14 +27,53 @@ def _law_lines(s) -> list[str]:
     return lines
 
 
+def _forms_lines(s) -> list[str]:
+    """The chosen law form and, before any number, what it does not identify and the fit's warnings."""
+    forms, chosen = s.fit.get("forms"), s.fit.get("chosen_form")
+    if not isinstance(forms, dict):
+        return []
+    if not chosen:
+        return [f"  law form      none fitted: {clause(s.fit.get('chosen_form_why') or 'no reason recorded')}"]
+    section = forms.get(chosen) or {}
+    params = section.get("params") or {}
+    shown = ", ".join(f"{k} {num(v)}" for k, v in params.items() if k not in (section.get("not_identified") or {}))
+    lines = [f"  law form      {chosen}: {section.get('title', '')}"]
+    for key, why in (section.get("not_identified") or {}).items():
+        lines.append(f"  NOT IDENTIFIED {key}: {why}")
+    lines.append(f"                {shown}; chosen because: {s.fit.get('chosen_form_why', '')}")
+    for warning in s.fit.get("warnings") or []:
+        if not warning.startswith(f"{chosen}: not identified"):
+            lines.append(f"  WARNING       {warning}")
+    return lines
+
+
 def _holdout_line(s) -> str:
     hold, why = s.section("holdout")
     if hold is None:
         return f"  held-out      no check: {clause(why)}"
     runs = hold.get("held_out") or []
     listed = ", ".join(map(str, runs[:4])) + (", ..." if len(runs) > 4 else "")
-    return (f"  held-out      max |relative error| {percent(hold.get('max_abs_rel_error'))} on "
+    line = (f"  held-out      max |relative error| {percent(hold.get('max_abs_rel_error'))} on "
             f"{len(runs)} run(s) predicted from the rest ({listed})")
+    if hold.get("inside") is not None and hold.get("low") is not None:
+        worst = max(range(len(runs)), key=lambda i: abs(hold["rel_error"][i]), default=None)
+        if worst is not None:
+            inside = sum(1 for v in hold["inside"] if v)
+            line += (f"; {hold.get('form', '')} predicted {num(hold['predicted'][worst])} "
+                     f"{interval([hold['low'][worst], hold['high'][worst]])} for {runs[worst]}, actual "
+                     f"{num(hold['actual'][worst])} ({'inside' if hold['inside'][worst] else 'OUTSIDE'} its 95 % "
+                     f"prediction interval); {inside} of {len(runs)} inside")
+    return line
+
+
+def _disagreement_line(s) -> list[str]:
+    rows = s.fit.get("forms_disagreement")
+    if not rows:
+        return []
+    first = rows[0]
+    shown = ", ".join(f"{k} {num(v)}" for k, v in (first.get("loss") or {}).items())
+    verdict = "the forms DISAGREE beyond the chosen form's interval" if first.get("disagree") else "the forms agree"
+    return [f"  forms at C    {num(first.get('flops'))}: {shown} (spread {percent(first.get('rel_spread'))}); {verdict}"]
 
 
 def _next_budget_line(s) -> str:
@@ -44,7 +83,8 @@ def _next_budget_line(s) -> str:
     nxt = min(allocation, key=lambda a: float(a.get("flops") or math.inf))
     return (f"  next budget   C = {num(nxt.get('flops'))} FLOPs: N_opt = {human(nxt.get('n_opt'))} params, "
             f"D_opt = {human(nxt.get('d_opt'))} tokens ({num(nxt.get('tokens_per_param'), 3)} tokens/param), "
-            f"predicted {s.target} {num(nxt.get('loss_pred'))} {interval(nxt.get('loss_ci95'))}")
+            f"predicted {s.target} {num(nxt.get('loss_pred'))} {interval(nxt.get('loss_ci95'))}"
+            + (f" ({nxt['form']} form, 95 % prediction interval)" if nxt.get("form") else ""))
 
 
 def _compute_line(s) -> str:
@@ -88,7 +128,8 @@ def _hparam_lines(s) -> list[str]:
 def summary_text(s, index_html: Path) -> str:
     """The summary of a Study (scalelab.report.inputs), ending with the path of its page."""
     counts = s.metrics["status"].value_counts()
-    lines = [f"scalelab report: {s.title}", *_law_lines(s), _holdout_line(s), _next_budget_line(s),
+    lines = [f"scalelab report: {s.title}", *_forms_lines(s), *_law_lines(s), _holdout_line(s),
+             _next_budget_line(s), *_disagreement_line(s),
              *_hparam_lines(s),
              "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
              _compute_line(s), f"  report        {index_html.resolve()}"]

@@ -1,0 +1,312 @@
+"""A fitted law from any `scalelab fit --out FOLDER`: `scalelab.load_fit(folder)`.
+
+It reads fit.json (checked against its schema) and forms_bootstrap.csv, and answers with the
+chosen form (`fit.json`'s `chosen_form`):
+
+- `predict(N, D)`: loss, low, high, one row per (N, D);
+- `allocate(C)`: the compute-optimal params and tokens at C = 6·N·D, their loss and intervals.
+
+How the 95 % prediction interval is built (the same code gives fit.json's held-out, allocation
+and next-budget intervals, so they agree with what a notebook computes):
+
+1. Each fitted form predicts log loss with its point law, and the spread of that prediction over
+   its bootstrap resamples (each resample's own law) is its parameter uncertainty: the
+   interquartile range / 1.349, robust to a few wild resamples (0 without a bootstrap).
+2. The residual scatter of single runs about the chosen form (`residual_sigma`, the RMS log
+   residual with n − k degrees of freedom) is added in quadrature, so the interval is for a new
+   run's loss, not only for the law's mean: each form is Normal(log point, spread^2 + sigma^2).
+   (A form that misfits has a larger scatter of its own; that is its misfit, not the runs' noise,
+   and it enters through its predictions.)
+3. The forms are mixed, weighted by (best out-of-sample error / its own)^6 (`forms.<name>.weight`): where
+   the forms disagree by more than their own intervals, the interval widens toward the others.
+4. low and high are the 2.5 % and 97.5 % quantiles of the mixture, widened to contain the
+   chosen form's point prediction `loss`.
+
+Numpy and pandas only (no scipy), so a notebook loads it fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import ScalelabError
+from .law import FORMS, LawForm, optimal_allocation
+
+__all__ = ["FittedLaw", "load_fit", "predictive_interval"]
+
+LEVEL = 0.95
+BOOTSTRAP_FILE = "forms_bootstrap.csv"
+
+
+def _normal_cdf(x):
+    """Standard normal CDF, vectorised (Abramowitz and Stegun 7.1.26, |error| < 1.5e-7)."""
+    z = np.abs(x) / np.sqrt(2)
+    t = 1 / (1 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1 - poly * np.exp(-z * z)
+    return 0.5 * (1 + np.sign(x) * erf)
+
+
+def _robust_sd(values: np.ndarray) -> np.ndarray:
+    """Per-column spread of bootstrap predictions: the interquartile range / 1.349 (a few wild
+    resamples of a nonlinear law would inflate a plain standard deviation)."""
+    if len(values) < 4:
+        return np.zeros(values.shape[1])
+    q1, q3 = np.percentile(values, [25, 75], axis=0)
+    return (q3 - q1) / 1.349
+
+
+def predictive_interval(components, level=LEVEL):
+    """(low, high) in log loss from components [(weight, log_preds (B × m), sigma, centre (m,) or
+    None)]: each form is Normal(centre, bootstrap spread^2 + sigma^2) in log loss, and the
+    interval is the central `level` of their mixture (solved by bisection on its CDF). Rows of
+    log_preds that are not finite are dropped."""
+    parts = []
+    for component in components:
+        weight, log_preds, sigma = component[:3]
+        centre = component[3] if len(component) > 3 else None
+        log_preds = np.atleast_2d(log_preds)
+        log_preds = log_preds[np.all(np.isfinite(log_preds), axis=1)]
+        if weight <= 0 or not len(log_preds):
+            continue
+        sigma = float(sigma) if np.isfinite(sigma) else 0.0
+        centre = np.median(log_preds, axis=0) if centre is None else np.asarray(centre, float)
+        spread = np.sqrt(_robust_sd(log_preds) ** 2 + sigma**2)
+        parts.append((weight, centre, np.maximum(spread, 1e-12)))
+    if not parts:
+        return None
+    total = sum(w for w, _, _ in parts)
+
+    def cdf(x):
+        return sum(w * _normal_cdf((x - c) / sd) for w, c, sd in parts) / total
+
+    lo = min(np.min(c - 10 * sd) for _, c, sd in parts)
+    hi = max(np.max(c + 10 * sd) for _, c, sd in parts)
+    m = len(parts[0][1])
+    tail = (1 - level) / 2
+    out = []
+    for target in (tail, 1 - tail):
+        a, b = np.full(m, lo), np.full(m, hi)
+        for _ in range(60):
+            mid = (a + b) / 2
+            below = cdf(mid) < target
+            a, b = np.where(below, mid, a), np.where(below, b, mid)
+        out.append((a + b) / 2)
+    return out[0], out[1]
+
+
+def _positive(values, name: str) -> np.ndarray:
+    try:
+        array = np.atleast_1d(np.asarray(values, dtype=float))
+    except (TypeError, ValueError):
+        raise ScalelabError(f"{name} must be a positive number or a list of them, got {values!r}") from None
+    if array.ndim != 1 or not np.all(np.isfinite(array) & (array > 0)):
+        raise ScalelabError(f"{name} must be a positive number or a list of them, got {values!r}")
+    return array
+
+
+def _check_level(level) -> None:
+    if not (isinstance(level, (int, float)) and not isinstance(level, bool) and 0 < level < 1):
+        raise ScalelabError(f"level must be between 0 and 1, got {level!r}")
+
+
+class FittedLaw:
+    """The forms of one fit and their bootstrap: predictions with prediction intervals.
+
+    Attributes: `form` (the chosen LawForm), `law` ({'form': name, **parameters}), `params` (the
+    chosen form's parameters), `bootstrap` (its resamples, one row each, columns = parameter
+    names), `residual_sigma` (its residual scatter in log loss), `weights` (form -> mixture
+    weight), `fit` (fit.json as a dict) and `where` (the folder, for messages).
+    """
+
+    def __init__(self, fit: dict, samples: pd.DataFrame, where="fit"):
+        self.fit, self.where = fit, str(where)
+        forms = fit.get("forms")
+        chosen = fit.get("chosen_form")
+        if not isinstance(forms, dict) or chosen is None:
+            why = fit.get("chosen_form_why") or "fit.json has no chosen form (written by an older scalelab fit?)"
+            raise ScalelabError(f"{where}: no law to predict with: {why}")
+        self.fitted = {}
+        for name, section in forms.items():
+            if name not in FORMS:
+                raise ScalelabError(f"{where}: fit.json names an unknown law form {name!r}")
+            if isinstance(section, dict) and section.get("fitted"):
+                self.fitted[name] = section
+        if chosen not in self.fitted:
+            raise ScalelabError(f"{where}: chosen form {chosen!r} is not among the fitted forms "
+                                f"({', '.join(self.fitted) or 'none'})")
+        self.form: LawForm = FORMS[chosen]
+        self.params = self._params(chosen)
+        self.law = {"form": chosen, **self.params}
+        self.weights = {name: float(s.get("weight") or 0.0) for name, s in self.fitted.items()}
+        if not any(self.weights.values()):
+            self.weights[chosen] = 1.0
+        self.samples = {}
+        if len(samples):
+            if "form" not in samples.columns:
+                raise ScalelabError(f"{where}: {BOOTSTRAP_FILE} lacks the column 'form'")
+            for name in self.fitted:
+                rows = samples[samples["form"] == name]
+                missing = [p for p in FORMS[name].param_names if p not in rows.columns]
+                if missing and len(rows):
+                    raise ScalelabError(f"{where}: {BOOTSTRAP_FILE} lacks the column(s) {', '.join(missing)}")
+                if len(rows):
+                    self.samples[name] = rows[list(FORMS[name].param_names)].apply(pd.to_numeric, errors="coerce")
+        self.bootstrap = self.samples.get(chosen, pd.DataFrame(columns=list(self.form.param_names)))
+        self.residual_sigma = float(self.fitted[chosen].get("residual_sigma") or 0.0)
+
+    def _params(self, name) -> dict:
+        section = self.fitted[name]
+        values = section.get("params") or {}
+        out = {}
+        for key in FORMS[name].param_names:
+            value = values.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
+                raise ScalelabError(f"{self.where}: forms.{name}.params.{key} is not a finite number ({value!r})")
+            out[key] = float(value)
+        return out
+
+    def _unique(self, form: LawForm, U, n: int):
+        if "unique_tokens" not in form.needs:
+            return None
+        if U is None:
+            return None
+        return np.broadcast_to(_positive(U, "U"), (n,))
+
+    def _log_preds(self, name, params, tokens, U) -> np.ndarray | None:
+        """log loss of every bootstrap resample of form `name` (B × m); the point law without one."""
+        form = FORMS[name]
+        unique = self._unique(form, U, len(params))
+        if "unique_tokens" in form.needs and unique is None:
+            return None
+        table = self.samples.get(name)
+        with np.errstate(all="ignore"):
+            if table is None or not len(table):
+                return np.log(form.loss(self._params(name), params, tokens, unique))[None, :]
+            cols = {k: table[k].to_numpy(float)[:, None] for k in form.param_names}
+            return np.log(form.loss(cols, params[None, :], tokens[None, :], unique))
+
+    def components(self, params, tokens, U=None) -> dict:
+        """form -> (weight, bootstrap log predictions, residual sigma, log point prediction)."""
+        out = {}
+        for name, section in self.fitted.items():
+            preds = self._log_preds(name, params, tokens, U)
+            if preds is not None:
+                form = FORMS[name]
+                with np.errstate(all="ignore"):
+                    centre = np.log(form.loss(self._params(name), params, tokens, self._unique(form, U, len(params))))
+                # One scatter of single runs for every form, the chosen law's: a form that misfits
+                # has a larger residual scatter, which is its misfit, not the runs' noise; its
+                # disagreement enters through its predictions instead.
+                out[name] = (self.weights.get(name, 0.0), preds, self.residual_sigma, centre)
+        return out
+
+    def _interval(self, loss, params, tokens, U, level):
+        bands = predictive_interval(list(self.components(params, tokens, U).values()), level)
+        if bands is None:
+            return np.full(len(loss), np.nan), np.full(len(loss), np.nan)
+        low, high = np.exp(bands[0]), np.exp(bands[1])
+        return np.minimum(low, loss), np.maximum(high, loss)
+
+    def predict(self, N, D, U=None, level: float = LEVEL) -> pd.DataFrame:
+        """Loss of N parameters trained on D tokens (numbers or lists, broadcast together): one row
+        per (N, D) with `params, tokens, loss, low, high` (the prediction interval at `level`).
+        U (unique tokens) only for the data-constrained form."""
+        try:
+            params, tokens = np.broadcast_arrays(_positive(N, "N"), _positive(D, "D"))
+        except ValueError:
+            raise ScalelabError(f"N and D must have the same length (or one be a single number), "
+                                f"got {np.size(N)} and {np.size(D)}") from None
+        _check_level(level)
+        unique = self._unique(self.form, U, len(params))
+        if "unique_tokens" in self.form.needs and unique is None:
+            raise ScalelabError(f"{self.where}: the chosen form {self.form.name} needs the unique tokens U "
+                                "(predict(N, D, U=...))")
+        with np.errstate(all="ignore"):
+            loss = self.form.loss(self.params, params, tokens, unique)
+        low, high = self._interval(loss, params, tokens, U, level)
+        return pd.DataFrame({"params": params, "tokens": tokens, "loss": loss, "low": low, "high": high})
+
+    def allocate(self, C, level: float = LEVEL) -> pd.DataFrame:
+        """The compute-optimal split of C FLOPs (C = 6·N·D) under the chosen form: one row per
+        budget with `flops, params, tokens, tokens_per_param, loss, low, high` and the intervals
+        `params_low/high, tokens_low/high` of the optimum (each bootstrap resample's own optimum)."""
+        flops = _positive(C, "C")
+        _check_level(level)
+        if self.form.needs:
+            raise ScalelabError(f"{self.where}: the {self.form.name} form has no compute-optimal allocation "
+                                "without the unique tokens")
+        n_opt, d_opt = optimal_allocation(self.form, self.params, flops)
+        if not np.all(np.isfinite(n_opt)):
+            raise ScalelabError(f"{self.where}: the {self.form.name} law has no compute-optimal split at some of "
+                                f"these budgets (an exponent is 0, or the optimum lies outside 1e-5..1 of C/6)")
+        loss = self.form.loss(self.params, n_opt, d_opt)
+        low, high = self._interval(loss, n_opt, d_opt, None, level)
+        table = pd.DataFrame({"flops": flops, "params": n_opt, "tokens": d_opt, "tokens_per_param": d_opt / n_opt,
+                              "loss": loss, "low": low, "high": high})
+        n_b, d_b = self._optimum_samples(flops)
+        tail = (1 - level) / 2 * 100
+        for name, values in (("params", n_b), ("tokens", d_b)):
+            table[f"{name}_low"], table[f"{name}_high"] = np.nan, np.nan
+            if values is not None:
+                for j in range(len(flops)):
+                    column = values[:, j][np.isfinite(values[:, j])]
+                    if len(column) >= 2:
+                        table.loc[j, f"{name}_low"], table.loc[j, f"{name}_high"] = np.percentile(column, [tail, 100 - tail])
+        return table
+
+    def _optimum_samples(self, flops):
+        if not len(self.bootstrap):
+            return None, None
+        rows = self.bootstrap.to_dict("records")
+        n_b, d_b = np.full((len(rows), len(flops)), np.nan), np.full((len(rows), len(flops)), np.nan)
+        with np.errstate(all="ignore"):
+            if self.form.optimal is not None:
+                cols = {k: self.bootstrap[k].to_numpy(float)[:, None] for k in self.form.param_names}
+                n_b, d_b = self.form.optimal(cols, flops[None, :])
+            else:
+                for i, row in enumerate(rows):
+                    if all(np.isfinite(v) for v in row.values()):
+                        n_b[i], d_b[i] = optimal_allocation(self.form, row, flops)
+        return np.asarray(n_b, float), np.asarray(d_b, float)
+
+    def forms_at(self, N, D) -> dict:
+        """Each fitted form's point prediction at (N, D) (forms that need U are left out)."""
+        params, tokens = np.broadcast_arrays(_positive(N, "N"), _positive(D, "D"))
+        out = {}
+        for name in self.fitted:
+            if not FORMS[name].needs:
+                with np.errstate(all="ignore"):
+                    out[name] = FORMS[name].loss(self._params(name), params, tokens)
+        return out
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in self.params.items())
+        return f"<scalelab fitted law {self.form.name} ({self.where}): {shown}>"
+
+
+def _read_samples(folder: Path) -> pd.DataFrame:
+    path = folder / BOOTSTRAP_FILE
+    if not path.is_file():
+        raise ScalelabError(f"{path}: bootstrap table not found (not a `scalelab fit --out` folder?)")
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=["form"])
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ScalelabError(f"{path}: bootstrap table is not a readable CSV ({reason})") from None
+
+
+def load_fit(folder) -> FittedLaw:
+    """Read what `scalelab fit --out FOLDER` wrote (the workflow's `results/fit` or a fit of your
+    own CSV). A missing, damaged or foreign folder raises a one-line ScalelabError."""
+    from .fitjson import read_fit_json
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ScalelabError(f"{folder}: no such fit folder")
+    fit = read_fit_json(folder / "fit.json")
+    return FittedLaw(fit, _read_samples(folder), folder)
