@@ -5,7 +5,23 @@ from pathlib import Path
 
 from . import wsd
 from .config import load, source_files
+from .corpus_check import check_files
 from .grid import expand_grid
+
+
+LISTED_RUNS = 200  # runs listed one a line up to this many; larger grids are summarised per model
+
+
+def runs_summary(runs) -> str:
+    """One line per model: its run count and the span of its token counts and seeds."""
+    by_model: dict[str, list] = {}
+    for r in runs:
+        by_model.setdefault(r.model, []).append(r)
+    lines = []
+    for model, own in by_model.items():
+        tokens, seeds = [r.tokens for r in own], {r.seed for r in own}
+        lines.append(f"  {model}: {len(own):,} runs, {min(tokens):,} to {max(tokens):,} tokens, {len(seeds)} seed(s)")
+    return "\n".join(lines)
 
 
 def add_arguments(parser) -> None:
@@ -14,9 +30,13 @@ def add_arguments(parser) -> None:
 
 def run(args) -> None:
     config = load(args.config)
-    source_files(config, Path(args.config).resolve().parent)
+    check_files(config["data"], source_files(config, Path(args.config).resolve().parent))
     runs = expand_grid(config)
     print(f"{args.config}: valid, {len(runs)} runs")
+    if len(runs) > LISTED_RUNS:  # a large grid: one line per model, not one per run
+        print(runs_summary(runs))
+        print(wsd.flops_line(config, runs))
+        return
     for r in runs:
         budget = f"  isoflop budget {r.spec['isoflop_budget']:.3g}" if r.spec["isoflop_budget"] else ""
         print(f"  {r.id}: {r.model} ({r.spec['n_layer']}x{r.spec['d_model']}), {r.tokens:,} tokens, seed {r.seed}{budget}")

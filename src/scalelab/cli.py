@@ -18,6 +18,7 @@ STAGES = {
     "fit": ("scalelab.fit", "fit scaling laws to a metrics CSV"),
     "report": ("scalelab.report", "plots, tables and HTML for a study"),
     "check": ("scalelab.check", "validate a config file and list its runs"),
+    "prune": ("scalelab.prune", "list (or --delete) store and trunk entries that no current run needs"),
 }
 
 

@@ -196,8 +196,22 @@ def load(path: str | Path) -> dict:
     return validate(read_yaml(path) or {})
 
 
+STUDY_OUTPUTS = ("results", "logs", ".snakemake")  # a study's own folders: never read as corpus
+
+
+def study_output(path: Path, base: Path) -> bool:
+    """Whether `path` lies in the study's own outputs under `base`: a glob such as `**/*.txt`
+    would otherwise feed the models their own reports, and each run would change the corpus."""
+    try:
+        relative = Path(path).resolve().relative_to(Path(base).resolve())
+    except ValueError:
+        return False
+    return bool(relative.parts) and relative.parts[0] in STUDY_OUTPUTS
+
+
 def source_files(config: dict, base: Path = Path(".")) -> list[Path]:
-    """Resolve `data.source.files` globs; a glob that matches nothing is an error."""
+    """Resolve `data.source.files` globs, without the study's own outputs (STUDY_OUTPUTS); a glob that
+    matches nothing, or only those, is an error."""
     source = config["data"]["source"]
     if not isinstance(source, dict) or "files" not in source:
         return []
@@ -207,7 +221,11 @@ def source_files(config: dict, base: Path = Path(".")) -> list[Path]:
         matches = [m for m in matches if Path(m).is_file()]
         if not matches:
             raise ScalelabError(f"config: data.source.files[{i}]: {pattern!r} matches no file")
-        files.extend(Path(m) for m in matches)
+        corpus = [m for m in matches if not study_output(Path(m), base)]
+        if not corpus:
+            raise ScalelabError(f"config: data.source.files[{i}]: {pattern!r} matches only the study's own outputs "
+                                f"({', '.join(STUDY_OUTPUTS)}), which are never corpus; point it at the corpus")
+        files.extend(Path(m) for m in corpus)
     if sum(f.stat().st_size for f in files) == 0:
         raise ScalelabError(f"config: data.source.files: the corpus is empty ({len(files)} empty file(s))")
     return files

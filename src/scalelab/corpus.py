@@ -11,6 +11,7 @@ import os
 import sysconfig
 from pathlib import Path
 
+from .chunking import DEFAULT_MAX_DOCUMENT_BYTES
 from .config import source_files
 from .errors import ScalelabError
 
@@ -18,7 +19,11 @@ from .errors import ScalelabError
 def data_settings(config: dict) -> dict:
     """The data section as the tokenize stage sees it (plain JSON types). `allow_repeat` is left
     out: it permits runs longer than the corpus but changes no token, so it decides nothing."""
-    return json.loads(json.dumps({k: v for k, v in config["data"].items() if k != "allow_repeat"}))
+    settings = json.loads(json.dumps({k: v for k, v in config["data"].items() if k != "allow_repeat"}))
+    source = settings.get("source")
+    if isinstance(source, dict) and source.get("max_document_bytes") == DEFAULT_MAX_DOCUMENT_BYTES:
+        source.pop("max_document_bytes")  # at its default: left out, so the data fingerprint is as before
+    return settings
 
 
 def data_fingerprint(config: dict) -> str:

@@ -7,6 +7,7 @@ split is deterministic and a document keeps its split when the corpus grows.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import chunking
 from .corpus import check_splits, stdlib_files
 from .errors import ScalelabError
 from .files import atomic_path, loads_json, write_json, write_text
@@ -271,6 +273,42 @@ def build_tokens(data_cfg: dict, base: Path = Path(".")):
     return documents, corpus, splits, tokenizer, tokens
 
 
+def build_tokens_chunked(data_cfg: dict, base: Path = Path(".")):
+    """build_tokens for a corpus with large text files (scalelab.chunking): the other files are
+    read as there, each large file is split into documents as it is read, and encoding goes in
+    batches of about chunking.ENCODE_BYTES of text. Returns what build_tokens returns."""
+    from .config import source_files
+
+    files = source_files({"data": data_cfg}, base)
+    large = chunking.large_files(data_cfg, files)
+    limit = min(chunking.max_document_bytes(data_cfg), chunking.DOCUMENT_BYTES)
+    rest = [p for p in files if p not in set(large)]
+    documents: list[Document] = []
+    corpus = {"source": "files", "patterns": data_cfg["source"]["files"], "files": len(files),
+              "file_bytes": sum(p.stat().st_size for p in files)}
+    if rest:
+        rest_cfg = {**data_cfg, "source": {**data_cfg["source"], "files": [glob.escape(str(p)) for p in rest]}}
+        documents, _ = _read_files(rest_cfg, Path("."))
+    for path in large:
+        documents.extend(chunking.file_documents(path, limit))
+    if not documents:
+        raise ScalelabError("data.source: the corpus has no non-empty documents")
+    corpus.update(documents=len(documents), split_files=len(large), document_bytes=limit,
+                  bytes=sum(len(_doc_bytes(d)) for d in documents))
+    digest = hashlib.sha256()
+    for doc in documents:
+        digest.update(hashlib.sha256(_doc_bytes(doc)).digest())
+    corpus["fingerprint"] = digest.hexdigest()[:16]
+    splits = split_documents(documents, data_cfg["split"]["val"], data_cfg["split"]["test"])
+    if not splits["train"]:
+        raise ScalelabError("data: the train split is empty (corpus too small, or split.val + split.test too large)")
+    tokenizer = train_tokenizer(_texts(splits["train"]), data_cfg["tokenizer"]["vocab_size"])
+    dtype = token_dtype(tokenizer.get_vocab_size())
+    batch = max(1, chunking.ENCODE_BYTES // limit)
+    tokens = {name: encode_documents(tokenizer, docs, dtype, chunk=batch) for name, docs in splits.items()}
+    return documents, corpus, splits, tokenizer, tokens
+
+
 def check_split_sizes(data_cfg: dict, documents, tokenizer, tokens: dict, require: dict[str, int]) -> None:
     """Refuse splits too small for the grid: a val or test split smaller than one context window
     names the fraction that would do, before any training is spent on an unevaluable study."""
@@ -317,8 +355,13 @@ def write_data(out_dir: Path, data_cfg: dict, corpus: dict, splits: dict, tokeni
 
 def tokenize(data_cfg: dict, out_dir: Path, require: dict[str, int] | None = None, base: Path = Path(".")) -> dict:
     """Run the whole stage; write OUTPUTS into out_dir only when everything succeeded."""
+    from .config import source_files
+
     started = time.time()
-    documents, corpus, splits, tokenizer, tokens = build_tokens(data_cfg, base)
+    # a corpus with a text file over data.source.max_document_bytes takes the chunked path (and
+    # the workflow gives its job the "tokenize_chunked" code fingerprint); every other the plain one
+    chunked = bool(chunking.large_files(data_cfg, source_files({"data": data_cfg}, base)))
+    documents, corpus, splits, tokenizer, tokens = (build_tokens_chunked if chunked else build_tokens)(data_cfg, base)
     check_split_sizes(data_cfg, documents, tokenizer, tokens, require or {})
     corpus["tokenize_s"] = round(time.time() - started, 2)
     meta = write_data(Path(out_dir), data_cfg, corpus, splits, tokenizer, tokens)

@@ -46,6 +46,11 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "data.py": ("data.py", "corpus.py"),
     "config.py": ("counts.py",),  # run_id and the count spelling it uses
 }
+# A corpus with a text file over data.source.max_document_bytes: the tokenize code, the chunked
+# build (data.build_tokens_chunked) and the splitting of large files (scalelab.chunking). Apart
+# from "tokenize", so no other study retokenizes.
+STAGE_CODE["tokenize_chunked"] = [("data.py", ("build_tokens", "write_data", "build_tokens_chunked")),
+                                  ("chunking.py", None)]
 # A `schedule: wsd` run and its trunk: the train code plus the WSD schedule, its branch points and
 # the trunk's training. Kept apart from "train", so adding WSD reran no cosine/linear/constant run.
 STAGE_CODE["train_wsd"] = [

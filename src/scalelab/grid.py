@@ -14,7 +14,7 @@ from .corpus import data_fingerprint
 from .counts import parse_count, run_id
 from .errors import ScalelabError
 from .shapes import non_embedding_params
-from .sweeps import NOT_IDENTITY, sweep_combos, sweep_suffix, train_settings
+from .sweeps import NOT_IDENTITY, model_sweep, sweep_combos, sweep_suffix, train_settings
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,35 @@ def isoflop_tokens(budget: int, params: int, batch_size: int, context: int) -> i
     return steps * tokens_per_step
 
 
+MAX_RUNS = 10_000  # grid.max_runs' default (the schema's): runs of a whole study
+
+
+def grid_size(config: dict) -> int:
+    """An upper bound of the study's runs (before de-duplication), counted without building them."""
+    grid = config["grid"]
+    isoflop = grid.get("isoflop") or {}
+    isoflop_models = set(isoflop.get("models") or grid["models"]) if isoflop else set()
+    total = 0
+    for model in set(grid["models"]) | isoflop_models:
+        points = ((len(grid["tokens"]) if model in grid["models"] else 0)
+                  + (len(isoflop["budgets"]) if model in isoflop_models else 0))
+        combos = math.prod(len(values) for _, values in model_sweep(config, model).values())
+        total += points * len(grid["seeds"]) * combos
+    return total
+
+
+def check_grid_size(config: dict) -> None:
+    """A grid larger than grid.max_runs is refused in one line, before any run is built: Snakemake
+    needs minutes and gigabytes to plan 10^5 jobs, and nobody means to train them by mistake."""
+    size, ceiling = grid_size(config), config["grid"].get("max_runs", MAX_RUNS)
+    if size > ceiling:
+        raise ScalelabError(f"config: grid: up to {size:,} runs (models x tokens x seeds x sweep combinations), more "
+                            f"than grid.max_runs ({ceiling:,}); shrink the grid, or raise grid.max_runs")
+
+
 def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
     """Every run of the study: models x tokens x seeds, plus the IsoFLOP runs, de-duplicated."""
+    check_grid_size(config)
     grid, models = config["grid"], config["models"]
     vocab_size = vocab_size or config["data"]["tokenizer"]["vocab_size"]
     settings = {name: spec_settings(train_settings(config, name)) for name in models}

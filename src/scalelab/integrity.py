@@ -105,3 +105,100 @@ def damage_message(damaged: list[str]) -> str:
     more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
     return (f"{damaged[0]}{more}; nothing was run. To rebuild: rm {' '.join(paths)}, then rerun "
             f"the workflow (only what is missing is rebuilt)")
+
+
+# ----------------------------------------------------------------------------- identity
+# Snakemake notices a changed spec or code only through its metadata records (.snakemake/),
+# which a copied study, a removed .snakemake/ or `--touch` lose or mask. Every run's metrics.json
+# and every trunk segment's sidecar record what decided them, so the DAG compares those itself;
+# a disagreeing file is forced to rerun (`stale` returns the outputs to force), and its job then
+# restores the matching run or trunk state from the store when the store holds it.
+
+def _differs(recorded: dict, expected: dict) -> list[str]:
+    return [name for name, value in expected.items() if value is not None and recorded.get(name) != value]
+
+
+def stale_runs(results: Path, expected: dict[str, dict]) -> list[tuple[str, str]]:
+    """(metrics.json to force, why) for each finished run whose recorded spec, code or data
+    differ from what the config asks for (`expected`: run id -> {spec_sha, code,
+    data_fingerprint}; a None value is not compared, e.g. the data when it will be rebuilt)."""
+    stale = []
+    what = {"spec_sha": "settings", "code": "training code", "data_fingerprint": "tokens"}
+    for run_id, identity in expected.items():
+        path = Path(results) / "runs" / run_id / "metrics.json"
+        metrics = _json(path) if path.is_file() else None
+        if not isinstance(metrics, dict) or metrics.get("run") != run_id:
+            continue  # missing (built anyway) or damaged (check_run stops the workflow)
+        differs = _differs(metrics, identity)
+        if differs:
+            stale.append((str(path), f"trained with other {', '.join(what[d] for d in differs)} than the config "
+                                     f"asks for (changed since, or copied from another study)"))
+    return stale
+
+
+def _recorded_bytes(info: dict, store_entry: Path) -> int | None:
+    """A trunk checkpoint's size: from its sidecar, or (sidecars before it was recorded) from the
+    trunk store's manifest of the same key."""
+    if isinstance(info.get("bytes"), int):
+        return info["bytes"]
+    manifest = _json(store_entry / "manifest.json")
+    try:
+        return int(manifest["files"]["state.ckpt"]["bytes"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def check_trunk_checkpoint(ckpt: Path, info: dict, store_entry: Path) -> str | None:
+    """Why a trunk checkpoint is damaged (size differs from the record, or not a torch zip
+    archive: truncated, or a planted legacy pickle), or None. Cheap: no unpickling."""
+    import zipfile
+
+    size = ckpt.stat().st_size
+    recorded = _recorded_bytes(info, store_entry)
+    if recorded is not None and size != recorded:
+        return f"{ckpt} has {size:,} bytes where {recorded:,} were written"
+    if not zipfile.is_zipfile(ckpt):
+        return f"{ckpt} is not a checkpoint archive (truncated, or not written by the trunk rule)"
+    return None
+
+
+def stale_trunks(results: Path, families: dict, code: str, data: str | None) -> list[tuple[str, str]]:
+    """(trunk checkpoint to force, why) for each existing trunk segment whose sidecar records
+    another family, step, code or data, or whose checkpoint is damaged; its job then restores the
+    state from the trunk store (results/store/trunks) or retrains the segment."""
+    from .wsd import trunk_key
+
+    stale = []
+    for fid, family in families.items():
+        for step in family.points:
+            ckpt = Path(results) / "trunks" / fid / f"step{step}.ckpt"
+            info_path = ckpt.with_suffix(".json")
+            if not ckpt.is_file() or not info_path.is_file():
+                continue  # missing: Snakemake builds it
+            info = _json(info_path)
+            key = trunk_key(family.spec, step, code)
+            if not isinstance(info, dict):
+                stale.append((str(ckpt), f"{info_path} is damaged"))
+                continue
+            differs = _differs(info, {"key": key, "data_fingerprint": data})
+            if differs:
+                stale.append((str(ckpt), "trained for another family, step, code or tokens than the config asks for"))
+                continue
+            why = check_trunk_checkpoint(ckpt, info, Path(results) / "store" / "trunks" / key)
+            if why:
+                stale.append((str(ckpt), why.split(" ", 1)[1]))
+    return stale
+
+
+def stale_data(meta: dict | None, settings: dict, files: list[Path]) -> str | None:
+    """Why results/data (its meta.json) disagrees with the config's data settings or with the
+    corpus files (their count and total size, for a `files` source), or None."""
+    if meta is None:
+        return None  # missing or damaged: rebuilt, or stopped by check_data
+    if meta.get("settings") != settings:
+        return "tokenized with other data settings than the config asks for"
+    corpus = meta.get("corpus") or {}
+    if files and (corpus.get("files") != len(files) or corpus.get("file_bytes") != sum(p.stat().st_size for p in files)):
+        return (f"tokenized from {corpus.get('files')} corpus files of {corpus.get('file_bytes')} bytes, where "
+                f"data.source.files now matches {len(files)} of {sum(p.stat().st_size for p in files)}")
+    return None

@@ -101,3 +101,19 @@ def evaluate_resources(spec: dict, vocab_size: int, eval_batch: int = 16) -> Job
     else:
         mem_mb = int((BASE_MB * MB + (4 * params_total + activations + logits) * 2) / MB)
     return JobResources(runtime=30, mem_mb=mem_mb, cpus_per_task=1, gpus=gpus, tasks=1)
+
+
+# Tokenize holds the corpus's documents and token ids in memory; a large text file is split into
+# documents (scalelab.chunking) and encoded in bounded batches, so its peak grows with the corpus
+# size, not with one file's. Measured (bench/tokenize_memory.py, docs/benchmarks.md): ~300 MB of
+# imports and buffers plus a few MB per corpus MB; this allows ample margin for both.
+TOKENIZE_MIN_MB = 8000
+TOKENIZE_BASE_MB = 2000
+TOKENIZE_MB_PER_CORPUS_MB = 10
+
+
+def tokenize_mem_mb(corpus_bytes: int | None) -> int:
+    """Host memory for the tokenize job (Slurm's --mem; None: the size is not known, a hub dataset)."""
+    if not corpus_bytes:
+        return TOKENIZE_MIN_MB
+    return max(TOKENIZE_MIN_MB, int(TOKENIZE_BASE_MB + TOKENIZE_MB_PER_CORPUS_MB * corpus_bytes / 1e6))

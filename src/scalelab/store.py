@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from .files import atomic_path, write_json
@@ -67,12 +68,42 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def lookup(store: Path, key: str, data: str, names: tuple[str, ...] = RUN_FILES) -> Path | None:
+QUARANTINE = ".quarantine"  # entries whose manifest names another key, spec or run: kept, never used
+
+
+def quarantine(store: Path, entry: Path, why: str) -> None:
+    """Move a disagreeing entry out of the way (not deleted: it may be someone's only copy), so
+    the run retrains instead of restoring it again and again."""
+    target = Path(store) / QUARANTINE / f"{entry.name}.{time.strftime('%Y%m%d-%H%M%S')}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(entry, target)
+    print(f"{entry}: {why}; moved to {target}, not used (`scalelab prune` removes it)")
+
+
+def _foreign(entry: Path, manifest: dict, key: str, spec: dict) -> str | None:
+    """Why an entry is not the one asked for: its manifest's key, spec or run, or its
+    metrics.json's run and spec hash, disagree (a folder copied over the key)."""
+    if manifest.get("key") != key or manifest.get("spec") != spec or manifest.get("run") != spec.get("run"):
+        return f"its manifest is for another run ({manifest.get('run')!r}, key {manifest.get('key')!r})"
+    if (entry / "metrics.json").exists():
+        metrics = json.loads((entry / "metrics.json").read_text())
+        if metrics.get("run") != spec.get("run") or metrics.get("spec_sha", spec_sha(spec)) != spec_sha(spec):
+            return f"its metrics.json is for another run ({metrics.get('run')!r})"
+    return None
+
+
+def lookup(store: Path, key: str, data: str, names: tuple[str, ...] = RUN_FILES,
+           spec: dict | None = None) -> Path | None:
     """The store entry for `key` if it is whole, verified and trained on the same data (`names`:
-    its files; a WSD trunk state is TRUNK_FILES, kept under `<store>/trunks/`)."""
+    its files; a WSD trunk state is TRUNK_FILES, kept under `<store>/trunks/`). With `spec`
+    (what the entry was asked for), an entry whose manifest or metrics name another run is
+    quarantined and None returned."""
     entry = Path(store) / key
     try:
         manifest = json.loads((entry / MANIFEST).read_text())
+        if spec is not None and (why := _foreign(entry, manifest, key, spec)):
+            quarantine(store, entry, why)
+            return None
         if manifest.get("data") != data:
             return None
         for name in names:

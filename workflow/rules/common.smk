@@ -13,7 +13,7 @@ ROOT = Path(workflow.current_basedir.get_path_or_uri(secret_free=False)).parents
 if (ROOT / "src" / "scalelab").is_dir():
     sys.path.insert(0, str(ROOT / "src"))  # the workflow's own scalelab, installed or not
 
-from scalelab import cluster, corpus, grid, integrity, loggers, wsd
+from scalelab import chunking, cluster, corpus, corpus_check, grid, integrity, loggers, wsd
 from scalelab import config as config_file  # `config` is Snakemake's dict of settings
 from scalelab.data import OUTPUTS as DATA_OUTPUTS
 from scalelab import resources as job_resources
@@ -37,7 +37,13 @@ try:
         config_file.read_yaml(path)
     config_file.validate(config)
     RUNS = {run.id: run for run in grid.expand_grid(config)}
-    config_file.source_files(config)  # a file glob that matches nothing fails now, before any job
+    CORPUS_FILES = config_file.source_files(config)  # a file glob that matches nothing fails now, before any job
+    if workflow.is_main_process:  # and a bad corpus file, before Snakemake deletes results/data for it
+        corpus_check.check_files(config["data"], CORPUS_FILES)
+    TOKENIZE_MEM_MB = job_resources.tokenize_mem_mb(sum(p.stat().st_size for p in CORPUS_FILES))
+    # a corpus with a text file over data.source.max_document_bytes is tokenized by scalelab.chunking
+    TOKENIZE_CODE = code_fingerprint("tokenize_chunked" if chunking.large_files(config["data"], CORPUS_FILES)
+                                     else "tokenize")
     corpus.check_corpus_budget(config, RUNS.values(), corpus.read_meta("results/data/meta.json"))
     loggers.check_available(loggers.logger_names(config))  # a missing tracker package: one line, now
     REBUILD, DAMAGED = integrity.scan(Path("results"), RUNS) if workflow.is_main_process else ([], [])
@@ -68,6 +74,51 @@ TRAIN_CODE = code_fingerprint("train")
 TRAIN_WSD_CODE = code_fingerprint("train_wsd")
 
 
+from scalelab.store import data_identity, spec_sha
+
+
+def _data_identity():
+    """The data identity of today's results/data, or None when it will be (re)tokenized."""
+
+    meta = corpus.read_meta("results/data/meta.json")
+    return data_identity(meta) if meta and meta.get("settings") == corpus.data_settings(config) else None
+
+
+# Each finished run and trunk segment is checked against what the config asks for, from its own
+# files (scalelab.integrity): Snakemake's params and code triggers need .snakemake/, which a copied
+# study or a removed .snakemake/ lacks and --touch masks. A disagreeing one is forced to rerun,
+# and its job restores the matching run (or trunk state) from the store when it holds it.
+STALE = {}  # output path -> why
+if workflow.is_main_process:
+    _data = _data_identity()
+    STALE = dict(integrity.stale_runs(Path("results"), {
+        run_id: {"spec_sha": spec_sha(run.spec), "code": TRAIN_WSD_CODE if wsd.is_wsd(run.spec) else TRAIN_CODE,
+                 "data_fingerprint": _data} for run_id, run in RUNS.items()}))
+    STALE.update(integrity.stale_trunks(Path("results"), FAMILIES, TRAIN_WSD_CODE, _data))
+    _why = integrity.stale_data(corpus.read_meta("results/data/meta.json"), corpus.data_settings(config), CORPUS_FILES)
+    if _why:
+        STALE[f"{DATA}/meta.json"] = _why
+    for path, why in STALE.items():
+        print(f"scalelab: {path}: {why}; rerunning it (restored from the store when it holds this setting)",
+              file=sys.stderr)
+
+
+def tokenize_inputs(wildcards):
+    """No input files (the corpus is the params' business): only forces the job when meta.json
+    disagrees with the config or the corpus files (STALE)."""
+    force_if_stale(f"{DATA}/meta.json")
+    return []
+
+
+def force_if_stale(path):
+    """Force the job writing `path` when its file disagrees with the config (STALE). Called from
+    the train and trunk rules' input functions, so it holds for whatever target is asked for:
+    the DAG exists by then (--forcerun is read before the Snakefile is parsed, so it cannot be
+    set here), and Snakemake decides which jobs must run only after every job is created."""
+    if path in STALE:
+        workflow.dag.forcefiles.add(path)
+
+
 def run_code(wildcards):
     return TRAIN_WSD_CODE if wsd.is_wsd(RUNS[wildcards.run].spec) else TRAIN_CODE
 
@@ -77,7 +128,9 @@ def trunk_path(family, step):
 
 
 def branch_inputs(wildcards):
-    """A WSD run's trunk checkpoint at its branch point (and its .json); nothing for other runs."""
+    """A WSD run's trunk checkpoint at its branch point (and its .json); nothing for other runs.
+    (Also forces the run when its metrics.json disagrees with the config: force_if_stale.)"""
+    force_if_stale(f"results/runs/{wildcards.run}/metrics.json")
     spec = RUNS[wildcards.run].spec
     if not wsd.is_wsd(spec):
         return {}
@@ -104,6 +157,7 @@ def trunk_start(wildcards):
 
 
 def trunk_inputs(wildcards):
+    force_if_stale(trunk_path(wildcards.family, wildcards.step))
     start = trunk_start(wildcards)
     return {"start": start} if start else {}
 
@@ -203,18 +257,41 @@ def capped_cores(limit):
         return limit
 
 
+# What each rule is, by the file it writes: a module renames rules (`use rule * from scalelab as
+# scalelab_*`, or any other pattern) but keeps their outputs.
+RULE_ROLES = {"results/runs/{run}/model.pt": "train", "results/trunks/{family}/step{step}.ckpt": "trunk",
+              "results/data/meta.json": "tokenize"}
+
+
+def rule_role(rule):
+    """"train", "trunk", "tokenize" or None for a rule of this workflow, whatever a module named it
+    (its output patterns carry their wildcard constraints, `{run,[^/]+}`: compared without them)."""
+    from snakemake.io import strip_wildcard_constraints
+
+    for path in (strip_wildcard_constraints(str(f)) for f in rule.output):
+        for pattern, role in RULE_ROLES.items():
+            if path == pattern or path.endswith("/" + pattern):  # a module may prefix its paths
+                return role
+    return None
+
+
 def check_jobs_can_start():
     """Jobs executed on this machine must fit it: `accelerator: gpu` needs a GPU here, and a
-    train job's memory estimate must not exceed the machine's memory. Checked once the executor
+    train (or tokenize) job's memory estimate must not exceed the machine's memory. Checked once the executor
     is known (a cluster's login node may have neither) and before any job, so no output is lost."""
     if not workflow.local_exec:
         return
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     for job in workflow.dag.needrun_jobs():
-        if job.rule.name not in ("train", "trunk"):
+        role = rule_role(job.rule)
+        if role == "tokenize" and TOKENIZE_MEM_MB > memory_mb:
+            sys.exit(f"scalelab: error: data.source: tokenizing this corpus needs about {TOKENIZE_MEM_MB:,} MB, more "
+                     f"than this machine's {memory_mb:,.0f} MB; tokenize on a larger machine or a cluster profile "
+                     f"(nothing was run)")
+        if role not in ("train", "trunk"):
             continue
         # a trunk job trains its family's shape with its settings: checked as one of its runs
-        run = job.wildcards.run if job.rule.name == "train" else _trunk_run(job.wildcards).run
+        run = job.wildcards.run if role == "train" else _trunk_run(job.wildcards).run
         if RUNS[run].spec["accelerator"] == "gpu" and not cluster.gpu_here():
             sys.exit(f"scalelab: error: train.accelerator: {run} asks for a GPU but this machine has none; "
                      f"use accelerator: auto, or a cluster profile (nothing was run)")

@@ -4,17 +4,19 @@
 
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule tokenize:
+    input:
+        tokenize_inputs,  # none; forces the job when meta.json disagrees with the config (common.smk)
     output:
         DATA_FILES,
     params:
         data=json.dumps(corpus.data_settings(config), sort_keys=True),
         corpus=corpus.corpus_fingerprint(config),
-        code=code_fingerprint("tokenize"),
+        code=TOKENIZE_CODE,  # code_fingerprint("tokenize"), or "tokenize_chunked" (common.smk)
     log:
         log_path("tokenize"),
     threads: capped_cores(8)  # tokenizers' parallelism; a cluster's node, not the login node's cores
     resources:
-        mem_mb=8000,
+        mem_mb=TOKENIZE_MEM_MB,  # grows with the corpus size (scalelab.resources.tokenize_mem_mb)
         runtime=60,
     # REQUIRE (the tokens each split must hold for this grid) is checked but deliberately not a
     # param: growing the grid must not retokenize (and so retrain) anything. Once meta.json

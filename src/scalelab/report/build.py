@@ -25,7 +25,7 @@ def build_report(metrics, fit, runs, data_meta, out, settings: ReportSettings = 
     tables = build_tables(s)
     for name, table in tables.items():
         write_text(out / "tables" / f"{name}.html", standalone_table(table, s.title))
-    summary = summary_text(s, out / "index.html")
+    summary = summary_text(s, out / "index.html", Path(runs).parent)  # runs: <results>/runs
     write_text(out / "report.md", render_markdown(s, summary, figures, tables))
     write_text(out / "index.html", render_html(s, summary, figures, tables))
     write_text(out / "summary.txt", summary)  # last: its presence means the report is complete

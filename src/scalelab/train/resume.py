@@ -80,4 +80,17 @@ def trunk_for(plan: RunPlan, trunks_dir: Path | None) -> tuple[Path, int] | None
     except (OSError, ValueError, KeyError, TypeError):
         raise ScalelabError(f"{info_path}: missing or not this trunk's (the trunk rule writes it beside "
                             f"{ckpt.name}); rerun the workflow, or train without --trunks") from None
+    check_trunk_checkpoint(ckpt)
     return ckpt, previous
+
+
+def check_trunk_checkpoint(ckpt: Path) -> int:
+    """A trunk checkpoint's step. It must load as plain tensors and containers (`weights_only=True`):
+    a truncated file or a planted pickle is one line naming the file and the fix, never a traceback
+    (whose text would advise turning the safe loading off)."""
+    try:
+        return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception as exc:
+        raise ScalelabError(f"{ckpt}: damaged or not a trunk checkpoint ({type(exc).__name__}); nothing was trained. "
+                            f"Rerun the workflow: it rebuilds the file from the trunk store, or retrains "
+                            f"that trunk segment") from None

@@ -43,7 +43,7 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
     plan = plan_run(spec, model_config)
     trunk = trunk_for(plan, trunks_dir)
     flops_spent = None if trunk is None else wsd.run_flops(spec, plan.flops_per_token, trunk[1])[0]
-    if store_dir is not None and is_launcher() and (entry := store.lookup(store_dir, key, data)) is not None:
+    if store_dir is not None and is_launcher() and (entry := store.lookup(store_dir, key, data, spec=spec)) is not None:
         return _restore(entry, run_dir, spec, flops_spent)
 
     configure_torch(threads)

@@ -10,8 +10,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from .. import store, wsd
 from ..errors import ScalelabError
 from ..files import loads_json, write_json
@@ -20,7 +18,7 @@ from .batches import TokenData
 from .callbacks import CurveRecorder, DivergenceGuard
 from .module import build_wsd_module, on_gpu
 from .plan import plan_trunk
-from .resume import check_inputs, resume_checkpoint
+from .resume import check_inputs, check_trunk_checkpoint, resume_checkpoint
 from .trainer import build_trainer, configure_torch, quiet_lightning
 
 
@@ -46,9 +44,10 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
             "code": code, "data_fingerprint": data}
     trunks_store = None if store_dir is None else Path(store_dir) / "trunks"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if trunks_store is not None and (entry := store.lookup(trunks_store, key, data, store.TRUNK_FILES)) is not None:
+    if trunks_store is not None and (entry := store.lookup(trunks_store, key, data, store.TRUNK_FILES,
+                                                                spec=_trunk_store_spec(family, step))) is not None:
         store._copy(entry / store.TRUNK_FILES[0], out)
-        info.update(restored_from=str(entry), wall_s=round(time.time() - started, 2))
+        info.update(restored_from=str(entry), wall_s=round(time.time() - started, 2), bytes=out.stat().st_size)
         write_json(out.with_suffix(".json"), info)
         print(f"{fid}: trunk step {step} restored from {entry} (same family, code, step and data; nothing retrained)")
         return info
@@ -74,7 +73,8 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
     trainer.save_checkpoint(out, weights_only=False)
     if not trainer.is_global_zero:
         return {}
-    info.update(restored_from=None, wall_s=round(time.time() - started, 2), diverged_at_step=guard.diverged_at)
+    info.update(restored_from=None, wall_s=round(time.time() - started, 2), diverged_at_step=guard.diverged_at,
+                bytes=out.stat().st_size)  # checked at DAG-build time (scalelab.integrity)
     if trunks_store is not None:
         _save_trunk(trunks_store, key, out, data, family, step, code)
     write_json(out.with_suffix(".json"), info)
@@ -86,10 +86,7 @@ def _start_step(start: Path | None, step: int) -> int:
     """The step of the previous segment's checkpoint `start` (0: from scratch), checked to be before `step`."""
     if start is None:
         return 0
-    try:
-        start_step = int(torch.load(start, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-    except Exception as exc:
-        raise ScalelabError(f"{start}: not a usable trunk checkpoint ({type(exc).__name__})") from None
+    start_step = check_trunk_checkpoint(start)
     if start_step >= step:
         raise ScalelabError(f"{start}: at step {start_step}, not before this segment's end ({step})")
     return start_step
@@ -99,8 +96,12 @@ def _save_trunk(trunks_store: Path, key: str, ckpt: Path, data: str, family: dic
     """Keep a trunk state in the store (store.save wants the files under their store names)."""
     with tempfile.TemporaryDirectory(dir=ckpt.parent, prefix=".store-") as tmp:
         os.link(ckpt, Path(tmp) / store.TRUNK_FILES[0])
-        store.save(trunks_store, key, Path(tmp), data, {"run": f"trunk step {step}", **family, "step": step}, code,
-                   names=store.TRUNK_FILES)
+        store.save(trunks_store, key, Path(tmp), data, _trunk_store_spec(family, step), code, names=store.TRUNK_FILES)
+
+
+def _trunk_store_spec(family: dict, step: int) -> dict:
+    """What a trunk store entry records as its spec (and lookup compares)."""
+    return {"run": f"trunk step {step}", **family, "step": step}
 
 
 # ----------------------------------------------------------------------------- `scalelab trunk`
