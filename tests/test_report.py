@@ -276,7 +276,9 @@ def test_summary_states_law_intervals_holdout_and_next_budget(tiny_report, capsy
     assert f"beta = {fmt.num(a3['beta'])} {fmt.interval(a3['ci95']['beta'])}" in summary
     assert fmt.percent(fit["holdout"]["max_abs_rel_error"]) in summary
     assert f"N_opt = {fmt.human(nxt['n_opt'])} params" in summary
-    assert str((out / "index.html").resolve()) in summary
+    # relative to the study folder, so a copied study names its own page (issue 21, finding 11)
+    assert "  report        results/report/index.html\n" in summary and str(out) not in summary
+    assert "  disk          runs " in summary and "trunk store" in summary
     assert html.escape(summary) in (out / "index.html").read_text()
     assert print_summary(out) is True
     assert capsys.readouterr().out == summary

@@ -126,20 +126,22 @@ def _hparam_lines(s) -> list[str]:
 
 
 def summary_text(s, index_html: Path, results: Path | None = None) -> str:
-    """The summary of a Study (scalelab.report.inputs), ending with the path of its page,
-    relative to the study folder (the working directory), so a copied study names its own; with
-    `results` (the results folder), also the study's disk use by part."""
+    """The summary of a Study (scalelab.report.inputs), ending with the path of its page relative
+    to the study folder (the parent of `results`, the results folder; else the working directory),
+    so a copied study names its own; with `results`, also the study's disk use by part."""
     counts = s.metrics["status"].value_counts()
     lines = [f"scalelab report: {s.title}", *_forms_lines(s), *_law_lines(s), _holdout_line(s),
              _next_budget_line(s), *_disagreement_line(s),
              *_hparam_lines(s),
              "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
              _compute_line(s)]
+    study = Path(".")
     if results is not None:
         from ..disk import usage_line
 
         lines.append(f"  disk          {usage_line(results)} (`scalelab prune` frees what no run needs)")
-    lines.append(f"  report        {os.path.relpath(Path(index_html).resolve())}")
+        study = Path(results).parent  # the study folder holds results/
+    lines.append(f"  report        {os.path.relpath(Path(index_html).resolve(), study.resolve())}")
     return "\n".join(lines) + "\n"
 
 
