@@ -57,7 +57,7 @@ def isoflop_tokens(budget: int, params: int, batch_size: int, context: int) -> i
 
 
 def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
-    """Every run of the study: models x tokens x seeds, plus the IsoFLOP runs, de-duplicated."""
+    """Every run of the study: models x tokens x seeds, plus grid.extra and the IsoFLOP runs, de-duplicated."""
     grid, models = config["grid"], config["models"]
     vocab_size = vocab_size or config["data"]["tokenizer"]["vocab_size"]
     settings = {name: spec_settings(train_settings(config, name)) for name in models}
@@ -74,6 +74,11 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
             tokens = parse_count(value, f"grid.tokens[{i}]")
             for seed in grid["seeds"]:
                 points.setdefault((model, trained(model, tokens), seed), [tokens, None])
+    # Single runs beside the grid (grid.extra, as `scalelab suggest` writes them), at every seed.
+    for i, item in enumerate(grid.get("extra") or []):
+        tokens = parse_count(item["tokens"], f"grid.extra[{i}].tokens")
+        for seed in grid["seeds"]:
+            points.setdefault((item["model"], trained(item["model"], tokens), seed), [tokens, None])
     if grid.get("isoflop"):
         for i, value in enumerate(grid["isoflop"]["budgets"]):
             budget = parse_count(value, f"grid.isoflop.budgets[{i}]")

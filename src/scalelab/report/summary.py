@@ -133,6 +133,9 @@ def summary_text(s, index_html: Path) -> str:
              *_hparam_lines(s),
              "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
              _compute_line(s), f"  report        {index_html.resolve()}"]
+    if s.suggest is not None:  # last: the single most valuable next run
+        best = s.suggest.get("best_run") or "none suggested: " + clause(s.suggest.get("why_none") or "no reason given")
+        lines.append(f"  next run      {best}")
     return "\n".join(lines) + "\n"
 
 
