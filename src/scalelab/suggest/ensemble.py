@@ -78,10 +78,9 @@ def read_fit(folder):
     return fit, fitted, rows
 
 
-def ensemble_from_fit_dir(folder) -> tuple[dict, Ensemble]:
-    """fit.json and the Ensemble of the chosen form's bootstrap resamples."""
-    fit, fitted, rows = read_fit(folder)
-    form, names = fitted.form, tuple(fitted.form.param_names)
+def form_ensemble(form, rows, point=None) -> Ensemble:
+    """An Ensemble of one law form (scalelab.law.FORMS) from parameter rows (columns: its param_names)."""
+    names = tuple(form.param_names)
 
     def loss(theta, params, tokens):
         return form.loss(_columns(names, theta, "column"), np.asarray(params, float)[None, :],
@@ -92,5 +91,20 @@ def ensemble_from_fit_dir(folder) -> tuple[dict, Ensemble]:
             return form.optimal(_columns(names, theta), flops)
         return _search_optimum(form, names, theta, flops)
 
-    point = np.array([fitted.params[name] for name in names], float)
-    return fit, Ensemble(names, rows, loss, optimum, point)
+    return Ensemble(names, np.asarray(rows, float), loss, optimum, point)
+
+
+def chinchilla_ensemble(samples: pd.DataFrame) -> Ensemble:
+    """The Chinchilla form's Ensemble from bootstrap rows with columns E, A, B, alpha, beta."""
+    from ..law import FORMS
+
+    form = FORMS["chinchilla"]
+    rows = samples[list(form.param_names)].to_numpy(float)
+    return form_ensemble(form, rows[np.all(np.isfinite(rows), axis=1)])
+
+
+def ensemble_from_fit_dir(folder) -> tuple[dict, Ensemble]:
+    """fit.json and the Ensemble of the chosen form's bootstrap resamples."""
+    fit, fitted, rows = read_fit(folder)
+    point = np.array([fitted.params[name] for name in fitted.form.param_names], float)
+    return fit, form_ensemble(fitted.form, rows, point)
