@@ -356,3 +356,18 @@ def test_report_shows_what_to_run_next_and_summary_ends_with_the_best_run(tmp_pa
     assert 'class="snippet"' in (results / "report" / "index.html").read_text()
     last = (results / "report" / "summary.txt").read_text().rstrip("\n").splitlines()[-1]
     assert last.startswith("  next run") and plan["best_run"] in last
+
+
+def test_an_optimum_without_a_closed_form_is_found_by_search():
+    """Kaplan's form has no `optimal` in scalelab.law; the search along C agrees with its
+    closed form, min over N of (N_c/N)^(alpha_N/alpha_D) + D_c·6N/C."""
+    from scalelab.law import FORMS
+    from scalelab.suggest.ensemble import _search_optimum
+
+    form = FORMS["kaplan"]
+    rows = np.array([[1.7, 8.8e13, 5.4e13, 0.076, 0.095], [2.0, 1e14, 1e13, 0.1, 0.08]])
+    n_opt, d_opt = _search_optimum(form, tuple(form.param_names), rows, 1e21)
+    a = rows[:, 3] / rows[:, 4]
+    closed = (a * rows[:, 1] ** a * 1e21 / (6 * rows[:, 2])) ** (1 / (a + 1))
+    np.testing.assert_allclose(n_opt, closed, rtol=1e-5)
+    np.testing.assert_allclose(6 * n_opt * d_opt, 1e21, rtol=1e-12)
