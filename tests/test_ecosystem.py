@@ -119,8 +119,8 @@ def test_snakedeploy_layout_plans_the_whole_study(tmp_path):
                 "use rule * from scalelab\n")
     folder = make_study_folder(tmp_path / "deployed", deployed, "workflow/Snakefile")
     jobs = job_counts(run(folder, "--cores", "2", "--dry-run").stdout)
-    assert jobs == {"tokenize": 1, "train": 9, "evaluate": 9, "aggregate": 1, "fit": 1, "report": 1, "all": 1,
-                    "total": 23}
+    assert jobs == {"tokenize": 1, "train": 9, "evaluate": 9, "aggregate": 1, "fit": 1, "suggest": 1, "report": 1,
+                    "all": 1, "total": 24}
 
 
 def test_readme_notebook_example_runs_on_the_study(study, tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ import pytest
 
 from scalelab import config as study_config
 from scalelab import counts, schema
-from scalelab.settings import BLEU_TOKENIZERS, EVAL_TASKS, EvalSettings, FitSettings, ReportSettings
+from scalelab.settings import (BLEU_TOKENIZERS, EVAL_TASKS, SUGGEST_CONFIG_KEYS, EvalSettings, FitSettings,
+                               ReportSettings, SuggestSettings)
 
 
 def _schema_defaults(section: str) -> dict:
@@ -18,17 +19,28 @@ def _schema_defaults(section: str) -> dict:
 
 @pytest.mark.parametrize("section, cls, skip", [
     ("eval", EvalSettings, {"device"}),  # device is derived from the run, not a config key
-    ("fit", FitSettings, {"budgets", "sweep_keys", "grid_points", "workers"}),  # fit.select is a config key
+    # fit.select is a config key; fit.suggest is SuggestSettings' (below)
+    ("fit", FitSettings, {"budgets", "sweep_keys", "grid_points", "workers", "suggest"}),
     ("report", ReportSettings, set()),
 ])
 def test_schema_defaults_agree_with_the_settings_dataclasses(section, cls, skip):
     schema = _schema_defaults(section)
     fields = {f.name: f.default for f in dataclasses.fields(cls) if f.name not in skip}
     for key, default in schema.items():
+        if key in skip:
+            continue
         value = counts.parse_count(default, key) if key == "test_tokens" and default is not None else default
         assert key in fields, f"{section}.{key} has a schema default but no setting"
         assert fields[key] == value, f"{section}.{key}: schema {default!r}, {cls.__name__} {fields[key]!r}"
     assert set(fields) <= set(schema), f"{section}: settings without a schema default: {set(fields) - set(schema)}"
+
+
+def test_fit_suggest_defaults_agree_with_suggest_settings():
+    properties = schema.load_schema()["properties"]["fit"]["properties"]["suggest"]["properties"]
+    assert tuple(properties) == SUGGEST_CONFIG_KEYS
+    defaults = {f.name: f.default for f in dataclasses.fields(SuggestSettings)}
+    for key, spec in properties.items():
+        assert (tuple(spec["default"]) if isinstance(spec["default"], list) else spec["default"]) == defaults[key], key
 
 
 def test_closed_sets_are_enums_in_the_schema():

@@ -96,7 +96,7 @@ def test_first_run_completes_every_stage(study):
     assert sorted(table["run"]) == sorted(f"{m}-{t}-s0" for m in "abc" for t in ("4K", "8K"))
     assert (table["status"] == "ok").all()
     assert table["val_loss"].notna().all() and table["test_loss"].notna().all()
-    for name in ("fit/fit.json", "report/index.html", "data/meta.json", "runs/c-8K-s0/curve.csv"):
+    for name in ("fit/fit.json", "suggest/suggest.json", "report/index.html", "data/meta.json", "runs/c-8K-s0/curve.csv"):
         assert (study / "results" / name).exists(), name
     assert (study / "logs/train/a-4K-s0.log").exists()
 
@@ -125,7 +125,7 @@ def test_extending_the_grid_schedules_only_new_runs(study, tmp_path):
     assert jobs.get("train") == new_runs
     assert jobs.get("evaluate") == new_runs
     assert "tokenize" not in jobs
-    assert jobs.get("aggregate") == jobs.get("fit") == jobs.get("report") == 1
+    assert jobs.get("aggregate") == jobs.get("fit") == jobs.get("suggest") == jobs.get("report") == 1
 
 
 def test_changing_one_models_lr_reruns_only_its_runs(study, tmp_path):
@@ -362,7 +362,7 @@ def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
 
     # A run folder deleted after the study: exactly that run is rebuilt.
     shutil.rmtree(study / "results/runs/c-8K-s0")
-    assert planned_jobs(study) == {"train": 1, "evaluate": 1, "aggregate": 1, "fit": 1, "report": 1}
+    assert planned_jobs(study) == {"train": 1, "evaluate": 1, "aggregate": 1, "fit": 1, "suggest": 1, "report": 1}
     snakemake(study)
     assert _models(study) == models and planned_jobs(study) == {}
 
@@ -494,13 +494,13 @@ def test_adding_a_sweep_value_trains_only_the_new_runs(sweep_study, tmp_path):
         config["overrides"]["a"]["sweep"]["lr"]["times"].append(4)
     path = _changed(sweep_study, tmp_path, change, "more.yaml")
     jobs = planned_jobs(sweep_study, config=path)
-    assert jobs == {"train": 2, "evaluate": 2, "aggregate": 1, "fit": 1, "report": 1}
+    assert jobs == {"train": 2, "evaluate": 2, "aggregate": 1, "fit": 1, "suggest": 1, "report": 1}
     assert _trained(sweep_study, path) == {"b-4K-s0-lr1e-2", "a-4K-s0-lr2e-2"}
 
 
 def test_removing_a_sweep_value_drops_its_runs_and_retrains_nothing(sweep_study, tmp_path):
     path = _changed(sweep_study, tmp_path, lambda c: c["grid"]["sweep"].update(lr=[3.0e-3]), "fewer.yaml")
-    assert planned_jobs(sweep_study, config=path) == {"aggregate": 1, "fit": 1, "report": 1}
+    assert planned_jobs(sweep_study, config=path) == {"aggregate": 1, "fit": 1, "suggest": 1, "report": 1}
     copy_dir = tmp_path / "study"
     shutil.copytree(sweep_study, copy_dir, symlinks=True)
     snakemake(copy_dir, config=path)
@@ -514,7 +514,7 @@ def test_removing_a_sweep_value_drops_its_runs_and_retrains_nothing(sweep_study,
 
 def test_fit_select_all_refits_without_training(sweep_study, tmp_path):
     path = _changed(sweep_study, tmp_path, lambda c: c["fit"].update(select="all"), "all.yaml")
-    assert planned_jobs(sweep_study, config=path) == {"fit": 1, "report": 1}
+    assert planned_jobs(sweep_study, config=path) == {"fit": 1, "suggest": 1, "report": 1}
 
 
 def _shell_specs(study: Path, config: Path | None = None) -> dict[str, list[str]]:

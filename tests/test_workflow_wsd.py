@@ -27,7 +27,7 @@ WSD_TINY = {
     "eval": {"test_tokens": 512, "prompts": 4, "prompt_tokens": 8, "max_new_tokens": 8, "batch_size": 4},
     "fit": {"bootstrap": 10},
 }
-DOWNSTREAM = {"aggregate": 1, "fit": 1, "report": 1}
+DOWNSTREAM = {"aggregate": 1, "fit": 1, "suggest": 1, "report": 1}
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ STAGES = {
     "evaluate": ("scalelab.evaluate", "test perplexity, bits per byte, BLEU and ROUGE for one run"),
     "aggregate": ("scalelab.aggregate", "collect every run into results/metrics.csv"),
     "fit": ("scalelab.fit", "fit scaling laws to a metrics CSV"),
+    "suggest": ("scalelab.suggest.command", "the next runs that most narrow the interval of the compute-optimal N"),
     "report": ("scalelab.report", "plots, tables and HTML for a study"),
     "check": ("scalelab.check", "validate a config file and list its runs"),
     "prune": ("scalelab.prune", "list (or --delete) store and trunk entries that no current run needs"),

@@ -85,6 +85,14 @@ def _parse_counts(config: dict) -> None:
             settings["val_tokens"] = parse_count(settings["val_tokens"], f"overrides.{name}.val_tokens")
     if config["eval"]["test_tokens"] is not None:
         config["eval"]["test_tokens"] = parse_count(config["eval"]["test_tokens"], "eval.test_tokens")
+    for i, item in enumerate(grid.get("extra") or []):
+        item["tokens"] = parse_count(item["tokens"], f"grid.extra[{i}].tokens")
+    suggest = config["fit"].get("suggest") or {}
+    for key in ("target_flops", "budget_flops"):
+        if suggest.get(key) is not None:
+            suggest[key] = parse_count(suggest[key], f"fit.suggest.{key}")
+    if suggest.get("sizes"):
+        suggest["sizes"] = [parse_count(v, f"fit.suggest.sizes[{i}]") for i, v in enumerate(suggest["sizes"])]
     if config["fit"]["predict_flops"]:
         config["fit"]["predict_flops"] = [parse_count(v, f"fit.predict_flops[{i}]")
                                           for i, v in enumerate(config["fit"]["predict_flops"])]
@@ -117,10 +125,15 @@ def _check_semantics(config: dict) -> None:
                 raise ScalelabError(f"config: {key}[{i}]: unknown model {name!r} (known: {', '.join(models)})")
     for i, value in enumerate(grid["tokens"]):
         parse_count(value, f"grid.tokens[{i}]")
+    for i, item in enumerate(grid.get("extra") or []):
+        if item["model"] not in models:
+            raise ScalelabError(f"config: grid.extra[{i}].model: unknown model {item['model']!r} "
+                                f"(known: {', '.join(models)})")
+        parse_count(item["tokens"], f"grid.extra[{i}].tokens")
     if grid.get("isoflop"):
         for i, value in enumerate(grid["isoflop"]["budgets"]):
             parse_count(value, f"grid.isoflop.budgets[{i}]")
-    if not grid["tokens"] and not grid.get("isoflop"):
+    if not grid["tokens"] and not grid.get("isoflop") and not grid.get("extra"):
         raise ScalelabError("config: grid: no runs (grid.tokens is empty and there is no grid.isoflop)")
     if not grid["models"] and not isoflop_models:
         raise ScalelabError("config: grid.models: empty, and no grid.isoflop.models either: the grid has no runs")

@@ -35,6 +35,9 @@ STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
     # the whole fit package, the law, and FitSettings (its defaults decide what a spec leaves out)
     "fit": [("fit/*.py", None), ("law.py", None), ("settings.py", ("FitSettings",))],
     # the whole report package: its modules, CSS and captions (globs are expanded, sorted)
+    # the design, its law adapter and the shapes its snippet builds
+    "suggest": [("suggest/*.py", None), ("law.py", None), ("shapes.py", None),
+                ("settings.py", ("SuggestSettings",))],
     "report": [("report/*.py", None), ("report/*.css", None), ("report/captions/**/*.rst", None), ("law.py", None),
                ("settings.py", ("ReportSettings",))],
 }

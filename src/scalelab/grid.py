@@ -70,7 +70,7 @@ def grid_size(config: dict) -> int:
                   + (len(isoflop["budgets"]) if model in isoflop_models else 0))
         combos = math.prod(len(values) for _, values in model_sweep(config, model).values())
         total += points * len(grid["seeds"]) * combos
-    return total
+    return total + len(grid.get("extra") or []) * len(grid["seeds"])
 
 
 def check_grid_size(config: dict) -> None:
@@ -83,7 +83,7 @@ def check_grid_size(config: dict) -> None:
 
 
 def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
-    """Every run of the study: models x tokens x seeds, plus the IsoFLOP runs, de-duplicated."""
+    """Every run of the study: models x tokens x seeds, plus grid.extra and the IsoFLOP runs, de-duplicated."""
     check_grid_size(config)
     grid, models = config["grid"], config["models"]
     vocab_size = vocab_size or config["data"]["tokenizer"]["vocab_size"]
@@ -101,6 +101,11 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
             tokens = parse_count(value, f"grid.tokens[{i}]")
             for seed in grid["seeds"]:
                 points.setdefault((model, trained(model, tokens), seed), [tokens, None])
+    # Single runs beside the grid (grid.extra, as `scalelab suggest` writes them), at every seed.
+    for i, item in enumerate(grid.get("extra") or []):
+        tokens = parse_count(item["tokens"], f"grid.extra[{i}].tokens")
+        for seed in grid["seeds"]:
+            points.setdefault((item["model"], trained(item["model"], tokens), seed), [tokens, None])
     if grid.get("isoflop"):
         for i, value in enumerate(grid["isoflop"]["budgets"]):
             budget = parse_count(value, f"grid.isoflop.budgets[{i}]")

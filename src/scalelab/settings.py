@@ -238,6 +238,95 @@ def check_fit_setting(key, value, label):
 
 
 # --------------------------------------------------------------------------------------------
+# Suggest: `scalelab suggest` (scalelab.suggest) and the config's `fit.suggest:`
+
+SUGGEST_CONFIG_KEYS = ("target_flops", "budget_flops", "max_runs", "sizes")  # fit.suggest's keys
+MAX_SUGGESTED_RUNS = 100  # every run has fixed costs; a design of hundreds of tiny runs is no answer
+
+
+@dataclass(frozen=True)
+class SuggestSettings:
+    """Every setting of `scalelab suggest` (its flags and `--spec`); the first four are the config's
+    `fit.suggest:` keys, the rest the workflow derives from the config.
+
+    target_flops: the compute C whose N_opt the runs should pin down (None: 100x the largest run).
+    budget_flops: what the new runs may cost together (None: the FLOPs the study has spent).
+    max_runs: at most this many new runs.
+    sizes: more candidate sizes N (non-embedding parameters).
+    cooldown: under `schedule: wsd`, the cooldown fraction: runs of one size then share a trunk.
+    models: the study's shapes {name: {n_layer, d_model, n_head}}, for the YAML snippet.
+    tokens_per_step: batch_size x context: a new token count is at least one step.
+    max_tokens: the most tokens a run may train (`--data-meta`'s train split, unless allow_repeat).
+    allow_repeat: the config's data.allow_repeat (runs may then train past the train split).
+    """
+
+    target_flops: float | None = None
+    budget_flops: float | None = None
+    max_runs: int = 8
+    sizes: tuple = ()
+    cooldown: float | None = None
+    models: dict | None = None
+    tokens_per_step: int | None = None
+    max_tokens: int | None = None
+    allow_repeat: bool = False
+
+    @classmethod
+    def from_dict(cls, values, where="--spec") -> "SuggestSettings":
+        known = [f.name for f in fields(cls)]
+        for key in values:
+            if key not in known:
+                raise ScalelabError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+        out = {}
+        for key, value in values.items():
+            label = f"--{key.replace('_', '-')}" if where == "suggest" else f"{where}: {key}"
+            out[key] = _suggest_value(key, value, label)
+        return cls(**out)
+
+
+def _suggest_value(key, value, label):
+    def positive(item):
+        number = _count(item)
+        if not (math.isfinite(number) and number > 0):
+            raise ScalelabError(f"{label}: must be a positive, finite number, got {item!r}")
+        return number
+
+    if value is None and key in ("target_flops", "budget_flops", "cooldown", "models", "tokens_per_step",
+                                 "max_tokens"):
+        return None
+    if key in ("target_flops", "budget_flops"):
+        return positive(value)
+    if key == "max_runs":
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SUGGESTED_RUNS:
+            raise ScalelabError(f"{label}: must be an integer from 1 to {MAX_SUGGESTED_RUNS}, got {value!r}")
+        return value
+    if key in ("tokens_per_step", "max_tokens"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ScalelabError(f"{label}: must be a positive integer, got {value!r}")
+        return value
+    if key == "sizes":
+        items = [value] if isinstance(value, (int, float, str)) else value
+        if not isinstance(items, (list, tuple)):
+            raise ScalelabError(f"{label}: expected a list of positive sizes, got {value!r}")
+        return tuple(positive(item) for item in items)
+    if key == "allow_repeat":
+        if not isinstance(value, bool):
+            raise ScalelabError(f"{label}: expected true or false, got {value!r}")
+        return value
+    if key == "cooldown":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ScalelabError(f"{label}: must be a number strictly between 0 and 1, got {value!r}")
+        return float(value)
+    if key == "models":
+        if not isinstance(value, dict) or not all(
+                isinstance(shape, dict) and all(isinstance(shape.get(k), int) and shape[k] > 0
+                                                for k in ("n_layer", "d_model", "n_head"))
+                for shape in value.values()):
+            raise ScalelabError(f"{label}: expected {{name: {{n_layer, d_model, n_head}}}}, got {value!r}")
+        return value
+    raise ScalelabError(f"{label}: unknown suggest setting")
+
+
+# --------------------------------------------------------------------------------------------
 # Report: `scalelab report --spec JSON` (scalelab.report)
 
 

@@ -327,3 +327,15 @@ def fit_spec():
     except ScalelabError as error:
         raise SystemExit(f"scalelab: error: {error}")
     return json.dumps(spec, sort_keys=True)
+
+
+def suggest_spec():
+    """`scalelab suggest --spec`: the config's fit.suggest keys, and what the workflow knows that a
+    CSV does not (the shapes, the step, and under WSD the cooldown, which lets runs share trunks)."""
+    train = config["train"]
+    spec = {k: v for k, v in (config["fit"].get("suggest") or {}).items() if v not in (None, [])}
+    spec.update(models=config["models"], tokens_per_step=train["batch_size"] * train["context"],
+                allow_repeat=config["data"]["allow_repeat"])
+    if train["schedule"] == "wsd":
+        spec["cooldown"] = train["cooldown"]
+    return json.dumps(spec, sort_keys=True)

@@ -19,6 +19,7 @@ rule report:
     input:
         metrics="results/metrics.csv",
         fit="results/fit/fit.json",
+        suggest="results/suggest/suggest.json",
         meta="results/data/meta.json",
         curves=expand("results/runs/{run}/curve.csv", run=RUN_IDS),
     output:
@@ -32,4 +33,4 @@ rule report:
         log_path("report"),
     shell:
         "scalelab report --metrics {input.metrics:q} --fit {input.fit:q} --runs {params.runs:q}"
-        " --data-meta {input.meta:q} --out {params.out:q} --spec {params.spec:q} > {log:q} 2>&1"
+        " --data-meta {input.meta:q} --suggest {input.suggest:q} --out {params.out:q} --spec {params.spec:q} > {log:q} 2>&1"

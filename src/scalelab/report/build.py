@@ -17,9 +17,11 @@ from .summary import summary_text
 from .tables import build_tables
 
 
-def build_report(metrics, fit, runs, data_meta, out, settings: ReportSettings = ReportSettings()) -> str:
+def build_report(metrics, fit, runs, data_meta, out, settings: ReportSettings = ReportSettings(),
+                 suggest=None) -> str:
     """Write the whole report into `out` and return the summary text."""
-    s = load_study(Path(metrics), Path(fit), Path(runs), Path(data_meta), settings)
+    s = load_study(Path(metrics), Path(fit), Path(runs), Path(data_meta), settings,
+                   Path(suggest) if suggest is not None else None)
     out = Path(out)
     figures = draw_figures(s, out / "figures")
     tables = build_tables(s)

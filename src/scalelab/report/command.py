@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="folder of run folders with curve.csv")
     parser.add_argument("--data-meta", type=Path, default=Path("results/data/meta.json"),
                         help="corpus and tokenizer description (optional: the report says when it is absent)")
+    parser.add_argument("--suggest", type=Path, default=None,
+                        help="suggest.json from `scalelab suggest` for the What to run next section (optional)")
     parser.add_argument("--out", type=Path, default=Path("results/report"), help="output folder")
     parser.add_argument("--spec", default=None, metavar="JSON",
                         help='report settings as a JSON object, e.g. \'{"title": "my study"}\' '
@@ -25,5 +27,5 @@ def run(args: argparse.Namespace) -> None:
     from .build import build_report
 
     settings = ReportSettings.from_spec(args.spec)
-    summary = build_report(args.metrics, args.fit, args.runs, args.data_meta, args.out, settings)
+    summary = build_report(args.metrics, args.fit, args.runs, args.data_meta, args.out, settings, args.suggest)
     print(summary, end="", flush=True)

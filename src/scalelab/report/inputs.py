@@ -94,6 +94,8 @@ class Study:
     n_col: str = "params"
     d_col: str = "tokens"
     c_col: str = "flops"
+    suggest: dict | None = None  # suggest.json of `scalelab suggest` (None: not given)
+    suggest_path: Path | None = None
 
     def __post_init__(self) -> None:
         columns = self.fit["columns"]
@@ -139,8 +141,18 @@ class Study:
         return {float(n): str(m) for n, m in zip(rows[self.n_col], rows["model"])}
 
 
+def read_suggest(path: Path | None) -> dict | None:
+    """suggest.json of `scalelab suggest`, or None when no path is given; one line if unreadable."""
+    if path is None:
+        return None
+    value = read_json(path)
+    if not isinstance(value, dict) or not isinstance(value.get("runs"), list):
+        raise ScalelabError(f"{path}: not a suggest.json of `scalelab suggest` (no list of runs)")
+    return value
+
+
 def load_study(metrics: Path, fit: Path, runs: Path, data_meta: Path,
-               settings: ReportSettings = ReportSettings()) -> Study:
+               settings: ReportSettings = ReportSettings(), suggest: Path | None = None) -> Study:
     frame = read_metrics(metrics)
     fit_json = read_fit_json(fit)
     curves = {}
@@ -148,4 +160,6 @@ def load_study(metrics: Path, fit: Path, runs: Path, data_meta: Path,
         curve = read_curve(runs / run / "curve.csv")
         if curve is not None:
             curves[run] = curve
-    return Study(frame, fit_json, curves, read_meta(data_meta), settings, fit, data_meta)
+    study = Study(frame, fit_json, curves, read_meta(data_meta), settings, fit, data_meta)
+    study.suggest, study.suggest_path = read_suggest(suggest), suggest
+    return study

@@ -60,4 +60,7 @@ def render_markdown(s: Study, summary: str, figures: dict[str, FigureBlock], tab
         for spec in table_specs:
             table = tables[spec.name]
             out += [f"### {md_text(table.title)}", "", md_text(TABLES[spec.name].caption()), "", md_table(table), ""]
+        if section.id == "next" and s.suggest and s.suggest.get("snippet"):
+            out += ["Paste into the config (only these runs train):", "",
+                    md_code_block(s.suggest["snippet"].rstrip(), "yaml"), ""]
     return "\n".join(out)

@@ -88,6 +88,9 @@ def render_html(s: Study, summary: str, figures: dict[str, FigureBlock], tables:
                     f'<p class="intro">{html.escape(section.intro)}</p>')
         body += [html_figure(figures[f.name]) for f in figure_specs]
         body += [html_table_block(tables[t.name]) for t in table_specs]
+        if section.id == "next" and s.suggest and s.suggest.get("snippet"):
+            body.append('<p class="intro">Paste into the config (only these runs train):</p>'
+                        f'<pre class="snippet">{html.escape(s.suggest["snippet"])}</pre>')
         body.append("</section>")
     return _document(s.title, "\n".join(body))
 

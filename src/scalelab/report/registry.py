@@ -61,6 +61,8 @@ SECTIONS = (
     Section("downstream", "Generation quality", "BLEU and ROUGE-L of greedy generations."),
     Section("holdout", "Held-out check", "Whether the law predicts runs it has not seen: the number that says "
             "whether to trust the extrapolation."),
+    Section("next", "What to run next", "The new runs that would most narrow the interval of the compute-optimal "
+            "model size at the next budget (scalelab suggest), and the config to paste to train exactly them."),
     Section("runs", "Runs", "Every run of the grid with its status and metrics."),
     Section("reproducibility", "Reproducibility", "The corpus, tokenizer and software behind these numbers."),
 )
@@ -92,6 +94,7 @@ TABLES = {t.name: t for t in (
     _table("allocation", "Compute-optimal allocation", "Compute-optimal allocation"),
     _table("hyperparameters", "Hyperparameter laws", "Hyperparameter sweeps"),
     _table("holdout", "Held-out runs", "Held-out check"),
+    _table("next_runs", "Suggested next runs", "What to run next"),
     _table("grid", "Grid of runs", "Runs"),
     _table("reproducibility", "Corpus, tokenizer and software", "Reproducibility"),
 )}

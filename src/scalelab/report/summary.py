@@ -142,6 +142,9 @@ def summary_text(s, index_html: Path, results: Path | None = None) -> str:
         lines.append(f"  disk          {usage_line(results)} (`scalelab prune` frees what no run needs)")
         study = Path(results).parent  # the study folder holds results/
     lines.append(f"  report        {os.path.relpath(Path(index_html).resolve(), study.resolve())}")
+    if s.suggest is not None:  # last: the single most valuable next run
+        best = s.suggest.get("best_run") or "none suggested: " + clause(s.suggest.get("why_none") or "no reason given")
+        lines.append(f"  next run      {best}")
     return "\n".join(lines) + "\n"
 
 

@@ -244,6 +244,39 @@ def table_holdout(s: Study) -> Table:
     return table
 
 
+# ----------------------------------------------------------------------------- what to run next
+
+def table_next_runs(s: Study) -> Table:
+    """suggest.json's runs, with the expected interval of log N_opt before and after them."""
+    table = new_table("next_runs", ["#", "model", "N (params)", "D (tokens)", "C (FLOPs)",
+                                    "width of log N_opt after", "why"])
+    plan = s.suggest
+    if plan is None:
+        table.notes.append("No suggestions: the report was built without `scalelab suggest`'s suggest.json.")
+        return table
+    for i, run in enumerate(plan["runs"], 1):
+        table.rows.append([Cell(str(i)), Cell(str(run.get("model") or "–")), Cell(human(run.get("params"))),
+                           Cell(human(run.get("tokens"))), Cell(num(run.get("flops"), 3)),
+                           Cell(num(run.get("expected_width_after"), 3)), Cell(str(run.get("why", "")))])
+    if not plan["runs"]:
+        table.notes.append(f"No runs suggested: {clause(plan.get('why_none') or 'no reason given')}.")
+        return table
+    before, after = plan.get("width_now"), plan.get("width_after")
+    table.notes.append(
+        f"The 95 % interval of log N_opt at C = {num(plan.get('target_flops'))} FLOPs is {num(before, 3)} wide now "
+        f"(N_opt within a factor {num(_exp_half(before), 3)} either way); after these {len(plan['runs'])} runs it is "
+        f"expected to be {num(after, 3)} (a factor {num(_exp_half(after), 3)}), for {num(plan.get('flops'), 3)} "
+        f"FLOPs of a {num(plan.get('budget_flops'), 3)} budget. Widths after each run are linearised forecasts; "
+        f"refit after the runs to see the real one.")
+    return table
+
+
+def _exp_half(width):
+    import math
+
+    return math.exp(float(width) / 2) if finite(width) else None
+
+
 # ----------------------------------------------------------------------------- runs and provenance
 
 GRID_OPTIONAL = (("test_loss", "test loss"), ("test_bpb", "test bits/byte"), ("bleu", "BLEU"), ("rougeL", "ROUGE-L"),

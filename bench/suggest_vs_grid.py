@@ -1,0 +1,158 @@
+"""Does `scalelab suggest` beat the hand-made extension of a grid? A simulation on a known law.
+
+Each simulated study starts from a small N x D grid with losses from Epoch AI's Chinchilla law
+(Besiroglu et al. 2024: E 1.8172, A 482.01, B 2085.43, alpha 0.3478, beta 0.3658) times
+exp(noise), noise ~ Normal(0, 1 %). Then three rounds, for each of two strategies:
+
+- hand-made: one new size at 2x the largest and one new D at 2x the largest, across the grid
+  (the new size at every D, the new D at every size);
+- suggested: fit (scalelab's Approach 3 with its bootstrap) -> scalelab.suggest's design with the
+  hand-made round's FLOPs as budget and at most its number of runs -> those runs.
+
+Both refit after each round. After round 3, each strategy's 95 % bootstrap interval of log N_opt at
+the target C is compared: the ratio of widths (hand-made / suggested) per seed, its median over
+seeds, and how often each interval covers the true N_opt.
+
+    python bench/suggest_vs_grid.py [--seeds 10] [--rounds 3] [--bootstrap 100] [--grid-points 3]
+
+The last line printed is a JSON object with the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from scalelab.fit.approach3 import bootstrap_approach3, fit_approach3, start_grid  # noqa: E402
+from scalelab.law import compute_optimal, predict_loss  # noqa: E402
+from scalelab.suggest import suggest_runs  # noqa: E402
+from scalelab.suggest.ensemble import chinchilla_ensemble  # noqa: E402
+
+TRUE_LAW = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+START_SIZES = (2e7, 4e7, 8e7)
+START_TOKENS = (4e8, 8e8, 1.6e9)
+TARGET_FLOPS = 1e21  # ~1300x the largest starting run
+NOISE = 0.01
+
+
+def true_loss(params, tokens, rng):
+    loss = predict_loss(params, tokens, **TRUE_LAW)
+    return loss * np.exp(rng.normal(0.0, NOISE, size=np.shape(loss)))
+
+
+def fit(points, bootstrap, starts, seed):
+    law = fit_approach3(points["params"], points["tokens"], points["loss"], starts)
+    samples = bootstrap_approach3(points["params"], points["tokens"], points["loss"], law["theta"], bootstrap,
+                                  seed, starts)
+    return law, samples
+
+
+def interval(samples):
+    n_opt = compute_optimal(TARGET_FLOPS, samples["A"], samples["B"], samples["alpha"], samples["beta"])[0]
+    log_n = np.log(np.asarray(n_opt, float))
+    log_n = log_n[np.isfinite(log_n)]
+    return np.percentile(log_n, [2.5, 97.5])
+
+
+def hand_made(points):
+    sizes, tokens = sorted(set(points["params"])), sorted(set(points["tokens"]))
+    new_size, new_tokens = 2 * sizes[-1], 2 * tokens[-1]
+    runs = [(new_size, d) for d in tokens] + [(n, new_tokens) for n in [*sizes, new_size]]
+    return np.array(runs, float)
+
+
+def add(points, runs, rng):
+    losses = true_loss(runs[:, 0], runs[:, 1], rng)
+    new = pd.DataFrame({"params": runs[:, 0], "tokens": runs[:, 1], "loss": losses,
+                        "flops": 6 * runs[:, 0] * runs[:, 1]})
+    return pd.concat([points, new], ignore_index=True)
+
+
+def one_seed(seed, rounds, bootstrap, starts):
+    # One noise stream for the start and one per strategy, so neither strategy's draws depend on
+    # how many runs the other one added.
+    start_rng, hand_rng, suggested_rng = (np.random.default_rng([seed, k]) for k in range(3))
+    grid = np.array([(n, d) for n in START_SIZES for d in START_TOKENS], float)
+    start = add(pd.DataFrame(columns=["params", "tokens", "loss", "flops"]), grid, start_rng)
+    hand, suggested = start.copy(), start.copy()
+    log = []
+    for r in range(rounds):
+        runs = hand_made(hand)
+        budget, max_runs = float(np.sum(6 * runs[:, 0] * runs[:, 1])), len(runs)
+        hand = add(hand, runs, hand_rng)
+        law, samples = fit(suggested, bootstrap, starts, seed)
+        chosen, design = suggest_runs(chinchilla_ensemble(samples), suggested, TARGET_FLOPS, budget, max_runs)
+        picked = np.column_stack([chosen["params"], chosen["tokens"]]) if len(chosen) else np.empty((0, 2))
+        suggested = add(suggested, picked, suggested_rng)
+        log.append({"round": r + 1, "budget": budget, "hand_runs": max_runs, "suggested_runs": len(picked),
+                    "suggested_flops": design.cost, "width_before": design.width_now,
+                    "expected_width": design.width_after[-1] if len(picked) else design.width_now,
+                    "picked": [[float(n), float(d)] for n, d in picked]})
+    truth = np.log(compute_optimal(TARGET_FLOPS, TRUE_LAW["A"], TRUE_LAW["B"], TRUE_LAW["alpha"],
+                                   TRUE_LAW["beta"])[0])
+    out = {"seed": seed, "rounds": log}
+    for name, points in (("hand", hand), ("suggested", suggested)):
+        _, samples = fit(points, bootstrap, starts, seed)
+        low, high = interval(samples)
+        out[name] = {"width": float(high - low), "covers": bool(low <= truth <= high), "runs": len(points),
+                     "flops": float(points["flops"].sum())}
+    out["ratio"] = out["hand"]["width"] / out["suggested"]["width"]
+    # The design's forecast against the width the refit then measured (the next round's width
+    # before, or the final width): how far to trust `expected_width_after`.
+    measured = [entry["width_before"] for entry in log[1:]] + [out["suggested"]["width"]]
+    for entry, width in zip(log, measured):
+        entry["measured_width"] = width
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bootstrap", type=int, default=100)
+    parser.add_argument("--grid-points", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    starts = start_grid(args.grid_points)
+    started = time.perf_counter()
+    results = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        result = one_seed(seed, args.rounds, args.bootstrap, starts)
+        results.append(result)
+        print(f"seed {seed}: width hand {result['hand']['width']:.4f} ({result['hand']['runs']} runs, "
+              f"{result['hand']['flops']:.3g} FLOPs, covers {result['hand']['covers']}), suggested "
+              f"{result['suggested']['width']:.4f} ({result['suggested']['runs']} runs, "
+              f"{result['suggested']['flops']:.3g} FLOPs, covers {result['suggested']['covers']}), "
+              f"ratio {result['ratio']:.2f}", file=sys.stderr, flush=True)
+    ratios = [r["ratio"] for r in results]
+    summary = {
+        "bench": "suggest_vs_grid", "law": TRUE_LAW, "noise": NOISE, "start": "3x3",
+        "target_flops": TARGET_FLOPS, "seeds": args.seeds, "rounds": args.rounds, "bootstrap": args.bootstrap,
+        "median_width_ratio": float(np.median(ratios)), "min_width_ratio": float(np.min(ratios)),
+        "max_width_ratio": float(np.max(ratios)),
+        "median_width_hand": float(np.median([r["hand"]["width"] for r in results])),
+        "median_width_suggested": float(np.median([r["suggested"]["width"] for r in results])),
+        "coverage_hand": float(np.mean([r["hand"]["covers"] for r in results])),
+        "coverage_suggested": float(np.mean([r["suggested"]["covers"] for r in results])),
+        "median_runs_hand": float(np.median([r["hand"]["runs"] for r in results])),
+        "median_runs_suggested": float(np.median([r["suggested"]["runs"] for r in results])),
+        "flops_ratio_suggested_to_hand": float(np.median([r["suggested"]["flops"] / r["hand"]["flops"]
+                                                          for r in results])),
+        "median_measured_to_expected_width": float(np.median([e["measured_width"] / e["expected_width"]
+                                                             for r in results for e in r["rounds"]])),
+        "seconds": round(time.perf_counter() - started, 1),
+        "per_seed": [{k: r[k] for k in ("seed", "ratio", "hand", "suggested", "rounds")} for r in results],
+    }
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

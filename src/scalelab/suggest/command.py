@@ -1,0 +1,122 @@
+"""The command line: `scalelab suggest METRICS_CSV --fit FIT_DIR --target-flops C --budget-flops B
+--out DIR [--max-runs K] [--sizes N ...] [--spec JSON]`.
+
+Every input is checked before any work: the numbers, that the fit folder is the fit of this CSV (its
+row fingerprint) and has bootstrap resamples, and that the target lies past the largest run.
+Then the design runs (scalelab.suggest.design) and DIR/suggestions.csv, DIR/suggest.txt and
+DIR/suggest.json are written atomically; with the study's shapes in --spec, DIR/snippet.yaml too.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+
+from ..errors import ScalelabError
+from ..files import loads_json
+from ..settings import SuggestSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = SuggestSettings()
+    parser.add_argument("metrics", metavar="METRICS_CSV", help="metrics CSV (the one `scalelab fit` read)")
+    parser.add_argument("--fit", required=True, metavar="FIT_DIR", help="the folder `scalelab fit --out` wrote for it")
+    parser.add_argument("--target-flops", metavar="C",
+                        help="the compute budget whose N_opt to pin down (default: 100x the largest run)")
+    parser.add_argument("--budget-flops", metavar="B",
+                        help="FLOPs the new runs may cost together (default: the FLOPs the study has spent)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--max-runs", metavar="K", help=f"at most this many new runs (default: {d.max_runs})")
+    parser.add_argument("--sizes", nargs="+", metavar="N", help="more candidate model sizes (parameters)")
+    parser.add_argument("--spec", metavar="JSON",
+                        help="settings as a JSON object: target_flops, budget_flops, max_runs, sizes, cooldown "
+                        "(WSD: runs of a size share a trunk), models and tokens_per_step (the study's shapes and "
+                        "step, for the YAML snippet), allow_repeat (no --data-meta bound); flags given override it")
+    parser.add_argument("--data-meta", metavar="META_JSON",
+                        help="the corpus's meta.json (results/data/meta.json): new runs then train at most its train "
+                        "split's tokens, as a config without data.allow_repeat requires")
+    parser.add_argument("--or-explain", action="store_true",
+                        help="when the fit cannot support a design (no law, no bootstrap resamples), write the "
+                        "outputs with the reason and exit 0 instead of failing (the workflow's rule uses this)")
+
+
+def _number(text, flag) -> float:
+    from ..settings import _count
+
+    value = _count(text)
+    if not math.isfinite(value):
+        raise ScalelabError(f"{flag}: not a number: {text!r}")
+    return value
+
+
+def settings_from_args(args) -> SuggestSettings:
+    values = {}
+    if args.spec is not None:
+        spec = loads_json(args.spec, "--spec")
+        if not isinstance(spec, dict):
+            raise ScalelabError(f"--spec: expected a JSON object of suggest settings, got {type(spec).__name__}")
+        values.update(spec)
+    if args.target_flops is not None:
+        values["target_flops"] = _number(args.target_flops, "--target-flops")
+    if args.budget_flops is not None:
+        values["budget_flops"] = _number(args.budget_flops, "--budget-flops")
+    if args.max_runs is not None:
+        try:
+            values["max_runs"] = int(args.max_runs)
+        except ValueError:
+            raise ScalelabError(f"--max-runs: expected an integer, got {args.max_runs!r}") from None
+    if args.sizes is not None:
+        values["sizes"] = [_number(text, "--sizes") for text in args.sizes]
+    if args.data_meta and not values.get("allow_repeat"):
+        from ..files import read_json
+
+        meta = read_json(args.data_meta)
+        try:
+            values["max_tokens"] = int(meta["splits"]["train"]["tokens"])
+        except (KeyError, TypeError, ValueError):
+            raise ScalelabError(f"--data-meta {args.data_meta}: no splits.train.tokens "
+                                "(not a data meta.json)") from None
+    return SuggestSettings.from_dict(values, "--spec" if args.spec is not None else "suggest")
+
+
+def _check_out_dir(out) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ScalelabError(f"--out {out}: exists and is not a folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ScalelabError(f"--out {out}: {parent} is not a writable folder")
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    from .ensemble import NoDesign
+    from .outputs import write_outputs, write_unavailable
+    from .study import plan
+
+    settings = settings_from_args(args)
+    out = _check_out_dir(args.out)
+    try:
+        result = plan(args.metrics, args.fit, settings)
+    except NoDesign as exc:
+        if not args.or_explain:
+            raise
+        write_unavailable(out, str(exc))
+        print(f"scalelab suggest: no design: {exc}")
+        return
+    write_outputs(result, out)
+    table = result["table"]
+    if len(table):
+        first = table.iloc[0]
+        print(f"scalelab suggest: {len(table)} runs, {result['design'].cost:.3g} FLOPs; 95 % width of log N_opt "
+              f"{result['design'].width_now:.3g} now, {table['expected_width_after'].iloc[-1]:.3g} expected; "
+              f"first N {first['params']:.4g}, D {first['tokens']:.4g}")
+    else:
+        print(f"scalelab suggest: no runs suggested: {result['design'].why_none}")
+    print(f"scalelab suggest: wrote {out}/suggestions.csv")
+
+

@@ -1,0 +1,261 @@
+"""The design: which new (N, D) runs most narrow the interval of log N_opt at a compute target.
+
+A Bayesian, linearised c-optimal design averaged over the bootstrap ensemble (Chaloner & Verdinelli
+1995, section 2.4; Atkinson, Donev & Tobias 2007, ch. 17 for c-optimality). For each bootstrap
+parameter vector theta_b, in a well-conditioned parametrisation z (the log of every parameter that
+is positive across the ensemble):
+
+    J_b(N, D)  = d log L(N, D) / dz at theta_b          (central differences: any law form works)
+    I_b(S)     = sum over the runs done and the set S of J J^T  (+ a weak ridge for directions no run
+                 identifies, e.g. a loss floor E pinned at its bound)
+    var_b(S)   = grad g_b^T I_b(S)^-1 grad g_b,   g = log N_opt(C)
+
+The noise sigma^2 is common to all runs, so it cancels in var_b(S) / var_b(now). A set S is scored by
+the mean of that ratio over the ensemble (robust to where it is linearised, and free of the scale of
+any one member), and the expected width after S is the current bootstrap width times the square
+root of the mean ratio. Ties within 1e-4 go to the set that better narrows log L at the optimum.
+
+The set is chosen greedily by width (not width per FLOP, which underspends) among the candidates
+the remaining budget affords, then improved by exchange passes (Fedorov's exchange: swap one chosen
+run for any affordable candidate while that narrows the width). Each step is a rank-one update, so
+scoring every candidate costs a few vectorised operations over the ensemble.
+
+numpy only; the law comes in as two vectorised functions of the parameter rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
+STEP = 1e-5  # central-difference step in z for log L
+# and for log N_opt: larger, so that an optimum found by a search (a form without a closed form,
+# accurate to ~1e-7) still differentiates cleanly; the O(step^2) error of a closed form stays ~1e-8
+STEP_OPTIMUM = 1e-4
+RIDGE = 1e-8  # weak prior precision, relative to the mean diagonal of the information
+TIE = 1e-4  # width ratios this close are a tie, broken by the loss at C
+MIN_GAIN = 0.005  # a run that narrows the expected width by less than 0.5 % is not worth running
+EXCHANGE_PASSES = 3
+
+
+@dataclass
+class Ensemble:
+    """The fit's uncertainty as parameter rows: the bootstrap resamples (finite rows only).
+
+    loss(theta_rows, N, D) -> (rows, points) losses; optimum(theta_rows, C) -> (N_opt, D_opt), each (rows,).
+    """
+
+    names: tuple
+    samples: np.ndarray  # (rows, parameters)
+    loss: Callable
+    optimum: Callable
+    point: np.ndarray | None = None  # the full-data estimate
+
+
+@dataclass
+class Design:
+    chosen: list  # indices into the candidates, in the order picked
+    width_now: float  # the bootstrap's 95 % width of log N_opt at C
+    width_after: list  # expected width after each chosen run (cumulative)
+    loss_width_after: list  # expected 95 % width of log L at the optimum after each run
+    loss_width_now: float
+    cost: float  # FLOPs of the chosen set
+    why_none: str | None = None
+
+
+def _to_z(theta, positive):
+    z = np.array(theta, float, copy=True)
+    z[..., positive] = np.log(z[..., positive])
+    return z
+
+
+def _from_z(z, positive):
+    theta = np.array(z, float, copy=True)
+    theta[..., positive] = np.exp(theta[..., positive])
+    return theta
+
+
+def _jacobians(ensemble: Ensemble, z, positive, params, tokens):
+    """d log L / dz at each row of z: (rows, points, parameters)."""
+    rows, p = z.shape
+    out = np.empty((rows, len(params), p))
+    for k in range(p):
+        up, down = z.copy(), z.copy()
+        up[:, k] += STEP
+        down[:, k] -= STEP
+        with np.errstate(all="ignore"):
+            high = np.log(ensemble.loss(_from_z(up, positive), params, tokens))
+            low = np.log(ensemble.loss(_from_z(down, positive), params, tokens))
+        out[:, :, k] = (high - low) / (2 * STEP)
+    return out
+
+
+def _gradients(func, z, positive, step=STEP_OPTIMUM):
+    """d func / dz at each row of z: (rows, parameters)."""
+    rows, p = z.shape
+    out = np.empty((rows, p))
+    for k in range(p):
+        up, down = z.copy(), z.copy()
+        up[:, k] += step
+        down[:, k] -= step
+        with np.errstate(all="ignore"):
+            out[:, k] = (func(_from_z(up, positive)) - func(_from_z(down, positive))) / (2 * step)
+    return out
+
+
+def log_n_opt(ensemble: Ensemble, theta, flops):
+    with np.errstate(all="ignore"):
+        return np.log(ensemble.optimum(theta, flops)[0])
+
+
+def log_loss_opt(ensemble: Ensemble, theta, flops):
+    """log L at the compute-optimal (N, D) of each row at C."""
+    with np.errstate(all="ignore"):
+        n_opt, d_opt = ensemble.optimum(theta, flops)
+        # loss() evaluates every row at every point; the diagonal is each row at its own optimum.
+        return np.log(np.array([ensemble.loss(theta[[i]], n_opt[[i]], d_opt[[i]])[0, 0] for i in range(len(theta))]))
+
+
+def width_now(ensemble: Ensemble, flops) -> float:
+    """The 95 % percentile interval width of log N_opt at C over the ensemble."""
+    values = log_n_opt(ensemble, ensemble.samples, flops)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return float("nan")
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(high - low)
+
+
+class _State:
+    """Per ensemble row: the inverse information M and the gradients of log N_opt and log L_opt."""
+
+    def __init__(self, info, grad_g, grad_h):
+        self.info = info
+        self.M = np.linalg.inv(info)
+        self.grad_g, self.grad_h = grad_g, grad_h
+        self.var_g0 = np.einsum("bi,bij,bj->b", grad_g, self.M, grad_g)
+        self.var_h0 = np.einsum("bi,bij,bj->b", grad_h, self.M, grad_h)
+
+    def ratios_after_each(self, M, J):
+        """Mean variance ratios (log N_opt, log L_opt) after adding each candidate to the set whose
+        inverse information is M: J is (rows, candidates, p)."""
+        MJ = np.einsum("bij,bcj->bci", M, J)
+        s = 1.0 + np.einsum("bci,bci->bc", J, MJ)
+        var_g = np.einsum("bi,bij,bj->b", self.grad_g, M, self.grad_g)[:, None] - \
+            np.einsum("bi,bci->bc", self.grad_g, MJ) ** 2 / s
+        var_h = np.einsum("bi,bij,bj->b", self.grad_h, M, self.grad_h)[:, None] - \
+            np.einsum("bi,bci->bc", self.grad_h, MJ) ** 2 / s
+        return (var_g / self.var_g0[:, None]).mean(axis=0), (var_h / self.var_h0[:, None]).mean(axis=0)
+
+    def inverse_with(self, J_rows):
+        """M after adding the runs whose Jacobians are J_rows (rows, k, p)."""
+        return np.linalg.inv(self.info + np.einsum("bki,bkj->bij", J_rows, J_rows))
+
+    def ratios_of(self, M):
+        var_g = np.einsum("bi,bij,bj->b", self.grad_g, M, self.grad_g)
+        var_h = np.einsum("bi,bij,bj->b", self.grad_h, M, self.grad_h)
+        return float((var_g / self.var_g0).mean()), float((var_h / self.var_h0).mean())
+
+
+def _best(ratio_g, ratio_h, allowed):
+    """The allowed candidate with the lowest width ratio, ties (within TIE) to the lowest loss ratio."""
+    if not allowed.any():
+        return None
+    g = np.where(allowed, ratio_g, np.inf)
+    near = allowed & (g <= g.min() + TIE)
+    return int(np.argmin(np.where(near, ratio_h, np.inf)))
+
+
+def choose(ensemble: Ensemble, done_params, done_tokens, cand_params, cand_tokens, flops, budget, max_runs,
+           set_cost: Callable, max_rows: int = 200) -> Design:
+    """The runs (indices into the candidates) that most narrow the 95 % interval of log N_opt at C.
+
+    set_cost(indices) -> FLOPs of running that set of candidates (it may share work between them,
+    e.g. WSD trunks); the chosen set costs at most `budget` and has at most `max_runs` runs.
+    """
+    samples = np.asarray(ensemble.samples, float)
+    samples = samples[np.all(np.isfinite(samples), axis=1)]
+    g_all = log_n_opt(ensemble, samples, flops)
+    samples = samples[np.isfinite(g_all)]
+    if len(samples) > max_rows:  # an even subsample keeps the cost bounded for large bootstraps
+        samples = samples[np.linspace(0, len(samples) - 1, max_rows).round().astype(int)]
+    width = width_now(ensemble, flops)
+    empty = Design([], width, [], [], float("nan"), 0.0)
+    if len(samples) < 2:
+        empty.why_none = "fewer than 2 bootstrap resamples have a finite N_opt at the target"
+        return empty
+    positive = np.all(samples > 0, axis=0)
+    z = _to_z(samples, positive)
+    done_params, done_tokens = np.asarray(done_params, float), np.asarray(done_tokens, float)
+    cand_params, cand_tokens = np.asarray(cand_params, float), np.asarray(cand_tokens, float)
+    J_done = _jacobians(ensemble, z, positive, done_params, done_tokens)
+    J_cand = _jacobians(ensemble, z, positive, cand_params, cand_tokens)
+    info = np.einsum("bki,bkj->bij", J_done, J_done)
+    scale = np.einsum("bii->b", info) / info.shape[1]
+    info += (RIDGE * scale)[:, None, None] * np.eye(info.shape[1])
+    grad_g = _gradients(lambda t: log_n_opt(ensemble, t, flops), z, positive)
+    grad_h = _gradients(lambda t: log_loss_opt(ensemble, t, flops), z, positive)
+    keep = np.all(np.isfinite(J_cand), axis=(1, 2)) & np.all(np.isfinite(J_done), axis=(1, 2)) & \
+        np.all(np.isfinite(grad_g), axis=1) & np.all(np.isfinite(grad_h), axis=1)
+    if keep.sum() < 2:
+        empty.why_none = "the law's derivatives are not finite on the bootstrap resamples"
+        return empty
+    state = _State(info[keep], grad_g[keep], grad_h[keep])
+    J_cand = J_cand[keep]
+    h_now = log_loss_opt(ensemble, samples[keep], flops)
+    loss_width = float(np.subtract(*np.percentile(h_now[np.isfinite(h_now)], [97.5, 2.5])))
+    n_cand = len(cand_params)
+
+    def affordable(chosen):
+        """Which candidates the budget still affords beside `chosen` (set_cost may share work)."""
+        return np.array([i not in chosen and set_cost(chosen + [i]) <= budget * (1 + 1e-9) for i in range(n_cand)])
+
+    # Greedy: the largest expected narrowing among what the budget still affords.
+    chosen: list[int] = []
+    M, current = state.M, 1.0
+    while len(chosen) < max_runs:
+        allowed = affordable(chosen)
+        ratio_g, ratio_h = state.ratios_after_each(M, J_cand)
+        pick = _best(ratio_g, ratio_h, allowed)
+        if pick is None or np.sqrt(ratio_g[pick]) > np.sqrt(current) * (1 - MIN_GAIN):
+            break
+        chosen.append(pick)
+        current = float(ratio_g[pick])
+        M = state.inverse_with(J_cand[:, chosen])
+
+    # Exchange passes: swap one chosen run for a better affordable candidate.
+    for _ in range(EXCHANGE_PASSES if chosen else 0):
+        improved = False
+        for slot in range(len(chosen)):
+            others = chosen[:slot] + chosen[slot + 1:]
+            M_others = state.inverse_with(J_cand[:, others]) if others else state.M
+            allowed = affordable(others)
+            ratio_g, ratio_h = state.ratios_after_each(M_others, J_cand)
+            pick = _best(ratio_g, ratio_h, allowed)
+            if pick is not None and pick != chosen[slot] and ratio_g[pick] < current - TIE:
+                chosen[slot] = pick
+                current = float(ratio_g[pick])
+                improved = True
+        if not improved:
+            break
+
+    # Order the runs by what each adds (greedy again, within the chosen set), for the table.
+    ordered, widths, loss_widths = [], [], []
+    rest = list(chosen)
+    while rest:
+        M_now = state.inverse_with(J_cand[:, ordered]) if ordered else state.M
+        ratio_g, ratio_h = state.ratios_after_each(M_now, J_cand)
+        mask = np.zeros(n_cand, bool)
+        mask[rest] = True
+        pick = _best(ratio_g, ratio_h, mask)
+        ordered.append(pick)
+        rest.remove(pick)
+        widths.append(width * float(np.sqrt(ratio_g[pick])))
+        loss_widths.append(loss_width * float(np.sqrt(ratio_h[pick])))
+    design = Design(ordered, width, widths, loss_widths, loss_width, float(set_cost(ordered)))
+    if not ordered:
+        design.why_none = (f"no affordable run narrows the interval of log N_opt by {MIN_GAIN:.1%} or more "
+                           "(the interval is as narrow as these candidates and the noise allow)")
+    return design

@@ -1,0 +1,373 @@
+"""`scalelab suggest`: the contract of its command line, its bad inputs, its costs and shapes, the
+paste-and-dry-run loop, and a fast version of bench/suggest_vs_grid.py on a known law."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, make_corpus
+from scalelab.cli import main
+from scalelab.law import predict_loss
+from scalelab.shapes import non_embedding_params
+from scalelab.suggest.candidates import Costs, candidates
+from scalelab.suggest.snippet import Shapes
+
+TRUE_LAW = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}  # Epoch AI's Chinchilla
+
+
+def _ladder(path: Path, sizes, tokens, seed=0, noise=0.01) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [{"run": f"n{n:.0f}-d{d:.0f}", "params": n, "tokens": d, "flops": 6 * n * d,
+             "loss": predict_loss(n, d, **TRUE_LAW) * math.exp(rng.normal(0, noise))} for n in sizes for d in tokens]
+    frame = pd.DataFrame(rows)
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def _fit(csv: Path, out: Path, bootstrap=60) -> None:
+    assert main([*"fit".split(), str(csv), "--out", str(out), "--bootstrap", str(bootstrap), "--grid-points", "3",
+                 "--holdout", "none", "--workers", "1"]) == 0
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suggest")
+    frame = _ladder(root / "metrics.csv", (2e7, 4e7, 8e7, 1.6e8), (4e8, 8e8, 1.6e9, 3.2e9))
+    _fit(root / "metrics.csv", root / "fit")
+    return root, frame
+
+
+def _suggest(root, *args):
+    return main(["suggest", str(root / "metrics.csv"), "--fit", str(root / "fit"), *args])
+
+
+def test_contract_columns_budget_and_widths(fitted, tmp_path, capsys):
+    root, frame = fitted
+    out = tmp_path / "out"
+    assert _suggest(root, "--target-flops", "1e21", "--budget-flops", "2e19", "--max-runs", "5", "--out", str(out)) == 0
+    table = pd.read_csv(out / "suggestions.csv")
+    assert list(table.columns[:4]) == ["params", "tokens", "flops", "expected_width_after"]
+    assert 1 <= len(table) <= 5
+    assert table["flops"].sum() <= 2e19 * (1 + 1e-9)
+    np.testing.assert_allclose(table["flops"], 6 * table["params"] * table["tokens"], rtol=1e-9)
+    done = set(zip(frame["params"].round(), frame["tokens"].round()))
+    assert not done & set(zip(table["params"].round(), table["tokens"].round())), "a run already done"
+    summary = json.loads((out / "suggest.json").read_text())
+    widths = table["expected_width_after"].to_numpy()
+    assert np.all(np.diff(widths) < 0) and widths[0] < summary["width_now"]
+    # The width now is the bootstrap's 95 % interval of log N_opt at C, recomputed here from bootstrap.csv.
+    boot = pd.read_csv(root / "fit" / "bootstrap.csv").dropna()
+    g = (boot["alpha"] * boot["A"] / (boot["beta"] * boot["B"])) ** (1 / (boot["alpha"] + boot["beta"]))
+    log_n = np.log(g * (1e21 / 6) ** (boot["beta"] / (boot["alpha"] + boot["beta"])))
+    assert summary["width_now"] == pytest.approx(np.subtract(*np.percentile(log_n, [97.5, 2.5])), rel=1e-9)
+    text = (out / "suggest.txt").read_text()
+    assert "width of log N_opt now" in text and "expected after" in text and len(text.splitlines()) >= len(table) + 5
+
+
+def test_spends_the_budget_rather_than_the_cheapest_runs(fitted, tmp_path):
+    """Greedy width-per-FLOP underspends; the design spends most of a budget it can use."""
+    root, _ = fitted
+    out = tmp_path / "out"
+    assert _suggest(root, "--target-flops", "1e21", "--budget-flops", "3e19", "--max-runs", "8", "--out", str(out)) == 0
+    assert pd.read_csv(out / "suggestions.csv")["flops"].sum() >= 0.8 * 3e19
+
+
+def test_default_target_and_budget(fitted, tmp_path):
+    root, frame = fitted
+    out = tmp_path / "out"
+    assert _suggest(root, "--out", str(out)) == 0
+    summary = json.loads((out / "suggest.json").read_text())
+    assert summary["target_flops"] == pytest.approx(100 * frame["flops"].max())
+    assert summary["budget_flops"] == pytest.approx(frame["flops"].sum())
+    assert len(pd.read_csv(out / "suggestions.csv")) <= 8
+
+
+def test_infeasible_budget_writes_an_empty_table_and_says_so(fitted, tmp_path, capsys):
+    root, _ = fitted
+    out = tmp_path / "out"
+    assert _suggest(root, "--target-flops", "1e21", "--budget-flops", "1e3", "--out", str(out)) == 0
+    assert len(pd.read_csv(out / "suggestions.csv")) == 0
+    said = capsys.readouterr().out
+    assert "no runs suggested" in said
+    assert "no runs suggested" in (out / "suggest.txt").read_text()
+
+
+def test_sizes_are_candidates(fitted, tmp_path):
+    root, _ = fitted
+    out = tmp_path / "out"
+    # A size far above the range, with a budget that affords only it at small D: it must be considered.
+    assert _suggest(root, "--target-flops", "1e21", "--budget-flops", "5e19", "--sizes", "2e9",
+                    "--out", str(out)) == 0
+    from scalelab.suggest.candidates import candidate_sizes
+    assert 2e9 in candidate_sizes([2e7, 4e7], [2e9])
+
+
+def test_data_meta_bounds_new_token_counts_by_the_train_split(fitted, tmp_path):
+    root, _ = fitted
+    (tmp_path / "meta.json").write_text(json.dumps({"splits": {"train": {"tokens": 4_000_000_000}}}))
+    out = tmp_path / "out"
+    assert _suggest(root, "--target-flops", "1e21", "--budget-flops", "3e19",
+                    "--data-meta", str(tmp_path / "meta.json"), "--out", str(out)) == 0
+    table = pd.read_csv(out / "suggestions.csv")
+    assert len(table) and table["tokens"].max() <= 4e9
+    unbounded = pd.read_csv(_suggest_out(root, tmp_path / "free", "--target-flops", "1e21", "--budget-flops", "3e19"))
+    assert unbounded["tokens"].max() > 4e9  # the bound is what kept them in
+
+
+def _suggest_out(root, out, *args):
+    assert _suggest(root, *args, "--out", str(out)) == 0
+    return out / "suggestions.csv"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--budget-flops", "0"], "--budget-flops"),
+    (["--budget-flops=-5e18"], "--budget-flops"),
+    (["--budget-flops", "-5"], "--budget-flops"),
+    (["--budget-flops", "inf"], "--budget-flops"),
+    (["--budget-flops", "nan"], "--budget-flops"),
+    (["--target-flops", "1e15"], "below the largest run"),
+    (["--sizes", "1e8", "0"], "--sizes"),
+    (["--sizes", "-30000000"], "--sizes"),
+    (["--max-runs", "0"], "--max-runs"),
+])
+def test_bad_numbers_are_one_line_and_nothing_is_written(fitted, tmp_path, capsys, args, words):
+    root, _ = fitted
+    out = tmp_path / "out"
+    assert _suggest(root, "--out", str(out), *args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+    assert not out.exists()
+
+
+def test_a_fit_of_another_csv_is_refused(fitted, tmp_path, capsys):
+    root, frame = fitted
+    other = frame.copy()
+    other.loc[3, "loss"] *= 1.001
+    other.to_csv(tmp_path / "metrics.csv", index=False)
+    code = main(["suggest", str(tmp_path / "metrics.csv"), "--fit", str(root / "fit"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "not of" in err, err
+    assert not (tmp_path / "o").exists()
+    # The same rows in another order are the same CSV (fit.json's fingerprint is of canonical rows).
+    frame.sample(frac=1, random_state=1).to_csv(tmp_path / "shuffled.csv", index=False)
+    assert main(["suggest", str(tmp_path / "shuffled.csv"), "--fit", str(root / "fit"), "--out",
+                 str(tmp_path / "o2"), "--budget-flops", "1e3"]) == 0
+
+
+def test_a_fit_without_bootstrap_is_refused(fitted, tmp_path, capsys):
+    root, _ = fitted
+    _fit(root / "metrics.csv", tmp_path / "fit0", bootstrap=0)
+    code = main(["suggest", str(root / "metrics.csv"), "--fit", str(tmp_path / "fit0"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "bootstrap" in err, err
+    assert not (tmp_path / "o").exists()
+    # The workflow's --or-explain writes the reason and an empty table instead.
+    assert main(["suggest", str(root / "metrics.csv"), "--fit", str(tmp_path / "fit0"), "--out", str(tmp_path / "o"),
+                 "--or-explain"]) == 0
+    assert len(pd.read_csv(tmp_path / "o" / "suggestions.csv")) == 0
+    assert "bootstrap" in json.loads((tmp_path / "o" / "suggest.json").read_text())["why_none"]
+
+
+def test_wsd_cost_counts_only_the_trunk_extension_and_cooldowns():
+    done_params, done_tokens = [1e6, 1e6, 2e6, 2e6], [1e8, 2e8, 1e8, 2e8]
+    cand_params = np.array([1e6, 1e6, 4e6, 4e6])
+    cand_tokens = np.array([4e8, 1.5e8, 1e8, 2e8])
+    plain = Costs(done_params, done_tokens, cand_params, cand_tokens)
+    wsd = Costs(done_params, done_tokens, cand_params, cand_tokens, cooldown=0.2)
+    assert plain([0]) == pytest.approx(6e6 * 4e8)
+    # A longer D on an existing size: its trunk from 0.8·2e8 to 0.8·4e8, then its cooldown 0.2·4e8.
+    assert wsd([0]) == pytest.approx(6e6 * ((0.8 * 4e8 - 0.8 * 2e8) + 0.2 * 4e8))
+    # A D inside the trained trunk: its trunk from the branch point before it (0.8·1e8), and its cooldown.
+    assert wsd([1]) == pytest.approx(6e6 * ((0.8 * 1.5e8 - 0.8 * 1e8) + 0.2 * 1.5e8))
+    assert wsd([0, 1]) == pytest.approx(wsd([0]) + wsd([1]))  # they need different trunk segments
+    # Two D of a new size share one trunk (to 0.8 of the longer), each with its cooldown.
+    assert wsd([2, 3]) == pytest.approx(24e6 * (0.8 * 2e8 + 0.2 * 1e8 + 0.2 * 2e8))
+    assert wsd([2, 3]) < plain([2, 3])
+
+
+def test_candidates_reach_beyond_the_range_and_skip_runs_done():
+    params, tokens = candidates([1e6, 2e6, 4e6], [1e8, 2e8, 4e8])
+    assert params.max() == pytest.approx(8e6) and params.min() == pytest.approx(0.5e6)
+    assert tokens.max() >= 16 * 4e8 * 0.99
+    done = {(1e6, 1e8), (2e6, 2e8), (4e6, 4e8)}
+    assert not done & {(round(n), round(d)) for n, d in zip(params, tokens)}
+
+
+def test_new_shapes_follow_the_study_rules():
+    shapes = Shapes({"a": {"n_layer": 2, "d_model": 32, "n_head": 2}, "b": {"n_layer": 2, "d_model": 64, "n_head": 2}})
+    target = 2 * non_embedding_params(2, 64)
+    shape = shapes.shape_for(target)
+    # Widths step by the study's own (gcd 32, at most half the smallest width: 16).
+    assert shape["n_layer"] == 2 and shape["n_head"] == 2 and shape["d_model"] % 16 == 0
+    assert shapes.realise(target) == non_embedding_params(2, shape["d_model"])
+    assert abs(math.log(shapes.realise(target) / target)) < 0.2  # the nearest width on that step
+    heads = Shapes({"a": {"n_layer": 4, "d_model": 64, "n_head": 2}, "b": {"n_layer": 4, "d_model": 128, "n_head": 4}})
+    wide = heads.shape_for(4 * non_embedding_params(4, 128))
+    assert wide["d_model"] // wide["n_head"] == 32  # the same head size as every shape
+
+
+def test_fast_simulation_beats_the_hand_made_extension():
+    """bench/suggest_vs_grid.py, small: after two rounds the suggested design's interval of log N_opt
+    is narrower than the hand-made extension's at the same FLOPs and no more runs."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "suggest_vs_grid.py"), "--seeds", "3", "--rounds", "2",
+                           "--bootstrap", "30"], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["median_width_ratio"] > 1.2, result
+    assert result["median_runs_suggested"] <= result["median_runs_hand"]
+    assert result["flops_ratio_suggested_to_hand"] <= 1 + 1e-9
+
+
+# ----------------------------------------------------------------------------- paste and dry-run
+
+TINY = {
+    "data": {"source": {"files": ["corpus/*.txt"]}, "split": {"val": 0.1, "test": 0.1},
+             "tokenizer": {"vocab_size": 300}},
+    "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}, "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
+               "c": {"n_layer": 1, "d_model": 48, "n_head": 2}},
+    "grid": {"models": ["a", "b", "c"], "tokens": ["4K", "8K", "16K"], "seeds": [0]},
+    "train": {"context": 32, "batch_size": 8, "val_tokens": 512, "val_evals": 2},
+    "eval": {"test_tokens": 512, "prompts": 4, "prompt_tokens": 8, "max_new_tokens": 8, "batch_size": 4},
+    "fit": {"bootstrap": 40},
+}
+
+
+def _planned_train_runs(study: Path, config: Path) -> set[str]:
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    proc = subprocess.run([snakemake, "--snakefile", str(REPO / "Snakefile"), "--directory", str(study),
+                           "--configfile", str(config), "--cores", "1", "--dry-run"],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    return set(re.findall(r"rule train:.*?wildcards: run=(\S+)", out, re.S))
+
+
+def _merge(config: dict, snippet: dict) -> dict:
+    merged = json.loads(json.dumps(config))
+    merged["models"].update(snippet.get("models") or {})
+    merged["grid"]["extra"] = list(merged["grid"].get("extra") or []) + snippet["grid"]["extra"]
+    return merged
+
+
+def _suggest_for_config(tmp_path, config: dict, spec: dict):
+    """Metrics of every run of `config` from a known law (at each run's shape and tokens), its fit, and
+    `scalelab suggest` with the spec the workflow's rule passes; returns the runs, the table and the snippet."""
+    from scalelab import config as study_config
+    from scalelab.grid import expand_grid
+
+    validated = study_config.validate(json.loads(json.dumps(config)))
+    runs = expand_grid(validated)
+    rng = np.random.default_rng(0)
+    rows = []
+    for run in runs:
+        n = non_embedding_params(run.spec["n_layer"], run.spec["d_model"])
+        rows.append({"run": run.id, "params": n, "tokens": run.tokens, "flops": 6 * n * run.tokens,
+                     "loss": predict_loss(n, run.tokens, E=1.5, A=40.0, B=60.0, alpha=0.35, beta=0.3)
+                     * math.exp(rng.normal(0, 0.01))})
+    pd.DataFrame(rows).to_csv(tmp_path / "metrics.csv", index=False)
+    _fit(tmp_path / "metrics.csv", tmp_path / "fit", bootstrap=40)
+    assert main(["suggest", str(tmp_path / "metrics.csv"), "--fit", str(tmp_path / "fit"), "--out", str(tmp_path / "s"),
+                 "--spec", json.dumps(spec)]) == 0
+    table = pd.read_csv(tmp_path / "s" / "suggestions.csv")
+    snippet = yaml.safe_load((tmp_path / "s" / "snippet.yaml").read_text())
+    return runs, table, snippet
+
+
+def _check_pasted(study: Path, config: dict, runs, table, snippet, config_path: Path):
+    from scalelab.counts import run_id
+
+    pasted = _merge(config, snippet)
+    (study / "pasted.yaml").write_text(yaml.safe_dump(pasted, sort_keys=False))
+    before = _planned_train_runs(study, config_path)
+    after = _planned_train_runs(study, study / "pasted.yaml")
+    assert before == {run.id for run in runs}
+    expected = {run_id(model, int(tokens), 0) for model, tokens in zip(table["model"], table["tokens"])}
+    assert after - before == expected and before <= after
+    # Each suggested N is the parameter count of the shape that trains it.
+    shapes = {**config["models"], **(snippet.get("models") or {})}
+    for model, params in zip(table["model"], table["params"]):
+        assert params == non_embedding_params(shapes[model]["n_layer"], shapes[model]["d_model"])
+
+
+def test_pasting_the_snippet_trains_exactly_the_suggested_runs(tmp_path):
+    study = tmp_path / "study"
+    make_corpus(study / "corpus", documents=20)
+    (study / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    spec = {"models": TINY["models"], "tokens_per_step": 8 * 32, "max_runs": 4}
+    runs, table, snippet = _suggest_for_config(tmp_path, TINY, spec)
+    assert len(table) >= 1
+    for name, shape in (snippet.get("models") or {}).items():  # new shapes keep depth and heads
+        assert shape["n_layer"] == 1 and shape["n_head"] == 2
+    _check_pasted(study, TINY, runs, table, snippet, study / "config.yaml")
+
+
+def test_pasting_into_the_default_wsd_study_trains_exactly_the_suggested_runs(tmp_path):
+    """The default config (WSD, 4 x 6): the spec its rule passes (shapes, step, cooldown), then paste."""
+    from scalelab import config as study_config
+
+    default = study_config.read_yaml(REPO / "config" / "config.yaml")
+    train = {**study_config.validate(json.loads(json.dumps(default)))["train"]}
+    assert train["schedule"] == "wsd"
+    spec = {"models": default["models"], "tokens_per_step": train["batch_size"] * train["context"],
+            "cooldown": train["cooldown"]}
+    runs, table, snippet = _suggest_for_config(tmp_path, default, spec)
+    assert 1 <= len(table) <= 8
+    summary = json.loads((tmp_path / "s" / "suggest.json").read_text())
+    assert summary["cooldown"] == train["cooldown"] and "wsd" in (tmp_path / "s" / "suggest.txt").read_text()
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "config.yaml").write_text(yaml.safe_dump(default, sort_keys=False))
+    _check_pasted(study, default, runs, table, snippet, study / "config.yaml")
+
+
+# ----------------------------------------------------------------------------- the report's section
+
+def test_report_shows_what_to_run_next_and_summary_ends_with_the_best_run(tmp_path, capsys):
+    from test_report import make_study, run_report
+
+    make_study(tmp_path, bootstrap=0)
+    results = tmp_path / "results"
+    models = {"xs": {"n_layer": 2, "d_model": 32, "n_head": 2}, "s": {"n_layer": 2, "d_model": 64, "n_head": 2},
+              "m": {"n_layer": 3, "d_model": 96, "n_head": 3}, "l": {"n_layer": 4, "d_model": 128, "n_head": 4}}
+    assert main(["fit", str(results / "metrics.csv"), "--out", str(results / "fit2"), "--bootstrap", "40",
+                 "--grid-points", "2", "--workers", "1", "--holdout", "none"]) == 0
+    assert main(["suggest", str(results / "metrics.csv"), "--fit", str(results / "fit2"), "--out",
+                 str(results / "suggest"), "--max-runs", "3", "--spec", json.dumps({"models": models})]) == 0
+    plan = json.loads((results / "suggest" / "suggest.json").read_text())
+    assert 1 <= len(plan["runs"]) <= 3
+    assert run_report(tmp_path, "--suggest", str(results / "suggest" / "suggest.json")) == 0
+    md = (results / "report" / "report.md").read_text()
+    section = md.split("## What to run next", 1)[1].split("\n## ", 1)[0]
+    assert "```yaml" in section and "extra:" in section
+    assert section.count("\n| ") >= 1 + len(plan["runs"])  # header and one row per run
+    assert f"{plan['width_now']:.3g}" in section and f"{plan['width_after']:.3g}" in section
+    assert 'class="snippet"' in (results / "report" / "index.html").read_text()
+    last = (results / "report" / "summary.txt").read_text().rstrip("\n").splitlines()[-1]
+    assert last.startswith("  next run") and plan["best_run"] in last
+
+
+def test_an_optimum_without_a_closed_form_is_found_by_search():
+    """Kaplan's form has no `optimal` in scalelab.law; the search along C agrees with its
+    closed form, min over N of (N_c/N)^(alpha_N/alpha_D) + D_c·6N/C."""
+    from scalelab.law import FORMS
+    from scalelab.suggest.ensemble import _search_optimum
+
+    form = FORMS["kaplan"]
+    rows = np.array([[1.7, 8.8e13, 5.4e13, 0.076, 0.095], [2.0, 1e14, 1e13, 0.1, 0.08]])
+    n_opt, d_opt = _search_optimum(form, tuple(form.param_names), rows, 1e21)
+    a = rows[:, 3] / rows[:, 4]
+    closed = (a * rows[:, 1] ** a * 1e21 / (6 * rows[:, 2])) ** (1 / (a + 1))
+    np.testing.assert_allclose(n_opt, closed, rtol=1e-5)
+    np.testing.assert_allclose(6 * n_opt * d_opt, 1e21, rtol=1e-12)

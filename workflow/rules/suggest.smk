@@ -1,0 +1,30 @@
+# What to run next: the runs that would most narrow the interval of the compute-optimal N at the
+# study's next budget (scalelab.suggest), with the config snippet that trains exactly them.
+# Included from the Snakefile after fit.smk; the report shows its table and snippet.
+
+
+# lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
+rule suggest:
+    input:
+        metrics="results/metrics.csv",
+        fit="results/fit/fit.json",
+        bootstrap="results/fit/bootstrap.csv",
+        meta=f"{DATA}/meta.json",  # the train split's tokens bound a new D (unless data.allow_repeat)
+    output:
+        table="results/suggest/suggestions.csv",
+        text="results/suggest/suggest.txt",
+        snippet="results/suggest/snippet.yaml",
+        json="results/suggest/suggest.json",
+    params:
+        spec=suggest_spec(),
+        code=code_fingerprint("suggest"),
+        fit=lambda wildcards, input: os.path.dirname(input.fit),
+        out=lambda wildcards, output: os.path.dirname(output.json),
+    log:
+        log_path("suggest"),
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    shell:
+        "scalelab suggest {input.metrics:q} --fit {params.fit:q} --out {params.out:q} --spec {params.spec:q}"
+        " --data-meta {input.meta:q} --or-explain > {log:q} 2>&1"
