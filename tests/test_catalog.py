@@ -30,3 +30,21 @@ def test_config_readme_describes_every_schema_section_and_key():
     for name, spec in schema["properties"].items():
         for key in spec.get("properties", {}):
             assert f"`{key}`" in sections[name], f"config/README.md: {name}.{key} is not described"
+
+
+def test_config_readme_states_exactly_which_train_keys_are_identity():
+    """The identity table lives in code (scalelab.sweeps.NOT_IDENTITY); config/README states it."""
+    from scalelab.config import validate
+    from scalelab.grid import spec_settings
+    from scalelab.sweeps import NOT_IDENTITY
+
+    text = " ".join((REPO / "config/README.md").read_text().split())
+    others = ", ".join(f"`{key}`" for key in NOT_IDENTITY)
+    assert f"Every `train` key except {others} is part of each run's identity" in text
+    train = validate({})["train"]
+    spec = spec_settings({**train, "schedule": "wsd"})
+    assert set(train) - set(spec) == set(NOT_IDENTITY)  # what the sentence says is what specs hold
+    rows = dict(re.findall(r"^\| `(\w+)` \| [^|]* \| (.*) \|$", (REPO / "config/README.md").read_text(), re.M))
+    for key in train:
+        says_not = "Not part of a run's identity" in rows[key]
+        assert says_not == (key in NOT_IDENTITY), key

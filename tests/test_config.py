@@ -123,3 +123,33 @@ def test_corpus_budget_checked_against_meta(tmp_path):
         corpus.check_corpus_budget(config, runs, meta)
     config["data"]["allow_repeat"] = True
     corpus.check_corpus_budget(config, runs, meta)  # allowed
+
+
+def test_float_settings_accept_exponent_notation_as_written():
+    """YAML 1.1 reads `3e-3` as a string; a float setting takes it as the number, as sweeps do."""
+    import yaml
+
+    written = yaml.safe_load("train: {lr: 3e-3, weight_decay: 1e-1}\noverrides: {s: {lr: 2E-3}}\n"
+                             "data: {split: {val: 5e-2}}")
+    assert written["train"]["lr"] == "3e-3"  # what PyYAML (and Snakemake's --configfile) hands over
+    config = study_config.validate(written)
+    assert config["train"]["lr"] == 0.003 and config["train"]["weight_decay"] == 0.1
+    assert config["overrides"]["s"]["lr"] == 0.002 and config["data"]["split"]["val"] == 0.05
+    # The same run ids as the config written with decimals.
+    decimal = study_config.validate({"train": {"lr": 0.003, "weight_decay": 0.1}, "overrides": {"s": {"lr": 0.002}},
+                              "data": {"split": {"val": 0.05}}})
+    assert [r.id for r in grid.expand_grid(config)] == [r.id for r in grid.expand_grid(decimal)]
+    for bad in ("abc", "1e-3x", "0x10"):
+        with pytest.raises(ScalelabError, match="train.lr"):
+            study_config.validate({"train": {"lr": bad}})
+
+
+def test_version_prints_the_version_and_every_code_fingerprint(capsys):
+    from scalelab import __version__, cli
+    from scalelab.fingerprint import STAGE_CODE, code_fingerprint
+
+    assert cli.main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"scalelab {__version__}\n")
+    for stage in STAGE_CODE:
+        assert f"{stage} " in out and code_fingerprint(stage) in out

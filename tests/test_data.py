@@ -132,3 +132,45 @@ def test_empty_corpus_is_an_error(tmp_path):
     (tmp_path / "blank.txt").write_text("   \n\n")
     with pytest.raises(ScalelabError, match="no non-empty documents"):
         data.tokenize(_cfg({"files": [str(tmp_path / "blank.txt")]}), tmp_path / "out")
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["Dataset", "DatasetDict"])
+def test_hub_loader_reads_a_save_to_disk_folder_offline(tmp_path, monkeypatch, as_dict):
+    """The usual way to keep a preprocessed HF dataset on disk; a DatasetDict gives data.source.split."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rows = {"story": [f"Once upon a time {i} there was a tiny model that learned." for i in range(80)]}
+    saved = datasets.Dataset.from_dict(rows)
+    if as_dict:
+        saved = datasets.DatasetDict({"train": saved, "validation": datasets.Dataset.from_dict({"story": ["x"]})})
+    folder = tmp_path / "saved"
+    saved.save_to_disk(str(folder))
+    source = {"hf": str(folder), "name": None, "split": "train", "text_field": "story", "max_documents": 60}
+    meta = data.tokenize(_cfg(source), tmp_path / "out")
+    assert meta["corpus"]["documents"] == 60 and meta["corpus"]["hf"] == str(folder)
+    assert meta["settings"]["source"]["hf"] == str(folder)
+    # The same rows from a parquet folder give the same tokens.
+    (tmp_path / "parquet").mkdir()
+    datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / "parquet" / "train.parquet"))
+    other = data.tokenize(_cfg({**source, "hf": str(tmp_path / "parquet")}), tmp_path / "out2")
+    assert other["corpus"]["fingerprint"] == meta["corpus"]["fingerprint"]
+    assert (tmp_path / "out" / "train.bin").read_bytes() == (tmp_path / "out2" / "train.bin").read_bytes()
+    if as_dict:
+        with pytest.raises(ScalelabError, match="'test' is not a split of the saved dataset.*train, validation"):
+            data.tokenize(_cfg({**source, "split": "test"}), tmp_path / "bad")
+
+
+def test_a_local_hf_folder_that_is_neither_is_refused_when_the_dag_is_built(tmp_path):
+    from scalelab import config
+
+    folder = tmp_path / "empty"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.md").write_text("not data")
+    cfg = config.validate({"data": {"source": {"hf": str(folder)}}})
+    with pytest.raises(ScalelabError, match="data.source.hf: .* neither a dataset saved with save_to_disk"):
+        config.source_files(cfg)
+    (folder / "sub" / "train.jsonl").write_text('{"text": "a"}\n')
+    assert config.source_files(cfg) == []  # a folder of data files: load_dataset's
+    assert config.source_files(config.validate({"data": {"source": {"hf": "roneneldan/TinyStories"}}})) == []

@@ -196,19 +196,31 @@ def test_snakemake_report_holds_every_figure_and_table_with_caption_and_category
     # What report.smk marks for the report (through the report's registry): path, caption file, category.
     from scalelab.report.registry import rule_outputs
 
+    from scalelab.report.registry import FIGURES, figure_captions
+
     marked = []
-    rule_outputs("results/report", lambda path, caption, category: marked.append((path, caption, category)))
+
+    def mark(path, caption, category, patterns=None, labels=None):
+        if patterns:  # the figures folder: each figure drawn, with its own caption and category
+            for png in sorted((folder / path).glob("*.png")):
+                spec = FIGURES[png.stem]
+                marked.append((f"{path}/{png.name}", figure_captions()[spec.name], spec.category))
+        else:
+            marked.append((path, Path(caption).read_text(), category))
+        return path
+
+    rule_outputs("results/report", mark)
     assert len(marked) >= 10
-    # ...which is every figure and table the report stage writes, and the page itself.
+    # ...which is every figure (drawn: no placeholders) and table the report stage writes, and the page.
     written = {str(p.relative_to(folder)) for p in (folder / "results/report").rglob("*")
                if p.suffix in (".png", ".html")}
     assert {path for path, _, _ in marked} == written
     assert set(results) == written
-    for path, caption_file, category in marked:
+    for path, caption_text, category in marked:
         entry = results[path]
         assert entry["data_uri"] in names, path
         with zipfile.ZipFile(archive) as zf:
             assert zf.read(f"{archive.stem}/{entry['data_uri']}") == (folder / path).read_bytes(), path
-        caption = _plain_text(Path(caption_file).read_text())
+        caption = _plain_text(caption_text)
         assert caption[:80] in _plain_text(entry["caption"]), (path, entry["caption"][:200])
         assert any(path in files for files in categories[category].values()), (path, category)

@@ -23,6 +23,10 @@ def test_snakemake_lint_reports_only_the_documented_lint(tmp_path):
     titles = [(where, title.strip()) for where, block in lints for title in re.findall(r"^    \* (.+?):?$", block, re.M)]
     unexpected = [(where, title) for where, title in titles if title.rstrip(":") != KEPT.rstrip(":")]
     assert not unexpected, unexpected
+    # The README describes the output as it is: the lint once per rule, and exit status 1.
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert proc.returncode == 1 and "exits with status 1" in readme
+    assert f'("{KEPT.rstrip(".")}", {len(titles)} times)' in readme, len(titles)
     rules = set(re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk")), re.M))
     flagged = {re.match(r"rule (\w+)", where).group(1) for where, _ in titles if where.startswith("rule ")}
     assert flagged <= rules

@@ -119,3 +119,115 @@ def test_mlflow_end_to_end_local_file_store(tmp_path, monkeypatch):
     assert {k: run.data.tags[k] for k in TAGS} == {k: str(v) for k, v in TAGS.items()}
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
+
+
+def _fit_and_validate(loggers, steps=4):
+    """A toy fit, then a separate trainer.validate() with the same loggers (as train_run's final val loss)."""
+    import lightning.pytorch as pl
+    import torch
+
+    class Toy(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1)),
+                                         batch_size=8)
+    trainer = pl.Trainer(max_steps=steps, logger=loggers, log_every_n_steps=1, accelerator="cpu", devices=1,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    module = Toy()
+    trainer.fit(module, loader)
+    trainer.validate(module, loader, verbose=False)
+
+
+SPEC = {"model": "xs", "tokens": 100_000, "seed": 0, "lr": 3e-3, "batch_size": 8, "context": 64,
+        "schedule": "wsd", "cooldown": 0.2, "run": "xs-100K-s0"}
+EVAL = {"test_loss": 3.25, "test_ppl": 25.8, "test_bpb": 1.5, "bleu": 12.0, "rouge1": 0.4, "rouge2": 0.2,
+        "rougeL": 0.35, "test_tokens": 5092}
+
+
+def _track(run_dir, loggers, times=2):
+    """`scalelab track` on the run (as the workflow's track job), `times` times: a rerun adds nothing."""
+    import json
+
+    from scalelab import cli
+
+    (run_dir / "eval.json").write_text(json.dumps({"run": run_dir.name, "status": "ok", **EVAL}))
+    (run_dir / "metrics.json").write_text(json.dumps({"run": run_dir.name, "status": "ok", "steps": 4}))
+    out = run_dir.parent.parent / "trackers.json"
+    for _ in range(times):
+        assert cli.main(["track", "--loggers", loggers, "--study", EXPERIMENT, "--out", str(out), str(run_dir)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_tracker_tags_carry_the_trained_token_count_and_the_settings():
+    from scalelab.loggers import tracker_tags
+
+    tags = tracker_tags(SPEC, 12345, 100_352, "toy study")
+    assert tags["D"] == 100_352 and tags["D_requested"] == 100_000 and tags["N"] == 12345
+    assert tags["lr"] == 3e-3 and tags["schedule"] == "wsd" and tags["cooldown"] == 0.2
+
+
+def test_tensorboard_one_event_file_hparams_plugin_and_evaluation(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from scalelab.loggers import tracker_tags
+
+    root, run_dir = _paths(tmp_path)
+    tags = tracker_tags(SPEC, 12345, 100_352, EXPERIMENT)
+    _fit_and_validate(make_loggers(["tensorboard"], run_dir, "xs-100K-s0", tags, EXPERIMENT, root=root))
+    assert _track(run_dir, "csv,tensorboard", times=1)["runs"] == {"xs-100K-s0": ["tensorboard"]}
+    assert _track(run_dir, "csv,tensorboard", times=1)["runs"] == {"xs-100K-s0": []}  # there already
+    log_dir = root / "tensorboard" / "xs-100K-s0"
+    assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1  # training, final validation and evaluation
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    scalars = accumulator.Tags()["scalars"]
+    assert "epoch" not in scalars and {"train_loss", "val_loss", "test_loss", "test_bpb", "bleu", "rougeL"} <= set(scalars)
+    assert [(e.step, e.value) for e in accumulator.Scalars("test_loss")] == [(4, 3.25)]
+    # The HParams plugin: the run's hyperparameters (N, D, lr, ...) and the metrics its tab compares.
+    content = accumulator.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["N"].number_value == 12345 and start.hparams["D"].number_value == 100_352
+    assert start.hparams["lr"].number_value == pytest.approx(3e-3) and start.hparams["model"].string_value == "xs"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} >= {"val_loss", "test_loss", "test_bpb", "bleu", "rougeL"}
+
+
+def test_mlflow_run_gets_the_evaluation_and_the_trained_tokens(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from scalelab.loggers import log_evaluation, mlflow_store, tracker_tags
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    root, run_dir = _paths(tmp_path / "study")
+    tags = tracker_tags(SPEC, 12345, 100_352, EXPERIMENT)
+    _fit(make_loggers("mlflow", run_dir, "xs-100K-s0", tags, EXPERIMENT, root=root))
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # a fresh track process: set again for it
+    assert _track(run_dir, "mlflow")["runs"] == {"xs-100K-s0": []}  # the second time: logged by the first
+    client = MlflowClient(tracking_uri=mlflow_store(root))
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert len(runs) == 1  # the training's run, not a new one
+    data = runs[0].data
+    assert data.tags["D"] == "100352" and data.tags["D_requested"] == "100000" and data.tags["lr"] == "0.003"
+    assert data.metrics["test_loss"] == 3.25 and data.metrics["rougeL"] == 0.35 and "train_loss" in data.metrics
+    assert [(m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, "test_loss")] == [(4, 3.25)]
+    # A run trained without MLflow: a line on stderr, nothing created.
+    assert log_evaluation(["mlflow"], "s-100K-s0", EVAL, 4, EXPERIMENT, root) == []

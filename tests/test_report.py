@@ -161,8 +161,8 @@ class PageParser(HTMLParser):
             self.images.append(attrs.get("src", ""))
         if tag == "figure":
             self.figures.append(attrs["data-figure"])
-            if "missing" in (attrs.get("class") or ""):
-                self.missing.append(attrs["data-figure"])
+        if "data-absent" in attrs:  # a figure the data could not support: one line, no figure
+            self.missing.append(attrs["data-absent"])
         if tag == "td" and "data-fit" in attrs:
             self._cell, self._text = attrs, []
 
@@ -208,20 +208,22 @@ def decode_png(data: bytes):
 def check_report(out: Path, fit: dict) -> PageParser:
     """Assert a finished report is complete and consistent with fit.json; return the parsed page."""
     for path in registry.output_paths(out):
-        assert path.is_file() and path.stat().st_size > 0, f"{path} missing"
+        assert path.exists() and (path.is_dir() or path.stat().st_size > 0), f"{path} missing"
     page = PageParser()
     page.feed((out / "index.html").read_text())
     page.close()
     assert page.tags[:2] == ["html", "head"] and "body" in page.tags
     assert not page.external, f"the page loads external resources: {page.external}"
-    assert page.figures == list(registry.FIGURES)  # in registry order
     drawn = [n for n in registry.FIGURES if n not in page.missing]
+    assert page.figures == drawn  # in registry order, and only the drawn ones
     assert len(page.images) == len(drawn)
+    # figures/ holds exactly the drawn figures: no placeholder for one that could not be drawn.
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(f"{n}.{e}" for n in drawn for e in ("png", "svg"))
     for src in page.images:
         assert src.startswith("data:image/png;base64,"), src[:40]
         image = decode_png(base64.b64decode(src.split(",", 1)[1], validate=True))
         assert image.width >= 400 and image.height >= 150
-    for name in registry.FIGURES:
+    for name in drawn:
         decode_png((out / "figures" / f"{name}.png").read_bytes())
         assert (out / "figures" / f"{name}.svg").read_text()[:200].lstrip().startswith("<?xml")
     for source, value, shown in page.cells:  # every fit number on the page is fit.json's own
@@ -289,10 +291,11 @@ def test_markdown_has_same_content_with_linked_figures(tiny_report):
     out, fit = tiny_report
     md = (out / "report.md").read_text()
     for name in registry.FIGURES:
-        assert (out / "figures" / f"{name}.png").exists()
-        if name == "lr_sensitivity":  # nothing swept: the reason instead of a link
-            assert "Not drawn: Nothing was swept over the learning rate" in md and f"](figures/{name}.png)" not in md
+        if name == "lr_sensitivity":  # nothing swept: the reason instead of a link, and no file
+            assert "not drawn. Nothing was swept over the learning rate" in md and f"](figures/{name}.png)" not in md
+            assert not (out / "figures" / f"{name}.png").exists()
         else:
+            assert (out / "figures" / f"{name}.png").exists()
             assert f"](figures/{name}.png)" in md
     assert fmt.num(fit["approach3"]["alpha"]) in md and "base64" not in md
     for table in registry.TABLES.values():
@@ -405,11 +408,23 @@ def test_snakemake_rule_declares_every_output():
     assert "rule_outputs(" in rule and 'code_fingerprint("report")' in rule
     declared = registry.rule_outputs("results/report")
     assert sorted(declared.values()) == sorted(str(p) for p in registry.output_paths("results/report"))
+    assert "captions=figure_captions()" in rule and "rule_outputs(REPORT_DIR, report, directory)" in rule
     marked = registry.rule_outputs("results/report", mark=lambda path, **kw: (path, kw))
-    for spec in (*registry.FIGURES.values(), *registry.TABLES.values()):
-        path, kw = marked[f"{'figure' if spec.kind == 'figures' else 'table'}_{spec.name}"]
+    for spec in registry.TABLES.values():
+        path, kw = marked[f"table_{spec.name}"]
         assert Path(kw["caption"]).is_file() and kw["category"] == spec.category, spec.name
     assert Path(marked["html"][1]["caption"]).is_file()
+    # The figures folder: each drawn figure by its pattern, under its own category, with its own caption
+    # (the Jinja template shows the rule's `captions` param for the figure's name).
+    path, kw = marked["figures"]
+    assert path == "results/report/figures" and kw["patterns"] == ["{figure}.png"]
+    template = Path(kw["caption"]).read_text()
+    assert "snakemake.params.captions[snakemake.wildcards.figure]" in template
+    captions = registry.figure_captions()
+    for spec in registry.FIGURES.values():
+        wildcards = type("Wildcards", (), {"figure": spec.name})()
+        assert kw["category"](wildcards) == spec.category and kw["labels"](wildcards) == {"figure": spec.title}
+        assert registry.rst_to_text(captions[spec.name]) == spec.caption()
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -527,14 +542,15 @@ def test_registry_drives_page_order_captions_and_categories(tiny_report):
         if spec.name != "lr_sensitivity":  # not drawn without a sweep (its caption: the sweep test)
             assert html.escape(caption) in text, spec.name  # the page shows the caption Snakemake shows
     # Figures appear in registry order, each inside its category's section.
-    positions = [text.index(f'data-figure="{name}"') for name in registry.FIGURES]
+    drawn = [spec for spec in registry.FIGURES.values() if spec.name != "lr_sensitivity"]
+    positions = [text.index(f'data-figure="{spec.name}"') for spec in drawn]
     assert positions == sorted(positions)
-    for spec in registry.FIGURES.values():
+    for spec in drawn:
         section = next(s for s in registry.SECTIONS if s.heading == spec.category)
         start = text.index(f'<section id="{section.id}">')
         assert start < text.index(f'data-figure="{spec.name}"') < text.index("</section>", start)
-    # The frontier caption (once, in its .rst) names the Approach 2 diamonds the figure draws.
-    assert "diamonds the IsoFLOP optima (Approach 2" in registry.FIGURES["frontier"].caption()
+    # The frontier's caption names the Approach 2 diamonds because this figure draws them.
+    assert "Black diamonds are the IsoFLOP optima (Approach 2)." in text
     assert not (REPO / "workflow" / "report").exists(), "captions live in src/scalelab/report/captions only"
 
 
@@ -580,3 +596,68 @@ def test_fit_variants_keep_the_schema_and_report_without_a_flops_column(tiny, tm
     assert run_report(tmp_path) == 0
     page = check_report(results / "report", fit)
     assert "frontier" not in page.missing and "holdout" not in page.missing
+
+
+def test_runs_table_totals_every_training_job_and_flags_short_test_splits(tiny, tmp_path, capsys):
+    """Under WSD the runs table shows each run's own time, its trunk share (the segment charged to
+    it, --trunk-segments) and flops_spent, and the total is every training job's; a test split
+    smaller than eval.test_tokens (eval.json) is a visible note on the page and in the summary."""
+    shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
+    results = tmp_path / "results"
+    frame = pd.read_csv(results / "metrics.csv")
+    frame["flops_spent"] = frame["flops"] * 0.6
+    frame.to_csv(results / "metrics.csv", index=False)
+    ok = frame[frame["status"] == "ok"]["run"].tolist()
+    segments = {}
+    for i, run in enumerate(ok):
+        write_json(results / "runs" / run / "eval.json", {"run": run, "status": "ok", "test_tokens": 5092,
+                                                         "settings": {"test_tokens": 16384}})
+        segments[run] = str(results / "trunks" / "fam" / f"step{i}.json")
+        write_json(Path(segments[run]), {"step": i, "wall_s": 2.5})
+    assert run_report(tmp_path, "--trunk-segments", json.dumps(segments)) == 0
+    text = html.unescape((results / "report" / "index.html").read_text())
+    for heading in ("own wall time (s)", "trunk share (s)", "FLOPs spent (own + trunk share)"):
+        assert f"<th>{heading}</th>" in text
+    own, trunk = frame["wall_s"].sum(), 2.5 * len(ok)
+    assert f"every training job: {own + trunk:,.0f} s ({own:,.0f} s in the runs' own cooldown jobs + {trunk:,.0f} s" in text
+    assert f"smaller than eval.test_tokens (16,384 tokens): {len(ok)} run(s) were scored on 5,092 test tokens" in text
+    summary = (results / "report" / "summary.txt").read_text()
+    assert f"NOTE: {len(ok)} run(s) scored on 5,092 test tokens, fewer than eval.test_tokens 16,384" in summary
+    assert "--trunk-segments: expected a JSON object" in _report_error(tmp_path, capsys, "--trunk-segments", "[1]")
+
+
+def _report_error(root, capsys, *extra) -> str:
+    capsys.readouterr()
+    assert run_report(root, *extra) == 1
+    return capsys.readouterr().err
+
+
+def test_study_settings_table_comes_from_the_resolved_config(tiny, tmp_path):
+    """The Study settings table shows the config after defaults and overrides, and the code fingerprints."""
+    from scalelab import config as study_config
+    from scalelab.fingerprint import code_fingerprint
+    from scalelab.resolved import study_settings
+
+    shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
+    config = study_config.validate({"train": {"lr": "2e-3", "batch_size": 16}, "overrides": {"xs": {"lr": 0.01}},
+                                    "eval": {"test_tokens": "8K"}})
+    settings = study_settings(config)
+    assert run_report(tmp_path, "--settings", json.dumps(settings)) == 0
+    text = html.unescape((tmp_path / "results" / "report" / "index.html").read_text())
+    table = text[text.index('id="table-settings"'):]
+    table = table[:table.index("</table>")]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", table)
+    rows, section = {}, ""
+    for i in range(0, len(cells), 3):
+        section = cells[i] or section  # a section's name is shown on its first row only
+        rows[section, cells[i + 1]] = cells[i + 2]
+    assert rows["train", "lr"] == "xs: 0.01; s: 0.002; m: 0.002; l: 0.002"  # the override, per model
+    assert rows["train", "batch_size"] == "16" and rows["train", "schedule"] == config["train"]["schedule"]
+    assert rows["eval", "test_tokens"] == "8000" and rows["grid", "tokens"].startswith("[")
+    assert rows["code", "report"] == code_fingerprint("report") and rows["code", "train"] == code_fingerprint("train")
+    for key in (("train", "context"), ("train", "warmup_tokens"), ("train", "cooldown"), ("train", "val_evals"),
+                ("fit", "bootstrap"), ("data", "tokenizer.vocab_size"), ("models", "xs")):
+        assert key in rows, key
+    # Without --settings the table says where they come from instead of being empty.
+    assert run_report(tmp_path) == 0
+    assert "No study settings were given" in (tmp_path / "results" / "report" / "index.html").read_text()

@@ -3,6 +3,7 @@ real (module fixture), then every staleness question asked as a dry run (job cou
 from __future__ import annotations
 
 import copy
+import html
 import json
 import re
 import shutil
@@ -66,6 +67,16 @@ def test_wsd_study_shares_trunks_and_accounts_for_them(wsd_study):
     spent, alone = table["flops_spent"].sum(), table["flops"].sum()
     assert f"(ratio {spent / alone:.3f})" in summary and "FLOPs spent vs" in summary
     assert "FLOPs spent vs" in (wsd_study / "results/report/index.html").read_text()
+    # Wall time: each run's own cooldown job plus the trunk segment charged to it (the one ending at
+    # its branch point), so the runs' total is every training job's, trunks included.
+    segments = {p: json.loads(p.read_text())["wall_s"] for p in (wsd_study / "results/trunks").glob("*/step*.json")}
+    assert len(segments) == 6  # one per run: each charged to the run that branches at its end
+    page = html.unescape((wsd_study / "results/report/index.html").read_text())
+    own, trunk = table["wall_s"].sum(), sum(segments.values())
+    assert f"every training job: {own + trunk:,.0f} s ({own:,.0f} s in the runs' own cooldown jobs + {trunk:,.0f} s" in page
+    for heading in ("own wall time (s)", "trunk share (s)", "FLOPs spent (own + trunk share)", "Study settings"):
+        assert heading in page, heading
+    assert "cooldown_shape" in page and "1-sqrt" in page  # the train settings, from the resolved config
 
 
 def test_wsd_no_op_does_nothing(wsd_study):

@@ -18,14 +18,30 @@ STAGES = {
     "fit": ("scalelab.fit", "fit scaling laws to a metrics CSV"),
     "suggest": ("scalelab.suggest.command", "the next runs that most narrow the interval of the compute-optimal N"),
     "report": ("scalelab.report", "plots, tables and HTML for a study"),
+    "track": ("scalelab.loggers", "add each run's evaluation to the trackers it trained with"),
     "check": ("scalelab.check", "validate a config file and list its runs"),
     "prune": ("scalelab.prune", "list (or --delete) store and trunk entries that no current run needs"),
 }
 
 
+def version_text() -> str:
+    """`scalelab --version`: the version and each stage's code fingerprint (the hash a run's
+    outputs depend on; a change reruns that stage), so two installs can be compared."""
+    from . import __version__
+    from .fingerprint import STAGE_CODE, code_fingerprint
+
+    lines = [f"scalelab {__version__}", "code fingerprints:"]
+    lines += [f"  {stage:<10} {code_fingerprint(stage)}" for stage in STAGE_CODE]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        print(version_text())
+        return 0
     top = argparse.ArgumentParser(prog="scalelab", description=__doc__.splitlines()[0])
+    top.add_argument("--version", action="store_true", help="print the version and the code fingerprints")
     top.add_argument("stage", choices=sorted(STAGES), help="the stage to run")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
         top.print_help() if not argv or argv[0] in ("-h", "--help") else top.parse_args(argv[:1])

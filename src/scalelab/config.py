@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ def validate(config: dict) -> dict:
     if not isinstance(config, dict):
         raise ScalelabError("config: the file must hold a mapping of keys (data, models, grid, train, ...)")
     _values(config, "", {}, set())
+    _floats_as_written(config)
     error = best_match(validator().iter_errors(config))
     if error is not None:
         raise ScalelabError(schema_message(error))
@@ -69,6 +71,34 @@ def validate(config: dict) -> dict:
     _check_semantics(config)
     _parse_counts(config)
     return config
+
+
+_FLOAT_TEXT = re.compile(r"^\s*[+-]?(\d[\d_]*(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+def _floats_as_written(config: dict) -> None:
+    """A float setting written `3e-3` is a float, as in a sweep: YAML 1.1 (PyYAML, and so
+    Snakemake's --configfile) reads it as a string. Only keys whose schema type is exactly
+    number change, and only text that is a plain decimal number; anything else meets the schema
+    as written. (A config that holds such text was refused before, so no run id changes.)"""
+    properties = load_schema()["properties"]
+
+    def convert(section: dict, schema: dict) -> None:
+        for key, value in section.items():
+            spec = (schema.get("properties") or {}).get(key)
+            if not isinstance(spec, dict):
+                continue
+            if spec.get("type") == "number" and isinstance(value, str) and _FLOAT_TEXT.match(value):
+                section[key] = float(value.replace("_", ""))
+            elif spec.get("type") == "object" and isinstance(value, dict):
+                convert(value, spec)
+
+    for name, schema in properties.items():
+        if isinstance(config.get(name), dict):
+            convert(config[name], schema)
+    for settings in (config.get("overrides") or {}).values():  # an override is checked as a train setting
+        if isinstance(settings, dict):
+            convert(settings, properties["train"])
 
 
 def _parse_counts(config: dict) -> None:
@@ -227,6 +257,9 @@ def source_files(config: dict, base: Path = Path(".")) -> list[Path]:
     matches nothing, or only those, is an error."""
     source = config["data"]["source"]
     if not isinstance(source, dict) or "files" not in source:
+        from .hfdisk import check_folder
+
+        check_folder(source)  # a local hf folder: a saved dataset or data files, else refused now
         return []
     files: list[Path] = []
     for i, pattern in enumerate(source["files"]):

@@ -356,12 +356,16 @@ def write_data(out_dir: Path, data_cfg: dict, corpus: dict, splits: dict, tokeni
 def tokenize(data_cfg: dict, out_dir: Path, require: dict[str, int] | None = None, base: Path = Path(".")) -> dict:
     """Run the whole stage; write OUTPUTS into out_dir only when everything succeeded."""
     from .config import source_files
+    from .hfdisk import as_loadable
 
     started = time.time()
     # a corpus with a text file over data.source.max_document_bytes takes the chunked path (and
     # the workflow gives its job the "tokenize_chunked" code fingerprint); every other the plain one
     chunked = bool(chunking.large_files(data_cfg, source_files({"data": data_cfg}, base)))
-    documents, corpus, splits, tokenizer, tokens = (build_tokens_chunked if chunked else build_tokens)(data_cfg, base)
+    with as_loadable(data_cfg) as loadable:  # a save_to_disk folder, read through a parquet copy
+        documents, corpus, splits, tokenizer, tokens = (build_tokens_chunked if chunked else build_tokens)(loadable, base)
+    if "hf" in corpus:
+        corpus["hf"] = data_cfg["source"]["hf"]  # the folder the config names, not the copy
     check_split_sizes(data_cfg, documents, tokenizer, tokens, require or {})
     corpus["tokenize_s"] = round(time.time() - started, 2)
     meta = write_data(Path(out_dir), data_cfg, corpus, splits, tokenizer, tokens)

@@ -70,6 +70,9 @@ cluster.export_job_environment(cluster.job_environment(config, RUNS.values()))
 # by expand_grid already). A WSD run's code fingerprint adds the schedule's code; every other run
 # keeps the plain train fingerprint.
 FAMILIES = wsd.plan(RUNS.values(), config)
+# WSD: run -> the info file of the trunk segment charged to it (the one ending at its branch point).
+TRUNK_SEGMENTS = {run: f"results/trunks/{fid}/step{step}.json"
+                  for fid, family in FAMILIES.items() for step, run in family.branches.items()}
 TRAIN_CODE = code_fingerprint("train")
 TRAIN_WSD_CODE = code_fingerprint("train_wsd")
 

@@ -28,3 +28,27 @@ rule evaluate:
     shell:
         "OMP_NUM_THREADS={threads} scalelab evaluate --run results/runs/{wildcards.run:q} --data results/data "
         "--spec {params.spec:q} > {log:q} 2>&1"
+
+
+# Each run's evaluation to the trackers it trained with (train.logger: tensorboard, mlflow), in
+# one job once every run is evaluated: TensorBoard's run folder and the training's MLflow run get
+# test loss, perplexity, bits per byte, BLEU and ROUGE. A run's tracker that has them already is
+# skipped, so a rerun (a new run evaluated) adds nothing twice. Only in a study that uses them.
+TRACKERS = [name for name in loggers.logger_names(config) if name in ("tensorboard", "mlflow")]
+TRACKED = ["results/trackers.json"] if TRACKERS else []
+
+
+# lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
+rule track:
+    input:
+        evals=expand("results/runs/{run}/eval.json", run=RUN_IDS),
+    output:
+        "results/trackers.json",
+    params:
+        runs=lambda wildcards, input: [os.path.dirname(path) for path in input.evals],
+    log:
+        log_path("track"),
+    localrule: True
+    shell:
+        "scalelab track --loggers \"$SCALELAB_LOGGERS\" --study \"$SCALELAB_STUDY\" --out {output:q}"
+        " {params.runs:q} > {log:q} 2>&1"

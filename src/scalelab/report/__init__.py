@@ -33,8 +33,9 @@ __all__ = ["FIGURES", "SECTIONS", "TABLES", "ReportSettings", "add_arguments", "
            "print_summary", "rule_outputs", "run"]
 
 
-def build_report(metrics, fit, runs, data_meta, out, settings: ReportSettings = ReportSettings()) -> str:
+def build_report(metrics, fit, runs, data_meta, out, settings: ReportSettings = ReportSettings(),
+                 suggest=None, study_settings: dict | None = None, trunk_segments: dict | None = None) -> str:
     """Write the whole report into `out` and return the summary text (see scalelab.report.build)."""
     from .build import build_report as build
 
-    return build(metrics, fit, runs, data_meta, out, settings)
+    return build(metrics, fit, runs, data_meta, out, settings, suggest, study_settings, trunk_segments)

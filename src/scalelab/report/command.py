@@ -18,6 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suggest", type=Path, default=None,
                         help="suggest.json from `scalelab suggest` for the What to run next section (optional)")
     parser.add_argument("--out", type=Path, default=Path("results/report"), help="output folder")
+    parser.add_argument("--settings", default=None, metavar="JSON",
+                        help="the study's resolved settings as a JSON object (scalelab.resolved.study_settings; "
+                             "the workflow passes them), shown as the Study settings table")
+    parser.add_argument("--trunk-segments", default=None, metavar="JSON",
+                        help="WSD: a JSON object run -> the info file of the trunk segment charged to it "
+                             "(results/trunks/<family>/step<k>.json; the workflow passes it), for the runs' trunk share "
+                             "of wall time")
     parser.add_argument("--spec", default=None, metavar="JSON",
                         help='report settings as a JSON object, e.g. \'{"title": "my study"}\' '
                              f"(default: {ReportSettings().to_spec()}; config: report)")
@@ -26,6 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from .build import build_report
 
+    import json
+
+    from ..errors import ScalelabError
+
     settings = ReportSettings.from_spec(args.spec)
-    summary = build_report(args.metrics, args.fit, args.runs, args.data_meta, args.out, settings, args.suggest)
+    objects = {}
+    for flag, text in (("--settings", args.settings), ("--trunk-segments", args.trunk_segments)):
+        if text is None:
+            continue
+        try:
+            objects[flag] = json.loads(text)
+        except ValueError as exc:
+            raise ScalelabError(f"{flag}: not valid JSON ({exc})") from None
+        if not isinstance(objects[flag], dict):
+            raise ScalelabError(f"{flag}: expected a JSON object")
+    summary = build_report(args.metrics, args.fit, args.runs, args.data_meta, args.out, settings, args.suggest,
+                           objects.get("--settings"), objects.get("--trunk-segments"))
     print(summary, end="", flush=True)

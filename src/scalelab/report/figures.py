@@ -1,9 +1,12 @@
 """The figures, one `fig_<name>` function each, drawn in the order of the registry.
 
-A figure function takes the Study and returns (figure, note): the note is appended to the
-figure's caption (say, why the fitted curves are missing). When the data cannot support the
-figure at all it raises CannotDraw with the one sentence that replaces it, on the page and drawn
-into its file, so that every declared output exists and nothing empty or misleading is shown.
+A figure function takes the Study and returns (figure, note). The caption is built from what
+was drawn: the registry's caption (what every drawing of the figure shows), then one sentence for
+each optional artist the figure holds (ARTIST_CAPTIONS, keyed by the artist's gid), then the note
+(say, why the fitted curves are missing). When the data cannot support the figure at all it
+raises CannotDraw with the one sentence that says why: the figure is then left out of the page,
+of figures/ and so of Snakemake's report, and the page says in one line why it is absent.
+Fitted curves never set the axis limits (plotting.fit_line): the data do.
 The law is scalelab.law's, the one copy that fit uses too.
 """
 from __future__ import annotations
@@ -20,9 +23,9 @@ from matplotlib.lines import Line2D
 from ..law import compute_optimal, predict_loss
 from .fmt import clause, finite, human, interval, label, percent, sci, sentence
 from .inputs import Study
-from .plotting import (COMPUTE_CMAP, DATA_COLOR, MAX_LINES, MODEL_CMAP, STYLE, TOKENS_CMAP, colorbar, colormap,
-                       fit_legend, grid_levels, off_grid, palette, panel_note, placeholder, plain, save_figure,
-                       set_log, size_label)
+from .plotting import (COMPUTE_CMAP, DATA_COLOR, MAX_LINES, MODEL_CMAP, STYLE, TOKENS_CMAP, artist_gids, colorbar,
+                       colormap, fit_legend, fit_line, grid_levels, legend_outside, limits_from_data, off_grid, palette, panel_note,
+                       plain, save_figure, set_log, size_label)
 from .registry import FIGURES
 
 
@@ -40,20 +43,82 @@ class FigureBlock:
     why: str = ""  # set when the figure could not be drawn
 
 
+# name -> {gid: sentence}, in caption order: what an optional artist is, said only when drawn.
+ARTIST_CAPTIONS = {
+    "loss_vs_params": {
+        "fit-law": "The curves are the fitted Approach 3 law L(N, D) = E + A/N^alpha + B/D^beta at each token "
+                   "count, clipped to the axes, which the data set.",
+        "joined": "There is no fitted law, so the points of each token count are joined to guide the eye.",
+        "off-grid": "Hollow grey points are runs off the grid (IsoFLOP runs).",
+    },
+    "loss_vs_tokens": {
+        "fit-law": "The curves are the fitted Approach 3 law at each size, clipped to the axes, which the data set.",
+        "joined": "There is no fitted law, so the points of each size are joined to guide the eye.",
+        "off-grid": "Hollow grey points are runs off the grid (IsoFLOP runs).",
+    },
+    "isoflop": {
+        "fit-parabola": "Each curve is the parabola in log N fitted to one budget.",
+        "optimum": "Filled diamonds are each budget's compute-optimal size N_opt as fit.json gives it.",
+        "optimum-outside": "A hollow diamond is a minimum outside the sampled sizes.",
+    },
+    "frontier": {
+        "approach2-optima": "Black diamonds are the IsoFLOP optima (Approach 2).",
+        "fit-approach2": "The dotted line is the Approach 2 fit N_opt = G·C^a.",
+        "fit-approach3": "The red line is the Approach 3 allocation N_opt = G (C/6)^a, D_opt = (C/6)^b / G "
+                         "over the measured compute.",
+        "fit-extrapolation": "Dashed red: the same law extrapolated beyond the largest run (shaded region).",
+        "predicted": "Stars are the budgets fit.json predicts.",
+        "interval": "Error bars and the red band are their bootstrap 95 % intervals.",
+    },
+    "lr_sensitivity": {
+        "optimum": "Filled diamonds mark each size's optimum inside the sweep (fit.json's quadratic in log lr "
+                   "through the best value and its neighbours, else the lowest measured point).",
+        "edge": "A hollow diamond is an optimum at an edge of the sweep, where a wider sweep is needed.",
+    },
+    "training_curves": {
+        "validation": "Right: the validation loss at each evaluation.",
+        "not-ok": "Dashed curves are runs that diverged or failed; the axes are scaled to the finished runs, so "
+                  "these may leave them.",
+    },
+    "bleu_rouge": {
+        "off-grid": "Hollow grey points are runs off the grid (IsoFLOP runs).",
+    },
+}
+
+
+def caption_for(name: str, base: str, fig, note: str = "") -> str:
+    """The registry's caption, then a sentence per optional artist the figure holds, then the note."""
+    gids = artist_gids(fig)
+    parts = [base] + [text for gid, text in ARTIST_CAPTIONS.get(name, {}).items() if gid in gids] + [note]
+    return " ".join(p.strip() for p in parts if p and p.strip())
+
+
+def draw_figure(spec, s: Study):
+    """(figure, caption) of one registered figure; raises CannotDraw. The data set the limits."""
+    fig, note = spec.function()(s)
+    if limits_from_data(fig):
+        note = (f"{note} The fitted curves lie wholly outside the measured range, so none is visible: the fit "
+                "does not describe these runs (see the fitted parameters).").strip()
+    return fig, caption_for(spec.name, spec.caption(), fig, note)
+
+
 def draw_figures(s: Study, figures_dir: Path) -> dict[str, FigureBlock]:
-    """Draw every registered figure into figures_dir (PNG and SVG); return them for the pages."""
-    blocks = {}
+    """Draw every registered figure that the data support into figures_dir (PNG and SVG), and
+    remove the files of one that they do not (left over from an earlier report); return the
+    blocks for the pages. Only drawn figures are numbered."""
+    blocks, number = {}, 0
     with plt.rc_context(STYLE):
-        for number, spec in enumerate(FIGURES.values(), start=1):
-            caption, why = spec.caption(), ""
+        for spec in FIGURES.values():
             try:
-                fig, note = spec.function()(s)
-                caption = f"{caption} {note}".strip()
+                fig, caption = draw_figure(spec, s)
             except CannotDraw as exc:
-                why = sentence(str(exc))
-                fig = placeholder(spec.title, why)
+                for ext in ("png", "svg"):
+                    (figures_dir / f"{spec.name}.{ext}").unlink(missing_ok=True)
+                blocks[spec.name] = FigureBlock(spec.name, 0, spec.title, "", why=sentence(str(exc)))
+                continue
+            number += 1
             blocks[spec.name] = FigureBlock(spec.name, number, spec.title, caption,
-                                            save_figure(fig, figures_dir / spec.name), why)
+                                            save_figure(fig, figures_dir / spec.name))
     return blocks
 
 
@@ -80,10 +145,10 @@ def _family_lines(ax, ok, x_col, y_col, group_col, levels, cmap, group_label, cu
     for level, color in zip(levels, palette(len(levels), cmap)):
         rows = ok[ok[group_col] == level].sort_values(x_col)
         if curve is None:  # no law to draw: join the points to guide the eye
-            ax.plot(rows[x_col], rows[y_col], "o-", color=color, lw=1, label=group_label(level))
+            ax.plot(rows[x_col], rows[y_col], "o-", color=color, lw=1, label=group_label(level), gid="joined")
         else:
             ax.plot(rows[x_col], rows[y_col], "o", color=color, label=group_label(level))
-            ax.plot(x_grid, curve(x_grid, level), "-", color=color, lw=1.2, alpha=0.85)
+            fit_line(ax, x_grid, curve(x_grid, level), "-", color=color, lw=1.2, alpha=0.85, gid="fit-law")
     off_grid(ax, ok[~ok[group_col].isin(levels)], x_col, y_col)
 
 
@@ -96,7 +161,7 @@ def _family_colorbar(ax, ok, x_col, y_col, group_col, cmap, curve, x_grid) -> np
     colorbar(ax, points, group_col)
     if curve is not None:
         for level in np.geomspace(levels.min(), levels.max(), 4):
-            ax.plot(x_grid, curve(x_grid, level), "-", color=cm(norm(level)), lw=1.2, alpha=0.85)
+            fit_line(ax, x_grid, curve(x_grid, level), "-", color=cm(norm(level)), lw=1.2, alpha=0.85, gid="fit-law")
     return levels
 
 
@@ -105,14 +170,16 @@ def loss_family(ax, s: Study, x_col: str, group_col: str, cmap: str, group_label
     ok = s.ok
     levels = grid_levels(ok, group_col, x_col)
     x_grid = np.geomspace(ok[x_col].min() / 1.4, ok[x_col].max() * 1.4, 200)
-    if 1 <= len(levels) <= MAX_LINES:
+    lines = 1 <= len(levels) <= MAX_LINES
+    if lines:
         _family_lines(ax, ok, x_col, s.target, group_col, levels, cmap, group_label, curve, x_grid)
     else:
         levels = _family_colorbar(ax, ok, x_col, s.target, group_col, cmap, curve, x_grid)
     set_log(ax, x=x_col)
     ax.set_xlabel(label(x_col))
     ax.set_ylabel(label(s.target))
-    fit_legend(ax, curve is not None, loc="best", ncol=2 if len(levels) > 4 else 1)
+    # Beside the axes, where it covers no point; with a colorbar there, in the emptiest corner.
+    fit_legend(ax, curve is not None, outside=lines, **({} if lines else {"loc": "best"}))
 
 
 def fig_loss_vs_params(s: Study):
@@ -166,13 +233,14 @@ def _isoflop_budget(ax, s: Study, budget: dict, color) -> bool:
         # The same parabola in log N as the fit, refitted here only to draw it.
         coef = np.polyfit(log_n, rows[s.target].to_numpy(float), 2)
         grid = np.linspace(log_n.min() - 0.3, log_n.max() + 0.3, 100)
-        ax.plot(np.exp(grid), np.polyval(coef, grid), "-", color=color, lw=1.2, alpha=0.85)
+        fit_line(ax, np.exp(grid), np.polyval(coef, grid), "-", color=color, lw=1.2, alpha=0.85, gid="fit-parabola")
     n_opt, loss_opt = budget.get("n_opt"), budget.get("loss_opt")
     if not (finite(n_opt) and finite(loss_opt)):
         return False
     inside = not budget.get("outside_sampled", not (
         len(rows) and rows[s.n_col].min() <= float(n_opt) <= rows[s.n_col].max()))
-    ax.plot(float(n_opt), float(loss_opt), "D", ms=7, mec="black", mew=1, mfc=color if inside else "white", zorder=4)
+    ax.plot(float(n_opt), float(loss_opt), "D", ms=7, mec="black", mew=1, mfc=color if inside else "white", zorder=4,
+            gid="optimum" if inside else "optimum-outside")
     return not inside
 
 
@@ -190,12 +258,14 @@ def fig_isoflop(s: Study):
     ax.set_ylabel(label(s.target))
     ax.set_title("IsoFLOP curves: loss vs N at fixed compute")
     handles, labels = ax.get_legend_handles_labels()
-    handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="0.6"))
-    labels.append("N_opt (parabola minimum)")
+    gids = artist_gids(fig)
+    if "optimum" in gids:
+        handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="0.6"))
+        labels.append("N_opt (parabola minimum)")
     if outside:
         handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="white"))
         labels.append("N_opt outside the sampled sizes")
-    ax.legend(handles, labels, loc="best")
+    legend_outside(ax, handles, labels)
     return fig, ""
 
 
@@ -207,22 +277,24 @@ FRONTIER_PANELS = ("n_opt", "d_opt", "loss_pred")
 def _approach2_optima(ax, a2: dict, quantity: str) -> None:
     """The IsoFLOP optima as diamonds, and on the N panel the Approach 2 line N_opt = G·C^a."""
     optima = [b for b in a2["budgets"] if finite(b.get(quantity))]
+    if not optima:
+        return
     ax.plot([b["flops"] for b in optima], [b[quantity] for b in optima], "D", color=DATA_COLOR,
-            ms=6, label="IsoFLOP optimum (Approach 2)")
+            ms=6, label="IsoFLOP optimum (Approach 2)", gid="approach2-optima")
     if quantity == "n_opt" and finite(a2.get("G")) and finite(a2.get("a")) and len(optima) >= 2:
         flops = np.geomspace(min(b["flops"] for b in optima), max(b["flops"] for b in optima), 50)
-        ax.plot(flops, float(a2["G"]) * flops ** float(a2["a"]), ":", color=DATA_COLOR, lw=1.2,
-                label="Approach 2 fit, N_opt = G·C^a")
+        fit_line(ax, flops, float(a2["G"]) * flops ** float(a2["a"]), ":", color=DATA_COLOR, lw=1.2,
+                 label="Approach 2 fit, N_opt = G·C^a", gid="fit-approach2")
 
 
 def _approach3_frontier(ax, law: dict, quantity: str, measured: tuple, top: float) -> None:
     """The law's optimum over the measured compute (solid) and beyond it (dashed)."""
-    for lo, hi, style, text in ((measured[0], measured[1], "-", "Approach 3 law"),
-                                (measured[1], top, "--", "extrapolation")):
+    for lo, hi, style, text, gid in ((measured[0], measured[1], "-", "Approach 3 law", "fit-approach3"),
+                                     (measured[1], top, "--", "extrapolation", "fit-extrapolation")):
         flops = np.geomspace(lo, hi, 100)
         n_opt, d_opt = optimum(flops, law)
         y = {"n_opt": n_opt, "d_opt": d_opt, "loss_pred": predict_loss(n_opt, d_opt, **law)}[quantity]
-        ax.plot(flops, y, style, color="C3", lw=1.5, label=text)
+        fit_line(ax, flops, y, style, color="C3", lw=1.5, label=text, gid=gid)
 
 
 def _predicted_budgets(ax, allocation: list, quantity: str) -> None:
@@ -235,9 +307,11 @@ def _predicted_budgets(ax, allocation: list, quantity: str) -> None:
         lo = np.array([float(c[0]) if h else v for c, h, v in zip(ci, have_ci, y)])
         hi = np.array([float(c[1]) if h else v for c, h, v in zip(ci, have_ci, y)])
         if len(x) >= 2:
-            ax.fill_between(x, lo, hi, color="C3", alpha=0.15, lw=0, label="bootstrap 95 % interval")
-        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="none", ecolor="C3", capsize=3)
-    ax.plot(x, y, "*", color="C3", ms=11, mec="black", mew=0.6, label="predicted budgets")
+            ax.fill_between(x, lo, hi, color="C3", alpha=0.15, lw=0, label="bootstrap 95 % interval", gid="interval")
+        bars = ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="none", ecolor="C3", capsize=3)
+        for artist in bars.lines[2]:
+            artist.set_gid("interval")
+    ax.plot(x, y, "*", color="C3", ms=11, mec="black", mew=0.6, label="predicted budgets", gid="predicted")
 
 
 def _frontier_note(s: Study, law, allocation) -> str:
@@ -267,7 +341,8 @@ def fig_frontier(s: Study):
             _approach3_frontier(ax, law, quantity, measured, top)
         if allocation:
             _predicted_budgets(ax, allocation, quantity)
-        ax.axvspan(measured[1], top, color="0.5", alpha=0.06, lw=0)
+        if law is not None:  # the extrapolated stretch
+            ax.axvspan(measured[1], top, color="0.5", alpha=0.06, lw=0)
         set_log(ax, x=s.c_col, y=column if quantity != "loss_pred" else None)
         ax.set_xlabel(label(s.c_col))
     axes[0].set_ylabel(f"compute-optimal N_opt ({label(s.n_col).split(' N')[0]})")
@@ -275,9 +350,20 @@ def fig_frontier(s: Study):
     axes[2].set_ylabel(label(s.target))
     for ax, title in zip(axes, ("Parameters", "Tokens", "Loss: runs, and the law at the optimum")):
         ax.set_title(title)
-    axes[0].legend(loc="upper left")
+    legend_outside(axes[2], *_figure_handles(axes))
     fig.tight_layout()
     return fig, _frontier_note(s, law, allocation)
+
+
+def _figure_handles(axes) -> tuple[list, list]:
+    """Every panel's legend entries, each label once (one legend for a row of panels)."""
+    handles, labels = [], []
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    return handles, labels
 
 
 # ----------------------------------------------------------------------------- learning-rate sensitivity
@@ -345,7 +431,8 @@ def fig_lr_sensitivity(s: Study):
             x, y = float(curve["lr"].iloc[best]), float(curve[s.target].iloc[best])
             edge = len(curve) >= 2 and best in (0, len(curve) - 1)
             from_data.append(size_label(names, size))
-        ax.plot(x, y, "D", ms=8, mec="black", mew=1, mfc="white" if edge else color, zorder=4)
+        ax.plot(x, y, "D", ms=8, mec="black", mew=1, mfc="white" if edge else color, zorder=4,
+                gid="edge" if edge else "optimum")
         if edge:
             edges.append(size_label(names, size))
             ax.annotate("edge", (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8, color="0.25")
@@ -360,7 +447,7 @@ def fig_lr_sensitivity(s: Study):
     if edges:
         handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="white"))
         labels.append("optimum at an edge: widen the sweep")
-    ax.legend(handles, labels, loc="best", ncol=2 if len(sizes) > 4 else 1)
+    legend_outside(ax, handles, labels)
     note = []
     if edges:
         note.append(f"Optimum at an edge of the sweep (widen it there): {', '.join(edges)}.")
@@ -375,22 +462,40 @@ def fig_lr_sensitivity(s: Study):
 # ----------------------------------------------------------------------------- training curves
 
 def _curve_lines(ax_train, ax_val, s: Study, colors: dict, sizes: dict, status: dict):
-    """Every run's train and val curves; returns (finished runs' smoothed values, any val, window)."""
-    values, any_val, window = [], False, 1
+    """Every run's train and val curves; returns (finished runs' smoothed train values, their val
+    values, any val, window). A run that did not finish is dashed and may leave the axes
+    (gid not-ok): its spike must not flatten the finished runs."""
+    train_values, val_values, any_val, window = [], [], False, 1
     for run, curve in sorted(s.curves.items(), key=lambda item: (sizes.get(item[0]) or 0, item[0])):
         color = colors.get(sizes.get(run), "0.5")
-        style = "-" if status.get(run) == "ok" else "--"
+        ok = status.get(run) == "ok"
+        style, gid = ("-", None) if ok else ("--", "not-ok")
         window = max(1, len(curve) // 50)  # a light moving average: the trend, not the noise
         train = curve["train_loss"].rolling(window, min_periods=1, center=True).mean()
-        ax_train.plot(curve["tokens"], train, style, color=color, lw=1, alpha=0.85)
-        if status.get(run) == "ok":
-            values.append(train.to_numpy(float))
+        ax_train.plot(curve["tokens"], train, style, color=color, lw=1, alpha=0.85, gid=gid)
+        if ok:
+            train_values.append(train.to_numpy(float))
         if "val_loss" in curve.columns and curve["val_loss"].notna().any():
             val = curve.dropna(subset=["val_loss"])
-            ax_val.plot(val["tokens"], val["val_loss"], style, marker="o", ms=3, color=color, lw=1, alpha=0.85)
+            ax_val.plot(val["tokens"], val["val_loss"], style, marker="o", ms=3, color=color, lw=1, alpha=0.85,
+                        gid=gid or "validation")
             any_val = True
-    values = np.concatenate(values) if values else np.array([])
-    return values[np.isfinite(values)], any_val, window
+            if ok:
+                val_values.append(val["val_loss"].to_numpy(float))
+    return _finite(train_values), _finite(val_values), any_val, window
+
+
+def _finite(arrays: list) -> np.ndarray:
+    values = np.concatenate(arrays) if arrays else np.array([])
+    return values[np.isfinite(values)]
+
+
+def _scale_to(ax, values: np.ndarray) -> None:
+    """y limits that hold every value (the finished runs'), with a margin."""
+    if len(values):
+        lo, hi = values.min(), values.max()
+        pad = 0.03 * max(hi - lo, 0.05 * abs(hi))
+        ax.set_ylim(lo - pad, hi + pad)
 
 
 def fig_training_curves(s: Study):
@@ -401,23 +506,25 @@ def fig_training_curves(s: Study):
     levels = sorted({sizes.get(run) for run in s.curves if finite(sizes.get(run))})
     colors = dict(zip(levels, palette(len(levels), MODEL_CMAP)))
     names = s.model_names()
-    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    values, any_val, window = _curve_lines(ax_train, ax_val, s, colors, sizes, status)
+    # Not sharing y: each panel holds all of its own points (validation losses can sit below the
+    # smoothed training losses, and the best runs must stay visible).
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.2))
+    train_values, val_values, any_val, window = _curve_lines(ax_train, ax_val, s, colors, sizes, status)
     for level in levels:
         ax_train.plot([], [], "-", color=colors[level], label=size_label(names, level))
     if any(st != "ok" for run, st in status.items() if run in s.curves):
         ax_train.plot([], [], "--", color="0.5", label="not ok (diverged/failed)")
-    if len(values):  # scaled to the finished runs: a diverged run's spike must not flatten them
-        ax_train.set_ylim(values.min() * 0.97, values.max() * 1.03)
+    _scale_to(ax_train, train_values)
+    _scale_to(ax_val, val_values)
     for ax in (ax_train, ax_val):
         set_log(ax, x="tokens")
         ax.set_xlabel("tokens seen")
-    ax_train.set_ylabel("loss (nats/token)")
+        ax.set_ylabel("loss (nats/token)")
     ax_train.set_title(f"Training loss (moving average over {window} logged steps)" if window > 1 else "Training loss")
     ax_val.set_title("Validation loss")
     if not any_val:
         ax_val.text(0.5, 0.5, "no validation loss in curve.csv", ha="center", transform=ax_val.transAxes, color="0.3")
-    ax_train.legend(loc="lower left", ncol=2 if len(levels) > 4 else 1)
+    legend_outside(ax_val, *ax_train.get_legend_handles_labels(), ncol=2 if len(levels) > 8 else 1)
     fig.tight_layout()
     return fig, ""
 
@@ -460,9 +567,9 @@ def fig_bleu_rouge(s: Study):
             _score_panel(ax, s, rows, metric, x_col, levels)
     axes[0][0].set_title("vs parameters")
     axes[0][1].set_title("vs compute")
-    for ax in axes.flat:  # one legend, on the first panel that has something to explain
+    for ax in axes.flat:  # one legend, beside the first panel that has something to explain
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="best")
+            legend_outside(axes[0][-1], *ax.get_legend_handles_labels())
             break
     fig.tight_layout()
     missing = set(SCORE_LABELS) - set(metrics)
@@ -474,12 +581,14 @@ def fig_bleu_rouge(s: Study):
 def _holdout_panel(ax, s: Study, hold: dict) -> None:
     """Predicted against actual loss of the held-out runs, with the ±1 % band."""
     actual, predicted = np.array(hold["actual"], float), np.array(hold["predicted"], float)
+    shown = [actual, predicted]  # the limits hold every point and every interval's end
     if hold.get("low") and hold.get("high"):  # the 95 % prediction interval of each prediction
         low, high = np.array(hold["low"], float), np.array(hold["high"], float)
         ax.errorbar(actual, predicted, yerr=[predicted - low, high - predicted], fmt="none", ecolor="C3",
                     alpha=0.6, capsize=3, label="95 % prediction interval")
+        shown += [low, high]
     ax.plot(actual, predicted, "o", color="C3", ms=7, label="held-out runs")
-    span = np.array([np.nanmin([actual, predicted]), np.nanmax([actual, predicted])])
+    span = np.array([np.nanmin(np.concatenate(shown)), np.nanmax(np.concatenate(shown))])
     pad = max(0.02 * span.mean(), 0.15 * np.ptp(span))
     line = span + [-pad, pad]
     ax.plot(line, line, "-", color="0.5", lw=1, label="prediction = actual")
@@ -493,7 +602,7 @@ def _holdout_panel(ax, s: Study, hold: dict) -> None:
     ax.set_xlabel(f"actual {label(s.target)}")
     ax.set_ylabel(f"predicted {label(s.target)}")
     ax.set_title(f"Held out, predicted from the rest: max |error| {percent(hold.get('max_abs_rel_error'))}")
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below the axes: over no point
 
 
 def _residual_panel(ax, s: Study, law: dict, hold: dict | None) -> None:
@@ -513,7 +622,7 @@ def _residual_panel(ax, s: Study, law: dict, hold: dict | None) -> None:
     ax.set_xlabel(label(s.c_col))
     ax.set_ylabel("residual: actual / fit − 1 (%)")
     ax.set_title("Residuals of the Approach 3 fit (all runs)")
-    ax.legend(loc="best", ncol=2 if len(levels) > 4 else 1)
+    legend_outside(ax, ncol=2 if len(levels) > 8 else 1)
 
 
 def fig_holdout(s: Study):
@@ -574,7 +683,7 @@ def fig_law_residuals(s: Study):
             chosen = " (chosen)" if name == s.fit.get("chosen_form") else ""
             ax.set_title(f"{name}{chosen}: against {'N' if row == 0 else 'D'}", fontsize=10)
             if col == len(forms) - 1 and len(levels) <= 8:
-                ax.legend(loc="best", fontsize=7)
+                legend_outside(ax, fontsize=7)  # beside the last panel: over no point
     fig.tight_layout()
     rms = ", ".join(f"{k} {100 * v.get('residual_sigma', float('nan')):.2f} %" for k, v in forms.items()
                     if finite(v.get("residual_sigma")))

@@ -96,6 +96,7 @@ class Study:
     c_col: str = "flops"
     suggest: dict | None = None  # suggest.json of `scalelab suggest` (None: not given)
     suggest_path: Path | None = None
+    study_settings: dict | None = None  # the resolved config (scalelab.resolved), when the workflow gave it
 
     def __post_init__(self) -> None:
         columns = self.fit["columns"]
@@ -151,8 +152,39 @@ def read_suggest(path: Path | None) -> dict | None:
     return value
 
 
+def _number_or_none(value):
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def read_eval_tokens(path: Path) -> tuple[float | None, float | None]:
+    """(test tokens scored, eval.test_tokens asked for) from a run's eval.json, or Nones. The
+    report reads eval.json for this (metrics.csv does not carry them)."""
+    if not path.is_file():
+        return None, None
+    try:
+        evaluation = read_json(path, "evaluation")
+    except ScalelabError:
+        return None, None  # aggregate marks such a run failed; nothing to say about its tokens
+    if not isinstance(evaluation, dict):
+        return None, None
+    settings = evaluation.get("settings") if isinstance(evaluation.get("settings"), dict) else {}
+    return _number_or_none(evaluation.get("test_tokens")), _number_or_none(settings.get("test_tokens"))
+
+
+def read_trunk_wall_s(path: Path) -> float | None:
+    """The wall time in a WSD trunk segment's info file (results/trunks/<family>/step<k>.json)."""
+    if not path.is_file():
+        return None
+    info = read_json(path, "trunk segment record")
+    return _number_or_none(info.get("wall_s")) if isinstance(info, dict) else None
+
+
 def load_study(metrics: Path, fit: Path, runs: Path, data_meta: Path,
-               settings: ReportSettings = ReportSettings(), suggest: Path | None = None) -> Study:
+               settings: ReportSettings = ReportSettings(), suggest: Path | None = None,
+               trunk_segments: dict | None = None) -> Study:
+    """Read the study. Besides metrics.csv, each run's eval.json gives the test tokens it was
+    scored on against those asked for (`test_tokens`, `test_tokens_requested`), and under WSD the
+    trunk segment charged to a run (`trunk_segments`) its `trunk_wall_s`: columns of the frame."""
     frame = read_metrics(metrics)
     fit_json = read_fit_json(fit)
     curves = {}
@@ -160,6 +192,13 @@ def load_study(metrics: Path, fit: Path, runs: Path, data_meta: Path,
         curve = read_curve(runs / run / "curve.csv")
         if curve is not None:
             curves[run] = curve
+    tokens = [read_eval_tokens(runs / run / "eval.json") for run in frame["run"]]
+    if any(used is not None for used, _ in tokens):
+        frame["test_tokens"] = [np.nan if used is None else used for used, _ in tokens]
+        frame["test_tokens_requested"] = [np.nan if asked is None else asked for _, asked in tokens]
+    if trunk_segments:
+        frame["trunk_wall_s"] = [np.nan if run not in trunk_segments else
+                                 (read_trunk_wall_s(Path(trunk_segments[run])) or np.nan) for run in frame["run"]]
     study = Study(frame, fit_json, curves, read_meta(data_meta), settings, fit, data_meta)
     study.suggest, study.suggest_path = read_suggest(suggest), suggest
     return study

@@ -43,9 +43,9 @@ def md_table(table: Table) -> str:
 
 
 def md_figure(block: FigureBlock) -> list[str]:
+    if block.why:  # no figure, no caption: one line that says why it is absent
+        return [f"> {md_text(f'{block.title}: not drawn. {block.why}')}", ""]
     heading = md_text(f"Figure {block.number}. {block.title}.")
-    if block.why:
-        return [f"> **{heading}** Not drawn: {md_text(block.why)}", ""]
     return [f"![{md_text(block.title)}](figures/{block.name}.png)", "",
             f"**{heading}** {md_text(block.caption)} ([SVG](figures/{block.name}.svg))", ""]
 

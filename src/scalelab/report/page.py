@@ -52,9 +52,9 @@ def html_table(table: Table) -> str:
 
 def html_figure(block: FigureBlock) -> str:
     heading = f"Figure {block.number}. {block.title}."
-    if block.why:
-        return (f'<figure id="fig-{block.name}" data-figure="{block.name}" class="missing">'
-                f'<p class="why"><b>{html.escape(heading)}</b> Not drawn: {html.escape(block.why)}</p></figure>')
+    if block.why:  # no figure, no caption: one line that says why it is absent
+        return (f'<p class="why" data-absent="{block.name}">{html.escape(block.title)}: not drawn. '
+                f'{html.escape(block.why)}</p>')
     data = base64.b64encode(block.png).decode("ascii")
     width = int.from_bytes(block.png[16:20], "big") * 2 // 3  # 150 dpi shown at ~100 CSS px per inch
     return (f'<figure id="fig-{block.name}" data-figure="{block.name}">'

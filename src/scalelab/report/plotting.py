@@ -1,7 +1,7 @@
 """The look of every figure and the matplotlib helpers the figures share: one style, one
 colormap per quantity (model size, token count, compute budget, so that colours mean the same
-thing across figures), log axes with readable labels, legends, the placeholder image for a
-figure that cannot be drawn, and saving PNG + SVG atomically with stable bytes."""
+thing across figures), log axes with readable labels, legends outside the data, fitted curves
+that never set the axis limits, and saving PNG + SVG atomically with stable bytes."""
 from __future__ import annotations
 
 import io
@@ -100,6 +100,83 @@ def panel_note(ax, text: str) -> None:
             color="0.3", fontsize=9.5)
 
 
+# Artists a caption may describe carry one of these gids; the caption is built from the gids the
+# figure actually holds (figures.caption_for), so it never names something that is not drawn.
+FIT_GID = "fit"  # a fitted curve: it never sets the axis limits (see fit_line)
+CLIPPED_GID = "clipped"  # a line allowed past the axis limits (a diverged run's curve), said in the caption
+
+
+def fit_line(ax, x, y, *args, gid: str = FIT_GID, **kwargs):
+    """A fitted or model curve (gid "fit..."): `limits_from_data` keeps it from setting the axis
+    limits, so a degenerate fit far below the points cannot squash them; it is clipped to the
+    data's range plus matplotlib's margin."""
+    return ax.plot(x, y, *args, gid=gid, **kwargs)
+
+
+def limits_from_data(fig) -> list[str]:
+    """Autoscale every axes that holds a fitted curve from everything else it holds (points,
+    data lines, bands), so that the curves never set the limits. Returns, for each axes whose
+    fitted curves then lie wholly outside it, where they went ("below", "above", "beside"), and
+    says so inside that axes: a degenerate fit is shown as one, not hidden."""
+    outside = []
+    for ax in fig.axes:
+        fits = [line for line in ax.lines if (line.get_gid() or "").startswith(FIT_GID)]
+        if not fits:
+            continue
+        for line in fits:
+            line.set_visible(False)
+        ax.relim(visible_only=True)  # lines and patches; collections are added back below
+        for collection in ax.collections:
+            if collection.get_visible() and len(collection.get_datalim(ax.transData).get_points()):
+                limits = collection.get_datalim(ax.transData)
+                if np.isfinite(limits.get_points()).all():
+                    ax.update_datalim(limits.get_points())
+        ax.autoscale_view()
+        for line in fits:
+            line.set_visible(True)
+        where = _where_outside(ax, fits)
+        if where:
+            outside.append(where)
+            ax.text(0.5, 0.02 if where == "below" else 0.97, f"the fitted curves lie {where} the axes",
+                    transform=ax.transAxes, ha="center", va="bottom" if where == "below" else "top",
+                    fontsize=8.5, color="C3")
+    return outside
+
+
+def _where_outside(ax, lines) -> str:
+    """'' when some point of the lines is inside the axes, else where they are."""
+    (x_lo, x_hi), (y_lo, y_hi) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+    ys = []
+    for line in lines:
+        x, y = (np.asarray(v, float) for v in line.get_data())
+        seen = np.isfinite(x) & np.isfinite(y) & (x >= x_lo) & (x <= x_hi)
+        if ((y[seen] >= y_lo) & (y[seen] <= y_hi)).any():
+            return ""
+        ys.append(y[seen])
+    ys = np.concatenate(ys) if ys else np.array([])
+    if not len(ys):
+        return "beside"
+    return "below" if (ys < y_lo).all() else "above" if (ys > y_hi).all() else "outside"
+
+
+def legend_outside(ax, handles=None, labels=None, **kwargs):
+    """The legend to the right of the axes, where it can cover no point (savefig's tight bbox
+    keeps it in the file)."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def artist_gids(fig) -> set[str]:
+    """The gids of every artist the figure holds (legend proxies excluded: they draw no data)."""
+    gids = set()
+    for ax in fig.axes:
+        for artist in (*ax.lines, *ax.collections, *ax.patches):
+            if artist.get_gid():
+                gids.add(artist.get_gid())
+    return gids
+
+
 def fit_legend(ax, fitted: bool, **kwargs) -> None:
     """The figure's legend plus two grey keys that say which marks are data and which the fit."""
     handles, labels = ax.get_legend_handles_labels()
@@ -108,7 +185,10 @@ def fit_legend(ax, fitted: bool, **kwargs) -> None:
     if fitted:
         handles.append(Line2D([], [], color=FIT_COLOR))
         labels.append("Approach 3 fit")
-    ax.legend(handles, labels, **kwargs)
+    if kwargs.pop("outside", False):
+        legend_outside(ax, handles, labels, **kwargs)
+    else:
+        ax.legend(handles, labels, **kwargs)
 
 
 def grid_levels(frame: pd.DataFrame, group_col: str, x_col: str) -> np.ndarray:
@@ -127,16 +207,8 @@ def off_grid(ax, frame: pd.DataFrame, x_col: str, y_col: str) -> None:
     """Runs that belong to no line of the grid (IsoFLOP runs), as hollow grey points."""
     if len(frame):
         isoflop = "isoflop_budget" in frame.columns and np.isfinite(frame["isoflop_budget"]).all()
-        ax.plot(frame[x_col], frame[y_col], "o", mfc="none", mec="0.55", ms=5,
+        ax.plot(frame[x_col], frame[y_col], "o", mfc="none", mec="0.55", ms=5, gid="off-grid",
                 label="IsoFLOP runs" if isoflop else "other runs")
-
-
-def placeholder(title: str, why: str):
-    """The file that stands in for a figure that cannot be drawn: it says why."""
-    fig = plt.figure(figsize=(6.4, 1.6))
-    fig.text(0.5, 0.5, textwrap.fill(plain(f"{title}: not drawn. {why}"), 70), ha="center", va="center",
-             fontsize=10, color="0.25")
-    return fig
 
 
 def save_figure(fig, stem: Path) -> bytes:

@@ -19,6 +19,9 @@ from typing import Callable
 
 CAPTIONS = Path(__file__).resolve().parent / "captions"
 INDEX_CAPTION = CAPTIONS / "index.rst"
+# Snakemake's caption for every figure of the figures/ folder: a Jinja template that shows the
+# figure's own caption from the report rule's `captions` param (`figure_captions()`).
+FIGURE_CAPTION = CAPTIONS / "figure.rst"
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ TABLES = {t.name: t for t in (
     _table("holdout", "Held-out runs", "Held-out check"),
     _table("next_runs", "Suggested next runs", "What to run next"),
     _table("grid", "Grid of runs", "Runs"),
+    _table("settings", "Study settings", "Reproducibility"),
     _table("reproducibility", "Corpus, tokenizer and software", "Reproducibility"),
 )}
 
@@ -114,23 +118,38 @@ def rst_to_text(text: str) -> str:
 
 
 def output_paths(out: str | Path) -> list[Path]:
-    """Every file `report` writes, at fixed names (what the Snakemake rule declares)."""
+    """Every path `report` writes at a fixed name (what the Snakemake rule declares). figures/ is
+    a folder: it holds `<name>.png` and `<name>.svg` of each figure the data could support, and
+    nothing for one they could not (no placeholder)."""
     out = Path(out)
-    paths = [out / "index.html", out / "report.md", out / "summary.txt"]
-    paths += [out / "figures" / f"{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
+    paths = [out / "index.html", out / "report.md", out / "summary.txt", out / "figures"]
     paths += [out / "tables" / f"{name}.html" for name in TABLES]
     return paths
 
 
-def rule_outputs(out: str, mark: Callable = lambda path, **_: path) -> dict:
-    """The report rule's named outputs (the same files as `output_paths`). `mark` is Snakemake's
-    `report()`; figures, tables and index.html are marked with their caption and category."""
+def figure_captions() -> dict[str, str]:
+    """name -> the registry caption of each figure (what every drawing of it shows), for
+    Snakemake's report (the page adds a sentence per optional artist drawn)."""
+    return {f.name: f.caption_path.read_text().strip() for f in FIGURES.values()}
+
+
+def figure_category(wildcards) -> str:
+    return FIGURES[wildcards.figure].category
+
+
+def figure_labels(wildcards) -> dict:
+    return {"figure": FIGURES[wildcards.figure].title}
+
+
+def rule_outputs(out: str, mark: Callable = lambda path, **_: path, directory: Callable = lambda path: path) -> dict:
+    """The report rule's named outputs (the same paths as `output_paths`). `mark` is Snakemake's
+    `report()` and `directory` its `directory()`; index.html and the tables are marked with their
+    caption and category, and the figures folder with a pattern, so that Snakemake's report
+    holds the drawn figures only, each under its category with its caption (FIGURE_CAPTION)."""
     outputs = {"html": mark(f"{out}/index.html", caption=str(INDEX_CAPTION), category="Report"),
-               "markdown": f"{out}/report.md", "summary": f"{out}/summary.txt"}
-    for f in FIGURES.values():
-        outputs[f"figure_{f.name}"] = mark(f"{out}/figures/{f.name}.png", caption=str(f.caption_path),
-                                           category=f.category)
-        outputs[f"figure_{f.name}_svg"] = f"{out}/figures/{f.name}.svg"
+               "markdown": f"{out}/report.md", "summary": f"{out}/summary.txt",
+               "figures": mark(directory(f"{out}/figures"), patterns=["{figure}.png"], caption=str(FIGURE_CAPTION),
+                               category=figure_category, labels=figure_labels)}
     for t in TABLES.values():
         outputs[f"table_{t.name}"] = mark(f"{out}/tables/{t.name}.html", caption=str(t.caption_path),
                                           category=t.category)

@@ -101,6 +101,20 @@ def _compute_line(s) -> str:
     return f"  compute       {num(total)} FLOPs spent vs {num(alone)} as independent runs{ratio}"
 
 
+def _test_tokens_lines(s) -> list[str]:
+    """A note when the test numbers stand for fewer tokens than eval.test_tokens asked for."""
+    table = s.metrics
+    if "test_tokens" not in table.columns or "test_tokens_requested" not in table.columns:
+        return []
+    pairs = [(float(u), float(a)) for u, a in zip(table["test_tokens"], table["test_tokens_requested"])
+             if isinstance(u, (int, float)) and isinstance(a, (int, float)) and u == u and a == a and u < a]
+    if not pairs:
+        return []
+    used = ", ".join(f"{int(u):,}" for u in sorted({u for u, _ in pairs}))
+    return [f"  test tokens   NOTE: {len(pairs)} run(s) scored on {used} test tokens, fewer than eval.test_tokens "
+            f"{int(max(a for _, a in pairs)):,}: the test split is that small"]
+
+
 def _hparam_lines(s) -> list[str]:
     """One line per swept hyperparameter: the value its law recommends at the next budget."""
     section = s.fit.get("hyperparameters")
@@ -134,7 +148,7 @@ def summary_text(s, index_html: Path, results: Path | None = None) -> str:
              _next_budget_line(s), *_disagreement_line(s),
              *_hparam_lines(s),
              "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
-             _compute_line(s)]
+             _compute_line(s), *_test_tokens_lines(s)]
     study = Path(".")
     if results is not None:
         from ..disk import usage_line

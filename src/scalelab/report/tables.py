@@ -9,6 +9,9 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass, field
 
+import numpy as np
+import pandas as pd
+
 from .. import __version__
 from .fmt import STATUSES, clause, count, finite, human, interval, num, percent
 from .inputs import Study
@@ -280,12 +283,46 @@ def _exp_half(width):
 # ----------------------------------------------------------------------------- runs and provenance
 
 GRID_OPTIONAL = (("test_loss", "test loss"), ("test_bpb", "test bits/byte"), ("bleu", "BLEU"), ("rougeL", "ROUGE-L"),
-                 ("wall_s", "wall time (s)"))
+                 ("flops_spent", "FLOPs spent"), ("wall_s", "wall time (s)"), ("trunk_wall_s", "trunk share (s)"))
+GRID_HEADINGS_WSD = {"flops_spent": "FLOPs spent (own + trunk share)", "wall_s": "own wall time (s)"}
+
+
+def _finite_sum(frame, column: str) -> float:
+    return float(np.nansum(pd.to_numeric(frame[column], errors="coerce"))) if column in frame.columns else 0.0
+
+
+def _wall_time_note(frame) -> str:
+    """The study's training wall time: every run's own job plus, under WSD, every trunk segment
+    (each charged to the run that branches at its end, so none is counted twice or left out)."""
+    own, trunk = _finite_sum(frame, "wall_s"), _finite_sum(frame, "trunk_wall_s")
+    if not own and not trunk:
+        return ""
+    if "trunk_wall_s" not in frame.columns:
+        return f"Training wall time, every run's job: {own:,.0f} s."
+    return (f"Training wall time, every training job: {own + trunk:,.0f} s ({own:,.0f} s in the runs' own "
+            f"cooldown jobs + {trunk:,.0f} s in the WSD trunk segments, each charged to the run that branches "
+            "at its end, as flops_spent is).")
+
+
+def _test_tokens_note(frame) -> str:
+    """When a run's test numbers stand for fewer tokens than eval.test_tokens asked for."""
+    if "test_tokens" not in frame.columns or "test_tokens_requested" not in frame.columns:
+        return ""
+    used = pd.to_numeric(frame["test_tokens"], errors="coerce")
+    asked = pd.to_numeric(frame["test_tokens_requested"], errors="coerce")
+    short = used < asked
+    if not short.any():
+        return ""
+    counts = sorted({int(v) for v in used[short]})
+    return (f"Note: the test split is smaller than eval.test_tokens ({int(asked[short].max()):,} tokens): "
+            f"{int(short.sum())} run(s) were scored on {', '.join(f'{c:,}' for c in counts)} test tokens, so their "
+            "test loss, bits per byte, BLEU and ROUGE stand for that many.")
 
 
 def table_grid(s: Study) -> Table:
     frame = s.metrics
-    optional = [(c, h) for c, h in GRID_OPTIONAL if c in frame.columns]
+    wsd = "trunk_wall_s" in frame.columns
+    optional = [(c, GRID_HEADINGS_WSD.get(c, h) if wsd else h) for c, h in GRID_OPTIONAL if c in frame.columns]
     swept = "best_in_sweep" in frame.columns  # a study with sweeps: which run of each the fits use
     table = new_table("grid", ["run", "model", "N (params)", "D (tokens)", "C (FLOPs)", "status", "steps", s.target]
                       + [heading for _, heading in optional] + (["best in its sweep"] if swept else []))
@@ -296,10 +333,74 @@ def table_grid(s: Study) -> Table:
                  Cell(status, css=f"status-{status}" if status in STATUSES else "status-other"),
                  Cell(num(row.get("steps"))), Cell(num(row[s.target]))]
         best = [Cell("yes" if str(row["best_in_sweep"]).strip().lower() in ("true", "1", "1.0") else "")] if swept else []
-        table.rows.append(cells + [Cell(num(row[c])) for c, _ in optional] + best)
+        table.rows.append(cells + [Cell(num(row[c], 3) if c == "flops_spent" else num(row[c])) for c, _ in optional]
+                          + best)
     counts = frame["status"].value_counts()
     table.notes.append(", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES) + f" of {len(frame)} runs.")
+    table.notes += [note for note in (_wall_time_note(frame), _test_tokens_note(frame)) if note]
     return table
+
+
+SETTINGS_SECTIONS = ("data", "models", "grid", "train", "eval", "fit", "report", "code")
+
+
+def _setting_rows(section: str, value, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(section, dotted key, value text) for every leaf of a settings section."""
+    if isinstance(value, dict) and value and not (section == "models" and prefix):
+        rows = []
+        for key, item in value.items():
+            rows += _setting_rows(section, item, f"{prefix}.{key}" if prefix else str(key))
+        return rows
+    if isinstance(value, dict):  # a model's shape on one line; an empty section as {}
+        text = ", ".join(f"{k} {_setting_text(v)}" for k, v in value.items()) or "{}"
+    else:
+        text = _setting_text(value)
+    return [(section, prefix or "–", text)]
+
+
+def _setting_text(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_setting_text(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value:,}"
+    return str(value)
+
+
+def _train_rows(per_model: dict) -> list[tuple[str, str, str]]:
+    """Each train setting once: its value when every model has it, else the value per model."""
+    keys = list(dict.fromkeys(k for settings in per_model.values() for k in settings))
+    rows = []
+    for key in keys:
+        texts = {model: _setting_text(settings.get(key)) for model, settings in per_model.items()}
+        shown = next(iter(texts.values())) if len(set(texts.values())) == 1 else \
+            "; ".join(f"{model}: {text}" for model, text in texts.items())
+        rows.append(("train", key, shown))
+    return rows
+
+
+def table_settings(s: Study) -> Table:
+    table = new_table("settings", ["section", "setting", "value"])
+    settings = s.study_settings
+    if not settings:
+        table.notes.append("No study settings were given to `scalelab report` (--settings); the workflow passes "
+                           "them from the resolved config.")
+        return table
+    rows = []
+    for section in [*SETTINGS_SECTIONS, *(k for k in settings if k not in SETTINGS_SECTIONS)]:
+        if section not in settings:
+            continue
+        if section == "train" and isinstance(settings["train"], dict):
+            rows += _train_rows(settings["train"])
+        else:
+            rows += _setting_rows(section, settings[section])
+    table.rows = [[Cell(section), Cell(key), Cell(value)] for section, key, value in rows]
+    table.notes.append("From the study's config after validation filled every default and each model's overrides "
+                       "were applied; code: the fingerprint of each stage's code (`scalelab --version`).")
+    return blank_repeats(table)
 
 
 def _flat(value) -> str:

@@ -10,7 +10,7 @@ from .. import store, wsd
 from ..cluster import is_launcher
 from ..errors import ScalelabError
 from ..files import loads_json, write_json
-from ..loggers import make_loggers
+from ..loggers import make_loggers, tracker_tags
 from ..model import GPTConfig, param_counts
 from .batches import TokenData
 from .callbacks import CurveRecorder, DivergenceGuard
@@ -59,8 +59,7 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         lit = build_wsd_module(model_config, spec, plan.steps, plan.branch_step)
     else:
         lit = build_module(model_config, spec, plan.steps)
-    tags = {"model": spec["model"], "N": param_counts(model_config)[0], "D": spec["tokens"], "seed": spec["seed"],
-            "study": study}
+    tags = tracker_tags(spec, param_counts(model_config)[0], plan.tokens, study)  # D as trained, whole steps
     trackers = make_loggers(loggers, run_dir, spec["run"], tags, study)
     if resumed_from_step is not None:
         print(f"{spec['run']}: resuming from step {resumed_from_step} of {plan.steps} ({resume_from})")

@@ -1,0 +1,32 @@
+"""The study's settings as resolved from its config, for the report's "Study settings" table.
+
+`study_settings(config)` is what the report shows: the data, tokenizer, models, grid, every
+model's train settings after its overrides, and the eval, fit and report settings, all after
+validation filled the defaults, plus the code fingerprint of every stage. Built from the
+validated config (never written by hand), so the page cannot drift from what ran. Plain JSON
+types, in the config's order: the report rule passes it as one JSON param.
+"""
+from __future__ import annotations
+
+import json
+
+from .sweeps import train_settings
+from .fingerprint import STAGE_CODE, code_fingerprint
+
+
+def study_settings(config: dict) -> dict:
+    """{section: {key: value}} of a validated config, train settings per model."""
+    grid = config["grid"]
+    used = set(grid["models"]) | set((grid.get("isoflop") or {}).get("models") or [])
+    models = [name for name in config["models"] if name in used]  # in the config's order
+    settings = {
+        "data": config["data"],
+        "models": {name: config["models"][name] for name in models},
+        "grid": grid,
+        "train": {name: train_settings(config, name) for name in models},
+        "eval": config["eval"],
+        "fit": config["fit"],
+        "report": config.get("report") or {},
+        "code": {stage: code_fingerprint(stage) for stage in STAGE_CODE},
+    }
+    return json.loads(json.dumps(settings, default=str))
