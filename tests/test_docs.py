@@ -44,7 +44,13 @@ def _commands() -> list[tuple[str, str, str]]:
     for path in (REPO / "README.md", REPO / "config" / "README.md"):
         for number, block in enumerate(_code_blocks(path)):
             skip_rest = ""
-            for line in block:
+            joined = []
+            for line in block:  # a command continued with a trailing backslash is one command
+                if joined and joined[-1].rstrip().endswith("\\"):
+                    joined[-1] = joined[-1].rstrip()[:-1] + " " + line.strip()
+                else:
+                    joined.append(line)
+            for line in joined:
                 command = line.split(" #")[0].strip()
                 if not command or command.startswith("#"):
                     continue
@@ -70,6 +76,8 @@ def _commands() -> list[tuple[str, str, str]]:
             found[i] = (where, command, "needs a Slurm cluster")
         elif not why and "--report" in command:
             found[i] = (where, command, "needs a finished study (tests/test_ecosystem.py builds one)")
+        elif not why and re.match(r"scalelab (prune|suggest)\b", command):
+            found[i] = (where, command, "needs a finished study")
         elif not why and "..." in command:
             found[i] = (where, command, "elides its arguments")
     return found
