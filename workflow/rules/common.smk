@@ -260,8 +260,8 @@ def capped_cores(limit):
         return limit
 
 
-# What each rule is, by the file it writes: a module renames rules (`use rule * from scalelab as
-# scalelab_*`, or any other pattern) but keeps their outputs.
+# The role of each of this workflow's rules, by the file it writes: a module renames them (`use rule *
+# from scalelab as scalelab_*`, or any other pattern) but keeps their outputs.
 RULE_ROLES = {"results/runs/{run}/model.pt": "train", "results/trunks/{family}/step{step}.ckpt": "trunk",
               "results/data/meta.json": "tokenize"}
 
@@ -271,9 +271,10 @@ def rule_role(rule):
     (its output patterns carry their wildcard constraints, `{run,[^/]+}`: compared without them)."""
     from snakemake.io import strip_wildcard_constraints
 
-    for path in (strip_wildcard_constraints(str(f)) for f in rule.output):
+    for path in (Path(strip_wildcard_constraints(str(f))) for f in rule.output):
         for pattern, role in RULE_ROLES.items():
-            if path == pattern or path.endswith("/" + pattern):  # a module may prefix its paths
+            parts = Path(pattern).parts
+            if path.parts[-len(parts):] == parts:  # a module may prefix its paths
                 return role
     return None
 
@@ -342,3 +343,14 @@ def suggest_spec():
     if train["schedule"] == "wsd":
         spec["cooldown"] = train["cooldown"]
     return json.dumps(spec, sort_keys=True)
+
+
+def checked_onstart(outer_onstart):
+    """The onstart of a workflow that uses this one as a module, with this workflow's job checks
+    run first (Snakemake calls only the main Snakefile's onstart)."""
+
+    def onstart(log):
+        check_jobs_can_start()
+        outer_onstart(log)
+
+    return onstart
