@@ -15,8 +15,13 @@ def _law_lines(s) -> list[str]:
     if a3 is None:
         return [f"  fitted law    not identified: {clause(why)}"]
     ci = a3.get("ci95") or {}
-    lines = [f"  fitted law    {s.target} = {num(a3['E'])} + {num(a3['A'])}/N^{num(a3['alpha'])} + "
-             f"{num(a3['B'])}/D^{num(a3['beta'])}   (Approach 3, {s.fit['n_points']} runs)"]
+    # When another form was chosen, these lines are the Chinchilla form's (its alpha, beta and
+    # allocation exponents are the ones papers quote), and they say so.
+    chosen = s.fit.get("chosen_form")
+    label, note = (("fitted law", "") if chosen in (None, "chinchilla") else
+                   ("chinchilla", f"; the {chosen} form was chosen, these are Chinchilla's exponents"))
+    lines = [f"  {label:<13} {s.target} = {num(a3['E'])} + {num(a3['A'])}/N^{num(a3['alpha'])} + "
+             f"{num(a3['B'])}/D^{num(a3['beta'])}   (Approach 3, {s.fit['n_points']} runs{note})"]
     boot = (f"95 %, {a3['bootstrap']} bootstrap resamples" if a3.get("bootstrap") else
             "no bootstrap, so no intervals" if a3.get("bootstrap") == 0 else "95 %")
     lines.append(f"  exponents     alpha = {num(a3['alpha'])} {interval(ci.get('alpha'))}   "
