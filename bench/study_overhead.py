@@ -10,7 +10,8 @@ STUDY is a study folder a local Snakemake (`--cores N`) finished. Read, nothing 
   and the cores the invocation was given;
 - the stage's own compute: `wall_s` in results/runs/<run>/metrics.json (train) and in each trunk
   segment's sidecar results/trunks/<family>/step<k>.json (trunk), `eval_s` in eval.json
-  (evaluate). Other rules have no own-compute figure.
+  (evaluate); a train job that restored its run from the run store (its log says so) computed
+  nothing. Other rules have no own-compute figure.
 
 Start-up per job = job seconds - own compute (imports, the data's memmaps, writing outputs, the
 process itself). Training share = the train and trunk jobs' own compute x their threads, over
@@ -80,6 +81,13 @@ def newest_log(study: Path) -> Path:
     raise SystemExit(f"study_overhead: no Snakemake log with finished jobs under {study / '.snakemake/log'}")
 
 
+def _restored(log: Path) -> bool:
+    try:
+        return ": restored from " in log.read_text(errors="replace")
+    except OSError:
+        return False
+
+
 def own_compute(study: Path, job: dict) -> float | None:
     """The stage's own seconds, from the file the job wrote; None where there is none."""
     key = COMPUTE_KEY.get(job["rule"])
@@ -88,6 +96,8 @@ def own_compute(study: Path, job: dict) -> float | None:
         return None
     if job["rule"] == "trunk":
         path = study / "results/trunks" / wildcards.get("family", "") / f"step{wildcards.get('step', '')}.json"
+    elif job["rule"] == "train" and _restored(study / "logs/train" / f"{wildcards.get('run', '')}.log"):
+        return 0.0  # copied from the run store: its metrics.json keeps the original training's wall_s
     else:
         path = study / "results/runs" / wildcards.get("run", "") / ("metrics.json" if key == "wall_s" else "eval.json")
     try:

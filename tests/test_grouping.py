@@ -22,7 +22,7 @@ def test_a_group_with_a_multi_rank_run_is_refused_naming_it():
 
 def test_groups_without_training_rules_or_multi_rank_runs_pass():
     grouping.check_groups({"train": "family", "trunk": "family"}, {"a": 1, "b": 1})
-    grouping.check_groups({"tokenize": "tokenize"}, {"a": 4})  # the documented way to turn groups off
+    grouping.check_groups({"none": "none"}, {"a": 4})  # the documented way to turn groups off
     grouping.check_groups({}, {"a": 4})
 
 

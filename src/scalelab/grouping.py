@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from scalelab.errors import ScalelabError
 
 TRAINING_ROLES = ("train", "trunk")
-TURN_OFF = "--groups tokenize=tokenize"  # any --groups replaces the profile's; tokenize is one job anyway
+TURN_OFF = "--groups none=none"  # any --groups replaces the profile's list; `none` is no rule
 
 
 def role(rule: str, roles: Iterable[str]) -> str | None:
