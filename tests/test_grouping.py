@@ -38,7 +38,7 @@ def test_array_jobs_of_a_rule_with_different_resources_are_refused():
     resources = {"train": [(2048, 10, 0, 2), (4096, 20, 0, 2)], "evaluate": [(2048, 30, 0, 1)] * 2}
     grouping.check_array_jobs("evaluate", resources)  # one kind: an array is exact
     grouping.check_array_jobs(None, resources)
-    for setting in ("train", "all", "evaluate;train", " train , evaluate"):
+    for setting in ("train", "all", "evaluate;train", " train , evaluate", "scalelab_train"):
         with pytest.raises(ScalelabError, match=r"--slurm-array-jobs: the train jobs ask for 2 different"):
             grouping.check_array_jobs(setting, resources)
 

@@ -1,4 +1,4 @@
-"""Fewer cluster submissions, checked when the DAG is built.
+"""Fewer cluster submissions, checked at start (once Snakemake has its options), before any job.
 
 profiles/slurm puts the trunk, train and evaluate rules in one Snakemake job group (`groups:`),
 so a WSD family (its trunk segments, cooldowns and evaluations) is one `sbatch`, and a run of
@@ -9,7 +9,7 @@ and the sum of the time limits: more than one job needs, never less. Grouping ch
 are submitted, not which jobs run: staleness is decided per job, as before.
 
 Two options would put jobs that need different resources in one submission, and are refused
-here with one line instead:
+here with one line instead (the workflow's onstart handler, so nothing is submitted or lost):
 - a multi-rank run (`train.devices` > 1) in a group: its ranks start with `srun` from the job's
   own script (the `mpi` resource), which a group's single Snakemake process cannot do;
 - `--slurm-array-jobs` for a rule whose jobs differ in resources: the executor submits the whole
@@ -51,7 +51,7 @@ def array_rules(setting: str | None) -> set[str]:
 
 def check_array_jobs(setting: str | None, resources_by_rule: Mapping[str, Iterable[tuple]]) -> None:
     """Refuse array jobs for a rule whose jobs ask for different resources."""
-    selected = array_rules(setting)
+    selected = {role(name, resources_by_rule) or name for name in array_rules(setting)}  # module-prefixed names too
     for rule, resources in resources_by_rule.items():
         if not ("all" in selected or rule in selected):
             continue
