@@ -15,6 +15,7 @@ executor otherwise waits 40 s before its first poll), so the test takes 3-5 minu
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -97,8 +98,9 @@ def command(study: Path, *args: str) -> list[str]:
 def slurm_args(study: Path, grouped: bool = True) -> list[str]:
     """profiles/slurm as shipped (job groups: one submission per WSD family, or per run), or with
     grouping turned off as the README says (one submission per job)."""
-    args = command(study, "--profile", str(REPO / "profiles/slurm"), "--slurm-init-seconds-before-status-checks", "1")
-    return args if grouped else args + grouping.TURN_OFF.split()
+    # --groups takes every word after it: it goes before the profile, never before a target
+    off = [] if grouped else grouping.TURN_OFF.split()
+    return command(study, *off, "--profile", str(REPO / "profiles/slurm"), "--slurm-init-seconds-before-status-checks", "1")
 
 
 def env() -> dict:
@@ -291,13 +293,14 @@ def grouped_wsd(tmp_path_factory):
     (study / "config.yaml").write_text(yaml.safe_dump(WSD_TINY, sort_keys=False))
     jobs = planned_jobs(study)  # what one submission per job would submit (aggregate runs here)
     first_code, first = run(slurm_args(study), study.parent / "first.log", timeout=1200)
+    table = (study / "results/metrics.csv").read_text()  # before the change below
     noop_code, noop = run(slurm_args(study), study.parent / "noop.log")
     before = {p.name: (p / "metrics.json").read_bytes() for p in (study / "results/runs").iterdir()}
     changed = {**WSD_TINY, "overrides": {"b": {"lr": 1e-3}}}
     (study / "config.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
     change_code, change = run(slurm_args(study), study.parent / "change.log", timeout=1200)
     after = {p.name: (p / "metrics.json").read_bytes() for p in (study / "results/runs").iterdir()}
-    return {"study": study, "jobs": jobs, "first_code": first_code, "first": first, "noop_code": noop_code,
+    return {"study": study, "jobs": jobs, "first_code": first_code, "first": first, "table": table, "noop_code": noop_code,
             "noop": noop, "change_code": change_code, "change": change, "before": before, "after": after}
 
 
@@ -317,7 +320,7 @@ def test_job_groups_submit_one_job_per_wsd_family(grouped_wsd, wsd_study):
     assert ungrouped == 21
     # the groups ran every job: the same runs and losses as the shared local study
     local = pd.read_csv(wsd_study / "results/metrics.csv").set_index("run").sort_index()
-    cluster = pd.read_csv(grouped_wsd["study"] / "results/metrics.csv").set_index("run").sort_index()
+    cluster = pd.read_csv(io.StringIO(grouped_wsd["table"])).set_index("run").sort_index()
     assert list(local.index) == list(cluster.index) and (cluster["status"] == "ok").all()
     assert (cluster["steps"] == local["steps"]).all()
     assert (cluster["val_loss"] - local["val_loss"]).abs().max() < 1e-4  # 2 threads here, 1 there
