@@ -108,8 +108,12 @@ if [ "$ACCOUNTING" = 1 ]; then
     sleep 0.5
   done
   mariadb -e 'select 1' >/dev/null 2>&1 || fail "MariaDB did not start (see $STATE/log/mariadb.log)"
-  mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
-              GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+  # Every time, not only when the user is new: a `slurm` user left by an earlier set-up with
+  # another password would otherwise make slurmdbd fail with "Access denied".
+  mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost';
+              ALTER USER 'slurm'@'localhost' IDENTIFIED BY 'slurm';
+              GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;" \
+    || fail "could not set the MariaDB user slurm's password and grants (see $STATE/log/mariadb.log)"
   say "mariadbd up"
   cat > /etc/slurm/slurmdbd.conf <<EOF
 AuthType=auth/munge

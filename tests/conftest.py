@@ -64,3 +64,18 @@ def tiny_spec(**changes) -> dict:
             "val_tokens": 1024, "val_evals": 2, "checkpoint_every": 0.25}
     spec.update(changes)
     return spec
+
+
+@pytest.fixture(scope="session")
+def wsd_study(tmp_path_factory) -> Path:
+    """The tiny WSD study (tests/test_workflow_wsd.py's WSD_TINY: 2 families x 3 token counts),
+    run once locally and shared by every test file that only reads it (staleness dry runs, the
+    overhead benchmark, the Slurm comparison). A test that changes it works on a copy."""
+    from test_workflow import snakemake, write_config
+    from test_workflow_wsd import WSD_TINY
+
+    study = tmp_path_factory.mktemp("wsd_study")
+    make_corpus(study / "corpus", documents=150)
+    write_config(study, WSD_TINY)
+    snakemake(study)
+    return study

@@ -1,5 +1,6 @@
 """End to end under `train.schedule: wsd`: a tiny study of 2 models x 3 token counts, run once for
-real (module fixture), then every staleness question asked as a dry run (job counts per rule)."""
+real (the session fixture `wsd_study` in tests/conftest.py, shared with other files), then every
+staleness question asked as a dry run (job counts per rule)."""
 from __future__ import annotations
 
 import copy
@@ -12,8 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_corpus
-from test_workflow import planned_jobs, snakemake, write_config
+from test_workflow import planned_jobs, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -31,13 +31,7 @@ WSD_TINY = {
 DOWNSTREAM = {"aggregate": 1, "fit": 1, "suggest": 1, "report": 1}
 
 
-@pytest.fixture(scope="module")
-def wsd_study(tmp_path_factory):
-    study = tmp_path_factory.mktemp("wsd_study")
-    make_corpus(study / "corpus", documents=150)
-    write_config(study, WSD_TINY)
-    snakemake(study)
-    return study
+# wsd_study: the study above, run once per session (tests/conftest.py), shared with other files
 
 
 def changed(study, tmp_path, edit) -> dict[str, int]:

@@ -20,6 +20,7 @@ from scalelab import resources as job_resources
 from scalelab.settings import FitSettings
 from scalelab.errors import ScalelabError
 from scalelab.fingerprint import code_fingerprint
+from scalelab import grouping
 
 STARTED = time.time()  # onsuccess prints only what this invocation produced
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
@@ -28,6 +29,40 @@ DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 if not workflow.overwrite_configfiles:
 
     configfile: str(DEFAULT_CONFIG)
+
+
+def check_submissions():
+    """profiles/slurm's job groups and the executor's array jobs (scalelab.grouping): refuse those
+    that would put jobs needing different resources in one submission. Run at start (Snakemake
+    sets these options only then), before any job, so nothing is lost; local runs ignore groups."""
+    if workflow.local_exec or not workflow.is_main_process:
+        return
+    try:
+        _check_submissions()
+    except ScalelabError as error:
+        sys.exit(f"scalelab: error: {error} (nothing was run)")
+
+
+def _check_submissions():
+    grouping.check_groups(workflow.group_settings.overwrite_groups,
+                          {run.id: run.spec["devices"] for run in RUNS.values()})
+    arrays = getattr(workflow.executor_settings, "array_jobs", None)
+    if not grouping.array_rules(arrays):
+        return
+    vocab = config["data"]["tokenizer"]["vocab_size"]
+
+    def kind(r):
+        return (r.mem_mb, r.runtime, r.gpus, r.cpus)
+
+    families = wsd.plan(RUNS.values(), config)
+    resources = {
+        "train": [kind(job_resources.train_resources(run.spec, vocab)) for run in RUNS.values()],
+        "evaluate": [kind(job_resources.evaluate_resources(run.spec, vocab, config["eval"]["batch_size"]))
+                     for run in RUNS.values()],
+        "trunk": [kind(job_resources.train_resources(RUNS[run].spec, vocab))
+                  for family in families.values() for run in family.branches.values()],
+    }
+    grouping.check_array_jobs(arrays, resources)
 
 
 try:

@@ -25,6 +25,7 @@ rule evaluate:
         gpu=evaluate_gpus,
         runtime=30,
         mem_mb=evaluate_mem_mb,
+        mpi="",  # as train's single-rank value, so that a run's jobs can be one job group
     shell:
         "OMP_NUM_THREADS={threads} scalelab evaluate --run results/runs/{wildcards.run:q} --data results/data "
         "--spec {params.spec:q} > {log:q} 2>&1"

@@ -31,6 +31,7 @@ rule trunk:
         gpu=trunk_gpus,
         runtime=trunk_runtime_min,
         mem_mb=trunk_mem_mb,
+        mpi="",  # one rank; the same value as train's, so that a WSD family can be one job group
     shell:
         "scalelab trunk --family {params.family:q} --step {wildcards.step} --start={params.start:q} "
         "--data results/data --out results/trunks/{wildcards.family:q}/step{wildcards.step}.ckpt "
