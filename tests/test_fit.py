@@ -756,3 +756,20 @@ def test_approach2_bootstrap_matches_refitting_each_resample():
             else:
                 assert fast[b, j] == pytest.approx(-coef[1] / (2 * coef[0]), abs=1e-8), (b, j)
     assert np.isnan(fast[:, 2]).any() and np.isfinite(fast[:, 0]).all()  # 3 sizes: some resamples fail
+
+
+def test_a_power_law_parameter_on_its_bound_has_no_interval():
+    """Data from a pure power law (no loss floor): the nonlinear fit puts E on its lower bound, 0,
+    where a covariance interval would cross it (it gave E [-2.69, 2.69]); E gets none and says why,
+    and every interval that is given stays inside its bounds."""
+    from scalelab.fit.power_laws import fit_power_law
+
+    size = np.geomspace(1e4, 1e6, 6)
+    loss = 50.0 * size ** -0.2 * (1 + 0.002 * np.sin(np.arange(6)))
+    section, _ = fit_power_law(size, loss)
+    assert section["at_bound"] == ["E"] and section["ci95"]["E"] is None
+    low, high = section["ci95"]["exponent"]
+    assert 0 <= low <= section["exponent"] <= high
+    # and a law with a real floor keeps all three intervals
+    floored, _ = fit_power_law(size, 1.5 + 50.0 * size ** -0.3 * (1 + 0.002 * np.sin(np.arange(6))))
+    assert floored["at_bound"] == [] and all(floored["ci95"][k] is not None for k in ("E", "A", "exponent"))

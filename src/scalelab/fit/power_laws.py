@@ -92,12 +92,20 @@ def _nonlinear_fit(x, loss) -> dict:
         sst = float(np.sum((loss - loss.mean()) ** 2))
         nonlinear = {"E": float(E), "A": _exp(log_A), "exponent": float(exponent),
                      "r2": 1 - sse / sst if sst > 0 else None}
+        # A parameter on an active bound (E at 0 or at the lowest loss, the exponent at 0) has no
+        # covariance interval: the symmetric t interval would cross the bound (E [-2.7, 2.7]).
+        tiny = 1e-9 * float(loss.min())
+        at_bound = ([name for name, on in (("E", E <= tiny or E >= float(loss.min()) - tiny),
+                                           ("exponent", exponent <= 1e-9)) if on])
+        nonlinear["at_bound"] = at_bound
         se = np.sqrt(np.diag(pcov)) if np.all(np.isfinite(pcov)) else np.full(3, np.nan)
         if dof >= 1 and np.all(np.isfinite(se)):
             t = stats.t.ppf(0.975, dof)
-            nonlinear["ci95"] = {"E": [E - t * se[0], E + t * se[0]],
+            nonlinear["ci95"] = {"E": [max(E - t * se[0], 0.0), min(E + t * se[0], float(loss.min()))],
                                  "A": [_exp(log_A - t * se[1]), _exp(log_A + t * se[1])],
-                                 "exponent": [exponent - t * se[2], exponent + t * se[2]]}
+                                 "exponent": [max(exponent - t * se[2], 0.0), exponent + t * se[2]]}
+            for name in at_bound:
+                nonlinear["ci95"][name] = None
         else:
             nonlinear["ci95"] = {"E": None, "A": None, "exponent": None}
     return nonlinear
@@ -113,7 +121,8 @@ def _slice_power_law(points, vary, fixed, coefficient, exponent):
             names = {"A": coefficient, "exponent": exponent}  # the contract's names for this slice
 
             def rename(d):
-                return {names.get(k, k): rename(v) if isinstance(v, dict) else v for k, v in d.items()}
+                return {names.get(k, k): rename(v) if isinstance(v, dict) else
+                        [names.get(x, x) for x in v] if k == "at_bound" else v for k, v in d.items()}
 
             return {f"slice_{fixed}": float(slice_[fixed].median()), **rename(section)}, summaries, None
     return None, [], f"no {fixed} value has runs at 3 or more distinct {vary} values"

@@ -101,6 +101,9 @@ def _power_law_rows(s: Study, table: Table, name: str, variable: str, slice_key:
         return
     ci = section.get("ci95") or {}
     fit_name = f"power law in {variable} at {slice_what} = {human(section.get(slice_key))}"
+    for key in section.get("at_bound") or []:
+        table.notes.append(f"Power law in {variable}: {key} sits on its bound (E between 0 and the lowest loss, "
+                           f"exponent ≥ 0), so it has no interval: a covariance interval would cross the bound.")
     for key in keys + ("r2",):
         if key in section:
             table.rows.append([Cell(fit_name), Cell(key), fit_cell(section[key], f"{name}.{key}"),
@@ -131,8 +134,28 @@ def _approach2_rows(s: Study, table: Table) -> None:
                            "fit.json gives no interval for the Approach 2 exponents.")
 
 
+def _form_rows(s: Study, table: Table) -> None:
+    """Every law form fit.json holds, the chosen one first: its parameters with their bootstrap
+    intervals, a parameter the runs do not identify marked so in place of its meaning."""
+    forms, chosen = s.fit.get("forms"), s.fit.get("chosen_form")
+    if not isinstance(forms, dict):
+        return
+    for name in sorted(forms, key=lambda n: n != chosen):
+        form = forms[name] or {}
+        if not form.get("fitted"):
+            table.notes.append(f"Law form {name}: not fitted: {clause(form.get('why') or 'no reason recorded')}.")
+            continue
+        label = f"{name} form{' (chosen)' if name == chosen else ''}, {s.fit['n_points']} runs"
+        ci, unidentified = form.get("ci95") or {}, form.get("not_identified") or {}
+        for key, value in (form.get("params") or {}).items():
+            meaning = f"NOT IDENTIFIED: {unidentified[key]}" if key in unidentified else ""
+            table.rows.append([Cell(label), Cell(key), fit_cell(value, f"forms.{name}.params.{key}"),
+                               fit_cell(ci.get(key), f"forms.{name}.ci95.{key}"), Cell(meaning)])
+
+
 def table_fit_parameters(s: Study) -> Table:
     table = new_table("fit_parameters", ["fit", "parameter", "estimate", "95 % interval", "meaning"])
+    _form_rows(s, table)
     _approach3_rows(s, table)
     _power_law_rows(s, table, "power_law_N", "N", "slice_tokens", "D")
     _power_law_rows(s, table, "power_law_D", "D", "slice_params", "N")
