@@ -32,7 +32,7 @@ BASE = {
 }
 WSD = copy.deepcopy(BASE)
 WSD["train"].update(schedule="wsd", warmup_tokens=512, cooldown=0.25)
-DOWNSTREAM = {"aggregate": 1, "fit": 1, "report": 1}
+DOWNSTREAM = {"aggregate": 1, "fit": 1, "suggest": 1, "report": 1}
 
 
 def _study(tmp_path_factory, name: str, config: dict) -> Path:
