@@ -82,7 +82,7 @@ def frontier_law(fit: dict, flops) -> DrawnLaw | None:
     """The law of the frontier over these budgets: the curves' law where it has an optimum at
     some of them, else Approach 3 (with why), else None."""
     law = curve_law(fit)
-    if law is None or np.isfinite(law.optimum(flops)[0]).any():
+    if law is None or not np.size(flops) or np.isfinite(law.optimum(flops)[0]).any():
         return law
     a3 = _approach3(fit)
     if law.form == "chinchilla" or a3 is None:

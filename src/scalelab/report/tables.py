@@ -204,8 +204,9 @@ def table_allocation(s: Study) -> Table:
         table.notes.append("From the Approach 3 law: N_opt = G·(C/6)^a, D_opt = (C/6)^b / G; intervals from the "
                            "bootstrap.")
     else:
-        table.notes.append(f"From the {', '.join(sorted(forms))} law: the N, D with C = 6·N·D that minimise it; "
-                           "intervals from its bootstrap resamples, each resample's own optimum.")
+        table.notes.append(f"From the {', '.join(sorted(forms))} law: the N, D with C = 6·N·D that minimise it. "
+                           "The N_opt and D_opt intervals are over its bootstrap resamples (each one's own "
+                           "optimum); the loss interval is fit.json's prediction interval.")
     return table
 
 
