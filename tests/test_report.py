@@ -389,18 +389,21 @@ def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, breakage, message):
 
 
 def test_law_and_allocation_formulas():
-    from scalelab.report import figures
+    from scalelab.report import drawn_law, figures
 
-    n, d = figures.optimum(6e18, LAW)
+    drawn = drawn_law.DrawnLaw("chinchilla", dict(LAW))
+    n, d = drawn.optimum(6e18)
     assert n * d == pytest.approx(1e18)
+    assert (n, d) == pytest.approx(law.compute_optimal(6e18, LAW["A"], LAW["B"], LAW["alpha"], LAW["beta"]))
     # The optimum: moving along C = 6ND in either direction raises the predicted loss.
     for factor in (0.9, 1.1):
-        assert figures.predict_loss(n * factor, d / factor, **LAW) > figures.predict_loss(n, d, **LAW)
-    # One copy of the law: the report draws with scalelab.law's functions, as the fit computes with them.
+        assert drawn.loss(n * factor, d / factor) > drawn.loss(n, d)
+    assert drawn.loss(n, d) == pytest.approx(law.predict_loss(n, d, **LAW))
+    # One copy of the law: the report draws with scalelab.law's forms, as the fit computes with them.
     from scalelab import fit
 
     assert figures.predict_loss is law.predict_loss is fit.predict_loss
-    assert figures.compute_optimal is law.compute_optimal is fit.compute_optimal
+    assert drawn_law.FORMS is law.FORMS and drawn_law.optimal_allocation is law.optimal_allocation
 
 
 def test_snakemake_rule_declares_every_output():

@@ -20,7 +20,8 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 
-from ..law import compute_optimal, predict_loss
+from ..law import predict_loss
+from .drawn_law import DrawnLaw, curve_law, frontier_law
 from .fmt import clause, finite, human, interval, label, percent, sci, sentence
 from .inputs import Study
 from .plotting import (COMPUTE_CMAP, DATA_COLOR, MAX_LINES, MODEL_CMAP, STYLE, TOKENS_CMAP, artist_gids, colorbar,
@@ -46,13 +47,14 @@ class FigureBlock:
 # name -> {gid: sentence}, in caption order: what an optional artist is, said only when drawn.
 ARTIST_CAPTIONS = {
     "loss_vs_params": {
-        "fit-law": "The curves are the fitted Approach 3 law L(N, D) = E + A/N^alpha + B/D^beta at each token "
-                   "count, clipped to the axes, which the data set.",
+        "fit-law": "The curves are, at each token count, the fitted {curve_law}; they are clipped to the axes, "
+                   "which the data set.",
         "joined": "There is no fitted law, so the points of each token count are joined to guide the eye.",
         "off-grid": "Hollow grey points are runs off the grid (IsoFLOP runs).",
     },
     "loss_vs_tokens": {
-        "fit-law": "The curves are the fitted Approach 3 law at each size, clipped to the axes, which the data set.",
+        "fit-law": "The curves are, at each size, the fitted {curve_law}; they are clipped to the axes, which the "
+                   "data set.",
         "joined": "There is no fitted law, so the points of each size are joined to guide the eye.",
         "off-grid": "Hollow grey points are runs off the grid (IsoFLOP runs).",
     },
@@ -65,10 +67,12 @@ ARTIST_CAPTIONS = {
         "approach2-optima": "Black diamonds are the IsoFLOP optima (Approach 2).",
         "fit-approach2": "The dotted line is the Approach 2 fit N_opt = G·C^a.",
         "fit-approach3": "The red line is the Approach 3 allocation N_opt = G (C/6)^a, D_opt = (C/6)^b / G "
-                         "over the measured compute.",
+                         "over the measured compute, and the law's loss there: the {frontier_law}.",
+        "fit-frontier": "The red line is the compute-optimal split N_opt(C), D_opt(C) at C = 6·N·D that minimises "
+                        "the {frontier_law}, over the measured compute, and the law's loss there.",
         "fit-extrapolation": "Dashed red: the same law extrapolated beyond the largest run (shaded region).",
-        "predicted": "Stars are the budgets fit.json predicts.",
-        "interval": "Error bars and the red band are their bootstrap 95 % intervals.",
+        "predicted": "Stars are the budgets fit.json predicts{allocation_form}.",
+        "interval": "{interval}",
     },
     "lr_sensitivity": {
         "optimum": "Filled diamonds mark each size's optimum inside the sweep (fit.json's quadratic in log lr "
@@ -86,11 +90,31 @@ ARTIST_CAPTIONS = {
 }
 
 
-def caption_for(name: str, base: str, fig, note: str = "") -> str:
-    """The registry's caption, then a sentence per optional artist the figure holds, then the note."""
+def caption_for(name: str, base: str, fig, note: str = "", words: dict | None = None) -> str:
+    """The registry's caption, then a sentence per optional artist the figure holds (its {fields}
+    filled from `words`: which law was drawn), then the note."""
     gids = artist_gids(fig)
-    parts = [base] + [text for gid, text in ARTIST_CAPTIONS.get(name, {}).items() if gid in gids] + [note]
+    texts = [text for gid, text in ARTIST_CAPTIONS.get(name, {}).items() if gid in gids]
+    parts = [base] + [text.format_map(words or {}) for text in texts] + [note]
     return " ".join(p.strip() for p in parts if p and p.strip())
+
+
+def caption_words(s: Study) -> dict:
+    """The caption's words for the laws drawn: the curves' law, the frontier's, and the form of
+    the predicted budgets and their intervals (fit.json's allocation)."""
+    curve, frontier = curve_law(s.fit), frontier_law(s.fit, _frontier_flops(s)[0])
+    forms = {a.get("form") for a in _allocation(s)} - {None}
+    if len(forms) == 1:  # fit.json v2: the chosen form's allocation (scalelab.fitted.FittedLaw.allocate)
+        form = forms.pop()
+        allocation = f" with the {form} law"
+        interval = (f"Error bars and the red band are 95 % intervals: of the optimum N_opt, D_opt over the {form} "
+                    "fit's bootstrap resamples, and of the loss fit.json's prediction interval (the bootstrap "
+                    "spread plus the runs' scatter, mixed over the fitted forms by their weights); the band joins "
+                    "the stars' intervals.")
+    else:
+        allocation, interval = "", "Error bars and the red band are their bootstrap 95 % intervals."
+    return {"curve_law": curve.words if curve else "law", "frontier_law": frontier.words if frontier else "law",
+            "allocation_form": allocation, "interval": interval}
 
 
 def draw_figure(spec, s: Study):
@@ -99,7 +123,7 @@ def draw_figure(spec, s: Study):
     if limits_from_data(fig):
         note = (f"{note} The fitted curves lie wholly outside the measured range, so none is visible: the fit "
                 "does not describe these runs (see the fitted parameters).").strip()
-    return fig, caption_for(spec.name, spec.caption(), fig, note)
+    return fig, caption_for(spec.name, spec.caption(), fig, note, caption_words(s))
 
 
 def draw_figures(s: Study, figures_dir: Path) -> dict[str, FigureBlock]:
@@ -122,13 +146,11 @@ def draw_figures(s: Study, figures_dir: Path) -> dict[str, FigureBlock]:
     return blocks
 
 
-def optimum(flops, law: dict):
-    """(N_opt, D_opt) at C = 6·N·D under the Approach 3 law; E does not move the optimum."""
-    return compute_optimal(flops, law["A"], law["B"], law["alpha"], law["beta"])
-
-
-def _no_law_note(s: Study, law) -> str:
-    return "" if law else f"No fitted curves: {clause(s.section('approach3')[1])}."
+def _no_law_note(s: Study, law: DrawnLaw | None) -> str:
+    """Why no curve is drawn, or why the drawn law is not the chosen form."""
+    if law is None:
+        return f"No fitted curves: {clause(s.section('approach3')[1])}."
+    return f"The curves are not the chosen form's: {law.fallback}." if law.fallback else ""
 
 
 def _too_few_sizes(s: Study, consequence: str) -> str:
@@ -165,7 +187,7 @@ def _family_colorbar(ax, ok, x_col, y_col, group_col, cmap, curve, x_grid) -> np
     return levels
 
 
-def loss_family(ax, s: Study, x_col: str, group_col: str, cmap: str, group_label, curve) -> None:
+def loss_family(ax, s: Study, x_col: str, group_col: str, cmap: str, group_label, curve, fit_label: str) -> None:
     """Loss vs `x_col`, one colour per value of `group_col`, with the law through the points."""
     ok = s.ok
     levels = grid_levels(ok, group_col, x_col)
@@ -179,16 +201,17 @@ def loss_family(ax, s: Study, x_col: str, group_col: str, cmap: str, group_label
     ax.set_xlabel(label(x_col))
     ax.set_ylabel(label(s.target))
     # Beside the axes, where it covers no point; with a colorbar there, in the emptiest corner.
-    fit_legend(ax, curve is not None, outside=lines, **({} if lines else {"loc": "best"}))
+    fit_legend(ax, fit_label if curve is not None else "", outside=lines, **({} if lines else {"loc": "best"}))
 
 
 def fig_loss_vs_params(s: Study):
     if s.ok[s.n_col].nunique() < 2:
         raise CannotDraw(_too_few_sizes(s, "loss cannot be plotted against parameters"))
-    law = s.law()
-    curve = None if law is None else (lambda n, d: predict_loss(n, d, **law))
+    law = curve_law(s.fit)
+    curve = None if law is None else (lambda n, d: law.loss(n, d))
     fig, ax = plt.subplots()
-    loss_family(ax, s, s.n_col, s.d_col, TOKENS_CMAP, lambda d: f"D = {human(d)} tokens", curve)
+    loss_family(ax, s, s.n_col, s.d_col, TOKENS_CMAP, lambda d: f"D = {human(d)} tokens", curve,
+                law.legend if law else "")
     ax.set_title("Loss vs parameters, one colour per token count")
     return fig, _no_law_note(s, law)
 
@@ -199,11 +222,12 @@ def fig_loss_vs_tokens(s: Study):
         raise CannotDraw(_too_few_sizes(s, "there is nothing to plot"))
     if ok[s.d_col].nunique() < 2:
         raise CannotDraw("Every finished run saw the same number of tokens, so loss cannot be plotted against tokens.")
-    law = s.law()
-    curve = None if law is None else (lambda d, n: predict_loss(n, d, **law))
+    law = curve_law(s.fit)
+    curve = None if law is None else (lambda d, n: law.loss(n, d))
     names = s.model_names()
     fig, ax = plt.subplots()
-    loss_family(ax, s, s.d_col, s.n_col, MODEL_CMAP, lambda n: size_label(names, n), curve)
+    loss_family(ax, s, s.d_col, s.n_col, MODEL_CMAP, lambda n: size_label(names, n), curve,
+                law.legend if law else "")
     ax.set_title("Loss vs training tokens, one colour per model size")
     return fig, _no_law_note(s, law)
 
@@ -287,13 +311,14 @@ def _approach2_optima(ax, a2: dict, quantity: str) -> None:
                  label="Approach 2 fit, N_opt = G·C^a", gid="fit-approach2")
 
 
-def _approach3_frontier(ax, law: dict, quantity: str, measured: tuple, top: float) -> None:
+def _law_frontier(ax, law: DrawnLaw, quantity: str, measured: tuple, top: float) -> None:
     """The law's optimum over the measured compute (solid) and beyond it (dashed)."""
-    for lo, hi, style, text, gid in ((measured[0], measured[1], "-", "Approach 3 law", "fit-approach3"),
+    solid = "fit-approach3" if law.form == "chinchilla" else "fit-frontier"
+    for lo, hi, style, text, gid in ((measured[0], measured[1], "-", law.legend, solid),
                                      (measured[1], top, "--", "extrapolation", "fit-extrapolation")):
         flops = np.geomspace(lo, hi, 100)
-        n_opt, d_opt = optimum(flops, law)
-        y = {"n_opt": n_opt, "d_opt": d_opt, "loss_pred": predict_loss(n_opt, d_opt, **law)}[quantity]
+        n_opt, d_opt = law.optimum(flops)
+        y = {"n_opt": n_opt, "d_opt": d_opt, "loss_pred": law.loss(n_opt, d_opt)}[quantity]
         fit_line(ax, flops, y, style, color="C3", lw=1.5, label=text, gid=gid)
 
 
@@ -307,15 +332,17 @@ def _predicted_budgets(ax, allocation: list, quantity: str) -> None:
         lo = np.array([float(c[0]) if h else v for c, h, v in zip(ci, have_ci, y)])
         hi = np.array([float(c[1]) if h else v for c, h, v in zip(ci, have_ci, y)])
         if len(x) >= 2:
-            ax.fill_between(x, lo, hi, color="C3", alpha=0.15, lw=0, label="bootstrap 95 % interval", gid="interval")
+            ax.fill_between(x, lo, hi, color="C3", alpha=0.15, lw=0, label="95 % interval", gid="interval")
         bars = ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="none", ecolor="C3", capsize=3)
         for artist in bars.lines[2]:
             artist.set_gid("interval")
     ax.plot(x, y, "*", color="C3", ms=11, mec="black", mew=0.6, label="predicted budgets", gid="predicted")
 
 
-def _frontier_note(s: Study, law, allocation) -> str:
-    note = [] if law else [f"No Approach 3 law: {clause(s.section('approach3')[1])}."]
+def _frontier_note(s: Study, law: DrawnLaw | None, allocation) -> str:
+    note = [] if law else [f"No fitted law: {clause(s.section('approach3')[1])}."]
+    if law and law.fallback:
+        note.append(f"The line is not the chosen form's: {law.fallback}.")
     if law and not allocation:
         note.append(f"No predicted budgets: {clause(s.section('allocation')[1])}.")
     if allocation and not any(a.get("n_opt_ci95") for a in allocation):
@@ -323,14 +350,28 @@ def _frontier_note(s: Study, law, allocation) -> str:
     return " ".join(note)
 
 
+def _allocation(s: Study) -> list[dict]:
+    """fit.json's predicted budgets that name their compute."""
+    return [a for a in (s.section("allocation")[0] or []) if finite(a.get("flops"))]
+
+
+def _frontier_flops(s: Study) -> tuple[np.ndarray, tuple, float]:
+    """(the budgets the frontier's line spans, the measured compute (lo, hi), the top of the axis)."""
+    ok = s.ok
+    measured = (ok[s.c_col].min(), ok[s.c_col].max()) if len(ok) else (np.nan, np.nan)
+    top = max([measured[1]] + [float(a["flops"]) for a in _allocation(s)]) * 1.5
+    flops = np.geomspace(measured[0], top, 50) if np.isfinite([measured[0], top]).all() else np.array([])
+    return flops, measured, top
+
+
 def fig_frontier(s: Study):
-    law, a2 = s.law(), s.section("approach2")[0]
+    a2 = s.section("approach2")[0]
+    flops, measured, top = _frontier_flops(s)
+    law = frontier_law(s.fit, flops)
     if law is None and a2 is None:
         raise CannotDraw(f"Neither Approach 3 nor Approach 2 was identified: {clause(s.section('approach3')[1])}.")
-    allocation = [a for a in (s.section("allocation")[0] or []) if finite(a.get("flops"))]
+    allocation = _allocation(s)
     ok = s.ok
-    measured = (ok[s.c_col].min(), ok[s.c_col].max())
-    top = max([measured[1]] + [float(a["flops"]) for a in allocation]) * 1.5
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.0))
     for ax, quantity in zip(axes, FRONTIER_PANELS):
         column = {"n_opt": s.n_col, "d_opt": s.d_col, "loss_pred": s.target}[quantity]
@@ -338,7 +379,7 @@ def fig_frontier(s: Study):
         if a2 is not None and quantity != "loss_pred":
             _approach2_optima(ax, a2, quantity)
         if law is not None:
-            _approach3_frontier(ax, law, quantity, measured, top)
+            _law_frontier(ax, law, quantity, measured, top)
         if allocation:
             _predicted_budgets(ax, allocation, quantity)
         if law is not None:  # the extrapolated stretch

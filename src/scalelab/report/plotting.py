@@ -177,14 +177,15 @@ def artist_gids(fig) -> set[str]:
     return gids
 
 
-def fit_legend(ax, fitted: bool, **kwargs) -> None:
-    """The figure's legend plus two grey keys that say which marks are data and which the fit."""
+def fit_legend(ax, fit_label: str, **kwargs) -> None:
+    """The figure's legend plus two grey keys that say which marks are data and which the fit
+    (`fit_label`, the law drawn, e.g. "kaplan fit"; "" when no law is drawn)."""
     handles, labels = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], marker="o", ls="none", color=DATA_COLOR))
     labels.append("measured")
-    if fitted:
+    if fit_label:
         handles.append(Line2D([], [], color=FIT_COLOR))
-        labels.append("Approach 3 fit")
+        labels.append(fit_label)
     if kwargs.pop("outside", False):
         legend_outside(ax, handles, labels, **kwargs)
     else:

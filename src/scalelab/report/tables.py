@@ -199,7 +199,14 @@ def table_allocation(s: Study) -> Table:
         if with_ci:
             row += [fit_cell(a.get(k), f"allocation.{i}.{k}", count) for k in ("n_opt_ci95", "d_opt_ci95")]
         table.rows.append(row)
-    table.notes.append("From the Approach 3 law: N_opt = G·(C/6)^a, D_opt = (C/6)^b / G; intervals from the bootstrap.")
+    forms = {a.get("form") for a in allocation} - {None}
+    if forms <= {"chinchilla"}:
+        table.notes.append("From the Approach 3 law: N_opt = G·(C/6)^a, D_opt = (C/6)^b / G; intervals from the "
+                           "bootstrap.")
+    else:
+        table.notes.append(f"From the {', '.join(sorted(forms))} law: the N, D with C = 6·N·D that minimise it. "
+                           "The N_opt and D_opt intervals are over its bootstrap resamples (each one's own "
+                           "optimum); the loss interval is fit.json's prediction interval.")
     return table
 
 
