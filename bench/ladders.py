@@ -1,7 +1,7 @@
 """Benchmark: fit the smaller models of a published scaling ladder, predict the larger ones.
 
     python bench/ladders.py LADDER.csv [LADDER2.jsonl ...] --split-params P [--bootstrap 200]
-        [--params-col N] [--tokens-col D] [--loss-col loss] [--run-col run] [--workers 2]
+        [--params-col N] [--tokens-col D] [--loss-col loss] [--run-col run] [--workers 2] [--details]
 
 A ladder file is a CSV (or JSON-lines, by its suffix) with one row per finished run and at least
 three columns: the model size (non-embedding or active parameters, as the ladder counts them),
@@ -53,13 +53,39 @@ def read_ladder(path: Path, params_col: str, tokens_col: str, loss_col: str, run
     return frame[np.isfinite(frame[["params", "tokens", "loss"]]).all(axis=1)].reset_index(drop=True)
 
 
-def check(frame: pd.DataFrame, split: float, bootstrap: int, workers: int, overrides: dict) -> dict:
+def details(fitted, small: pd.DataFrame, large: pd.DataFrame, pred: pd.DataFrame) -> None:
+    """Each predicted run, each form's share of the interval, and the fitted runs' log residuals
+    about the chosen form by tokens/param."""
+    table = large[["run", "params", "tokens", "loss"]].assign(
+        tokens_per_param=large["tokens"] / large["params"], predicted=pred["loss"].to_numpy(),
+        low=pred["low"].to_numpy(), high=pred["high"].to_numpy(),
+        rel_error=pred["loss"].to_numpy() / large["loss"].to_numpy() - 1)
+    print(table.sort_values(["params", "tokens"]).to_string(index=False, float_format="{:.4g}".format))
+    components = fitted.components(large["params"].to_numpy(), large["tokens"].to_numpy())
+    for name, (weight, log_preds, sigma, _) in components.items():
+        log_preds = log_preds[np.all(np.isfinite(log_preds), axis=1)]
+        q1, q3 = np.percentile(log_preds, [25, 75], axis=0) if len(log_preds) else (np.nan, np.nan)
+        print(f"  form {name}: weight {weight:.3f}, residual sigma {sigma:.4f}, bootstrap spread of the "
+              f"predictions (IQR / 1.349, mean over runs) {np.mean((q3 - q1) / 1.349):.4f}")
+    residual = np.log(small["loss"].to_numpy() / fitted.predict(small["params"].to_numpy(),
+                                                                small["tokens"].to_numpy())["loss"].to_numpy())
+    ratio = (small["tokens"] / small["params"]).to_numpy()
+    for low, high in ((0, 1), (1, 3), (3, 10), (10, np.inf)):
+        inside = (ratio >= low) & (ratio < high)
+        if inside.any():
+            print(f"  fitted runs with {low} <= tokens/param < {high}: {int(inside.sum())}, log residual mean "
+                  f"{residual[inside].mean():+.3f}, RMS {np.sqrt(np.mean(residual[inside] ** 2)):.3f}")
+
+
+def check(frame: pd.DataFrame, split: float, bootstrap: int, workers: int, overrides: dict, show=False) -> dict:
     small, large = frame[frame["params"] <= split], frame[frame["params"] > split]
     with tempfile.TemporaryDirectory() as out:
         result = fit.fit_all(small, bootstrap=bootstrap, workers=workers, **overrides)
         fit.write_outputs(result, out)
         fitted = scalelab.load_fit(out)
         pred = fitted.predict(large["params"].to_numpy(), large["tokens"].to_numpy())
+        if show:
+            details(fitted, small, large, pred)
     actual = large["loss"].to_numpy()
     error = np.abs(pred["loss"].to_numpy() / actual - 1)
     inside = (actual >= pred["low"].to_numpy()) & (actual <= pred["high"].to_numpy())
@@ -90,6 +116,8 @@ def main() -> None:
     parser.add_argument("--run-col", default=None)
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--details", action="store_true",
+                        help="also print each predicted run and the fitted runs' residuals by tokens/param")
     args = parser.parse_args()
     splits = args.split_params * len(args.ladders) if len(args.split_params) == 1 else args.split_params
     if len(splits) != len(args.ladders):
@@ -100,7 +128,7 @@ def main() -> None:
         for name, overrides in FITS.items():
             t0 = time.perf_counter()
             row = {"ladder": path.name, "split_params": split, "fit": name,
-                   **check(frame, split, args.bootstrap, args.workers, overrides),
+                   **check(frame, split, args.bootstrap, args.workers, overrides, args.details),
                    "seconds": round(time.perf_counter() - t0, 1)}
             results.append(row)
             print(f"{path.name} [{name}] chosen {row['chosen_form']}: {row['fitted_runs']} runs fitted, "
