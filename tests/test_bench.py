@@ -114,3 +114,35 @@ def test_gpu_check_skips_the_hub_workflow_point_offline(monkeypatch):
     bench = load("gpu_check")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert "offline" in bench.workflow_point(timeout_s=5)["skipped"]
+
+
+def test_ladders_bench_scores_a_known_law_and_counts_the_misses(tmp_path):
+    """bench/ladders.py on a ladder drawn from Chinchilla's law with 0.5 % noise: fitted on the
+    smaller sizes, the larger ones are predicted closely and inside their intervals; one larger
+    run made 30 % worse counts as a miss above its interval, and a run trained on fewer tokens
+    per parameter than any fitted run is reported apart."""
+    import numpy as np
+    import pandas as pd
+
+    from scalelab import synthetic
+
+    bench = load("ladders")
+    rng = np.random.default_rng(0)
+    n, d = (a.ravel() for a in np.meshgrid(np.geomspace(1e7, 4e8, 5), np.geomspace(1e9, 3e10, 4)))
+    big_n, big_d = np.array([8e8, 8e8, 8e8, 8e8]), np.array([3e9, 1e10, 3e10, 1e8])  # the last: 0.125 tokens/param
+    params, tokens = np.concatenate([n, big_n]), np.concatenate([d, big_d])
+    truth = synthetic.CHINCHILLA
+    loss = truth["E"] + truth["A"] / params ** truth["alpha"] + truth["B"] / tokens ** truth["beta"]
+    loss = loss * np.exp(rng.normal(0, 0.005, loss.size))
+    loss[-3] *= 1.3
+    path = tmp_path / "ladder.jsonl"
+    pd.DataFrame({"size": params, "toks": tokens, "final": loss, "name": [f"s{p:.0f}" for p in params]}).to_json(path, orient="records", lines=True)
+    frame = bench.read_ladder(path, "size", "toks", "final", "name")
+    assert len(frame) == 24 and frame["run"].is_unique
+    row = bench.check(frame, 5e8, bootstrap=20, workers=1, overrides={"forms": ("chinchilla",), "form": "chinchilla"})
+    assert (row["fitted_runs"], row["predicted_runs"]) == (20, 4)
+    assert row["above_interval"] >= 1 and row["max_abs_rel_error"] > 0.2  # the run made 30 % worse
+    assert row["predicted_runs_within_fitted_tokens_per_param"] == 3
+    assert row["coverage_95_within"] == pytest.approx(2 / 3)  # the two true runs inside, the bad one out
+    with pytest.raises(SystemExit, match="no column"):
+        bench.read_ladder(path, "N", "toks", "final", None)
