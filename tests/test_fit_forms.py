@@ -141,7 +141,7 @@ def test_load_fit_predicts_with_intervals_and_allocates(fitted_folder):
     law = scalelab.load_fit(fitted_folder / "fit")
     assert law.law["form"] == law.form.name and set(law.bootstrap.columns) == set(law.form.param_names)
     table = law.predict([1e8, 1e10], [1e10, 1e12])
-    assert list(table.columns) == ["params", "tokens", "loss", "low", "high"]
+    assert list(table.columns) == ["params", "tokens", "loss", "low", "high", "extrapolation"]
     assert np.all(table["low"] < table["loss"]) and np.all(table["loss"] < table["high"])
     # Further out, the interval is wider.
     assert (table["high"] / table["low"]).iloc[1] > (table["high"] / table["low"]).iloc[0]
@@ -150,6 +150,18 @@ def test_load_fit_predicts_with_intervals_and_allocates(fitted_folder):
     assert np.all(np.isfinite(alloc[["params", "tokens", "loss", "low", "high"]].to_numpy()))
     assert alloc["params"].iloc[1] > alloc["params"].iloc[0]
     assert 6 * alloc["params"].iloc[0] * alloc["tokens"].iloc[0] == pytest.approx(1e21)
+
+
+def test_a_prediction_outside_the_fitted_runs_says_how_far(fitted_folder):
+    law = scalelab.load_fit(fitted_folder / "fit")
+    ranges = json.loads((fitted_folder / "fit" / "fit.json").read_text())["inputs"]["range"]
+    (n_low, n_high), (d_low, d_high) = ranges["params"], ranges["tokens"]
+    inside, bigger, starved = law.extrapolation([n_low, 4 * n_high, n_high], [d_high, 4 * d_high, d_low / 8])
+    assert inside == ""
+    assert bigger.startswith("N 4x above") and "D 4x above" in bigger and "tokens/param" not in bigger
+    assert "tokens/param" in starved and "below the fitted runs" in starved and not starved.startswith("N")
+    assert law.predict(4 * n_high, 4 * d_high)["extrapolation"].iloc[0] == bigger
+    assert all(law.allocate([1e24])["extrapolation"].str.contains("above"))
 
 
 def test_fit_txt_is_deterministic_and_never_prints_none(fitted_folder, tmp_path):

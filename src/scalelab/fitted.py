@@ -3,7 +3,8 @@
 It reads fit.json (checked against its schema) and forms_bootstrap.csv, and answers with the
 chosen form (`fit.json`'s `chosen_form`):
 
-- `predict(N, D)`: loss, low, high, one row per (N, D);
+- `predict(N, D)`: loss, low, high, one row per (N, D), and `extrapolation`: how far (N, D) lies
+  outside the fitted runs' N, D and tokens per parameter ('' inside them);
 - `allocate(C)`: the compute-optimal params and tokens at C = 6·N·D, their loss and intervals.
 
 How the 95 % prediction interval is built (the same code gives fit.json's held-out, allocation
@@ -227,7 +228,29 @@ class FittedLaw:
         with np.errstate(all="ignore"):
             loss = self.form.loss(self.params, params, tokens, unique)
         low, high = self._interval(loss, params, tokens, U, level)
-        return pd.DataFrame({"params": params, "tokens": tokens, "loss": loss, "low": low, "high": high})
+        return pd.DataFrame({"params": params, "tokens": tokens, "loss": loss, "low": low, "high": high,
+                             "extrapolation": self.extrapolation(params, tokens)})
+
+    def extrapolation(self, N, D) -> list[str]:
+        """How far each (N, D) lies outside the fitted runs (fit.json's `inputs.range`): '' inside
+        every range, else e.g. 'N 4.1x above, tokens/param 2x below the fitted runs'. The interval
+        does not know about regimes the runs never reached (on a published ladder, models trained
+        on fewer tokens per parameter than any fitted run were all predicted too low), so a
+        prediction outside the runs says so."""
+        ranges = (self.fit.get("inputs") or {}).get("range") or {}
+        params, tokens = np.asarray(N, float), np.asarray(D, float)
+        values = {"params": ("N", params), "tokens": ("D", tokens), "tokens_per_param": ("tokens/param", tokens / params)}
+        notes = []
+        for i in range(len(params)):
+            parts = []
+            for key, (label, column) in values.items():
+                low, high = ranges.get(key) or (0.0, np.inf)
+                if column[i] > high * (1 + 1e-9):
+                    parts.append(f"{label} {column[i] / high:.3g}x above")
+                elif column[i] < low * (1 - 1e-9):
+                    parts.append(f"{label} {low / column[i]:.3g}x below")
+            notes.append(", ".join(parts) + " the fitted runs" if parts else "")
+        return notes
 
     def allocate(self, C, level: float = LEVEL) -> pd.DataFrame:
         """The compute-optimal split of C FLOPs (C = 6·N·D) under the chosen form: one row per
@@ -245,7 +268,7 @@ class FittedLaw:
         loss = self.form.loss(self.params, n_opt, d_opt)
         low, high = self._interval(loss, n_opt, d_opt, None, level)
         table = pd.DataFrame({"flops": flops, "params": n_opt, "tokens": d_opt, "tokens_per_param": d_opt / n_opt,
-                              "loss": loss, "low": low, "high": high})
+                              "loss": loss, "low": low, "high": high, "extrapolation": self.extrapolation(n_opt, d_opt)})
         n_b, d_b = self._optimum_samples(flops)
         tail = (1 - level) / 2 * 100
         for name, values in (("params", n_b), ("tokens", d_b)):

@@ -29,6 +29,17 @@ def rows_sha256(points: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
+def data_range(points: pd.DataFrame) -> dict:
+    """[min, max] of the fitted runs' params, tokens and tokens per parameter: fit.json's
+    `inputs.range`, against which a prediction says how far it extrapolates."""
+    if not len(points):
+        return {}
+    per_param = points["tokens"] / points["params"]
+    return {name: [float(values.min()), float(values.max())]
+            for name, values in (("params", points["params"]), ("tokens", points["tokens"]),
+                                 ("tokens_per_param", per_param))}
+
+
 def _check_header(path: Path) -> None:
     """Refuse a CSV whose header names a column twice (pandas would silently rename the second)."""
     import csv

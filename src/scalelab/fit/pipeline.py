@@ -21,7 +21,7 @@ from .approach2 import fit_approach2
 from .choose import (allocation_section, approach3_section, check_requested, disagreement_section, fit_forms,
                      holdout_section)
 from .hyperparameters import fit_hyperparameters
-from .inputs import prepare, rows_sha256
+from .inputs import data_range, prepare, rows_sha256
 from .outputs import (Draft, FitResult, render_allocation, render_approach2, render_approach3, render_disagreement,
                       render_excluded, render_forms, render_header, render_holdout, render_hyperparameters,
                       render_power_laws, render_warnings)
@@ -58,7 +58,8 @@ def fit_all(df: pd.DataFrame, settings: FitSettings | None = None, *, loss_col=N
     out = Draft()
     render_header(out, source, settings, columns, len(points), excluded, selection)
     out.result.update({"schema_version": 2, "flops_convention": FLOPS_CONVENTION,
-                       "inputs": {"rows_sha256": rows_sha256(points), "n_rows": len(points)}})
+                       "inputs": {"rows_sha256": rows_sha256(points), "n_rows": len(points),
+                                  "range": data_range(points)}})
 
     forms = fit_forms(points, settings, workers, say)
     render_forms(out, forms)
