@@ -22,6 +22,8 @@ import yaml
 
 from conftest import REPO, make_corpus
 
+from scalelab.law import FORMS
+
 pytestmark = pytest.mark.e2e
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 ENV = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
@@ -43,10 +45,10 @@ RUNS = [f"{m}-{t}-s0" for m in "abc" for t in ("4K", "8K", "12K")]
 
 
 def readme_block(heading: str, language: str) -> str:
-    """The first ```language block of the README section under `## heading`."""
+    """The ```language blocks of the README section under `## heading`, joined."""
     readme = (REPO / "README.md").read_text()
     section = readme.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
+    return "\n".join(re.findall(rf"```{language}\n(.*?)```", section, re.S))
 
 
 def run(folder: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -85,7 +87,7 @@ def test_module_route_runs_the_study_where_the_readme_says(study):
     folder, output = study
     jobs = job_counts(output)
     assert jobs == {"scalelab_tokenize": 1, "scalelab_train": 9, "scalelab_evaluate": 9, "scalelab_aggregate": 1,
-                    "scalelab_fit": 1, "scalelab_report": 1, "scalelab_all": 1, "total": 23}
+                    "scalelab_fit": 1, "scalelab_suggest": 1, "scalelab_report": 1, "scalelab_all": 1, "total": 24}
     # Every path of the README's results table, in the other workflow's folder.
     readme = (REPO / "README.md").read_text()
     table = readme.split("leaves everything under `results/`", 1)[1].split("\n\n", 2)[1]
@@ -157,10 +159,10 @@ def test_study_api_agrees_with_what_the_workflow_wrote(study):
             assert [row[f"{name}_ci_low"], row[f"{name}_ci_high"]] == pytest.approx(want[f"{name}_ci95"], rel=1e-9)
     # predict() at the held-out runs gives the law's prediction that fit.json checks them with
     metrics = study_.metrics.set_index("run")
-    law = fit["approach3"]
+    chosen = fit["chosen_form"]  # predictions use the law form the fit chose
     runs = metrics.loc[list(fit["holdout"]["held_out"])] if fit.get("holdout") else metrics
     predicted = study_.predict(runs["params"].to_numpy(), runs["tokens"].to_numpy())["loss_pred"]
-    expected = law["E"] + law["A"] / runs["params"] ** law["alpha"] + law["B"] / runs["tokens"] ** law["beta"]
+    expected = FORMS[chosen].loss(fit["forms"][chosen]["params"], runs["params"].to_numpy(), runs["tokens"].to_numpy())
     np.testing.assert_allclose(predicted, expected, rtol=1e-12)
     # the curves are every curve.csv, row for row
     for run_id in RUNS:

@@ -216,8 +216,8 @@ def test_every_job_goes_through_sbatch_with_the_derived_resources(studies):
     assert studies["second_code"] == 0, studies["second"][-4000:]
     jobs = submissions(studies["first"]) + submissions(studies["second"])
     # every job but the local rule aggregate went to sbatch: tokenize, 3 train, 3 evaluate, fit,
-    # report (pass 1 submitted some of them, pass 2 the rest and the cancelled run again)
-    expected = {("tokenize", None), ("fit", None), ("report", None)} | {
+    # suggest, report (pass 1 submitted some of them, pass 2 the rest and the cancelled run again)
+    expected = {("tokenize", None), ("fit", None), ("suggest", None), ("report", None)} | {
         (rule, f"{m}-16K-s0") for rule in ("train", "evaluate") for m in "abc"}
     assert {(rule, run) for _, rule, run in jobs} == expected
     assert ("train", KILLED) in {(rule, run) for _, rule, run in submissions(studies["second"])}
@@ -312,12 +312,14 @@ def grouped_submissions(text: str) -> list[str]:
 def test_job_groups_submit_one_job_per_wsd_family(grouped_wsd, wsd_study):
     assert grouped_wsd["first_code"] == 0, grouped_wsd["first"][-4000:]
     jobs = grouped_wsd["jobs"]
-    assert jobs == {"tokenize": 1, "trunk": 6, "train": 6, "evaluate": 6, "aggregate": 1, "fit": 1, "report": 1}
+    assert jobs == {"tokenize": 1, "trunk": 6, "train": 6, "evaluate": 6, "aggregate": 1, "fit": 1, "suggest": 1,
+                    "report": 1}
     ungrouped = sum(jobs.values()) - jobs["aggregate"]  # one sbatch per job, as the cosine study above shows
     submitted = grouped_submissions(grouped_wsd["first"])
     print(f"\nWSD study on Slurm: {len(submitted)} submissions with job groups, {ungrouped} without", file=sys.stderr)
-    assert sorted(submitted) == ["group_family_evaluate_train_trunk"] * 2 + ["rule_fit", "rule_report", "rule_tokenize"]
-    assert ungrouped == 21
+    assert sorted(submitted) == ["group_family_evaluate_train_trunk"] * 2 + [
+        "rule_fit", "rule_report", "rule_suggest", "rule_tokenize"]
+    assert ungrouped == 22
     # the groups ran every job: the same runs and losses as the shared local study
     local = pd.read_csv(wsd_study / "results/metrics.csv").set_index("run").sort_index()
     cluster = pd.read_csv(io.StringIO(grouped_wsd["table"])).set_index("run").sort_index()
@@ -334,7 +336,7 @@ def test_job_groups_keep_staleness_per_job(grouped_wsd):
     # b's lr changed: b's family is the one group submitted; a's runs are not touched
     assert grouped_wsd["change_code"] == 0, grouped_wsd["change"][-4000:]
     assert sorted(grouped_submissions(grouped_wsd["change"])) == [
-        "group_family_evaluate_train_trunk", "rule_fit", "rule_report"]
+        "group_family_evaluate_train_trunk", "rule_fit", "rule_report", "rule_suggest"]
     before, after = grouped_wsd["before"], grouped_wsd["after"]
     assert {run for run in before if before[run] != after[run]} == {"b-4K-s0", "b-8K-s0", "b-16K-s0"}
     assert json.loads(after["b-16K-s0"])["lr"] == 1e-3
