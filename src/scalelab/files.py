@@ -72,3 +72,21 @@ def loads_json(text: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ScalelabError(f"{what}: not valid JSON ({exc})") from None
+
+
+def check_out_dir(out) -> Path:
+    """A command's --out: a folder, or one it can create inside a writable folder; checked before
+    any work, so a bad path costs no fit."""
+    from .errors import ScalelabError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ScalelabError(f"--out {out}: exists and is not a folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ScalelabError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ScalelabError(f"--out {out}: {parent} is not a writable folder")
+    return out

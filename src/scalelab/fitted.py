@@ -98,7 +98,7 @@ def predictive_interval(components, level=LEVEL):
     return out[0], out[1]
 
 
-def _positive(values, name: str) -> np.ndarray:
+def positive_values(values, name: str) -> np.ndarray:
     try:
         array = np.atleast_1d(np.asarray(values, dtype=float))
     except (TypeError, ValueError):
@@ -174,7 +174,7 @@ class FittedLaw:
             return None
         if U is None:
             return None
-        return np.broadcast_to(_positive(U, "U"), (n,))
+        return np.broadcast_to(positive_values(U, "U"), (n,))
 
     def _log_preds(self, name, params, tokens, U) -> np.ndarray | None:
         """log loss of every bootstrap resample of form `name` (B × m); the point law without one."""
@@ -216,7 +216,7 @@ class FittedLaw:
         per (N, D) with `params, tokens, loss, low, high` (the prediction interval at `level`).
         U (unique tokens) only for the data-constrained form."""
         try:
-            params, tokens = np.broadcast_arrays(_positive(N, "N"), _positive(D, "D"))
+            params, tokens = np.broadcast_arrays(positive_values(N, "N"), positive_values(D, "D"))
         except ValueError:
             raise ScalelabError(f"N and D must have the same length (or one be a single number), "
                                 f"got {np.size(N)} and {np.size(D)}") from None
@@ -256,7 +256,7 @@ class FittedLaw:
         """The compute-optimal split of C FLOPs (C = 6·N·D) under the chosen form: one row per
         budget with `flops, params, tokens, tokens_per_param, loss, low, high` and the intervals
         `params_low/high, tokens_low/high` of the optimum (each bootstrap resample's own optimum)."""
-        flops = _positive(C, "C")
+        flops = positive_values(C, "C")
         _check_level(level)
         if self.form.needs:
             raise ScalelabError(f"{self.where}: the {self.form.name} form has no compute-optimal allocation "
@@ -297,7 +297,7 @@ class FittedLaw:
 
     def forms_at(self, N, D) -> dict:
         """Each fitted form's point prediction at (N, D) (forms that need U are left out)."""
-        params, tokens = np.broadcast_arrays(_positive(N, "N"), _positive(D, "D"))
+        params, tokens = np.broadcast_arrays(positive_values(N, "N"), positive_values(D, "D"))
         out = {}
         for name in self.fitted:
             if not FORMS[name].needs:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ScalelabError
+from .fitted import positive_values
 from .law import LAW_KEYS, compute_optimal, predict_loss
 
 __all__ = ["Study", "load_study"]
@@ -66,16 +67,6 @@ def _results_dir(path) -> Path:
     if (path / "metrics.csv").exists() or (path / "fit").is_dir():
         return path
     raise ScalelabError(f"{path / 'results' / 'metrics.csv'}: study results not found (has the workflow run?)")
-
-
-def _positive(values, name: str) -> np.ndarray:
-    try:
-        array = np.atleast_1d(np.asarray(values, dtype=float))
-    except (TypeError, ValueError):
-        raise ScalelabError(f"{name} must be a positive number or a list of them, got {values!r}") from None
-    if array.ndim != 1 or not np.all(np.isfinite(array) & (array > 0)):
-        raise ScalelabError(f"{name} must be a positive number or a list of them, got {values!r}")
-    return array
 
 
 def _interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +182,7 @@ class Study:
             return table.assign(loss_pred=table["loss"], loss_ci_low=table["low"], loss_ci_high=table["high"])
         law = self._require_law()
         try:
-            params, tokens = np.broadcast_arrays(_positive(N, "N"), _positive(D, "D"))
+            params, tokens = np.broadcast_arrays(positive_values(N, "N"), positive_values(D, "D"))
         except ValueError:
             raise ScalelabError(f"N and D must have the same length (or one be a single number), "
                                 f"got {np.size(N)} and {np.size(D)}") from None
@@ -224,7 +215,7 @@ class Study:
             raise ScalelabError(f"{self.path / 'fit' / 'fit.json'}: the fitted exponents are not both positive "
                                 f"(alpha {law['alpha']:.3g}, beta {law['beta']:.3g}), so there is no "
                                 "compute-optimal split")
-        flops = _positive(C, "C")
+        flops = positive_values(C, "C")
         _check_level(level)
         n_opt, d_opt = compute_optimal(flops, law["A"], law["B"], law["alpha"], law["beta"])
         table = pd.DataFrame({"flops": flops, "n_opt": n_opt, "d_opt": d_opt, "tokens_per_param": d_opt / n_opt,

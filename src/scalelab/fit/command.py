@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from ..errors import ScalelabError
-from ..files import loads_json
+from ..files import check_out_dir, loads_json
 from ..settings import FIT_CHOICES, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings, check_fit_setting
 from ..law import FORMS
 from .inputs import LOSS_RANGE, read_metrics
@@ -94,24 +94,9 @@ def settings_from_args(args: argparse.Namespace) -> FitSettings:
     return replace(settings, **given)
 
 
-def _check_out_dir(out) -> Path:
-    """--out must be a folder or creatable as one; checked before any work."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ScalelabError(f"--out {out}: exists and is not a folder")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ScalelabError(f"--out {out}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ScalelabError(f"--out {out}: {parent} is not writable")
-    return out
-
-
 def run(args: argparse.Namespace) -> None:
     settings = settings_from_args(args)
-    out = _check_out_dir(args.out)
+    out = check_out_dir(args.out)
     df = read_metrics(args.metrics)
     fit = fit_all(df, settings, loss_col=args.loss_col, params_col=args.params_col, tokens_col=args.tokens_col,
                   flops_col=args.flops_col, source=str(args.metrics),

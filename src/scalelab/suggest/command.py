@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 from ..errors import ScalelabError
-from ..files import loads_json
+from ..files import check_out_dir, loads_json
 from ..settings import SuggestSettings
 
 
@@ -81,25 +81,13 @@ def settings_from_args(args) -> SuggestSettings:
     return SuggestSettings.from_dict(values, "--spec" if args.spec is not None else "suggest")
 
 
-def _check_out_dir(out) -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ScalelabError(f"--out {out}: exists and is not a folder")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ScalelabError(f"--out {out}: {parent} is not a writable folder")
-    return out
-
-
 def run(args: argparse.Namespace) -> None:
     from .ensemble import NoDesign
     from .outputs import write_outputs, write_unavailable
     from .study import plan
 
     settings = settings_from_args(args)
-    out = _check_out_dir(args.out)
+    out = check_out_dir(args.out)
     try:
         result = plan(args.metrics, args.fit, settings)
     except NoDesign as exc:
