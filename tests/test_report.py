@@ -389,7 +389,7 @@ def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, breakage, message):
 
 
 def test_law_and_allocation_formulas():
-    from scalelab.report import drawn_law, figures
+    from scalelab.report import drawn_law, figures_checks
 
     drawn = drawn_law.DrawnLaw("chinchilla", dict(LAW))
     n, d = drawn.optimum(6e18)
@@ -402,7 +402,7 @@ def test_law_and_allocation_formulas():
     # One copy of the law: the report draws with scalelab.law's forms, as the fit computes with them.
     from scalelab import fit
 
-    assert figures.predict_loss is law.predict_loss is fit.predict_loss
+    assert figures_checks.predict_loss is law.predict_loss is fit.predict_loss
     assert drawn_law.FORMS is law.FORMS and drawn_law.optimal_allocation is law.optimal_allocation
 
 

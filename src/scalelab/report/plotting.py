@@ -22,6 +22,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 from ..files import atomic_path  # noqa: E402
 from .fmt import human, label, short  # noqa: E402
 
+class CannotDraw(Exception):
+    """Raised by a figure function with the one sentence that replaces the figure."""
+
+
 MAX_LINES = 8  # more distinct levels than this and a family is coloured by a colorbar instead
 STYLE = {
     "figure.figsize": (6.4, 4.2),

@@ -1,11 +1,11 @@
 """The one registry of the report: its sections, figures and tables, and the files it writes.
 
 Each figure and table is named once here, with its title, its category (the page section it
-sits in, and its category in Snakemake's `--report`), its caption file and the function that
-draws or builds it. Everything else follows from this: the order of the page, the files
-`scalelab report` writes (`output_paths`) and the outputs `workflow/rules/report.smk` declares
-(`rule_outputs`). Captions are reStructuredText files in `captions/` (package data), read both
-by the page and by Snakemake's report, so each caption exists once.
+sits in, and its category in Snakemake's `--report`), its caption file and the function (and
+its module) that draws or builds it. Everything else follows from this: the order of the page,
+the files `scalelab report` writes (`output_paths`) and the outputs `workflow/rules/report.smk`
+declares (`rule_outputs`). Captions are reStructuredText files in `captions/` (package data),
+read both by the page and by Snakemake's report, so each caption exists once.
 
 Standard library only: the Snakefile imports this module on every dry run.
 """
@@ -40,6 +40,7 @@ class Entry:
     category: str  # a Section heading
     make: str
     kind: str  # "figures" or "tables"
+    module: str  # the module of scalelab.report that holds `make`, e.g. "figures_law"
 
     @property
     def caption_path(self) -> Path:
@@ -50,7 +51,7 @@ class Entry:
         return rst_to_text(self.caption_path.read_text())
 
     def function(self) -> Callable:
-        module = importlib.import_module(f"scalelab.report.{self.kind}")
+        module = importlib.import_module(f"scalelab.report.{self.module}")
         return getattr(module, self.make)
 
 
@@ -71,36 +72,37 @@ SECTIONS = (
 )
 
 
-def _figure(name: str, title: str, category: str) -> Entry:
-    return Entry(name, title, category, f"fig_{name}", "figures")
+def _figure(name: str, title: str, category: str, module: str) -> Entry:
+    return Entry(name, title, category, f"fig_{name}", "figures", module)
 
 
-def _table(name: str, title: str, category: str) -> Entry:
-    return Entry(name, title, category, f"table_{name}", "tables")
+def _table(name: str, title: str, category: str, module: str) -> Entry:
+    return Entry(name, title, category, f"table_{name}", "tables", module)
 
 
-# name -> entry, in the order of the page. The names are the file names under figures/ and tables/.
+# name -> entry, in the order of the page. The names are the file names under figures/ and tables/;
+# the last field is the module (by concern) that draws or builds it.
 FIGURES = {f.name: f for f in (
-    _figure("loss_vs_params", "Loss vs parameters", "Scaling laws"),
-    _figure("loss_vs_tokens", "Loss vs training tokens", "Scaling laws"),
-    _figure("isoflop", "IsoFLOP curves", "Compute-optimal allocation"),
-    _figure("frontier", "Compute-optimal frontier", "Compute-optimal allocation"),
-    _figure("lr_sensitivity", "Learning-rate sensitivity", "Hyperparameter sweeps"),
-    _figure("training_curves", "Training curves", "Training"),
-    _figure("bleu_rouge", "BLEU and ROUGE-L", "Generation quality"),
-    _figure("holdout", "Held-out check and fit residuals", "Held-out check"),
-    _figure("law_residuals", "Residuals of each law form", "Held-out check"),
+    _figure("loss_vs_params", "Loss vs parameters", "Scaling laws", "figures_law"),
+    _figure("loss_vs_tokens", "Loss vs training tokens", "Scaling laws", "figures_law"),
+    _figure("isoflop", "IsoFLOP curves", "Compute-optimal allocation", "figures_law"),
+    _figure("frontier", "Compute-optimal frontier", "Compute-optimal allocation", "figures_law"),
+    _figure("lr_sensitivity", "Learning-rate sensitivity", "Hyperparameter sweeps", "figures_sweeps"),
+    _figure("training_curves", "Training curves", "Training", "figures_runs"),
+    _figure("bleu_rouge", "BLEU and ROUGE-L", "Generation quality", "figures_runs"),
+    _figure("holdout", "Held-out check and fit residuals", "Held-out check", "figures_checks"),
+    _figure("law_residuals", "Residuals of each law form", "Held-out check", "figures_checks"),
 )}
 TABLES = {t.name: t for t in (
-    _table("fit_parameters", "Fitted parameters", "Scaling laws"),
-    _table("isoflop_optima", "IsoFLOP optima (Approach 2)", "Compute-optimal allocation"),
-    _table("allocation", "Compute-optimal allocation", "Compute-optimal allocation"),
-    _table("hyperparameters", "Hyperparameter laws", "Hyperparameter sweeps"),
-    _table("holdout", "Held-out runs", "Held-out check"),
-    _table("next_runs", "Suggested next runs", "What to run next"),
-    _table("grid", "Grid of runs", "Runs"),
-    _table("settings", "Study settings", "Reproducibility"),
-    _table("reproducibility", "Corpus, tokenizer and software", "Reproducibility"),
+    _table("fit_parameters", "Fitted parameters", "Scaling laws", "tables_fit"),
+    _table("isoflop_optima", "IsoFLOP optima (Approach 2)", "Compute-optimal allocation", "tables_fit"),
+    _table("allocation", "Compute-optimal allocation", "Compute-optimal allocation", "tables_fit"),
+    _table("hyperparameters", "Hyperparameter laws", "Hyperparameter sweeps", "tables_fit"),
+    _table("holdout", "Held-out runs", "Held-out check", "tables_fit"),
+    _table("next_runs", "Suggested next runs", "What to run next", "tables_fit"),
+    _table("grid", "Grid of runs", "Runs", "tables_runs"),
+    _table("settings", "Study settings", "Reproducibility", "tables_settings"),
+    _table("reproducibility", "Corpus, tokenizer and software", "Reproducibility", "tables_settings"),
 )}
 
 
