@@ -40,7 +40,8 @@ def _lr_curve(rows: pd.DataFrame, target: str, others: list[str]) -> pd.DataFram
     return mean.groupby("lr")[target].min().reset_index().sort_values("lr")
 
 
-def fig_lr_sensitivity(s: Study):
+def _lr_rows(s: Study) -> tuple[pd.DataFrame, float]:
+    """The finished runs with a positive lr at the largest D, and that D; raises CannotDraw."""
     if "lr" not in swept_keys(s) or "lr" not in s.metrics.columns:
         raise CannotDraw("Nothing was swept over the learning rate (grid.sweep has no lr), so there is no "
                          "sensitivity to draw.")
@@ -55,7 +56,46 @@ def fig_lr_sensitivity(s: Study):
     if not np.isfinite(d_values).all():
         d_col, d_values = s.d_col, ok[s.d_col]
     top = d_values.max()
-    rows = ok[np.isclose(d_values, top, rtol=1e-6)]
+    return ok[np.isclose(d_values, top, rtol=1e-6)], top
+
+
+def _lr_optimum(curve: pd.DataFrame, target: str, group: dict | None) -> tuple[float, float, bool]:
+    """(lr, loss, at an edge) of one size's optimum: the fit's group, else the lowest point."""
+    if group is not None:
+        x, y, edge = float(group["optimum"]), group.get("optimum_loss"), bool(group.get("edge"))
+        return x, float(y) if finite(y) else float(curve[target].min()), edge
+    # the fit has no optimum here (e.g. fewer than 3 values): the lowest point, flagged at an edge
+    best = int(np.argmin(curve[target].to_numpy(float)))
+    edge = len(curve) >= 2 and best in (0, len(curve) - 1)
+    return float(curve["lr"].iloc[best]), float(curve[target].iloc[best]), edge
+
+
+def _lr_legend(ax, inside: bool, edges: list[str]) -> None:
+    """The sizes, then what a filled and a hollow diamond mean (each only when drawn)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if inside:
+        handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="0.6"))
+        labels.append("optimum inside the sweep")
+    if edges:
+        handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="white"))
+        labels.append("optimum at an edge: widen the sweep")
+    legend_outside(ax, handles, labels)
+
+
+def _lr_note(s: Study, edges: list[str], from_data: list[str]) -> str:
+    note = []
+    if edges:
+        note.append(f"Optimum at an edge of the sweep (widen it there): {', '.join(edges)}.")
+    if from_data:
+        why = (s.fit.get("hyperparameters") or {}).get("lr_why") if isinstance(s.fit.get("hyperparameters"), dict) \
+            else s.fit.get("hyperparameters_why")
+        note.append(f"Marked at the lowest measured point, as fit.json has no lr optimum there"
+                    f"{': ' + clause(why) if why else ''}: {', '.join(from_data)}.")
+    return " ".join(note)
+
+
+def fig_lr_sensitivity(s: Study):
+    rows, top = _lr_rows(s)
     others = [k for k in swept_keys(s) if k != "lr" and k in rows.columns]
     groups = hparam_groups(s, "lr")
     sizes = np.sort(rows[s.n_col].unique())
@@ -67,13 +107,8 @@ def fig_lr_sensitivity(s: Study):
         curve = _lr_curve(at_size, s.target, others)
         ax.plot(curve["lr"], curve[s.target], "o-", color=color, lw=1.2, ms=4, label=size_label(names, size))
         group = _fit_optimum(groups, float(size), float(at_size[s.d_col].median()))
-        if group is not None:
-            x, y, edge = float(group["optimum"]), group.get("optimum_loss"), bool(group.get("edge"))
-            y = float(y) if finite(y) else float(curve[s.target].min())
-        else:  # the fit has no optimum here (e.g. fewer than 3 values): the lowest point, flagged at an edge
-            best = int(np.argmin(curve[s.target].to_numpy(float)))
-            x, y = float(curve["lr"].iloc[best]), float(curve[s.target].iloc[best])
-            edge = len(curve) >= 2 and best in (0, len(curve) - 1)
+        x, y, edge = _lr_optimum(curve, s.target, group)
+        if group is None:
             from_data.append(size_label(names, size))
         ax.plot(x, y, "D", ms=8, mec="black", mew=1, mfc="white" if edge else color, zorder=4,
                 gid="edge" if edge else "optimum")
@@ -84,20 +119,5 @@ def fig_lr_sensitivity(s: Study):
     ax.set_xlabel("peak learning rate (lr)")
     ax.set_ylabel(label(s.target))
     ax.set_title(f"Loss vs learning rate at D = {human(top)} tokens")
-    handles, labels = ax.get_legend_handles_labels()
-    if len(edges) < len(sizes):
-        handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="0.6"))
-        labels.append("optimum inside the sweep")
-    if edges:
-        handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="white"))
-        labels.append("optimum at an edge: widen the sweep")
-    legend_outside(ax, handles, labels)
-    note = []
-    if edges:
-        note.append(f"Optimum at an edge of the sweep (widen it there): {', '.join(edges)}.")
-    if from_data:
-        why = (s.fit.get("hyperparameters") or {}).get("lr_why") if isinstance(s.fit.get("hyperparameters"), dict) \
-            else s.fit.get("hyperparameters_why")
-        note.append(f"Marked at the lowest measured point, as fit.json has no lr optimum there"
-                    f"{': ' + clause(why) if why else ''}: {', '.join(from_data)}.")
-    return fig, " ".join(note)
+    _lr_legend(ax, len(edges) < len(sizes), edges)
+    return fig, _lr_note(s, edges, from_data)
