@@ -82,30 +82,27 @@ def check_grid_size(config: dict) -> None:
                             f"than grid.max_runs ({ceiling:,}); shrink the grid, or raise grid.max_runs")
 
 
-def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
-    """Every run of the study: models x tokens x seeds, plus grid.extra and the IsoFLOP runs, de-duplicated."""
-    check_grid_size(config)
+def _trained(step_settings: dict, tokens: int) -> int:
+    """The tokens that `tokens` trains: whole steps of batch_size x context."""
+    step = step_settings["batch_size"] * step_settings["context"]
+    return math.ceil(tokens / step) * step
+
+
+def _grid_points(config: dict, settings: dict) -> dict[tuple[str, int, int], list]:
+    """(model, trained tokens, seed) -> [requested tokens, isoflop budget]: two requests that train
+    the same number of whole steps are one run (the first one's id), never two identical runs."""
     grid, models = config["grid"], config["models"]
-    vocab_size = vocab_size or config["data"]["tokenizer"]["vocab_size"]
-    settings = {name: spec_settings(train_settings(config, name)) for name in models}
-    # (model, trained tokens, seed) -> [requested tokens, isoflop budget]: two requests that train
-    # the same number of whole steps are one run (the first one's id), never two identical runs.
     points: dict[tuple[str, int, int], list] = {}
-
-    def trained(model: str, tokens: int) -> int:
-        step = settings[model]["batch_size"] * settings[model]["context"]
-        return math.ceil(tokens / step) * step
-
     for model in grid["models"]:
         for i, value in enumerate(grid["tokens"]):
             tokens = parse_count(value, f"grid.tokens[{i}]")
             for seed in grid["seeds"]:
-                points.setdefault((model, trained(model, tokens), seed), [tokens, None])
+                points.setdefault((model, _trained(settings[model], tokens), seed), [tokens, None])
     # Single runs beside the grid (grid.extra, as `scalelab suggest` writes them), at every seed.
     for i, item in enumerate(grid.get("extra") or []):
         tokens = parse_count(item["tokens"], f"grid.extra[{i}].tokens")
         for seed in grid["seeds"]:
-            points.setdefault((item["model"], trained(item["model"], tokens), seed), [tokens, None])
+            points.setdefault((item["model"], _trained(settings[item["model"]], tokens), seed), [tokens, None])
     if grid.get("isoflop"):
         for i, value in enumerate(grid["isoflop"]["budgets"]):
             budget = parse_count(value, f"grid.isoflop.budgets[{i}]")
@@ -113,18 +110,32 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
                 params = non_embedding_params(models[model]["n_layer"], models[model]["d_model"])
                 tokens = isoflop_tokens(budget, params, settings[model]["batch_size"], settings[model]["context"])
                 for seed in grid["seeds"]:
-                    points.setdefault((model, trained(model, tokens), seed), [tokens, None])[1] = budget
-    # Each grid point, once per combination of the model's swept values (once when none are); a
-    # combination that trains the same whole steps for two requests is again one run.
+                    points.setdefault((model, _trained(settings[model], tokens), seed), [tokens, None])[1] = budget
+    return points
+
+
+def _swept_points(config: dict, points: dict) -> dict[tuple, list]:
+    """Each grid point, once per combination of the model's swept values (once when none are); a
+    combination that trains the same whole steps for two requests is again one run.
+    (model, combo, trained tokens, seed) -> [requested tokens, isoflop budget, combo, its settings]."""
     combos = {name: sweep_combos(config, name) for name in {model for model, _, _ in points}}
     expanded: dict[tuple, list] = {}
     for (model, _, seed), (tokens, budget) in points.items():
         for combo, combo_settings in combos[model]:
-            step = combo_settings["batch_size"] * combo_settings["context"]
-            key = (model, tuple(sorted(combo.items())), math.ceil(tokens / step) * step, seed)
+            key = (model, tuple(sorted(combo.items())), _trained(combo_settings, tokens), seed)
             entry = expanded.setdefault(key, [tokens, None, combo, combo_settings])
             if budget is not None:
                 entry[1] = budget
+    return expanded
+
+
+def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
+    """Every run of the study: models x tokens x seeds, plus grid.extra and the IsoFLOP runs, de-duplicated."""
+    check_grid_size(config)
+    models = config["models"]
+    vocab_size = vocab_size or config["data"]["tokenizer"]["vocab_size"]
+    settings = {name: spec_settings(train_settings(config, name)) for name in models}
+    expanded = _swept_points(config, _grid_points(config, settings))
     fingerprint = data_fingerprint(config)
     runs = []
     for (model, _, _, seed), (tokens, budget, combo, combo_settings) in expanded.items():
