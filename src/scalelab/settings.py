@@ -162,34 +162,66 @@ def _count(item) -> float:
         return math.nan
 
 
+def _integer(value, label, low, high=None, note=""):
+    """An integer setting (a whole float counts) from `low` to `high`, or a ScalelabError naming `label`."""
+    if isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise ScalelabError(f"{label}: expected an integer, got {value!r}")
+    if number < low or (high is not None and number > high):
+        bound = f"from {low} to {high}" if high is not None else f"{low} or more"
+        raise ScalelabError(f"{label}: must be {bound}{note}, got {number}")
+    return number
+
+
+def _positive_numbers(value, label):
+    """None, or a tuple of positive numbers from one number or count or a list of them."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ScalelabError(f"{label}: expected a list of positive numbers (e.g. [1e21]), got {value!r}")
+    out = []
+    for item in items:
+        number = _count(item)
+        if not (math.isfinite(number) and number > 0):
+            raise ScalelabError(f"{label}: must be positive numbers, got {item!r}")
+        out.append(number)
+    return tuple(out)
+
+
+def _law_forms(key, value, label):
+    """`form` (one law form or auto) or `forms` (a tuple of distinct law forms, or None)."""
+    if (key, value) in (("forms", None), ("form", "auto")):
+        return value  # the defaults, without importing numpy (the Snakefile builds FitSettings)
+    from .law import FORMS  # numpy only
+
+    items = [value] if key == "form" or isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ScalelabError(f"{label}: expected a list of law forms ({', '.join(FORMS)}), got {value!r}")
+    known = (("auto",) if key == "form" else ()) + tuple(FORMS)
+    for item in items:
+        if item not in known:
+            raise ScalelabError(f"{label}: unknown law form {item!r} (known: {', '.join(known)})")
+    if len(set(items)) != len(items):
+        raise ScalelabError(f"{label}: a form is named twice in {list(items)}")
+    return value if key == "form" else tuple(items)
+
+
+def _column_names(value, label):
+    """A tuple of distinct, non-blank column names from one name or a list of them."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(k, str) and k.strip() for k in items):
+        raise ScalelabError(f"{label}: expected a list of column names, got {value!r}")
+    if len(set(items)) != len(items):
+        raise ScalelabError(f"{label}: a column is named twice in {list(items)}")
+    return tuple(items)
+
+
 def check_fit_setting(key, value, label):
     """The value of setting `key` normalised (lists become tuples), or a ScalelabError naming `label`."""
-    def integer(low, high=None, note=""):
-        if isinstance(value, float) and value.is_integer():
-            number = int(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        else:
-            raise ScalelabError(f"{label}: expected an integer, got {value!r}")
-        if number < low or (high is not None and number > high):
-            bound = f"from {low} to {high}" if high is not None else f"{low} or more"
-            raise ScalelabError(f"{label}: must be {bound}{note}, got {number}")
-        return number
-
-    def numbers():
-        if value is None:
-            return None
-        items = [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
-        if not isinstance(items, (list, tuple)) or not items:
-            raise ScalelabError(f"{label}: expected a list of positive numbers (e.g. [1e21]), got {value!r}")
-        out = []
-        for item in items:
-            number = _count(item)
-            if not (math.isfinite(number) and number > 0):
-                raise ScalelabError(f"{label}: must be positive numbers, got {item!r}")
-            out.append(number)
-        return tuple(out)
-
     if key in FIT_CHOICES:
         if value not in FIT_CHOICES[key]:
             raise ScalelabError(f"{label}: must be one of {', '.join(FIT_CHOICES[key])}, got {value!r}")
@@ -199,41 +231,24 @@ def check_fit_setting(key, value, label):
             raise ScalelabError(f"{label}: expected a column name, got {value!r}")
         return value
     if key == "bootstrap":
-        return integer(0, MAX_BOOTSTRAP, " resamples (the cap keeps a run finite)")
+        return _integer(value, label, 0, MAX_BOOTSTRAP, " resamples (the cap keeps a run finite)")
     if key == "seed":
-        return integer(0)
+        return _integer(value, label, 0)
     if key == "grid_points":
-        return integer(2, MAX_GRID_POINTS, f" ({MAX_GRID_POINTS}**5 = {MAX_GRID_POINTS**5} L-BFGS-B starts)")
+        return _integer(value, label, 2, MAX_GRID_POINTS,
+                        f" ({MAX_GRID_POINTS}**5 = {MAX_GRID_POINTS**5} L-BFGS-B starts)")
     if key == "workers":
-        return None if value is None else integer(1, 4096)
+        return None if value is None else _integer(value, label, 1, 4096)
     if key in ("predict_flops", "budgets"):
-        return numbers()
+        return _positive_numbers(value, label)
     if key in ("forms", "form"):
-        if (key, value) in (("forms", None), ("form", "auto")):
-            return value  # the defaults, without importing numpy (the Snakefile builds FitSettings)
-        from .law import FORMS  # numpy only
-
-        items = [value] if key == "form" or isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not items:
-            raise ScalelabError(f"{label}: expected a list of law forms ({', '.join(FORMS)}), got {value!r}")
-        known = (("auto",) if key == "form" else ()) + tuple(FORMS)
-        for item in items:
-            if item not in known:
-                raise ScalelabError(f"{label}: unknown law form {item!r} (known: {', '.join(known)})")
-        if len(set(items)) != len(items):
-            raise ScalelabError(f"{label}: a form is named twice in {list(items)}")
-        return value if key == "form" else tuple(items)
+        return _law_forms(key, value, label)
     if key == "allow_any_loss":
         if not isinstance(value, bool):
             raise ScalelabError(f"{label}: expected true or false, got {value!r}")
         return value
     if key == "sweep_keys":
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(k, str) and k.strip() for k in items):
-            raise ScalelabError(f"{label}: expected a list of column names, got {value!r}")
-        if len(set(items)) != len(items):
-            raise ScalelabError(f"{label}: a column is named twice in {list(items)}")
-        return tuple(items)
+        return _column_names(value, label)
     raise ScalelabError(f"{label}: unknown fit setting")
 
 
