@@ -168,24 +168,20 @@ def _best(ratio_g, ratio_h, allowed):
     return int(np.argmin(np.where(near, ratio_h, np.inf)))
 
 
-def choose(ensemble: Ensemble, done_params, done_tokens, cand_params, cand_tokens, flops, budget, max_runs,
-           set_cost: Callable, max_rows: int = 200) -> Design:
-    """The runs (indices into the candidates) that most narrow the 95 % interval of log N_opt at C.
-
-    set_cost(indices) -> FLOPs of running that set of candidates (it may share work between them,
-    e.g. WSD trunks); the chosen set costs at most `budget` and has at most `max_runs` runs.
-    """
+def _finite_samples(ensemble: Ensemble, flops, max_rows: int) -> np.ndarray:
+    """The resamples with finite parameters and a finite log N_opt at `flops`, evenly thinned to max_rows."""
     samples = np.asarray(ensemble.samples, float)
     samples = samples[np.all(np.isfinite(samples), axis=1)]
     g_all = log_n_opt(ensemble, samples, flops)
     samples = samples[np.isfinite(g_all)]
     if len(samples) > max_rows:  # an even subsample keeps the cost bounded for large bootstraps
         samples = samples[np.linspace(0, len(samples) - 1, max_rows).round().astype(int)]
-    width = width_now(ensemble, flops)
-    empty = Design([], width, [], [], float("nan"), 0.0)
-    if len(samples) < 2:
-        empty.why_none = "fewer than 2 bootstrap resamples have a finite N_opt at the target"
-        return empty
+    return samples
+
+
+def _linearised(ensemble: Ensemble, samples, flops, done_params, done_tokens, cand_params, cand_tokens):
+    """(state, the candidates' Jacobians, the width of log L_opt now) on the resamples whose
+    derivatives are finite, or None when fewer than 2 are."""
     positive = np.all(samples > 0, axis=0)
     z = _to_z(samples, positive)
     done_params, done_tokens = np.asarray(done_params, float), np.asarray(done_tokens, float)
@@ -200,19 +196,14 @@ def choose(ensemble: Ensemble, done_params, done_tokens, cand_params, cand_token
     keep = np.all(np.isfinite(J_cand), axis=(1, 2)) & np.all(np.isfinite(J_done), axis=(1, 2)) & \
         np.all(np.isfinite(grad_g), axis=1) & np.all(np.isfinite(grad_h), axis=1)
     if keep.sum() < 2:
-        empty.why_none = "the law's derivatives are not finite on the bootstrap resamples"
-        return empty
-    state = _State(info[keep], grad_g[keep], grad_h[keep])
-    J_cand = J_cand[keep]
+        return None
     h_now = log_loss_opt(ensemble, samples[keep], flops)
     loss_width = float(np.subtract(*np.percentile(h_now[np.isfinite(h_now)], [97.5, 2.5])))
-    n_cand = len(cand_params)
+    return _State(info[keep], grad_g[keep], grad_h[keep]), J_cand[keep], loss_width
 
-    def affordable(chosen):
-        """Which candidates the budget still affords beside `chosen` (set_cost may share work)."""
-        return np.array([i not in chosen and set_cost(chosen + [i]) <= budget * (1 + 1e-9) for i in range(n_cand)])
 
-    # Greedy: the largest expected narrowing among what the budget still affords.
+def _greedy(state: _State, J_cand, affordable: Callable, max_runs: int) -> tuple[list[int], float]:
+    """(chosen, its width ratio): the largest expected narrowing among what the budget still affords."""
     chosen: list[int] = []
     M, current = state.M, 1.0
     while len(chosen) < max_runs:
@@ -224,8 +215,11 @@ def choose(ensemble: Ensemble, done_params, done_tokens, cand_params, cand_token
         chosen.append(pick)
         current = float(ratio_g[pick])
         M = state.inverse_with(J_cand[:, chosen])
+    return chosen, current
 
-    # Exchange passes: swap one chosen run for a better affordable candidate.
+
+def _exchange(state: _State, J_cand, affordable: Callable, chosen: list[int], current: float) -> list[int]:
+    """Exchange passes: swap one chosen run for a better affordable candidate (in place)."""
     for _ in range(EXCHANGE_PASSES if chosen else 0):
         improved = False
         for slot in range(len(chosen)):
@@ -240,20 +234,54 @@ def choose(ensemble: Ensemble, done_params, done_tokens, cand_params, cand_token
                 improved = True
         if not improved:
             break
+    return chosen
 
-    # Order the runs by what each adds (greedy again, within the chosen set), for the table.
+
+def _in_order(state: _State, J_cand, chosen: list[int], width: float, loss_width: float):
+    """(runs, widths after each, loss widths after each): the chosen runs ordered by what each adds
+    (greedy again, within the chosen set), for the table."""
     ordered, widths, loss_widths = [], [], []
     rest = list(chosen)
     while rest:
         M_now = state.inverse_with(J_cand[:, ordered]) if ordered else state.M
         ratio_g, ratio_h = state.ratios_after_each(M_now, J_cand)
-        mask = np.zeros(n_cand, bool)
+        mask = np.zeros(J_cand.shape[1], bool)
         mask[rest] = True
         pick = _best(ratio_g, ratio_h, mask)
         ordered.append(pick)
         rest.remove(pick)
         widths.append(width * float(np.sqrt(ratio_g[pick])))
         loss_widths.append(loss_width * float(np.sqrt(ratio_h[pick])))
+    return ordered, widths, loss_widths
+
+
+def choose(ensemble: Ensemble, done_params, done_tokens, cand_params, cand_tokens, flops, budget, max_runs,
+           set_cost: Callable, max_rows: int = 200) -> Design:
+    """The runs (indices into the candidates) that most narrow the 95 % interval of log N_opt at C.
+
+    set_cost(indices) -> FLOPs of running that set of candidates (it may share work between them,
+    e.g. WSD trunks); the chosen set costs at most `budget` and has at most `max_runs` runs.
+    """
+    samples = _finite_samples(ensemble, flops, max_rows)
+    width = width_now(ensemble, flops)
+    empty = Design([], width, [], [], float("nan"), 0.0)
+    if len(samples) < 2:
+        empty.why_none = "fewer than 2 bootstrap resamples have a finite N_opt at the target"
+        return empty
+    linearised = _linearised(ensemble, samples, flops, done_params, done_tokens, cand_params, cand_tokens)
+    if linearised is None:
+        empty.why_none = "the law's derivatives are not finite on the bootstrap resamples"
+        return empty
+    state, J_cand, loss_width = linearised
+    n_cand = len(cand_params)
+
+    def affordable(chosen):
+        """Which candidates the budget still affords beside `chosen` (set_cost may share work)."""
+        return np.array([i not in chosen and set_cost(chosen + [i]) <= budget * (1 + 1e-9) for i in range(n_cand)])
+
+    chosen, current = _greedy(state, J_cand, affordable, max_runs)
+    chosen = _exchange(state, J_cand, affordable, chosen, current)
+    ordered, widths, loss_widths = _in_order(state, J_cand, chosen, width, loss_width)
     design = Design(ordered, width, widths, loss_widths, loss_width, float(set_cost(ordered)))
     if not ordered:
         design.why_none = (f"no affordable run narrows the interval of log N_opt by {MIN_GAIN:.1%} or more "
