@@ -105,6 +105,52 @@ def _flags(column: pd.Series, name: str, source: str) -> np.ndarray:
     return out
 
 
+def _exclusion_reasons(df, values: dict, columns: dict) -> np.ndarray:
+    """Per row, the first reason it cannot be fitted (a status other than ok, then a missing or
+    non-positive loss, params, tokens or flops), or None. Vectorised: a CSV may hold a million rows."""
+    reasons = np.full(len(df), None, dtype=object)
+    status = df["status"] if "status" in df.columns and df["status"].notna().any() else None
+    if status is not None:
+        text = status.astype(str).str.strip()
+        bad = (text != "ok").to_numpy()
+        reasons[bad] = np.where(status.isna().to_numpy()[bad], "no status", text.to_numpy()[bad])
+    for name, col in columns.items():
+        open_rows = reasons == None  # noqa: E711 (elementwise)
+        reasons[open_rows & ~np.isfinite(values[name])] = f"{col} is missing or not a finite number"
+        open_rows = reasons == None  # noqa: E711
+        with np.errstate(invalid="ignore"):
+            reasons[open_rows & (values[name] <= 0)] = f"{col} is not positive"
+    return reasons
+
+
+def _check_loss_range(loss_values, keep: list, loss_col: str, source: str) -> None:
+    """Refuse, in one line, kept losses outside LOSS_RANGE (say, a column of accuracies)."""
+    loss = loss_values[keep]
+    outside = (loss < LOSS_RANGE[0]) | (loss > LOSS_RANGE[1])
+    if outside.any():
+        i = keep[int(np.flatnonzero(outside)[0])]
+        raise ScalelabError(f"{source}: column '{loss_col}' holds {int(outside.sum())} value(s) outside the "
+                            f"plausible loss range {LOSS_RANGE[0]:g}..{LOSS_RANGE[1]:g} (e.g. {loss_values[i]:.4g} "
+                            f"in row {i + 2}); fix the column, or allow it with --allow-any-loss")
+
+
+def _add_optional_columns(points, df, keep: list, sweep_keys, source: str) -> None:
+    """unique_tokens, and the sweep columns: seed and sweep_group identify a grid point,
+    best_in_sweep marks its best run, `hp:<key>` holds each swept value."""
+    if "unique_tokens" in df.columns:  # the data-constrained form's U; a row without it is not repeated data
+        unique = pd.to_numeric(df["unique_tokens"], errors="coerce").to_numpy(float)[keep]
+        points["unique_tokens"] = np.where(np.isfinite(unique) & (unique > 0), unique, points["tokens"])
+    if "seed" in df.columns and df["seed"].notna().any():
+        points["seed"] = df["seed"].iloc[keep].astype(str).where(df["seed"].iloc[keep].notna(), "").to_numpy()
+    if "sweep_group" in df.columns and df["sweep_group"].notna().any():
+        points["sweep_group"] = df["sweep_group"].iloc[keep].astype(str).where(
+            df["sweep_group"].iloc[keep].notna(), "").to_numpy()
+    if "best_in_sweep" in df.columns and df["best_in_sweep"].notna().any():
+        points["best_in_sweep"] = _flags(df["best_in_sweep"], "best_in_sweep", source)[keep]
+    for key in sweep_keys:
+        points[f"hp:{key}"] = pd.to_numeric(df[key], errors="coerce").to_numpy(float)[keep]
+
+
 def prepare(df, loss_col=None, params_col="params", tokens_col="tokens", flops_col=None, source="metrics",
             sweep_keys=(), allow_any_loss=False):
     """Usable points (run, params, tokens, flops, loss, isoflop_budget, and seed, sweep_group,
@@ -120,50 +166,19 @@ def prepare(df, loss_col=None, params_col="params", tokens_col="tokens", flops_c
               for name, col in (("loss", loss_col), ("params", params_col), ("tokens", tokens_col))}
     values["flops"] = (pd.to_numeric(df[flops_col], errors="coerce").to_numpy(float) if flops_col
                        else 6 * values["params"] * values["tokens"])
-    # Vectorised (a CSV may hold a million rows): the first reason that applies to each row.
-    reasons = np.full(len(df), None, dtype=object)
-    status = df["status"] if "status" in df.columns and df["status"].notna().any() else None
-    if status is not None:
-        text = status.astype(str).str.strip()
-        bad = (text != "ok").to_numpy()
-        reasons[bad] = np.where(status.isna().to_numpy()[bad], "no status", text.to_numpy()[bad])
-    for name, col in (("loss", loss_col), ("params", params_col), ("tokens", tokens_col),
-                      ("flops", flops_col or "6*params*tokens")):
-        open_rows = reasons == None  # noqa: E711 (elementwise)
-        reasons[open_rows & ~np.isfinite(values[name])] = f"{col} is missing or not a finite number"
-        open_rows = reasons == None  # noqa: E711
-        with np.errstate(invalid="ignore"):
-            reasons[open_rows & (values[name] <= 0)] = f"{col} is not positive"
+    columns = {"loss": loss_col, "params": params_col, "tokens": tokens_col, "flops": flops_col or "6*params*tokens"}
+    reasons = _exclusion_reasons(df, values, columns)
     keep = np.flatnonzero(reasons == None).tolist()  # noqa: E711
     excluded = [{"run": runs[i], "reason": reasons[i]} for i in np.flatnonzero(reasons != None)]  # noqa: E711
     if not allow_any_loss and keep:
-        loss = values["loss"][keep]
-        outside = (loss < LOSS_RANGE[0]) | (loss > LOSS_RANGE[1])
-        if outside.any():
-            i = keep[int(np.flatnonzero(outside)[0])]
-            raise ScalelabError(f"{source}: column '{loss_col}' holds {int(outside.sum())} value(s) outside the "
-                                f"plausible loss range {LOSS_RANGE[0]:g}..{LOSS_RANGE[1]:g} (e.g. {values['loss'][i]:.4g} "
-                                f"in row {i + 2}); fix the column, or allow it with --allow-any-loss")
+        _check_loss_range(values["loss"], keep, loss_col, source)
     budget = (pd.to_numeric(df["isoflop_budget"], errors="coerce").to_numpy(float)
               if "isoflop_budget" in df.columns else np.full(len(df), np.nan))
     points = pd.DataFrame({"run": [runs[i] for i in keep], **{k: v[keep] for k, v in values.items()},
                            "isoflop_budget": budget[keep]})
-    if "unique_tokens" in df.columns:  # the data-constrained form's U; a row without it is not repeated data
-        unique = pd.to_numeric(df["unique_tokens"], errors="coerce").to_numpy(float)[keep]
-        points["unique_tokens"] = np.where(np.isfinite(unique) & (unique > 0), unique, points["tokens"])
-    # The sweep columns: seed and sweep_group identify a grid point, best_in_sweep marks its best run.
-    if "seed" in df.columns and df["seed"].notna().any():
-        points["seed"] = df["seed"].iloc[keep].astype(str).where(df["seed"].iloc[keep].notna(), "").to_numpy()
-    if "sweep_group" in df.columns and df["sweep_group"].notna().any():
-        points["sweep_group"] = df["sweep_group"].iloc[keep].astype(str).where(
-            df["sweep_group"].iloc[keep].notna(), "").to_numpy()
-    if "best_in_sweep" in df.columns and df["best_in_sweep"].notna().any():
-        points["best_in_sweep"] = _flags(df["best_in_sweep"], "best_in_sweep", source)[keep]
-    for key in sweep_keys:
-        points[f"hp:{key}"] = pd.to_numeric(df[key], errors="coerce").to_numpy(float)[keep]
+    _add_optional_columns(points, df, keep, sweep_keys, source)
     # A canonical order makes every result, bootstrap included, independent of the row order.
     points["_key"] = points["run"].astype(str)
     points = points.sort_values(["params", "tokens", "flops", "loss", "_key"], kind="mergesort")
     points = points.drop(columns="_key").reset_index(drop=True)
-    columns = {"loss": loss_col, "params": params_col, "tokens": tokens_col, "flops": flops_col or "6*params*tokens"}
     return points, excluded, columns
