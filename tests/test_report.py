@@ -534,6 +534,26 @@ def test_registry_and_package_entry_points_import_without_plotting_libraries():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_every_figure_and_table_function_is_registered_once():
+    """The registry is the one list of figures and tables: each entry's module holds its function,
+    and no module of the report package defines a fig_/table_ function that the registry does not
+    name (one drawn by no page)."""
+    import importlib
+    import pkgutil
+
+    import scalelab.report as package
+
+    entries = (*registry.FIGURES.values(), *registry.TABLES.values())
+    for spec in entries:
+        assert callable(spec.function()) and spec.function().__name__ == spec.make, spec.name
+    defined = set()
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"scalelab.report.{info.name}")
+        defined |= {(info.name, name) for name, value in vars(module).items()
+                    if name.startswith(("fig_", "table_")) and getattr(value, "__module__", None) == module.__name__}
+    assert defined == {(spec.module, spec.make) for spec in entries}
+
+
 def test_registry_drives_page_order_captions_and_categories(tiny_report):
     out, _ = tiny_report
     text = (out / "index.html").read_text()
