@@ -13,6 +13,7 @@ from .plotting import (MODEL_CMAP, TOKENS_CMAP, CannotDraw, legend_outside, pale
                        size_label)
 
 
+# ----------------------------------------------------------------------------- held-out check
 
 def _holdout_panel(ax, s: Study, hold: dict) -> None:
     """Predicted against actual loss of the held-out runs, with the ±1 % band."""

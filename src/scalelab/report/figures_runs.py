@@ -13,6 +13,8 @@ from .plotting import (MAX_LINES, MODEL_CMAP, TOKENS_CMAP, CannotDraw, colorbar,
                        legend_outside, off_grid, palette, panel_note, set_log, size_label)
 
 
+# ----------------------------------------------------------------------------- training curves
+
 def _curve_lines(ax_train, ax_val, s: Study, colors: dict, sizes: dict, status: dict):
     """Every run's train and val curves; returns (finished runs' smoothed train values, their val
     values, any val, window). A run that did not finish is dashed and may leave the axes

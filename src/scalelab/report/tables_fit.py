@@ -8,6 +8,8 @@ from .inputs import Study
 from .tables import Cell, Table, blank_repeats, fit_cell, new_table
 
 
+# ----------------------------------------------------------------------------- fitted parameters
+
 PARAMETER_MEANING = {
     "E": "irreducible loss",
     "A": "parameter term coefficient",
