@@ -44,7 +44,8 @@ def isoflops(budgets, span, n_sizes, noise, seed, law=TRUTH, jitter=0.7):
 
 def budget_runs(points):
     """(size labels, log N, log loss) of every budget's runs, as loss_noise takes them."""
-    return [(fit._cluster(g["params"], fit.SIZE_TOLERANCE), np.log(g["params"].to_numpy()), np.log(g["loss"].to_numpy()))
+    return [(fit._cluster(g["params"], fit.SIZE_TOLERANCE), np.log(g["params"].to_numpy()),
+             np.log(g["loss"].to_numpy()))
             for _, g in points.groupby("isoflop_budget")]
 
 
@@ -221,7 +222,8 @@ def test_a_minimum_rarely_inside_the_sizes_leaves_the_budget_out():
     # the loss noise far above the curve's depth: most redrawn curves have their minimum at an edge.
     df = pd.concat([pd.DataFrame(synthetic.isoflop([c], span=16, n_sizes=9, noise=0.1, seed=i))
                     for i, c in enumerate([1e18, 1e19])]
-                   + [pd.DataFrame(synthetic.isoflop([1e20], span=4, n_sizes=3))], ignore_index=True).drop(columns="flops")
+                   + [pd.DataFrame(synthetic.isoflop([1e20], span=4, n_sizes=3))],
+                   ignore_index=True).drop(columns="flops")
     section = fit.fit_approach2(fit.prepare(df)[0], bootstrap=300, seed=0)[0]
     assert [s["flops"] for s in section["skipped"]] == [1e20]
     assert section["skipped"][0]["reason"].endswith("of the redrawn curves have their minimum inside the sampled "
