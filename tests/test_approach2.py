@@ -2,7 +2,10 @@
 the weighted exponent and its interval, on IsoFLOP curves from known laws."""
 from scalelab import fit  # first: it pins OpenBLAS to one thread before numpy and scipy load
 
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -250,3 +253,21 @@ def test_approach2_is_unbiased_on_the_chinchilla_law(scenario, tolerance):
     errors = [fit.fit_approach2(isoflops(*scenario, seed), bootstrap=200, seed=seed)[0]["a"] - TRUE_A
               for seed in range(8)]
     assert abs(np.mean(errors)) < tolerance, errors
+
+
+def test_cli_writes_the_method_the_noise_and_the_left_out_budgets(tmp_path):
+    df = pd.concat([pd.DataFrame(synthetic.isoflop([c], span=16, n_sizes=7, noise=0.003, seed=i, offset=offset))
+                    for i, (c, offset) in enumerate([(1e18, 1), (1e19, 1.3), (1e20, 1 / 20)])], ignore_index=True)
+    df.to_csv(tmp_path / "iso.csv", index=False)
+    proc = subprocess.run([sys.executable, "-m", "scalelab", "fit", str(tmp_path / "iso.csv"), "--out",
+                           str(tmp_path / "out"), "--bootstrap", "50", "--workers", "1", "--grid-points", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    section = json.loads((tmp_path / "out" / "fit.json").read_text())["approach2"]
+    assert section["method"].startswith("akima") and section["noise"]["dof"] > 0 and section["bootstrap"] == 50
+    assert [s["flops"] for s in section["skipped"]] == [1e20]  # sampled far below its optimum
+    text = (tmp_path / "out" / "fit.txt").read_text()
+    assert "Akima spline" in text and "note: budget 1e+20 left out: the lowest loss is at the largest" in text
+    assert "IsoFLOP loss noise: sd of a run's log loss" in text and "WLS Regression Results" in text
+    table = pd.read_csv(tmp_path / "out" / "isoflop.csv")
+    assert list(table["flops"]) == [1e18, 1e19] and table["log_n_opt_sd"].gt(0).all()
