@@ -140,6 +140,7 @@ ARTIST_WORDS = {
     "red line": lambda fig: _has(fig, lambda l: l.get_linestyle() == "-" and (l.get_gid() or "").startswith("fit-")),
     "the curves are the fitted": lambda fig: _has(fig, lambda l: (l.get_gid() or "") == "fit-law"),
     "parabola": lambda fig: _has(fig, lambda l: (l.get_gid() or "") == "fit-parabola"),
+    "akima spline": lambda fig: _has(fig, lambda l: (l.get_gid() or "") == "fit-curve"),
     "joined": lambda fig: _has(fig, lambda l: l.get_marker() == "o" and l.get_linestyle() == "-"),
     "shaded": lambda fig: any(ax.patches for ax in fig.axes),
     "error bars": lambda fig: any(ax.collections for ax in fig.axes),

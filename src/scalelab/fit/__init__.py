@@ -8,8 +8,10 @@ stages), tidy CSV tables and a human-readable `fit.txt`:
   losses (delta 1e-3) of log-loss residuals with L-BFGS-B from a grid of starts, with bootstrap
   95 % intervals. It gives the compute-optimal allocation and a held-out check.
 - Power laws in one variable at the largest-D and largest-N slices (scipy and statsmodels).
-- Approach 2 (IsoFLOP): a parabola in log N per compute budget, fitted near its minimum
-  (`isoflop_window`), then N_opt ~ C^a by OLS, with intervals from resampling runs within budgets.
+- Approach 2 (IsoFLOP), as Porian et al. (2024) estimate it: per compute budget the minimum of an
+  Akima spline of log loss over log N, redrawn with the runs' estimated loss noise (N_opt the
+  median of the redrawn minima), then N_opt ~ C^a by weighted least squares, with the percentile
+  interval of the same regression through the redrawn minima.
 - Hyperparameters: for each swept column (e.g. lr), the optimum of every (N, D) group from all its
   runs, then power laws of that optimum in N and in C (statsmodels OLS in log-log space) and the
   value they recommend at the next budget.
@@ -49,9 +51,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from ..law import compute_optimal, predict_loss  # noqa: E402  (part of fit's API)
 from ..settings import GRID_POINTS, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings  # noqa: E402
 from .optimal import allocation, prediction_budgets  # noqa: E402
-# The private _approach2_bootstrap and _cluster are re-exported for the tests that check them.
-from .approach2 import (ISOFLOP_MIN_SIZES, ISOFLOP_WINDOW, _approach2_bootstrap, fit_approach2,  # noqa: E402
-                        isoflop_groups, isoflop_window)
+# The private _cluster is re-exported for the tests that check it.
+from .approach2 import (NOISE_MIN_SIZES, NOISE_WINDOW, fit_approach2, isoflop_groups, isoflop_window,  # noqa: E402
+                        loss_noise, spline_minima)
 from .approach3 import (BOOTSTRAP_GRID_STARTS, FINAL_OPTIONS, FINAL_RERUNS, HUBER_DELTA,  # noqa: E402
                         MIN_PARALLEL_RUNS, PARAM_NAMES, SCREEN_OPTIONS, bootstrap_approach3, fit_approach3,
                         grid_objective, huber_objective, minimise, start_grid)
@@ -67,11 +69,11 @@ from .selection import select_runs  # noqa: E402
 
 __all__ = [
     "BOOTSTRAP_GRID_STARTS", "FINAL_OPTIONS", "FINAL_RERUNS", "FLOPS_TOLERANCE", "FitResult", "FitSettings",
-    "GRID_POINTS", "HPARAM_COLUMNS", "HPARAM_RULE", "HUBER_DELTA", "ISOFLOP_MIN_SIZES", "ISOFLOP_WINDOW",
-    "MAX_BOOTSTRAP", "MAX_GRID_POINTS", "MIN_PARALLEL_RUNS", "PARAM_NAMES", "SCREEN_OPTIONS", "SETTING_FLAGS",
+    "GRID_POINTS", "HPARAM_COLUMNS", "HPARAM_RULE", "HUBER_DELTA", "MAX_BOOTSTRAP", "MAX_GRID_POINTS",
+    "MIN_PARALLEL_RUNS", "NOISE_MIN_SIZES", "NOISE_WINDOW", "PARAM_NAMES", "SCREEN_OPTIONS", "SETTING_FLAGS",
     "SIZE_TOLERANCE", "add_arguments", "allocation", "bootstrap_approach3", "compute_optimal", "fit_all",
     "fit_approach2", "fit_approach3", "fit_frame", "fit_holdout", "fit_hyperparameters", "fit_power_law",
-    "grid_objective", "huber_objective", "isoflop_groups", "isoflop_window", "minimise", "predict_loss",
-    "prediction_budgets", "prepare", "read_metrics", "run", "select_runs", "settings_from_args", "start_grid",
-    "write_outputs",
+    "grid_objective", "huber_objective", "isoflop_groups", "isoflop_window", "loss_noise", "minimise", "predict_loss",
+    "prediction_budgets", "prepare", "read_metrics", "run", "select_runs", "settings_from_args", "spline_minima",
+    "start_grid", "write_outputs",
 ]

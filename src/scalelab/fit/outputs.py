@@ -20,7 +20,8 @@ from .hyperparameters import HPARAM_RULE
 
 ESTIMATE_COLUMNS = ["parameter", "estimate", "ci_low", "ci_high"]
 ISOFLOP_COLUMNS = ["flops", "n_opt", "d_opt", "loss_opt", "n_points", "outside_sampled", "n_fit_points",
-                   "fit_params_min", "fit_params_max", "n_opt_ci_low", "n_opt_ci_high"]
+                   "fit_params_min", "fit_params_max", "n_opt_ci_low", "n_opt_ci_high", "log_n_opt_sd",
+                   "interior_fraction"]
 ALLOCATION_COLUMNS = ["form", "flops", "n_opt", "d_opt", "tokens_per_param", "loss_pred", "loss_ci_low", "loss_ci_high"]
 FORMS_COLUMNS = ["form", "parameter", "estimate", "ci_low", "ci_high", "not_identified"]
 POWER_LAW_COLUMNS = ["law", "method", "parameter", "estimate", "ci_low", "ci_high", "r2"]
@@ -131,13 +132,17 @@ def render_approach2(out: Draft, section: dict | None, why: str | None, summarie
         out.tables["isoflop"] = pd.DataFrame([{**row, "n_opt_ci_low": (row["n_opt_ci95"] or [None, None])[0],
                                                "n_opt_ci_high": (row["n_opt_ci95"] or [None, None])[1]}
                                               for row in section["budgets"]], columns=ISOFLOP_COLUMNS)
-        out.lines += ["", f"== Approach 2 (IsoFLOP), grouped by {section['grouping']}; each parabola fitted to "
-                      f"{section['window']['rule']} ==",
+        out.lines += ["", f"== Approach 2 (IsoFLOP), grouped by {section['grouping']}; {section['method']} ==",
                       _table_text(out.tables["isoflop"]),
                       f"a (N_opt ~ C^a) = {_num(section['a'])} CI {_num(section['a_ci95'])}; "
                       f"b (D_opt ~ C^b) = {_num(section['b'])} CI {_num(section['b_ci95'])} ({section['ci_method']}"
-                      + (f", {bootstrap} resamples of the runs within each budget, {section['bootstrap_failed']} failed"
+                      + (f", {section['bootstrap']} redraws of every budget's losses with the estimated noise, "
+                         f"{section['bootstrap_failed']} left out for a minimum outside the sampled sizes"
                          if section["ci_method"] == "bootstrap" else "") + ")", *map(_deterministic, summaries)]
+        if section.get("bootstrap_why"):
+            out.lines.append(f"note: {section['bootstrap_why']}")
+        if section["skipped"]:
+            out.lines += [f"note: budget {s['flops']:.4g} left out: {s['reason']}" for s in section["skipped"]]
         if section["outside_sampled"]:
             out.lines.append(f"note: the minimum lies outside the sampled sizes at budgets "
                              f"{section['outside_sampled']}")

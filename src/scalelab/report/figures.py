@@ -51,6 +51,8 @@ ARTIST_CAPTIONS = {
         "off-grid": "Hollow grey points are runs off the grid (IsoFLOP runs).",
     },
     "isoflop": {
+        "fit-curve": "Each curve is the Akima spline in log N through one budget's losses, whose minimum is its "
+                     "N_opt (Approach 2).",
         "fit-parabola": "Each curve is the parabola in log N fitted to one budget.",
         "optimum": "Filled diamonds are each budget's compute-optimal size N_opt as fit.json gives it.",
         "optimum-outside": "A hollow diamond is a minimum outside the sampled sizes.",

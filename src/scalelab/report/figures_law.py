@@ -123,11 +123,15 @@ def budget_runs(s: Study, budget: dict) -> pd.DataFrame:
 
 
 def _isoflop_budget(ax, s: Study, budget: dict, color) -> bool:
-    """One budget's runs, its parabola and its optimum; True when the optimum is outside the sizes."""
+    """One budget's runs, its fitted curve and its optimum; True when the optimum is outside the sizes."""
     rows = budget_runs(s, budget).sort_values(s.n_col)
     log_n = np.log(rows[s.n_col].to_numpy(float))
     ax.plot(rows[s.n_col], rows[s.target], "o", color=color, label=f"C = {sci(budget['flops'])} FLOPs")
-    if len(rows) >= 3 and np.ptp(log_n) > 0:
+    curve = budget.get("curve")
+    if isinstance(curve, dict) and len(curve.get("params") or []) == len(curve.get("loss") or []) > 1:
+        fit_line(ax, np.asarray(curve["params"], float), np.asarray(curve["loss"], float), "-", color=color, lw=1.2,
+                 alpha=0.85, gid="fit-curve")
+    elif len(rows) >= 3 and np.ptp(log_n) > 0:  # a fit.json from before the spline: its parabola
         # The same parabola in log N as the fit, refitted here only to draw it.
         coef = np.polyfit(log_n, rows[s.target].to_numpy(float), 2)
         grid = np.linspace(log_n.min() - 0.3, log_n.max() + 0.3, 100)
@@ -159,7 +163,7 @@ def fig_isoflop(s: Study):
     gids = artist_gids(fig)
     if "optimum" in gids:
         handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="0.6"))
-        labels.append("N_opt (parabola minimum)")
+        labels.append("N_opt (minimum of the curve)")
     if outside:
         handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="white"))
         labels.append("N_opt outside the sampled sizes")
