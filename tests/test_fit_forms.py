@@ -326,3 +326,54 @@ def test_prediction_intervals_cover_new_runs_of_simulated_ladders(tmp_path):
         actual = FORMS["kaplan"].loss(KAPLAN, new_n, new_d) * np.exp(rng.normal(0, 0.01, new_n.size))
         inside += ((actual >= pred["low"]) & (actual <= pred["high"])).tolist()
     assert 0.88 <= np.mean(inside) <= 0.99, np.mean(inside)
+
+
+def test_log_distance_is_zero_inside_the_fitted_runs_and_counts_e_folds_outside():
+    from scalelab.fitted import log_distance
+
+    ranges = {"params": [1e7, 1e9], "tokens": [1e9, 1e11], "tokens_per_param": [1.0, 1000.0]}
+    inside = log_distance([1e8], [1e10], ranges)
+    above = log_distance([np.e * 1e9], [1e11], ranges)  # N one e-fold above; tokens/param 37 inside
+    both = log_distance([np.e * 1e9], [1e9], ranges)  # N one e-fold above, tokens/param 1/e: one below
+    assert inside[0] == 0
+    assert above[0] == pytest.approx(1.0)
+    assert both[0] == pytest.approx(np.sqrt(2))
+
+
+def test_extrapolation_sigma_recovers_a_known_scatter_per_e_fold_and_is_zero_without_one():
+    from scalelab.fit.choose import extrapolation_sigma
+
+    rng = np.random.default_rng(0)
+    distance, sigma = rng.uniform(0, 2, 600), np.full(600, 0.01)
+    plain = rng.normal(0, sigma)
+    assert extrapolation_sigma(plain, distance, sigma) == pytest.approx(0.0, abs=0.003)
+    growing = rng.normal(0, np.sqrt(sigma**2 + (0.05 * distance) ** 2))
+    assert extrapolation_sigma(growing, distance, sigma) == pytest.approx(0.05, rel=0.15)
+    assert extrapolation_sigma(plain, np.zeros(600), sigma) is None  # nothing was outside its refit
+
+
+def test_a_law_that_extrapolated_badly_in_its_checks_gets_wider_intervals_outside_the_runs(tmp_path):
+    """Runs whose loss bends away from Chinchilla's form toward the largest models (x 1.1 at the
+    largest): the form fitted to them misses its own out-of-sample checks by more than its
+    scatter, learns an extrapolation scatter (several times that of the same runs without the
+    bend), and its intervals widen with the distance outside the runs, not inside them."""
+    from scalelab.fitted import log_distance
+
+    n, d = _grid(6, 6)
+    where = np.log(n / n.min()) / np.log(n.max() / n.min())
+    learnt = {}
+    for bend in (0.0, 0.1):
+        loss = _noisy(FORMS["chinchilla"].loss(synthetic.CHINCHILLA, n, d) * np.exp(bend * where**3), 0.003, 1)
+        out = tmp_path / f"bend{bend}"
+        fit.write_outputs(fit.fit_all(_frame(n, d, loss), bootstrap=20, forms=("chinchilla",), form="chinchilla",
+                                      workers=1), out)
+        learnt[bend] = scalelab.load_fit(out)
+    per_efold = learnt[0.1].fitted["chinchilla"]["extrapolation_sigma"]
+    assert per_efold > 3 * learnt[0.0].fitted["chinchilla"]["extrapolation_sigma"], per_efold
+    assert "extrapolation scatter" in (tmp_path / "bend0.1" / "fit.txt").read_text()
+    pred = learnt[0.1].predict([1e8, 9e9, 3e10], [1e10, 1e11, 1e11])
+    width = (np.log(pred["high"]) - np.log(pred["low"])).to_numpy()
+    assert pred["extrapolation"].iloc[0] == "" and pred["extrapolation"].iloc[1] != ""
+    assert width[0] < width[1] < width[2]
+    outside = log_distance(pred["params"], pred["tokens"], learnt[0.1].fit["inputs"]["range"])
+    assert width[2] / 2 >= 1.96 * per_efold * outside[2]  # at least the learnt scatter, at 95 %

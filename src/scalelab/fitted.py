@@ -18,6 +18,10 @@ and next-budget intervals, so they agree with what a notebook computes):
    run's loss, not only for the law's mean: each form is Normal(log point, spread^2 + sigma^2).
    (A form that misfits has a larger scatter of its own; that is its misfit, not the runs' noise,
    and it enters through its predictions.)
+   Outside the fitted runs each form's extrapolation scatter is added too: `extrapolation_sigma`
+   (fit.json, per form) times `log_distance` (e-folds outside `inputs.range`). It is learnt from
+   the form's out-of-sample checks at fit time (scalelab.fit.choose.extrapolation_sigma), so a law
+   that extrapolated badly within the study gets intervals that widen quickly outside it.
 3. The forms are mixed, weighted by (best out-of-sample error / its own)^6 (`forms.<name>.weight`): where
    the forms disagree by more than their own intervals, the interval widens toward the others.
 4. low and high are the 2.5 % and 97.5 % quantiles of the mixture, widened to contain the
@@ -60,8 +64,8 @@ def _robust_sd(values: np.ndarray) -> np.ndarray:
 
 
 def predictive_interval(components, level=LEVEL):
-    """(low, high) in log loss from components [(weight, log_preds (B × m), sigma, centre (m,) or
-    None)]: each form is Normal(centre, bootstrap spread^2 + sigma^2) in log loss, and the
+    """(low, high) in log loss from components [(weight, log_preds (B × m), sigma (a number or
+    (m,)), centre (m,) or None)]: each form is Normal(centre, bootstrap spread^2 + sigma^2) in log loss, and the
     interval is the central `level` of their mixture (solved by bisection on its CDF). Rows of
     log_preds that are not finite are dropped."""
     parts = []
@@ -72,7 +76,7 @@ def predictive_interval(components, level=LEVEL):
         log_preds = log_preds[np.all(np.isfinite(log_preds), axis=1)]
         if weight <= 0 or not len(log_preds):
             continue
-        sigma = float(sigma) if np.isfinite(sigma) else 0.0
+        sigma = np.nan_to_num(np.asarray(sigma, float), nan=0.0)  # a number, or one per prediction
         centre = np.median(log_preds, axis=0) if centre is None else np.asarray(centre, float)
         spread = np.sqrt(_robust_sd(log_preds) ** 2 + sigma**2)
         parts.append((weight, centre, np.maximum(spread, 1e-12)))
@@ -96,6 +100,19 @@ def predictive_interval(components, level=LEVEL):
             a, b = np.where(below, mid, a), np.where(below, b, mid)
         out.append((a + b) / 2)
     return out[0], out[1]
+
+
+def log_distance(params, tokens, ranges: dict) -> np.ndarray:
+    """How far each (N, D) lies outside the fitted runs, in e-folds: the Euclidean norm of how far
+    log N, log D and log(D/N) each lie beyond fit.json's `inputs.range` (0 inside all three)."""
+    params, tokens = np.asarray(params, float), np.asarray(tokens, float)
+    total = np.zeros(np.broadcast(params, tokens).shape)
+    for key, values in (("params", params), ("tokens", tokens), ("tokens_per_param", tokens / params)):
+        low, high = (ranges or {}).get(key) or (0.0, np.inf)
+        with np.errstate(divide="ignore"):
+            beyond = np.maximum(0.0, np.maximum(np.log(values / high), np.log(low / values)))
+        total = total + beyond**2
+    return np.sqrt(total)
 
 
 def positive_values(values, name: str) -> np.ndarray:
@@ -190,8 +207,11 @@ class FittedLaw:
             return np.log(form.loss(cols, params[None, :], tokens[None, :], unique))
 
     def components(self, params, tokens, U=None) -> dict:
-        """form -> (weight, bootstrap log predictions, residual sigma, log point prediction)."""
+        """form -> (weight, bootstrap log predictions, scatter (m,), log point prediction). The
+        scatter is the chosen form's residual sigma, and outside the fitted runs also the form's
+        extrapolation scatter: `extrapolation_sigma` per e-fold of `log_distance`."""
         out = {}
+        distance = log_distance(params, tokens, (self.fit.get("inputs") or {}).get("range"))
         for name, section in self.fitted.items():
             preds = self._log_preds(name, params, tokens, U)
             if preds is not None:
@@ -201,7 +221,9 @@ class FittedLaw:
                 # One scatter of single runs for every form, the chosen law's: a form that misfits
                 # has a larger residual scatter, which is its misfit, not the runs' noise; its
                 # disagreement enters through its predictions instead.
-                out[name] = (self.weights.get(name, 0.0), preds, self.residual_sigma, centre)
+                per_efold = float(section.get("extrapolation_sigma") or 0.0)
+                scatter = np.sqrt(self.residual_sigma**2 + (per_efold * distance) ** 2)
+                out[name] = (self.weights.get(name, 0.0), preds, scatter, centre)
         return out
 
     def _interval(self, loss, params, tokens, U, level):

@@ -29,7 +29,8 @@ The package, one concern a module (this module re-exports their public names):
     power_laws       power laws in one variable (`fit_power_law`)
     approach2        IsoFLOP profiles (`fit_approach2`)
     optimal          the compute-optimal allocation (`allocation`)
-    holdout          the held-out check (`fit_holdout`)
+    forms            any law form of scalelab.law: fit, bootstrap, residual scatter (`fit_form`, ...)
+    choose           every form fitted and checked out of sample, one chosen; the held-out check
     hyperparameters  laws of the best hyperparameters (`fit_hyperparameters`)
     outputs          fit.json, the tables and fit.txt (`FitResult`, `write_outputs`)
     pipeline         every section in order (`fit_all`, `fit_frame`)
@@ -59,7 +60,6 @@ from .approach3 import (BOOTSTRAP_GRID_STARTS, FINAL_OPTIONS, FINAL_RERUNS, HUBE
                         grid_objective, huber_objective, minimise, start_grid)
 from .command import SETTING_FLAGS, add_arguments, run, settings_from_args  # noqa: E402
 from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, _cluster  # noqa: E402
-from .holdout import fit_holdout  # noqa: E402
 from .hyperparameters import HPARAM_COLUMNS, HPARAM_RULE, fit_hyperparameters  # noqa: E402
 from .inputs import prepare, read_metrics  # noqa: E402
 from .outputs import FitResult, write_outputs  # noqa: E402
@@ -72,7 +72,7 @@ __all__ = [
     "GRID_POINTS", "HPARAM_COLUMNS", "HPARAM_RULE", "HUBER_DELTA", "MAX_BOOTSTRAP", "MAX_GRID_POINTS",
     "MIN_PARALLEL_RUNS", "NOISE_MIN_SIZES", "NOISE_WINDOW", "PARAM_NAMES", "SCREEN_OPTIONS", "SETTING_FLAGS",
     "SIZE_TOLERANCE", "add_arguments", "allocation", "bootstrap_approach3", "compute_optimal", "fit_all",
-    "fit_approach2", "fit_approach3", "fit_frame", "fit_holdout", "fit_hyperparameters", "fit_power_law",
+    "fit_approach2", "fit_approach3", "fit_frame", "fit_hyperparameters", "fit_power_law",
     "grid_objective", "huber_objective", "isoflop_groups", "isoflop_window", "loss_noise", "minimise", "predict_loss",
     "prediction_budgets", "prepare", "read_metrics", "run", "select_runs", "settings_from_args", "spline_minima",
     "start_grid", "write_outputs",

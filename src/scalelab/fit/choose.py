@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import minimize_scalar
 
 from ..errors import ScalelabError
-from ..fitted import FittedLaw
+from ..fitted import FittedLaw, _robust_sd, log_distance
 from ..law import FORMS, LawForm
 from .approach3 import HUBER_DELTA, PARAM_NAMES
 from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, _n_distinct, _percentile_ci
 from .forms import (BOOTSTRAP_STARTS, FormData, bootstrap_form, fit_form, form_data, natural, on_bound, residual_sigma)
+from .inputs import data_range
 
 VALIDATION_CHECKS = {
     "largest_model": "the largest model left out (all its token counts)",
@@ -36,6 +38,7 @@ VALIDATION_CHECKS = {
 # on simulated Kaplan-form ladders (bench/fit_coverage.py), where 90-98 % is right.
 WEIGHT_POWER = 6
 HOLDOUT_BOOTSTRAP = 50  # resamples of the held-out refit, for its prediction intervals
+CHECK_BOOTSTRAP = 30  # resamples of each out-of-sample check's refit, for its spread at the runs left out
 SPAN_NOT_IDENTIFIED = 100.0  # a positive parameter whose 95 % interval spans more than this factor
 REPEAT_TOLERANCE = 1e-3  # tokens > unique_tokens · (1 + this) counts as repeated data
 
@@ -60,6 +63,8 @@ class FormsResult:
     data: dict = field(default_factory=dict)  # form -> FormData of the full fit
     thetas: dict = field(default_factory=dict)
     validation_fits: dict = field(default_factory=dict)  # (form, check) -> (theta, FormData of the rest)
+    misses: dict = field(default_factory=dict)  # (form, check) -> (log(actual/predicted), log_distance, sigma)
+    ranges: dict = field(default_factory=dict)  # the fitted runs' inputs.range
 
 
 def requested_forms(settings) -> list[str]:
@@ -157,6 +162,7 @@ def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
     result = FormsResult({}, None, "", pd.DataFrame(columns=["form"]), pd.DataFrame(columns=[*PARAM_NAMES, "objective"]),
                          pd.DataFrame())
     masks = held_masks(points) if len(points) else {}
+    result.ranges = data_range(points)
     for name in requested_forms(settings):
         form = FORMS[name]
         why = identifiable(points, form)
@@ -224,12 +230,21 @@ def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
                 pred = np.exp(form.log_law(refit["theta"], test.x, test.y, test.u))
             actual = points["loss"].to_numpy(float)[held]
             rel = (pred - actual) / actual
+            # What the refit's own interval would allow at the held-out runs: its residual scatter
+            # and its bootstrap spread there; the extrapolation scatter is what they leave unexplained.
+            spread = _check_spread(form, rest_data, refit["theta"], test, settings, workers)
+            result.misses[(name, check)] = (
+                np.log(actual / pred),
+                log_distance(points["params"].to_numpy(float)[held], points["tokens"].to_numpy(float)[held],
+                             data_range(rest)),
+                np.sqrt(residual_sigma(form, refit["theta"], rest_data) ** 2 + spread**2))
             checks[check] = {"held_out": points["run"][held].tolist(), "predicted": pred.tolist(),
                              "rel_error": rel.tolist(), "mean_abs_rel_error": float(np.mean(np.abs(rel)))}
             result.validation_fits[(name, check)] = (refit["theta"], rest_data)
         scores = [c["mean_abs_rel_error"] for c in checks.values() if "mean_abs_rel_error" in c]
         sections[name]["validation"] = checks
         sections[name]["score"] = float(np.mean(scores)) if scores else None
+        sections[name]["extrapolation_sigma"] = _extrapolation_sigma_of(result.misses, name)
     _choose(sections, settings, result)
     result.sections = sections
     if samples:
@@ -240,6 +255,46 @@ def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
     result.residuals = (pd.concat(residuals, ignore_index=True) if residuals else
                         pd.DataFrame(columns=["form", "run", "params", "tokens", "actual", "predicted", "rel_residual"]))
     return result
+
+
+def _check_spread(form, rest: FormData, theta, test: FormData, settings, workers) -> np.ndarray:
+    """The bootstrap spread (IQR / 1.349, as in the prediction intervals) of a check's refit at the
+    runs it left out, from CHECK_BOOTSTRAP resamples; 0 without a bootstrap."""
+    n_boot = min(settings.bootstrap, CHECK_BOOTSTRAP)
+    if not n_boot:
+        return np.zeros(len(test.x))
+    runs = bootstrap_form(form, rest, theta, n_boot, settings.seed, settings.grid_points, workers)
+    with np.errstate(all="ignore"):
+        preds = np.array([form.log_law(run[1:], test.x, test.y, test.u) for run in runs if np.isfinite(run[0])])
+    preds = preds[np.all(np.isfinite(preds), axis=1)] if len(preds) else preds
+    return _robust_sd(preds) if len(preds) else np.zeros(len(test.x))
+
+
+def _extrapolation_sigma_of(misses: dict, name: str, without: str | None = None) -> float | None:
+    parts = [v for (form, check), v in misses.items() if form == name and check != without]
+    return extrapolation_sigma(*(np.concatenate(p) for p in zip(*parts))) if parts else None
+
+
+def extrapolation_sigma(log_misses, distances, sigmas) -> float | None:
+    """How much a prediction's scatter grows per e-fold outside the fitted runs, learnt from the
+    form's own out-of-sample checks: the maximum-likelihood k >= 0 with log(actual/predicted)
+    ~ Normal(0, sigma^2 + (k·d)^2), sigma the refit's residual scatter and d the held-out run's
+    `log_distance` from the runs it was refitted on. 0 where the checks missed by no more than
+    the runs' scatter explains; None without a held-out run outside its refit's runs."""
+    keep = np.isfinite(log_misses) & np.isfinite(distances) & np.isfinite(sigmas)
+    z, d, s = log_misses[keep], distances[keep], np.maximum(sigmas[keep], 1e-6)
+    if not np.any(d > 1e-9):
+        return None
+
+    def negative_log_likelihood(k):
+        variance = s**2 + (k * d) ** 2
+        return float(np.sum(np.log(variance) + z**2 / variance))
+
+    upper = 10 * float(np.max(np.abs(z) / np.maximum(d, 1e-9)))
+    best = minimize_scalar(negative_log_likelihood, bounds=(0.0, max(upper, 1e-9)), method="bounded",
+                           options={"xatol": 1e-6})
+    k = float(best.x)
+    return 0.0 if negative_log_likelihood(0.0) <= negative_log_likelihood(k) else k
 
 
 def _all_columns(tables) -> list[str]:
@@ -283,9 +338,10 @@ def _choose(sections: dict, settings, result: FormsResult) -> None:
     result.why = "no out-of-sample check was possible on these runs; lowest in-sample objective"
 
 
-def fitted_law(sections: dict, chosen: str, samples: pd.DataFrame, where="fit") -> FittedLaw:
-    """A FittedLaw (scalelab.fitted) over fit.json's `forms` and the resamples, as load_fit builds it."""
-    return FittedLaw({"forms": sections, "chosen_form": chosen}, samples, where)
+def fitted_law(sections: dict, chosen: str, samples: pd.DataFrame, ranges: dict, where="fit") -> FittedLaw:
+    """A FittedLaw (scalelab.fitted) over fit.json's `forms`, the resamples and the fitted runs'
+    ranges (`inputs.range`), as load_fit builds it."""
+    return FittedLaw({"forms": sections, "chosen_form": chosen, "inputs": {"range": ranges}}, samples, where)
 
 
 def holdout_section(points, settings, result: FormsResult, workers, say):
@@ -315,15 +371,17 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
         if (name, "top_compute") not in result.validation_fits:
             continue
         theta_f, rest_f = result.validation_fits[(name, "top_compute")]
+        # The extrapolation scatter learnt without this check, so that it does not see its answer.
         sections[name] = {"fitted": True, "params": natural(FORMS[name], theta_f, rest_f),
                           "residual_sigma": residual_sigma(FORMS[name], theta_f, rest_f),
-                          "weight": section.get("weight", 0.0)}
+                          "weight": section.get("weight", 0.0),
+                          "extrapolation_sigma": _extrapolation_sigma_of(result.misses, name, without="top_compute")}
     n_boot = min(settings.bootstrap, HOLDOUT_BOOTSTRAP)
     if n_boot:
         runs = bootstrap_form(form, rest, theta, n_boot, settings.seed, settings.grid_points, workers)
         tables.append(_samples_table(form, rest, runs).assign(form=chosen))
     samples = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["form"])
-    law = fitted_law(sections, chosen, samples)
+    law = fitted_law(sections, chosen, samples, data_range(points[~held]))
     test = points[held]
     unique = test["unique_tokens"].to_numpy(float) if "unique_tokens" in test.columns else None
     pred = law.predict(test["params"].to_numpy(float), test["tokens"].to_numpy(float), U=unique)
@@ -372,7 +430,7 @@ def allocation_section(result: FormsResult, budgets):
         return None, f"the {form.name} form needs the unique tokens of a future run, so it gives no allocation"
     if not budgets:
         return None, "no budgets to predict at"
-    law = fitted_law(result.sections, result.chosen, result.samples)
+    law = fitted_law(result.sections, result.chosen, result.samples, result.ranges)
     try:
         table = law.allocate(budgets)
     except ScalelabError as exc:
@@ -393,7 +451,7 @@ def disagreement_section(result: FormsResult, allocation):
     whether another form falls outside the chosen form's own interval (bootstrap and scatter)."""
     if not allocation or result.chosen is None:
         return None
-    law = fitted_law(result.sections, result.chosen, result.samples)
+    law = fitted_law(result.sections, result.chosen, result.samples, result.ranges)
     rows = []
     for row in allocation:
         n, d = np.array([row["n_opt"]]), np.array([row["d_opt"]])

@@ -1,6 +1,7 @@
-"""The compute-optimal allocation from Approach 3, for fit.json's `allocation` section: N_opt,
-D_opt and the predicted loss at each budget ahead (`--predict-flops`, else 10x and 100x the
-largest run), with bootstrap bands from each resample's own optimum.
+"""The budgets ahead (`--predict-flops`, else 10x and 100x the largest run), and Chinchilla's
+compute-optimal allocation at them from an Approach 3 law (N_opt, D_opt, the predicted loss, with
+bootstrap bands from each resample's own optimum). fit.json's `allocation` itself comes from the
+chosen form (`choose.allocation_section`).
 """
 from __future__ import annotations
 
@@ -36,13 +37,3 @@ def allocation(law: dict, flops, samples: pd.DataFrame | None = None) -> list[di
         rows.append(row)
     return rows
 
-
-def allocation_section(law: dict | None, why3: str | None, points, predict_flops, samples: pd.DataFrame, bootstrap):
-    """fit.json's `allocation` section from the Approach 3 section `law` (None when it was not
-    fitted, `why3` saying why) and its bootstrap `samples`, or None and why not."""
-    if law is None:
-        return None, f"Approach 3 was not fitted ({why3})"
-    if not (law["alpha"] > 0 and law["beta"] > 0):
-        return None, (f"the fitted exponents are not both positive (alpha {law['alpha']:.3g}, "
-                      f"beta {law['beta']:.3g}), so there is no compute-optimal split")
-    return allocation(law, prediction_budgets(points, predict_flops), samples if bootstrap else None), None

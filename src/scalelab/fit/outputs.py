@@ -206,6 +206,10 @@ def render_forms(out: Draft, forms) -> None:
                       f"({section['optimizer_message']}); {section['starts_at_optimum']} of {section['refined']} "
                       f"refined starts reached it ({section['n_starts']} scored)",
                       f"residual scatter of single runs: {100 * section['residual_sigma']:.3g} % (log loss, n - k dof)",
+                      "extrapolation scatter: " + ("not learnt (no out-of-sample check left its refit's range)"
+                                                   if section.get("extrapolation_sigma") is None else
+                                                   f"{100 * section['extrapolation_sigma']:.3g} % (log loss) per e-fold "
+                                                   "outside the fitted runs, learnt from the out-of-sample checks"),
                       f"out-of-sample |relative error|: {checks}; mean {score}; mixture weight {section['weight']:.3g}",
                       _table_text(pd.DataFrame([r for r in rows if r["form"] == name]).drop(columns="form"))]
         corr = section.get("theta_correlation")
