@@ -65,8 +65,10 @@ def details(fitted, small: pd.DataFrame, large: pd.DataFrame, pred: pd.DataFrame
     for name, (weight, log_preds, sigma, _) in components.items():
         log_preds = log_preds[np.all(np.isfinite(log_preds), axis=1)]
         q1, q3 = np.percentile(log_preds, [25, 75], axis=0) if len(log_preds) else (np.nan, np.nan)
-        print(f"  form {name}: weight {weight:.3f}, residual sigma {sigma:.4f}, bootstrap spread of the "
-              f"predictions (IQR / 1.349, mean over runs) {np.mean((q3 - q1) / 1.349):.4f}")
+        print(f"  form {name}: weight {weight:.3f}, residual sigma {fitted.fitted[name]['residual_sigma']:.4f}, "
+              f"extrapolation sigma {fitted.fitted[name].get('extrapolation_sigma') or 0:.4f} per e-fold; "
+              f"mean over the predicted runs: scatter {np.mean(sigma):.4f}, bootstrap spread of the predictions "
+              f"(IQR / 1.349) {np.mean((q3 - q1) / 1.349):.4f}")
     residual = np.log(small["loss"].to_numpy() / fitted.predict(small["params"].to_numpy(),
                                                                 small["tokens"].to_numpy())["loss"].to_numpy())
     ratio = (small["tokens"] / small["params"]).to_numpy()
