@@ -402,7 +402,8 @@ def test_law_and_allocation_formulas():
     # One copy of the law: the report draws with scalelab.law's forms, as the fit computes with them.
     from scalelab import fit
 
-    assert figures_checks.predict_loss is law.predict_loss is fit.predict_loss
+    assert fit.predict_loss is law.predict_loss
+    assert figures_checks.curve_law is drawn_law.curve_law  # the held-out figure's residuals: the drawn law
     assert drawn_law.FORMS is law.FORMS and drawn_law.optimal_allocation is law.optimal_allocation
 
 

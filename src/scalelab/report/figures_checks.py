@@ -1,12 +1,13 @@
-"""Figures that check the law: the held-out runs predicted from the rest with the Approach 3
-fit's residuals, and the residuals of every fitted law form (the section "Held-out check").
-The law is scalelab.law's, the one copy that fit uses too."""
+"""Figures that check the law: the held-out runs predicted from the rest with the residuals of
+the law the report draws (the chosen form, `drawn_law.curve_law`), and the residuals of every
+fitted law form (the section "Held-out check"). The laws are scalelab.law's, the one copy that
+fit uses too."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..law import predict_loss
+from .drawn_law import DrawnLaw, curve_law
 from .fmt import clause, finite, human, label, percent, sentence
 from .inputs import Study
 from .plotting import (MODEL_CMAP, TOKENS_CMAP, CannotDraw, legend_outside, palette, panel_note, plain, set_log,
@@ -42,10 +43,10 @@ def _holdout_panel(ax, s: Study, hold: dict) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below the axes: over no point
 
 
-def _residual_panel(ax, s: Study, law: dict, hold: dict | None) -> None:
-    """Relative residuals of the Approach 3 fit on every finished run, the held-out ones ringed."""
+def _residual_panel(ax, s: Study, law: DrawnLaw, hold: dict | None) -> None:
+    """Relative residuals of the drawn law on every finished run, the held-out ones ringed."""
     ok = s.ok
-    residual = 100 * (ok[s.target] / predict_loss(ok[s.n_col], ok[s.d_col], **law) - 1)
+    residual = 100 * (ok[s.target] / law.loss(ok[s.n_col].to_numpy(float), ok[s.d_col].to_numpy(float)) - 1)
     names = s.model_names()
     levels = np.sort(ok[s.n_col].unique())
     for level, color in zip(levels, palette(len(levels), MODEL_CMAP)):
@@ -58,13 +59,14 @@ def _residual_panel(ax, s: Study, law: dict, hold: dict | None) -> None:
     set_log(ax, x=s.c_col)
     ax.set_xlabel(label(s.c_col))
     ax.set_ylabel("residual: actual / fit − 1 (%)")
-    ax.set_title("Residuals of the Approach 3 fit (all runs)")
+    ax.set_title(f"Residuals of the {law.form} law (all runs)")
     legend_outside(ax, ncol=2 if len(levels) > 8 else 1)
 
 
 def fig_holdout(s: Study):
     hold, hold_why = s.section("holdout")
-    law, law_why = s.law(), s.section("approach3")[1]
+    law = curve_law(s.fit)
+    law_why = s.fit.get("chosen_form_why") or s.section("approach3")[1]
     if hold is None and law is None:
         raise CannotDraw(f"No held-out check ({clause(hold_why)}) and no fitted law to take residuals from "
                          f"({clause(law_why)}).")
