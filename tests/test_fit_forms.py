@@ -377,3 +377,33 @@ def test_a_law_that_extrapolated_badly_in_its_checks_gets_wider_intervals_outsid
     assert width[0] < width[1] < width[2]
     outside = log_distance(pred["params"], pred["tokens"], learnt[0.1].fit["inputs"]["range"])
     assert width[2] / 2 >= 1.96 * per_efold * outside[2]  # at least the learnt scatter, at 95 %
+
+
+def test_the_data_meta_gives_every_run_its_unique_tokens_so_repeated_runs_fit_the_data_constrained_form(tmp_path):
+    """The workflow's fit passes results/data/meta.json: runs longer than the train split repeat it
+    (U = min(D, train tokens)), and the data-constrained form is fitted and recovers R*; with a
+    train split longer than every run it says no run repeats its data."""
+    n, d = _grid(5, 6)
+    train_tokens = 1e9
+    loss = FORMS["data_constrained"].loss(DC, n, d, np.minimum(d, train_tokens))
+    csv = tmp_path / "m.csv"
+    _frame(n, d, loss).to_csv(csv, index=False)
+    for tokens, fitted in ((train_tokens, True), (1e12, False)):
+        meta = tmp_path / f"meta{tokens:g}.json"
+        meta.write_text(json.dumps({"splits": {"train": {"tokens": tokens}}}))
+        out = tmp_path / f"out{tokens:g}"
+        proc = _run_fit(csv, out, "--data-meta", str(meta), "--holdout", "none")
+        assert proc.returncode == 0, proc.stderr
+        section = json.loads((out / "fit.json").read_text())["forms"]["data_constrained"]
+        assert section["fitted"] is fitted, section
+        if fitted:
+            assert section["params"]["R_star"] == pytest.approx(DC["R_star"], rel=0.05)
+        else:
+            assert "repeats its data" in section["why"]
+
+
+def test_a_data_meta_without_the_train_split_is_one_line(small_csv, tmp_path):
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"splits": {}}))
+    _one_line_error(_run_fit(small_csv, tmp_path / "out", "--data-meta", str(meta)), "--data-meta", "splits.train.tokens")
+    assert not (tmp_path / "out").exists()

@@ -28,7 +28,8 @@ FIT_TABLES = [
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule fit:
     input:
-        "results/metrics.csv",
+        metrics="results/metrics.csv",
+        meta="results/data/meta.json",
     output:
         json="results/fit/fit.json",
         text="results/fit/fit.txt",
@@ -43,4 +44,5 @@ rule fit:
         runtime=30,
         mem_mb=4000,
     shell:
-        "scalelab fit {input:q} --out results/fit --spec {params.spec:q} --workers {threads} > {log:q} 2>&1"
+        "scalelab fit {input.metrics:q} --out results/fit --spec {params.spec:q} --data-meta {input.meta:q} "
+        "--workers {threads} > {log:q} 2>&1"

@@ -69,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select-best-by", nargs="+", metavar="COLUMN",
                         help="swept hyperparameter columns (e.g. lr): without a best_in_sweep column, keep the "
                         "lowest-loss run per (params, tokens, seed); and fit the hyperparameters' laws")
+    parser.add_argument("--data-meta", metavar="META_JSON",
+                        help="the corpus's meta.json (results/data/meta.json): without a unique_tokens column, each "
+                             "run's unique tokens are then min(tokens, the train split's tokens), so that the "
+                             "data-constrained form can be fitted to runs that repeat their data")
     parser.add_argument("--workers", type=int, help="processes (default: CPU count)")
     parser.add_argument("--forms", nargs="+", metavar="FORM",
                         help=f"law forms to fit (default: all of {', '.join(FORMS)})")
@@ -94,10 +98,33 @@ def settings_from_args(args: argparse.Namespace) -> FitSettings:
     return replace(settings, **given)
 
 
+def with_unique_tokens(df, data_meta: str, tokens_col: str):
+    """df with `unique_tokens` = min(tokens, the train split's tokens): every run of a study draws
+    from the one train split, so a run longer than it repeats data (Muennighoff et al.'s U)."""
+    import numpy as np
+    import pandas as pd
+
+    from ..files import read_json
+
+    meta = read_json(data_meta)
+    try:
+        train_tokens = float(meta["splits"]["train"]["tokens"])
+    except (KeyError, TypeError, ValueError):
+        raise ScalelabError(f"--data-meta {data_meta}: no splits.train.tokens (not a data meta.json)") from None
+    if not (math.isfinite(train_tokens) and train_tokens > 0):
+        raise ScalelabError(f"--data-meta {data_meta}: splits.train.tokens is {train_tokens:g}, not a positive count")
+    if tokens_col not in df.columns:
+        return df  # read_metrics' caller names the missing column
+    tokens = pd.to_numeric(df[tokens_col], errors="coerce").to_numpy(float)
+    return df.assign(unique_tokens=np.minimum(tokens, train_tokens))
+
+
 def run(args: argparse.Namespace) -> None:
     settings = settings_from_args(args)
     out = check_out_dir(args.out)
     df = read_metrics(args.metrics)
+    if args.data_meta and "unique_tokens" not in df.columns:
+        df = with_unique_tokens(df, args.data_meta, args.tokens_col)
     fit = fit_all(df, settings, loss_col=args.loss_col, params_col=args.params_col, tokens_col=args.tokens_col,
                   flops_col=args.flops_col, source=str(args.metrics),
                   progress=lambda message: print(f"scalelab fit: {message}", flush=True))
