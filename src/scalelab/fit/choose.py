@@ -441,7 +441,8 @@ def allocation_section(result: FormsResult, budgets):
 
     rows = [{"form": result.chosen, "flops": float(r.flops), "n_opt": float(r.params), "d_opt": float(r.tokens),
              "tokens_per_param": float(r.tokens_per_param), "loss_pred": float(r.loss), "loss_ci95": ci(r.low, r.high),
-             "n_opt_ci95": ci(r.params_low, r.params_high), "d_opt_ci95": ci(r.tokens_low, r.tokens_high)}
+             "n_opt_ci95": ci(r.params_low, r.params_high), "d_opt_ci95": ci(r.tokens_low, r.tokens_high),
+             "extrapolation": r.extrapolation}
             for r in table.itertuples()]
     return rows, None
 

@@ -22,7 +22,8 @@ ESTIMATE_COLUMNS = ["parameter", "estimate", "ci_low", "ci_high"]
 ISOFLOP_COLUMNS = ["flops", "n_opt", "d_opt", "loss_opt", "n_points", "outside_sampled", "n_fit_points",
                    "fit_params_min", "fit_params_max", "n_opt_ci_low", "n_opt_ci_high", "log_n_opt_sd",
                    "interior_fraction"]
-ALLOCATION_COLUMNS = ["form", "flops", "n_opt", "d_opt", "tokens_per_param", "loss_pred", "loss_ci_low", "loss_ci_high"]
+ALLOCATION_COLUMNS = ["form", "flops", "n_opt", "d_opt", "tokens_per_param", "loss_pred", "loss_ci_low", "loss_ci_high",
+                      "extrapolation"]
 FORMS_COLUMNS = ["form", "parameter", "estimate", "ci_low", "ci_high", "not_identified"]
 POWER_LAW_COLUMNS = ["law", "method", "parameter", "estimate", "ci_low", "ci_high", "r2"]
 
@@ -158,7 +159,7 @@ def render_allocation(out: Draft, rows: list[dict] | None, why: str | None) -> N
     out.tables["allocation"] = pd.DataFrame([{**{k: v for k, v in row.items() if not k.endswith("ci95")},
                                               "loss_ci_low": (row["loss_ci95"] or [None, None])[0],
                                               "loss_ci_high": (row["loss_ci95"] or [None, None])[1]}
-                                             for row in rows])
+                                             for row in rows], columns=ALLOCATION_COLUMNS)
     out.lines += ["", f"== Compute-optimal allocation ({rows[0]['form']} form, C = 6*N*D; loss with its 95 % "
                   "prediction interval) ==", _table_text(out.tables["allocation"])]
 

@@ -89,7 +89,8 @@ def _next_budget_line(s) -> str:
     return (f"  next budget   C = {num(nxt.get('flops'))} FLOPs: N_opt = {human(nxt.get('n_opt'))} params, "
             f"D_opt = {human(nxt.get('d_opt'))} tokens ({num(nxt.get('tokens_per_param'), 3)} tokens/param), "
             f"predicted {s.target} {num(nxt.get('loss_pred'))} {interval(nxt.get('loss_ci95'))}"
-            + (f" ({nxt['form']} form, 95 % prediction interval)" if nxt.get("form") else ""))
+            + (f" ({nxt['form']} form, 95 % prediction interval)" if nxt.get("form") else "")
+            + (f"; {nxt['extrapolation']}" if nxt.get("extrapolation") else ""))
 
 
 def _compute_line(s) -> str:

@@ -145,6 +145,10 @@ def table_allocation(s: Study) -> Table:
         if with_ci:
             row += [fit_cell(a.get(k), f"allocation.{i}.{k}", count) for k in ("n_opt_ci95", "d_opt_ci95")]
         table.rows.append(row)
+    for a in allocation:
+        if a.get("extrapolation"):
+            table.notes.append(f"At C = {num(a.get('flops'))} FLOPs the optimum lies outside the runs: "
+                               f"{a['extrapolation']}; its interval includes the law's extrapolation scatter.")
     forms = {a.get("form") for a in allocation} - {None}
     if forms <= {"chinchilla"}:
         table.notes.append("From the Approach 3 law: N_opt = G·(C/6)^a, D_opt = (C/6)^b / G; intervals from the "
