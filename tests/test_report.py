@@ -685,3 +685,20 @@ def test_study_settings_table_comes_from_the_resolved_config(tiny, tmp_path):
     # Without --settings the table says where they come from instead of being empty.
     assert run_report(tmp_path) == 0
     assert "No study settings were given" in (tmp_path / "results" / "report" / "index.html").read_text()
+
+
+def test_the_next_budget_line_says_when_d_opt_is_more_than_the_train_split():
+    from types import SimpleNamespace
+
+    from scalelab.report import summary
+
+    row = {"flops": 4e13, "n_opt": 3.8e5, "d_opt": 1.7e7, "tokens_per_param": 46, "loss_pred": 1.86,
+           "loss_ci95": [1.6, 2.2], "form": "kaplan", "extrapolation": "N 3x above the fitted runs"}
+    study = SimpleNamespace(target="val_loss", section=lambda name: ([row], None),
+                            meta={"splits": {"train": {"tokens": 1.47e7}}})
+    line = summary._next_budget_line(study)
+    assert "N 3x above the fitted runs" in line and "1.2x the corpus's train split" in line
+    study.meta = {"splits": {"train": {"tokens": 1e9}}}
+    assert "train split" not in summary._next_budget_line(study)
+    study.meta = None  # no meta.json: nothing to compare with
+    assert "train split" not in summary._next_budget_line(study)

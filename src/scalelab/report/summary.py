@@ -90,7 +90,21 @@ def _next_budget_line(s) -> str:
             f"D_opt = {human(nxt.get('d_opt'))} tokens ({num(nxt.get('tokens_per_param'), 3)} tokens/param), "
             f"predicted {s.target} {num(nxt.get('loss_pred'))} {interval(nxt.get('loss_ci95'))}"
             + (f" ({nxt['form']} form, 95 % prediction interval)" if nxt.get("form") else "")
-            + (f"; {nxt['extrapolation']}" if nxt.get("extrapolation") else ""))
+            + (f"; {nxt['extrapolation']}" if nxt.get("extrapolation") else "")
+            + _beyond_corpus(s, nxt.get("d_opt")))
+
+
+def _beyond_corpus(s, tokens) -> str:
+    """A warning when the next budget's D_opt is more than the corpus's train split: that run would
+    repeat its data (refused unless data.allow_repeat), which the law does not model."""
+    try:
+        train = float(((s.meta or {}).get("splits") or {}).get("train", {}).get("tokens"))
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    if not (finite(tokens) and finite(train) and train > 0 and float(tokens) > train):
+        return ""
+    return (f"; D_opt is {float(tokens) / train:.2g}x the corpus's train split ({human(train)} tokens): "
+            "that run would repeat its data")
 
 
 def _compute_line(s) -> str:
