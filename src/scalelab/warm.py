@@ -349,6 +349,18 @@ class Worker:
                     idle_since = time.monotonic()
         finally:
             self._close_listener()
+            self._tidy()
+
+    def _tidy(self) -> None:
+        """Remove this key's lock, and its log when empty. (A client that still holds the old lock
+        may start a worker beside another's: the one whose socket is replaced exits, no harm.)"""
+        log = self.path.with_suffix(".log")
+        try:
+            if log.stat().st_size == 0:
+                log.unlink()
+        except OSError:
+            pass
+        self.path.with_suffix(".lock").unlink(missing_ok=True)
 
     def _stop(self, signum, frame) -> None:
         self.stopping = True
@@ -375,6 +387,9 @@ class Worker:
 
         conn, _ = self.listener.accept()
         try:
+            _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            if uid != os.getuid():
+                raise ValueError(f"a client of user {uid}")
             conn.settimeout(10.0)
             request, fds = _receive(conn)
         except (OSError, ValueError) as exc:
