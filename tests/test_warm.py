@@ -55,7 +55,7 @@ def workers(folder: Path) -> list[int]:
 def warm_env(tmp_path):
     folder = tmp_path / "sockets"
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{TESTS}", "SCALELAB_WARM_DIR": str(folder),
-           "SCALELAB_WARM_IDLE": "20"}
+           "SCALELAB_WARM_IDLE": "120"}  # outlives a cold import on a loaded machine
     env.pop("SCALELAB_WARM", None)
     yield env
     for sock in folder.glob("*.sock"):  # a worker whose socket is gone exits
@@ -201,3 +201,19 @@ def test_no_worker_runs_the_job_in_process_with_one_line(warm_env, tmp_path):
 def test_a_rank_of_a_distributed_run_runs_in_its_own_process(warm_env):
     proc = client({**warm_env, "LOCAL_RANK": "1"}, "echo", "0", input="")
     assert proc.returncode == 0 and "in-process" in proc.stderr
+
+
+def test_the_job_commands_go_through_one_worker(warm_env):
+    """`scalelab train|trunk|evaluate` from the command line run in a worker's child, with the
+    output and exit code of their own process; the stages share one worker."""
+    folder = Path(warm_env["SCALELAB_WARM_DIR"])
+    command = [sys.executable, "-m", "scalelab"]
+    warm = subprocess.run([*command, "trunk", "--help"], env=warm_env, capture_output=True, text=True, timeout=300)
+    assert len(workers(folder)) == 1
+    cold = subprocess.run([*command, "trunk", "--help"], env={**warm_env, "SCALELAB_WARM": "0"},
+                          capture_output=True, text=True, timeout=300)
+    assert warm.returncode == cold.returncode == 0 and warm.stdout == cold.stdout and warm.stderr == ""
+    bad = subprocess.run([*command, "evaluate", "--no-such-flag"], env=warm_env, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "error: the following arguments are required: --run, --data" in bad.stderr
+    assert len(workers(folder)) == 1
