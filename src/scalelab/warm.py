@@ -447,7 +447,7 @@ class Worker:
         code, interrupted = 1, False
         try:
             os.setpgid(0, 0)
-            _die_with_parent(self.worker_pid)
+            _die_with_parent(self.worker_pid, request["argv"])
             signal.set_wakeup_fd(-1)
             for signum in (*FORWARDED, signal.SIGCHLD):
                 if signum in request["ignored"]:
@@ -505,12 +505,15 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(body), fds
 
 
-def _die_with_parent(worker_pid: int) -> None:
-    """The job dies with its worker (PR_SET_PDEATHSIG): a killed worker leaves no orphan training."""
+def _die_with_parent(worker_pid: int, argv: list[str]) -> None:
+    """The job dies with its worker (PR_SET_PDEATHSIG): a killed worker leaves no orphan training.
+    Its name (PR_SET_NAME, what `top` and `ps -o comm` show) is the job's: "scalelab train"."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    name = " ".join(["scalelab", *argv[1:2]]).encode()[:15]
+    libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
     if os.getppid() != worker_pid:  # it died before the prctl
         os._exit(1)
 
