@@ -7,7 +7,13 @@ slows both alike) and reported as medians and ratios.
 `--src` is the scalelab source tree to measure (default: this checkout's); `--baseline-src` adds
 another one (e.g. a checkout of main) to the same alternating loop, for a before/after measured
 under the same load. The heavy modules each import pulls in are listed from
-`python -X importtime`. The last line printed is a JSON object.
+`python -X importtime`.
+
+In the same loop, a job command's whole start-up: `python -m scalelab train --help` (and
+`evaluate --help`), which imports the stage and parses its arguments, run in a fresh process
+(SCALELAB_WARM=0) and through a warm worker (scalelab.warm; started before the loop, in a
+private directory removed at the end, so the worker exits). `warm_to_cold` is their ratio. The
+last line printed is a JSON object.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,9 +35,14 @@ WATCHED = ("lightning", "torchmetrics", "torch._dynamo", "sympy", "scipy", "scip
            "matplotlib", "pandas")
 
 
-def seconds(python: str, statement: str, env: dict) -> float:
+JOBS = ("train", "evaluate")  # `scalelab <stage> --help`, cold and warm
+
+
+def seconds(python: str, statement: str | list[str], env: dict) -> float:
+    """One fresh Python running `statement` (a `-c` program, or a command's arguments)."""
+    arguments = ["-c", statement] if isinstance(statement, str) else statement
     start = time.perf_counter()
-    subprocess.run([python, "-c", statement], check=True, env=env)
+    subprocess.run([python, *arguments], check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -60,23 +72,34 @@ def main() -> None:
         for name, statement in IMPORTS.items():
             if name != "torch" or not suffix:
                 jobs[name + suffix] = (statement, env)
+    sockets = tempfile.TemporaryDirectory(prefix="scalelab-warm-bench-")
+    env = {**os.environ, "PYTHONPATH": str(args.src.resolve()), "SCALELAB_WARM_DIR": sockets.name,
+           "SCALELAB_WARM_IDLE": "600"}
+    for stage in JOBS:
+        command = ["-m", "scalelab", stage, "--help"]
+        jobs[f"job {stage}, cold"] = (command, {**env, "SCALELAB_WARM": "0"})
+        jobs[f"job {stage}, warm"] = (command, {**env, "SCALELAB_WARM": "1"})
     for statement, env in jobs.values():
-        seconds(args.python, statement, env)  # warm the page cache and the bytecode caches once
+        seconds(args.python, statement, env)  # warm the caches once (and start the warm worker)
     times: dict[str, list[float]] = {label: [] for label in jobs}
     labels = list(jobs)
     for i in range(args.rounds):
         for label in labels[i % len(labels):] + labels[:i % len(labels)]:  # rotate the order each round
             times[label].append(seconds(args.python, *jobs[label]))
+    sockets.cleanup()  # the worker finds its socket gone and exits
     median = {label: statistics.median(values) for label, values in times.items()}
+    warm_to_cold = {stage: round(median[f"job {stage}, warm"] / median[f"job {stage}, cold"], 3) for stage in JOBS}
     for label, values in times.items():
         print(f"{label:32s} median {median[label]:6.2f} s  min {min(values):6.2f} s  "
               f"ratio to torch {median[label] / median['torch']:.2f}")
-    heavy = {label: loaded(args.python, *jobs[label]) for label in jobs if label != "torch"}
+    print("warm / cold job start-up: " + ", ".join(f"{stage} {ratio:.3f}" for stage, ratio in warm_to_cold.items()))
+    heavy = {label: loaded(args.python, *jobs[label]) for label in jobs if label != "torch" and not label.startswith("job ")}
     for label, found in heavy.items():
         print(f"{label} loads: " + (", ".join(f"{m} {s:.2f} s" for m, s in sorted(found.items())) or "none watched"))
     print(json.dumps({"src": str(args.src), "baseline_src": str(args.baseline_src or ""), "rounds": args.rounds,
                       "median_s": {k: round(v, 3) for k, v in median.items()},
                       "ratio_to_torch": {k: round(v / median["torch"], 2) for k, v in median.items()},
+                      "warm_to_cold": warm_to_cold,
                       "loads": {k: sorted(v) for k, v in heavy.items()}}))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,33 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_workers(tmp_path_factory):
+    """The job commands the tests run (through Snakemake or `python -m scalelab`) go through warm
+    workers (scalelab.warm) whose sockets live in this session's own directory; at its end the
+    sockets are removed, so the workers exit, and no test leaves a process behind."""
+    folder = tmp_path_factory.mktemp("warm")
+    folder.chmod(0o700)
+    os.environ["SCALELAB_WARM_DIR"] = str(folder)
+    yield folder
+    for sock in folder.glob("*.sock"):
+        sock.unlink()
+    deadline = time.time() + 30
+    while time.time() < deadline and _serving(folder):
+        time.sleep(0.2)
+
+
+def _serving(folder: Path) -> bool:
+    """Whether a warm worker (or a job it forked) of `folder` is still running."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(folder).encode() in (entry / "cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 _WORDS = ("the model learns a law of scale where loss falls as data and parameters grow while compute "
           "is spent on tokens and layers of attention over context windows").split()

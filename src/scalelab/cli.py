@@ -22,6 +22,9 @@ STAGES = {
     "check": ("scalelab.check", "validate a config file and list its runs"),
     "prune": ("scalelab.prune", "list (or --delete) store and trunk entries that no current run needs"),
 }
+# The job commands a study runs dozens of: run from the command line, each goes through a warm
+# worker that has imported torch and Lightning once (scalelab.warm; SCALELAB_WARM=0: never).
+WARM_STAGES = ("train", "trunk", "evaluate")
 
 
 def version_text() -> str:
@@ -36,6 +39,13 @@ def version_text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] and sys.argv[1] in WARM_STAGES:
+        from . import warm
+
+        code = warm.run_in_worker(sys.argv, entry="scalelab.cli:main",
+                                  preload=[STAGES[stage][0] for stage in WARM_STAGES])
+        if code is not None:
+            return code
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--version"]:
         print(version_text())
