@@ -6,7 +6,6 @@
 #   .ci/slurm-down.sh          stop them again, by the PIDs this script recorded
 #
 # No systemd: every daemon is started by hand and its PID goes to $SLURM_STATE/pids/.
-# SLURM_OVERSUBSCRIBE=N offers N CPUs per core (default 2; see slurm.conf below).
 # SLURM_ACCOUNTING=0 skips slurmdbd and MariaDB (AccountingStorageType=accounting_storage/none),
 # the set-up that profiles/slurm-noacct is for. Needs root (Debian/Ubuntu with apt-get).
 set -euo pipefail
@@ -56,12 +55,6 @@ sockets=$(sed -n 's/.*SocketsPerBoard=\([0-9]*\).*/\1/p' <<<"$hw")
 cores=$(sed -n 's/.*CoresPerSocket=\([0-9]*\).*/\1/p' <<<"$hw")
 threads=$(sed -n 's/.*ThreadsPerCore=\([0-9]*\).*/\1/p' <<<"$hw")
 memory=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$hw")
-# The node offers twice its cores (SlurmdParameters=config_overrides: slurmd takes this file's
-# counts, not the hardware's). A tiny job spends most of its time starting Python and Snakemake,
-# not computing, so two 2-CPU jobs (train jobs, WSD family groups) share the cores instead of
-# waiting in turn; SLURM_OVERSUBSCRIBE=1 offers the cores as they are.
-oversubscribe=${SLURM_OVERSUBSCRIBE:-2}
-cpus=$(( cpus * oversubscribe )); cores=$(( cores * oversubscribe ))
 memory=$(( memory * 90 / 100 ))   # leave the OS its share: a node never offers all of its RAM
 if [ "$ACCOUNTING" = 1 ]; then
   accounting="AccountingStorageType=accounting_storage/slurmdbd
@@ -85,7 +78,6 @@ SlurmctldPidFile=$PIDS/slurmctld
 SlurmdPidFile=$PIDS/slurmd
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-SlurmdParameters=config_overrides
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none

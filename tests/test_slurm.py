@@ -16,8 +16,8 @@ goes: plugin 2.8 polls 1 s after a job of the study finished, then waits 10 s lo
 next poll while none finishes (11, 21, 31 ... s; hard-coded, only the first interval is a
 setting), so a job is seen 1, 12, 33, 64, 105 ... s after the previous one, and a job takes
 6-15 s of Python and Snakemake start-up for well under a second of training (the start-up is
-twice Snakemake's: the job's own and the one `srun` starts). .ci/slurm-up.sh's node offers
-twice its cores, so that two 2-CPU jobs (train jobs, the two WSD family groups) start together.
+twice Snakemake's: the job's own and the one `srun` starts; docs/benchmarks.md, "Test suite
+time").
 """
 from __future__ import annotations
 
