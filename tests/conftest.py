@@ -95,10 +95,25 @@ def tiny_spec(**changes) -> dict:
 
 
 @pytest.fixture(scope="session")
+def cosine_study(tmp_path_factory) -> Path:
+    """The tiny cosine study (tests/test_workflow.py's TINY: 3 models x 2 token counts), run once
+    locally and shared by every test file that only reads it (staleness dry runs, the results and
+    metadata checks of tests/test_identity.py). A test that changes it works on a copy."""
+    from test_workflow import TINY, snakemake, write_config
+
+    study = tmp_path_factory.mktemp("cosine_study")
+    make_corpus(study / "corpus", documents=150)
+    write_config(study, TINY)
+    snakemake(study)
+    return study
+
+
+@pytest.fixture(scope="session")
 def wsd_study(tmp_path_factory) -> Path:
     """The tiny WSD study (tests/test_workflow_wsd.py's WSD_TINY: 2 families x 3 token counts),
     run once locally and shared by every test file that only reads it (staleness dry runs, the
-    overhead benchmark, the Slurm comparison). A test that changes it works on a copy."""
+    overhead benchmark, the Slurm comparison, the trunk store checks of tests/test_identity.py).
+    A test that changes it works on a copy."""
     from test_workflow import snakemake, write_config
     from test_workflow_wsd import WSD_TINY
 

@@ -1,5 +1,7 @@
 """End to end: results never silently disagree with the config, with or without Snakemake's
-metadata (.snakemake/). Two tiny studies (cosine and WSD) are run for real once; each case works
+metadata (.snakemake/). Two tiny studies, run for real once per session and shared with other
+files (tests/conftest.py): cosine_study (tests/test_workflow.py's TINY: models a, b, c x 4K, 8K)
+and wsd_study (tests/test_workflow_wsd.py's WSD_TINY: 2 families x 4K, 8K, 16K). Each case works
 on a copy of one (copied without .snakemake/, as anyone sharing a study copies it), asserting
 from Snakemake's own dry-run job counts and from the files a real run leaves."""
 from __future__ import annotations
@@ -16,41 +18,11 @@ import pytest
 import yaml
 
 from conftest import REPO, make_corpus
-from test_workflow import planned_jobs, snakemake, write_config
+from test_workflow import TINY, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 
-BASE = {
-    "data": {"source": {"files": ["corpus/*.txt"]}, "split": {"val": 0.1, "test": 0.1},
-             "tokenizer": {"vocab_size": 300}},
-    "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2},
-               "b": {"n_layer": 1, "d_model": 32, "n_head": 2}},
-    "grid": {"models": ["a", "b"], "tokens": ["4K", "8K"], "seeds": [0]},
-    "train": {"context": 32, "batch_size": 8, "val_tokens": 512, "val_evals": 2, "schedule": "cosine"},
-    "eval": {"test_tokens": 512, "prompts": 2, "prompt_tokens": 8, "max_new_tokens": 4, "batch_size": 4},
-    "fit": {"bootstrap": 10},
-}
-WSD = copy.deepcopy(BASE)
-WSD["train"].update(schedule="wsd", warmup_tokens=512, cooldown=0.25)
 DOWNSTREAM = {"aggregate": 1, "fit": 1, "suggest": 1, "report": 1}
-
-
-def _study(tmp_path_factory, name: str, config: dict) -> Path:
-    folder = tmp_path_factory.mktemp(name)
-    make_corpus(folder / "corpus", documents=150)
-    write_config(folder, config)
-    snakemake(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def cosine_study(tmp_path_factory) -> Path:
-    return _study(tmp_path_factory, "cosine", BASE)
-
-
-@pytest.fixture(scope="module")
-def wsd_study(tmp_path_factory) -> Path:
-    return _study(tmp_path_factory, "wsd", WSD)
 
 
 def shared_copy(study: Path, target: Path) -> Path:
@@ -86,7 +58,7 @@ def test_an_lr_change_without_metadata_reruns_exactly_that_models_runs(cosine_st
         shutil.rmtree(folder / ".snakemake")
     else:
         folder = shared_copy(cosine_study, tmp_path / "copy")
-    with_config(folder, BASE, lambda c: c.setdefault("overrides", {}).update(a={"lr": 7e-3}))
+    with_config(folder, TINY, lambda c: c.setdefault("overrides", {}).update(a={"lr": 7e-3}))
     if how == "touched":  # --touch marks every output up to date; the contents still disagree
         snakemake(folder, "--touch")
     if how == "mtime-edited":  # results look newer than everything
@@ -100,13 +72,13 @@ def test_an_lr_change_without_metadata_reruns_exactly_that_models_runs(cosine_st
 def test_the_rerun_writes_the_new_setting_and_restoring_it_is_a_copy(cosine_study, tmp_path):
     folder = shared_copy(cosine_study, tmp_path / "copy")
     old_sha = json.loads((folder / "results/runs/a-4K-s0/metrics.json").read_text())["spec_sha"]
-    with_config(folder, BASE, lambda c: c.setdefault("overrides", {}).update(a={"lr": 7e-3}))
+    with_config(folder, TINY, lambda c: c.setdefault("overrides", {}).update(a={"lr": 7e-3}))
     snakemake(folder)
     new = json.loads((folder / "results/runs/a-4K-s0/metrics.json").read_text())
     assert new["spec_sha"] != old_sha and new["lr"] == 7e-3
     assert "restored from" not in (folder / "logs/train/a-4K-s0.log").read_text()  # trained
     assert planned_jobs(folder) == {}
-    with_config(folder, BASE)  # back: both of a's runs come back from the store, nothing trains
+    with_config(folder, TINY)  # back: both of a's runs come back from the store, nothing trains
     snakemake(folder)
     assert json.loads((folder / "results/runs/a-4K-s0/metrics.json").read_text())["spec_sha"] == old_sha
     for run_id in ("a-4K-s0", "a-8K-s0"):
@@ -130,7 +102,8 @@ def test_a_run_folder_copied_in_from_another_study_is_replaced(cosine_study, wsd
 
 
 def _trunk(folder: Path) -> Path:
-    return sorted((folder / "results/trunks").glob("*/step*.ckpt"))[0]
+    """A family's middle trunk segment (WSD_TINY's families end segments at steps 12, 24, 47)."""
+    return sorted((folder / "results/trunks").glob("*/step24.ckpt"))[0]
 
 
 class Planted:
@@ -147,15 +120,17 @@ def test_a_damaged_trunk_checkpoint_is_rebuilt_from_the_trunk_store(wsd_study, t
         ckpt.write_bytes(original[: len(original) // 2])
     else:
         with open(ckpt, "wb") as f:
-            pickle.dump({"global_step": 12, "x": Planted()}, f)
+            pickle.dump({"global_step": 24, "x": Planted()}, f)
     proc = snakemake(folder, "--dry-run")
     assert f"{ckpt.relative_to(folder)}: " in proc.stderr and "rerunning it" in proc.stderr
-    # that segment, and after it the family's later segment and its two cooldowns (newer inputs)
+    # that segment, and after it the family's later segment and the two cooldowns that branch from
+    # them (newer inputs); the first segment and its cooldown stay
     assert planned_jobs(folder) == {"trunk": 2, "train": 2, "evaluate": 2, **DOWNSTREAM}
     proc = snakemake(folder)
     assert "weights_only=False" not in proc.stdout + proc.stderr
     assert ckpt.read_bytes() == original and not (folder / "PWNED").exists()
-    logs = sorted((folder / "logs/trunk" / ckpt.parent.name).glob("*.log"))
+    # the rebuilt segments' logs (the damaged one and the later one; step12's is the first run's)
+    logs = [log for log in (folder / "logs/trunk" / ckpt.parent.name).glob("step*.log") if int(log.stem[4:]) >= 24]
     assert len(logs) == 2 and all("restored from" in log.read_text() for log in logs)  # nothing retrained
     assert planned_jobs(folder) == {}
 
@@ -195,7 +170,7 @@ def test_module_checks_jobs_by_role(tmp_path):
 
     folder = tmp_path / "other"
     make_corpus(folder / "corpus", documents=150)
-    config = with_config(folder, BASE, lambda c: c["train"].update(accelerator="gpu"))
+    config = with_config(folder, TINY, lambda c: c["train"].update(accelerator="gpu"))
     (folder / "config").mkdir()
     (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / "Snakefile").write_text('configfile: "config/config.yaml"\n\n'
@@ -205,7 +180,7 @@ def test_module_checks_jobs_by_role(tmp_path):
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
     assert proc.returncode != 0
-    assert re.search(r"scalelab: error: train\.accelerator: [ab]-[48]K-s0 asks for a GPU but this machine has none",
+    assert re.search(r"scalelab: error: train\.accelerator: [abc]-[48]K-s0 asks for a GPU but this machine has none",
                      proc.stdout + proc.stderr), proc.stderr[-2000:]
     assert not (folder / "results").exists()
 
@@ -225,7 +200,7 @@ def test_prune_keeps_what_the_config_needs_and_a_restore_retrains_only_what_was_
     from scalelab.prune import needed
 
     folder = shared_copy(cosine_study, tmp_path / "copy")
-    config = with_config(folder, BASE, lambda c: c.setdefault("overrides", {}).update(a={"lr": 7e-3}))
+    config = with_config(folder, TINY, lambda c: c.setdefault("overrides", {}).update(a={"lr": 7e-3}))
     snakemake(folder)  # a's two runs trained at the new lr; the old ones stay in the store
     entries = folder / "results/store"
     before = {p.name for p in entries.iterdir()}
@@ -242,7 +217,7 @@ def test_prune_keeps_what_the_config_needs_and_a_restore_retrains_only_what_was_
     shutil.rmtree(folder / "results/runs/b-4K-s0")  # what the config needs is still in the store
     snakemake(folder)
     assert "restored from" in (folder / "logs/train/b-4K-s0.log").read_text()
-    with_config(folder, BASE)  # back to a's old lr: pruned, so exactly those two runs retrain
+    with_config(folder, TINY)  # back to a's old lr: pruned, so exactly those two runs retrain
     assert planned_jobs(folder) == {"train": 2, "evaluate": 2, **DOWNSTREAM}
     snakemake(folder)
     for run_id in ("a-4K-s0", "a-8K-s0"):
@@ -256,7 +231,7 @@ def test_prune_keeps_what_the_config_needs_and_a_restore_retrains_only_what_was_
 ])
 def test_bad_corpus_content_stops_the_dag_and_keeps_the_tokens(cosine_study, tmp_path, name, content, words):
     folder = shared_copy(cosine_study, tmp_path / "copy")
-    config = copy.deepcopy(BASE)
+    config = copy.deepcopy(TINY)
     config["data"]["source"]["files"] = ["corpus/*"]
     write_config(folder, config)
     meta = (folder / "results/data/meta.json").read_bytes()
@@ -268,7 +243,7 @@ def test_bad_corpus_content_stops_the_dag_and_keeps_the_tokens(cosine_study, tmp
     assert "Traceback" not in proc.stderr
     assert (folder / "results/data/meta.json").read_bytes() == meta
     (folder / "corpus" / name).unlink()
-    write_config(folder, BASE)
+    write_config(folder, TINY)
     assert planned_jobs(folder) == {}
 
 
@@ -276,10 +251,10 @@ def test_bad_corpus_content_stops_the_dag_and_keeps_the_tokens(cosine_study, tmp
 def test_a_data_change_without_metadata_retokenizes(cosine_study, tmp_path, change):
     folder = shared_copy(cosine_study, tmp_path / "copy")
     if change == "vocab_size":
-        with_config(folder, BASE, lambda c: c["data"]["tokenizer"].update(vocab_size=320))
+        with_config(folder, TINY, lambda c: c["data"]["tokenizer"].update(vocab_size=320))
     else:
         make_corpus(folder / "more", documents=1)
         shutil.copy(folder / "more/doc0000.txt", folder / "corpus/zz-new.txt")
     proc = snakemake(folder, "--dry-run")
     assert "results/data/meta.json: tokenized from" in proc.stderr or "other data settings" in proc.stderr
-    assert planned_jobs(folder) == {"tokenize": 1, "train": 4, "evaluate": 4, **DOWNSTREAM}
+    assert planned_jobs(folder) == {"tokenize": 1, "train": 6, "evaluate": 6, **DOWNSTREAM}

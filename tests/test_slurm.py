@@ -11,7 +11,13 @@ resubmitting only its family.
 
 The only setting added to the profile is --slurm-init-seconds-before-status-checks 1 (the
 executor otherwise waits 40 s before its first poll), so the test takes 3-5 minutes
-(more on a loaded machine: the executor polls less often the longer a job runs).
+(more on a loaded machine: the executor polls less often the longer a job runs). Where the time
+goes: plugin 2.8 polls 1 s after a job of the study finished, then waits 10 s longer before each
+next poll while none finishes (11, 21, 31 ... s; hard-coded, only the first interval is a
+setting), so a job is seen 1, 12, 33, 64, 105 ... s after the previous one, and a job takes
+6-15 s of Python and Snakemake start-up for well under a second of training (the start-up is
+twice Snakemake's: the job's own and the one `srun` starts; docs/benchmarks.md, "Test suite
+time").
 """
 from __future__ import annotations
 

@@ -70,12 +70,16 @@ def planned_jobs(study: Path, **kwargs) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    study = tmp_path_factory.mktemp("study")
-    make_corpus(study / "corpus", documents=150)
-    write_config(study, TINY)
-    snakemake(study)
-    return study
+def study(cosine_study) -> Path:
+    """The study above, finished: the session fixture `cosine_study` (tests/conftest.py), shared
+    with other files. Tests here only read it or ask dry runs; one that runs jobs works on a copy."""
+    return cosine_study
+
+
+def copy_of(study: Path, target: Path) -> Path:
+    """A copy of a finished study, metadata (.snakemake/) and file times included."""
+    shutil.copytree(study, target, symlinks=True, copy_function=shutil.copy2)
+    return target
 
 
 @pytest.fixture()
@@ -194,7 +198,8 @@ def test_report_code_edit_reruns_only_the_report(study, repo_copy):
     assert planned_jobs(study, snakefile=repo_copy / "Snakefile") == {"report": 1}
 
 
-def test_snakemake_report_archive(study):
+def test_snakemake_report_archive(study, tmp_path):
+    study = copy_of(study, tmp_path / "study")  # the shared study stays as it was
     snakemake(study, "--report", "results/report.zip")
     assert (study / "results/report.zip").stat().st_size > 10_000
 
@@ -245,6 +250,7 @@ def test_killed_workflow_resumes_training_from_its_checkpoint(study, tmp_path):
     import signal
     import time
 
+    study = copy_of(study, tmp_path / "study")  # this test trains in it: the shared study stays as it was
     config = yaml.safe_load((study / "config.yaml").read_text())
     config["models"]["big"] = {"n_layer": 4, "d_model": 128, "n_head": 4}
     config["grid"]["models"] = ["big"]
@@ -341,9 +347,7 @@ def _error_line(proc) -> str:
 def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
     """A finished study through each damaging action: every model that existed is still there, or
     is rebuilt identically (restored from the run store, or retrained to the same weights)."""
-    copy_dir = tmp_path / "study"
-    shutil.copytree(study, copy_dir, symlinks=True)
-    study = copy_dir
+    study = copy_of(study, tmp_path / "study")
     models = _models(study)
     tiny_runs = [f"{m}-{t}-s0" for m in "abc" for t in ("4K", "8K")]
     assert set(tiny_runs) <= set(models) and (study / "results/store").is_dir()
