@@ -43,8 +43,6 @@ rule fit:
     resources:
         runtime=30,
         mem_mb=4000,
-    # Snakemake sets OPENBLAS_NUM_THREADS to the job's threads; the fit's workers are processes, and
-    # a threaded OpenBLAS under L-BFGS-B's tiny vectors spins (default study: 30 s against 10 s).
     shell:
-        "OPENBLAS_NUM_THREADS=1 scalelab fit {input.metrics:q} --out results/fit --spec {params.spec:q} --data-meta {input.meta:q} "
+        "scalelab fit {input.metrics:q} --out results/fit --spec {params.spec:q} --data-meta {input.meta:q} "
         "--workers {threads} > {log:q} 2>&1"
