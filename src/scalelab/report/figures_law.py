@@ -10,13 +10,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
-from matplotlib.lines import Line2D
 
 from .drawn_law import DrawnLaw, curve_law, frontier_law
 from .fmt import clause, finite, human, interval, label, sci
 from .inputs import Study
 from .plotting import (COMPUTE_CMAP, DATA_COLOR, MAX_LINES, MODEL_CMAP, TOKENS_CMAP, CannotDraw, artist_gids,
-                       colorbar, colormap, fit_legend, fit_line, grid_levels, legend_outside, off_grid, palette,
+                       colorbar, colormap, fit_legend, fit_line, grid_levels, legend_outside, legend_with_diamonds, off_grid, palette,
                        set_log, size_label)
 
 
@@ -159,15 +158,8 @@ def fig_isoflop(s: Study):
     ax.set_xlabel(label(s.n_col))
     ax.set_ylabel(label(s.target))
     ax.set_title("IsoFLOP curves: loss vs N at fixed compute")
-    handles, labels = ax.get_legend_handles_labels()
-    gids = artist_gids(fig)
-    if "optimum" in gids:
-        handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="0.6"))
-        labels.append("N_opt (minimum of the curve)")
-    if outside:
-        handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="white"))
-        labels.append("N_opt outside the sampled sizes")
-    legend_outside(ax, handles, labels)
+    legend_with_diamonds(ax, "N_opt (minimum of the curve)" if "optimum" in artist_gids(fig) else None,
+                         "N_opt outside the sampled sizes" if outside else None)
     return fig, ""
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.lines import Line2D
 
 from .fmt import clause, finite, human, label
 from .inputs import Study
-from .plotting import MODEL_CMAP, CannotDraw, legend_outside, palette, size_label
+from .plotting import MODEL_CMAP, CannotDraw, legend_with_diamonds, palette, size_label
 
 
 def swept_keys(s: Study) -> list[str]:
@@ -72,14 +71,8 @@ def _lr_optimum(curve: pd.DataFrame, target: str, group: dict | None) -> tuple[f
 
 def _lr_legend(ax, inside: bool, edges: list[str]) -> None:
     """The sizes, then what a filled and a hollow diamond mean (each only when drawn)."""
-    handles, labels = ax.get_legend_handles_labels()
-    if inside:
-        handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="0.6"))
-        labels.append("optimum inside the sweep")
-    if edges:
-        handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc="white"))
-        labels.append("optimum at an edge: widen the sweep")
-    legend_outside(ax, handles, labels)
+    legend_with_diamonds(ax, "optimum inside the sweep" if inside else None,
+                         "optimum at an edge: widen the sweep" if edges else None)
 
 
 def _lr_note(s: Study, edges: list[str], from_data: list[str]) -> str:

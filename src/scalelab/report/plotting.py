@@ -163,6 +163,17 @@ def _where_outside(ax, lines) -> str:
     return "below" if (ys < y_lo).all() else "above" if (ys > y_hi).all() else "outside"
 
 
+def legend_with_diamonds(ax, filled: str | None, hollow: str | None) -> None:
+    """legend_outside with, after the drawn series, a grey filled and a white hollow diamond
+    labelled `filled` and `hollow` (each only when given: only what the figure drew)."""
+    handles, labels = ax.get_legend_handles_labels()
+    for label, face in ((filled, "0.6"), (hollow, "white")):
+        if label:
+            handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc=face))
+            labels.append(label)
+    legend_outside(ax, handles, labels)
+
+
 def legend_outside(ax, handles=None, labels=None, **kwargs):
     """The legend to the right of the axes, where it can cover no point (savefig's tight bbox
     keeps it in the file)."""
