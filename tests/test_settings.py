@@ -79,7 +79,7 @@ def test_train_fingerprint_follows_what_decides_the_numbers(tmp_path, monkeypatc
         return fingerprint.code_fingerprint("train")
 
     base = train_fp()
-    group = tuple(package / name for name in fingerprint.SOURCES["train.py"])
+    group = tuple(package / name for name in fingerprint.UNITS["train.py"])
     assert "lr_factor" in fingerprint.used_definitions(group, ("build_module",))
     assert train_fp(("train/outputs.py", '"spec_sha": metrics["spec_sha"]}',
                      '"spec_sha": metrics["spec_sha"], "x": 1}')) == base  # save_run
