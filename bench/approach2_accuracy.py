@@ -2,7 +2,7 @@
 
     python bench/approach2_accuracy.py [--seeds 40] [--bootstrap 1000] [--baseline main]
 
-Losses come from the Chinchilla fit of Hoffmann et al. (2022) (scalelab.synthetic), whose
+Losses come from the Chinchilla fit of Hoffmann et al. (2022) (scalelab.laws.synthetic), whose
 compute-optimal exponent is a = beta / (alpha + beta), times log-normal noise. Each scenario is a
 set of budgets, each sampled at sizes geometric around its optimum, the centre moved by a random
 factor up to 2x either way (a ladder never knows where the optimum is). Per scenario and method:
@@ -27,7 +27,7 @@ from scalelab import fit  # first: it pins OpenBLAS to one thread before numpy a
 import numpy as np
 import pandas as pd
 
-from scalelab import synthetic
+from scalelab.laws import synthetic
 
 # name: (budgets, span of sizes in N, sizes per budget, noise (sd of log loss))
 SCENARIOS = {

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from scalelab.evaluate import greedy_generate
+from scalelab.evaluate.command import greedy_generate
 from scalelab.model import GPT, GPTConfig
 
 
@@ -54,7 +54,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.checkpoint:
-        from scalelab.evaluate import load_model
+        from scalelab.evaluate.command import load_model
 
         model = load_model(args.checkpoint, device)
     else:

@@ -16,7 +16,7 @@ et al. (2022) times 1 % log-normal noise. Target: total_s under 60 on 2 cores.
 
 Then, outside total_s: Approach 2 with the same number of resamples on 13 IsoFLOP profiles of 61
 sizes each (approach2_s), and the hyperparameter laws on a 12-point lr sweep of 14 values
-(hyperparameters_s); all data from scalelab.synthetic.
+(hyperparameters_s); all data from scalelab.laws.synthetic.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from scalelab import fit  # first: it pins OpenBLAS to one thread before numpy a
 import numpy as np
 import pandas as pd
 
-from scalelab import synthetic
+from scalelab.laws import synthetic
 
 
 def synthetic_points(n_sizes: int, n_tokens: int, noise: float, seed: int):
@@ -48,7 +48,7 @@ def cpu_seconds() -> float:
 
 def default_study_csv(path) -> None:
     """24 runs shaped like the default study (config/config.yaml's grid)."""
-    from scalelab.law import FORMS
+    from scalelab.laws.law import FORMS
 
     sizes = np.array([6592, 25472, 56640, 100480.0])
     tokens = np.array([290e3, 520e3, 900e3, 1.6e6, 2.8e6, 4.8e6])

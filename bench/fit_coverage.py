@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 import scalelab
-from scalelab import synthetic
-from scalelab.fitted import predictive_interval
-from scalelab.law import FORMS
+from scalelab.laws import synthetic
+from scalelab.laws.fitted import predictive_interval
+from scalelab.laws.law import FORMS
 
 KAPLAN = {"E": 1.6, "N_c": 3e6, "D_c": 2e8, "alpha_N": 0.35, "alpha_D": 0.4}
 

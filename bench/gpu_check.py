@@ -7,7 +7,7 @@ the workflow.
     python bench/gpu_check.py --sizes tiny --steps 6 --no-workflow   # the CPU path (what the test runs)
 
 For each model and setting it prints one JSON line: device, bf16 on/off, compile on/off,
-tokens/s (steady state: the steps after --warmup), achieved TFLOP/s (scalelab.shapes'
+tokens/s (steady state: the steps after --warmup), achieved TFLOP/s (scalelab.plan.shapes'
 total-parameter FLOPs per token x tokens/s), MFU against the device's dense bf16 peak (known
 devices only, else null), peak memory (GPU: torch.cuda.max_memory_allocated; CPU: the process's
 max RSS) and the training loss after the N steps. The 1B model runs only where its weights,
@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "bench"))
 # name contained in torch.cuda.get_device_name() wins: PCIe H100 before the SXM figure.
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
 
-# name: (n_layer, d_model, n_head, vocab, context, batch); parameters from scalelab.shapes
+# name: (n_layer, d_model, n_head, vocab, context, batch); parameters from scalelab.plan.shapes
 SIZES = {
     "tiny": (2, 32, 2, 256, 32, 4),
     "100m": (12, 768, 12, 32768, 1024, 16),     # ~111M parameters with embeddings
@@ -89,7 +89,7 @@ def measure(size: str, bf16: bool, compile_: bool, steps: int, warmup: int, devi
     import torch
 
     from scalelab.model import GPT, GPTConfig
-    from scalelab.shapes import flops_per_token
+    from scalelab.plan.shapes import flops_per_token
     from scalelab.train import LitGPT, StepBatches
     from train_throughput import StepTimer, make_tokens
 

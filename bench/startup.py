@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 IMPORTS = {"torch": "import torch", "scalelab.train": "import scalelab.train",
-           "scalelab.evaluate": "import scalelab.evaluate"}
+           "scalelab.evaluate.command": "import scalelab.evaluate.command"}
 # Modules a train job does not use; `heavy` says which of them an import still loads.
 WATCHED = ("lightning", "torchmetrics", "torch._dynamo", "sympy", "scipy", "scipy.signal", "scipy.stats",
            "matplotlib", "pandas")

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from scalelab.fit.approach3 import bootstrap_approach3, fit_approach3, start_grid  # noqa: E402
-from scalelab.law import compute_optimal, predict_loss  # noqa: E402
+from scalelab.laws.law import compute_optimal, predict_loss  # noqa: E402
 from scalelab.suggest import suggest_runs  # noqa: E402
 from scalelab.suggest.ensemble import chinchilla_ensemble  # noqa: E402
 

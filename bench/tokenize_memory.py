@@ -4,7 +4,7 @@ file (split into documents by data.source.max_document_bytes), the same file as 
 
     python bench/tokenize_memory.py [--mb 50] [--files 10000] [--unsplit-mb 10]
 
-Each layout is tokenized in a fresh process (scalelab.data.tokenize, as `scalelab tokenize`
+Each layout is tokenized in a fresh process (scalelab.data.tokenize.tokenize, as `scalelab tokenize`
 runs it); its peak resident memory is that process's ru_maxrss. The unsplit one-file layout is
 measured on a smaller corpus (--unsplit-mb), since it grows fastest. The last line printed is a
 JSON object with the figures.
@@ -68,7 +68,7 @@ def measure(corpus: Path, out: Path, max_document_bytes: int) -> dict:
     code = f"""
 import json, resource, time
 from pathlib import Path
-from scalelab import data
+from scalelab.data import tokenize as data
 cfg = {{"source": {{"files": [{str(corpus / '*.txt')!r}], "text_field": "text", "sample_by": "document",
                    "max_document_bytes": {max_document_bytes}}},
        "pairs": None, "split": {{"val": 0.01, "test": 0.01}}, "tokenizer": {{"vocab_size": 2048}}}}

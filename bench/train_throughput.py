@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import lightning as L  # noqa: E402
 
 from scalelab.model import GPT, GPTConfig  # noqa: E402
-from scalelab.shapes import flops_per_token  # noqa: E402
+from scalelab.plan.shapes import flops_per_token  # noqa: E402
 from scalelab.train import LitGPT, StepBatches, lr_factor, resolve_precision, warmup_steps_for  # noqa: E402
 
 # Peak dense bf16 tensor throughput, for MFU on GPUs we know.

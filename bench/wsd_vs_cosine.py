@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from scalelab import data, wsd  # noqa: E402
-from scalelab.counts import parse_count  # noqa: E402
+from scalelab.data import tokenize as data
+from scalelab.plan import wsd  # noqa: E402
+from scalelab.config.counts import parse_count  # noqa: E402
 
 
 def spec_for(args, tokens: int, schedule: str) -> dict:

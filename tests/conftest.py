@@ -73,7 +73,7 @@ def make_corpus(folder: Path, documents: int = 200, seed: int = 0, words: int = 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A tokenized tiny corpus (results/data layout)."""
-    from scalelab import data
+    from scalelab.data import tokenize as data
 
     root = tmp_path_factory.mktemp("tiny")
     make_corpus(root / "corpus")

@@ -4,7 +4,7 @@ import sys
 
 import pandas as pd
 
-from scalelab import aggregate
+from scalelab.evaluate import aggregate
 
 
 def test_rows_keep_every_run_with_its_status(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import statsmodels.api as sm
 from scipy.interpolate import Akima1DInterpolator
 
-from scalelab import synthetic
+from scalelab.laws import synthetic
 from scalelab.fit.approach2 import _exponents_bootstrap
 
 TRUTH = synthetic.CHINCHILLA  # Hoffmann et al. (2022)

@@ -124,7 +124,7 @@ def test_ladders_bench_scores_a_known_law_and_counts_the_misses(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from scalelab import synthetic
+    from scalelab.laws import synthetic
 
     bench = load("ladders")
     rng = np.random.default_rng(0)

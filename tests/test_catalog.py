@@ -33,10 +33,10 @@ def test_config_readme_describes_every_schema_section_and_key():
 
 
 def test_config_readme_states_exactly_which_train_keys_are_identity():
-    """The identity table lives in code (scalelab.sweeps.NOT_IDENTITY); config/README states it."""
-    from scalelab.config import validate
-    from scalelab.grid import spec_settings
-    from scalelab.sweeps import NOT_IDENTITY
+    """The identity table lives in code (scalelab.config.sweeps.NOT_IDENTITY); config/README states it."""
+    from scalelab.config.load import validate
+    from scalelab.plan.grid import spec_settings
+    from scalelab.config.sweeps import NOT_IDENTITY
 
     text = " ".join((REPO / "config/README.md").read_text().split())
     others = ", ".join(f"`{key}`" for key in NOT_IDENTITY)

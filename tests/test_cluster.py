@@ -1,8 +1,8 @@
-"""scalelab.cluster: which Lightning environment a train process gets, and who is rank 0."""
+"""scalelab.plan.cluster: which Lightning environment a train process gets, and who is rank 0."""
 import pytest
 from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-from scalelab import cluster
+from scalelab.plan import cluster
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,10 @@ import copy
 
 import pytest
 
-from scalelab import config as study_config
-from scalelab import corpus, counts, grid
+from scalelab.config import load as study_config
+from scalelab.data import corpus
+from scalelab.config import counts
+from scalelab.plan import grid
 from scalelab.errors import ScalelabError
 
 
@@ -57,7 +59,7 @@ def test_grid_union_is_deduplicated_and_ids_unique():
     for r in iso:  # D = C / (6 N), rounded to whole steps
         per_step = r.spec["batch_size"] * r.spec["context"]
         assert r.tokens % per_step == 0
-        from scalelab.shapes import non_embedding_params
+        from scalelab.plan.shapes import non_embedding_params
         n = non_embedding_params(r.spec["n_layer"], r.spec["d_model"])
         assert abs(r.tokens - 1e12 / (6 * n)) <= per_step / 2
 
@@ -146,7 +148,7 @@ def test_float_settings_accept_exponent_notation_as_written():
 
 def test_version_prints_the_version_and_every_code_fingerprint(capsys):
     from scalelab import __version__, cli
-    from scalelab.fingerprint import STAGE_CODE, code_fingerprint
+    from scalelab.store.fingerprint import STAGE_CODE, code_fingerprint
 
     assert cli.main(["--version"]) == 0
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from tokenizers import Tokenizer
 
-from scalelab import data
+from scalelab.data import tokenize as data
 from scalelab.errors import ScalelabError
 
 from conftest import make_corpus
@@ -163,7 +163,7 @@ def test_hub_loader_reads_a_save_to_disk_folder_offline(tmp_path, monkeypatch, a
 
 
 def test_a_local_hf_folder_that_is_neither_is_refused_when_the_dag_is_built(tmp_path):
-    from scalelab import config
+    from scalelab.config import load as config
 
     folder = tmp_path / "empty"
     (folder / "sub").mkdir(parents=True)

@@ -22,7 +22,7 @@ import yaml
 
 from conftest import REPO, make_corpus
 
-from scalelab.law import FORMS
+from scalelab.laws.law import FORMS
 
 pytestmark = pytest.mark.e2e
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")

@@ -16,7 +16,7 @@ from rouge_score import rouge_scorer
 from tokenizers import Tokenizer
 
 from scalelab import cli
-from scalelab.evaluate import (
+from scalelab.evaluate.command import (
     EvalSettings,
     eval_windows,
     evaluate_run,
@@ -38,8 +38,8 @@ def tiny_model(vocab_size=50, context=16, n_layer=2, d_model=32, n_head=4, seed=
 
 
 def byte_level_tokenizer(texts, vocab_size=300) -> Tokenizer:
-    """The production tokenizer (scalelab.data.train_tokenizer), not a copy of it."""
-    from scalelab.data import train_tokenizer
+    """The production tokenizer (scalelab.data.tokenize.train_tokenizer), not a copy of it."""
+    from scalelab.data.tokenize import train_tokenizer
 
     tok = train_tokenizer(texts, vocab_size)
     assert tok.token_to_id(EOT) == 0 and tok.token_to_id(SEP) == 1
@@ -331,7 +331,7 @@ def write_pairs_corpus(path, n_pairs=1500, seed=0) -> None:
 
 
 def test_tiny_pairs_study_beats_an_untrained_model(tmp_path):
-    from scalelab.data import tokenize
+    from scalelab.data.tokenize import tokenize
     from scalelab.train import train_run
 
     write_pairs_corpus(tmp_path / "pairs.jsonl")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
 
-from scalelab import law
+from scalelab.laws import law
 from scalelab.report import figures, registry
 from scalelab.report.inputs import load_study
 from scalelab.report.plotting import CLIPPED_GID, FIT_GID, STYLE, grid_levels

@@ -14,7 +14,7 @@ from scipy.special import huber
 
 from scalelab.errors import ScalelabError
 
-from scalelab import synthetic
+from scalelab.laws import synthetic
 
 TRUTH = synthetic.CHINCHILLA  # Hoffmann et al. (2022)
 LAW = ("E", "A", "B", "alpha", "beta")

@@ -1,4 +1,4 @@
-"""The law forms of scalelab.law.FORMS: recovery of known parameters, the choice by out-of-sample
+"""The law forms of scalelab.laws.law.FORMS: recovery of known parameters, the choice by out-of-sample
 error, prediction intervals, load_fit, and every bad input of the forms (one line each)."""
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 
 import scalelab
-from scalelab import synthetic
+from scalelab.laws import synthetic
 from scalelab.errors import ScalelabError
 from scalelab.fit import forms as F
 from scalelab.fit.inputs import rows_sha256
-from scalelab.law import FORMS, effective_tokens
+from scalelab.laws.law import FORMS, effective_tokens
 
 KAPLAN = {"E": 1.6, "N_c": 3e6, "D_c": 2e8, "alpha_N": 0.35, "alpha_D": 0.4}
 DC = {**synthetic.CHINCHILLA, "R_star": 6.0}
@@ -175,7 +175,7 @@ def test_fit_txt_is_deterministic_and_never_prints_none(fitted_folder, tmp_path)
 
 
 def test_prediction_interval_mixes_disagreeing_forms():
-    from scalelab.fitted import predictive_interval
+    from scalelab.laws.fitted import predictive_interval
 
     one = predictive_interval([(1.0, np.log([[2.0]]), 0.01)])
     both = predictive_interval([(0.5, np.log([[2.0]]), 0.01), (0.5, np.log([[2.2]]), 0.01)])
@@ -243,7 +243,7 @@ def test_duplicate_columns_are_refused(small_csv, tmp_path):
 
 
 def test_the_config_refuses_bad_forms_when_the_dag_is_built():
-    from scalelab.settings import FitSettings
+    from scalelab.config.stage_settings import FitSettings
 
     with pytest.raises(ScalelabError, match="unknown law form"):
         FitSettings.from_dict({"forms": ["chinchilla", "power"]}, where="config fit")
@@ -329,7 +329,7 @@ def test_prediction_intervals_cover_new_runs_of_simulated_ladders(tmp_path):
 
 
 def test_log_distance_is_zero_inside_the_fitted_runs_and_counts_e_folds_outside():
-    from scalelab.fitted import log_distance
+    from scalelab.laws.fitted import log_distance
 
     ranges = {"params": [1e7, 1e9], "tokens": [1e9, 1e11], "tokens_per_param": [1.0, 1000.0]}
     inside = log_distance([1e8], [1e10], ranges)
@@ -357,7 +357,7 @@ def test_a_law_that_extrapolated_badly_in_its_checks_gets_wider_intervals_outsid
     largest): the form fitted to them misses its own out-of-sample checks by more than its
     scatter, learns an extrapolation scatter (several times that of the same runs without the
     bend), and its intervals widen with the distance outside the runs, not inside them."""
-    from scalelab.fitted import log_distance
+    from scalelab.laws.fitted import log_distance
 
     n, d = _grid(6, 6)
     where = np.log(n / n.min()) / np.log(n.max() / n.min())

@@ -1,4 +1,4 @@
-"""scalelab.grouping: job groups and array jobs that would mix resources are refused when the DAG
+"""scalelab.plan.grouping: job groups and array jobs that would mix resources are refused when the DAG
 is built (unit tests here; the grouped submissions themselves run on Slurm in tests/test_slurm.py)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scalelab import grouping
+from scalelab.plan import grouping
 from scalelab.errors import ScalelabError
 
 REPO = Path(__file__).resolve().parents[1]

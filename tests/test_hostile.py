@@ -10,9 +10,11 @@ import time
 
 import pytest
 
-from scalelab import config as study_config
-from scalelab import corpus, grid
-from scalelab import data, integrity
+from scalelab.config import load as study_config
+from scalelab.data import corpus
+from scalelab.plan import grid
+from scalelab.data import tokenize as data
+from scalelab.plan import integrity
 from scalelab.errors import ScalelabError
 
 from conftest import make_corpus
@@ -109,7 +111,7 @@ def test_the_same_trained_length_is_one_run():
     config = study_config.validate({"models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}},
                              "grid": {"models": ["a"], "tokens": ["20K"]},
                              "train": {"context": 32, "batch_size": 8}, "eval": {"prompt_tokens": 8, "max_new_tokens": 8}})
-    from scalelab.shapes import non_embedding_params
+    from scalelab.plan.shapes import non_embedding_params
 
     step = 8 * 32
     trained = -(-20_000 // step) * step  # 20,224

@@ -161,7 +161,7 @@ def test_a_damaged_trunk_given_to_a_train_job_is_one_line(tmp_path, damage):
 def test_module_checks_jobs_by_role(tmp_path):
     """Under `use rule * from scalelab as scalelab_*`, a GPU run on a machine without one is
     refused before any job, as in a plain run."""
-    from scalelab.cluster import gpu_here
+    from scalelab.plan.cluster import gpu_here
 
     if gpu_here():
         pytest.skip("this machine has a GPU")
@@ -196,8 +196,8 @@ def prune(folder: Path, *args: str) -> str:
 
 
 def test_prune_keeps_what_the_config_needs_and_a_restore_retrains_only_what_was_pruned(cosine_study, tmp_path):
-    from scalelab import config as study
-    from scalelab.prune import needed
+    from scalelab.config import load as study
+    from scalelab.plan.prune import needed
 
     folder = shared_copy(cosine_study, tmp_path / "copy")
     config = with_config(folder, TINY, lambda c: c.setdefault("overrides", {}).update(a={"lr": 7e-3}))

@@ -95,13 +95,13 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path, monkeypatch):
 
 
 def test_code_fingerprints_are_those_of_before_the_split():
-    from scalelab.fingerprint import code_fingerprint
+    from scalelab.store.fingerprint import code_fingerprint
 
     assert {stage: code_fingerprint(stage) for stage in PINNED} == PINNED
 
 
 def test_every_stage_keeps_its_fingerprint_of_8a505fa():
-    from scalelab.fingerprint import STAGE_CODE, code_fingerprint
+    from scalelab.store.fingerprint import STAGE_CODE, code_fingerprint
 
     assert set(PINNED_EVERY_STAGE) == set(STAGE_CODE)
     assert {stage: code_fingerprint(stage) for stage in STAGE_CODE} == PINNED_EVERY_STAGE
@@ -110,7 +110,7 @@ def test_every_stage_keeps_its_fingerprint_of_8a505fa():
 def _package_copy(tmp_path, monkeypatch):
     import shutil
 
-    from scalelab import fingerprint
+    from scalelab.store import fingerprint
 
     package = tmp_path / "scalelab"
     shutil.copytree(fingerprint.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -166,7 +166,7 @@ def test_a_unit_moved_without_updating_its_label_fails(tmp_path, monkeypatch):
 def test_a_fingerprint_group_refuses_a_name_defined_in_two_of_its_files(tmp_path):
     import pytest
 
-    from scalelab.fingerprint import module_fingerprint
+    from scalelab.store.fingerprint import module_fingerprint
 
     (tmp_path / "a.py").write_text("def f():\n    return g()\n\ndef g():\n    return 1\n")
     (tmp_path / "b.py").write_text("def g():\n    return 2\n")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from scalelab.model import GPT, GPTConfig
-from scalelab.shapes import flops_per_token, param_counts
+from scalelab.plan.shapes import flops_per_token, param_counts
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 2), (2, 32, 4), (3, 96, 3), (4, 128, 4)])

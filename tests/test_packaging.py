@@ -57,10 +57,10 @@ def test_default_config_is_valid_and_spans_the_grid():
     """The default study's design rules (issue 10) that hold before anything trains: at least 4
     sizes over 16x in N, at least 5 token counts over 16x in the D actually trained (whole
     steps), shared WSD trunks, and at most 0.6 of the FLOPs of independent runs."""
-    from scalelab import config as study_config
-    from scalelab import grid
-    from scalelab import wsd
-    from scalelab.shapes import non_embedding_params
+    from scalelab.config import load as study_config
+    from scalelab.plan import grid
+    from scalelab.plan import wsd
+    from scalelab.plan.shapes import non_embedding_params
 
     config = study_config.load(REPO / "config/config.yaml")
     runs = grid.expand_grid(config)

@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from conftest import make_corpus
-from scalelab import config as study
-from scalelab import corpus, grid
-from scalelab import store
+from scalelab.config import load as study
+from scalelab.data import corpus
+from scalelab.plan import grid
+from scalelab.store import runs as store
 from scalelab.errors import ScalelabError
 
 
@@ -145,8 +146,8 @@ def test_check_summarises_a_large_grid(tmp_path):
 # ----------------------------------------------------------------------------- corpus content at DAG time
 
 def test_the_dag_time_check_knows_every_file_type_tokenize_reads():
-    from scalelab import data
-    from scalelab.corpus_check import SUPPORTED
+    from scalelab.data import tokenize as data
+    from scalelab.data.corpus_check import SUPPORTED
 
     assert SUPPORTED == set(data._BUILDERS)
 
@@ -165,7 +166,7 @@ def test_the_dag_time_check_knows_every_file_type_tokenize_reads():
     ("fake.parquet", b"not parquet at all", "not a parquet file"),
 ])
 def test_bad_corpus_content_is_one_line_naming_the_file(tmp_path, name, content, words):
-    from scalelab.corpus_check import check_files
+    from scalelab.data.corpus_check import check_files
 
     good = make_corpus(tmp_path / "c", documents=2)
     (tmp_path / "c" / "good.jsonl").write_text('{"text": "fine"}\n')
@@ -182,7 +183,7 @@ def test_bad_corpus_content_is_one_line_naming_the_file(tmp_path, name, content,
 def test_good_structured_files_pass(tmp_path):
     import pandas as pd
 
-    from scalelab.corpus_check import check_files
+    from scalelab.data.corpus_check import check_files
 
     pd.DataFrame({"text": ["a", "b"]}).to_parquet(tmp_path / "t.parquet")
     (tmp_path / "t.csv").write_text("text,id\nhello,1\n")
@@ -196,7 +197,7 @@ def test_good_structured_files_pass(tmp_path):
 # ----------------------------------------------------------------------------- large text files
 
 def test_a_large_file_is_cut_into_documents_at_blank_lines_without_losing_text(tmp_path):
-    from scalelab.chunking import file_documents
+    from scalelab.data.chunking import file_documents
 
     paragraphs = [f"paragraph {i} " + "word " * (i % 37) for i in range(2000)]
     text = "\n\n".join(paragraphs) + "\n"
@@ -209,7 +210,7 @@ def test_a_large_file_is_cut_into_documents_at_blank_lines_without_losing_text(t
 
 
 def test_a_cut_without_any_separator_never_splits_a_character(tmp_path):
-    from scalelab.chunking import file_documents
+    from scalelab.data.chunking import file_documents
 
     text = "é€𝄞" * 5000  # 2, 3 and 4 bytes a character, no space or newline
     path = tmp_path / "one-line.txt"
@@ -219,7 +220,7 @@ def test_a_cut_without_any_separator_never_splits_a_character(tmp_path):
 
 
 def test_a_one_file_corpus_gets_val_and_test_splits(tmp_path):
-    from scalelab import data
+    from scalelab.data import tokenize as data
 
     make_corpus(tmp_path / "parts", documents=400)
     whole = tmp_path / "corpus" / "all.txt"
@@ -234,8 +235,8 @@ def test_a_one_file_corpus_gets_val_and_test_splits(tmp_path):
 
 
 def test_only_a_corpus_with_a_large_text_file_takes_the_chunked_path(tmp_path):
-    from scalelab import chunking
-    from scalelab.fingerprint import code_fingerprint
+    from scalelab.data import chunking
+    from scalelab.store.fingerprint import code_fingerprint
 
     small = make_corpus(tmp_path / "c", documents=3)
     big = tmp_path / "c" / "big.txt"
@@ -256,7 +257,7 @@ def test_max_document_bytes_at_its_default_leaves_the_data_fingerprint_as_it_was
 
 
 def test_tokenize_declares_memory_by_corpus_size():
-    from scalelab.resources import TOKENIZE_MIN_MB, tokenize_mem_mb
+    from scalelab.plan.resources import TOKENIZE_MIN_MB, tokenize_mem_mb
 
     assert tokenize_mem_mb(None) == tokenize_mem_mb(20_000_000) == TOKENIZE_MIN_MB
     assert tokenize_mem_mb(2_000_000_000) > tokenize_mem_mb(1_000_000_000) > TOKENIZE_MIN_MB
@@ -265,7 +266,8 @@ def test_tokenize_declares_memory_by_corpus_size():
 # ----------------------------------------------------------------------------- prune
 
 def test_prune_plans_only_what_no_current_run_needs(tmp_path):
-    from scalelab import prune, wsd
+    from scalelab.store import prune
+    from scalelab.plan import wsd
 
     config = study.validate({"data": {"source": "python-stdlib"},
                              "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}},

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalelab import cli, law
+from scalelab import cli
+from scalelab.laws import law
 from scalelab.report import fmt, print_summary, registry
 from scalelab.files import read_json, write_json
 from scalelab.fit import fit_frame
@@ -82,8 +83,8 @@ def _meta() -> dict:
 def _sweep_rows(rows: list[dict], lrs, rng: np.random.Generator) -> list[dict]:
     """Each ok grid row once per lr, the loss raised by 0.05·(log lr − log lr_opt(N))², with
     lr_opt = 0.3·N^-0.3; sweep_group and best_in_sweep from the real aggregate."""
-    from scalelab.aggregate import mark_sweeps
-    from scalelab.sweeps import sweep_suffix
+    from scalelab.evaluate.aggregate import mark_sweeps
+    from scalelab.config.sweeps import sweep_suffix
 
     swept = []
     for row in rows:
@@ -372,7 +373,7 @@ def edit_fit(results: Path, change) -> None:
     (lambda r: (r / "fit" / "fit.json").write_text("{not json"), "not valid JSON"),
     (lambda r: edit_fit(r, lambda f: f.update(target="nope")), "no column 'nope'"),
     (lambda r: edit_fit(r, lambda f: f.update(approach3={"E": 1})), "approach3.A"),
-    # A foreign or damaged fit.json: one line naming the file and the key (scalelab.fitjson).
+    # A foreign or damaged fit.json: one line naming the file and the key (scalelab.laws.fitjson).
     (lambda r: (r / "fit" / "fit.json").write_text('{"target": "nope"}'), "fit.json: n_points is missing"),
     (lambda r: (r / "fit" / "fit.json").write_text("[1, 2]"), "fit.json: fit results should be an object"),
     (lambda r: edit_fit(r, lambda f: f["approach3"].update(alpha="0.3")), "fit.json: approach3.alpha should be"),
@@ -399,7 +400,7 @@ def test_law_and_allocation_formulas():
     for factor in (0.9, 1.1):
         assert drawn.loss(n * factor, d / factor) > drawn.loss(n, d)
     assert drawn.loss(n, d) == pytest.approx(law.predict_loss(n, d, **LAW))
-    # One copy of the law: the report draws with scalelab.law's forms, as the fit computes with them.
+    # One copy of the law: the report draws with scalelab.laws.law's forms, as the fit computes with them.
     from scalelab import fit
 
     assert fit.predict_loss is law.predict_loss
@@ -526,7 +527,7 @@ def test_settings_defaults_and_canonical_spec():
 
 
 def test_registry_and_package_entry_points_import_without_plotting_libraries():
-    code = ("import sys, scalelab.report, scalelab.report.registry, scalelab.fitjson; "
+    code = ("import sys, scalelab.report, scalelab.report.registry, scalelab.laws.fitjson; "
             "from scalelab.report import print_summary, rule_outputs, ReportSettings; "
             "heavy = [m for m in ('matplotlib', 'pandas', 'numpy', 'torch') if m in sys.modules]; "
             "assert not heavy, heavy")
@@ -579,7 +580,7 @@ def test_registry_drives_page_order_captions_and_categories(tiny_report):
 
 
 def test_report_fingerprint_covers_the_package_and_the_law():
-    from scalelab import fingerprint
+    from scalelab.store import fingerprint
 
     files = set(fingerprint.stage_files("report"))
     package = fingerprint.PACKAGE / "report"
@@ -591,7 +592,7 @@ def test_report_fingerprint_covers_the_package_and_the_law():
 
 def test_real_fit_json_keeps_the_written_schema(tiny, tmp_path):
     from scalelab.errors import ScalelabError
-    from scalelab.fitjson import check_fit_json, fit_schema
+    from scalelab.laws.fitjson import check_fit_json, fit_schema
 
     root, fit = tiny
     check_fit_json(fit, "fit.json")
@@ -606,7 +607,7 @@ def test_real_fit_json_keeps_the_written_schema(tiny, tmp_path):
 def test_fit_variants_keep_the_schema_and_report_without_a_flops_column(tiny, tmp_path):
     """A CSV without FLOPs columns (the fit then writes columns.flops = "6*params*tokens"), no
     held-out check and no bootstrap: fit.json keeps the schema and the report draws from it."""
-    from scalelab.fitjson import check_fit_json
+    from scalelab.laws.fitjson import check_fit_json
 
     shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
     results = tmp_path / "results"
@@ -658,9 +659,9 @@ def _report_error(root, capsys, *extra) -> str:
 
 def test_study_settings_table_comes_from_the_resolved_config(tiny, tmp_path):
     """The Study settings table shows the config after defaults and overrides, and the code fingerprints."""
-    from scalelab import config as study_config
-    from scalelab.fingerprint import code_fingerprint
-    from scalelab.resolved import study_settings
+    from scalelab.config import load as study_config
+    from scalelab.store.fingerprint import code_fingerprint
+    from scalelab.plan.resolved import study_settings
 
     shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
     config = study_config.validate({"train": {"lr": "2e-3", "batch_size": 16}, "overrides": {"xs": {"lr": 0.01}},

@@ -1,8 +1,8 @@
-"""scalelab.resources: what a train or evaluate job asks a cluster for, from the run's cost."""
+"""scalelab.plan.resources: what a train or evaluate job asks a cluster for, from the run's cost."""
 import pytest
 
-from scalelab import resources
-from scalelab.resources import evaluate_resources, run_cost, train_resources
+from scalelab.plan import resources
+from scalelab.plan.resources import evaluate_resources, run_cost, train_resources
 
 
 def spec(**changes) -> dict:

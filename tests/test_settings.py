@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from scalelab import config as study_config
-from scalelab import counts, schema
-from scalelab.settings import (BLEU_TOKENIZERS, EVAL_TASKS, SUGGEST_CONFIG_KEYS, EvalSettings, FitSettings,
+from scalelab.config import load as study_config
+from scalelab.config import counts, schema
+from scalelab.config.stage_settings import (BLEU_TOKENIZERS, EVAL_TASKS, SUGGEST_CONFIG_KEYS, EvalSettings, FitSettings,
                                ReportSettings, SuggestSettings)
 
 
@@ -63,7 +63,7 @@ def test_train_fingerprint_follows_what_decides_the_numbers(tmp_path, monkeypatc
     change to the step, the schedule, the data order or a helper they use changes it."""
     import shutil
 
-    from scalelab import fingerprint
+    from scalelab.store import fingerprint
 
     package = tmp_path / "scalelab"
     shutil.copytree(fingerprint.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))

@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from conftest import REPO, make_corpus
-from scalelab import grouping
+from scalelab.plan import grouping
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 SLURM_THREADS = {"train": 2}  # profiles/slurm's set-threads, which the derived CPUs follow
@@ -214,9 +214,9 @@ def studies(tmp_path_factory):
                     proc.kill()
 
 def test_every_job_goes_through_sbatch_with_the_derived_resources(studies):
-    from scalelab import config as study_config
-    from scalelab import grid
-    from scalelab.resources import train_resources
+    from scalelab.config import load as study_config
+    from scalelab.plan import grid
+    from scalelab.plan.resources import train_resources
 
     assert studies["cancelled"], f"{KILLED} was never caught mid-run:\n{studies['first'][-3000:]}"
     assert studies["second_code"] == 0, studies["second"][-4000:]

@@ -12,7 +12,7 @@ import pytest
 import scalelab
 from scalelab import fit as fitting
 from scalelab.errors import ScalelabError
-from scalelab.law import predict_loss
+from scalelab.laws.law import predict_loss
 
 LAW = {"E": 1.5, "A": 400.0, "B": 1000.0, "alpha": 0.34, "beta": 0.28}
 RUNS = ["xs-100K-s0", "s-100K-s0", "m-100K-s0"]

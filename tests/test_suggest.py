@@ -17,8 +17,8 @@ import yaml
 
 from conftest import REPO, make_corpus
 from scalelab.cli import main
-from scalelab.law import predict_loss
-from scalelab.shapes import non_embedding_params
+from scalelab.laws.law import predict_loss
+from scalelab.plan.shapes import non_embedding_params
 from scalelab.suggest.candidates import Costs, candidates
 from scalelab.suggest.snippet import Shapes
 
@@ -264,8 +264,8 @@ def _merge(config: dict, snippet: dict) -> dict:
 def _suggest_for_config(tmp_path, config: dict, spec: dict):
     """Metrics of every run of `config` from a known law (at each run's shape and tokens), its fit, and
     `scalelab suggest` with the spec the workflow's rule passes; returns the runs, the table and the snippet."""
-    from scalelab import config as study_config
-    from scalelab.grid import expand_grid
+    from scalelab.config import load as study_config
+    from scalelab.plan.grid import expand_grid
 
     validated = study_config.validate(json.loads(json.dumps(config)))
     runs = expand_grid(validated)
@@ -286,7 +286,7 @@ def _suggest_for_config(tmp_path, config: dict, spec: dict):
 
 
 def _check_pasted(study: Path, config: dict, runs, table, snippet, config_path: Path):
-    from scalelab.counts import run_id
+    from scalelab.config.counts import run_id
 
     pasted = _merge(config, snippet)
     (study / "pasted.yaml").write_text(yaml.safe_dump(pasted, sort_keys=False))
@@ -315,7 +315,7 @@ def test_pasting_the_snippet_trains_exactly_the_suggested_runs(tmp_path):
 
 def test_pasting_into_the_default_wsd_study_trains_exactly_the_suggested_runs(tmp_path):
     """The default config (WSD, 4 x 6): the spec its rule passes (shapes, step, cooldown), then paste."""
-    from scalelab import config as study_config
+    from scalelab.config import load as study_config
 
     default = study_config.read_yaml(REPO / "config" / "config.yaml")
     train = {**study_config.validate(json.loads(json.dumps(default)))["train"]}
@@ -359,9 +359,9 @@ def test_report_shows_what_to_run_next_and_summary_ends_with_the_best_run(tmp_pa
 
 
 def test_an_optimum_without_a_closed_form_is_found_by_search():
-    """Kaplan's form has no `optimal` in scalelab.law; the search along C agrees with its
+    """Kaplan's form has no `optimal` in scalelab.laws.law; the search along C agrees with its
     closed form, min over N of (N_c/N)^(alpha_N/alpha_D) + D_c·6N/C."""
-    from scalelab.law import FORMS
+    from scalelab.laws.law import FORMS
     from scalelab.suggest.ensemble import _search_optimum
 
     form = FORMS["kaplan"]

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from scalelab import aggregate
-from scalelab import config as study_config
-from scalelab import grid, sweeps
+from scalelab.evaluate import aggregate
+from scalelab.config import load as study_config
+from scalelab.plan import grid
+from scalelab.config import sweeps
 from scalelab.errors import ScalelabError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -148,7 +148,7 @@ def test_planted_checkpoint_pickle_never_runs(tiny_data, tmp_path):
 
 
 def test_store_restores_a_finished_run_and_refuses_other_data(tiny_data, tmp_path):
-    from scalelab import store
+    from scalelab.store import runs as store
 
     spec, store_dir = tiny_spec(), tmp_path / "store"
     first = train.train_run(spec, tiny_data, tmp_path / "a", threads=1, code="c1", store_dir=store_dir)
@@ -168,7 +168,7 @@ def test_store_restores_a_finished_run_and_refuses_other_data(tiny_data, tmp_pat
 
 
 def test_run_files_carry_their_identity(tiny_data, tmp_path):
-    from scalelab import store
+    from scalelab.store import runs as store
 
     spec = tiny_spec()
     metrics = train.train_run(spec, tiny_data, tmp_path / "run", threads=1, code="abc")

@@ -7,9 +7,9 @@ import copy
 
 import pytest
 
-from scalelab import config as study_config
-from scalelab import grid, wsd
-from scalelab.shapes import GPTConfig, flops_per_token
+from scalelab.config import load as study_config
+from scalelab.plan import grid, wsd
+from scalelab.plan.shapes import GPTConfig, flops_per_token
 from scalelab.train import build_module, build_wsd_module, plan_run, plan_trunk, total_steps
 
 BASE = {"models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}},

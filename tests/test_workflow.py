@@ -298,9 +298,9 @@ def _set(config, path, value):
 def test_no_config_string_reaches_a_shell(study, tmp_path):
     """Every string in the config, set to a shell payload, is either refused when the DAG is built
     or travels quoted: the shell commands of every job keep it inside one argument."""
-    from scalelab import config as study_config
+    from scalelab.config import load as study_config
     from scalelab.errors import ScalelabError
-    from scalelab.grid import expand_grid
+    from scalelab.plan.grid import expand_grid
 
     marker = tmp_path / "pwned"
     payload = f"x'; touch {marker}; echo \"$(touch {marker})\" '"

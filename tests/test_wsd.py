@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from conftest import REPO, tiny_spec
-from scalelab import config as study_config
-from scalelab import grid
-from scalelab import wsd
+from scalelab.config import load as study_config
+from scalelab.plan import grid
+from scalelab.plan import wsd
 from scalelab.errors import ScalelabError
 
 # The 4 x 3 cosine grid (the default study before it became WSD): these tests turn it into WSD.

@@ -7,11 +7,11 @@ __all__ = ["FittedLaw", "Study", "ScalelabError", "load_fit", "load_study"]
 def __getattr__(name):
     # Lazy, so that `import scalelab` (and every `scalelab <stage>`) stays light.
     if name in ("Study", "load_study"):
-        from . import study
+        from .laws import study_results as study
 
         return getattr(study, name)
     if name in ("FittedLaw", "load_fit"):
-        from . import fitted
+        from .laws import fitted
 
         return getattr(fitted, name)
     if name == "ScalelabError":

@@ -11,17 +11,17 @@ import os
 import sys
 
 STAGES = {
-    "tokenize": ("scalelab.data", "train the BPE tokenizer and write the token memmaps"),
+    "tokenize": ("scalelab.data.tokenize", "train the BPE tokenizer and write the token memmaps"),
     "train": ("scalelab.train.runs", "train one grid point with Lightning"),
     "trunk": ("scalelab.train.trunks", "train one WSD trunk segment (schedule: wsd)"),
-    "evaluate": ("scalelab.evaluate", "test perplexity, bits per byte, BLEU and ROUGE for one run"),
-    "aggregate": ("scalelab.aggregate", "collect every run into results/metrics.csv"),
+    "evaluate": ("scalelab.evaluate.command", "test perplexity, bits per byte, BLEU and ROUGE for one run"),
+    "aggregate": ("scalelab.evaluate.aggregate", "collect every run into results/metrics.csv"),
     "fit": ("scalelab.fit", "fit scaling laws to a metrics CSV"),
     "suggest": ("scalelab.suggest.command", "the next runs that most narrow the interval of the compute-optimal N"),
     "report": ("scalelab.report", "plots, tables and HTML for a study"),
     "track": ("scalelab.loggers", "add each run's evaluation to the trackers it trained with"),
-    "check": ("scalelab.check", "validate a config file and list its runs"),
-    "prune": ("scalelab.prune", "list (or --delete) store and trunk entries that no current run needs"),
+    "check": ("scalelab.plan.check", "validate a config file and list its runs"),
+    "prune": ("scalelab.plan.prune", "list (or --delete) store and trunk entries that no current run needs"),
 }
 # The job commands a study runs dozens of: run from the command line, each goes through a warm
 # worker that has imported torch and Lightning once (scalelab.warm; SCALELAB_WARM=0: never).
@@ -32,7 +32,7 @@ def version_text() -> str:
     """`scalelab --version`: the version and each stage's code fingerprint (the hash a run's
     outputs depend on; a change reruns that stage), so two installs can be compared."""
     from . import __version__
-    from .fingerprint import STAGE_CODE, code_fingerprint
+    from .store.fingerprint import STAGE_CODE, code_fingerprint
 
     lines = [f"scalelab {__version__}", "code fingerprints:"]
     lines += [f"  {stage:<10} {code_fingerprint(stage)}" for stage in STAGE_CODE]

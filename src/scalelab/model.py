@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .shapes import GPTConfig, flops_per_token, param_counts  # noqa: F401 (re-exported)
+from .plan.shapes import GPTConfig, flops_per_token, param_counts  # noqa: F401 (re-exported)
 
 
 # A cache holds, per layer, keys and values of shape (batch, n_head, positions, head_dim).

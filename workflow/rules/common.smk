@@ -13,14 +13,17 @@ ROOT = Path(workflow.current_basedir.get_path_or_uri(secret_free=False)).parents
 if (ROOT / "src" / "scalelab").is_dir():
     sys.path.insert(0, str(ROOT / "src"))  # the workflow's own scalelab, installed or not
 
-from scalelab import chunking, cluster, corpus, corpus_check, grid, integrity, loggers, wsd
-from scalelab import config as config_file  # `config` is Snakemake's dict of settings
-from scalelab.data import OUTPUTS as DATA_OUTPUTS
-from scalelab import resources as job_resources
-from scalelab.settings import FitSettings
+from scalelab import loggers
+from scalelab.data import chunking, corpus, corpus_check
+from scalelab.plan import cluster, grid, wsd
+from scalelab.plan import integrity
+from scalelab.config import load as config_file  # `config` is Snakemake's dict of settings
+from scalelab.data.tokenize import OUTPUTS as DATA_OUTPUTS
+from scalelab.plan import resources as job_resources
+from scalelab.config.stage_settings import FitSettings
 from scalelab.errors import ScalelabError
-from scalelab.fingerprint import code_fingerprint
-from scalelab import grouping
+from scalelab.store.fingerprint import code_fingerprint
+from scalelab.plan import grouping
 
 STARTED = time.time()  # onsuccess prints only what this invocation produced
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
@@ -32,7 +35,7 @@ if not workflow.overwrite_configfiles:
 
 
 def check_submissions():
-    """profiles/slurm's job groups and the executor's array jobs (scalelab.grouping): refuse those
+    """profiles/slurm's job groups and the executor's array jobs (scalelab.plan.grouping): refuse those
     that would put jobs needing different resources in one submission. Run at start (Snakemake
     sets these options only then), before any job, so nothing is lost; local runs ignore groups."""
     if workflow.local_exec or not workflow.is_main_process:
@@ -76,7 +79,7 @@ try:
     if workflow.is_main_process:  # and a bad corpus file, before Snakemake deletes results/data for it
         corpus_check.check_files(config["data"], CORPUS_FILES)
     TOKENIZE_MEM_MB = job_resources.tokenize_mem_mb(sum(p.stat().st_size for p in CORPUS_FILES))
-    # a corpus with a text file over data.source.max_document_bytes is tokenized by scalelab.chunking
+    # a corpus with a text file over data.source.max_document_bytes is tokenized by scalelab.data.chunking
     TOKENIZE_CODE = code_fingerprint("tokenize_chunked" if chunking.large_files(config["data"], CORPUS_FILES)
                                      else "tokenize")
     corpus.check_corpus_budget(config, RUNS.values(), corpus.read_meta("results/data/meta.json"))
@@ -101,7 +104,7 @@ DATA_FILES = [f"{DATA}/{name}" for name in DATA_OUTPUTS]
 cluster.export_job_environment(cluster.job_environment(config, RUNS.values()))
 
 
-# WSD (train.schedule: wsd): each family's trunk and where its runs branch (scalelab.wsd; checked
+# WSD (train.schedule: wsd): each family's trunk and where its runs branch (scalelab.plan.wsd; checked
 # by expand_grid already). A WSD run's code fingerprint adds the schedule's code; every other run
 # keeps the plain train fingerprint.
 FAMILIES = wsd.plan(RUNS.values(), config)
@@ -112,7 +115,7 @@ TRAIN_CODE = code_fingerprint("train")
 TRAIN_WSD_CODE = code_fingerprint("train_wsd")
 
 
-from scalelab.store import data_identity, spec_sha
+from scalelab.store.runs import data_identity, spec_sha
 
 
 def _data_identity():
@@ -123,7 +126,7 @@ def _data_identity():
 
 
 # Each finished run and trunk segment is checked against what the config asks for, from its own
-# files (scalelab.integrity): Snakemake's params and code triggers need .snakemake/, which a copied
+# files (scalelab.plan.integrity): Snakemake's params and code triggers need .snakemake/, which a copied
 # study or a removed .snakemake/ lacks and --touch masks. A disagreeing one is forced to rerun,
 # and its job restores the matching run (or trunk state) from the store when it holds it.
 STALE = {}  # output path -> why
@@ -226,7 +229,7 @@ def run_spec(wildcards):
     return RUNS[wildcards.run].spec_json
 
 
-# Cluster resources per job come from scalelab.resources (tested there); each rule's threads
+# Cluster resources per job come from scalelab.plan.resources (tested there); each rule's threads
 # are its CPUs in all, and a train job's ranks (`devices`) share them equally.
 def _train_resources(wildcards, threads=None):
     return job_resources.train_resources(RUNS[wildcards.run].spec, config["data"]["tokenizer"]["vocab_size"], threads)

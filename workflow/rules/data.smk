@@ -16,7 +16,7 @@ rule tokenize:
         log_path("tokenize"),
     threads: capped_cores(8)  # tokenizers' parallelism; a cluster's node, not the login node's cores
     resources:
-        mem_mb=TOKENIZE_MEM_MB,  # grows with the corpus size (scalelab.resources.tokenize_mem_mb)
+        mem_mb=TOKENIZE_MEM_MB,  # grows with the corpus size (scalelab.plan.resources.tokenize_mem_mb)
         runtime=60,
     # REQUIRE (the tokens each split must hold for this grid) is checked but deliberately not a
     # param: growing the grid must not retokenize (and so retrain) anything. Once meta.json

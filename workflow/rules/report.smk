@@ -11,7 +11,7 @@
 # handler (scalelab.report.print_summary).
 from scalelab.report.registry import figure_captions, rule_outputs
 from scalelab.report.settings import ReportSettings
-from scalelab.resolved import study_settings
+from scalelab.plan.resolved import study_settings
 
 REPORT_DIR = "results/report"
 

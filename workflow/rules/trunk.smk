@@ -1,4 +1,4 @@
-# WSD trunks (train.schedule: wsd; see scalelab.wsd). A family (the runs that differ only in D)
+# WSD trunks (train.schedule: wsd; see scalelab.plan.wsd). A family (the runs that differ only in D)
 # trains one constant-lr trunk, cut into jobs at its runs' branch points: the job for step k
 # resumes from the previous branch point's checkpoint and writes results/trunks/<family>/step<k>.ckpt,
 # which the train job of the run branching there (its cooldown) takes as input. `params.family`

@@ -16,7 +16,7 @@ stages), tidy CSV tables and a human-readable `fit.txt`:
   runs, then power laws of that optimum in N and in C (statsmodels OLS in log-log space) and the
   value they recommend at the next budget.
 
-Every setting lives in `FitSettings` (scalelab.settings; CLI flags and `--spec` JSON both land
+Every setting lives in `FitSettings` (scalelab.config.stage_settings; CLI flags and `--spec` JSON both land
 there). Under `select: best` the law fits use the best run of each hyperparameter sweep
 (`select_runs`); fit.json's `selection` lists the runs used. A section that the data cannot
 identify is null, with `<section>_why` saying why.
@@ -29,7 +29,7 @@ The package, one concern a module (this module re-exports their public names):
     power_laws       power laws in one variable (`fit_power_law`)
     approach2        IsoFLOP profiles (`fit_approach2`)
     optimal          the compute-optimal allocation (`allocation`)
-    forms            any law form of scalelab.law: fit, bootstrap, residual scatter (`fit_form`, ...)
+    forms            any law form of scalelab.laws.law: fit, bootstrap, residual scatter (`fit_form`, ...)
     choose           every form fitted and checked out of sample, one chosen; the held-out check
     hyperparameters  laws of the best hyperparameters (`fit_hyperparameters`)
     outputs          fit.json, the tables and fit.txt (`FitResult`, `write_outputs`)
@@ -49,8 +49,8 @@ import os
 # comes before any import of the package's modules.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from ..law import compute_optimal, predict_loss  # noqa: E402  (part of fit's API)
-from ..settings import GRID_POINTS, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings  # noqa: E402
+from ..laws.law import compute_optimal, predict_loss  # noqa: E402  (part of fit's API)
+from ..config.stage_settings import GRID_POINTS, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings  # noqa: E402
 from .optimal import allocation, prediction_budgets  # noqa: E402
 # The private _cluster is re-exported for the tests that check it.
 from .approach2 import (NOISE_MIN_SIZES, NOISE_WINDOW, fit_approach2, isoflop_groups, isoflop_window,  # noqa: E402

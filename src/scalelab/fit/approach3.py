@@ -18,7 +18,7 @@ from scipy.optimize import minimize
 from scipy.special import huber
 
 from ..errors import ScalelabError
-from ..settings import GRID_POINTS
+from ..config.stage_settings import GRID_POINTS
 from .common import _exp, _n_distinct, _percentile_ci
 
 HUBER_DELTA = 1e-3

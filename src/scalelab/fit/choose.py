@@ -7,7 +7,7 @@ out (all its token counts), leave the largest token count out (all its sizes), l
 compute group out; each refits the form on the rest and predicts what was left out. A form's
 score is the mean over the checks of their mean |relative error|. `fit.form: auto` picks the
 lowest score; each form's mixture weight in the prediction intervals is proportional to
-score^-WEIGHT_POWER (scalelab.fitted explains the intervals).
+score^-WEIGHT_POWER (scalelab.laws.fitted explains the intervals).
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from ..errors import ScalelabError
-from ..fitted import FittedLaw, _robust_sd, log_distance
-from ..law import FORMS, LawForm
+from ..laws.fitted import FittedLaw, _robust_sd, log_distance
+from ..laws.law import FORMS, LawForm
 from .approach3 import HUBER_DELTA, PARAM_NAMES
 from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, _n_distinct, _percentile_ci
 from .forms import (BOOTSTRAP_STARTS, FormData, bootstrap_form, fit_form, form_data, natural, on_bound, residual_sigma)
@@ -339,7 +339,7 @@ def _choose(sections: dict, settings, result: FormsResult) -> None:
 
 
 def fitted_law(sections: dict, chosen: str, samples: pd.DataFrame, ranges: dict, where="fit") -> FittedLaw:
-    """A FittedLaw (scalelab.fitted) over fit.json's `forms`, the resamples and the fitted runs'
+    """A FittedLaw (scalelab.laws.fitted) over fit.json's `forms`, the resamples and the fitted runs'
     ranges (`inputs.range`), as load_fit builds it."""
     return FittedLaw({"forms": sections, "chosen_form": chosen, "inputs": {"range": ranges}}, samples, where)
 
@@ -458,7 +458,7 @@ def disagreement_section(result: FormsResult, allocation):
         n, d = np.array([row["n_opt"]]), np.array([row["d_opt"]])
         by_form = {k: float(v[0]) for k, v in law.forms_at(n, d).items() if np.isfinite(v[0])}
         chosen_only = [(1.0, *law.components(n, d)[result.chosen][1:])]
-        from ..fitted import predictive_interval
+        from ..laws.fitted import predictive_interval
 
         band = predictive_interval(chosen_only)
         low, high = (float(np.exp(band[0][0])), float(np.exp(band[1][0]))) if band else (None, None)

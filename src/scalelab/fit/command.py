@@ -1,6 +1,6 @@
 """The command line of `scalelab fit CSV --out DIR [--spec JSON] [flags]`.
 
-Every setting has its one default, in `scalelab.settings.FitSettings`: the --spec JSON is read
+Every setting has its one default, in `scalelab.config.stage_settings.FitSettings`: the --spec JSON is read
 into FitSettings, and each flag given overrides it (a setting flag's argparse default is None,
 "not given"). Then the fit runs (scalelab.fit.pipeline) and its outputs are written
 (scalelab.fit.outputs). Columns (--params-col and the like) are flags only, not settings.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..errors import ScalelabError
 from ..files import check_out_dir, loads_json
-from ..settings import FIT_CHOICES, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings, check_fit_setting
-from ..law import FORMS
+from ..config.stage_settings import FIT_CHOICES, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings, check_fit_setting
+from ..laws.law import FORMS
 from .inputs import LOSS_RANGE, read_metrics
 from .outputs import write_outputs
 from .pipeline import fit_all

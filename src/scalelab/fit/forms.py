@@ -1,4 +1,4 @@
-"""Fitting any law form of `scalelab.law.FORMS`: the objective, the starts, L-BFGS-B, the
+"""Fitting any law form of `scalelab.laws.law.FORMS`: the objective, the starts, L-BFGS-B, the
 bootstrap and the residual scatter, all through the form's definition.
 
 The objective is Approach 3's (Hoffmann et al. 2022; Besiroglu et al. 2024): the *sum* of Huber
@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber
 
-from ..law import FORMS, LawForm, bounds_for
+from ..laws.law import FORMS, LawForm, bounds_for
 from .approach3 import HUBER_DELTA, _parallel_map
 
 # The objective is minimised in units of delta^2 (a point whose residual is delta costs ~0.5), so

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..law import compute_optimal, predict_loss
+from ..laws.law import compute_optimal, predict_loss
 from .common import _percentile_ci
 
 

@@ -299,7 +299,7 @@ def write_outputs(fit: FitResult, out_dir) -> None:
     """fit.json, one CSV per table and fit.txt, each written atomically; fit.json is checked
     against its written contract (schemas/fit.schema.yaml) before anything is written."""
     from ..files import _jsonable
-    from ..fitjson import check_fit_json
+    from ..laws.fitjson import check_fit_json
 
     out_dir = Path(out_dir)
     check_fit_json(json.loads(json.dumps(_jsonable(fit.result))), out_dir / "fit.json")

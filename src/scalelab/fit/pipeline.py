@@ -14,8 +14,8 @@ from dataclasses import fields, replace
 import pandas as pd
 
 from ..errors import ScalelabError
-from ..settings import FitSettings
-from ..law import FLOPS_CONVENTION
+from ..config.stage_settings import FitSettings
+from ..laws.law import FLOPS_CONVENTION
 from .optimal import prediction_budgets
 from .approach2 import fit_approach2
 from .choose import (allocation_section, approach3_section, check_requested, disagreement_section, fit_forms,

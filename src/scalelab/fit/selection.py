@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..settings import FitSettings
+from ..config.stage_settings import FitSettings
 from .common import SIZE_TOLERANCE, _cluster
 
 

@@ -12,7 +12,7 @@ The package, one concern a module:
 
     registry    sections, figures and tables (name, title, category, caption, function); outputs
     settings    ReportSettings, parsed from --spec
-    inputs      reading and checking the inputs into a Study (fit.json via scalelab.fitjson)
+    inputs      reading and checking the inputs into a Study (fit.json via scalelab.laws.fitjson)
     fmt         how numbers and words are written
     plotting    the figures' style and shared matplotlib helpers
     figures     the figures;  tables: the tables;  summary: summary.txt and print_summary

@@ -20,7 +20,7 @@ from .tables import build_tables
 def build_report(metrics, fit, runs, data_meta, out, settings: ReportSettings = ReportSettings(),
                  suggest=None, study_settings: dict | None = None, trunk_segments: dict | None = None) -> str:
     """Write the whole report into `out` and return the summary text. `study_settings` is the
-    resolved config (scalelab.resolved.study_settings) for the Study settings table;
+    resolved config (scalelab.plan.resolved.study_settings) for the Study settings table;
     `trunk_segments` maps a WSD run to its trunk segment's info file (its trunk share)."""
     s = load_study(Path(metrics), Path(fit), Path(runs), Path(data_meta), settings,
                    Path(suggest) if suggest is not None else None, trunk_segments)

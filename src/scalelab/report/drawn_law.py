@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..law import FORMS, LAW_KEYS, optimal_allocation
+from ..laws.law import FORMS, LAW_KEYS, optimal_allocation
 from .fmt import clause
 
 
 @dataclass(frozen=True)
 class DrawnLaw:
-    form: str  # a key of scalelab.law.FORMS: "kaplan", "chinchilla"
+    form: str  # a key of scalelab.laws.law.FORMS: "kaplan", "chinchilla"
     params: dict  # the form's natural parameters
     fallback: str = ""  # "" when this is the chosen form, else why the chosen one is not drawn
 

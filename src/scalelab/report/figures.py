@@ -10,7 +10,7 @@ missing). When the data cannot support the figure at all it raises CannotDraw wi
 sentence that says why: the figure is then left out of the page, of figures/ and so of
 Snakemake's report, and the page says in one line why it is absent.
 Fitted curves never set the axis limits (plotting.fit_line): the data do.
-The law is scalelab.law's, the one copy that fit uses too.
+The law is scalelab.laws.law's, the one copy that fit uses too.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def caption_words(s: Study) -> dict:
     the predicted budgets and their intervals (fit.json's allocation)."""
     curve, frontier = curve_law(s.fit), frontier_law(s.fit, frontier_flops(s)[0])
     forms = {a.get("form") for a in allocation_budgets(s)} - {None}
-    if len(forms) == 1:  # fit.json v2: the chosen form's allocation (scalelab.fitted.FittedLaw.allocate)
+    if len(forms) == 1:  # fit.json v2: the chosen form's allocation (scalelab.laws.fitted.FittedLaw.allocate)
         form = forms.pop()
         allocation = f" with the {form} law"
         interval = (f"Error bars and the red band are 95 % intervals: of the optimum N_opt, D_opt over the {form} "

@@ -1,6 +1,6 @@
 """Figures that check the law: the held-out runs predicted from the rest with the residuals of
 the law the report draws (the chosen form, `drawn_law.curve_law`), and the residuals of every
-fitted law form (the section "Held-out check"). The laws are scalelab.law's, the one copy that
+fitted law form (the section "Held-out check"). The laws are scalelab.laws.law's, the one copy that
 fit uses too."""
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def fig_holdout(s: Study):
 
 def fig_law_residuals(s: Study):
     """Relative residual of every finished run against N and against D, one column per fitted form."""
-    from ..law import FORMS
+    from ..laws.law import FORMS
 
     forms = {k: v for k, v in (s.fit.get("forms") or {}).items()
              if isinstance(v, dict) and v.get("fitted") and k in FORMS}

@@ -1,7 +1,7 @@
 """What the report reads: metrics.csv, each run's curve.csv, fit.json and data/meta.json.
 
 `load_study` reads and checks them once into a `Study`. fit.json is checked against its written
-contract (scalelab.fitjson, schemas/fit.schema.yaml) before anything uses it, so a damaged or
+contract (scalelab.laws.fitjson, schemas/fit.schema.yaml) before anything uses it, so a damaged or
 foreign fit.json is one line naming the file and the key; the columns the fit used come from its
 `columns` section. Every problem with an input is a one-line ScalelabError naming the file.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..errors import ScalelabError
 from ..files import read_json
-from ..fitjson import read_fit_json
+from ..laws.fitjson import read_fit_json
 from .fmt import clause
 from .settings import ReportSettings
 
@@ -96,7 +96,7 @@ class Study:
     c_col: str = "flops"
     suggest: dict | None = None  # suggest.json of `scalelab suggest` (None: not given)
     suggest_path: Path | None = None
-    study_settings: dict | None = None  # the resolved config (scalelab.resolved), when the workflow gave it
+    study_settings: dict | None = None  # the resolved config (scalelab.plan.resolved), when the workflow gave it
 
     def __post_init__(self) -> None:
         columns = self.fit["columns"]

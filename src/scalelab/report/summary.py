@@ -108,7 +108,7 @@ def _beyond_corpus(s, tokens) -> str:
 
 
 def _compute_line(s) -> str:
-    """FLOPs the trained runs cost (sum of flops_spent: WSD trunks are shared, see scalelab.wsd)
+    """FLOPs the trained runs cost (sum of flops_spent: WSD trunks are shared, see scalelab.plan.wsd)
     against the same runs trained independently (sum of flops)."""
     table = s.metrics
     if "flops" not in table.columns:
@@ -171,7 +171,7 @@ def summary_text(s, index_html: Path, results: Path | None = None) -> str:
              _compute_line(s), *_test_tokens_lines(s)]
     study = Path(".")
     if results is not None:
-        from ..disk import usage_line
+        from ..store.disk import usage_line
 
         lines.append(f"  disk          {usage_line(results)} (`scalelab prune` frees what no run needs)")
         study = Path(results).parent  # the study folder holds results/

@@ -6,7 +6,7 @@ sqrt(2) grid from the smallest D to 16x the largest. Pairs the study already ran
 
 A set's cost is C = (FLOPs per token of its size) x D per run, where the FLOPs per token come from
 the CSV's own flops / tokens (interpolated in log N for a new size, as 6·N otherwise). Under
-`schedule: wsd` runs of one size share a trunk (scalelab.wsd: a run of D tokens branches off it
+`schedule: wsd` runs of one size share a trunk (scalelab.plan.wsd: a run of D tokens branches off it
 at (1 - cooldown)·D, and the trunk's state is kept at every branch point), so a new D costs the
 trunk from the branch point before its own (a run's, or 0) to its own, plus its cooldown: little
 for a D inside a size's range, and a trunk shared by every new D of a new size.

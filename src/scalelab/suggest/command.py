@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import ScalelabError
 from ..files import check_out_dir, loads_json
-from ..settings import SuggestSettings
+from ..config.stage_settings import SuggestSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _number(text, flag) -> float:
-    from ..settings import _count
+    from ..config.stage_settings import _count
 
     value = _count(text)
     if not math.isfinite(value):

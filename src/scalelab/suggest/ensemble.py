@@ -1,5 +1,5 @@
 """The one adapter between a fit folder and the design: the chosen law form's bootstrap as an
-`Ensemble`, through `scalelab.load_fit` (the form's `loss` and `optimal`, scalelab.law)."""
+`Ensemble`, through `scalelab.load_fit` (the form's `loss` and `optimal`, scalelab.laws.law)."""
 from __future__ import annotations
 
 import json
@@ -51,7 +51,7 @@ def _search_optimum(form, names, theta, flops):
 def read_fit(folder):
     """fit.json, `load_fit`'s law and its finite bootstrap rows; NoDesign when the fit has no law
     or too few resamples."""
-    from ..fitted import load_fit
+    from ..laws.fitted import load_fit
 
     folder = Path(folder)
     path = folder / "fit.json"
@@ -79,7 +79,7 @@ def read_fit(folder):
 
 
 def form_ensemble(form, rows, point=None) -> Ensemble:
-    """An Ensemble of one law form (scalelab.law.FORMS) from parameter rows (columns: its param_names)."""
+    """An Ensemble of one law form (scalelab.laws.law.FORMS) from parameter rows (columns: its param_names)."""
     names = tuple(form.param_names)
 
     def loss(theta, params, tokens):
@@ -96,7 +96,7 @@ def form_ensemble(form, rows, point=None) -> Ensemble:
 
 def chinchilla_ensemble(samples: pd.DataFrame) -> Ensemble:
     """The Chinchilla form's Ensemble from bootstrap rows with columns E, A, B, alpha, beta."""
-    from ..law import FORMS
+    from ..laws.law import FORMS
 
     form = FORMS["chinchilla"]
     rows = samples[list(form.param_names)].to_numpy(float)

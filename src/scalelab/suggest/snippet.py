@@ -3,7 +3,7 @@
 A new size gets the depth and head rule of the study's nearest shape (in log N): the same n_layer;
 the same number of heads when every shape has the same number, else the same head size (d_model /
 n_head) when every shape has that, else the nearest shape's heads. d_model is the width whose
-non-embedding parameter count (scalelab.shapes) comes nearest the size asked for, on the study's
+non-embedding parameter count (scalelab.plan.shapes) comes nearest the size asked for, on the study's
 own width step (the greatest common divisor of its widths, at most 64 and half the smallest, and a
 multiple of the heads), so the suggested N is exactly what the shape trains.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 
 
-from ..counts import compact_count
-from ..shapes import non_embedding_params
+from ..config.counts import compact_count
+from ..plan.shapes import non_embedding_params
 
 SAME = 0.02
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ScalelabError
-from ..settings import FitSettings, SuggestSettings
+from ..config.stage_settings import FitSettings, SuggestSettings
 from .core import suggest_runs
 from .ensemble import ensemble_from_fit_dir
 

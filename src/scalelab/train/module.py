@@ -6,7 +6,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from .. import wsd
+from ..plan import wsd
 from ..model import GPT, GPTConfig
 from .schedule import lr_factor, warmup_steps_for
 
@@ -67,7 +67,7 @@ class LitGPT(L.LightningModule):
 
 
 class LitWSD(LitGPT):
-    """LitGPT under warmup-stable-decay: the lr follows `scalelab.wsd.lr_factor`, constant from
+    """LitGPT under warmup-stable-decay: the lr follows `scalelab.plan.wsd.lr_factor`, constant from
     the end of warmup until `branch`, then a cooldown to `steps`. A trunk is branch == steps."""
 
     def __init__(self, model_config: dict, spec: dict, steps: int, branch: int) -> None:

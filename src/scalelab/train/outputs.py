@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from .. import store
+from ..store import runs as store
 from ..files import atomic_path, write_json
 from ..model import GPTConfig, param_counts
 from .callbacks import DivergenceGuard
@@ -75,7 +75,7 @@ def run_metrics(spec: dict, plan: RunPlan, model_config: GPTConfig, trainer, cur
         "flops": plan.flops, "flops_total": tokens * plan.flops_per_token_total,
         "seed": spec["seed"], "isoflop_budget": spec["isoflop_budget"], "steps": trained_steps,
         "batch_size": spec["batch_size"], "lr": spec["lr"],
-        # every other key a sweep may vary (scalelab.sweeps.SWEEPABLE), so metrics.csv has its column
+        # every other key a sweep may vary (scalelab.config.sweeps.SWEEPABLE), so metrics.csv has its column
         **{key: spec[key] for key in ("schedule", "warmup_tokens", "min_lr_ratio", "weight_decay", "beta2",
                                       "grad_clip") if key in spec},
         "train_loss": float(np.mean(tail)) if tail else None,  # numpy's pairwise sum, as pandas' mean
@@ -94,7 +94,7 @@ def run_metrics(spec: dict, plan: RunPlan, model_config: GPTConfig, trainer, cur
 
 def schedule_metrics(spec: dict, plan: RunPlan, flops_spent: float | None) -> dict:
     """schedule, branch_from_tokens (the WSD branch point; None otherwise) and flops_spent: what
-    this run cost, its trunk charged by scalelab.wsd's rule (without a trunk: its own FLOPs)."""
+    this run cost, its trunk charged by scalelab.plan.wsd's rule (without a trunk: its own FLOPs)."""
     branch = plan.branch_step * plan.tokens_per_step if plan.family is not None else None
     return {"schedule": spec["schedule"], "branch_from_tokens": branch,
             "flops_spent": float(plan.flops if flops_spent is None else flops_spent)}

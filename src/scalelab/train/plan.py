@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import wsd
-from ..shapes import GPTConfig, flops_per_token
+from ..plan import wsd
+from ..plan.shapes import GPTConfig, flops_per_token
 from .schedule import total_steps, warmup_steps_for
 
 

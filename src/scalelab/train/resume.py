@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..cluster import is_launcher
-from ..corpus import check_splits, read_meta
+from ..plan.cluster import is_launcher
+from ..data.corpus import check_splits, read_meta
 from ..errors import ScalelabError
 from .plan import RunPlan
 from .trainer import CKPT_NAME

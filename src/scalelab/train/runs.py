@@ -6,8 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from .. import store, wsd
-from ..cluster import is_launcher
+from ..store import runs as store
+from ..plan import wsd
+from ..plan.cluster import is_launcher
 from ..errors import ScalelabError
 from ..files import loads_json, write_json
 from ..loggers import make_loggers, tracker_tags
@@ -27,10 +28,10 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
     """Train one grid point; write model.pt, curve.csv and metrics.json into run_dir.
 
     A WSD run with `trunks_dir` (results/trunks) is a cooldown branch: it starts from its family's
-    trunk checkpoint at its branch point (see scalelab.wsd); without it, it trains from scratch.
+    trunk checkpoint at its branch point (see scalelab.plan.wsd); without it, it trains from scratch.
 
     With `store_dir`, a finished run with the same spec, code and data is restored from the store
-    instead of retrained, and a newly finished run is kept there (see scalelab.store). `loggers`
+    instead of retrained, and a newly finished run is kept there (see scalelab.store.runs). `loggers`
     names the experiment trackers (scalelab.loggers); `study` is the study's title for them.
     `allow_repeat` permits more tokens than the train split holds (random windows then repeat)."""
     started = time.time()

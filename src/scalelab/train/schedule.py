@@ -1,6 +1,6 @@
 """The lr schedules of `cosine`, `linear` and `constant` runs, in optimizer steps (pure maths).
 
-WSD's schedule is scalelab.wsd's: it is part of that plan (branch points, families).
+WSD's schedule is scalelab.plan.wsd's: it is part of that plan (branch points, families).
 """
 from __future__ import annotations
 

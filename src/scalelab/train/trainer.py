@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..cluster import SRUN_WARNING, cluster_environment
+from ..plan.cluster import SRUN_WARNING, cluster_environment
 from .callbacks import AtomicCheckpointIO
 from .module import on_gpu
 

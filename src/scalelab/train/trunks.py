@@ -1,6 +1,6 @@
 """One WSD trunk segment trained: `train_trunk` and the `scalelab trunk` command.
 
-The plan (families, branch points, the trunk store key) is scalelab.wsd's; this is the training.
+The plan (families, branch points, the trunk store key) is scalelab.plan.wsd's; this is the training.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import store, wsd
+from ..store import runs as store
+from ..plan import wsd
 from ..errors import ScalelabError
 from ..files import loads_json, write_json
 from ..model import GPTConfig
@@ -74,7 +75,7 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
     if not trainer.is_global_zero:
         return {}
     info.update(restored_from=None, wall_s=round(time.time() - started, 2), diverged_at_step=guard.diverged_at,
-                bytes=out.stat().st_size)  # checked at DAG-build time (scalelab.integrity)
+                bytes=out.stat().st_size)  # checked at DAG-build time (scalelab.plan.integrity)
     if trunks_store is not None:
         _save_trunk(trunks_store, key, out, data, family, step, code)
     write_json(out.with_suffix(".json"), info)

@@ -10,11 +10,11 @@ import math
 from dataclasses import dataclass, field
 
 from . import wsd
-from .corpus import data_fingerprint
-from .counts import parse_count, run_id
-from .errors import ScalelabError
+from ..data.corpus import data_fingerprint
+from ..config.counts import parse_count, run_id
+from ..errors import ScalelabError
 from .shapes import non_embedding_params
-from .sweeps import NOT_IDENTITY, model_sweep, sweep_combos, sweep_suffix, train_settings
+from ..config.sweeps import NOT_IDENTITY, model_sweep, sweep_combos, sweep_suffix, train_settings
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from .errors import ScalelabError
+from ..errors import ScalelabError
 
 SCHEDULE = "wsd"
 DEFAULTS = {"cooldown": 0.2, "cooldown_shape": "1-sqrt"}  # also the schema's defaults

@@ -15,12 +15,12 @@ import io
 import json
 from pathlib import Path
 
-from .errors import ScalelabError
+from ..errors import ScalelabError
 
 HEAD_BYTES = 1 << 13  # bytes of each text file whose encoding is checked (8 KB: cheap for 10^4 files)
 SMALL_JSON_BYTES = 16 << 20  # a .json file is parsed whole (for its first record) up to this size
 TEXT = {".txt", ".text", ".md", ".py"}
-SUPPORTED = TEXT | {".json", ".jsonl", ".parquet", ".csv"}  # as scalelab.data reads them
+SUPPORTED = TEXT | {".json", ".jsonl", ".parquet", ".csv"}  # as scalelab.data.tokenize reads them
 
 
 def _fields(data_cfg: dict) -> list[str]:

@@ -29,11 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from .files import atomic_path, write_json
+from ..files import atomic_path, write_json
 
 RUN_FILES = ("model.pt", "curve.csv", "metrics.json")  # metrics.json last: its presence means complete
 MANIFEST = "manifest.json"
-TRUNK_FILES = ("state.ckpt",)  # a WSD trunk's state after k steps (scalelab.wsd.trunk_key)
+TRUNK_FILES = ("state.ckpt",)  # a WSD trunk's state after k steps (scalelab.plan.wsd.trunk_key)
 
 
 def run_key(spec: dict, code: str) -> str:

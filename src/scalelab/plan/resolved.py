@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 
-from .sweeps import train_settings
-from .fingerprint import STAGE_CODE, code_fingerprint
+from ..config.sweeps import train_settings
+from ..store.fingerprint import STAGE_CODE, code_fingerprint
 
 
 def study_settings(config: dict) -> dict:

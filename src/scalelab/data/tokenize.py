@@ -19,8 +19,8 @@ import numpy as np
 
 from . import chunking
 from .corpus import check_splits, stdlib_files
-from .errors import ScalelabError
-from .files import atomic_path, loads_json, write_json, write_text
+from ..errors import ScalelabError
+from ..files import atomic_path, loads_json, write_json, write_text
 
 EOT, SEP = "<|endoftext|>", "<|sep|>"
 SPLITS = ("train", "val", "test")
@@ -67,7 +67,7 @@ def _documents_from(dataset, data_cfg: dict, where: str) -> list[Document]:
 def _read_files(data_cfg: dict, base: Path) -> tuple[list[Document], dict]:
     import datasets
 
-    from .config import source_files
+    from ..config.load import source_files
 
     source = data_cfg["source"]
     files = source_files({"data": data_cfg}, base)
@@ -274,10 +274,10 @@ def build_tokens(data_cfg: dict, base: Path = Path(".")):
 
 
 def build_tokens_chunked(data_cfg: dict, base: Path = Path(".")):
-    """build_tokens for a corpus with large text files (scalelab.chunking): the other files are
+    """build_tokens for a corpus with large text files (scalelab.data.chunking): the other files are
     read as there, each large file is split into documents as it is read, and encoding goes in
     batches of about chunking.ENCODE_BYTES of text. Returns what build_tokens returns."""
-    from .config import source_files
+    from ..config.load import source_files
 
     files = source_files({"data": data_cfg}, base)
     large = chunking.large_files(data_cfg, files)
@@ -355,7 +355,7 @@ def write_data(out_dir: Path, data_cfg: dict, corpus: dict, splits: dict, tokeni
 
 def tokenize(data_cfg: dict, out_dir: Path, require: dict[str, int] | None = None, base: Path = Path(".")) -> dict:
     """Run the whole stage; write OUTPUTS into out_dir only when everything succeeded."""
-    from .config import source_files
+    from ..config.load import source_files
     from .hfdisk import as_loadable
 
     started = time.time()

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ScalelabError
-from .files import read_json, write_json, write_text
-from .model import GPT, GPTConfig
-from .settings import EVAL_TASKS as TASKS
-from .settings import EvalSettings
-from .store import file_sha256
+from ..errors import ScalelabError
+from ..files import read_json, write_json, write_text
+from ..model import GPT, GPTConfig
+from ..config.stage_settings import EVAL_TASKS as TASKS
+from ..config.stage_settings import EvalSettings
+from ..store.runs import file_sha256
 
 
 
@@ -459,7 +459,7 @@ def _test_tokens(value: str) -> int | None:
     """`--test-tokens 16384` (or 16K, 1.6e4); `all` (or none/null/0) means the whole test split."""
     if value.strip().lower() in ("all", "none", "null", "0"):
         return None
-    from .config import parse_count
+    from ..config.load import parse_count
 
     try:
         return parse_count(value, "--test-tokens")
@@ -487,7 +487,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from .files import loads_json
+    from ..files import loads_json
 
     values = loads_json(args.spec, "--spec")
     if not isinstance(values, dict):

@@ -8,7 +8,7 @@ still names the folder the config gave. `folder_kind(path)` tells a saved datase
 of data files, for the DAG-time check.
 
 The tokens do not depend on which way the rows were read, so this lives outside the tokenize
-code fingerprint (scalelab.fingerprint): adding it retokenized no study.
+code fingerprint (scalelab.store.fingerprint): adding it retokenized no study.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from .errors import ScalelabError
+from ..errors import ScalelabError
 
 DATA_FILE_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".json", ".csv", ".txt", ".gz", ".zst", ".bz2", ".xz")
 

@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 # evaluate.py and aggregate.py import these two from here: their import lines are part of their
-# code fingerprints (scalelab.fingerprint), so moving the import would rerun those stages.
+# code fingerprints (scalelab.store.fingerprint), so moving the import would rerun those stages.
 from .counts import parse_count, run_id  # noqa: F401
-from .errors import ScalelabError
+from ..errors import ScalelabError
 from .schema import MAX_MESSAGE, SCHEMA_PATH, load_schema, schema_message, short, validator
 from .sweeps import NOT_IDENTITY, check_run_settings, check_sweeps, train_settings
 
@@ -257,7 +257,7 @@ def source_files(config: dict, base: Path = Path(".")) -> list[Path]:
     matches nothing, or only those, is an error."""
     source = config["data"]["source"]
     if not isinstance(source, dict) or "files" not in source:
-        from .hfdisk import check_folder
+        from ..data.hfdisk import check_folder
 
         check_folder(source)  # a local hf folder: a saved dataset or data files, else refused now
         return []

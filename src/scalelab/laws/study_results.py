@@ -2,7 +2,7 @@
 
 Reads what the workflow leaves under `results/` (see docs/architecture.md) and answers the two
 questions a scaling law is for. A fit.json with law forms (schema_version 2) is read by
-`scalelab.load_fit` (scalelab.fitted): the chosen form, with 95 % prediction intervals, and the
+`scalelab.load_fit` (scalelab.laws.fitted): the chosen form, with 95 % prediction intervals, and the
 columns `loss, low, high` (also under their older names `loss_pred, loss_ci_low, loss_ci_high`).
 An older fit.json falls back to its Approach-3 law of `results/fit/fit.json`:
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ScalelabError
+from ..errors import ScalelabError
 from .fitted import positive_values
 from .law import LAW_KEYS, compute_optimal, predict_loss
 
@@ -98,7 +98,7 @@ class Study:
         self.bootstrap = _read_csv(self.path / "fit" / "bootstrap.csv", "bootstrap table")
         self.curves = self._read_curves()
         self._unusable = None  # why the law cannot be used, when fit.json has it but not all of it
-        self.fitted = None  # scalelab.fitted.FittedLaw for a fit.json with law forms
+        self.fitted = None  # scalelab.laws.fitted.FittedLaw for a fit.json with law forms
         if "forms" in self.fit:
             from .fitted import load_fit
 

@@ -21,8 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from .corpus import data_requirements
-from .loggers import logger_names
+from ..data.corpus import data_requirements
+from ..loggers import logger_names
 
 
 def slurm_ranks(devices: int) -> bool:

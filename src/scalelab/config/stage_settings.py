@@ -18,7 +18,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, fields
 
-from .errors import ScalelabError
+from ..errors import ScalelabError
 
 EVAL_TASKS = ("continuation", "pairs")
 BLEU_TOKENIZERS = ("13a", "intl", "char", "zh", "none")  # sacrebleu's, less those that download models
@@ -54,7 +54,7 @@ class EvalSettings:
         """From the config's `eval:` block (counts may be written as 16K, as everywhere in the config)."""
         values = _from_dict(cls, values, "eval settings")
         if values.get("test_tokens") is not None:
-            from .config import parse_count
+            from .load import parse_count
 
             values["test_tokens"] = parse_count(values["test_tokens"], "eval.test_tokens")
         settings = cls(**{k: v for k, v in values.items() if v is not None or k == "test_tokens"})
@@ -102,7 +102,7 @@ class FitSettings:
     grid_points: start values per parameter of each law form's start grid (grid_points**k
         starts for k parameters; all are scored at once and the best few refined).
     workers: processes (None: the CPU count).
-    forms: the law forms to fit (scalelab.law.FORMS; None: every built-in form).
+    forms: the law forms to fit (scalelab.laws.law.FORMS; None: every built-in form).
     form: the form used for predictions: 'auto' (the best at predicting left-out runs) or a name.
     allow_any_loss: fit losses outside the plausible range LOSS_RANGE too.
     """
@@ -196,7 +196,7 @@ def _law_forms(key, value, label):
     """`form` (one law form or auto) or `forms` (a tuple of distinct law forms, or None)."""
     if (key, value) in (("forms", None), ("form", "auto")):
         return value  # the defaults, without importing numpy (the Snakefile builds FitSettings)
-    from .law import FORMS  # numpy only
+    from ..laws.law import FORMS  # numpy only
 
     items = [value] if key == "form" or isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 # Package data, so an installed (non-editable) scalelab finds it; workflow/schemas/ links here.
-SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 MAX_MESSAGE = 300  # characters of a config value quoted in an error message
 
 

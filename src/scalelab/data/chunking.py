@@ -9,7 +9,7 @@ into documents of at most 64 KB (or max_document_bytes, if smaller), so that eve
 corpus of a few megabytes has documents enough for 1 % val and test splits: at the last blank
 line that fits, else the last line end, else the last space, else at a character boundary.
 
-Only a study with such a file takes this path (scalelab.data.build_tokens_chunked): its tokenize
+Only a study with such a file takes this path (scalelab.data.tokenize.build_tokens_chunked): its tokenize
 job's code fingerprint is then "tokenize_chunked" (the tokenize code, that function and this
 module), so every other study keeps its tokens, its fingerprints and its runs. Standard library
 only, below every stage.
@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ScalelabError
+from ..errors import ScalelabError
 
 DEFAULT_MAX_DOCUMENT_BYTES = 1_000_000  # a text file larger than this is split ...
 DOCUMENT_BYTES = 1 << 16  # ... into documents of at most this (or max_document_bytes, if smaller)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import run_id
-from .errors import ScalelabError
-from .files import atomic_path, loads_json
+from ..config.load import run_id
+from ..errors import ScalelabError
+from ..files import atomic_path, loads_json
 
 EVAL_COLUMNS = ["test_loss", "test_ppl", "test_bpb", "bleu", "rouge1", "rouge2", "rougeL"]
 FIRST_COLUMNS = ["run", "status", "model", "params", "params_total", "tokens", "flops", "flops_total", "seed",

@@ -104,7 +104,7 @@ def evaluate_resources(spec: dict, vocab_size: int, eval_batch: int = 16) -> Job
 
 
 # Tokenize holds the corpus's documents and token ids in memory; a large text file is split into
-# documents (scalelab.chunking) and encoded in bounded batches, so its peak grows with the corpus
+# documents (scalelab.data.chunking) and encoded in bounded batches, so its peak grows with the corpus
 # size, not with one file's. Measured (bench/tokenize_memory.py, docs/benchmarks.md): ~300 MB of
 # imports and buffers plus a few MB per corpus MB; this allows ample margin for both.
 TOKENIZE_MIN_MB = 8000

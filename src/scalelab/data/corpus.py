@@ -12,8 +12,8 @@ import sysconfig
 from pathlib import Path
 
 from .chunking import DEFAULT_MAX_DOCUMENT_BYTES
-from .config import source_files
-from .errors import ScalelabError
+from ..config.load import source_files
+from ..errors import ScalelabError
 
 
 def data_settings(config: dict) -> dict:

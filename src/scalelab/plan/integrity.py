@@ -6,7 +6,7 @@ just a file with a date. At DAG-build time the Snakefile asks `scan` (cheap: sma
 and file sizes, no model loading) and then
 
 - asks for every missing output of a run that the last `aggregate` listed, so exactly those
-  runs are rebuilt (from the run store when it has them, see scalelab.store);
+  runs are rebuilt (from the run store when it has them, see scalelab.store.runs);
 - stops with one line naming each damaged file and the command that rebuilds it, before any
   job can mistake it for a result.
 """
@@ -40,7 +40,7 @@ def aggregated_runs(metrics_csv: Path) -> set[str]:
 def check_data(data_dir: Path) -> str | None:
     """Why results/data is damaged (meta.json unreadable or out of step with the files beside
     it, tokenizer.json not the one meta.json records), or None when it is whole or absent."""
-    from .corpus import read_meta
+    from ..data.corpus import read_meta
 
     meta_path = data_dir / "meta.json"
     if not meta_path.exists():

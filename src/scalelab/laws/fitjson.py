@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ScalelabError
+from ..errors import ScalelabError
 
 SCHEMA = "fit.schema.yaml"
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "true/false", int: "a number",
@@ -121,14 +121,14 @@ def check_fit_json(data: Any, path: str | Path = "fit.json") -> None:
 
 def read_fit_json(path: str | Path) -> dict:
     """Read fit.json and check it (one line naming the file on any problem)."""
-    from .files import read_json
+    from ..files import read_json
 
     data = read_json(path, "fit results")
     check_fit_json(data, path)
     return data
 
 
-if __name__ == "__main__":  # python -m scalelab.fitjson results/fit/fit.json
+if __name__ == "__main__":  # python -m scalelab.laws.fitjson results/fit/fit.json
     import sys
 
     for name in sys.argv[1:]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import wsd
-from .config import load, source_files
-from .corpus_check import check_files
+from ..config.load import load, source_files
+from ..data.corpus_check import check_files
 from .grid import expand_grid
 
 

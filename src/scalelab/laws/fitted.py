@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ScalelabError
+from ..errors import ScalelabError
 from .law import FORMS, LawForm, optimal_allocation
 
 __all__ = ["FittedLaw", "load_fit", "predictive_interval"]

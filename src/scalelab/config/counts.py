@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any
 
-from .errors import ScalelabError
+from ..errors import ScalelabError
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 

@@ -18,8 +18,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .disk import human_bytes, tree_bytes, usage
-from .errors import ScalelabError
+from ..store.disk import human_bytes, tree_bytes, usage
+from ..errors import ScalelabError
 
 
 @dataclass
@@ -31,8 +31,9 @@ class Entry:
 
 def needed(config: dict) -> tuple[set[str], set[str], dict[str, set[int]]]:
     """(run store keys, trunk store keys, {trunk family: branch steps}) the current config uses."""
-    from . import store, wsd
-    from .fingerprint import code_fingerprint
+    from ..store import runs as store
+    from . import wsd
+    from ..store.fingerprint import code_fingerprint
     from .grid import expand_grid
 
     runs = expand_grid(config)
@@ -139,7 +140,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from .config import load
+    from ..config.load import load
 
     if args.keep < 0:
         raise ScalelabError(f"--keep: {args.keep} is negative")

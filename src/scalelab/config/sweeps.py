@@ -11,7 +11,7 @@ import math
 from decimal import Decimal
 
 from .counts import parse_count
-from .errors import ScalelabError
+from ..errors import ScalelabError
 from .schema import MAX_MESSAGE, load_schema, schema_message, short, validator
 
 # train.* keys that decide nothing about a run's numbers: kept out of its spec, so changing them reruns nothing
