@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from scalelab.evaluate.command import greedy_generate
+from scalelab.evaluate.generation import greedy_generate
 from scalelab.model import GPT, GPTConfig
 
 

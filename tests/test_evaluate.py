@@ -20,11 +20,10 @@ from scalelab.evaluate.command import (
     EvalSettings,
     eval_windows,
     evaluate_run,
-    generate,
-    greedy_generate,
     test_loss as eval_test_loss,  # not collected as a test
     token_byte_lengths,
 )
+from scalelab.evaluate.generation import generate, greedy_generate
 from scalelab.errors import ScalelabError
 from scalelab.model import GPT, GPTConfig
 

@@ -51,8 +51,8 @@ PER_COMMAND_VARIABLES = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURREN
 # its own process, as its launcher expects.
 RANK_VARIABLES = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-_HEADER = struct.Struct("!I")  # the request's length
-_REPLY = struct.Struct("!cq")  # b"P" child pid, then b"S" its wait status
+HEADER = struct.Struct("!I")  # the request's length
+REPLY = struct.Struct("!cq")  # b"P" child pid, then b"S" its wait status
 
 
 class Unavailable(Exception):
@@ -195,7 +195,7 @@ def _start_and_connect(folder: Path, key: str, entry: str, preload: list[str]) -
         with open(folder / f"{key}.log", "ab") as log:
             worker = subprocess.Popen(
                 [sys.executable, *subprocess._args_from_interpreter_flags(), "-c",
-                 "import scalelab.warm as w; w.worker_main()", config],
+                 "import scalelab.warm_worker as w; w.worker_main()", config],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=folder, env=env,
                 start_new_session=True, close_fds=True)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -229,7 +229,7 @@ def _relay(sock: socket.socket, argv: list[str], env: dict) -> int | None:
 
     def forward(signum, frame):
         if child["pid"]:
-            _signal_group(child["pid"], signum)
+            signal_group(child["pid"], signum)
         else:
             child["pending"].append(signum)
 
@@ -237,7 +237,7 @@ def _relay(sock: socket.socket, argv: list[str], env: dict) -> int | None:
         if signum not in ignored:
             signal.signal(signum, forward)
     try:
-        socket.send_fds(sock, [_HEADER.pack(len(request)) + request], [0, 1, 2])
+        socket.send_fds(sock, [HEADER.pack(len(request)) + request], [0, 1, 2])
         kind, pid = _reply(sock)
         if kind != b"P":
             raise OSError("no child")
@@ -252,7 +252,7 @@ def _relay(sock: socket.socket, argv: list[str], env: dict) -> int | None:
         return None
     child["pid"] = pid
     for signum in child["pending"]:
-        _signal_group(pid, signum)
+        signal_group(pid, signum)
     try:
         kind, status = _reply(sock)
     except OSError:
@@ -272,7 +272,7 @@ def _umask() -> int:
     return mask
 
 
-def _signal_group(pid: int, signum: int) -> None:
+def signal_group(pid: int, signum: int) -> None:
     try:
         os.killpg(pid, signum)
     except ProcessLookupError:
@@ -281,278 +281,9 @@ def _signal_group(pid: int, signum: int) -> None:
 
 def _reply(sock: socket.socket) -> tuple[bytes, int]:
     data = b""
-    while len(data) < _REPLY.size:
-        chunk = sock.recv(_REPLY.size - len(data))
+    while len(data) < REPLY.size:
+        chunk = sock.recv(REPLY.size - len(data))
         if not chunk:
             raise OSError("the worker closed the connection")
         data += chunk
-    return _REPLY.unpack(data)
-
-
-# ---------------------------------------------------------------------------------- the worker
-
-def worker_main() -> None:
-    config = json.loads(sys.argv[1])
-    sys.path[:] = config["path"]
-    Worker(Path(config["socket"]), config["entry"], config["preload"], float(config["idle_s"])).serve()
-
-
-class Worker:
-    def __init__(self, path: Path, entry: str, preload: list[str], idle_s: float):
-        self.path, self.entry_name, self.preload, self.idle_s = path, entry, preload, idle_s
-        self.jobs: dict[int, tuple[socket.socket, int]] = {}  # pidfd -> (connection, child pid)
-        self.stopping = False
-
-    def serve(self) -> None:
-        import importlib
-        import selectors
-
-        module_name, function = self.entry_name.split(":")
-        self.entry = getattr(importlib.import_module(module_name), function)
-        for name in self.preload:
-            importlib.import_module(name)
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_initialized():  # a fork would inherit a broken CUDA context
-            raise SystemExit("scalelab warm worker: CUDA was initialised while importing; not serving")
-        import gc
-
-        gc.collect()
-        gc.freeze()  # keep the imported objects' pages shared with the children
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, self._stop)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        staging = self.path.with_name(f"{self.path.name}.{os.getpid()}")
-        self.listener.bind(str(staging))
-        self.listener.listen(64)
-        os.rename(staging, self.path)  # clients connect only to a listening socket
-        self.inode = os.stat(self.path).st_ino
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.listener, selectors.EVENT_READ, ("accept", None))
-        idle_since = time.monotonic()
-        try:
-            while True:
-                if self.stopping or not self._socket_is_ours():
-                    self._close_listener()
-                    if not self.jobs:
-                        break
-                elif not self.jobs and time.monotonic() - idle_since > self.idle_s:
-                    break
-                for event, _ in self.selector.select(timeout=1.0):
-                    what, data = event.data
-                    if what == "accept":
-                        self._accept()
-                    elif what == "exit":
-                        self._finish(event.fd)
-                    elif what == "client":
-                        self._client_event(event.fileobj, data)
-                if self.jobs:
-                    idle_since = time.monotonic()
-        finally:
-            self._close_listener()
-            self._tidy()
-
-    def _tidy(self) -> None:
-        """Remove this key's lock, and its log when empty. (A client that still holds the old lock
-        may start a worker beside another's: the one whose socket is replaced exits, no harm.)"""
-        log = self.path.with_suffix(".log")
-        try:
-            if log.stat().st_size == 0:
-                log.unlink()
-        except OSError:
-            pass
-        self.path.with_suffix(".lock").unlink(missing_ok=True)
-
-    def _stop(self, signum, frame) -> None:
-        self.stopping = True
-        for _, pid in self.jobs.values():  # a worker told to stop stops its jobs too
-            _signal_group(pid, signum)
-
-    def _socket_is_ours(self) -> bool:
-        try:
-            return os.stat(self.path).st_ino == self.inode
-        except OSError:
-            return False
-
-    def _close_listener(self) -> None:
-        if getattr(self, "listener", None) is None:
-            return
-        if self._socket_is_ours():
-            self.path.unlink(missing_ok=True)
-        self.selector.unregister(self.listener)
-        self.listener.close()
-        self.listener = None
-
-    def _accept(self) -> None:
-        import selectors
-
-        conn, _ = self.listener.accept()
-        try:
-            _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-            if uid != os.getuid():
-                raise ValueError(f"a client of user {uid}")
-            conn.settimeout(10.0)
-            request, fds = _receive(conn)
-        except (OSError, ValueError) as exc:
-            print(f"scalelab warm worker: bad request: {exc}", file=sys.stderr)
-            conn.close()
-            return
-        sys.stdout.flush()
-        sys.stderr.flush()
-        worker_pid = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            self.worker_pid = worker_pid
-            self._child(conn, request, fds)  # never returns
-        for fd in fds:
-            os.close(fd)
-        try:
-            os.setpgid(pid, pid)  # as the child does: the client may signal the group at once
-        except OSError:
-            pass
-        pidfd = os.pidfd_open(pid)
-        self.jobs[pidfd] = (conn, pid)
-        self.selector.register(pidfd, selectors.EVENT_READ, ("exit", None))
-        self.selector.register(conn, selectors.EVENT_READ, ("client", pid))
-        try:
-            conn.sendall(_REPLY.pack(b"P", pid))
-        except OSError:
-            _signal_group(pid, signal.SIGKILL)
-
-    def _client_event(self, conn: socket.socket, pid: int) -> None:
-        try:
-            data = conn.recv(64)
-        except OSError:
-            data = b""
-        if not data:  # the client is gone (killed): so goes its job, as a job's own process would
-            _signal_group(pid, signal.SIGKILL)
-            self.selector.unregister(conn)
-
-    def _finish(self, pidfd: int) -> None:
-        conn, pid = self.jobs.pop(pidfd)
-        self.selector.unregister(pidfd)
-        os.close(pidfd)
-        _, status = os.waitpid(pid, 0)
-        try:
-            self.selector.unregister(conn)
-        except KeyError:
-            pass
-        try:
-            conn.sendall(_REPLY.pack(b"S", status))
-        except OSError:
-            pass
-        conn.close()
-
-    def _child(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
-        """In the forked child: become the job's own process, run the entry point, exit."""
-        code, interrupted = 1, False
-        try:
-            os.setpgid(0, 0)
-            _die_with_parent(self.worker_pid, request["argv"])
-            signal.set_wakeup_fd(-1)
-            for signum in (*FORWARDED, signal.SIGCHLD):
-                if signum in request["ignored"]:
-                    signal.signal(signum, signal.SIG_IGN)
-                else:
-                    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
-            self.selector.close()
-            if self.listener is not None:
-                self.listener.close()
-            for other, _ in self.jobs.values():
-                other.close()
-            for pidfd in self.jobs:
-                os.close(pidfd)
-            conn.close()
-            for target, fd in enumerate(fds):
-                os.dup2(fd, target)
-                if fd > 2:
-                    os.close(fd)
-            os.chdir(request["cwd"])
-            os.umask(request["umask"])
-            os.environ.clear()
-            os.environ.update(request["env"])
-            sys.argv[:] = request["argv"]
-            sys.path[:] = request["path"]
-            _become_main(request["main"])
-            sys.stdout.reconfigure(line_buffering=os.isatty(1))  # a fresh process's buffering
-            import tempfile
-
-            tempfile.tempdir = None  # found again from the job's environment
-            code = self.entry(list(request["argv"][1:]))
-        except SystemExit as exc:
-            code = exc.code
-        except KeyboardInterrupt:
-            sys.excepthook(*sys.exc_info())
-            interrupted = True
-        except BaseException:
-            sys.excepthook(*sys.exc_info())
-            code = 1
-        _exit_like_python(code, interrupted)
-
-
-def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
-    data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
-    if len(fds) != 3 or len(data) < _HEADER.size:
-        for fd in fds:
-            os.close(fd)
-        raise ValueError("expected a request and three descriptors")
-    (length,) = _HEADER.unpack_from(data)
-    body = data[_HEADER.size:]
-    while len(body) < length:
-        chunk = conn.recv(length - len(body))
-        if not chunk:
-            raise ValueError("truncated request")
-        body += chunk
-    return json.loads(body), fds
-
-
-def _die_with_parent(worker_pid: int, argv: list[str]) -> None:
-    """The job dies with its worker (PR_SET_PDEATHSIG): a killed worker leaves no orphan training.
-    Its name (PR_SET_NAME, what `top` and `ps -o comm` show) is the job's: "scalelab train"."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    name = " ".join(["scalelab", *argv[1:2]]).encode()[:15]
-    libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
-    if os.getppid() != worker_pid:  # it died before the prctl
-        os._exit(1)
-
-
-def _become_main(main: dict) -> None:
-    """`__main__` as the client had it: Lightning starts a DDP rank by re-running it."""
-    import importlib.util
-    import types
-
-    module = types.ModuleType("__main__")
-    module.__builtins__ = __builtins__
-    module.__spec__ = importlib.util.find_spec(main["spec"]) if main["spec"] else None
-    if main["file"]:
-        module.__file__ = main["file"]
-    sys.modules["__main__"] = module
-
-
-def _exit_like_python(code, interrupted: bool) -> None:
-    """End the child as the interpreter ends a process: join threads, run atexit, flush, exit."""
-    import atexit
-    import threading
-
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = 1
-    try:
-        threading._shutdown()
-        atexit._run_exitfuncs()
-    except BaseException:
-        code = code or 1
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    if interrupted:  # an uncaught Ctrl-C ends Python by SIGINT
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-        code = 130
-    os._exit(code & 0xFF)
+    return REPLY.unpack(data)

@@ -39,7 +39,7 @@ UNITS: dict[str, tuple[str, ...]] = {
     "wsd.py": ("plan/wsd.py",),
     "data.py": ("data/tokenize.py", "data/corpus.py"),
     "chunking.py": ("data/chunking.py",),
-    "evaluate.py": ("evaluate/command.py",),
+    "evaluate.py": ("evaluate/command.py", "evaluate/generation.py"),
     "aggregate.py": ("evaluate/aggregate.py",),
     "config.py": ("config/counts.py",),  # run_id and the count spelling it uses
     "law.py": ("laws/law.py",),
