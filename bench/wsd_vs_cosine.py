@@ -73,7 +73,7 @@ def main() -> None:
                               "tokenizer": {"vocab_size": 2048}, "allow_repeat": True}, tmp / "data")
         tokenize_s = time.time() - started
         specs = [spec_for(args, d, "wsd") for d in tokens]
-        family = wsd.plan(specs)[wsd.family_id(specs[0])]
+        family = wsd.plan_families(specs)[wsd.family_id(specs[0])]
         started = time.time()
         previous = None
         for point in family.points:

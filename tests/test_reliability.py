@@ -266,7 +266,7 @@ def test_tokenize_declares_memory_by_corpus_size():
 # ----------------------------------------------------------------------------- prune
 
 def test_prune_plans_only_what_no_current_run_needs(tmp_path):
-    from scalelab.store import prune
+    from scalelab.plan import prune
     from scalelab.plan import wsd
 
     config = study.validate({"data": {"source": "python-stdlib"},
@@ -300,9 +300,9 @@ def test_prune_plans_only_what_no_current_run_needs(tmp_path):
         (results / "trunks" / fid).mkdir(parents=True, exist_ok=True)
         (results / "trunks" / fid / f"step{step}.ckpt").write_bytes(b"c")
     (results / "trunks/a-s0-0000000000").mkdir()
-    removed = {str(e.path.relative_to(results)) for e in prune.plan(results, config)}
+    removed = {str(e.path.relative_to(results)) for e in prune.removable_entries(results, config)}
     assert removed == {"store/old1", "store/old2", "store/trunks/oldtrunk", "store/.quarantine", "store/.abc.tmp",
                        f"trunks/{fid}/step99.ckpt", "trunks/a-s0-0000000000"}
-    kept = {str(e.path.relative_to(results)) for e in prune.plan(results, config, keep_last=1)}
+    kept = {str(e.path.relative_to(results)) for e in prune.removable_entries(results, config, keep_last=1)}
     assert kept == removed - {"store/old2", "store/trunks/oldtrunk"}  # the newest other setting of each point
     assert wsd.is_wsd(grid.expand_grid(config)[0].spec)

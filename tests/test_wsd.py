@@ -68,7 +68,7 @@ def test_families_group_runs_by_everything_but_d():
     config["grid"]["seeds"] = [0, 1]
     config["overrides"]["s"] = {"cooldown": 0.3}
     runs = grid.expand_grid(config)
-    families = wsd.plan(runs)
+    families = wsd.plan_families(runs)
     assert len(families) == 4 * 2
     for family in families.values():
         assert len(family.branches) == 3 and family.points == sorted(family.points)
@@ -112,7 +112,7 @@ def test_two_runs_branching_at_one_step_is_a_config_error():
 
 def test_flops_spent_sums_to_trunk_plus_cooldowns():
     specs = [wsd_spec(run=f"t-{d}-s0", tokens=d * 256) for d in (16, 32, 64)]  # 16, 32, 64 steps
-    family = wsd.plan(specs)[wsd.family_id(specs[0])]
+    family = wsd.plan_families(specs)[wsd.family_id(specs[0])]
     assert family.points == [12, 24, 48]
     spent = [wsd.run_flops(s, 10, family.previous(wsd.branch_step(s)))[0] for s in specs]
     assert spent == [16 * 256 * 10, (12 + 8) * 256 * 10, (24 + 16) * 256 * 10]

@@ -154,7 +154,7 @@ def expand_grid(config: dict, vocab_size: int | None = None) -> list[Run]:
         }
         runs.append(Run(spec["run"], model, tokens, seed, spec, dict(combo)))
     check_unique_ids(runs)
-    wsd.plan(runs, config)  # WSD runs must be able to branch from their trunks: checked now, one line
+    wsd.plan_families(runs, config)  # WSD runs must be able to branch from their trunks: checked now, one line
     return runs
 
 

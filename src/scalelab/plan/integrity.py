@@ -148,7 +148,7 @@ def _recorded_bytes(info: dict, store_entry: Path) -> int | None:
         return None
 
 
-def check_trunk_checkpoint(ckpt: Path, info: dict, store_entry: Path) -> str | None:
+def trunk_checkpoint_damage(ckpt: Path, info: dict, store_entry: Path) -> str | None:
     """Why a trunk checkpoint is damaged (size differs from the record, or not a torch zip
     archive: truncated, or a planted legacy pickle), or None. Cheap: no unpickling."""
     import zipfile
@@ -184,7 +184,7 @@ def stale_trunks(results: Path, families: dict, code: str, data: str | None) -> 
             if differs:
                 stale.append((str(ckpt), "trained for another family, step, code or tokens than the config asks for"))
                 continue
-            why = check_trunk_checkpoint(ckpt, info, Path(results) / "store" / "trunks" / key)
+            why = trunk_checkpoint_damage(ckpt, info, Path(results) / "store" / "trunks" / key)
             if why:
                 stale.append((str(ckpt), why.split(" ", 1)[1]))
     return stale

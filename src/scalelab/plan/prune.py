@@ -23,7 +23,7 @@ from ..errors import ScalelabError
 
 
 @dataclass
-class Entry:
+class Removable:
     path: Path
     why: str
     bytes: int
@@ -39,7 +39,7 @@ def needed(config: dict) -> tuple[set[str], set[str], dict[str, set[int]]]:
     runs = expand_grid(config)
     train_code, wsd_code = code_fingerprint("train"), code_fingerprint("train_wsd")
     run_keys = {store.run_key(r.spec, wsd_code if wsd.is_wsd(r.spec) else train_code) for r in runs}
-    families = wsd.plan(runs, config)
+    families = wsd.plan_families(runs, config)
     trunk_keys = {wsd.trunk_key(f.spec, step, wsd_code) for f in families.values() for step in f.points}
     return run_keys, trunk_keys, {fid: set(f.points) for fid, f in families.items()}
 
@@ -60,7 +60,7 @@ def _grid_point(manifest: dict) -> str:
     return str(manifest.get("run"))
 
 
-def _store_entries(folder: Path, keep_keys: set[str], keep_last: int, skip: set[str]) -> list[Entry]:
+def _store_entries(folder: Path, keep_keys: set[str], keep_last: int, skip: set[str]) -> list[Removable]:
     """Entries of one store folder that no current run needs, less the `keep_last` most recent
     other settings of each grid point; also quarantined entries and staging leftovers."""
     if not folder.is_dir():
@@ -70,20 +70,20 @@ def _store_entries(folder: Path, keep_keys: set[str], keep_last: int, skip: set[
         if entry.name in skip or not entry.is_dir():
             continue
         if entry.name == ".quarantine":
-            removable.append(Entry(entry, "quarantined entries (another run's files under a key)", tree_bytes(entry)))
+            removable.append(Removable(entry, "quarantined entries (another run's files under a key)", tree_bytes(entry)))
         elif entry.name.startswith("."):
-            removable.append(Entry(entry, "left by a save that was killed", tree_bytes(entry)))
+            removable.append(Removable(entry, "left by a save that was killed", tree_bytes(entry)))
         elif entry.name not in keep_keys:
             manifest = _manifest(entry)
             by_point.setdefault(_grid_point(manifest), []).append((entry.stat().st_mtime, entry, manifest))
     for point, entries in by_point.items():
         entries.sort(key=lambda item: item[0], reverse=True)  # newest first
         for _, entry, manifest in entries[keep_last:]:
-            removable.append(Entry(entry, f"{point}: a setting no current run uses", tree_bytes(entry)))
+            removable.append(Removable(entry, f"{point}: a setting no current run uses", tree_bytes(entry)))
     return removable
 
 
-def _trunk_folders(trunks: Path, families: dict[str, set[int]]) -> list[Entry]:
+def _trunk_folders(trunks: Path, families: dict[str, set[int]]) -> list[Removable]:
     """Trunk checkpoints of families, or branch points, the current config no longer has."""
     if not trunks.is_dir():
         return []
@@ -93,18 +93,18 @@ def _trunk_folders(trunks: Path, families: dict[str, set[int]]) -> list[Entry]:
             continue
         steps = families.get(folder.name)
         if steps is None:
-            removable.append(Entry(folder, "a trunk family no current run branches from", tree_bytes(folder)))
+            removable.append(Removable(folder, "a trunk family no current run branches from", tree_bytes(folder)))
             continue
         for path in sorted(folder.iterdir()):
             name = path.name
             if path.is_file() and name.startswith("step") and path.suffix in (".ckpt", ".json"):
                 step = name[4:].split(".", 1)[0]
                 if step.isdigit() and int(step) not in steps:
-                    removable.append(Entry(path, "a branch point no current run uses", path.stat().st_size))
+                    removable.append(Removable(path, "a branch point no current run uses", path.stat().st_size))
     return removable
 
 
-def plan(results: Path, config: dict, keep_last: int = 0) -> list[Entry]:
+def removable_entries(results: Path, config: dict, keep_last: int = 0) -> list[Removable]:
     """What prune would remove from `results` (a study's results folder)."""
     run_keys, trunk_keys, families = needed(config)
     store = Path(results) / "store"
@@ -150,7 +150,7 @@ def run(args) -> None:
     config = load(_config_path(args.study, args.configfile))
     if args.delete:
         _check_idle(args.study)
-    entries = plan(results, config, args.keep)
+    entries = removable_entries(results, config, args.keep)
     before = usage(results)
     for entry in entries:
         print(f"{'removing' if args.delete else 'would remove'} {entry.path} ({human_bytes(entry.bytes)}): {entry.why}")

@@ -53,7 +53,7 @@ def run_cost(spec: dict, vocab_size: int) -> tuple[int, float]:
     return params_total, float(flops_per_tok) * spec["tokens"]
 
 
-def on_gpu(spec: dict) -> bool:
+def requests_gpu(spec: dict) -> bool:
     """GPUs are requested only for `accelerator: gpu` (`auto` uses one only where the node has it)."""
     return spec["accelerator"] == "gpu"
 
@@ -68,7 +68,7 @@ def train_resources(spec: dict, vocab_size: int, threads: int | None = None) -> 
     doubled for the allocator's fragmentation and a checkpoint being written; plus the runtime.
     """
     tasks = max(1, int(spec["devices"]))
-    gpus = tasks if on_gpu(spec) else 0
+    gpus = tasks if requests_gpu(spec) else 0
     cpus_per_task = max(1, int(threads or tasks) // tasks)
     params_total, flops = run_cost(spec, vocab_size)
 
@@ -95,7 +95,7 @@ def evaluate_resources(spec: dict, vocab_size: int, eval_batch: int = 16) -> Job
     tokens = max(1, eval_batch) * spec["context"]
     activations = 12 * tokens * spec["d_model"] * spec["n_layer"] * 4
     logits = 3 * tokens * vocab_size * 4
-    gpus = 1 if on_gpu(spec) else 0
+    gpus = 1 if requests_gpu(spec) else 0
     if gpus:  # activations and logits live on the GPU; the host loads the weights once
         mem_mb = int((GPU_BASE_MB * MB + 4 * params_total * 2) / MB)
     else:

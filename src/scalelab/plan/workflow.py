@@ -94,7 +94,7 @@ class StudyPlan:
                    tokenize_mem_mb=job_resources.tokenize_mem_mb(sum(p.stat().st_size for p in files)),
                    tokenize_code=code_fingerprint("tokenize_chunked" if chunked else "tokenize"),
                    train_code=code_fingerprint("train"), train_wsd_code=code_fingerprint("train_wsd"),
-                   families=wsd.plan(runs.values(), config), rebuild=rebuild, stale={})
+                   families=wsd.plan_families(runs.values(), config), rebuild=rebuild, stale={})
         if main_process:
             plan.stale = plan.find_stale(results)
         plan.fit_spec()  # an unknown form, or form not in forms: one line now

@@ -120,7 +120,7 @@ def _key(config: dict | None, model: str, key: str) -> str:
     return f"overrides.{model}.{key}" if overridden else f"train.{key}"
 
 
-def plan(runs, config: dict | None = None) -> dict[str, Family]:
+def plan_families(runs, config: dict | None = None) -> dict[str, Family]:
     """The WSD families of these runs (grid.Run objects or specs), checked: one line naming the
     key to change when a run cannot branch from its trunk (`config` only names the keys)."""
     families: dict[str, Family] = {}
@@ -161,7 +161,7 @@ def study_flops(runs, flops_per_token) -> tuple[float, float]:
     """(FLOPs the study spends, FLOPs of the same grid as independent runs); `flops_per_token`
     maps a spec to its training FLOPs per token."""
     runs = [getattr(r, "spec", r) for r in runs]
-    families = plan(runs)
+    families = plan_families(runs)
     spent = independent = 0.0
     for spec in runs:
         fpt = flops_per_token(spec)
@@ -193,7 +193,7 @@ def flops_line(config: dict, runs) -> str:
     """`scalelab check`'s line: the FLOPs the study will spend against the same grid as
     independent runs."""
     spent, independent = config_flops(config, runs)
-    families = len(plan(runs))
+    families = len(plan_families(runs))
     shared = f", {families} WSD trunk(s) shared" if families else ""
     return (f"  compute: {spent:.4g} FLOPs to spend{shared}; {independent:.4g} as independent runs "
             f"(ratio {spent / independent:.3f})")
