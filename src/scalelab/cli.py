@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     module_name, help_text = STAGES[stage]
     if stage == "fit" and "numpy" not in sys.modules:
         # The fit's workers are processes; one BLAS thread each (scalelab.fit says why). Snakemake
-        # exports OPENBLAS_NUM_THREADS=<the job's threads>, which cost the default study's fit job
-        # 30-38 s instead of 10.
+        # exports OPENBLAS_NUM_THREADS=<the job's threads>, which slowed the default study's fit
+        # job about threefold (docs/benchmarks.md, "Where a study's time goes").
         os.environ["OPENBLAS_NUM_THREADS"] = "1"
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"scalelab {stage}", description=help_text)

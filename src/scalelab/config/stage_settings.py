@@ -80,8 +80,8 @@ class EvalSettings:
 # Fit: `scalelab fit` (scalelab.fit)
 
 GRID_POINTS = 4  # values per parameter of Approach 3's start grid: 4**5 = 1024 L-BFGS-B starts
-MAX_BOOTSTRAP = 100_000  # resamples: at ~7 ms per Approach 3 resample on 2 cores, about 12 minutes
-MAX_GRID_POINTS = 8  # 8**5 = 32768 L-BFGS-B starts, about a minute on 2 cores; 9**5 would be 59049
+MAX_BOOTSTRAP = 100_000  # resamples: minutes of bootstrap on 2 cores (docs/benchmarks.md, Approach 3 bootstrap)
+MAX_GRID_POINTS = 8  # 8**5 = 32768 L-BFGS-B starts; 9**5 would be 59049
 
 
 @dataclass(frozen=True)

@@ -134,8 +134,9 @@ def _import_rouge_scorer():
     """`rouge_score.rouge_scorer`, imported without letting nltk pull in scipy.
 
     rouge-score imports all of nltk for its Porter stemmer, and nltk imports scipy.stats when it
-    can: ~2 s of CPU per process that ROUGE never uses, more than all the rest of evaluating a
-    small run. nltk treats scipy as optional, so hide it during the import (and only then).
+    can: CPU time per process that ROUGE never uses, more than all the rest of evaluating a small
+    run (docs/benchmarks.md, the cosine study's evaluation). nltk treats scipy as optional, so hide
+    it during the import (and only then).
     """
     if "scipy" in sys.modules or "nltk" in sys.modules:
         from rouge_score import rouge_scorer
