@@ -88,74 +88,27 @@ def capped_cores(limit):
 
 
 # Lookups: params are plain str, byte for byte as StudyPlan gives them; resources come from
-# scalelab.plan.resources (tested there), a trunk's as one of its family's runs.
-def run_spec(wildcards):
-    return PLAN.run_spec(wildcards.run)
-
-
-def run_code(wildcards):
-    return PLAN.run_code(wildcards.run)
-
-
-def eval_spec(wildcards):
-    return PLAN.eval_spec(wildcards.run)
-
-
-def trunk_family(wildcards):
-    return PLAN.trunk_family(wildcards.family, wildcards.step)
-
-
-def trunk_start(wildcards):
-    return PLAN.trunk_start(wildcards.family, wildcards.step)
-
-
-def train_threads(wildcards):
-    return PLAN.train_resources(wildcards.run).tasks  # one thread per rank; a profile's set-threads raises it
-
-
-def train_gpus(wildcards):
-    return PLAN.train_resources(wildcards.run).gpus
-
-
-def train_tasks(wildcards):
-    return PLAN.train_resources(wildcards.run).tasks
-
-
-def train_cpus_per_task(wildcards, threads):
-    return PLAN.train_resources(wildcards.run, threads).cpus_per_task
-
-
-def train_runtime_min(wildcards, threads=None):
-    return PLAN.train_resources(wildcards.run, threads).runtime
-
-
-def train_mem_mb(wildcards):
-    return PLAN.train_resources(wildcards.run).mem_mb
-
-
-def train_launcher(wildcards, threads):
-    """"" for one rank or off Slurm; else the srun that starts the ranks (also the `mpi` resource)."""
-    return PLAN.train_launcher(wildcards.run, threads, adapter.under_slurm(workflow))
-
-
-def trunk_gpus(wildcards):
-    return PLAN.train_resources(PLAN.trunk_run(wildcards.family, wildcards.step)).gpus
-
-
-def trunk_runtime_min(wildcards):
-    return PLAN.train_resources(PLAN.trunk_run(wildcards.family, wildcards.step)).runtime
-
-
-def trunk_mem_mb(wildcards):
-    return PLAN.train_resources(PLAN.trunk_run(wildcards.family, wildcards.step)).mem_mb
-
-
-def evaluate_gpus(wildcards):
-    return PLAN.evaluate_resources(wildcards.run, with_batch=False).gpus
-
-
-def evaluate_mem_mb(wildcards):
-    return PLAN.evaluate_resources(wildcards.run).mem_mb
+# scalelab.plan.resources (tested there), a trunk's as one of its family's runs. Snakemake passes
+# `threads` to those that name it; a train job's ranks (`devices`) share its threads equally.
+run_spec = lambda wildcards: PLAN.run_spec(wildcards.run)
+run_code = lambda wildcards: PLAN.run_code(wildcards.run)
+eval_spec = lambda wildcards: PLAN.eval_spec(wildcards.run)
+trunk_family = lambda wildcards: PLAN.trunk_family(wildcards.family, wildcards.step)
+trunk_start = lambda wildcards: PLAN.trunk_start(wildcards.family, wildcards.step)
+train_threads = lambda wildcards: PLAN.train_resources(wildcards.run).tasks  # a profile's set-threads raises it
+train_gpus = lambda wildcards: PLAN.train_resources(wildcards.run).gpus
+train_tasks = lambda wildcards: PLAN.train_resources(wildcards.run).tasks
+train_cpus_per_task = lambda wildcards, threads: PLAN.train_resources(wildcards.run, threads).cpus_per_task
+train_runtime_min = lambda wildcards, threads=None: PLAN.train_resources(wildcards.run, threads).runtime
+train_mem_mb = lambda wildcards: PLAN.train_resources(wildcards.run).mem_mb
+# "" for one rank or off Slurm; else the srun that starts the ranks (also the `mpi` resource)
+train_launcher = lambda wildcards, threads: PLAN.train_launcher(wildcards.run, threads, adapter.under_slurm(workflow))
+trunk_resources = lambda wildcards: PLAN.train_resources(PLAN.trunk_run(wildcards.family, wildcards.step))
+trunk_gpus = lambda wildcards: trunk_resources(wildcards).gpus
+trunk_runtime_min = lambda wildcards: trunk_resources(wildcards).runtime
+trunk_mem_mb = lambda wildcards: trunk_resources(wildcards).mem_mb
+evaluate_gpus = lambda wildcards: PLAN.evaluate_resources(wildcards.run, with_batch=False).gpus
+evaluate_mem_mb = lambda wildcards: PLAN.evaluate_resources(wildcards.run).mem_mb
 
 
 def fit_spec():
