@@ -15,9 +15,7 @@ from typing import Any
 
 import yaml
 
-# evaluate.py and aggregate.py import these two from here: their import lines are part of their
-# code fingerprints (scalelab.store.fingerprint), so moving the import would rerun those stages.
-from .counts import parse_count, run_id  # noqa: F401
+from .counts import parse_count
 from ..errors import ScalelabError
 from .schema import MAX_MESSAGE, SCHEMA_PATH, load_schema, schema_message, short, validator
 from .sweeps import NOT_IDENTITY, check_run_settings, check_sweeps, train_settings

@@ -54,7 +54,7 @@ class EvalSettings:
         """From the config's `eval:` block (counts may be written as 16K, as everywhere in the config)."""
         values = _from_dict(cls, values, "eval settings")
         if values.get("test_tokens") is not None:
-            from .load import parse_count
+            from .counts import parse_count
 
             values["test_tokens"] = parse_count(values["test_tokens"], "eval.test_tokens")
         settings = cls(**{k: v for k, v in values.items() if v is not None or k == "test_tokens"})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config.load import run_id
+from ..config.counts import run_id
 from ..errors import ScalelabError
 from ..files import atomic_path, loads_json
 

@@ -302,7 +302,7 @@ def _test_tokens(value: str) -> int | None:
     """`--test-tokens 16384` (or 16K, 1.6e4); `all` (or none/null/0) means the whole test split."""
     if value.strip().lower() in ("all", "none", "null", "0"):
         return None
-    from ..config.load import parse_count
+    from ..config.counts import parse_count
 
     try:
         return parse_count(value, "--test-tokens")
