@@ -149,3 +149,37 @@ def test_a_study_whose_fit_has_no_law_opens_and_only_predict_refuses(tmp_path):
     assert "\n" not in str(raised.value)
     assert np.isfinite(study.metrics["val_loss"]).all()
     assert os.path.exists(results / "fit" / "fit.json")
+
+
+# ----------------------------------------------------------------------------- corpus globs
+
+@pytest.mark.parametrize("layout", ["results linked to a scratch disk", "a study inside the study",
+                                    "a folder holding a study config"])
+def test_a_corpus_glob_never_takes_a_study_s_outputs(tmp_path, layout):
+    from scalelab.config import source_files
+
+    study = tmp_path / "study"
+    corpus = [study / "corpus" / f"doc{i}.txt" for i in range(2)]
+    for path in corpus:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("some text\n")
+    if layout == "results linked to a scratch disk":
+        (tmp_path / "scratch/fit").mkdir(parents=True)
+        (tmp_path / "scratch/fit/fit.txt").write_text("a report\n")
+        (study / "results").symlink_to(tmp_path / "scratch")
+    elif layout == "a study inside the study":
+        (study / "studies/foo/results/fit").mkdir(parents=True)
+        (study / "studies/foo/results/fit/fit.txt").write_text("a report\n")
+        (study / "studies/foo/notes.txt").write_text("the other study's notes\n")
+    else:
+        (study / "other").mkdir()
+        (study / "other/config.yaml").write_text("grid: {}\n")
+        (study / "other/summary.txt").write_text("a summary\n")
+    config = {"data": {"source": {"files": ["**/*.txt"]}}}
+    assert sorted(source_files(config, study)) == sorted(corpus)
+    cwd = os.getcwd()
+    try:
+        os.chdir(study)  # as the workflow calls it: a relative base
+        assert sorted(source_files(config)) == sorted(p.relative_to(study) for p in corpus)
+    finally:
+        os.chdir(cwd)
