@@ -258,3 +258,20 @@ def test_a_data_change_without_metadata_retokenizes(cosine_study, tmp_path, chan
     proc = snakemake(folder, "--dry-run")
     assert "results/data/meta.json: tokenized from" in proc.stderr or "other data settings" in proc.stderr
     assert planned_jobs(folder) == {"tokenize": 1, "train": 6, "evaluate": 6, **DOWNSTREAM}
+
+
+def test_a_corpus_edit_and_its_revert_train_nothing_the_second_time(cosine_study, tmp_path):
+    """The store keeps the models of the old data beside the new ones (scalelab.store.entry_path):
+    reverting a corpus edit restores every run and trains none."""
+    folder = shared_copy(cosine_study, tmp_path / "copy")
+    make_corpus(folder / "more", documents=1, seed=7)
+    shutil.copy(folder / "more/doc0000.txt", folder / "corpus/zz-new.txt")
+    snakemake(folder)
+    runs = sorted(p.name for p in (folder / "results/runs").iterdir())
+    assert len(runs) == 6 and not any("restored from" in (folder / f"logs/train/{r}.log").read_text() for r in runs)
+    (folder / "corpus/zz-new.txt").unlink()  # the revert
+    snakemake(folder)
+    for run_id in runs:
+        assert "restored from" in (folder / f"logs/train/{run_id}.log").read_text(), run_id
+    old = json.loads((cosine_study / "results/runs" / runs[0] / "metrics.json").read_text())
+    assert json.loads((folder / "results/runs" / runs[0] / "metrics.json").read_text())["val_loss"] == old["val_loss"]

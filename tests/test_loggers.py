@@ -117,6 +117,7 @@ def test_mlflow_end_to_end_local_file_store(tmp_path, monkeypatch):
     assert run.info.run_name == "xs-100K-s0"
     assert run.info.status == "FINISHED"
     assert {k: run.data.tags[k] for k in TAGS} == {k: str(v) for k, v in TAGS.items()}
+    assert {k: run.data.params[k] for k in TAGS} == {k: str(v) for k, v in TAGS.items()}  # N, D, seed: params
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
 

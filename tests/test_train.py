@@ -47,10 +47,14 @@ def test_step_batches_are_seeded_windows(tiny_data):
     assert torch.equal(half[5][0], x[1::2])
 
 
-def test_train_run_writes_outputs(tiny_data, tmp_path):
+def test_train_run_writes_outputs(tiny_data, tmp_path, capsys):
     spec = tiny_spec()
     metrics = train.train_run(spec, tiny_data, tmp_path / "run", threads=1)
     assert metrics["status"] == "ok" and metrics["steps"] == 32
+    # progress in the job's log: every 5 % of the run (or 30 s), with tokens/s and the time left
+    progress = [line for line in capsys.readouterr().out.splitlines() if " ETA " in line]
+    assert 2 <= len(progress) <= 21 and progress[-1].startswith(f"{spec['run']}: step 32/32 (100 %), 8,192 tokens")
+    assert all(" tokens/s, ETA " in line and ", loss " in line for line in progress)
     assert metrics["tokens"] == 32 * 8 * 32 and metrics["tokens_requested"] == 8192
     assert math.isfinite(metrics["val_loss"]) and metrics["val_loss"] < math.log(300)
     on_disk = json.loads((tmp_path / "run/metrics.json").read_text())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -90,3 +91,11 @@ def check_out_dir(out) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ScalelabError(f"--out {out}: {parent} is not a writable folder")
     return out
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

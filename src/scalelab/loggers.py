@@ -135,6 +135,7 @@ def make_loggers(names, run_dir, run_id: str, tags: dict, experiment: str, root=
 
             logger = MLFlowLogger(experiment_name=experiment, run_name=run_id, tracking_uri=mlflow_store(root),
                                   tags=_string_tags(tags))
+            logger.log_hyperparams(tags)  # as params too: MLflow compares and filters runs by params
         else:  # wandb
             from lightning.pytorch.loggers import WandbLogger
 

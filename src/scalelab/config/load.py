@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -240,14 +241,35 @@ def load(path: str | Path) -> dict:
 STUDY_OUTPUTS = ("results", "logs", ".snakemake")  # a study's own folders: never read as corpus
 
 
-def study_output(path: Path, base: Path) -> bool:
-    """Whether `path` lies in the study's own outputs under `base`: a glob such as `**/*.txt`
-    would otherwise feed the models their own reports, and each run would change the corpus."""
+def study_output(path: Path, base: Path, studies: dict | None = None) -> bool:
+    """Whether `path` lies in a study's own outputs: under `base`'s results/, logs/ or .snakemake/
+    (compared by real path, so a results/ that links to a scratch disk counts too), or in a folder
+    below `base` that is itself a study (holds .snakemake/, results/ or a config.yaml). A glob such
+    as `**/*.txt` would otherwise feed the models their own reports, and each run would change the
+    corpus. `studies`: a cache of that answer per folder."""
+    real, base = Path(path).resolve(), Path(base)
+    for name in STUDY_OUTPUTS:
+        if real.is_relative_to((base / name).resolve()):
+            return True
     try:
-        relative = Path(path).resolve().relative_to(Path(base).resolve())
+        relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(base))
     except ValueError:
         return False
-    return bool(relative.parts) and relative.parts[0] in STUDY_OUTPUTS
+    if relative.parts and relative.parts[0] in STUDY_OUTPUTS:
+        return True
+    folder = Path(os.path.abspath(base))
+    for part in relative.parts[:-1]:
+        folder = folder / part
+        if studies is None or folder not in studies:
+            is_study = any((folder / marker).exists() for marker in (*STUDY_OUTPUTS, "config.yaml"))
+            if studies is None:
+                if is_study:
+                    return True
+                continue
+            studies[folder] = is_study
+        if studies[folder]:
+            return True
+    return False
 
 
 def source_files(config: dict, base: Path = Path(".")) -> list[Path]:
@@ -260,15 +282,16 @@ def source_files(config: dict, base: Path = Path(".")) -> list[Path]:
         check_folder(source)  # a local hf folder: a saved dataset or data files, else refused now
         return []
     files: list[Path] = []
+    studies: dict = {}
     for i, pattern in enumerate(source["files"]):
         matches = sorted(glob.glob(str(base / pattern), recursive=True))
         matches = [m for m in matches if Path(m).is_file()]
         if not matches:
             raise ScalelabError(f"config: data.source.files[{i}]: {pattern!r} matches no file")
-        corpus = [m for m in matches if not study_output(Path(m), base)]
+        corpus = [m for m in matches if not study_output(Path(m), base, studies)]
         if not corpus:
             raise ScalelabError(f"config: data.source.files[{i}]: {pattern!r} matches only the study's own outputs "
-                                f"({', '.join(STUDY_OUTPUTS)}), which are never corpus; point it at the corpus")
+                                f"({', '.join(STUDY_OUTPUTS)}, or another study's folder), which are never corpus; point it at the corpus")
         files.extend(Path(m) for m in corpus)
     if sum(f.stat().st_size for f in files) == 0:
         raise ScalelabError(f"config: data.source.files: the corpus is empty ({len(files)} empty file(s))")

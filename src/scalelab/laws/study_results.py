@@ -99,7 +99,11 @@ class Study:
         self.curves = self._read_curves()
         self._unusable = None  # why the law cannot be used, when fit.json has it but not all of it
         self.fitted = None  # scalelab.laws.fitted.FittedLaw for a fit.json with law forms
-        if "forms" in self.fit:
+        if "forms" in self.fit and self.fit.get("chosen_form") is None:
+            # a study too small for a law (the usual first study) opens; only predict refuses
+            self.law = None
+            self._unusable = f"no law to predict with: {self.fit.get('chosen_form_why') or 'no form was chosen'}"
+        elif "forms" in self.fit:
             from .fitted import load_fit
 
             self.fitted = load_fit(self.path / "fit")  # checks fit.json against its schema, too

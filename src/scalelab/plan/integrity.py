@@ -2,8 +2,10 @@
 
 Snakemake rebuilds a missing file only when a job that needs it has to run anyway, so a run
 folder deleted after the study finished would go unnoticed, and a truncated or foreign file is
-just a file with a date. At DAG-build time the Snakefile asks `scan` (cheap: small JSON files
-and file sizes, no model loading) and then
+just a file with a date. At DAG-build time the Snakefile asks `scan` (cheap: small JSON files,
+file sizes, and each model.pt's SHA-256 against the one its metrics.json records, hashed again only
+when the file's size, mtime, inode or ctime changed (`results/.checksums.json`); no model loading)
+and then
 
 - asks for every missing output of a run that the last `aggregate` listed, so exactly those
   runs are rebuilt (from the run store when it has them, see scalelab.store.runs);
@@ -15,7 +17,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
+
+from ..files import file_sha256, write_json
+
+CHECKSUMS = ".checksums.json"  # in results/: {path: [size, mtime_ns, inode, ctime_ns, sha256]}
 
 TRAIN_OUTPUTS = ("model.pt", "metrics.json", "curve.csv")
 EVAL_OUTPUTS = ("eval.json", "generations.jsonl")
@@ -57,8 +64,23 @@ def check_data(data_dir: Path) -> str | None:
     return None
 
 
-def check_run(run_dir: Path, run_id: str) -> tuple[list[str], list[str]]:
-    """(missing output files, reasons the present ones are damaged) of one run."""
+def cached_sha256(path: Path, checksums: dict | None = None) -> str:
+    """SHA-256 of `path`, from `checksums` while the file's size, mtime, inode and ctime are those
+    recorded (ctime too: `cp -p` over a file keeps its size, mtime and inode)."""
+    stat = os.stat(path)
+    key = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+    cached = (checksums or {}).get(str(path))
+    if isinstance(cached, list) and cached[:4] == key:
+        return cached[4]
+    digest = file_sha256(path)
+    if checksums is not None:
+        checksums[str(path)] = [*key, digest]
+    return digest
+
+
+def check_run(run_dir: Path, run_id: str, checksums: dict | None = None) -> tuple[list[str], list[str]]:
+    """(missing output files, reasons the present ones are damaged) of one run (`checksums`: the
+    cache of cached_sha256)."""
     missing = [str(run_dir / n) for n in TRAIN_OUTPUTS + EVAL_OUTPUTS if not (run_dir / n).exists()]
     damaged = []
     metrics_path, model_path, eval_path = run_dir / "metrics.json", run_dir / "model.pt", run_dir / "eval.json"
@@ -69,6 +91,9 @@ def check_run(run_dir: Path, run_id: str) -> tuple[list[str], list[str]]:
         size = model_path.stat().st_size
         if size != metrics["model_bytes"]:
             damaged.append(f"{model_path} has {size:,} bytes where {metrics_path} records {metrics['model_bytes']:,}")
+        elif metrics.get("model_sha256") and cached_sha256(model_path, checksums) != metrics["model_sha256"]:
+            damaged.append(f"{model_path} is not the model {metrics_path} records (its SHA-256 differs): "
+                           f"another run's weights, or damaged")
     if eval_path.exists():
         evaluation = _json(eval_path)
         if not isinstance(evaluation, dict) or evaluation.get("run") != run_id or "status" not in evaluation:
@@ -87,15 +112,26 @@ def scan(results: Path, run_ids) -> tuple[list[str], list[str]]:
     if why:
         damaged.append(why)
     aggregated = aggregated_runs(results / "metrics.csv")
+    cached = _json(results / CHECKSUMS)
+    checksums = dict(cached) if isinstance(cached, dict) else {}
     for run_id in run_ids:
         run_dir = results / "runs" / run_id
         if run_id not in aggregated and not run_dir.exists():
             continue
-        missing, broken = check_run(run_dir, run_id)
+        missing, broken = check_run(run_dir, run_id, checksums)
         damaged.extend(broken)
         if run_id in aggregated or any((run_dir / n).exists() for n in TRAIN_OUTPUTS + EVAL_OUTPUTS):
             rebuild.extend(missing)
+    if checksums != cached and results.is_dir():
+        _save_checksums(results / CHECKSUMS, checksums)
     return rebuild, damaged
+
+
+def _save_checksums(path: Path, checksums: dict) -> None:
+    try:
+        write_json(path, checksums)
+    except OSError:
+        pass  # a read-only results folder: hashed again next time
 
 
 def damage_message(damaged: list[str]) -> str:

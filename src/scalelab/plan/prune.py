@@ -9,7 +9,12 @@ quarantined entries and the leftovers of killed saves. It is a dry run unless `-
 given, and it prints what it frees.
 
 Removing an entry only costs a retrain if its setting is asked for again: a restore after a
-prune retrains exactly what was pruned.
+prune retrains exactly what was pruned. An entry trained on other data than results/data holds
+now (a corpus edited since) is a setting no current run uses, like any other.
+
+Prune never follows a symbolic link: a linked entry or trunk folder loses only its link. A store
+that is itself a link (shared by several studies) holds entries the other studies need, which
+this study's config cannot know: `--delete` refuses it unless `--shared-store` says so.
 """
 from __future__ import annotations
 
@@ -52,6 +57,23 @@ def _manifest(entry: Path) -> dict:
         return {}
 
 
+def current_data(results: Path) -> str | None:
+    """The data identity of the tokens results/data holds now (None without a readable meta.json)."""
+    from ..data.corpus import read_meta
+    from ..store import runs as store
+
+    meta_path = Path(results) / "data" / "meta.json"
+    meta = read_meta(meta_path) if meta_path.exists() else None
+    try:
+        return store.data_identity(meta) if meta else None
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def _link(path: Path) -> Removable:
+    return Removable(path, f"a link to {path.readlink()} (only the link is removed; it is not followed)", 0)
+
+
 def _grid_point(manifest: dict) -> str:
     """What `--keep` counts settings per: a run's id; a trunk state's model, seed and step."""
     spec = manifest.get("spec") or {}
@@ -60,20 +82,30 @@ def _grid_point(manifest: dict) -> str:
     return str(manifest.get("run"))
 
 
-def _store_entries(folder: Path, keep_keys: set[str], keep_last: int, skip: set[str]) -> list[Removable]:
-    """Entries of one store folder that no current run needs, less the `keep_last` most recent
-    other settings of each grid point; also quarantined entries and staging leftovers."""
-    if not folder.is_dir():
+def _store_entries(folder: Path, keep_keys: set[str], keep_last: int, skip: set[str],
+                   data: str | None = None) -> list[Removable]:
+    """Entries of one store folder that no current run needs (`data`: the current data identity,
+    when known: an entry of a needed key trained on other data is not needed), less the
+    `keep_last` most recent other settings of each grid point; also quarantined entries and
+    staging leftovers."""
+    if not folder.is_dir() or folder.is_symlink():
         return []
     removable, by_point = [], {}
     for entry in sorted(folder.iterdir()):
-        if entry.name in skip or not entry.is_dir():
+        if entry.name in skip:
+            continue
+        if entry.is_symlink():
+            if entry.name.split("~", 1)[0] not in keep_keys:
+                removable.append(_link(entry))
+            continue
+        if not entry.is_dir():
             continue
         if entry.name == ".quarantine":
             removable.append(Removable(entry, "quarantined entries (another run's files under a key)", tree_bytes(entry)))
         elif entry.name.startswith("."):
             removable.append(Removable(entry, "left by a save that was killed", tree_bytes(entry)))
-        elif entry.name not in keep_keys:
+        elif entry.name.split("~", 1)[0] not in keep_keys or (
+                data is not None and _manifest(entry).get("data", data) != data):
             manifest = _manifest(entry)
             by_point.setdefault(_grid_point(manifest), []).append((entry.stat().st_mtime, entry, manifest))
     for point, entries in by_point.items():
@@ -89,6 +121,10 @@ def _trunk_folders(trunks: Path, families: dict[str, set[int]]) -> list[Removabl
         return []
     removable = []
     for folder in sorted(trunks.iterdir()):
+        if folder.is_symlink():
+            if folder.name not in families:
+                removable.append(_link(folder))
+            continue
         if not folder.is_dir():
             continue
         steps = families.get(folder.name)
@@ -97,7 +133,7 @@ def _trunk_folders(trunks: Path, families: dict[str, set[int]]) -> list[Removabl
             continue
         for path in sorted(folder.iterdir()):
             name = path.name
-            if path.is_file() and name.startswith("step") and path.suffix in (".ckpt", ".json"):
+            if path.is_file() and not path.is_symlink() and name.startswith("step") and path.suffix in (".ckpt", ".json"):
                 step = name[4:].split(".", 1)[0]
                 if step.isdigit() and int(step) not in steps:
                     removable.append(Removable(path, "a branch point no current run uses", path.stat().st_size))
@@ -107,9 +143,9 @@ def _trunk_folders(trunks: Path, families: dict[str, set[int]]) -> list[Removabl
 def removable_entries(results: Path, config: dict, keep_last: int = 0) -> list[Removable]:
     """What prune would remove from `results` (a study's results folder)."""
     run_keys, trunk_keys, families = needed(config)
-    store = Path(results) / "store"
-    return (_store_entries(store, run_keys, keep_last, skip={"trunks"})
-            + _store_entries(store / "trunks", trunk_keys, keep_last, skip=set())
+    store, data = Path(results) / "store", current_data(results)
+    return (_store_entries(store, run_keys, keep_last, skip={"trunks"}, data=data)
+            + _store_entries(store / "trunks", trunk_keys, keep_last, skip=set(), data=data)
             + _trunk_folders(Path(results) / "trunks", families))
 
 
@@ -119,6 +155,11 @@ def _check_idle(study: Path) -> None:
     if locks.is_dir() and any(locks.iterdir()):
         raise ScalelabError(f"{locks}: a workflow is running in this study (or was killed: `snakemake --unlock`); "
                             f"prune when it has finished")
+
+
+def shared_stores(results: Path) -> list[Path]:
+    """The stores under `results` that are links (to a store other studies may share)."""
+    return [path for path in (results / "store", results / "store" / "trunks", results / "trunks") if path.is_symlink()]
 
 
 def _config_path(study: Path, given: Path | None) -> Path:
@@ -137,6 +178,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--keep", type=int, default=0, metavar="K",
                         help="also keep the K most recent other settings of each grid point (default 0)")
     parser.add_argument("--delete", action="store_true", help="remove the entries (default: only list them)")
+    parser.add_argument("--shared-store", action="store_true",
+                        help="with --delete: prune a store that is a link, though other studies may use its entries")
 
 
 def run(args) -> None:
@@ -150,12 +193,17 @@ def run(args) -> None:
     config = load(_config_path(args.study, args.configfile))
     if args.delete:
         _check_idle(args.study)
+        shared = shared_stores(results)
+        if shared and not args.shared_store:
+            raise ScalelabError(f"{shared[0]} is a link to {shared[0].readlink()}: a store other studies may share, "
+                                f"whose entries this study's config cannot tell apart; nothing was removed "
+                                f"(--shared-store removes what this study does not need)")
     entries = removable_entries(results, config, args.keep)
     before = usage(results)
     for entry in entries:
         print(f"{'removing' if args.delete else 'would remove'} {entry.path} ({human_bytes(entry.bytes)}): {entry.why}")
         if args.delete:
-            if entry.path.is_dir():
+            if entry.path.is_dir() and not entry.path.is_symlink():
                 shutil.rmtree(entry.path)
             else:
                 entry.path.unlink(missing_ok=True)

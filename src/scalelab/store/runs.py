@@ -13,6 +13,10 @@ A store entry is used only when its files match the checksums in its `manifest.j
 trained on the same tokens (`data` in the manifest: the corpus and tokenizer fingerprints and
 split sizes from `results/data/meta.json`). Anything else is ignored and the run retrains.
 
+The key does not hold the data, so that entries written before the data counted keep their
+names; an entry trained on other data is never replaced: the new one goes beside it, under
+`<key>~<data>` (`entry_path`). So editing the corpus and reverting the edit restores every run.
+
 Why not Snakemake's `cache:` directive: it needs `--cache` on every invocation and a shared
 `SNAKEMAKE_OUTPUT_CACHE` folder, so the protection would depend on how the user calls
 Snakemake; this store needs nothing from the user. It holds a second copy of every finished
@@ -29,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..files import atomic_path, write_json
+from ..files import atomic_path, file_sha256, write_json
 
 RUN_FILES = ("model.pt", "curve.csv", "metrics.json")  # metrics.json last: its presence means complete
 MANIFEST = "manifest.json"
@@ -51,14 +55,6 @@ def data_identity(meta: dict) -> str:
     parts = {"corpus": meta["corpus"]["fingerprint"], "tokenizer": meta["tokenizer"]["fingerprint"],
              "splits": {k: v["tokens"] for k, v in meta["splits"].items()}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -83,13 +79,35 @@ def quarantine(store: Path, entry: Path, why: str) -> None:
 def _foreign(entry: Path, manifest: dict, key: str, spec: dict) -> str | None:
     """Why an entry is not the one asked for: its manifest's key, spec or run, or its
     metrics.json's run and spec hash, disagree (a folder copied over the key)."""
+    if not isinstance(manifest, dict):
+        return "its manifest.json is not a JSON object"
     if manifest.get("key") != key or manifest.get("spec") != spec or manifest.get("run") != spec.get("run"):
         return f"its manifest is for another run ({manifest.get('run')!r}, key {manifest.get('key')!r})"
     if (entry / "metrics.json").exists():
         metrics = json.loads((entry / "metrics.json").read_text())
+        if not isinstance(metrics, dict):
+            return "its metrics.json is not a JSON object"
         if metrics.get("run") != spec.get("run") or metrics.get("spec_sha", spec_sha(spec)) != spec_sha(spec):
             return f"its metrics.json is for another run ({metrics.get('run')!r})"
     return None
+
+
+def _read_manifest(entry: Path) -> dict | None:
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def entry_path(store: Path, key: str, data: str) -> Path:
+    """Where the entry of `key` trained on `data` is kept: `<key>`, unless that holds an entry
+    trained on other data (never replaced: it may be the only copy), then `<key>~<data>`."""
+    primary = Path(store) / key
+    manifest = _read_manifest(primary)
+    if manifest is None or manifest.get("data") in (None, data):
+        return primary
+    return Path(store) / f"{key}~{data}"
 
 
 def lookup(store: Path, key: str, data: str, names: tuple[str, ...] = RUN_FILES,
@@ -98,13 +116,20 @@ def lookup(store: Path, key: str, data: str, names: tuple[str, ...] = RUN_FILES,
     its files; a WSD trunk state is TRUNK_FILES, kept under `<store>/trunks/`). With `spec`
     (what the entry was asked for), an entry whose manifest or metrics name another run is
     quarantined and None returned."""
-    entry = Path(store) / key
+    for entry in (Path(store) / key, Path(store) / f"{key}~{data}"):
+        if entry.exists() and (found := _verified(store, entry, key, data, names, spec)) is not None:
+            return found
+    return None
+
+
+def _verified(store: Path, entry: Path, key: str, data: str, names: tuple[str, ...],
+              spec: dict | None) -> Path | None:
     try:
         manifest = json.loads((entry / MANIFEST).read_text())
         if spec is not None and (why := _foreign(entry, manifest, key, spec)):
             quarantine(store, entry, why)
             return None
-        if manifest.get("data") != data:
+        if not isinstance(manifest, dict) or manifest.get("data") != data:
             return None
         for name in names:
             expected = manifest["files"][name]
@@ -130,7 +155,7 @@ def save(store: Path, key: str, run_dir: Path, data: str, spec: dict, code: str,
     """Keep a finished run's files under `key` (a complete entry appears at once, or not at all)."""
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    entry = store / key
+    entry = entry_path(store, key, data)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=store))
     try:
         files = {}
@@ -139,8 +164,10 @@ def save(store: Path, key: str, run_dir: Path, data: str, spec: dict, code: str,
             files[name] = {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)}
         write_json(staging / MANIFEST, {"run": spec["run"], "key": key, "code": code, "data": data,
                                         "spec": spec, "files": files})
-        if entry.exists():
-            shutil.rmtree(entry)  # an unusable entry (lookup refused it): replace it
+        if entry.is_symlink():
+            entry.unlink()  # a link is replaced, never followed
+        elif entry.exists():
+            shutil.rmtree(entry)  # an unusable entry of the same data (lookup refused it): replace it
         os.replace(staging, entry)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -14,7 +14,7 @@ from ..files import loads_json, write_json
 from ..loggers import make_loggers, tracker_tags
 from ..model import GPTConfig, param_counts
 from .batches import TokenData
-from .callbacks import CurveRecorder, DivergenceGuard
+from .callbacks import CurveRecorder, DivergenceGuard, ProgressLog
 from .module import build_module, build_wsd_module, on_gpu
 from .outputs import run_metrics, save_run, write_curve
 from .plan import RunPlan, plan_run
@@ -99,8 +99,9 @@ def _fit(spec: dict, plan: RunPlan, lit, data_dir: Path, ckpt_dir: Path, tracker
     recorder = CurveRecorder(every=max(1, plan.steps // 100))
     tokens = TokenData(data_dir, spec, plan.steps, steps_per_epoch)
     guard = DivergenceGuard(every=20 if on_gpu(spec) else 1)
+    progress = ProgressLog(spec["run"], plan.steps, plan.tokens_per_step)
     with quiet_lightning():
-        trainer = build_trainer(spec, plan.steps, steps_per_epoch, ckpt_dir, [guard, recorder], trackers)
+        trainer = build_trainer(spec, plan.steps, steps_per_epoch, ckpt_dir, [guard, recorder, progress], trackers)
         fit_started = time.time()
         trainer.fit(lit, datamodule=tokens, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
         fit_s = time.time() - fit_started

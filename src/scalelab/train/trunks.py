@@ -16,7 +16,7 @@ from ..errors import ScalelabError
 from ..files import loads_json, write_json
 from ..model import GPTConfig
 from .batches import TokenData
-from .callbacks import CurveRecorder, DivergenceGuard
+from .callbacks import CurveRecorder, DivergenceGuard, ProgressLog
 from .module import build_wsd_module, on_gpu
 from .plan import plan_trunk
 from .resume import check_inputs, check_trunk_checkpoint, resume_checkpoint
@@ -66,7 +66,8 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
     guard = DivergenceGuard(every=20 if on_gpu(spec) else 1)
     print(f"{fid}: trunk steps {resume[1] if resume else start_step} to {step}")
     with quiet_lightning():
-        trainer = build_trainer(spec, step, steps_per_epoch, ckpt_dir, [guard, recorder], [])
+        progress = ProgressLog(f"{fid} trunk", step, tokens_per_step)
+        trainer = build_trainer(spec, step, steps_per_epoch, ckpt_dir, [guard, recorder, progress], [])
         trainer.fit(lit, datamodule=TokenData(data_dir, spec, step, steps_per_epoch),
                     ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     # The full state (optimizer, loops, callbacks): branches resume from it. Atomic
