@@ -17,6 +17,7 @@ STAGES = {
     "evaluate": ("scalelab.evaluate", "test perplexity, bits per byte, BLEU and ROUGE for one run"),
     "aggregate": ("scalelab.aggregate", "collect every run into results/metrics.csv"),
     "fit": ("scalelab.fit", "fit scaling laws to a metrics CSV"),
+    "curves": ("scalelab.curves", "fit schedule-aware laws to the runs' loss curves; predict any run's final loss"),
     "suggest": ("scalelab.suggest.command", "the next runs that most narrow the interval of the compute-optimal N"),
     "report": ("scalelab.report", "plots, tables and HTML for a study"),
     "track": ("scalelab.loggers", "add each run's evaluation to the trackers it trained with"),
