@@ -48,8 +48,11 @@ def choose(per_size: dict) -> tuple[str, str, dict]:
                                "default, as it models each lr drop's gain separately"), pooled
     best = min(scored, key=scored.get)
     others = ", ".join(f"{n} {scored[n]:.4f}" for n in scored if n != best)
+    # a margin under 10 % of the error is within what a handful of held-out points can tell apart
+    tie = any(scored[n] < 1.1 * scored[best] for n in scored if n != best)
     return best, (f"lowest rms log error on {pooled[best]['n']} held-out predictions over all sizes: "
-                  f"{scored[best]:.4f}" + (f" (vs {others})" if others else "")), pooled
+                  f"{scored[best]:.4f}" + (f" (vs {others})" if others else "")
+                  + ("; a near tie: the held-out checks barely tell the laws apart" if tie else "")), pooled
 
 
 def size_record(fits: dict, trajectories, kind: str) -> dict:
