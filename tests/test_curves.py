@@ -98,3 +98,22 @@ def test_bad_input_gets_one_line(tmp_path, specs, capsys):
     assert cli.main(["curves", str(study), "--out", str(tmp_path / "o"), "--use", "m-9M-s0"]) == 1
     assert "--use: m-9M-s0" in capsys.readouterr().err
     assert not (tmp_path / "o" / "curves.json").exists()
+
+
+@pytest.mark.e2e
+def test_the_workflow_fits_curves_only_where_the_config_asks(wsd_study, tmp_path):
+    import yaml
+    from test_workflow import planned_jobs, snakemake
+    from test_workflow_wsd import WSD_TINY
+
+    assert planned_jobs(wsd_study) == {}  # a study without fit.curves: nothing new to run
+    study = tmp_path / "study"
+    shutil.copytree(wsd_study, study, symlinks=True)
+    config = {**WSD_TINY, "fit": {**WSD_TINY["fit"], "curves": True}}
+    (study / "config.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(study) == {"curves": 1, "report": 1}
+    snakemake(study)
+    table = pd.read_csv(study / "results/curves/predictions.csv")
+    assert len(table) == 6 and table["loss"].notna().all()
+    assert (study / "results/report/figures/curve_forecast.png").exists()
+    assert load_curves(study / "results/curves").chosen in LAWS

@@ -38,6 +38,8 @@ STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
     # the design, its law adapter and the shapes its snippet builds
     "suggest": [("suggest/*.py", None), ("law.py", None), ("shapes.py", None),
                 ("settings.py", ("SuggestSettings",))],
+    "curves": [("curves/*.py", None), ("wsd.py", ("lr_factor", "branch_step", "warmup_steps", "family_id")),
+               ("train.py", ("lr_factor", "warmup_steps_for"))],
     "report": [("report/*.py", None), ("report/*.css", None), ("report/captions/**/*.rst", None), ("law.py", None),
                ("settings.py", ("ReportSettings",))],
 }

@@ -9,15 +9,16 @@ import pandas as pd
 from ..errors import ScalelabError
 from ..files import atomic_path, write_json, write_text
 from .data import TARGETS
+from .forecast import grid_forecast, law_curves
 from .inputs import by_model, fit_target, read_trajectories, study_config, study_specs
 from .laws import LAWS
 from .model import Curves, choose, fit_size, size_record
 
 
 def fit_study(study_dir: Path, use=None, config_path=None, train_rows: bool = False, checks: bool = True,
-              trunk_checkpoints: bool = True) -> tuple[dict, dict]:
-    """(curves.json's content, the study's specs by run id)."""
-    config = study_config(study_dir, config_path)
+              trunk_checkpoints: bool = True, config: dict | None = None) -> tuple[dict, dict]:
+    """(curves.json's content, the study's specs by run id); `config` (validated) instead of its file."""
+    config = config if config is not None else study_config(study_dir, config_path)
     specs = study_specs(config)
     target = fit_target(config)
     kind = TARGETS[target]
@@ -29,6 +30,9 @@ def fit_study(study_dir: Path, use=None, config_path=None, train_rows: bool = Fa
             "laws": {name: {"reference": LAWS[name].reference, "parameters": list(LAWS[name].params),
                             "heldout": pooled[name]} for name in LAWS},
             "sizes": {model: size_record(per_size[model], groups[model], kind) for model in per_size}}
+    curves = Curves(data)
+    data["grid"] = grid_forecast(curves, specs, Path(study_dir) / "results", used)
+    data["law_curves"] = law_curves(curves, specs)
     return data, specs
 
 
@@ -36,7 +40,13 @@ def predictions(curves: Curves, specs: dict, names: list[str]) -> pd.DataFrame:
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise ScalelabError(f"--predict: {unknown[0]} is not a run of the study's config")
-    return pd.DataFrame([curves.predict(specs[n]) for n in names], columns=["run", "loss", "low", "high", "law", "note"])
+    rows = []
+    for name in names:
+        if specs[name]["model"] in curves.data["sizes"]:
+            rows.append(curves.predict(specs[name]))
+        else:  # a size with no finished curve: said, not guessed
+            rows.append({"run": name, "law": curves.chosen, "note": f"no curve law for model {specs[name]['model']}"})
+    return pd.DataFrame(rows, columns=["run", "loss", "low", "high", "law", "note"])
 
 
 def text_summary(data: dict) -> str:
@@ -64,6 +74,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--use", nargs="+", default=None, metavar="RUN", help="fit these runs' curves (default: every finished run)")
     parser.add_argument("--predict", nargs="+", default=None, metavar="RUN", help="runs of the study's config to predict")
     parser.add_argument("--config", type=Path, default=None, help="the study's config (default STUDY/config/config.yaml)")
+    parser.add_argument("--config-json", default=None, metavar="JSON",
+                        help="the study's config as a JSON object (the workflow passes it) instead of --config")
     parser.add_argument("--train-rows", action="store_true", help="also fit the train rows, tied to val by a fitted offset")
     parser.add_argument("--no-trunk-checkpoints", action="store_true",
                         help="take the trunk rows from the runs' curves only (reading the checkpoints needs torch)")
@@ -72,8 +84,17 @@ def add_arguments(parser) -> None:
 def run(args) -> None:
     if not Path(args.study).is_dir():
         raise ScalelabError(f"{args.study}: not a study folder")
+    config = None
+    if args.config_json is not None:
+        from ..config import validate
+        from ..files import loads_json
+
+        config = loads_json(args.config_json, "--config-json")
+        if not isinstance(config, dict):
+            raise ScalelabError("--config-json: expected the study's config as a JSON object")
+        config = validate(config)
     data, specs = fit_study(args.study, args.use, args.config, args.train_rows,
-                            trunk_checkpoints=not args.no_trunk_checkpoints)
+                            trunk_checkpoints=not args.no_trunk_checkpoints, config=config)
     table = predictions(Curves(data), specs, args.predict) if args.predict else None
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "curves.json", data)
