@@ -46,7 +46,7 @@ def predictions(curves: Curves, specs: dict, names: list[str]) -> pd.DataFrame:
             rows.append(curves.predict(specs[name]))
         else:  # a size with no finished curve: said, not guessed
             rows.append({"run": name, "law": curves.chosen, "note": f"no curve law for model {specs[name]['model']}"})
-    return pd.DataFrame(rows, columns=["run", "loss", "low", "high", "law", "note"])
+    return pd.DataFrame(rows, columns=["run", "loss", "low", "high", "law", "note", "param_sd"])
 
 
 def text_summary(data: dict) -> str:

@@ -131,11 +131,17 @@ def _kind_sd(theta, law, data, lr_ref, offset) -> dict:
 
 
 def _covariance(res) -> np.ndarray:
-    """sigma^2 (J'J)^-1 of the weighted residuals (pinv: a flat direction gets a wide, not a broken, interval)."""
-    jac = res.jac
-    dof = max(1, len(res.fun) - len(res.x))
-    sigma2 = float(res.fun @ res.fun) / dof
-    return np.linalg.pinv(jac.T @ jac) * sigma2
+    """sigma^2 (J'J)^-1 of the weighted residuals over the free parameters. A parameter on its bound is
+    held there (a Wald variance means nothing at a bound; the parameter table says which), and pinv
+    gives a flat direction a wide, not a broken, interval."""
+    free = np.flatnonzero(res.active_mask == 0)
+    cov = np.zeros((len(res.x), len(res.x)))
+    if len(free):
+        jac = res.jac[:, free]
+        dof = max(1, len(res.fun) - len(free))
+        sigma2 = float(res.fun @ res.fun) / dof
+        cov[np.ix_(free, free)] = np.linalg.pinv(jac.T @ jac) * sigma2
+    return cov
 
 
 def parameter_table(fit: LawFit) -> dict:
