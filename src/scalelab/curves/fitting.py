@@ -94,8 +94,10 @@ def _solve(law, data, lr_ref, weights, offset, starts, bounds, robust):
     return best
 
 
-def fit_law(law: Law, trajectories, target: str = "val", robust: bool = True, train_rows: bool = False) -> LawFit:
-    """Fit `law` to these trajectories' rows (see the module docstring for the train/val tie)."""
+def fit_law(law: Law, trajectories, target: str = "val", robust: bool = True, train_rows: bool = False,
+            start=None) -> LawFit:
+    """Fit `law` to these trajectories' rows (see the module docstring for the train/val tie). `start`:
+    one more starting point beside the law's own (a refit of the same size also starts from its fit)."""
     kinds = (("val", "train") if train_rows else ("val",)) if target == "val" else ("train",)
     data = _stack(trajectories, kinds)
     if not data:
@@ -109,6 +111,8 @@ def fit_law(law: Law, trajectories, target: str = "val", robust: bool = True, tr
     starts = law.starts(min_loss)
     if offset:
         low, high, starts = low + [-1.0], high + [1.0], [s + [0.0] for s in starts]
+    if start is not None and len(start) == len(low):
+        starts = starts + [np.clip(np.asarray(start, dtype=float), low, high)]
     weights = {"val": 1.0, "train": 1.0}
     first = _solve(law, data, lr_ref, weights, offset, starts, (low, high), robust)
     if first is None:
@@ -153,9 +157,8 @@ def parameter_table(fit: LawFit) -> dict:
     table = {}
     for i, name in enumerate(names):
         value = float(fit.theta[i])
-        scale = max(abs(value), 1e-9)
-        on_bound = abs(value - low[i]) <= 1e-6 * scale or (np.isfinite(high[i]) and name != "L0"
-                                                           and abs(value - high[i]) <= 1e-6 * scale)
+        on_bound = abs(value - low[i]) <= 1e-6 * max(1.0, abs(low[i])) or (
+            np.isfinite(high[i]) and name != "L0" and abs(value - high[i]) <= 1e-6 * max(1.0, abs(high[i])))
         table[name] = {"value": value, "low": value - Z95 * float(sd[i]), "high": value + Z95 * float(sd[i]),
                        "at_bound": bool(on_bound)}
     return table

@@ -3,8 +3,11 @@
 Two checks, each a refit without the held-out rows:
 - `leave-one-out`: each run's own rows (a WSD run's cooldown) left out, its final target predicted
   from the trunk and the other runs (only while another annealed run remains to fit the annealing);
-- `beginning`: every row after the midpoint of the longest trajectory left out, the last measured
-  target of each trajectory that reaches past it predicted from the beginning of the curves.
+- `beginning`: the held-out end of a curve: each trajectory's rows after the midpoint of its own
+  measured steps left out, its last measured target predicted from its beginning and the others.
+  (A first version cut every curve at one step, the midpoint of the longest: with a WSD study's
+  trunk the only curve past it, it predicted the constant-lr trunk's end, where the two laws are
+  one function, and said nothing about annealing.)
 """
 from __future__ import annotations
 
@@ -52,18 +55,25 @@ def leave_one_out(law, trajectories, kind: str, **fit_args) -> list[dict]:
 
 
 def beginning(law, trajectories, kind: str, **fit_args) -> list[dict]:
-    longest = max(int(t.rows["step"].max()) for t in trajectories if len(t.rows))
-    cut = longest // 2
-    early = [replace(t, rows=t.rows[t.rows["step"] <= cut]) for t in trajectories]
-    early = [t for t in early if len(t.rows)]
-    targets = [(t, row) for t in trajectories if (row := _last_row(t, kind)) is not None and row["step"] > cut]
-    if not targets or not _enough(early, kind):
-        return []
-    try:
-        fit = fit_law(law, early, **fit_args)
-    except ScalelabError:
-        return []
-    return [_record("beginning", t, row, fit) for t, row in targets]
+    """Each trajectory's own end: its rows after the midpoint of its measured steps left out (the
+    other trajectories kept whole), its last measured target predicted."""
+    out = []
+    for traj in trajectories:
+        rows = traj.rows
+        last = _last_row(traj, kind)
+        if last is None or len(rows) < 2:
+            continue
+        cut = (int(rows["step"].min()) + int(last["step"])) // 2
+        early = replace(traj, rows=rows[rows["step"] <= cut])
+        fitted = [t for t in trajectories if t is not traj] + ([early] if len(early.rows) else [])
+        if not _enough(fitted, kind):
+            continue
+        try:
+            fit = fit_law(law, fitted, **fit_args)
+        except ScalelabError:
+            continue
+        out.append(_record("beginning", traj, last, fit))
+    return out
 
 
 def heldout_errors(law, trajectories, kind: str, **fit_args) -> list[dict]:

@@ -35,7 +35,8 @@ def fit_size(trajectories, kind: str, train_rows: bool, checks: bool = True) -> 
     out = {}
     for name, law in LAWS.items():
         fit = fit_law(law, trimmed, **fit_args)
-        out[name] = (fit, heldout_errors(law, trimmed, kind, **fit_args) if checks else [])
+        refit = {**fit_args, "start": fit.theta}  # each held-out refit starts from the size's own fit
+        out[name] = (fit, heldout_errors(law, trimmed, kind, **refit) if checks else [])
     return {"first_step": start, "laws": out}
 
 
