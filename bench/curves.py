@@ -67,8 +67,8 @@ def heldout_schedule_specs(specs: dict, models: list[str], tokens: str) -> list[
 
 def train(spec: dict, study: Path, folder: Path) -> float:
     started = time.time()
-    cmd = ["nice", "-n", "10", "scalelab", "train", "--spec", json.dumps(spec), "--data", str(study / "results" / "data"),
-           "--out", str(folder), "--threads", "1"]
+    cmd = ["nice", "-n", "10", "scalelab", "train", "--spec", json.dumps(spec),
+           "--data", str(study / "results" / "data"), "--out", str(folder), "--threads", "1"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "SCALELAB_WARM": "0"})
     return time.time() - started
 

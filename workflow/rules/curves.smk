@@ -19,11 +19,12 @@ rule curves:
         code=code_fingerprint("curves"),
         config=json.dumps(config, sort_keys=True, default=str),
         runs=" ".join(RUN_IDS),
+        out=lambda wildcards, output: os.path.dirname(output.json),
     log:
         log_path("curves"),
     resources:
         runtime=20,
         mem_mb=3000,
     shell:
-        "scalelab curves . --out {CURVES_DIR} --config-json {params.config:q} --predict {params.runs}"
+        "scalelab curves . --out {params.out:q} --config-json {params.config:q} --predict {params.runs}"
         " > {log:q} 2>&1"

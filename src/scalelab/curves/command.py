@@ -58,7 +58,8 @@ def text_summary(data: dict) -> str:
                                                           f"max {h['max_abs_rel_error']:.4f} over {h['n']}")
         lines.append(f"{name} ({law['reference']}): {figures}")
     for model, size in data["sizes"].items():
-        lines.append(f"\nmodel {model}: fitted from step {size['first_step']}, {len(size['trajectories'])} trajectories")
+        lines.append(f"\nmodel {model}: fitted from step {size['first_step']}, "
+                     f"{len(size['trajectories'])} trajectories")
         for name, fit in size["fits"].items():
             params = ", ".join(f"{p}={v['value']:.4g} [{v['low']:.3g}, {v['high']:.3g}]"
                                + (" (on its bound)" if v["at_bound"] else "") for p, v in fit["parameters"].items())
@@ -71,12 +72,16 @@ def text_summary(data: dict) -> str:
 def add_arguments(parser) -> None:
     parser.add_argument("study", type=Path, help="the study folder (config/config.yaml and results/)")
     parser.add_argument("--out", required=True, type=Path, help="where curves.json, curves.txt, predictions.csv go")
-    parser.add_argument("--use", nargs="+", default=None, metavar="RUN", help="fit these runs' curves (default: every finished run)")
-    parser.add_argument("--predict", nargs="+", default=None, metavar="RUN", help="runs of the study's config to predict")
-    parser.add_argument("--config", type=Path, default=None, help="the study's config (default STUDY/config/config.yaml)")
+    parser.add_argument("--use", nargs="+", default=None, metavar="RUN",
+                        help="fit these runs' curves (default: every finished run)")
+    parser.add_argument("--predict", nargs="+", default=None, metavar="RUN",
+                        help="runs of the study's config to predict")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the study's config (default STUDY/config/config.yaml)")
     parser.add_argument("--config-json", default=None, metavar="JSON",
                         help="the study's config as a JSON object (the workflow passes it) instead of --config")
-    parser.add_argument("--train-rows", action="store_true", help="also fit the train rows, tied to val by a fitted offset")
+    parser.add_argument("--train-rows", action="store_true",
+                        help="also fit the train rows, tied to val by a fitted offset")
     parser.add_argument("--no-trunk-checkpoints", action="store_true",
                         help="take the trunk rows from the runs' curves only (reading the checkpoints needs torch)")
 

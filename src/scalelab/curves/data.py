@@ -9,7 +9,7 @@ the trunk part of the finished runs' curves. A non-WSD run is one trajectory of 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +34,7 @@ class Trajectory:
     lrs: np.ndarray
     rows: pd.DataFrame
     is_run: bool = True  # False: a WSD family's trunk
-    annealed: bool = True
-    extra: dict = field(default_factory=dict)
+    annealed: bool = True  # False: a constant lr after warmup (nothing for an annealing term to fit)
 
     @property
     def final_step(self) -> int:
@@ -89,7 +88,7 @@ def trunk_checkpoint_rows(trunks_dir: Path, family: str) -> pd.DataFrame | None:
         return None
     train = [row for cb in (state.get("callbacks") or {}).values() for row in (cb.get("rows") or [])]
     val = list(state.get("val_history") or [])
-    frames = [pd.DataFrame({"step": [int(r[0]) + 0 for r in train], "kind": "train", "loss": [r[2] for r in train]}),
+    frames = [pd.DataFrame({"step": [int(r[0]) for r in train], "kind": "train", "loss": [r[2] for r in train]}),
               pd.DataFrame({"step": [int(r[0]) for r in val], "kind": "val", "loss": [r[1] for r in val]})]
     # CurveRecorder's step counts the updates done before the batch: as curve.csv writes it
     return pd.concat(frames, ignore_index=True)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from .. import wsd
 from ..errors import ScalelabError
 from .data import Trajectory, finished_runs, read_curve, run_trajectories, trunk_checkpoint_rows, trunk_trajectory
@@ -90,8 +88,3 @@ def by_model(trajectories: list[Trajectory]) -> dict[str, list[Trajectory]]:
     for traj in trajectories:
         out.setdefault(traj.model, []).append(traj)
     return out
-
-
-def rows_table(trajectories: list[Trajectory]) -> pd.DataFrame:
-    frames = [t.rows.assign(trajectory=t.name, model=t.model) for t in trajectories]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

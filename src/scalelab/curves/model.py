@@ -97,8 +97,8 @@ class Curves:
         fit, size = self.fit_for(spec.get("model", ""), law)
         for key in ("batch_size", "context"):
             if spec.get(key) != size[key]:
-                raise ScalelabError(f"spec {spec.get('run', '')}: {key} {spec.get(key)} differs from the fitted curves' "
-                                    f"{size[key]}; the laws count steps of one batch")
+                raise ScalelabError(f"spec {spec.get('run', '')}: {key} {spec.get(key)} differs from the fitted "
+                                    f"curves' {size[key]}; the laws count steps of one batch")
         lrs = lr_sequence(spec)
         steps = run_steps(spec)
         centre = float(fit.log_predict(lrs, steps)[0])
