@@ -10,7 +10,7 @@ import pytest
 
 from scalelab import cli, load_curves
 from scalelab.config import load
-from scalelab.curves.data import Trajectory, run_trajectories
+from scalelab.curves.data import run_trajectories
 from scalelab.curves.fitting import fit_law
 from scalelab.curves.laws import LAWS
 from scalelab.curves.schedules import lr_sequence
@@ -57,6 +57,20 @@ def test_the_annealing_law_is_recovered_and_predicts_an_unseen_cooldown(specs):
     predicted = np.exp(fit.log_predict(held.lrs, held.final_step)[0])
     assert abs(predicted / truth - 1) < 0.01
     assert abs(fit.law_theta[2] - TRUE[2]) < 0.1  # alpha
+
+
+def test_a_cosine_run_is_predicted_from_wsd_curves(specs):
+    """The law fitted to WSD curves predicts another schedule through the project's own schedule code."""
+    rng = np.random.default_rng(3)
+    curves = {r: pd.DataFrame({"step": c["step"], "kind": "val", "loss": c["val_loss"]})
+              for r in ("m-290K-s0", "m-1.6M-s0", "m-4.8M-s0") for c in [synthetic_curve(specs[r], 0.002, rng)]}
+    fit = fit_law(LAWS["annealing"], run_trajectories(specs, curves), "val")
+    base = specs["m-2.8M-s0"]
+    cosine = {k: v for k, v in base.items() if k not in ("cooldown", "cooldown_shape")} | {"schedule": "cosine"}
+    lrs = lr_sequence(cosine)
+    assert lrs[len(lrs) // 2] < base["lr"] * 0.6 and lrs[-1] == pytest.approx(base["lr"] * base["min_lr_ratio"], 0.01)
+    truth = LAWS["annealing"].predict(TRUE, lrs / 4e-3, [len(lrs)])[0]
+    assert abs(np.exp(fit.log_predict(lrs, len(lrs))[0]) / truth - 1) < 0.01
 
 
 def write_study(tmp_path: Path, specs: dict, rng) -> Path:
