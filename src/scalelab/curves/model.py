@@ -3,7 +3,8 @@
 `fit_curves` fits every law to every model size, runs the held-out checks (scalelab.curves.heldout)
 and chooses the law whose held-out predictions are best over all sizes (the rms of the log errors).
 A prediction's 95 % interval is +-1.96 times the law's held-out rms log error (pooled over the sizes):
-the error it made predicting runs it had not seen, refitted without them.
+the error it made predicting runs it had not seen, refitted without them. Past the longest fitted
+curve, where no check reached, the parameters' delta-method uncertainty is added.
 """
 from __future__ import annotations
 
@@ -107,14 +108,18 @@ class Curves:
         # partly degenerate laws (on the default study it gave the multi-power law +-57 % on average
         # for errors of 1 %): it is reported beside it (`param_sd`), not added.
         sd = self.model_sd(law, size)
+        param_sd = fit.log_sd(lrs, steps)
         notes = []
         if steps > size["longest_step"]:
-            notes.append(f"extrapolates past the longest fitted curve ({size['longest_step']} steps)")
+            # no held-out check reached this far: the parameters' uncertainty is added
+            sd = math.hypot(sd, param_sd)
+            notes.append(f"extrapolates past the longest fitted curve ({size['longest_step']} steps): the interval "
+                         f"adds the parameters' uncertainty")
         if not math.isclose(spec["lr"], size["peak_lr"]):
             notes.append(f"peak lr {spec['lr']} not the fitted {size['peak_lr']}")
         return {"run": spec.get("run", ""), "loss": math.exp(centre), "low": math.exp(centre - Z95 * sd),
                 "high": math.exp(centre + Z95 * sd), "law": law, "note": "; ".join(notes),
-                "param_sd": fit.log_sd(lrs, steps)}
+                "param_sd": param_sd}
 
     def predict_curve(self, spec: dict, law: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(steps, loss) of the law along the run's whole schedule."""
