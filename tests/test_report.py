@@ -255,7 +255,7 @@ def tiny_report(tiny):
 def test_report_is_complete_and_matches_fit(tiny_report, capsys):
     out, fit = tiny_report
     page = check_report(out, fit)
-    assert page.missing == ["lr_sensitivity"], f"figures not drawn: {page.missing}"  # nothing swept
+    assert page.missing == ["lr_sensitivity", "curve_forecast"], f"figures not drawn: {page.missing}"  # nothing swept; no `scalelab curves`
     sources = {source for source, _, _ in page.cells}
     for key in ("E", "A", "B", "alpha", "beta", "a", "b", "ci95.alpha", "ci95.beta", "ci95.a"):
         assert f"approach3.{key}" in sources
@@ -295,6 +295,8 @@ def test_markdown_has_same_content_with_linked_figures(tiny_report):
         if name == "lr_sensitivity":  # nothing swept: the reason instead of a link, and no file
             assert "not drawn. Nothing was swept over the learning rate" in md and f"](figures/{name}.png)" not in md
             assert not (out / "figures" / f"{name}.png").exists()
+        elif name == "curve_forecast":  # no `scalelab curves`: the reason instead of a link, and no file
+            assert "No curve laws were fitted" in md and not (out / "figures" / f"{name}.png").exists()
         else:
             assert (out / "figures" / f"{name}.png").exists()
             assert f"](figures/{name}.png)" in md
@@ -564,10 +566,10 @@ def test_registry_drives_page_order_captions_and_categories(tiny_report):
         assert spec.category in headings, spec.name
         caption = spec.caption()
         assert caption and "``" not in caption and "**" not in caption
-        if spec.name != "lr_sensitivity":  # not drawn without a sweep (its caption: the sweep test)
+        if spec.name not in ("lr_sensitivity", "curve_forecast"):  # not drawn without a sweep / `scalelab curves`
             assert html.escape(caption) in text, spec.name  # the page shows the caption Snakemake shows
     # Figures appear in registry order, each inside its category's section.
-    drawn = [spec for spec in registry.FIGURES.values() if spec.name != "lr_sensitivity"]
+    drawn = [spec for spec in registry.FIGURES.values() if spec.name not in ("lr_sensitivity", "curve_forecast")]
     positions = [text.index(f'data-figure="{spec.name}"') for spec in drawn]
     assert positions == sorted(positions)
     for spec in drawn:

@@ -1,7 +1,7 @@
 """scalelab: language-model scaling-law studies as one Snakemake workflow."""
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 
-__all__ = ["FittedLaw", "Study", "ScalelabError", "load_fit", "load_study"]
+__all__ = ["Curves", "FittedLaw", "Study", "ScalelabError", "load_curves", "load_fit", "load_study"]
 
 
 def __getattr__(name):
@@ -14,6 +14,10 @@ def __getattr__(name):
         from .laws import fitted
 
         return getattr(fitted, name)
+    if name in ("Curves", "load_curves"):
+        from . import curves
+
+        return getattr(curves, name)
     if name == "ScalelabError":
         from .errors import ScalelabError
 

@@ -17,6 +17,7 @@ STAGES = {
     "evaluate": ("scalelab.evaluate.command", "test perplexity, bits per byte, BLEU and ROUGE for one run"),
     "aggregate": ("scalelab.evaluate.aggregate", "collect every run into results/metrics.csv"),
     "fit": ("scalelab.fit", "fit scaling laws to a metrics CSV"),
+    "curves": ("scalelab.curves", "fit schedule-aware laws to the runs' loss curves; predict any run's final loss"),
     "suggest": ("scalelab.suggest.command", "the next runs that most narrow the interval of the compute-optimal N"),
     "report": ("scalelab.report", "plots, tables and HTML for a study"),
     "track": ("scalelab.loggers", "add each run's evaluation to the trackers it trained with"),
@@ -31,7 +32,7 @@ WARM_STAGES = ("train", "trunk", "evaluate")
 def version_text() -> str:
     """`scalelab --version`: the version and each stage's code fingerprint (the hash a run's
     outputs depend on; a change reruns that stage), so two installs can be compared."""
-    from . import __version__
+    from .version import __version__
     from .store.fingerprint import STAGE_CODE, code_fingerprint
 
     lines = [f"scalelab {__version__}", "code fingerprints:"]

@@ -26,6 +26,7 @@ rule report:
         curves=expand("results/runs/{run}/curve.csv", run=RUN_IDS),
         evals=expand("results/runs/{run}/eval.json", run=RUN_IDS),  # the test tokens each run was scored on
         trunks=sorted(TRUNK_SEGMENTS.values()),  # WSD: each trunk segment's wall time, charged to one run
+        curve_laws=rules.curves.output.json if CURVES else [],  # fit.curves: the curve laws' forecast
     output:
         **rule_outputs(REPORT_DIR, report, directory),
     params:
@@ -41,4 +42,5 @@ rule report:
     shell:
         "scalelab report --metrics {input.metrics:q} --fit {input.fit:q} --runs {params.runs:q}"
         " --data-meta {input.meta:q} --suggest {input.suggest:q} --out {params.out:q} --spec {params.spec:q}"
-        " --settings {params.settings:q} --trunk-segments {params.trunks:q} > {log:q} 2>&1"
+        " --settings {params.settings:q} --trunk-segments {params.trunks:q}"
+        + (" --curves {input.curve_laws:q}" if CURVES else "") + " > {log:q} 2>&1"

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="corpus and tokenizer description (optional: the report says when it is absent)")
     parser.add_argument("--suggest", type=Path, default=None,
                         help="suggest.json from `scalelab suggest` for the What to run next section (optional)")
+    parser.add_argument("--curves", type=Path, default=None,
+                        help="curves.json from `scalelab curves` for the curve laws' forecast figure (optional)")
     parser.add_argument("--out", type=Path, default=Path("results/report"), help="output folder")
     parser.add_argument("--settings", default=None, metavar="JSON",
                         help="the study's resolved settings as a JSON object (scalelab.resolved.study_settings; "
@@ -49,5 +51,5 @@ def run(args: argparse.Namespace) -> None:
         if not isinstance(objects[flag], dict):
             raise ScalelabError(f"{flag}: expected a JSON object")
     summary = build_report(args.metrics, args.fit, args.runs, args.data_meta, args.out, settings, args.suggest,
-                           objects.get("--settings"), objects.get("--trunk-segments"))
+                           objects.get("--settings"), objects.get("--trunk-segments"), args.curves)
     print(summary, end="", flush=True)

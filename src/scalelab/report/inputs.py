@@ -97,6 +97,7 @@ class Study:
     suggest: dict | None = None  # suggest.json of `scalelab suggest` (None: not given)
     suggest_path: Path | None = None
     study_settings: dict | None = None  # the resolved config (scalelab.plan.resolved), when the workflow gave it
+    curve_laws: dict | None = None  # curves.json of `scalelab curves` (None: not given)
 
     def __post_init__(self) -> None:
         columns = self.fit["columns"]
@@ -149,6 +150,16 @@ def read_suggest(path: Path | None) -> dict | None:
     value = read_json(path)
     if not isinstance(value, dict) or not isinstance(value.get("runs"), list):
         raise ScalelabError(f"{path}: not a suggest.json of `scalelab suggest` (no list of runs)")
+    return value
+
+
+def read_curve_laws(path: Path | None) -> dict | None:
+    """curves.json of `scalelab curves`, or None when no path is given; one line if unreadable."""
+    if path is None:
+        return None
+    value = read_json(path, "curves.json")
+    if not isinstance(value, dict) or not isinstance(value.get("grid"), list) or "chosen" not in value:
+        raise ScalelabError(f"{path}: not a curves.json of `scalelab curves` (no grid forecast)")
     return value
 
 

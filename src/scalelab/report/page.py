@@ -9,7 +9,7 @@ import html
 import json
 from importlib import resources
 
-from .. import __version__
+from ..version import __version__
 from .figures import FigureBlock
 from .fmt import is_number, label
 from .inputs import Study

@@ -89,6 +89,7 @@ FIGURES = {f.name: f for f in (
     _figure("frontier", "Compute-optimal frontier", "Compute-optimal allocation", "figures_law"),
     _figure("lr_sensitivity", "Learning-rate sensitivity", "Hyperparameter sweeps", "figures_sweeps"),
     _figure("training_curves", "Training curves", "Training", "figures_runs"),
+    _figure("curve_forecast", "Curve law forecasts", "Training", "figures_curves"),
     _figure("bleu_rouge", "BLEU and ROUGE-L", "Generation quality", "figures_runs"),
     _figure("holdout", "Held-out check and fit residuals", "Held-out check", "figures_checks"),
     _figure("law_residuals", "Residuals of each law form", "Held-out check", "figures_checks"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from .. import __version__
+from ..version import __version__
 from .fmt import human, num
 from .inputs import Study
 from .tables import Cell, Table, blank_repeats, new_table

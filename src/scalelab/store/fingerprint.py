@@ -62,6 +62,9 @@ STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
     # the design, its law adapter and the shapes its snippet builds
     "suggest": [("suggest/*.py", None), ("law.py", None), ("shapes.py", None),
                 ("settings.py", ("SuggestSettings",))],
+    # the curve laws, and the lr schedules they read (the WSD plan's and the train package's)
+    "curves": [("curves/*.py", None), ("wsd.py", ("lr_factor", "branch_step", "warmup_steps", "family_id")),
+               ("train.py", ("lr_factor", "warmup_steps_for"))],
     # the whole report package: its modules, CSS and captions
     "report": [("report/*.py", None), ("report/*.css", None), ("report/captions/**/*.rst", None), ("law.py", None),
                ("settings.py", ("ReportSettings",))],
