@@ -54,7 +54,7 @@ def _normal_cdf(x):
     return 0.5 * (1 + np.sign(x) * erf)
 
 
-def _robust_sd(values: np.ndarray) -> np.ndarray:
+def robust_sd(values: np.ndarray) -> np.ndarray:
     """Per-column spread of bootstrap predictions: the interquartile range / 1.349 (a few wild
     resamples of a nonlinear law would inflate a plain standard deviation)."""
     if len(values) < 4:
@@ -78,7 +78,7 @@ def predictive_interval(components, level=LEVEL):
             continue
         sigma = np.nan_to_num(np.asarray(sigma, float), nan=0.0)  # a number, or one per prediction
         centre = np.median(log_preds, axis=0) if centre is None else np.asarray(centre, float)
-        spread = np.sqrt(_robust_sd(log_preds) ** 2 + sigma**2)
+        spread = np.sqrt(robust_sd(log_preds) ** 2 + sigma**2)
         parts.append((weight, centre, np.maximum(spread, 1e-12)))
     if not parts:
         return None

@@ -52,14 +52,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from ..law import compute_optimal, predict_loss  # noqa: E402  (part of fit's API)
 from ..settings import GRID_POINTS, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings  # noqa: E402
 from .optimal import allocation, prediction_budgets  # noqa: E402
-# The private _cluster is re-exported for the tests that check it.
 from .approach2 import (NOISE_MIN_SIZES, NOISE_WINDOW, fit_approach2, isoflop_groups, isoflop_window,  # noqa: E402
                         loss_noise, spline_minima)
 from .approach3 import (BOOTSTRAP_GRID_STARTS, FINAL_OPTIONS, FINAL_RERUNS, HUBER_DELTA,  # noqa: E402
                         MIN_PARALLEL_RUNS, PARAM_NAMES, SCREEN_OPTIONS, bootstrap_approach3, fit_approach3,
                         grid_objective, huber_objective, minimise, start_grid)
 from .command import SETTING_FLAGS, add_arguments, run, settings_from_args  # noqa: E402
-from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, _cluster  # noqa: E402
+from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, cluster  # noqa: E402
 from .hyperparameters import HPARAM_COLUMNS, HPARAM_RULE, fit_hyperparameters  # noqa: E402
 from .inputs import prepare, read_metrics  # noqa: E402
 from .outputs import FitResult, write_outputs  # noqa: E402

@@ -19,10 +19,10 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from ..errors import ScalelabError
-from ..fitted import FittedLaw, _robust_sd, log_distance
+from ..fitted import FittedLaw, robust_sd, log_distance
 from ..law import FORMS, LawForm
 from .approach3 import HUBER_DELTA, PARAM_NAMES
-from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, _n_distinct, _percentile_ci
+from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, n_distinct, percentile_ci
 from .forms import (BOOTSTRAP_STARTS, FormData, bootstrap_form, fit_form, form_data, natural, on_bound, residual_sigma)
 from .inputs import data_range
 
@@ -95,7 +95,7 @@ def identifiable(points: pd.DataFrame, form: LawForm) -> str | None:
     """Why `form` cannot be fitted to these points, or None if it can."""
     if len(points) == 0:
         return "no usable rows"
-    n_sizes, n_tokens = _n_distinct(points["params"]), _n_distinct(points["tokens"])
+    n_sizes, n_tokens = n_distinct(points["params"]), n_distinct(points["tokens"])
     if n_sizes < 3:
         return f"needs runs at 3 or more model sizes, found {n_sizes}"
     if n_tokens < 3:
@@ -188,7 +188,7 @@ def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
             runs = bootstrap_form(form, data, best["theta"], settings.bootstrap, settings.seed, settings.grid_points,
                                   workers, progress=say)
             table = _samples_table(form, data, runs)
-        ci = {k: _percentile_ci(table[k]) if settings.bootstrap else None for k in form.param_names}
+        ci = {k: percentile_ci(table[k]) if settings.bootstrap else None for k in form.param_names}
         sigma = residual_sigma(form, best["theta"], data)
         predicted = np.exp(form.log_law(best["theta"], data.x, data.y, data.u))
         residuals.append(pd.DataFrame({"form": name, "run": points["run"].to_numpy(), "params": points["params"].to_numpy(),
@@ -267,7 +267,7 @@ def _check_spread(form, rest: FormData, theta, test: FormData, settings, workers
     with np.errstate(all="ignore"):
         preds = np.array([form.log_law(run[1:], test.x, test.y, test.u) for run in runs if np.isfinite(run[0])])
     preds = preds[np.all(np.isfinite(preds), axis=1)] if len(preds) else preds
-    return _robust_sd(preds) if len(preds) else np.zeros(len(test.x))
+    return robust_sd(preds) if len(preds) else np.zeros(len(test.x))
 
 
 def _extrapolation_sigma_of(misses: dict, name: str, without: str | None = None) -> float | None:
@@ -412,7 +412,7 @@ def approach3_section(result: FormsResult, settings):
     with np.errstate(all="ignore"):
         a = params["beta"] / (params["alpha"] + params["beta"])
         b = params["alpha"] / (params["alpha"] + params["beta"])
-    ci = {name: _percentile_ci(samples[name]) if settings.bootstrap else None for name in PARAM_NAMES}
+    ci = {name: percentile_ci(samples[name]) if settings.bootstrap else None for name in PARAM_NAMES}
     return {**params, "objective": section["objective"], "huber_delta": HUBER_DELTA,
             "n_starts": section["n_starts"], "ci95": ci, "a": float(a), "b": float(b),
             "bootstrap": settings.bootstrap, "bootstrap_failed": section["bootstrap_failed"],

@@ -20,7 +20,8 @@ from scipy.optimize import minimize
 from scipy.special import huber
 
 from ..law import FORMS, LawForm, bounds_for
-from .approach3 import HUBER_DELTA, _parallel_map
+from .approach3 import HUBER_DELTA
+from .common import parallel_map
 
 # The objective is minimised in units of delta^2 (a point whose residual is delta costs ~0.5), so
 # that scipy's tolerances, absolute below 1, mean the same for any number of points.
@@ -198,5 +199,5 @@ def bootstrap_form(form: LawForm, data: FormData, best_theta, n_resamples: int, 
              for chunk in np.array_split(indices, n_chunks) if len(chunk)]
     if progress and n > SCREEN_ROWS:
         progress(f"{form.name}: {n_resamples} resamples of {n} rows, {len(tasks)} chunks")
-    runs = _parallel_map(_bootstrap_chunk, tasks, workers) if tasks else []
+    runs = parallel_map(_bootstrap_chunk, tasks, workers) if tasks else []
     return np.concatenate(runs) if runs else np.empty((0, len(best_theta) + 1))
