@@ -1,7 +1,7 @@
 """The budgets ahead (`--predict-flops`, else 10x and 100x the largest run), and Chinchilla's
 compute-optimal allocation at them from an Approach 3 law (N_opt, D_opt, the predicted loss, with
 bootstrap bands from each resample's own optimum). fit.json's `allocation` itself comes from the
-chosen form (`choose.allocation_section`).
+chosen form (`decision.allocation_section`).
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def _spread(origins: list[int], keep: int) -> list[int]:
     return [origins[i] for i in picks]
 
 
-def rolling_checks(points: pd.DataFrame, min_points: int = 6, max_origins: int = MAX_ORIGINS,
+def rolling_checks(points: pd.DataFrame, min_points: int = 10, max_origins: int = MAX_ORIGINS,
                    axes=tuple(AXES)) -> list[Check]:
     """Every walk-forward check of `points` along `axes`: train on the k smallest groups of the axis,
     test on all larger runs, for each origin k whose training runs hold 3+ sizes, 3+ token counts and
