@@ -19,7 +19,7 @@ from ..fitted import FittedLaw, log_distance
 from ..law import FORMS, LawForm
 from .approach3 import HUBER_DELTA, PARAM_NAMES
 from .common import n_distinct, percentile_ci
-from .evidence import RULE, choose_form, evidence_weights, extrapolation_sigma, log_density
+from .evidence import MARGIN_SDS, RULE, choose_form, evidence_weights, extrapolation_sigma, log_density
 from .forms import (BOOTSTRAP_STARTS, FormData, bootstrap_form, fit_form, form_data, natural, on_bound, residual_sigma)
 from .inputs import data_range
 from .validation import Check, largest_size_check, rolling_checks
@@ -279,7 +279,7 @@ def _choose(sections: dict, settings, result: FormsResult) -> None:
 
 def validation_section(result: FormsResult) -> dict:
     """fit.json's `validation`: the rolling-origin checks and the rule that picks the point law."""
-    return {"rule": RULE, "checks": [{"name": c.name, "axis": c.axis, "origin": c.origin, "n_train": int(c.train.sum()),
+    return {"rule": RULE, "margin_sds": MARGIN_SDS, "checks": [{"name": c.name, "axis": c.axis, "origin": c.origin, "n_train": int(c.train.sum()),
                                       "n_test": int(c.test.sum())} for c in result.checks]}
 
 

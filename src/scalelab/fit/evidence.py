@@ -32,7 +32,7 @@ MIN_COMMON = 3
 UPPER_LR = 1.642  # chi^2_1's 0.80 quantile: a one-sided 90 % upper bound
 BAYES_DRAWS = 1000
 RULE = ("Chinchilla's form is the point law unless another form's mean |log miss| over the rolling-origin "
-        f"checks is lower by more than {MARGIN_SDS:g} x the standard deviation of the per-check differences "
+        f"checks is lower by more than their spread ({MARGIN_SDS:g} x the standard deviation of the per-check differences) "
         f"(over {MIN_COMMON}+ shared checks); every form enters the intervals with its pseudo-BMA+ weight")
 
 
