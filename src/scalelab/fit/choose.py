@@ -20,7 +20,8 @@ from ..law import FORMS, LawForm
 from .approach3 import HUBER_DELTA, PARAM_NAMES
 from .common import n_distinct, percentile_ci
 from .evidence import MARGIN_SDS, RULE, choose_form, evidence_weights, extrapolation_sigma, log_density
-from .forms import (BOOTSTRAP_STARTS, FormData, bootstrap_form, fit_form, form_data, natural, on_bound, residual_sigma)
+from .forms import (BOOTSTRAP_STARTS, FormData, bootstrap_form, fit_form, form_data, natural, on_bound, prediction_variance,
+                    residual_sigma)
 from .inputs import data_range
 from .validation import Check, largest_size_check, rolling_checks
 
@@ -244,8 +245,10 @@ def _walk_forward(points, form: LawForm, data: FormData, result: FormsResult, se
         actual = points["loss"].to_numpy(float)[check.test]
         distance = log_distance(points["params"].to_numpy(float)[check.test],
                                 points["tokens"].to_numpy(float)[check.test], data_range(rest))
-        result.misses[(form.name, check.name)] = (np.log(actual / pred), distance,
-                                                  residual_sigma(form, refit["theta"], rest_data))
+        # The scatter the refit itself explains: its runs' noise and its parameters' uncertainty there.
+        scatter = np.sqrt(residual_sigma(form, refit["theta"], rest_data) ** 2
+                          + prediction_variance(form, refit["theta"], rest_data, test))
+        result.misses[(form.name, check.name)] = (np.log(actual / pred), distance, scatter)
         result.validation_fits[(form.name, check.name)] = (refit["theta"], rest_data)
     say(f"{form.name}: {sum(1 for k in result.misses if k[0] == form.name)} rolling-origin checks")
 

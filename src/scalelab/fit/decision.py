@@ -6,8 +6,8 @@ The interval of N_opt is a mixture over the fitted forms, weighted as the loss i
 (drift x e)^2), e the e-folds of compute beyond the largest fitted run. `drift` (forms.<name>.
 optimum_drift) measures misspecification directly: along the rolling origin (the form refitted on
 the runs below each check's origin), how far log N_opt at the budgets ahead moves between that
-refit and the full fit, per e-fold of compute the full fit added (the root mean square over the
-checks, the larger of the 10x and 100x budgets). A law that holds gives the same optimum whatever
+refit and the full fit, per e-fold of compute the full fit added (pooled over the checks:
+sqrt(sum move^2 / sum e-folds^2), the move the larger at the 10x and 100x budgets). A law that holds gives the same optimum whatever
 the origin and a drift of about its noise; a law that is wrong moves as the ladder grows, and its
 error at a budget far ahead is taken to grow in proportion to how far ahead it is.
 """
@@ -36,7 +36,7 @@ def optimum_drift(points, result: FormsResult) -> None:
         form = FORMS[name]
         with np.errstate(all="ignore"):
             full = np.log(optimal_allocation(form, section["params"], budgets)[0])
-        rates = []
+        moves, steps = [], []
         for (form_name, check_name), (theta, rest) in result.validation_fits.items():
             if form_name != name:
                 continue
@@ -46,8 +46,12 @@ def optimum_drift(points, result: FormsResult) -> None:
             with np.errstate(all="ignore"):
                 moved = np.log(optimal_allocation(form, natural(form, theta, rest), budgets)[0]) - full
             if np.all(np.isfinite(moved)):
-                rates.append(float(np.max(np.abs(moved))) / step)
-        section["optimum_drift"] = float(np.sqrt(np.mean(np.square(rates)))) if rates else None
+                moves.append(float(np.max(np.abs(moved))))
+                steps.append(step)
+        # Pooled (a line through the origin of |move| on step): checks that added little compute, whose
+        # moves are mostly noise, do not dominate as a ratio of two small numbers would.
+        section["optimum_drift"] = (float(np.sqrt(np.sum(np.square(moves)) / np.sum(np.square(steps))))
+                                    if moves else None)
 
 
 def allocation_section(result: FormsResult, budgets):

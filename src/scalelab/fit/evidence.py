@@ -4,12 +4,13 @@ scatter, which form is the point law, and each form's weight in the intervals.
 Every form is refitted on the training runs of each check of `scalelab.fit.validation.rolling_checks`
 and predicts that check's larger runs. From those misses:
 
-- `extrapolation_sigma`: how much a prediction's scatter grows per e-fold outside the fitted runs. A
-  check's runs share one refit, so their misses are one observation, not many: per check the RMS
-  log miss r, RMS distance d (`log_distance`, e-folds beyond the refit's runs) and the refit's
-  residual scatter s, and r^2 ~ (s^2 + k^2 d^2) chi^2_1. The value written is the one-sided 90 %
-  profile-likelihood upper bound of k, so a handful of checks that happen to miss little cannot
-  collapse it to 0 (the maximum-likelihood k is 0 on most ladders).
+- `extrapolation_sigma`: how much a prediction's scatter grows per e-fold outside the fitted runs:
+  log(actual/predicted) ~ Normal(0, s^2 + (k d)^2) at every predicted run outside its refit's runs,
+  d its `log_distance` (e-folds beyond the refit's runs) and s the scatter the refit explains
+  itself (its residual scatter and, by the delta method, its parameters' uncertainty at that run).
+  The value written is the one-sided 75 % profile-likelihood upper bound of k, not the
+  maximum-likelihood k, which is exactly 0 on most ladders (the runs of one check share a refit,
+  so they are not independent: the bound is a floor against collapse, not a calibrated 75 %).
 - the point law (`choose_form`): Chinchilla's form stays the point law unless another form predicts
   the checks better by more than the spread of the difference: mean over checks of
   (Chinchilla's mean |log miss| − the other's) > MARGIN_SDS × their standard deviation, over at
@@ -29,7 +30,7 @@ from scipy.optimize import brentq, minimize_scalar
 
 MARGIN_SDS = 1.0
 MIN_COMMON = 3
-UPPER_LR = 1.642  # chi^2_1's 0.80 quantile: a one-sided 90 % upper bound
+UPPER_LR = 0.455  # chi^2_1 median: a one-sided 75 % upper bound
 BAYES_DRAWS = 1000
 RULE = ("Chinchilla's form is the point law unless another form's mean |log miss| over the rolling-origin "
         f"checks is lower by more than their spread ({MARGIN_SDS:g} x the standard deviation of the per-check differences) "
@@ -37,17 +38,18 @@ RULE = ("Chinchilla's form is the point law unless another form's mean |log miss
 
 
 def per_check(misses) -> np.ndarray:
-    """(r^2, d^2, s^2) per check from [(log misses, distances, sigma), ...], checks with a distance only."""
+    """(z^2, d^2, s^2) per predicted run outside its refit's runs, from [(log misses, distances, scatter), ...]."""
     rows = []
     for z, d, s in misses:
-        keep = np.isfinite(z) & np.isfinite(d)
-        if keep.any() and np.sqrt(np.mean(d[keep] ** 2)) > 1e-9:
-            rows.append((np.mean(z[keep] ** 2), np.mean(d[keep] ** 2), max(float(s), 1e-6) ** 2))
+        s = np.broadcast_to(np.asarray(s, float), np.shape(z))
+        keep = np.isfinite(z) & np.isfinite(d) & np.isfinite(s) & (d > 1e-9)
+        if keep.any():
+            rows += list(zip(z[keep] ** 2, d[keep] ** 2, np.maximum(s[keep] ** 2, 1e-12)))
     return np.array(rows).reshape(-1, 3)
 
 
 def extrapolation_sigma(misses) -> float | None:
-    """The one-sided 90 % upper bound of the scatter per e-fold (see the module), None without a
+    """The one-sided 75 % upper bound of the scatter per e-fold (see the module), None without a
     check that left its refit's range."""
     table = per_check(misses)
     if not len(table):
@@ -103,8 +105,11 @@ def choose_form(errors: dict[str, dict[str, float]], fitted: list[str]) -> tuple
 def log_density(misses, k: float) -> float:
     """Mean over the check's runs of log Normal(z; 0, s^2 + (k d)^2)."""
     z, d, s = misses
-    keep = np.isfinite(z) & np.isfinite(d)
-    variance = max(float(s), 1e-6) ** 2 + (k * d[keep]) ** 2
+    s = np.broadcast_to(np.asarray(s, float), np.shape(z))
+    keep = np.isfinite(z) & np.isfinite(d) & np.isfinite(s)
+    if not keep.any():
+        return -np.inf
+    variance = np.maximum(s[keep], 1e-6) ** 2 + (k * d[keep]) ** 2
     return float(np.mean(-0.5 * (np.log(2 * np.pi * variance) + z[keep] ** 2 / variance)))
 
 
@@ -117,6 +122,7 @@ def evidence_weights(densities: dict[str, dict[str, float]], seed: int = 0) -> d
     if not common:
         return {k: 1 / len(names) for k in names}
     table = np.array([[densities[k][c] for c in common] for k in names])  # forms x checks
+    table = np.nan_to_num(table, nan=-1e6, neginf=-1e6)
     alphas = np.random.default_rng(seed).dirichlet(np.ones(len(common)), size=BAYES_DRAWS)
     scores = len(common) * alphas @ table.T  # draws x forms
     scores -= scores.max(axis=1, keepdims=True)

@@ -201,3 +201,20 @@ def bootstrap_form(form: LawForm, data: FormData, best_theta, n_resamples: int, 
         progress(f"{form.name}: {n_resamples} resamples of {n} rows, {len(tasks)} chunks")
     runs = parallel_map(_bootstrap_chunk, tasks, workers) if tasks else []
     return np.concatenate(runs) if runs else np.empty((0, len(best_theta) + 1))
+
+
+def prediction_variance(form: LawForm, theta, train: FormData, test: FormData) -> np.ndarray:
+    """The linearised (delta-method) variance of the fitted log loss at the test points that comes
+    from the parameters' uncertainty on the training points: diag(J_test (J^T J)^+ J_test^T) sigma^2,
+    sigma the residual scatter. A refit on few runs extrapolates with a large one; a check that
+    counts it as misfit would inflate the extrapolation scatter."""
+    sigma = residual_sigma(form, theta, train)
+    if not np.isfinite(sigma):
+        return np.full(len(test.x), np.inf)
+    with np.errstate(all="ignore"):
+        j_train = form.log_law(theta, train.x, train.y, train.u, jac=True)[1].T
+        j_test = form.log_law(theta, test.x, test.y, test.u, jac=True)[1].T
+    if not (np.all(np.isfinite(j_train)) and np.all(np.isfinite(j_test))):
+        return np.full(len(test.x), np.inf)
+    cov = np.linalg.pinv(j_train.T @ j_train, rcond=1e-10) * sigma**2
+    return np.einsum("ij,jk,ik->i", j_test, cov, j_test)

@@ -225,7 +225,7 @@ def render_forms(out: Draft, forms, validation: dict) -> None:
                       "extrapolation scatter: " + ("not learnt (no out-of-sample check left its refit's range)"
                                                    if section.get("extrapolation_sigma") is None else
                                                    f"{100 * section['extrapolation_sigma']:.3g} % (log loss) per e-fold "
-                                                   "outside the fitted runs (one-sided 90 % upper bound from the rolling checks)"),
+                                                   "outside the fitted runs (one-sided 75 % upper bound from the rolling checks)"),
                       f"rolling-check |relative error|: {checks}; mean {score}; mixture weight {section['weight']:.3g}",
                       "drift of log N_opt along the rolling origin: " + (
                           "n/a" if section.get("optimum_drift") is None else
