@@ -282,7 +282,8 @@ class FittedLaw:
         `params_low/high, tokens_low/high` of the optimum. With forms_mixed (the default) the
         interval of N_opt mixes every form by its weight, each Normal(its log N_opt, its bootstrap
         spread^2 + (optimum_drift x e-folds of compute beyond the fitted runs)^2); without, it is the
-        chosen form's bootstrap alone (each resample's own optimum). D_opt's interval is C/(6 N_opt)'s."""
+        chosen form's bootstrap alone (each resample's own optimum), which the mixed interval always
+        contains. D_opt's interval is C/(6 N_opt)'s."""
         flops = positive_values(C, "C")
         _check_level(level)
         if self.form.needs:
@@ -299,7 +300,10 @@ class FittedLaw:
         n_low, n_high = (self._optimum_interval(flops, level) if forms_mixed
                          else self._bootstrap_optimum_interval(self.form.name, flops, level))
         if forms_mixed:
-            n_low, n_high = np.minimum(n_low, n_opt), np.maximum(n_high, n_opt)
+            # Never narrower than the point law's own bootstrap (the mixture's Normal parts lose its skew).
+            own_low, own_high = self._bootstrap_optimum_interval(self.form.name, flops, level)
+            n_low = np.fmin(np.fmin(n_low, own_low), n_opt)
+            n_high = np.fmax(np.fmax(n_high, own_high), n_opt)
         table["params_low"], table["params_high"] = n_low, n_high
         table["tokens_low"], table["tokens_high"] = flops / (6 * n_high), flops / (6 * n_low)
         return table
