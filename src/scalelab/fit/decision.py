@@ -6,8 +6,10 @@ The interval of N_opt is a mixture over the fitted forms, weighted as the loss i
 (drift x e)^2), e the e-folds of compute beyond the largest fitted run. `drift` (forms.<name>.
 optimum_drift) measures misspecification directly: along the rolling origin (the form refitted on
 the runs below each check's origin), how far log N_opt at the budgets ahead moves between that
-refit and the full fit, per e-fold of compute the full fit added (pooled over the checks:
-sqrt(sum move^2 / sum e-folds^2), the move the larger at the 10x and 100x budgets). A law that holds gives the same optimum whatever
+refit and the full fit beyond what the refit's fewer runs explain (its delta-method variance of
+log N_opt less the full fit's), per e-fold of compute the full fit added: the one-sided 75 % upper
+bound of d in move ~ Normal(0, noise + (d · e-folds)^2) over the checks (the move the larger at
+the 10x and 100x budgets), as for the loss's extrapolation scatter (scalelab.fit.evidence). A law that holds gives the same optimum whatever
 the origin and a drift of about its noise; a law that is wrong moves as the ladder grows, and its
 error at a budget far ahead is taken to grow in proportion to how far ahead it is.
 """
@@ -19,9 +21,30 @@ from ..errors import ScalelabError
 from ..fitted import predictive_interval
 from ..law import FORMS, optimal_allocation
 from .choose import FormsResult, fitted_law
-from .forms import natural
+from .evidence import extrapolation_sigma
+from .forms import natural, residual_sigma
 
 DRIFT_BUDGETS = (10.0, 100.0)  # budgets (x the largest run) the drift is measured at
+
+
+def log_n_opt_variance(form, theta, data, budgets, step=1e-4) -> np.ndarray:
+    """The delta-method variance of log N_opt at each budget from a fit's parameter uncertainty
+    (sigma^2 (J^T J)^+ in the fitted coordinates); infinite where it cannot be computed."""
+    theta = np.asarray(theta, float)
+    sigma = residual_sigma(form, theta, data)
+    with np.errstate(all="ignore"):
+        jac = form.log_law(theta, data.x, data.y, data.u, jac=True)[1].T
+        grad = np.empty((len(theta), len(budgets)))
+        for k in range(len(theta)):
+            up, down = theta.copy(), theta.copy()
+            up[k] += step
+            down[k] -= step
+            grad[k] = (np.log(optimal_allocation(form, natural(form, up, data), budgets)[0])
+                       - np.log(optimal_allocation(form, natural(form, down, data), budgets)[0])) / (2 * step)
+    if not (np.isfinite(sigma) and np.all(np.isfinite(jac)) and np.all(np.isfinite(grad))):
+        return np.full(len(budgets), np.inf)
+    cov = np.linalg.pinv(jac.T @ jac, rcond=1e-10) * sigma**2
+    return np.einsum("kb,kl,lb->b", grad, cov, grad)
 
 
 def optimum_drift(points, result: FormsResult) -> None:
@@ -36,7 +59,8 @@ def optimum_drift(points, result: FormsResult) -> None:
         form = FORMS[name]
         with np.errstate(all="ignore"):
             full = np.log(optimal_allocation(form, section["params"], budgets)[0])
-        moves, steps = [], []
+        full_variance = log_n_opt_variance(form, result.thetas[name], result.data[name], budgets)
+        checks_seen = []
         for (form_name, check_name), (theta, rest) in result.validation_fits.items():
             if form_name != name:
                 continue
@@ -45,13 +69,14 @@ def optimum_drift(points, result: FormsResult) -> None:
                 continue
             with np.errstate(all="ignore"):
                 moved = np.log(optimal_allocation(form, natural(form, theta, rest), budgets)[0]) - full
-            if np.all(np.isfinite(moved)):
-                moves.append(float(np.max(np.abs(moved))))
-                steps.append(step)
-        # Pooled (a line through the origin of |move| on step): checks that added little compute, whose
-        # moves are mostly noise, do not dominate as a ratio of two small numbers would.
-        section["optimum_drift"] = (float(np.sqrt(np.sum(np.square(moves)) / np.sum(np.square(steps))))
-                                    if moves else None)
+            # The part of the move that fewer runs' noise explains: for nested fits, Var(refit − full)
+            # = Var(refit) − Var(full), each by the delta method.
+            noise = np.maximum(log_n_opt_variance(form, theta, rest, budgets) - full_variance, 0.0)
+            if np.all(np.isfinite(moved)) and np.all(np.isfinite(noise)):
+                worst = int(np.argmax(np.abs(moved)))
+                checks_seen.append((moved[[worst]], np.array([step]), np.sqrt(noise[[worst]])))
+        # The same upper bound as the loss's extrapolation scatter: move ~ Normal(0, noise + (drift·step)^2).
+        section["optimum_drift"] = extrapolation_sigma(checks_seen) if checks_seen else None
 
 
 def allocation_section(result: FormsResult, budgets):
