@@ -20,8 +20,9 @@ from .design import MIN_GAIN
 CSV_COLUMNS = [*TABLE_COLUMNS, "model", "why"]
 TRUST = ("candidates: no size below the smallest trained, tokens/param within {reach:g}x the trained range, and at "
          "least {share:.0%} of the FLOPs on runs within {{band:g}}x of the compute-optimal N for their own FLOPs; the "
-         "expected widths are a linearised forecast (in bench/suggest_vs_grid.py the width measured after refitting "
-         "was 0.7-2.5x the forecast): refit after the runs").format(reach=TOKENS_PER_PARAM_REACH, share=FRONTIER_SHARE)
+         "expected widths are a linearised forecast: in bench/suggest_vs_grid.py the width measured after refitting "
+         "was about 1.6x the forecast after a first round from a 3 x 3 start and 0.9-1.2x after later rounds "
+         "(docs/benchmarks.md); refit after the runs").format(reach=TOKENS_PER_PARAM_REACH, share=FRONTIER_SHARE)
 METHOD = ("linearised c-optimal design averaged over the bootstrap ensemble: greedy by expected width "
           "(not width per FLOP) within the budget, then exchange passes")
 
