@@ -197,8 +197,9 @@ def main(argv=None):
             for k in range(args.rounds)],
         "flops_near_frontier": float(np.median([e["flops_near_frontier"] for r in results for e in r["rounds"]
                                                 if e["flops_near_frontier"] is not None])),
-        "flops_at_or_below_largest": float(np.median([e["flops_at_or_below_largest"] for r in results
-                                                      for e in r["rounds"] if e["flops_at_or_below_largest"] is not None])),
+        "flops_at_or_below_largest": float(np.median([
+            e["flops_at_or_below_largest"] for r in results for e in r["rounds"]
+            if e["flops_at_or_below_largest"] is not None])),
         "runs_below_smallest": int(sum(e["runs_below_smallest"] for r in results for e in r["rounds"])),
         "seconds": round(time.perf_counter() - started, 1),
         "per_seed": [{k: r[k] for k in ("seed", "ratio", "hand", "suggested", "rounds")} for r in results],

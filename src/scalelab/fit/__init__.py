@@ -78,6 +78,7 @@ __all__ = [
     "SIZE_TOLERANCE", "add_arguments", "allocation", "bootstrap_approach3", "compute_optimal", "fit_all",
     "fit_approach2", "fit_approach3", "fit_frame", "fit_hyperparameters", "fit_power_law",
     "grid_objective", "huber_objective", "isoflop_groups", "isoflop_window", "loss_noise", "minimise", "predict_loss",
-    "prediction_budgets", "prepare", "read_metrics", "rolling_checks", "run", "select_runs", "settings_from_args", "spline_minima",
+    "prediction_budgets", "prepare", "read_metrics", "rolling_checks", "run", "select_runs", "settings_from_args",
+    "spline_minima",
     "start_grid", "write_outputs",
 ]

@@ -20,8 +20,8 @@ from ..law import FORMS, LawForm
 from .approach3 import HUBER_DELTA, PARAM_NAMES
 from .common import n_distinct, percentile_ci
 from .evidence import MARGIN_SDS, RULE, choose_form, evidence_weights, extrapolation_sigma, log_density
-from .forms import (BOOTSTRAP_STARTS, FormData, bootstrap_form, fit_form, form_data, natural, on_bound, prediction_variance,
-                    residual_sigma)
+from .forms import (BOOTSTRAP_STARTS, FormData, bootstrap_form, fit_form, form_data, natural, on_bound,
+                    prediction_variance, residual_sigma)
 from .inputs import data_range
 from .validation import Check, largest_size_check, rolling_checks
 
@@ -225,7 +225,8 @@ def _correlation(form, table, data):
                        for r in table.dropna().to_dict("records")])
     with np.errstate(all="ignore"):
         corr = np.corrcoef(thetas.T)
-    return {"of": list(form.theta_names), "matrix": [[float(v) if np.isfinite(v) else None for v in row] for row in corr]}
+    return {"of": list(form.theta_names),
+            "matrix": [[float(v) if np.isfinite(v) else None for v in row] for row in corr]}
 
 
 def _walk_forward(points, form: LawForm, data: FormData, result: FormsResult, settings, say) -> None:
@@ -282,8 +283,9 @@ def _choose(sections: dict, settings, result: FormsResult) -> None:
 
 def validation_section(result: FormsResult) -> dict:
     """fit.json's `validation`: the rolling-origin checks and the rule that picks the point law."""
-    return {"rule": RULE, "margin_sds": MARGIN_SDS, "checks": [{"name": c.name, "axis": c.axis, "origin": c.origin, "n_train": int(c.train.sum()),
-                                      "n_test": int(c.test.sum())} for c in result.checks]}
+    checks = [{"name": c.name, "axis": c.axis, "origin": c.origin, "n_train": int(c.train.sum()),
+               "n_test": int(c.test.sum())} for c in result.checks]
+    return {"rule": RULE, "margin_sds": MARGIN_SDS, "checks": checks}
 
 
 def fitted_law(sections: dict, chosen: str, samples: pd.DataFrame, ranges: dict, where="fit") -> FittedLaw:

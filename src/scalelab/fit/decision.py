@@ -9,7 +9,8 @@ the runs below each check's origin), how far log N_opt at the budgets ahead move
 refit and the full fit beyond what the refit's fewer runs explain (its delta-method variance of
 log N_opt less the full fit's), per e-fold of compute the full fit added: the one-sided 75 % upper
 bound of d in move ~ Normal(0, noise + (d · e-folds)^2) over the checks (the move the larger at
-the 10x and 100x budgets), as for the loss's extrapolation scatter (scalelab.fit.evidence). A law that holds gives the same optimum whatever
+the 10x and 100x budgets), as for the loss's extrapolation scatter (scalelab.fit.evidence).
+A law that holds gives the same optimum whatever
 the origin and a drift of about its noise; a law that is wrong moves as the ladder grows, and its
 error at a budget far ahead is taken to grow in proportion to how far ahead it is.
 """

@@ -33,7 +33,8 @@ MIN_COMMON = 3
 UPPER_LR = 0.455  # chi^2_1 median: a one-sided 75 % upper bound
 BAYES_DRAWS = 1000
 RULE = ("Chinchilla's form is the point law unless another form's mean |log miss| over the rolling-origin "
-        f"checks is lower by more than their spread ({MARGIN_SDS:g} x the standard deviation of the per-check differences) "
+        f"checks is lower by more than their spread ({MARGIN_SDS:g} x the standard deviation of the per-check "
+        "differences) "
         f"(over {MIN_COMMON}+ shared checks); every form enters the intervals with its pseudo-BMA+ weight")
 
 

@@ -47,7 +47,8 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
     form = FORMS[chosen]
     theta, rest = result.validation_fits[(chosen, check.name)]
     held = check.test
-    say(f"held-out check: {chosen} refitted on {int((~held).sum())} points, predict the largest size's {int(held.sum())}")
+    say(f"held-out check: {chosen} refitted on {int((~held).sum())} points, "
+        f"predict the largest size's {int(held.sum())}")
     sections = _refit_sections(result, check.name)
     n_boot = min(settings.bootstrap, HOLDOUT_BOOTSTRAP)
     samples = pd.DataFrame(columns=["form"])

@@ -163,9 +163,10 @@ def _recommend(entry: dict, predict_at: float | None) -> None:
         entry["recommended_why"] = "no compute budget to predict at"
     else:
         frame = law_c["_ols"].get_prediction(np.array([[1.0, math.log(predict_at)]])).summary_frame(alpha=0.05)
-        entry["recommended"] = {"flops": float(predict_at), "value": safe_exp(frame["mean"].iloc[0]),
-                                "ci95": [safe_exp(frame["mean_ci_lower"].iloc[0]), safe_exp(frame["mean_ci_upper"].iloc[0])],
-                                "pi95": [safe_exp(frame["obs_ci_lower"].iloc[0]), safe_exp(frame["obs_ci_upper"].iloc[0])]}
+        first = frame.iloc[0]
+        entry["recommended"] = {"flops": float(predict_at), "value": safe_exp(first["mean"]),
+                                "ci95": [safe_exp(first["mean_ci_lower"]), safe_exp(first["mean_ci_upper"])],
+                                "pi95": [safe_exp(first["obs_ci_lower"]), safe_exp(first["obs_ci_upper"])]}
 
 
 def _key_text(key: str, entry: dict) -> list[str]:

@@ -22,8 +22,8 @@ ESTIMATE_COLUMNS = ["parameter", "estimate", "ci_low", "ci_high"]
 ISOFLOP_COLUMNS = ["flops", "n_opt", "d_opt", "loss_opt", "n_points", "outside_sampled", "n_fit_points",
                    "fit_params_min", "fit_params_max", "n_opt_ci_low", "n_opt_ci_high", "log_n_opt_sd",
                    "interior_fraction"]
-ALLOCATION_COLUMNS = ["form", "flops", "n_opt", "n_opt_ci_low", "n_opt_ci_high", "d_opt", "d_opt_ci_low", "d_opt_ci_high",
-                      "tokens_per_param", "loss_pred", "loss_ci_low", "loss_ci_high", "extrapolation"]
+ALLOCATION_COLUMNS = ["form", "flops", "n_opt", "n_opt_ci_low", "n_opt_ci_high", "d_opt", "d_opt_ci_low",
+                      "d_opt_ci_high", "tokens_per_param", "loss_pred", "loss_ci_low", "loss_ci_high", "extrapolation"]
 FORMS_COLUMNS = ["form", "parameter", "estimate", "ci_low", "ci_high", "not_identified"]
 POWER_LAW_COLUMNS = ["law", "method", "parameter", "estimate", "ci_low", "ci_high", "r2"]
 
@@ -179,7 +179,8 @@ def render_holdout(out: Draft, section: dict | None, why: str | None, table: pd.
     if not why:
         n_out = sum(1 for inside in section["inside"] if not inside)
         out.lines += ["", f"== Held-out check: the largest size's runs (N = {section['params']:.4g}, "
-                      f"{len(section['inside'])} runs) predicted by the {section['form']} form refitted on the smaller sizes, "
+                      f"{len(section['inside'])} runs) predicted by the {section['form']} form refitted on the "
+                      "smaller sizes, "
                       f"max |relative error| {section['max_abs_rel_error']:.4g}; {len(section['inside']) - n_out} of "
                       f"{len(section['inside'])} actual losses inside their 95 % prediction interval ==",
                       _table_text(table)]
@@ -225,7 +226,8 @@ def render_forms(out: Draft, forms, validation: dict) -> None:
                       "extrapolation scatter: " + ("not learnt (no out-of-sample check left its refit's range)"
                                                    if section.get("extrapolation_sigma") is None else
                                                    f"{100 * section['extrapolation_sigma']:.3g} % (log loss) per e-fold "
-                                                   "outside the fitted runs (one-sided 75 % upper bound from the rolling checks)"),
+                                                   "outside the fitted runs (one-sided 75 % upper bound from the "
+                                                   "rolling checks)"),
                       f"rolling-check |relative error|: {checks}; mean {score}; mixture weight {section['weight']:.3g}",
                       "drift of log N_opt along the rolling origin: " + (
                           "n/a" if section.get("optimum_drift") is None else

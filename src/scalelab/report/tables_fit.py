@@ -159,10 +159,10 @@ def table_allocation(s: Study) -> Table:
                            "The N_opt and D_opt intervals are over its bootstrap resamples (each one's own "
                            "optimum); the loss interval is fit.json's prediction interval.")
     else:
-        table.notes.append(f"From the {', '.join(sorted(forms))} law: the N, D with C = 6·N·D that minimise it. The N_opt "
-                           "and D_opt intervals include form uncertainty: every fitted form by its weight, each widened "
-                           "by how far its N_opt drifted along the rolling origin, per e-fold of compute beyond the runs; "
-                           "the loss interval is fit.json's prediction interval.")
+        table.notes.append(f"From the {', '.join(sorted(forms))} law: the N, D with C = 6·N·D that minimise it. "
+                           "The N_opt and D_opt intervals include form uncertainty: every fitted form by its "
+                           "weight, each widened by how far its N_opt drifted along the rolling origin, per e-fold "
+                           "of compute beyond the runs; the loss interval is fit.json's prediction interval.")
         for a in allocation:
             own = a.get("n_opt_ci95_point_law_bootstrap")
             if own:

@@ -71,7 +71,8 @@ def trusted(done_params, done_tokens, cand_params, cand_tokens) -> np.ndarray:
     ratio = np.asarray(done_tokens, float) / np.asarray(done_params, float)
     cand_ratio = np.asarray(cand_tokens, float) / np.asarray(cand_params, float)
     return ((np.asarray(cand_params, float) >= np.min(done_params) * (1 - 1e-9))
-            & (cand_ratio >= ratio.min() / TOKENS_PER_PARAM_REACH) & (cand_ratio <= ratio.max() * TOKENS_PER_PARAM_REACH))
+            & (cand_ratio >= ratio.min() / TOKENS_PER_PARAM_REACH)
+            & (cand_ratio <= ratio.max() * TOKENS_PER_PARAM_REACH))
 
 
 def near_frontier(ensemble: Ensemble, cand_params, cand_tokens, band: float) -> np.ndarray:
