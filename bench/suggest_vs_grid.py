@@ -14,6 +14,13 @@ the target C is compared: the ratio of widths (hand-made / suggested) per seed, 
 seeds, and how often each interval covers the true N_opt.
 
     python bench/suggest_vs_grid.py [--seeds 10] [--rounds 3] [--bootstrap 100] [--grid-points 3]
+        [--truth chinchilla|farseer_like]
+
+`--truth farseer_like` draws the losses from a law outside the fitted form: Chinchilla's with a D
+exponent that grows with N (beta + 0.005 ln(N / 4e7)); its true N_opt is found numerically. Per
+round the log also says where the suggested FLOPs went: the share on runs within 2x of the true
+compute-optimal N for their own FLOPs, the share at sizes no larger than the largest trained, the
+runs below the smallest size, and the width the refit measured against the design's forecast.
 
 The last line printed is a JSON object with the figures.
 """
@@ -42,9 +49,44 @@ TARGET_FLOPS = 1e21  # ~1300x the largest starting run
 NOISE = 0.01
 
 
+TRUTH = "chinchilla"  # set by --truth
+N_REF = 4e7
+
+
+def clean_loss(params, tokens):
+    params, tokens = np.asarray(params, float), np.asarray(tokens, float)
+    if TRUTH == "chinchilla":
+        return predict_loss(params, tokens, **TRUE_LAW)
+    beta = TRUE_LAW["beta"] + 0.005 * np.log(params / N_REF)
+    return TRUE_LAW["E"] + TRUE_LAW["A"] / params ** TRUE_LAW["alpha"] + TRUE_LAW["B"] / tokens**beta
+
+
+def true_n_opt(flops) -> float:
+    """The N minimising the truth along C = 6·N·D (a fine grid in log N, then a local parabola)."""
+    log_n = np.linspace(np.log(flops / 6) * 0.2, np.log(flops / 6) * 0.8, 20001)
+    loss = clean_loss(np.exp(log_n), flops / (6 * np.exp(log_n)))
+    k = int(np.clip(np.argmin(loss), 1, len(loss) - 2))
+    y0, y1, y2 = loss[k - 1:k + 2]
+    return float(np.exp(log_n[k] + 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2) * (log_n[1] - log_n[0])))
+
+
 def true_loss(params, tokens, rng):
-    loss = predict_loss(params, tokens, **TRUE_LAW)
+    loss = clean_loss(params, tokens)
     return loss * np.exp(rng.normal(0.0, NOISE, size=np.shape(loss)))
+
+
+def where_flops_go(points, picked) -> dict:
+    """Shares of the picked runs' FLOPs near the true frontier (N within 2x of the true N_opt at their own
+    C = 6·N·D) and at sizes no larger than the largest trained; runs below the smallest size."""
+    if not len(picked):
+        return {"flops_near_frontier": None, "flops_at_or_below_largest": None, "runs_below_smallest": 0}
+    flops = 6 * picked[:, 0] * picked[:, 1]
+    n_opt = np.array([true_n_opt(c) for c in flops])
+    near = np.abs(np.log(picked[:, 0] / n_opt)) <= np.log(2)
+    largest, smallest = points["params"].max(), points["params"].min()
+    return {"flops_near_frontier": float(flops[near].sum() / flops.sum()),
+            "flops_at_or_below_largest": float(flops[picked[:, 0] <= largest * 1.01].sum() / flops.sum()),
+            "runs_below_smallest": int(np.sum(picked[:, 0] < smallest / 1.01))}
 
 
 def fit(points, bootstrap, starts, seed):
@@ -90,13 +132,13 @@ def one_seed(seed, rounds, bootstrap, starts):
         law, samples = fit(suggested, bootstrap, starts, seed)
         chosen, design = suggest_runs(chinchilla_ensemble(samples), suggested, TARGET_FLOPS, budget, max_runs)
         picked = np.column_stack([chosen["params"], chosen["tokens"]]) if len(chosen) else np.empty((0, 2))
+        placement = where_flops_go(suggested, picked)
         suggested = add(suggested, picked, suggested_rng)
-        log.append({"round": r + 1, "budget": budget, "hand_runs": max_runs, "suggested_runs": len(picked),
+        log.append({"round": r + 1, **placement, "budget": budget, "hand_runs": max_runs, "suggested_runs": len(picked),
                     "suggested_flops": design.cost, "width_before": design.width_now,
                     "expected_width": design.width_after[-1] if len(picked) else design.width_now,
                     "picked": [[float(n), float(d)] for n, d in picked]})
-    truth = np.log(compute_optimal(TARGET_FLOPS, TRUE_LAW["A"], TRUE_LAW["B"], TRUE_LAW["alpha"],
-                                   TRUE_LAW["beta"])[0])
+    truth = np.log(true_n_opt(TARGET_FLOPS))
     out = {"seed": seed, "rounds": log}
     for name, points in (("hand", hand), ("suggested", suggested)):
         _, samples = fit(points, bootstrap, starts, seed)
@@ -119,7 +161,10 @@ def main(argv=None):
     parser.add_argument("--bootstrap", type=int, default=100)
     parser.add_argument("--grid-points", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--truth", choices=["chinchilla", "farseer_like"], default="chinchilla")
     args = parser.parse_args(argv)
+    global TRUTH
+    TRUTH = args.truth
     starts = start_grid(args.grid_points)
     started = time.perf_counter()
     results = []
@@ -133,7 +178,7 @@ def main(argv=None):
               f"ratio {result['ratio']:.2f}", file=sys.stderr, flush=True)
     ratios = [r["ratio"] for r in results]
     summary = {
-        "bench": "suggest_vs_grid", "law": TRUE_LAW, "noise": NOISE, "start": "3x3",
+        "bench": "suggest_vs_grid", "truth": args.truth, "law": TRUE_LAW, "noise": NOISE, "start": "3x3",
         "target_flops": TARGET_FLOPS, "seeds": args.seeds, "rounds": args.rounds, "bootstrap": args.bootstrap,
         "median_width_ratio": float(np.median(ratios)), "min_width_ratio": float(np.min(ratios)),
         "max_width_ratio": float(np.max(ratios)),
@@ -147,6 +192,15 @@ def main(argv=None):
                                                           for r in results])),
         "median_measured_to_expected_width": float(np.median([e["measured_width"] / e["expected_width"]
                                                              for r in results for e in r["rounds"]])),
+        "measured_to_expected_width_by_round": [
+            float(np.median([r["rounds"][k]["measured_width"] / r["rounds"][k]["expected_width"] for r in results]))
+            for k in range(args.rounds)],
+        "flops_near_frontier": float(np.median([e["flops_near_frontier"] for r in results for e in r["rounds"]
+                                                if e["flops_near_frontier"] is not None])),
+        "flops_at_or_below_largest": float(np.median([
+            e["flops_at_or_below_largest"] for r in results for e in r["rounds"]
+            if e["flops_at_or_below_largest"] is not None])),
+        "runs_below_smallest": int(sum(e["runs_below_smallest"] for r in results for e in r["rounds"])),
         "seconds": round(time.perf_counter() - started, 1),
         "per_seed": [{k: r[k] for k in ("seed", "ratio", "hand", "suggested", "rounds")} for r in results],
     }

@@ -47,7 +47,7 @@ def isoflops(budgets, span, n_sizes, noise, seed, law=TRUTH, jitter=0.7):
 
 def budget_runs(points):
     """(size labels, log N, log loss) of every budget's runs, as loss_noise takes them."""
-    return [(fit._cluster(g["params"], fit.SIZE_TOLERANCE), np.log(g["params"].to_numpy()),
+    return [(fit.cluster(g["params"], fit.SIZE_TOLERANCE), np.log(g["params"].to_numpy()),
              np.log(g["loss"].to_numpy()))
             for _, g in points.groupby("isoflop_budget")]
 

@@ -125,12 +125,17 @@ def test_fit_json_has_forms_choice_inputs_and_holdout_intervals(fitted_folder):
     frame = fit.prepare(pd.read_csv(fitted_folder / "metrics.csv"))[0]
     assert result["inputs"]["rows_sha256"] == rows_sha256(frame)
     assert rows_sha256(frame.sample(frac=1, random_state=0)) != rows_sha256(frame)  # order is part of the rows
+    names = {c["name"] for c in result["validation"]["checks"]}
+    assert {c["axis"] for c in result["validation"]["checks"]} == {"params", "tokens", "flops"}
+    assert "spread" in result["validation"]["rule"]
     for section in result["forms"].values():
         if section["fitted"]:
-            assert set(section["validation"]) == {"largest_model", "largest_tokens", "top_compute"}
+            assert set(section["validation"]) <= names and section["validation"]
             assert 1 <= section["starts_at_optimum"] <= section["refined"]
     hold = result["holdout"]
     assert hold["form"] == result["chosen_form"]
+    largest = frame["params"].max()
+    assert sorted(hold["held_out"]) == sorted(frame["run"][frame["params"] >= largest / 1.01])  # the whole size
     assert all(lo <= p <= hi for lo, p, hi in zip(hold["low"], hold["predicted"], hold["high"]))
     assert hold["inside"] == [lo <= a <= hi for lo, a, hi in zip(hold["low"], hold["actual"], hold["high"])]
     boot = pd.read_csv(fitted_folder / "fit" / "forms_bootstrap.csv")
@@ -340,16 +345,20 @@ def test_log_distance_is_zero_inside_the_fitted_runs_and_counts_e_folds_outside(
     assert both[0] == pytest.approx(np.sqrt(2))
 
 
-def test_extrapolation_sigma_recovers_a_known_scatter_per_e_fold_and_is_zero_without_one():
-    from scalelab.fit.choose import extrapolation_sigma
+def test_extrapolation_sigma_is_an_upper_bound_that_does_not_collapse_and_tracks_a_known_scatter():
+    """Each check is one observation (its runs share one refit): the one-sided upper bound stays
+    above 0 when the checks miss no more than their scatter, stays small there, and lies above
+    a real scatter per e-fold when there is one."""
+    from scalelab.fit.evidence import extrapolation_sigma
 
     rng = np.random.default_rng(0)
-    distance, sigma = rng.uniform(0, 2, 600), np.full(600, 0.01)
-    plain = rng.normal(0, sigma)
-    assert extrapolation_sigma(plain, distance, sigma) == pytest.approx(0.0, abs=0.003)
-    growing = rng.normal(0, np.sqrt(sigma**2 + (0.05 * distance) ** 2))
-    assert extrapolation_sigma(growing, distance, sigma) == pytest.approx(0.05, rel=0.15)
-    assert extrapolation_sigma(plain, np.zeros(600), sigma) is None  # nothing was outside its refit
+    distance = [rng.uniform(0.2, 2, 10) for _ in range(12)]
+    plain = [(rng.normal(0, 0.01, 10), d, 0.01) for d in distance]
+    bound = extrapolation_sigma(plain)
+    assert 0 < bound < 0.02
+    growing = [(rng.normal(0, np.sqrt(0.01**2 + (0.05 * d) ** 2)), d, 0.01) for d in distance]
+    assert 0.05 < extrapolation_sigma(growing) < 0.15
+    assert extrapolation_sigma([(z, np.zeros(10), s) for z, _, s in plain]) is None  # nothing was outside its refit
 
 
 def test_a_law_that_extrapolated_badly_in_its_checks_gets_wider_intervals_outside_the_runs(tmp_path):

@@ -273,6 +273,8 @@ class SuggestSettings:
     tokens_per_step: batch_size x context: a new token count is at least one step.
     max_tokens: the most tokens a run may train (`--data-meta`'s train split, unless allow_repeat).
     allow_repeat: the config's data.allow_repeat (runs may then train past the train split).
+    frontier_band: candidates keep N within this factor of the point law's compute-optimal N for their
+        own FLOPs (and no size below the smallest trained): where the law has been checked.
     """
 
     target_flops: float | None = None
@@ -284,6 +286,7 @@ class SuggestSettings:
     tokens_per_step: int | None = None
     max_tokens: int | None = None
     allow_repeat: bool = False
+    frontier_band: float = 2.0
 
     @classmethod
     def from_dict(cls, values, where="--spec") -> "SuggestSettings":
@@ -310,6 +313,11 @@ def _suggest_value(key, value, label):
         return None
     if key in ("target_flops", "budget_flops"):
         return positive(value)
+    if key == "frontier_band":
+        band = positive(value)
+        if band <= 1:
+            raise ScalelabError(f"{label}: must be a factor above 1, got {value!r}")
+        return band
     if key == "max_runs":
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SUGGESTED_RUNS:
             raise ScalelabError(f"{label}: must be an integer from 1 to {MAX_SUGGESTED_RUNS}, got {value!r}")

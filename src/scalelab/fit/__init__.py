@@ -30,7 +30,11 @@ The package, one concern a module (this module re-exports their public names):
     approach2        IsoFLOP profiles (`fit_approach2`)
     optimal          the compute-optimal allocation (`allocation`)
     forms            any law form of scalelab.laws.law: fit, bootstrap, residual scatter (`fit_form`, ...)
-    choose           every form fitted and checked out of sample, one chosen; the held-out check
+    validation       rolling-origin (walk-forward) checks of a points table (`rolling_checks`)
+    evidence         what the checks say: extrapolation scatter, the point law's rule, the weights
+    choose           every form fitted and checked walk-forward, the point law chosen
+    holdout          the held-out check: the largest size's runs predicted from the smaller sizes
+    decision         N_opt, D_opt and the loss at the budgets ahead, with intervals over every form
     hyperparameters  laws of the best hyperparameters (`fit_hyperparameters`)
     outputs          fit.json, the tables and fit.txt (`FitResult`, `write_outputs`)
     pipeline         every section in order (`fit_all`, `fit_frame`)
@@ -52,28 +56,29 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from ..laws.law import compute_optimal, predict_loss  # noqa: E402  (part of fit's API)
 from ..config.stage_settings import GRID_POINTS, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings  # noqa: E402
 from .optimal import allocation, prediction_budgets  # noqa: E402
-# The private _cluster is re-exported for the tests that check it.
 from .approach2 import (NOISE_MIN_SIZES, NOISE_WINDOW, fit_approach2, isoflop_groups, isoflop_window,  # noqa: E402
                         loss_noise, spline_minima)
 from .approach3 import (BOOTSTRAP_GRID_STARTS, FINAL_OPTIONS, FINAL_RERUNS, HUBER_DELTA,  # noqa: E402
                         MIN_PARALLEL_RUNS, PARAM_NAMES, SCREEN_OPTIONS, bootstrap_approach3, fit_approach3,
                         grid_objective, huber_objective, minimise, start_grid)
 from .command import SETTING_FLAGS, add_arguments, run, settings_from_args  # noqa: E402
-from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, _cluster  # noqa: E402
+from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, cluster  # noqa: E402
 from .hyperparameters import HPARAM_COLUMNS, HPARAM_RULE, fit_hyperparameters  # noqa: E402
 from .inputs import prepare, read_metrics  # noqa: E402
 from .outputs import FitResult, write_outputs  # noqa: E402
 from .pipeline import fit_all, fit_frame  # noqa: E402
 from .power_laws import fit_power_law  # noqa: E402
 from .selection import select_runs  # noqa: E402
+from .validation import Check, rolling_checks  # noqa: E402
 
 __all__ = [
-    "BOOTSTRAP_GRID_STARTS", "FINAL_OPTIONS", "FINAL_RERUNS", "FLOPS_TOLERANCE", "FitResult", "FitSettings",
+    "BOOTSTRAP_GRID_STARTS", "Check", "FINAL_OPTIONS", "FINAL_RERUNS", "FLOPS_TOLERANCE", "FitResult", "FitSettings",
     "GRID_POINTS", "HPARAM_COLUMNS", "HPARAM_RULE", "HUBER_DELTA", "MAX_BOOTSTRAP", "MAX_GRID_POINTS",
     "MIN_PARALLEL_RUNS", "NOISE_MIN_SIZES", "NOISE_WINDOW", "PARAM_NAMES", "SCREEN_OPTIONS", "SETTING_FLAGS",
     "SIZE_TOLERANCE", "add_arguments", "allocation", "bootstrap_approach3", "compute_optimal", "fit_all",
     "fit_approach2", "fit_approach3", "fit_frame", "fit_hyperparameters", "fit_power_law",
     "grid_objective", "huber_objective", "isoflop_groups", "isoflop_window", "loss_noise", "minimise", "predict_loss",
-    "prediction_budgets", "prepare", "read_metrics", "run", "select_runs", "settings_from_args", "spline_minima",
+    "prediction_budgets", "prepare", "read_metrics", "rolling_checks", "run", "select_runs", "settings_from_args",
+    "spline_minima",
     "start_grid", "write_outputs",
 ]

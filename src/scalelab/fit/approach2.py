@@ -21,7 +21,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy.interpolate import Akima1DInterpolator
 
-from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, _cluster, _exp, _n_distinct, _percentile_ci
+from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, cluster, safe_exp, n_distinct, percentile_ci
 
 # The loss noise is the residual scatter of single runs (in log loss) around a parabola in log N
 # fitted near each budget's minimum, pooled over budgets: the sizes within NOISE_WINDOW of the
@@ -139,8 +139,8 @@ def fit_approach2(points: pd.DataFrame, budgets=None, bootstrap=0, seed=0) -> tu
     runs = []
     for flops, where in groups:
         group = points.iloc[where]
-        if _n_distinct(group["params"]) >= 3:
-            runs.append((flops, group, (_cluster(group["params"], SIZE_TOLERANCE),
+        if n_distinct(group["params"]) >= 3:
+            runs.append((flops, group, (cluster(group["params"], SIZE_TOLERANCE),
                                         np.log(group["params"].to_numpy(float)),
                                         np.log(group["loss"].to_numpy(float)))))
     if not runs:
@@ -187,7 +187,7 @@ def _fit_budget(flops, group: pd.DataFrame, sizes, sigma, draws, rng):
     if not interior:
         side = "smallest" if x_min <= x[0] else "largest"
         return None, f"the lowest loss is at the {side} sampled size (no minimum inside the sizes)", []
-    row = {"flops": flops, "n_opt": _exp(x_min), "loss_opt": float(np.exp(y_min)), "n_points": len(group),
+    row = {"flops": flops, "n_opt": safe_exp(x_min), "loss_opt": float(np.exp(y_min)), "n_points": len(group),
            "outside_sampled": False, "n_fit_points": len(group), "n_fit_sizes": len(x),
            "fit_params_min": float(np.exp(x[0])), "fit_params_max": float(np.exp(x[-1])),
            "n_opt_ci95": None, "log_n_opt_sd": None, "interior_fraction": None}
@@ -203,8 +203,8 @@ def _fit_budget(flops, group: pd.DataFrame, sizes, sigma, draws, rng):
         redrawn = stars[ok]
         floor = SD_FLOOR_SPACING * (x[-1] - x[0]) / (len(x) - 1)
         row["log_n_opt_sd"] = float(max(redrawn.std(), floor) / ok.mean())
-        row["n_opt"] = _exp(np.median(redrawn))
-        row["n_opt_ci95"] = _percentile_ci(np.exp(redrawn))
+        row["n_opt"] = safe_exp(np.median(redrawn))
+        row["n_opt_ci95"] = percentile_ci(np.exp(redrawn))
         row["loss_opt"] = float(np.exp(Akima1DInterpolator(x, y)(np.log(row["n_opt"]))))
     row["d_opt"] = flops / (6 * row["n_opt"])
     # The spline itself, for drawing: loss over the sampled sizes.
@@ -248,7 +248,7 @@ def _exponents_wls(section: dict, rows, log_c, weights) -> list[str]:
         section[key] = float(wls.params[1])
         section[f"{key}_ci95_ols"] = [float(ci[0]), float(ci[1])] if np.all(np.isfinite(ci)) else None
         if key == "a":
-            section["G"] = _exp(wls.params[0])
+            section["G"] = safe_exp(wls.params[0])
     section["a_ci95"], section["b_ci95"], section["ci_method"] = section["a_ci95_ols"], section["b_ci95_ols"], "ols"
     return summaries
 
@@ -264,7 +264,7 @@ def _exponents_bootstrap(section: dict, minima, log_c, weights) -> None:
         log_opt = np.stack([m[:n] for m in minima], axis=1)  # (redraws, budgets)
         dc = log_c - np.average(log_c, weights=weights)
         slopes = log_opt @ (weights * dc) / ((weights * dc) @ dc)
-        section["a_ci95_bootstrap"] = _percentile_ci(slopes)
-        section["b_ci95_bootstrap"] = _percentile_ci(1 - slopes)
+        section["a_ci95_bootstrap"] = percentile_ci(slopes)
+        section["b_ci95_bootstrap"] = percentile_ci(1 - slopes)
         section["a_ci95"], section["b_ci95"] = section["a_ci95_bootstrap"], section["b_ci95_bootstrap"]
         section["ci_method"] = "bootstrap"

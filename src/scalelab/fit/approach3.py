@@ -9,8 +9,6 @@ rerun with tight tolerances), the bootstrap of row resamples, the process pool t
 from __future__ import annotations
 
 import itertools
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -19,7 +17,7 @@ from scipy.special import huber
 
 from ..errors import ScalelabError
 from ..config.stage_settings import GRID_POINTS
-from .common import _exp, _n_distinct, _percentile_ci
+from .common import parallel_map, safe_exp
 
 HUBER_DELTA = 1e-3
 BOOTSTRAP_GRID_STARTS = 3  # grid starts per resample, besides the full-data optimum
@@ -135,16 +133,6 @@ def _bootstrap_chunk(task):
     return out
 
 
-def _parallel_map(func, tasks, workers):
-    if workers <= 1 or len(tasks) <= 1:
-        return [func(task) for task in tasks]
-    # fork: workers inherit the imported modules, so a pool costs milliseconds, not seconds.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-        return list(pool.map(func, tasks))
-
-
 def _n_chunks(n_items, n_runs, workers):
     """Several chunks per worker balance the load; one chunk when processes would not pay."""
     if workers <= 1 or n_runs < MIN_PARALLEL_RUNS:
@@ -156,7 +144,7 @@ def _law_from_theta(theta) -> dict:
     log_A, log_B, log_E, alpha, beta = (float(v) for v in theta)
     with np.errstate(all="ignore"):
         a, b = beta / (alpha + beta), alpha / (alpha + beta)
-    return {"E": _exp(log_E), "A": _exp(log_A), "B": _exp(log_B),
+    return {"E": safe_exp(log_E), "A": safe_exp(log_A), "B": safe_exp(log_B),
             "alpha": alpha, "beta": beta, "a": a, "b": b}
 
 
@@ -171,7 +159,7 @@ def fit_approach3(params, tokens, loss, starts=None, workers=1, delta=HUBER_DELT
             np.log(np.asarray(loss, float)))
     starts = start_grid() if starts is None else np.atleast_2d(np.asarray(starts, float))
     chunks = np.array_split(starts, _n_chunks(len(starts), len(starts), workers))
-    screened = np.concatenate(_parallel_map(_minimise_starts, [(c, data, delta, SCREEN_OPTIONS) for c in chunks],
+    screened = np.concatenate(parallel_map(_minimise_starts, [(c, data, delta, SCREEN_OPTIONS) for c in chunks],
                                             workers))[:, 0]
     best_starts = starts[np.argsort(screened, kind="stable")[:FINAL_RERUNS]]  # stable: worker count cannot matter
     finals = _minimise_starts((best_starts, data, delta, FINAL_OPTIONS))
@@ -200,46 +188,7 @@ def bootstrap_approach3(params, tokens, loss, best_theta, n_resamples, seed=0, s
     n_chunks = _n_chunks(n_resamples, n_resamples * (1 + grid_starts), workers)
     tasks = [(chunk, data, np.asarray(best_theta, float), starts, grid_starts, delta)
              for chunk in np.array_split(indices, n_chunks) if len(chunk)]
-    runs = np.concatenate(_parallel_map(_bootstrap_chunk, tasks, workers)) if tasks else np.empty((0, 6))
+    runs = np.concatenate(parallel_map(_bootstrap_chunk, tasks, workers)) if tasks else np.empty((0, 6))
     rows = [{**_law_from_theta(theta), "objective": objective} if np.isfinite(objective)
             else dict.fromkeys((*PARAM_NAMES, "objective"), np.nan) for objective, *theta in runs]
     return pd.DataFrame(rows, columns=[*PARAM_NAMES, "objective"])
-
-
-def _identifiable(points: pd.DataFrame) -> str | None:
-    """Why the 5-parameter law cannot be fitted to these points, or None if it can.
-
-    With the law additive in N and D, A and alpha need 3 model sizes and B and beta 3 token
-    counts (2 sizes leave E, A and alpha with 2 equations), and we want more points than parameters.
-    """
-    if len(points) == 0:
-        return "no usable rows"
-    n_sizes, n_tokens = _n_distinct(points["params"]), _n_distinct(points["tokens"])
-    if n_sizes < 3:
-        return f"needs runs at 3 or more model sizes, found {n_sizes}"
-    if n_tokens < 3:
-        return f"needs runs at 3 or more token counts, found {n_tokens}"
-    if len(points) < 6:
-        return f"needs at least 6 points for 5 parameters, found {len(points)}"
-    return None
-
-
-def approach3_section(points: pd.DataFrame, starts, workers, bootstrap, seed, say):
-    """fit.json's `approach3` section (None when the points cannot identify the law), why not, and
-    the bootstrap's parameters, one row per resample (empty without a bootstrap)."""
-    samples = pd.DataFrame(columns=[*PARAM_NAMES, "objective"])
-    why = _identifiable(points)
-    if why is not None:
-        return None, why, samples
-    say(f"approach 3: {len(starts)} starts on {len(points)} points")
-    law = fit_approach3(points["params"], points["tokens"], points["loss"], starts, workers)
-    if bootstrap:
-        say(f"approach 3: {bootstrap} bootstrap resamples")
-        samples = bootstrap_approach3(points["params"], points["tokens"], points["loss"], law["theta"],
-                                      bootstrap, seed, starts, workers)
-    ci = {name: _percentile_ci(samples[name]) if bootstrap else None for name in PARAM_NAMES}
-    section = {k: law[k] for k in ("E", "A", "B", "alpha", "beta", "objective", "huber_delta", "n_starts")}
-    section.update({"ci95": ci, "a": law["a"], "b": law["b"], "bootstrap": bootstrap,
-                    "bootstrap_failed": int(samples["E"].isna().sum()),
-                    "starts_at_optimum": law["starts_at_optimum"], "seed": seed})
-    return section, None, samples

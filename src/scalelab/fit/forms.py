@@ -20,7 +20,8 @@ from scipy.optimize import minimize
 from scipy.special import huber
 
 from ..laws.law import FORMS, LawForm, bounds_for
-from .approach3 import HUBER_DELTA, _parallel_map
+from .approach3 import HUBER_DELTA
+from .common import parallel_map
 
 # The objective is minimised in units of delta^2 (a point whose residual is delta costs ~0.5), so
 # that scipy's tolerances, absolute below 1, mean the same for any number of points.
@@ -198,5 +199,22 @@ def bootstrap_form(form: LawForm, data: FormData, best_theta, n_resamples: int, 
              for chunk in np.array_split(indices, n_chunks) if len(chunk)]
     if progress and n > SCREEN_ROWS:
         progress(f"{form.name}: {n_resamples} resamples of {n} rows, {len(tasks)} chunks")
-    runs = _parallel_map(_bootstrap_chunk, tasks, workers) if tasks else []
+    runs = parallel_map(_bootstrap_chunk, tasks, workers) if tasks else []
     return np.concatenate(runs) if runs else np.empty((0, len(best_theta) + 1))
+
+
+def prediction_variance(form: LawForm, theta, train: FormData, test: FormData) -> np.ndarray:
+    """The linearised (delta-method) variance of the fitted log loss at the test points that comes
+    from the parameters' uncertainty on the training points: diag(J_test (J^T J)^+ J_test^T) sigma^2,
+    sigma the residual scatter. A refit on few runs extrapolates with a large one; a check that
+    counts it as misfit would inflate the extrapolation scatter."""
+    sigma = residual_sigma(form, theta, train)
+    if not np.isfinite(sigma):
+        return np.full(len(test.x), np.inf)
+    with np.errstate(all="ignore"):
+        j_train = form.log_law(theta, train.x, train.y, train.u, jac=True)[1].T
+        j_test = form.log_law(theta, test.x, test.y, test.u, jac=True)[1].T
+    if not (np.all(np.isfinite(j_train)) and np.all(np.isfinite(j_test))):
+        return np.full(len(test.x), np.inf)
+    cov = np.linalg.pinv(j_train.T @ j_train, rcond=1e-10) * sigma**2
+    return np.einsum("ij,jk,ik->i", j_test, cov, j_test)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 
-from .common import SIZE_TOLERANCE, _cluster, _exp, _n_distinct
+from .common import SIZE_TOLERANCE, cluster, safe_exp, n_distinct
 
 HPARAM_RULE = ("per (N, D) group, the loss averaged over seeds at each value; a quadratic in log(value) "
                "(statsmodels OLS on every run) through the best value and its neighbour on each side; "
@@ -75,8 +75,8 @@ def _loglog_law(x, y) -> dict:
         ols = sm.OLS(np.log(y), X).fit()
         ci = np.asarray(ols.conf_int(0.05))
     finite = np.all(np.isfinite(ci))
-    return {"coefficient": _exp(ols.params[0]), "exponent": float(ols.params[1]),
-            "ci95": {"coefficient": [_exp(ci[0, 0]), _exp(ci[0, 1])] if finite else None,
+    return {"coefficient": safe_exp(ols.params[0]), "exponent": float(ols.params[1]),
+            "ci95": {"coefficient": [safe_exp(ci[0, 0]), safe_exp(ci[0, 1])] if finite else None,
                      "exponent": [float(ci[1, 0]), float(ci[1, 1])] if finite else None},
             "r2": float(ols.rsquared), "n_groups": len(x), "_ols": ols}
 
@@ -96,8 +96,8 @@ def fit_hyperparameters(points: pd.DataFrame, keys, predict_at: float | None):
     if len(points) == 0:
         return None, "no usable rows", table, []
     section, rows, text, reasons = {}, [], [], []
-    group_labels = pd.MultiIndex.from_arrays([_cluster(points["params"], SIZE_TOLERANCE),
-                                              _cluster(points["tokens"], SIZE_TOLERANCE)])
+    group_labels = pd.MultiIndex.from_arrays([cluster(points["params"], SIZE_TOLERANCE),
+                                              cluster(points["tokens"], SIZE_TOLERANCE)])
     labels = pd.factorize(group_labels, sort=True)[0]
     for key in keys:
         entry, why = _key_entry(points, labels, key, keys, predict_at)
@@ -148,7 +148,7 @@ def _fit_laws(entry: dict, inner: list[dict]) -> None:
         if len(inner) < 3:
             entry[f"{law_key}_why"] = (f"{len(inner)} groups have an optimum inside the sweep "
                                        f"({entry['n_edge']} at an edge); the law needs 3 or more")
-        elif _n_distinct(x) < 2:
+        elif n_distinct(x) < 2:
             entry[f"{law_key}_why"] = f"every group has the same {var}"
         else:
             entry[law_key] = _loglog_law(x, np.array([g["optimum"] for g in inner]))
@@ -163,9 +163,10 @@ def _recommend(entry: dict, predict_at: float | None) -> None:
         entry["recommended_why"] = "no compute budget to predict at"
     else:
         frame = law_c["_ols"].get_prediction(np.array([[1.0, math.log(predict_at)]])).summary_frame(alpha=0.05)
-        entry["recommended"] = {"flops": float(predict_at), "value": _exp(frame["mean"].iloc[0]),
-                                "ci95": [_exp(frame["mean_ci_lower"].iloc[0]), _exp(frame["mean_ci_upper"].iloc[0])],
-                                "pi95": [_exp(frame["obs_ci_lower"].iloc[0]), _exp(frame["obs_ci_upper"].iloc[0])]}
+        first = frame.iloc[0]
+        entry["recommended"] = {"flops": float(predict_at), "value": safe_exp(first["mean"]),
+                                "ci95": [safe_exp(first["mean_ci_lower"]), safe_exp(first["mean_ci_upper"])],
+                                "pi95": [safe_exp(first["obs_ci_lower"]), safe_exp(first["obs_ci_upper"])]}
 
 
 def _key_text(key: str, entry: dict) -> list[str]:

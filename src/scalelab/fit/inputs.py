@@ -30,14 +30,14 @@ def rows_sha256(points: pd.DataFrame) -> str:
 
 
 def data_range(points: pd.DataFrame) -> dict:
-    """[min, max] of the fitted runs' params, tokens and tokens per parameter: fit.json's
+    """[min, max] of the fitted runs' params, tokens, tokens per parameter and FLOPs: fit.json's
     `inputs.range`, against which a prediction says how far it extrapolates."""
     if not len(points):
         return {}
     per_param = points["tokens"] / points["params"]
     return {name: [float(values.min()), float(values.max())]
             for name, values in (("params", points["params"]), ("tokens", points["tokens"]),
-                                 ("tokens_per_param", per_param))}
+                                 ("tokens_per_param", per_param), ("flops", points["flops"]))}
 
 
 def _check_header(path: Path) -> None:

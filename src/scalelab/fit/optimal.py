@@ -1,7 +1,7 @@
 """The budgets ahead (`--predict-flops`, else 10x and 100x the largest run), and Chinchilla's
 compute-optimal allocation at them from an Approach 3 law (N_opt, D_opt, the predicted loss, with
 bootstrap bands from each resample's own optimum). fit.json's `allocation` itself comes from the
-chosen form (`choose.allocation_section`).
+chosen form (`decision.allocation_section`).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..laws.law import compute_optimal, predict_loss
-from .common import _percentile_ci
+from .common import percentile_ci
 
 
 def prediction_budgets(points, predict_flops) -> list[float]:
@@ -33,7 +33,7 @@ def allocation(law: dict, flops, samples: pd.DataFrame | None = None) -> list[di
                 s = {k: samples[k].to_numpy(float) for k in ("E", "A", "B", "alpha", "beta")}
                 n_b, d_b = compute_optimal(c, s["A"], s["B"], s["alpha"], s["beta"])
                 loss_b = predict_loss(n_b, d_b, s["E"], s["A"], s["B"], s["alpha"], s["beta"])
-            row.update(loss_ci95=_percentile_ci(loss_b), n_opt_ci95=_percentile_ci(n_b), d_opt_ci95=_percentile_ci(d_b))
+            row.update(loss_ci95=percentile_ci(loss_b), n_opt_ci95=percentile_ci(n_b), d_opt_ci95=percentile_ci(d_b))
         rows.append(row)
     return rows
 

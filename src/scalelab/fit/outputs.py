@@ -22,8 +22,8 @@ ESTIMATE_COLUMNS = ["parameter", "estimate", "ci_low", "ci_high"]
 ISOFLOP_COLUMNS = ["flops", "n_opt", "d_opt", "loss_opt", "n_points", "outside_sampled", "n_fit_points",
                    "fit_params_min", "fit_params_max", "n_opt_ci_low", "n_opt_ci_high", "log_n_opt_sd",
                    "interior_fraction"]
-ALLOCATION_COLUMNS = ["form", "flops", "n_opt", "d_opt", "tokens_per_param", "loss_pred", "loss_ci_low", "loss_ci_high",
-                      "extrapolation"]
+ALLOCATION_COLUMNS = ["form", "flops", "n_opt", "n_opt_ci_low", "n_opt_ci_high", "d_opt", "d_opt_ci_low",
+                      "d_opt_ci_high", "tokens_per_param", "loss_pred", "loss_ci_low", "loss_ci_high", "extrapolation"]
 FORMS_COLUMNS = ["form", "parameter", "estimate", "ci_low", "ci_high", "not_identified"]
 POWER_LAW_COLUMNS = ["law", "method", "parameter", "estimate", "ci_low", "ci_high", "r2"]
 
@@ -156,12 +156,21 @@ def render_allocation(out: Draft, rows: list[dict] | None, why: str | None) -> N
     out.section("allocation", rows, why, "Compute-optimal allocation: not computed")
     if why:
         return
-    out.tables["allocation"] = pd.DataFrame([{**{k: v for k, v in row.items() if not k.endswith("ci95")},
-                                              "loss_ci_low": (row["loss_ci95"] or [None, None])[0],
-                                              "loss_ci_high": (row["loss_ci95"] or [None, None])[1]}
+    out.tables["allocation"] = pd.DataFrame([{**{k: v for k, v in row.items() if "ci95" not in k},
+                                              **{f"{key}_ci_{end}": (row[f"{key}_ci95"] or [None, None])[i]
+                                                 for key in ("loss", "n_opt", "d_opt")
+                                                 for i, end in enumerate(("low", "high"))}}
                                              for row in rows], columns=ALLOCATION_COLUMNS)
-    out.lines += ["", f"== Compute-optimal allocation ({rows[0]['form']} form, C = 6*N*D; loss with its 95 % "
-                  "prediction interval) ==", _table_text(out.tables["allocation"])]
+    out.lines += ["", f"== Compute-optimal allocation ({rows[0]['form']} form, C = 6*N*D; 95 % intervals: N_opt and "
+                  "D_opt mix every form by its weight and widen with the drift of N_opt along the rolling origin; "
+                  "the loss at the optimum is a prediction interval over every form with the extrapolation scatter) ==",
+                  _table_text(out.tables["allocation"])]
+    for row in rows:
+        own = row.get("n_opt_ci95_point_law_bootstrap")
+        if own and row["n_opt_ci95"]:
+            out.lines.append(f"at C = {row['flops']:.3g}: N_opt 95 % interval [{row['n_opt_ci95'][0]:.3g}, "
+                             f"{row['n_opt_ci95'][1]:.3g}] with form uncertainty and drift; the {row['form']} "
+                             f"bootstrap alone gives [{own[0]:.3g}, {own[1]:.3g}]")
 
 
 def render_holdout(out: Draft, section: dict | None, why: str | None, table: pd.DataFrame) -> None:
@@ -169,7 +178,9 @@ def render_holdout(out: Draft, section: dict | None, why: str | None, table: pd.
     out.tables["holdout"] = table
     if not why:
         n_out = sum(1 for inside in section["inside"] if not inside)
-        out.lines += ["", f"== Held-out check: the {section['form']} form refitted without the top compute group, "
+        out.lines += ["", f"== Held-out check: the largest size's runs (N = {section['params']:.4g}, "
+                      f"{len(section['inside'])} runs) predicted by the {section['form']} form refitted on the "
+                      "smaller sizes, "
                       f"max |relative error| {section['max_abs_rel_error']:.4g}; {len(section['inside']) - n_out} of "
                       f"{len(section['inside'])} actual losses inside their 95 % prediction interval ==",
                       _table_text(table)]
@@ -182,13 +193,18 @@ def render_holdout(out: Draft, section: dict | None, why: str | None, table: pd.
                 f"{100 * section['max_abs_rel_error']:.2f} %): the law extrapolates worse than it claims")
 
 
-def render_forms(out: Draft, forms) -> None:
-    """fit.json's forms, chosen_form and why; the forms, forms_bootstrap and residuals tables."""
+def render_forms(out: Draft, forms, validation: dict) -> None:
+    """fit.json's forms, chosen_form and why, validation; the forms, forms_bootstrap and residuals tables."""
     out.result["forms"] = forms.sections
     out.result["chosen_form"] = forms.chosen
     out.result["chosen_form_why"] = forms.why
+    out.result["validation"] = validation
     rows = []
-    out.lines += ["", f"== Law forms: chosen {forms.chosen} ({forms.why}) =="]
+    checks = ", ".join(f"{c['name']} ({c['n_train']} fit, {c['n_test']} predicted)" for c in validation["checks"])
+    out.lines += ["", f"== Law forms: point law {forms.chosen} ({forms.why}) ==",
+                  f"rule: {validation['rule']}",
+                  f"rolling-origin checks (axis:k = fitted on the k smallest groups of that axis, every larger run "
+                  f"predicted): {checks or 'none possible'}"]
     for name, section in forms.sections.items():
         if not section.get("fitted"):
             out.lines.append(f"{name}: not fitted: {section['why']}")
@@ -210,8 +226,13 @@ def render_forms(out: Draft, forms) -> None:
                       "extrapolation scatter: " + ("not learnt (no out-of-sample check left its refit's range)"
                                                    if section.get("extrapolation_sigma") is None else
                                                    f"{100 * section['extrapolation_sigma']:.3g} % (log loss) per e-fold "
-                                                   "outside the fitted runs, learnt from the out-of-sample checks"),
-                      f"out-of-sample |relative error|: {checks}; mean {score}; mixture weight {section['weight']:.3g}",
+                                                   "outside the fitted runs (one-sided 75 % upper bound from the "
+                                                   "rolling checks)"),
+                      f"rolling-check |relative error|: {checks}; mean {score}; mixture weight {section['weight']:.3g}",
+                      "drift of log N_opt along the rolling origin: " + (
+                          "n/a" if section.get("optimum_drift") is None else
+                          f"{section['optimum_drift']:.3g} per e-fold of compute the fit added (it widens the N_opt "
+                          "interval in proportion to the e-folds beyond the largest run)"),
                       _table_text(pd.DataFrame([r for r in rows if r["form"] == name]).drop(columns="form"))]
         corr = section.get("theta_correlation")
         if corr:

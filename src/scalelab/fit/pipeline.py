@@ -18,8 +18,9 @@ from ..config.stage_settings import FitSettings
 from ..laws.law import FLOPS_CONVENTION
 from .optimal import prediction_budgets
 from .approach2 import fit_approach2
-from .choose import (allocation_section, approach3_section, check_requested, disagreement_section, fit_forms,
-                     holdout_section)
+from .choose import approach3_section, check_requested, fit_forms, validation_section
+from .decision import allocation_section, disagreement_section, optimum_drift
+from .holdout import holdout_section
 from .hyperparameters import fit_hyperparameters
 from .inputs import data_range, prepare, rows_sha256
 from .outputs import (Draft, FitResult, render_allocation, render_approach2, render_approach3, render_disagreement,
@@ -62,7 +63,8 @@ def fit_all(df: pd.DataFrame, settings: FitSettings | None = None, *, loss_col=N
                                   "range": data_range(points)}})
 
     forms = fit_forms(points, settings, workers, say)
-    render_forms(out, forms)
+    optimum_drift(points, forms)
+    render_forms(out, forms, validation_section(forms))
     law, why3 = approach3_section(forms, settings)
     render_approach3(out, law, why3, forms.chinchilla_samples)
     render_power_laws(out, power_law_sections(points))

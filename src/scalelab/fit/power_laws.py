@@ -15,7 +15,7 @@ import statsmodels.api as sm
 from scipy import stats
 from scipy.optimize import curve_fit
 
-from .common import SIZE_TOLERANCE, _cluster, _exp, _n_distinct
+from .common import SIZE_TOLERANCE, cluster, safe_exp, n_distinct
 
 # fit.json key, the size that varies, the one held fixed, the coefficient's name, the size's
 # symbol in fit.txt, the exponent's name
@@ -61,8 +61,8 @@ def _loglog_section(result, r2) -> dict | None:
         return None
     ci = np.asarray(result.conf_int(0.05))
     ok = np.all(np.isfinite(ci))
-    return {"A": _exp(result.params[0]), "exponent": -float(result.params[1]),
-            "ci95": {"A": [_exp(ci[0, 0]), _exp(ci[0, 1])] if ok else None,
+    return {"A": safe_exp(result.params[0]), "exponent": -float(result.params[1]),
+            "ci95": {"A": [safe_exp(ci[0, 0]), safe_exp(ci[0, 1])] if ok else None,
                      "exponent": [-float(ci[1, 1]), -float(ci[1, 0])] if ok else None},
             "r2": r2}
 
@@ -90,7 +90,7 @@ def _nonlinear_fit(x, loss) -> dict:
     if best is not None:
         sse, (E, log_A, exponent), pcov = best
         sst = float(np.sum((loss - loss.mean()) ** 2))
-        nonlinear = {"E": float(E), "A": _exp(log_A), "exponent": float(exponent),
+        nonlinear = {"E": float(E), "A": safe_exp(log_A), "exponent": float(exponent),
                      "r2": 1 - sse / sst if sst > 0 else None}
         # A parameter on an active bound (E at 0 or at the lowest loss, the exponent at 0) has no
         # covariance interval: the symmetric t interval would cross the bound (E [-2.7, 2.7]).
@@ -102,7 +102,7 @@ def _nonlinear_fit(x, loss) -> dict:
         if dof >= 1 and np.all(np.isfinite(se)):
             t = stats.t.ppf(0.975, dof)
             nonlinear["ci95"] = {"E": [max(E - t * se[0], 0.0), min(E + t * se[0], float(loss.min()))],
-                                 "A": [_exp(log_A - t * se[1]), _exp(log_A + t * se[1])],
+                                 "A": [safe_exp(log_A - t * se[1]), safe_exp(log_A + t * se[1])],
                                  "exponent": [max(exponent - t * se[2], 0.0), exponent + t * se[2]]}
             for name in at_bound:
                 nonlinear["ci95"][name] = None
@@ -113,10 +113,10 @@ def _nonlinear_fit(x, loss) -> dict:
 
 def _slice_power_law(points, vary, fixed, coefficient, exponent):
     """Fit the one-variable law at the largest `fixed` value that has 3 or more `vary` sizes."""
-    labels = _cluster(points[fixed], SIZE_TOLERANCE)
+    labels = cluster(points[fixed], SIZE_TOLERANCE)
     for label in np.unique(labels)[::-1]:  # labels grow with the value: largest slice first
         slice_ = points[labels == label]
-        if _n_distinct(slice_[vary]) >= 3:
+        if n_distinct(slice_[vary]) >= 3:
             section, summaries = fit_power_law(slice_[vary], slice_["loss"], (coefficient, exponent))
             names = {"A": coefficient, "exponent": exponent}  # the contract's names for this slice
 

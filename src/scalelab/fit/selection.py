@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..config.stage_settings import FitSettings
-from .common import SIZE_TOLERANCE, _cluster
+from .common import SIZE_TOLERANCE, cluster
 
 
 def _grid_point_keys(points: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -17,7 +17,7 @@ def _grid_point_keys(points: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     and the seed when there is a seed column."""
     if "sweep_group" in points.columns:
         return pd.factorize(points["sweep_group"], sort=True)[0], ["sweep_group"]
-    parts = [_cluster(points["params"], SIZE_TOLERANCE), _cluster(points["tokens"], SIZE_TOLERANCE)]
+    parts = [cluster(points["params"], SIZE_TOLERANCE), cluster(points["tokens"], SIZE_TOLERANCE)]
     by = ["params", "tokens"]
     if "seed" in points.columns:
         parts.append(pd.factorize(points["seed"], sort=True)[0])

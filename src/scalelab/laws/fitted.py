@@ -5,7 +5,8 @@ chosen form (`fit.json`'s `chosen_form`):
 
 - `predict(N, D)`: loss, low, high, one row per (N, D), and `extrapolation`: how far (N, D) lies
   outside the fitted runs' N, D and tokens per parameter ('' inside them);
-- `allocate(C)`: the compute-optimal params and tokens at C = 6·N·D, their loss and intervals.
+- `allocate(C)`: the compute-optimal params and tokens at C = 6·N·D, their loss and intervals (N_opt's
+  mixes every form and widens with each form's `optimum_drift` beyond the fitted compute).
 
 How the 95 % prediction interval is built (the same code gives fit.json's held-out, allocation
 and next-budget intervals, so they agree with what a notebook computes):
@@ -20,10 +21,11 @@ and next-budget intervals, so they agree with what a notebook computes):
    and it enters through its predictions.)
    Outside the fitted runs each form's extrapolation scatter is added too: `extrapolation_sigma`
    (fit.json, per form) times `log_distance` (e-folds outside `inputs.range`). It is learnt from
-   the form's out-of-sample checks at fit time (scalelab.fit.choose.extrapolation_sigma), so a law
-   that extrapolated badly within the study gets intervals that widen quickly outside it.
-3. The forms are mixed, weighted by (best out-of-sample error / its own)^6 (`forms.<name>.weight`): where
-   the forms disagree by more than their own intervals, the interval widens toward the others.
+   the form's rolling-origin checks at fit time (scalelab.fit.evidence.extrapolation_sigma, an
+   upper bound), so a law that extrapolated badly within the study gets intervals that widen quickly
+   outside it.
+3. The forms are mixed by their pseudo-BMA+ weights from the rolling checks (`forms.<name>.weight`):
+   where the forms disagree by more than their own intervals, the interval widens toward the others.
 4. low and high are the 2.5 % and 97.5 % quantiles of the mixture, widened to contain the
    chosen form's point prediction `loss`.
 
@@ -54,7 +56,7 @@ def _normal_cdf(x):
     return 0.5 * (1 + np.sign(x) * erf)
 
 
-def _robust_sd(values: np.ndarray) -> np.ndarray:
+def robust_sd(values: np.ndarray) -> np.ndarray:
     """Per-column spread of bootstrap predictions: the interquartile range / 1.349 (a few wild
     resamples of a nonlinear law would inflate a plain standard deviation)."""
     if len(values) < 4:
@@ -78,7 +80,7 @@ def predictive_interval(components, level=LEVEL):
             continue
         sigma = np.nan_to_num(np.asarray(sigma, float), nan=0.0)  # a number, or one per prediction
         centre = np.median(log_preds, axis=0) if centre is None else np.asarray(centre, float)
-        spread = np.sqrt(_robust_sd(log_preds) ** 2 + sigma**2)
+        spread = np.sqrt(robust_sd(log_preds) ** 2 + sigma**2)
         parts.append((weight, centre, np.maximum(spread, 1e-12)))
     if not parts:
         return None
@@ -274,10 +276,14 @@ class FittedLaw:
             notes.append(", ".join(parts) + " the fitted runs" if parts else "")
         return notes
 
-    def allocate(self, C, level: float = LEVEL) -> pd.DataFrame:
+    def allocate(self, C, level: float = LEVEL, forms_mixed: bool = True) -> pd.DataFrame:
         """The compute-optimal split of C FLOPs (C = 6·N·D) under the chosen form: one row per
         budget with `flops, params, tokens, tokens_per_param, loss, low, high` and the intervals
-        `params_low/high, tokens_low/high` of the optimum (each bootstrap resample's own optimum)."""
+        `params_low/high, tokens_low/high` of the optimum. With forms_mixed (the default) the
+        interval of N_opt mixes every form by its weight, each Normal(its log N_opt, its bootstrap
+        spread^2 + (optimum_drift x e-folds of compute beyond the fitted runs)^2); without, it is the
+        chosen form's bootstrap alone (each resample's own optimum), which the mixed interval always
+        contains. D_opt's interval is C/(6 N_opt)'s."""
         flops = positive_values(C, "C")
         _check_level(level)
         if self.form.needs:
@@ -291,31 +297,64 @@ class FittedLaw:
         low, high = self._interval(loss, n_opt, d_opt, None, level)
         table = pd.DataFrame({"flops": flops, "params": n_opt, "tokens": d_opt, "tokens_per_param": d_opt / n_opt,
                               "loss": loss, "low": low, "high": high, "extrapolation": self.extrapolation(n_opt, d_opt)})
-        n_b, d_b = self._optimum_samples(flops)
-        tail = (1 - level) / 2 * 100
-        for name, values in (("params", n_b), ("tokens", d_b)):
-            table[f"{name}_low"], table[f"{name}_high"] = np.nan, np.nan
-            if values is not None:
-                for j in range(len(flops)):
-                    column = values[:, j][np.isfinite(values[:, j])]
-                    if len(column) >= 2:
-                        table.loc[j, f"{name}_low"], table.loc[j, f"{name}_high"] = np.percentile(column, [tail, 100 - tail])
+        n_low, n_high = (self._optimum_interval(flops, level) if forms_mixed
+                         else self._bootstrap_optimum_interval(self.form.name, flops, level))
+        if forms_mixed:
+            # Never narrower than the point law's own bootstrap (the mixture's Normal parts lose its skew).
+            own_low, own_high = self._bootstrap_optimum_interval(self.form.name, flops, level)
+            n_low = np.fmin(np.fmin(n_low, own_low), n_opt)
+            n_high = np.fmax(np.fmax(n_high, own_high), n_opt)
+        table["params_low"], table["params_high"] = n_low, n_high
+        table["tokens_low"], table["tokens_high"] = flops / (6 * n_high), flops / (6 * n_low)
         return table
 
-    def _optimum_samples(self, flops):
-        if not len(self.bootstrap):
-            return None, None
-        rows = self.bootstrap.to_dict("records")
-        n_b, d_b = np.full((len(rows), len(flops)), np.nan), np.full((len(rows), len(flops)), np.nan)
+    def _bootstrap_optimum_interval(self, name, flops, level):
+        n_b = self._optimum_samples(name, flops)
+        low, high = np.full(len(flops), np.nan), np.full(len(flops), np.nan)
+        tail = (1 - level) / 2 * 100
+        for j in range(len(flops)):
+            column = n_b[:, j][np.isfinite(n_b[:, j])] if n_b is not None else []
+            if len(column) >= 2:
+                low[j], high[j] = np.percentile(column, [tail, 100 - tail])
+        return low, high
+
+    def _optimum_interval(self, flops, level):
+        """N_opt's interval mixed over the forms (see `allocate`)."""
+        top = ((self.fit.get("inputs") or {}).get("range") or {}).get("flops")
+        beyond = np.maximum(0.0, np.log(flops / top[1])) if top else np.zeros(len(flops))
+        components = []
+        for name, section in self.fitted.items():
+            form = FORMS[name]
+            if form.needs:
+                continue
+            with np.errstate(all="ignore"):
+                centre = np.log(optimal_allocation(form, self._params(name), flops)[0])
+                samples = self._optimum_samples(name, flops)
+                preds = np.log(samples) if samples is not None else centre[None, :]
+            if not np.all(np.isfinite(centre)):
+                continue
+            drift = float(section.get("optimum_drift") or 0.0)
+            components.append((self.weights.get(name, 0.0), preds, drift * beyond, centre))
+        band = predictive_interval(components, level) if components else None
+        if band is None:
+            return np.full(len(flops), np.nan), np.full(len(flops), np.nan)
+        return np.exp(band[0]), np.exp(band[1])
+
+    def _optimum_samples(self, name, flops):
+        """Each bootstrap resample's own N_opt of form `name` (B × budgets), None without resamples."""
+        table = self.samples.get(name)
+        if table is None or not len(table):
+            return None
+        form = FORMS[name]
         with np.errstate(all="ignore"):
-            if self.form.optimal is not None:
-                cols = {k: self.bootstrap[k].to_numpy(float)[:, None] for k in self.form.param_names}
-                n_b, d_b = self.form.optimal(cols, flops[None, :])
-            else:
-                for i, row in enumerate(rows):
-                    if all(np.isfinite(v) for v in row.values()):
-                        n_b[i], d_b[i] = optimal_allocation(self.form, row, flops)
-        return np.asarray(n_b, float), np.asarray(d_b, float)
+            if form.optimal is not None:
+                cols = {k: table[k].to_numpy(float)[:, None] for k in form.param_names}
+                return np.asarray(form.optimal(cols, flops[None, :])[0], float)
+            n_b = np.full((len(table), len(flops)), np.nan)
+            for i, row in enumerate(table.to_dict("records")):
+                if all(np.isfinite(v) for v in row.values()):
+                    n_b[i] = optimal_allocation(form, row, flops)[0]
+        return n_b
 
     def forms_at(self, N, D) -> dict:
         """Each fitted form's point prediction at (N, D) (forms that need U are left out)."""

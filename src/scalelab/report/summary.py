@@ -46,6 +46,9 @@ def _forms_lines(s) -> list[str]:
     for key, why in (section.get("not_identified") or {}).items():
         lines.append(f"  NOT IDENTIFIED {key}: {why}")
     lines.append(f"                {shown}; chosen because: {s.fit.get('chosen_form_why', '')}")
+    rule = (s.fit.get("validation") or {}).get("rule")
+    if rule:
+        lines.append(f"  form rule     {rule}")
     for warning in s.fit.get("warnings") or []:
         if not warning.startswith(f"{chosen}: not identified"):
             lines.append(f"  WARNING       {warning}")
@@ -58,8 +61,9 @@ def _holdout_line(s) -> str:
         return f"  held-out      no check: {clause(why)}"
     runs = hold.get("held_out") or []
     listed = ", ".join(map(str, runs[:4])) + (", ..." if len(runs) > 4 else "")
+    what = f"the largest size's {len(runs)} run(s)" if hold.get("what") else f"{len(runs)} run(s)"
     line = (f"  held-out      max |relative error| {percent(hold.get('max_abs_rel_error'))} on "
-            f"{len(runs)} run(s) predicted from the rest ({listed})")
+            f"{what} predicted from the rest ({listed})")
     if hold.get("inside") is not None and hold.get("low") is not None:
         worst = max(range(len(runs)), key=lambda i: abs(hold["rel_error"][i]), default=None)
         if worst is not None:
@@ -90,6 +94,8 @@ def _next_budget_line(s) -> str:
             f"D_opt = {human(nxt.get('d_opt'))} tokens ({num(nxt.get('tokens_per_param'), 3)} tokens/param), "
             f"predicted {s.target} {num(nxt.get('loss_pred'))} {interval(nxt.get('loss_ci95'))}"
             + (f" ({nxt['form']} form, 95 % prediction interval)" if nxt.get("form") else "")
+            + (f"; N_opt 95 % {interval(nxt['n_opt_ci95'], human)} params with form uncertainty"
+               if nxt.get("n_opt_ci95_point_law_bootstrap") is not None and nxt.get("n_opt_ci95") else "")
             + (f"; {nxt['extrapolation']}" if nxt.get("extrapolation") else "")
             + _beyond_corpus(s, nxt.get("d_opt")))
 

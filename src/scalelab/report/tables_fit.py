@@ -150,13 +150,27 @@ def table_allocation(s: Study) -> Table:
             table.notes.append(f"At C = {num(a.get('flops'))} FLOPs the optimum lies outside the runs: "
                                f"{a['extrapolation']}; its interval includes the law's extrapolation scatter.")
     forms = {a.get("form") for a in allocation} - {None}
-    if forms <= {"chinchilla"}:
+    mixed = any(a.get("n_opt_ci95_point_law_bootstrap") is not None for a in allocation)
+    if forms <= {"chinchilla"} and not mixed:
         table.notes.append("From the Approach 3 law: N_opt = G·(C/6)^a, D_opt = (C/6)^b / G; intervals from the "
                            "bootstrap.")
-    else:
+    elif not mixed:
         table.notes.append(f"From the {', '.join(sorted(forms))} law: the N, D with C = 6·N·D that minimise it. "
                            "The N_opt and D_opt intervals are over its bootstrap resamples (each one's own "
                            "optimum); the loss interval is fit.json's prediction interval.")
+    else:
+        table.notes.append(f"From the {', '.join(sorted(forms))} law: the N, D with C = 6·N·D that minimise it. "
+                           "The N_opt and D_opt intervals include form uncertainty: every fitted form by its "
+                           "weight, each widened by how far its N_opt drifted along the rolling origin, per e-fold "
+                           "of compute beyond the runs; the loss interval is fit.json's prediction interval.")
+        for a in allocation:
+            own = a.get("n_opt_ci95_point_law_bootstrap")
+            if own:
+                table.notes.append(f"At C = {num(a.get('flops'))} FLOPs the {a.get('form')} bootstrap alone would "
+                                   f"give N_opt in [{count(own[0])}, {count(own[1])}].")
+    rule = (s.fit.get("validation") or {}).get("rule")
+    if rule:
+        table.notes.append(f"Point law: {rule}.")
     return table
 
 
@@ -224,6 +238,8 @@ def table_holdout(s: Study) -> Table:
                            fit_cell(hold["rel_error"][i], f"holdout.rel_error.{i}", percent)])
     table.rows.append([Cell("max |relative error|"), *(Cell("") for _ in range(5)),
                        fit_cell(hold.get("max_abs_rel_error"), "holdout.max_abs_rel_error", percent)])
+    if hold.get("what"):
+        table.notes.append(f"Held out: {hold['what']}.")
     return table
 
 

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--max-runs", metavar="K", help=f"at most this many new runs (default: {d.max_runs})")
     parser.add_argument("--sizes", nargs="+", metavar="N", help="more candidate model sizes (parameters)")
+    parser.add_argument("--frontier-band", metavar="F",
+                        help="at least half the FLOPs go to runs whose N is within this factor of the compute-optimal "
+                        f"N for their own FLOPs (default: {d.frontier_band:g})")
     parser.add_argument("--spec", metavar="JSON",
                         help="settings as a JSON object: target_flops, budget_flops, max_runs, sizes, cooldown "
                         "(WSD: runs of a size share a trunk), models and tokens_per_step (the study's shapes and "
@@ -67,6 +70,8 @@ def settings_from_args(args) -> SuggestSettings:
             values["max_runs"] = int(args.max_runs)
         except ValueError:
             raise ScalelabError(f"--max-runs: expected an integer, got {args.max_runs!r}") from None
+    if args.frontier_band is not None:
+        values["frontier_band"] = _number(args.frontier_band, "--frontier-band")
     if args.sizes is not None:
         values["sizes"] = [_number(text, "--sizes") for text in args.sizes]
     if args.data_meta and not values.get("allow_repeat"):

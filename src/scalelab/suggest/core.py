@@ -1,17 +1,30 @@
-"""`suggest_runs`: from the runs done and the fit's ensemble to the table of suggested runs."""
+"""`suggest_runs`: from the runs done and the fit's ensemble to the table of suggested runs.
+
+Candidates stay where the law has been checked: no size below the smallest trained, tokens per
+parameter within TOKENS_PER_PARAM_REACH x the trained runs' range, and at least FRONTIER_SHARE of
+the suggested FLOPs on runs whose N lies within `frontier_band` (default 2x) of the point law's
+compute-optimal N for their own FLOPs (`near_frontier`). Far from that frontier (tiny models
+trained on thousands of tokens per parameter) a c-optimal design would trust the form most
+exactly where a wrong form errs most; the rest of the budget may still buy the off-frontier runs
+that pin the exponents.
+"""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .candidates import Costs, candidates
 from .design import Design, Ensemble, choose
 
+TOKENS_PER_PARAM_REACH = 4.0
+FRONTIER_SHARE = 0.5
 TABLE_COLUMNS = ["params", "tokens", "flops", "expected_width_after", "expected_loss_width_after"]
 
 
 def suggest_runs(ensemble: Ensemble, points: pd.DataFrame, target_flops: float, budget_flops: float,
                  max_runs: int, extra_sizes=(), cooldown: float | None = None, realise=None,
-                 tokens_per_step: int | None = None, max_tokens: int | None = None) -> tuple[pd.DataFrame, Design]:
+                 tokens_per_step: int | None = None, max_tokens: int | None = None,
+                 frontier_band: float | None = 2.0) -> tuple[pd.DataFrame, Design]:
     """The suggested runs (one row each, in the order of what they add) and the design behind them.
 
     `points` has the runs done: params, tokens and, when the CSV has one, flops (their FLOPs per
@@ -27,9 +40,20 @@ def suggest_runs(ensemble: Ensemble, points: pd.DataFrame, target_flops: float, 
     if max_tokens:  # the corpus cannot feed more (a config without data.allow_repeat)
         fits = cand_tokens <= max_tokens
         cand_params, cand_tokens = cand_params[fits], cand_tokens[fits]
+    near = np.ones(len(cand_params), dtype=bool)
+    if frontier_band:
+        keep = trusted(done_params, done_tokens, cand_params, cand_tokens)
+        cand_params, cand_tokens = cand_params[keep], cand_tokens[keep]
+        near = near_frontier(ensemble, cand_params, cand_tokens, frontier_band)
     costs = Costs(done_params, done_tokens, cand_params, cand_tokens, per_token, cooldown)
+
+    def capped(indices) -> float:
+        """The set's FLOPs, or infinity when its off-frontier runs take more than their share."""
+        off = [i for i in indices if not near[i]]
+        return costs(indices) if costs(off) <= (1 - FRONTIER_SHARE) * budget_flops * (1 + 1e-9) else np.inf
+
     design = choose(ensemble, done_params, done_tokens, cand_params, cand_tokens, target_flops, budget_flops,
-                    max_runs, costs)
+                    max_runs, capped)
     rows, so_far = [], []
     for i, width, loss_width in zip(design.chosen, design.width_after, design.loss_width_after):
         # A run's FLOPs: what it adds to the runs before it (under WSD a shared trunk is paid once).
@@ -39,3 +63,24 @@ def suggest_runs(ensemble: Ensemble, points: pd.DataFrame, target_flops: float, 
                      "flops": costs(so_far) - before, "expected_width_after": width,
                      "expected_loss_width_after": loss_width})
     return pd.DataFrame(rows, columns=TABLE_COLUMNS), design
+
+
+def trusted(done_params, done_tokens, cand_params, cand_tokens) -> np.ndarray:
+    """Candidates at or above the smallest trained size, with tokens per parameter within
+    TOKENS_PER_PARAM_REACH x the trained runs' range."""
+    ratio = np.asarray(done_tokens, float) / np.asarray(done_params, float)
+    cand_ratio = np.asarray(cand_tokens, float) / np.asarray(cand_params, float)
+    return ((np.asarray(cand_params, float) >= np.min(done_params) * (1 - 1e-9))
+            & (cand_ratio >= ratio.min() / TOKENS_PER_PARAM_REACH)
+            & (cand_ratio <= ratio.max() * TOKENS_PER_PARAM_REACH))
+
+
+def near_frontier(ensemble: Ensemble, cand_params, cand_tokens, band: float) -> np.ndarray:
+    """Candidates whose N lies within `band` of the point law's (else the ensemble median's)
+    compute-optimal N at their own C = 6·N·D."""
+    point = ensemble.point if ensemble.point is not None else np.nanmedian(ensemble.samples, axis=0)
+    flops = 6 * np.asarray(cand_params, float) * np.asarray(cand_tokens, float)
+    with np.errstate(all="ignore"):
+        n_opt = np.array([ensemble.optimum(np.asarray(point, float)[None, :], c)[0] for c in flops]).ravel()
+    ratio = np.abs(np.log(np.asarray(cand_params, float) / n_opt))
+    return np.isfinite(ratio) & (ratio <= np.log(band))

@@ -14,10 +14,15 @@ import numpy as np
 import pandas as pd
 
 from ..files import write_json, write_text
-from .core import TABLE_COLUMNS
+from .core import FRONTIER_SHARE, TABLE_COLUMNS, TOKENS_PER_PARAM_REACH
 from .design import MIN_GAIN
 
 CSV_COLUMNS = [*TABLE_COLUMNS, "model", "why"]
+TRUST = ("candidates: no size below the smallest trained, tokens/param within {reach:g}x the trained range, and at "
+         "least {share:.0%} of the FLOPs on runs within {{band:g}}x of the compute-optimal N for their own FLOPs; the "
+         "expected widths are a linearised forecast: in bench/suggest_vs_grid.py the width measured after refitting "
+         "was about 1.6x the forecast after a first round from a 3 x 3 start and 0.9-1.2x after later rounds "
+         "(docs/benchmarks.md); refit after the runs").format(reach=TOKENS_PER_PARAM_REACH, share=FRONTIER_SHARE)
 METHOD = ("linearised c-optimal design averaged over the bootstrap ensemble: greedy by expected width "
           "(not width per FLOP) within the budget, then exchange passes")
 
@@ -67,7 +72,12 @@ def build(result: dict) -> dict:
              + (f"; schedule wsd (cooldown {settings.cooldown:g}): runs of one size share a trunk"
                 if settings.cooldown else ""),
              f"width of log N_opt now (bootstrap 95 %): {design.width_now:.4g}  "
-             f"(N_opt within a factor {np.exp(design.width_now / 2):.3g} either way)"]
+             f"(N_opt within a factor {np.exp(design.width_now / 2):.3g} either way)",
+             TRUST.format(band=settings.frontier_band)]
+    if result.get("width_with_forms") is not None:
+        lines.append(f"width of log N_opt now with form uncertainty and drift (the fit's interval): "
+                     f"{result['width_with_forms']:.4g}; the design narrows the bootstrap part only, the form and "
+                     "drift parts shrink as refits agree")
     if len(table):
         lines += [f"expected after the {len(table)} runs: {width_after:.4g}  "
                   f"({design.width_now / width_after:.3g}x narrower), {design.cost:.4g} FLOPs "
@@ -92,7 +102,8 @@ def build(result: dict) -> dict:
         "target_flops": result["target_flops"], "budget_flops": result["budget_flops"],
         "max_runs": settings.max_runs, "cooldown": settings.cooldown, "method": METHOD,
         "min_gain": MIN_GAIN, "n_resamples": result["n_resamples"],
-        "width_now": design.width_now, "width_after": width_after, "flops": design.cost,
+        "width_now": design.width_now, "width_after": width_after, "width_with_forms": result.get("width_with_forms"),
+        "frontier_band": settings.frontier_band, "flops": design.cost,
         "loss_width_now": design.loss_width_now, "why_none": design.why_none, "best_run": best,
         "runs": table[CSV_COLUMNS].to_dict(orient="records"), "snippet": text_snippet,
     }

@@ -51,6 +51,19 @@ def read_points(metrics, fit: dict, fit_dir):
     return usable, points, spent
 
 
+def width_with_forms(fit_dir, target: float) -> float | None:
+    """The 95 % width of log N_opt at the target as the fit states it (every form by its weight and the
+    drift along the rolling origin: scalelab.laws.fitted.FittedLaw.allocate), None where it has none."""
+    from ..laws.fitted import load_fit
+
+    try:
+        row = load_fit(fit_dir).allocate([target]).iloc[0]
+    except ScalelabError:
+        return None
+    width = float(np.log(row["params_high"] / row["params_low"]))
+    return width if math.isfinite(width) else None
+
+
 def plan(metrics, fit_dir, settings: SuggestSettings) -> dict:
     """Check every input, then design: the suggestions table, the design and what they were built from."""
     fit, ensemble = ensemble_from_fit_dir(fit_dir)
@@ -75,8 +88,9 @@ def plan(metrics, fit_dir, settings: SuggestSettings) -> dict:
         sizes = [realise(n) for n in sizes]
     table, design = suggest_runs(ensemble, points, target, budget, settings.max_runs, sizes, settings.cooldown,
                                  realise=realise, tokens_per_step=settings.tokens_per_step,
-                                 max_tokens=settings.max_tokens)
+                                 max_tokens=settings.max_tokens, frontier_band=settings.frontier_band)
     return {"fit": fit, "points": points, "table": table, "design": design, "target_flops": target,
+            "width_with_forms": width_with_forms(fit_dir, target),
             "budget_flops": budget, "largest_flops": largest, "spent_flops": spent, "settings": settings,
             "ensemble": ensemble, "n_resamples": int(len(ensemble.samples)),
             "done_sizes": np.unique(points["params"].to_numpy(float)),
