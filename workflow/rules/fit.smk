@@ -21,8 +21,10 @@ rule aggregate:
 # Written on every fit, empty when their section is null (see fit.json's `<section>_why`).
 FIT_TABLES = [
     "approach3", "bootstrap", "power_laws", "isoflop", "approach2", "allocation", "holdout", "excluded", "hyperparameters",
-    "forms", "forms_bootstrap", "residuals",
+    "forms", "forms_bootstrap", "residuals", "metrics", "metric_forecasts", "metrics_bootstrap",
 ]
+# The evaluation metrics that get a law each beside the loss (scalelab.fit.metric_laws).
+EVAL_METRICS = ["test_bpb", "test_ppl", "bleu", "rouge1", "rouge2", "rougeL"]
 
 
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
@@ -36,6 +38,7 @@ rule fit:
         tables=expand("results/fit/{table}.csv", table=FIT_TABLES),
     params:
         spec=fit_spec(),
+        metrics=" ".join(EVAL_METRICS),
         code=code_fingerprint("fit"),
     log:
         log_path("fit"),
@@ -45,4 +48,4 @@ rule fit:
         mem_mb=4000,
     shell:
         "scalelab fit {input.metrics:q} --out results/fit --spec {params.spec:q} --data-meta {input.meta:q} "
-        "--workers {threads} > {log:q} 2>&1"
+        "--workers {threads} --metrics {params.metrics} > {log:q} 2>&1"

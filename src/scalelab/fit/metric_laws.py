@@ -1,0 +1,235 @@
+"""A law for every evaluation metric, beside the loss law: fit.json's `metrics`.
+
+For each metric (scalelab.fit.metric_spec) both methods of scalelab.fitted_metrics are fitted
+(scalelab.fit.metric_models), `direct` (the metric in compute) and `two_step` (N, D -> task loss
+-> metric), and checked out of sample: `checks(runs)` gives (name, train mask, test mask) triples
+(by default `holdout_checks`, the loss law's checks: largest model, largest token count, top
+compute group left out); each method is refitted on the train runs and scored by its mean
+absolute error at the test runs (metric units; |ln(actual/predicted)| for losses). The method
+with the lower mean error over the checks is chosen.
+
+Intervals: the runs are resampled (scipy.stats.bootstrap's resampling, both steps refitted on
+each resample); a new run's scatter is the residual sigma plus the extrapolation scatter learnt
+from the checks' misses (maximum likelihood of k in miss ~ Normal(0, sigma^2 + (k d)^2), d the
+e-folds a held-out run lies outside its refit's runs).
+
+Verdict: NOT PREDICTABLE, with no forecast, when fewer than MIN_RUNS runs have the metric, fewer
+than MIN_SIZES_ABOVE model sizes score clearly above the floor, the slope's 95 % interval contains
+0, or the chosen method's out-of-sample error exceeds the spread of the runs' values.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from scipy.stats import bootstrap
+
+from ..fitted import log_distance
+from ..fitted_metrics import METHODS, SLOPE, MetricLaw
+from .choose import VALIDATION_CHECKS, held_masks
+from .common import SIZE_TOLERANCE, _n_distinct
+from .inputs import data_range
+from .metric_models import fit_method, param_names, residual_sigma, task_loss_column
+from .metric_spec import MetricSpec
+
+MIN_RUNS = 5
+MIN_SIZES_ABOVE = 3  # model sizes scoring clearly above the floor, for a bounded metric's trend
+ABOVE_FLOOR = 0.02  # "clearly above": by this share of the range (scale - floor) or 2 residual sigmas
+MIN_TRAIN_RUNS = 4
+METRIC_BOOTSTRAP = 200  # resamples at most (fit.bootstrap caps it)
+
+
+def holdout_checks(runs: pd.DataFrame):
+    """(name, train mask, test mask) for each of the loss law's out-of-sample checks."""
+    return [(name, ~mask, mask) for name, mask in held_masks(runs).items() if name in VALIDATION_CHECKS]
+
+
+def _errors(spec: MetricSpec, actual, predicted) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return np.log(actual / predicted) if spec.link == "loglinear" else actual - predicted
+
+
+def check_method(method: str, spec: MetricSpec, runs: pd.DataFrame, checks) -> dict:
+    """Each check's mean |error| of `method` refitted without the test runs, and the misses
+    (error, distance outside the refit's runs, the refit's residual sigma) for the scatter."""
+    errors, misses = {}, []
+    for name, train, test in checks(runs):
+        rest, held = runs[np.asarray(train)], runs[np.asarray(test)]
+        if len(rest) < MIN_TRAIN_RUNS or not len(held) or _n_distinct(rest["params"], SIZE_TOLERANCE) < 2:
+            continue
+        theta = fit_method(method, spec, rest)
+        if theta is None:
+            continue
+        predicted = _law(method, spec, theta).point(held["params"].to_numpy(float), held["tokens"].to_numpy(float))
+        miss = _errors(spec, held[spec.name].to_numpy(float), predicted)
+        if not np.all(np.isfinite(miss)):
+            continue
+        errors[name] = float(np.mean(np.abs(miss)))
+        distance = log_distance(held["params"], held["tokens"], data_range(rest))
+        misses.append((miss, distance, np.full(len(miss), residual_sigma(method, spec, theta, rest))))
+    oos = float(np.mean(list(errors.values()))) if errors else None
+    return {"checks": errors, "oos_error": oos, "misses": misses}
+
+
+def scatter_per_efold(misses) -> float:
+    """The maximum-likelihood k >= 0 of miss ~ Normal(0, sigma^2 + (k d)^2); 0 without misses
+    outside their refit's runs."""
+    if not misses:
+        return 0.0
+    z, d, s = (np.concatenate(parts) for parts in zip(*misses))
+    s = np.maximum(np.nan_to_num(s, nan=0.0), 1e-9)
+    if not np.any(d > 1e-9):
+        return 0.0
+
+    def negative_log_likelihood(k):
+        variance = s**2 + (k * d) ** 2
+        return float(np.sum(np.log(variance) + z**2 / variance))
+
+    upper = 10 * float(np.max(np.abs(z) / np.maximum(d, 1e-9)))
+    best = minimize_scalar(negative_log_likelihood, bounds=(0.0, max(upper, 1e-9)), method="bounded")
+    return float(best.x) if negative_log_likelihood(best.x) < negative_log_likelihood(0.0) else 0.0
+
+
+def bootstrap_method(method: str, spec: MetricSpec, runs: pd.DataFrame, theta: dict, n: int, seed: int):
+    """Parameter resamples (n × parameters) of `method`: runs resampled with replacement
+    (scipy.stats.bootstrap), both steps refitted from the full fit's parameters."""
+    names = param_names(method, spec)
+    if n < 2 or len(runs) < MIN_RUNS:
+        return pd.DataFrame(columns=list(names))
+
+    def statistic(index):
+        refit = fit_method(method, spec, runs.iloc[np.asarray(index, int)], start=theta)
+        return np.array([refit[k] if refit else np.nan for k in names])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = bootstrap((np.arange(len(runs)),), statistic, vectorized=False, n_resamples=n,
+                           method="percentile", random_state=np.random.default_rng(seed))
+    return pd.DataFrame(np.atleast_2d(result.bootstrap_distribution).T, columns=list(names))
+
+
+def _law(method, spec, theta, samples=None, sigma=0.0, per_efold=0.0, ranges=None, predictable=True) -> MetricLaw:
+    section = {"chosen_method": method, "link": spec.link, "scale": spec.scale or None, "predictable": predictable,
+               "methods": {method: {"params": theta, "residual_sigma": sigma, "extrapolation_sigma": per_efold}}}
+    table = samples.assign(metric=spec.name, method=method) if samples is not None and len(samples) else pd.DataFrame()
+    return MetricLaw(spec.name, section, table, ranges or {})
+
+
+def method_section(method, spec, runs, checks, n_boot, seed) -> tuple[dict | None, pd.DataFrame]:
+    """One method's fit.json entry and its resamples; None when the full fit fails."""
+    theta = fit_method(method, spec, runs)
+    if theta is None:
+        return None, pd.DataFrame()
+    checked = check_method(method, spec, runs, checks)
+    samples = bootstrap_method(method, spec, runs, theta, n_boot, seed)
+    ci = {}
+    for key in samples.columns:
+        column = samples[key].to_numpy(float)
+        column = column[np.isfinite(column)]
+        ci[key] = [float(v) for v in np.percentile(column, [2.5, 97.5])] if len(column) >= 10 else None
+    section = {"params": theta, "params_ci95": ci, "oos_error": checked["oos_error"], "checks": checked["checks"],
+               "residual_sigma": residual_sigma(method, spec, theta, runs),
+               "extrapolation_sigma": scatter_per_efold(checked["misses"]), "n_resamples": int(len(samples))}
+    return section, samples
+
+
+def choose_method(sections: dict, spec: MetricSpec) -> tuple[str | None, str]:
+    """The method with the lower out-of-sample error, and why in words."""
+    fitted = {m: s for m, s in sections.items() if s is not None}
+    if not fitted:
+        return None, "neither method could be fitted"
+    scored = {m: s["oos_error"] for m, s in fitted.items() if s["oos_error"] is not None}
+    unit = "ln units" if spec.link == "loglinear" else "in the metric's units"
+    if not scored:
+        chosen = "two_step" if "two_step" in fitted else next(iter(fitted))
+        return chosen, f"{chosen}: no out-of-sample check could be run, so the default method"
+    chosen = min(scored, key=scored.get)
+    shown = ", ".join(f"{m} {v:.3g}" for m, v in sorted(scored.items(), key=lambda kv: kv[1]))
+    return chosen, f"{chosen}: lowest mean out-of-sample error ({unit}): {shown}"
+
+
+def verdict(spec: MetricSpec, runs: pd.DataFrame, chosen: str | None, section: dict | None) -> str | None:
+    """Why the metric is NOT PREDICTABLE, or None when it has a usable trend."""
+    if chosen is None or section is None:
+        return "no law could be fitted to these runs"
+    values = runs[spec.name].to_numpy(float)
+    if spec.link == "sigmoid":
+        margin = max(ABOVE_FLOOR * (spec.scale - spec.floor), 2 * section["residual_sigma"])
+        sign = 1 if spec.higher_is_better else -1
+        above = runs[sign * (values - spec.floor) > margin]
+        if _n_distinct(above["params"], SIZE_TOLERANCE) < MIN_SIZES_ABOVE:
+            return (f"fewer than {MIN_SIZES_ABOVE} model sizes score clearly above the floor {spec.floor:g} "
+                    f"(by {margin:.3g}); the runs are at chance or noise")
+    slope = SLOPE[spec.link]
+    ci = (section.get("params_ci95") or {}).get(slope)
+    if ci is not None and ci[0] <= 0 <= ci[1]:
+        return f"the trend's 95 % interval ({slope} {ci[0]:.3g} to {ci[1]:.3g}) contains 0"
+    spread = float(np.std(np.log(values) if spec.link == "loglinear" else values, ddof=1))
+    if section["oos_error"] is not None and section["oos_error"] > spread:
+        return (f"the out-of-sample error {section['oos_error']:.3g} exceeds the spread of the runs' values "
+                f"{spread:.3g}")
+    return None
+
+
+def metric_runs(points: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:
+    """The runs with a finite metric (and task loss), positive where the link takes logs."""
+    columns = [spec.name, task_loss_column(spec)] if task_loss_column(spec) in points.columns else [spec.name]
+    runs = points.copy()
+    for column in columns:
+        runs[column] = pd.to_numeric(runs[column], errors="coerce")
+    keep = np.all(np.isfinite(runs[columns].to_numpy(float)), axis=1)
+    if spec.link == "loglinear":
+        keep &= runs[spec.name].to_numpy(float) > 0
+    return runs[keep].reset_index(drop=True)
+
+
+def fit_metric(points: pd.DataFrame, spec: MetricSpec, targets, checks=holdout_checks, bootstrap_n=METRIC_BOOTSTRAP,
+               seed=0) -> tuple[dict, pd.DataFrame]:
+    """fit.json's `metrics.<name>` and its metrics_bootstrap.csv rows. `targets`: (flops, params,
+    tokens) triples to forecast at (the allocation's next budgets)."""
+    runs = metric_runs(points, spec)
+    out = {**spec.as_dict(), "n_runs": int(len(runs)), "methods": {}, "chosen_method": None, "chosen_why": None,
+           "predictable": False, "forecasts": []}
+    if len(runs) < MIN_RUNS:
+        out["verdict"] = f"NOT PREDICTABLE: only {len(runs)} runs have the metric (at least {MIN_RUNS} needed)"
+        return out, pd.DataFrame()
+    sections, tables = {}, []
+    for method in METHODS:
+        if method == "two_step" and task_loss_column(spec) not in runs.columns:
+            continue
+        sections[method], samples = method_section(method, spec, runs, checks, bootstrap_n, seed)
+        if len(samples):
+            tables.append(samples.assign(metric=spec.name, method=method))
+    out["methods"] = {m: s for m, s in sections.items() if s is not None}
+    chosen, why = choose_method(sections, spec)
+    out["chosen_method"], out["chosen_why"] = chosen, why
+    reason = verdict(spec, runs, chosen, sections.get(chosen))
+    out["predictable"] = reason is None
+    out["verdict"] = "predictable" if reason is None else f"NOT PREDICTABLE: {reason}"
+    out["range"] = data_range(runs)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if reason is None and targets:
+        out["forecasts"] = forecasts(spec.name, out, table, data_range(runs), targets)
+    return out, table
+
+
+def forecasts(name: str, section: dict, table: pd.DataFrame, ranges: dict, targets) -> list[dict]:
+    """The chosen law's prediction with its 95 % interval at each (flops, params, tokens)."""
+    flops, params, tokens = (np.array([t[i] for t in targets], float) for i in range(3))
+    law = MetricLaw(name, section, table, ranges)
+    frame = law.predict(params, tokens, log_distance(params, tokens, ranges), 0.95)
+    return [{"flops": float(c), "params": float(r.params), "tokens": float(r.tokens), "value": float(r[name]),
+             "ci95": [float(r.low), float(r.high)]} for c, (_, r) in zip(flops, frame.iterrows())]
+
+
+def fit_metric_laws(points: pd.DataFrame, specs, targets, checks=holdout_checks, bootstrap_n=METRIC_BOOTSTRAP,
+                    seed=0) -> tuple[dict, pd.DataFrame]:
+    """fit.json's `metrics` (name -> entry) and metrics_bootstrap.csv for every spec."""
+    sections, tables = {}, []
+    for spec in specs:
+        sections[spec.name], table = fit_metric(points, spec, targets, checks, bootstrap_n, seed)
+        tables.append(table)
+    tables = [t for t in tables if len(t)]
+    return sections, (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["metric", "method"]))
