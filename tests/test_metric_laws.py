@@ -1,0 +1,95 @@
+"""Laws of evaluation metrics: `scalelab fit --metrics`, fit.json's `metrics`, predict(metric=)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import scalelab
+from scalelab import synthetic
+from scalelab.errors import ScalelabError
+from scalelab.fit import fit_all
+from scalelab.fit.metric_laws import fit_metric, holdout_checks
+from scalelab.fit.metric_spec import metric_specs
+from scalelab.fit.outputs import write_outputs
+
+EASY = {**synthetic.EXAMPLE_TASK, "midpoint": 1.8}  # mid-rise across the ladder: a clear trend
+
+
+def _ladder(seed=1):
+    runs = synthetic.ladder(5, 4, noise=0.01, seed=seed, sizes=(1e7, 4e8), tokens=(2e8, 1e10))
+    runs = synthetic.with_task(runs, "easy", EASY, seed=seed + 1)
+    rng = np.random.default_rng(seed)
+    runs["noise_task"] = rng.binomial(200, 0.25, len(runs["params"])) / 200  # at chance everywhere
+    return pd.DataFrame(runs)
+
+
+def test_two_step_with_a_task_loss_predicts_a_larger_model_within_its_interval(tmp_path):
+    df = _ladder()
+    spec = {"easy": {"chance": 0.25, "via": "easy_loss"}, "noise_task": {"chance": 0.25}}
+    fit = fit_all(df, bootstrap=40, metrics=["easy"], metric_spec=spec)
+    write_outputs(fit, tmp_path)
+    entry = json.loads((tmp_path / "fit.json").read_text())["metrics"]["easy"]
+    assert entry["predictable"] and entry["chosen_method"] in ("direct", "two_step")
+    assert set(entry["methods"]) == {"direct", "two_step"}
+    assert all(m["oos_error"] is not None for m in entry["methods"].values())
+    n, d = 1.2e9, 3e10
+    table = scalelab.load_fit(tmp_path).predict(n, d, metric="easy")
+    assert list(table.columns[:5]) == ["params", "tokens", "easy", "low", "high"]
+    truth = synthetic.task_accuracy(n, d, EASY)
+    row = table.iloc[0]
+    assert row["low"] <= truth <= row["high"]
+    assert row["low"] <= row["easy"] <= row["high"] <= 1.0
+    assert (tmp_path / "metrics.csv").read_text().startswith("metric,")
+
+
+def test_a_task_at_chance_is_not_predictable_and_gets_no_forecast(tmp_path):
+    df = _ladder()
+    fit = fit_all(df, bootstrap=20, metrics=["noise_task"], metric_spec={"noise_task": {"chance": 0.25}})
+    write_outputs(fit, tmp_path)
+    entry = fit.result["metrics"]["noise_task"]
+    assert entry["verdict"].startswith("NOT PREDICTABLE: ") and not entry["predictable"]
+    assert entry["forecasts"] == []
+    table = scalelab.load_fit(tmp_path).predict(1e9, 2e10, metric="noise_task")
+    assert table["noise_task"].isna().all() and table["verdict"].iloc[0].startswith("NOT PREDICTABLE")
+
+
+def test_a_loss_metric_gets_a_power_law_and_its_checks_use_the_interface():
+    df = _ladder()
+    df["test_bpb"] = df["loss"] / np.log(2) / 4.0
+    spec = metric_specs(df, ["test_bpb"])[0]
+    assert spec.kind == "loss" and spec.link == "loglinear"
+    seen = []
+
+    def checks(runs):
+        seen.append(len(runs))
+        return holdout_checks(runs)
+
+    entry, _ = fit_metric(df, spec, [(1e21, 2e9, 8e10)], checks=checks, bootstrap_n=20)
+    assert seen and entry["predictable"]
+    value = entry["forecasts"][0]["value"]
+    truth = synthetic.CHINCHILLA
+    true_bpb = (truth["E"] + truth["A"] / 2e9 ** truth["alpha"] + truth["B"] / 8e10 ** truth["beta"]) / np.log(2) / 4
+    assert abs(value / true_bpb - 1) < 0.1
+    low, high = entry["forecasts"][0]["ci95"]
+    assert low <= true_bpb <= high
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"nope": {}}, "no column 'nope'"),
+    ({"easy": {"chance": 2}}, "need 0 <= chance"),
+    ({"easy": {"via": "missing_loss"}}, "no column 'missing_loss'"),
+    ({"easy": {"colour": 1}}, "unknown key 'colour'"),
+])
+def test_bad_metric_specs_get_one_line(spec, words):
+    with pytest.raises(ScalelabError, match=words):
+        metric_specs(_ladder(), [], spec)
+
+
+def test_unknown_metric_in_predict_names_the_fitted_ones(tmp_path):
+    fit = fit_all(_ladder(), bootstrap=0, metrics=["easy"], metric_spec={"easy": {"chance": 0.25}})
+    write_outputs(fit, tmp_path)
+    with pytest.raises(ScalelabError, match="no law for the metric 'bleu'.*easy"):
+        scalelab.load_fit(tmp_path).predict(1e9, 1e10, metric="bleu")
