@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from .fmt import STATUSES, clause, finite, human, interval, num, percent
+from .tables_metrics import metric_summary_lines
 
 
 def _law_lines(s) -> list[str]:
@@ -166,7 +167,7 @@ def summary_text(s, index_html: Path, results: Path | None = None) -> str:
     counts = s.metrics["status"].value_counts()
     lines = [f"scalelab report: {s.title}", *_forms_lines(s), *_law_lines(s), _holdout_line(s),
              _next_budget_line(s), *_disagreement_line(s),
-             *_hparam_lines(s),
+             *_hparam_lines(s), *metric_summary_lines(s),
              "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
              _compute_line(s), *_test_tokens_lines(s)]
     study = Path(".")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .fmt import clause, count, finite, human, interval, num, percent
 from .inputs import Study
 from .tables import Cell, Table, blank_repeats, fit_cell, new_table
+from .tables_metrics import add_metric_columns
 
 
 # ----------------------------------------------------------------------------- fitted parameters
@@ -157,6 +158,7 @@ def table_allocation(s: Study) -> Table:
         table.notes.append(f"From the {', '.join(sorted(forms))} law: the N, D with C = 6·N·D that minimise it. "
                            "The N_opt and D_opt intervals are over its bootstrap resamples (each one's own "
                            "optimum); the loss interval is fit.json's prediction interval.")
+    add_metric_columns(table, s)
     return table
 
 
