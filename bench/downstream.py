@@ -80,6 +80,7 @@ def score_ladder(seed: int, bootstrap: int) -> list[dict]:
             for name in [method] + (["auto"] if method == section["chosen_method"] else []):
                 rows.append({"ladder": seed, "factor": round(flops / frame["flops"].max()), "method": name,
                              "predictable": section["predictable"], "via": via is not None, "truth": truth,
+                             "oos": section["methods"][method]["oos_error"],
                              "predicted": p["task"], "error": 100 * abs(p["task"] - truth),
                              "covered": bool(p["low"] <= observed <= p["high"]), "width": 100 * (p["high"] - p["low"])})
     return rows
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--ladders", type=int, default=40)
     parser.add_argument("--bootstrap", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--table", help="also write every prediction to this CSV")
     args = parser.parse_args()
     start, rows = time.perf_counter(), []
     for seed in range(args.seed, args.seed + args.ladders):
@@ -114,6 +116,8 @@ def main() -> None:
         print(f"ladder {seed}: " + "; ".join(f"{r['factor']}x truth {r['truth']:.3f} auto {r['predicted']:.3f} "
                                             f"({'in' if r['covered'] else 'OUT'})" for r in auto), flush=True)
     table = pd.DataFrame(rows)
+    if args.table:
+        table.to_csv(args.table, index=False)
     result = summarise(table)
     print("| method | at | MAE (points) | coverage of 95 % | mean width (points) | n |")
     print("|---|---|---|---|---|---|")

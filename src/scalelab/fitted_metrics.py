@@ -14,26 +14,28 @@ and two links from x to the metric, by the metric's kind:
   lo the chance floor and hi a ceiling at most the scale (1 or 100);
 - `loglinear` for losses (bits per byte, perplexity): exp(a + b ln x), a power law in x (x = C, or L).
 
-The 95 % interval pools every bootstrap resample's prediction (both steps refitted on the same
-resampled runs) with a Normal scatter of a new run about its law: the residual sigma plus the
-extrapolation scatter learnt from the out-of-sample checks, per e-fold of `log_distance` outside
-the fitted runs. Bounded metrics are clipped to [0, scale]; losses work in log units.
+The 95 % interval is Normal about the point prediction with, in quadrature, the robust spread of
+every bootstrap resample's prediction (both steps refitted on the same resampled runs) and the
+scatter of a new run about its law: the residual sigma plus the extrapolation scatter learnt from
+the out-of-sample checks, per e-fold of `log_distance` outside the fitted runs (as the loss law's
+intervals, scalelab.fitted). Bounded metrics are clipped to [0, scale]; losses work in log units.
 Numpy and pandas only.
 """
 from __future__ import annotations
+
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 
 from .errors import ScalelabError
 
-__all__ = ["LINK_PARAMS", "METHODS", "STEP1_PARAMS", "MetricLaw", "method_params", "metric_values", "pooled_interval"]
+__all__ = ["LINK_PARAMS", "METHODS", "STEP1_PARAMS", "MetricLaw", "method_params", "metric_interval", "metric_values"]
 
 METHODS = ("direct", "two_step")
 STEP1_PARAMS = ("E", "A", "alpha", "B", "beta")
 LINK_PARAMS = {"sigmoid": ("lo", "hi", "k", "x0"), "loglinear": ("a", "b")}
 SLOPE = {"sigmoid": "k", "loglinear": "b"}  # the parameter whose interval says whether there is a trend
-NOISE_DRAWS = np.random.default_rng(20250).standard_normal(64)  # fixed: the same interval every time
 
 
 def method_params(method: str, link: str) -> tuple[str, ...]:
@@ -67,21 +69,29 @@ def metric_values(method: str, link: str, params: dict, N, D):
         return link_values(link, params, metric_inputs(method, link, params, N, D))
 
 
-def pooled_interval(preds: np.ndarray, scatter, level: float, space: str, bounds) -> tuple:
-    """(low, high) of a new run's metric: every resample's prediction (B × m) plus a Normal scatter
-    (a number or (m,)), pooled, in `space` ('log' for losses, else the metric's own units), then
-    clipped to `bounds`."""
+def robust_spread(preds: np.ndarray) -> np.ndarray:
+    """Per-column spread of resampled predictions: the interquartile range / 1.349, as the loss
+    law's intervals use (a nonlinear link refitted on a resample can jump to a bound: the ceiling of
+    a sigmoid seen only at its foot is anywhere up to the scale, and a plain percentile would let
+    those few jumps set the interval)."""
+    if len(preds) < 4:
+        return np.zeros(preds.shape[1])
+    q1, q3 = np.nanpercentile(preds, [25, 75], axis=0)
+    return (q3 - q1) / 1.349
+
+
+def metric_interval(point, preds: np.ndarray, scatter, level: float, space: str, bounds) -> tuple:
+    """(low, high) of a new run's metric: Normal about the point prediction with the resamples'
+    robust spread and the scatter (a number or (m,)) added in quadrature, in `space` ('log' for
+    losses, else the metric's own units), clipped to `bounds`."""
     preds = np.atleast_2d(np.asarray(preds, float))
     preds = preds[np.all(np.isfinite(preds), axis=1)]
-    if not len(preds):
-        return None, None
     with np.errstate(all="ignore"):
+        centre = np.log(point) if space == "log" else np.asarray(point, float)
         values = np.log(preds) if space == "log" else preds
-    scatter = np.broadcast_to(np.nan_to_num(np.asarray(scatter, float)), (values.shape[1],))
-    pooled = values[:, None, :] + NOISE_DRAWS[None, :, None] * scatter[None, None, :]
-    pooled = pooled.reshape(-1, values.shape[1])
-    tail = (1 - level) / 2 * 100
-    low, high = np.nanpercentile(pooled, [tail, 100 - tail], axis=0)
+    sd = np.sqrt(robust_spread(values) ** 2 + np.nan_to_num(np.asarray(scatter, float)) ** 2)
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    low, high = centre - z * sd, centre + z * sd
     if space == "log":
         low, high = np.exp(low), np.exp(high)
     return np.clip(low, *bounds), np.clip(high, *bounds)
@@ -135,11 +145,7 @@ class MetricLaw:
             preds = self.point(params, tokens)[None, :]
         scatter = np.sqrt(self.residual_sigma**2 + (self.extrapolation_sigma * distance) ** 2)
         space = "log" if self.link == "loglinear" else "linear"
-        low, high = pooled_interval(preds, scatter, level, space, self.bounds())
-        if low is None:
-            return np.full(len(params), np.nan), np.full(len(params), np.nan)
-        point = self.point(params, tokens)
-        return np.minimum(low, point), np.maximum(high, point)
+        return metric_interval(self.point(params, tokens), preds, scatter, level, space, self.bounds())
 
     def predict(self, params, tokens, distance, level: float) -> pd.DataFrame:
         """One row per (N, D): params, tokens, the metric, low, high and `verdict`. A metric with
