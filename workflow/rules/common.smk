@@ -1,6 +1,7 @@
 # Config loading and validation, the grid, and the helpers every rule uses.
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ if (ROOT / "src" / "scalelab").is_dir():
 from scalelab import chunking, cluster, corpus, corpus_check, grid, integrity, loggers, wsd
 from scalelab import config as config_file  # `config` is Snakemake's dict of settings
 from scalelab.data import OUTPUTS as DATA_OUTPUTS
+from scalelab.extra_metrics import extra_columns
 from scalelab import resources as job_resources
 from scalelab.settings import FitSettings
 from scalelab.errors import ScalelabError
@@ -343,6 +345,7 @@ def eval_spec(wildcards):
     """The eval settings as canonical JSON (a plain str param; parsed and checked once, in Python).
     A run trained on the CPU is evaluated on the CPU, whatever the machine has."""
     settings = dict(config["eval"])  # counts are ints already (config.validate parses them once)
+    settings.pop("extra", None)  # joined at aggregate, never part of a run's evaluation
     settings["device"] = "cpu" if RUNS[wildcards.run].spec["accelerator"] == "cpu" else "auto"
     return json.dumps(settings, sort_keys=True)
 

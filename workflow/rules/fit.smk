@@ -1,21 +1,26 @@
 # Every run's metrics in one table, then the scaling-law fits on it.
 
+# A study's own scores (eval.extra, checked when the config loads) join metrics.csv and get laws too.
+EXTRA_CSV = config["eval"].get("extra")
+
 
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule aggregate:
     input:
         metrics=expand("results/runs/{run}/metrics.json", run=RUN_IDS),
         evals=expand("results/runs/{run}/eval.json", run=RUN_IDS),
+        extra=[EXTRA_CSV] if EXTRA_CSV else [],
     output:
         "results/metrics.csv",
     params:
         code=code_fingerprint("aggregate"),
         sweep=json.dumps(SWEEP_KEYS),  # the swept keys: sweep_group, best_in_sweep and their columns
+        extra=f"--extra {shlex.quote(EXTRA_CSV)} " if EXTRA_CSV else "",
     log:
         log_path("aggregate"),
     localrule: True
     shell:
-        "scalelab aggregate --out {output:q} --sweep {params.sweep:q} {input.metrics:q} > {log:q} 2>&1"
+        "scalelab aggregate --out {output:q} --sweep {params.sweep:q} {params.extra}{input.metrics:q} > {log:q} 2>&1"
 
 
 # Written on every fit, empty when their section is null (see fit.json's `<section>_why`).
@@ -24,7 +29,7 @@ FIT_TABLES = [
     "forms", "forms_bootstrap", "residuals", "metrics", "metric_forecasts", "metrics_bootstrap",
 ]
 # The evaluation metrics that get a law each beside the loss (scalelab.fit.metric_laws).
-EVAL_METRICS = ["test_bpb", "test_ppl", "bleu", "rouge1", "rouge2", "rougeL"]
+EVAL_METRICS = ["test_bpb", "test_ppl", "bleu", "rouge1", "rouge2", "rougeL", *extra_columns(EXTRA_CSV)]
 
 
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
