@@ -93,3 +93,76 @@ def test_unknown_metric_in_predict_names_the_fitted_ones(tmp_path):
     write_outputs(fit, tmp_path)
     with pytest.raises(ScalelabError, match="no law for the metric 'bleu'.*easy"):
         scalelab.load_fit(tmp_path).predict(1e9, 1e10, metric="bleu")
+
+
+@pytest.fixture(scope="module")
+def metric_fit(tmp_path_factory):
+    """One fit with a predictable task (through its task loss) and a task at chance."""
+    folder = tmp_path_factory.mktemp("metric-fit")
+    df = _ladder(seed=3)
+    spec = {"easy": {"chance": 0.25, "via": "easy_loss"}, "noise_task": {"chance": 0.25}}
+    write_outputs(fit_all(df, bootstrap=40, metric_spec=spec), folder)
+    return folder, df
+
+
+def test_suggest_metric_narrows_that_metrics_interval(metric_fit):
+    from scalelab.suggest.metric import metric_design
+
+    folder, df = metric_fit
+    fitted = scalelab.load_fit(folder)
+    table, width_now = metric_design(fitted, "easy", df, 100 * df["flops"].max(), 0.5 * df["flops"].sum(), 3)
+    assert 1 <= len(table) <= 3
+    assert table["flops"].sum() <= 0.5 * df["flops"].sum()
+    widths = table["expected_width_after"].to_numpy()
+    assert np.all(np.diff(widths) <= 1e-12) and widths[-1] < width_now
+
+
+def test_report_table_and_summary_show_forecasts_and_verdicts(metric_fit):
+    from types import SimpleNamespace
+
+    from scalelab.fitjson import read_fit_json
+    from scalelab.report.tables_metrics import metric_summary_lines, table_metric_laws
+
+    folder, _ = metric_fit
+    study = SimpleNamespace(fit=read_fit_json(folder / "fit.json"))
+    table = table_metric_laws(study)
+    by_metric = {row[0].text: row for row in table.rows}
+    assert set(by_metric) == {"easy", "noise_task"}
+    assert by_metric["noise_task"][5].text.startswith("NOT PREDICTABLE")
+    assert all(cell.text == "not predictable" for cell in by_metric["noise_task"][6:])
+    forecast = by_metric["easy"][6]
+    assert forecast.value == study.fit["metrics"]["easy"]["forecasts"][0]["value"]
+    lines = metric_summary_lines(study)
+    assert any("easy" in line and "[" in line for line in lines)
+    assert any("noise_task" in line and "NOT PREDICTABLE" in line for line in lines)
+
+
+def test_eval_extra_columns_join_metrics_csv_and_bad_files_get_one_line(tmp_path):
+    from scalelab.aggregate import join_extra
+    from scalelab.extra_metrics import extra_columns
+
+    table = pd.DataFrame({"run": ["a", "b", "c"], "val_loss": [3.0, 2.5, 2.2]})
+    good = tmp_path / "scores.csv"
+    good.write_text("run,arc_easy,hellaswag\na,0.3,0.26\nc,0.5,\n")
+    joined = join_extra(table, good)
+    assert list(joined["run"]) == ["a", "b", "c"]
+    assert joined["arc_easy"].tolist()[0] == 0.3 and np.isnan(joined["arc_easy"].tolist()[1])
+    with pytest.raises(ScalelabError, match="no such|cannot read"):
+        extra_columns(tmp_path / "missing.csv")
+    (tmp_path / "norun.csv").write_text("model,acc\na,0.3\n")
+    with pytest.raises(ScalelabError, match="no 'run' column"):
+        extra_columns(tmp_path / "norun.csv")
+    (tmp_path / "text.csv").write_text("run,acc\na,high\n")
+    with pytest.raises(ScalelabError, match="column 'acc' is not numeric"):
+        extra_columns(tmp_path / "text.csv")
+    with pytest.raises(ScalelabError, match="repeats a metrics.csv column"):
+        extra_columns(good, reserved={"hellaswag"})
+
+
+def test_eval_extra_is_checked_when_the_config_loads(tmp_path):
+    from scalelab import config as config_file
+
+    config = config_file.read_yaml("config/config.yaml")
+    config.setdefault("eval", {})["extra"] = str(tmp_path / "absent.csv")
+    with pytest.raises(ScalelabError, match="eval.extra"):
+        config_file.validate(config)
