@@ -8,7 +8,8 @@ known, its scale (1 or 100) and `via`, a per-task loss column for the two-step m
 - a name with bpb, ppl, perplexity, loss, nll or xent is a loss (lower is better, a power law);
 - bleu, rouge*, chrf, meteor: a bounded score, floor 0, on 0..100 when any value exceeds 1, else 0..1;
 - any other column with every value in 0..1: an accuracy (floor `chance`, default 0), 0..100 a score;
-- any other positive column: a loss.
+- any other positive column: a loss;
+- `via` defaults to the column `<COL>_loss` when the CSV has one (an accuracy's per-task loss).
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def metric_spec(df: pd.DataFrame, name: str, facts: dict | None = None) -> Metri
     higher = facts.get("higher_is_better", kind != "loss")
     if not isinstance(higher, bool):
         raise ScalelabError(f"{where}.higher_is_better: should be true or false, got {higher!r}")
-    via = facts.get("via")
+    via = facts.get("via", f"{name}_loss" if f"{name}_loss" in df.columns and kind != "loss" else None)
     if via is not None:
         if not isinstance(via, str):
             raise ScalelabError(f"{where}.via: should be a column name, got {via!r}")
