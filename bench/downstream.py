@@ -73,16 +73,19 @@ def score_ladder(seed: int, bootstrap: int) -> list[dict]:
     for flops, n, d in targets(frame):
         truth = float(synthetic.task_accuracy(n, d, task))
         observed = rng.binomial(task["items"], truth) / task["items"]
-        for method in section["methods"]:
-            law = MetricLaw("task", {**section, "chosen_method": method, "predictable": True}, samples,
-                            section["range"])
+        laws = {m: {**section, "chosen_method": m, "predictable": True,
+                    "methods": {m: {**section["methods"][m], "weight": 1.0}}}  # each method alone, unmixed
+                for m in section["methods"]}
+        laws["auto"] = {**section, "predictable": True}  # the chosen method, its interval mixed as fitted
+        for name, entry in laws.items():
+            law = MetricLaw("task", entry, samples, section["range"])
             p = law.predict(np.array([n]), np.array([d]), log_distance(n, d, section["range"]), 0.95).iloc[0]
-            for name in [method] + (["auto"] if method == section["chosen_method"] else []):
-                rows.append({"ladder": seed, "factor": round(flops / frame["flops"].max()), "method": name,
-                             "predictable": section["predictable"], "via": via is not None, "truth": truth,
-                             "oos": section["methods"][method]["oos_error"],
-                             "predicted": p["task"], "error": 100 * abs(p["task"] - truth),
-                             "covered": bool(p["low"] <= observed <= p["high"]), "width": 100 * (p["high"] - p["low"])})
+            method = entry["chosen_method"]
+            rows.append({"ladder": seed, "factor": round(flops / frame["flops"].max()), "method": name,
+                         "predictable": section["predictable"], "via": via is not None, "truth": truth,
+                         "oos": section["methods"][method]["oos_error"],
+                         "predicted": p["task"], "error": 100 * abs(p["task"] - truth),
+                         "covered": bool(p["low"] <= observed <= p["high"]), "width": 100 * (p["high"] - p["low"])})
     return rows
 
 

@@ -138,8 +138,7 @@ def test_report_table_and_summary_show_forecasts_and_verdicts(metric_fit):
 
 
 def test_eval_extra_columns_join_metrics_csv_and_bad_files_get_one_line(tmp_path):
-    from scalelab.aggregate import join_extra
-    from scalelab.extra_metrics import extra_columns
+    from scalelab.extra_metrics import extra_columns, join_extra
 
     table = pd.DataFrame({"run": ["a", "b", "c"], "val_loss": [3.0, 2.5, 2.2]})
     good = tmp_path / "scores.csv"

@@ -20,7 +20,6 @@ import pandas as pd
 
 from .config import run_id
 from .errors import ScalelabError
-from .extra_metrics import KEY, extra_columns
 from .files import atomic_path, loads_json
 
 EVAL_COLUMNS = ["test_loss", "test_ppl", "test_bpb", "bleu", "rouge1", "rouge2", "rougeL"]
@@ -107,21 +106,11 @@ def aggregate(run_dirs: list[Path], sweep_keys=()) -> pd.DataFrame:
     return table[first + [c for c in table.columns if c not in first]]
 
 
-def join_extra(table: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """metrics.csv with the numeric columns of the `eval.extra` CSV joined by run (empty where a run
-    has no score)."""
-    columns = extra_columns(path, reserved=set(table.columns), what="--extra")
-    extra = pd.read_csv(path, dtype={KEY: str})[[KEY, *columns]]
-    return table.assign(run=table["run"].astype(str)).merge(extra, on=KEY, how="left")
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (or their metrics.json files)")
     parser.add_argument("--out", required=True, type=Path, help="the CSV to write (results/metrics.csv)")
     parser.add_argument("--sweep", default="[]",
                         help="the swept train keys as a JSON list (e.g. [\"lr\"]): adds sweep_group, best_in_sweep")
-    parser.add_argument("--extra", type=Path, help="a CSV keyed by run whose numeric columns join the table "
-                        "(the config's eval.extra, e.g. lm-evaluation-harness scores)")
 
 
 def _sweep_keys(text: str) -> list[str]:
@@ -136,8 +125,6 @@ def run(args) -> None:
     if not run_dirs:
         raise ScalelabError("no runs given")
     table = aggregate(run_dirs, _sweep_keys(args.sweep))
-    if args.extra:
-        table = join_extra(table, args.extra)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
     counts = table["status"].value_counts().to_dict()

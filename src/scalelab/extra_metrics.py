@@ -3,7 +3,12 @@ lm-evaluation-harness run on each results/runs/<run>/model.pt) whose numeric col
 results/metrics.csv (scalelab aggregate --extra) and get a law each in the fit, like the built-in
 metrics. Checked when the workflow builds its DAG (standard library only: the Snakefile imports
 this on every dry run), so a missing file, a missing `run` column or a column that is not numeric
-costs one line, not a failed job."""
+costs one line, not a failed job.
+
+The aggregate rule joins the scores after `scalelab aggregate` (which stays as it is, so that a
+study without `eval.extra` keeps its aggregate fingerprint):
+`python -m scalelab.extra_metrics SCORES_CSV results/metrics.csv` rewrites metrics.csv atomically.
+"""
 from __future__ import annotations
 
 import csv
@@ -11,6 +16,7 @@ import math
 from pathlib import Path
 
 from .errors import ScalelabError
+from .files import atomic_path
 
 KEY = "run"
 
@@ -40,8 +46,10 @@ def extra_columns(path: str | Path | None, reserved=(), what: str = "config: eva
     for i, name in enumerate(header):
         if i == key:
             continue
-        if name in reserved or not name:
-            raise ScalelabError(f"{where}: column {name!r} {'is unnamed' if not name else 'repeats a metrics.csv column'}")
+        if not name:
+            raise ScalelabError(f"{where}: column {i + 1} has no name")
+        if name in reserved:
+            raise ScalelabError(f"{where}: column {name!r} repeats a metrics.csv column")
         for line, row in enumerate(body, start=2):
             cell = row[i].strip() if i < len(row) else ""
             if cell and not _is_number(cell):
@@ -57,3 +65,38 @@ def _is_number(text: str) -> bool:
         return math.isfinite(float(text))
     except ValueError:
         return False
+
+
+def join_extra(table, path: str | Path, what: str = "config: eval.extra"):
+    """metrics.csv's table with the numeric columns of the scores CSV joined by run (empty where a
+    run has no score)."""
+    import pandas as pd
+
+    columns = extra_columns(path, reserved=set(table.columns) - {KEY}, what=what)
+    extra = pd.read_csv(path, dtype={KEY: str})[[KEY, *columns]]
+    return table.assign(run=table[KEY].astype(str)).merge(extra, on=KEY, how="left")
+
+
+def main(argv=None) -> int:
+    import sys
+
+    import pandas as pd
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m scalelab.extra_metrics SCORES_CSV METRICS_CSV", file=sys.stderr)
+        return 2
+    scores, metrics = args
+    try:
+        table = join_extra(pd.read_csv(metrics, dtype={KEY: str}), scores)
+        with atomic_path(metrics) as tmp:
+            table.to_csv(tmp, index=False)
+    except ScalelabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{metrics}: joined {len(table.columns)} columns with {scores}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,11 +14,13 @@ and two links from x to the metric, by the metric's kind:
   lo the chance floor and hi a ceiling at most the scale (1 or 100);
 - `loglinear` for losses (bits per byte, perplexity): exp(a + b ln x), a power law in x (x = C, or L).
 
-The 95 % interval is Normal about the point prediction with, in quadrature, the robust spread of
-every bootstrap resample's prediction (both steps refitted on the same resampled runs) and the
-scatter of a new run about its law: the residual sigma plus the extrapolation scatter learnt from
-the out-of-sample checks, per e-fold of `log_distance` outside the fitted runs (as the loss law's
-intervals, scalelab.fitted). Bounded metrics are clipped to [0, scale]; losses work in log units.
+The 95 % interval, as the loss law's (scalelab.fitted): each method is Normal about its point
+prediction with, in quadrature, the robust spread of its bootstrap resamples' predictions (both
+steps refitted on the same resampled runs) and the scatter of a new run about its law (the
+residual sigma plus the extrapolation scatter learnt from the out-of-sample checks, per e-fold of
+`log_distance` outside the fitted runs); the methods are mixed with the weights of their
+out-of-sample errors, and the interval is the central 95 % of the mixture, widened to hold the
+chosen method's point. Bounded metrics are clipped to [0, scale]; losses work in log units.
 Numpy and pandas only.
 """
 from __future__ import annotations
@@ -80,46 +82,75 @@ def robust_spread(preds: np.ndarray) -> np.ndarray:
     return (q3 - q1) / 1.349
 
 
-def metric_interval(point, preds: np.ndarray, scatter, level: float, space: str, bounds) -> tuple:
-    """(low, high) of a new run's metric: Normal about the point prediction with the resamples'
-    robust spread and the scatter (a number or (m,)) added in quadrature, in `space` ('log' for
-    losses, else the metric's own units), clipped to `bounds`."""
-    preds = np.atleast_2d(np.asarray(preds, float))
-    preds = preds[np.all(np.isfinite(preds), axis=1)]
-    with np.errstate(all="ignore"):
-        centre = np.log(point) if space == "log" else np.asarray(point, float)
-        values = np.log(preds) if space == "log" else preds
-    sd = np.sqrt(robust_spread(values) ** 2 + np.nan_to_num(np.asarray(scatter, float)) ** 2)
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    low, high = centre - z * sd, centre + z * sd
+MIXTURE_DRAWS = np.array([NormalDist().inv_cdf((i + 0.5) / 400) for i in range(400)])  # fixed quantiles
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, probs) -> list[np.ndarray]:
+    """Per column of values (k × m), the weighted quantiles at probs."""
+    order = np.argsort(values, axis=0)
+    ranked = np.take_along_axis(values, order, axis=0)
+    cumulative = np.cumsum(weights[order], axis=0) / weights.sum()
+    return [np.take_along_axis(ranked, np.argmax(cumulative >= p, axis=0)[None, :], axis=0)[0] for p in probs]
+
+
+def metric_interval(components, level: float, space: str, bounds) -> tuple:
+    """(low, high) of a new run's metric from components [(weight, point (m,), resampled
+    predictions (B × m), scatter (m,))]: each method is Normal about its point prediction with its
+    resamples' robust spread and its scatter in quadrature, in `space` ('log' for losses, else the
+    metric's own units); the interval is the central `level` of their weighted mixture (where the
+    methods disagree it widens toward the other, as the loss law's forms do), clipped to `bounds`."""
+    values, weights = [], []
+    for weight, point, preds, scatter in components:
+        preds = np.atleast_2d(np.asarray(preds, float))
+        preds = preds[np.all(np.isfinite(preds), axis=1)]
+        with np.errstate(all="ignore"):
+            centre = np.log(point) if space == "log" else np.asarray(point, float)
+            spread = robust_spread(np.log(preds) if space == "log" else preds) if len(preds) else 0.0
+        sd = np.sqrt(spread**2 + np.nan_to_num(np.asarray(scatter, float)) ** 2)
+        if weight > 0 and np.all(np.isfinite(centre)):
+            values.append(centre[None, :] + MIXTURE_DRAWS[:, None] * sd[None, :])
+            weights.append(np.full(len(MIXTURE_DRAWS), weight))
+    if not values:
+        return None, None
+    low, high = _weighted_quantiles(np.vstack(values), np.concatenate(weights), [(1 - level) / 2, (1 + level) / 2])
     if space == "log":
         low, high = np.exp(low), np.exp(high)
     return np.clip(low, *bounds), np.clip(high, *bounds)
 
 
 class MetricLaw:
-    """One metric's law as fit.json's `metrics.<COL>` and its rows of metrics_bootstrap.csv."""
+    """One metric's law as fit.json's `metrics.<COL>` and its rows of metrics_bootstrap.csv: the
+    chosen method's point prediction, and the interval of every method weighted by
+    `methods.<m>.weight` (the chosen method alone when no weights are written)."""
 
     def __init__(self, name: str, section: dict, samples: pd.DataFrame, ranges: dict, where="fit"):
         self.name, self.section, self.where, self.ranges = name, section, str(where), ranges or {}
         self.method = section.get("chosen_method")
         self.link = section.get("link")
-        if self.method not in METHODS or self.link not in LINK_PARAMS:
+        methods = section.get("methods") or {}
+        if self.method not in METHODS or self.method not in methods or self.link not in LINK_PARAMS:
             raise ScalelabError(f"{where}: metrics.{name} has no usable law "
                                 f"(method {self.method!r}, link {self.link!r})")
-        names = method_params(self.method, self.link)
-        chosen = (section.get("methods") or {}).get(self.method) or {}
-        values = chosen.get("params") or {}
+        self.parts = {m: self._part(m, methods[m], samples) for m in methods if m in METHODS}
+        self.params, self.samples, self.residual_sigma, _ = self.parts[self.method][1:]
+        if not any(part[0] > 0 for part in self.parts.values()):
+            self.parts[self.method] = (1.0, *self.parts[self.method][1:])
+
+    def _part(self, method: str, section: dict, samples: pd.DataFrame) -> tuple:
+        """(weight, params, resamples or None, residual sigma, extrapolation sigma) of one method."""
+        names = method_params(method, self.link)
+        values = section.get("params") or {}
         if any(not isinstance(values.get(k), (int, float)) for k in names):
-            raise ScalelabError(f"{where}: metrics.{name}.methods.{self.method}.params lacks one of {', '.join(names)}")
-        self.params = {k: float(values[k]) for k in names}
-        self.residual_sigma = float(chosen.get("residual_sigma") or 0.0)
-        self.extrapolation_sigma = float(chosen.get("extrapolation_sigma") or 0.0)
-        rows = samples[(samples["metric"] == name) & (samples["method"] == self.method)] if len(samples) else samples
+            raise ScalelabError(f"{self.where}: metrics.{self.name}.methods.{method}.params lacks one of "
+                                f"{', '.join(names)}")
+        rows = samples[(samples["metric"] == self.name) & (samples["method"] == method)] if len(samples) else samples
         missing = [k for k in names if len(rows) and k not in rows.columns]
         if missing:
-            raise ScalelabError(f"{where}: metrics_bootstrap.csv lacks the column(s) {', '.join(missing)}")
-        self.samples = rows[list(names)].apply(pd.to_numeric, errors="coerce") if len(rows) else None
+            raise ScalelabError(f"{self.where}: metrics_bootstrap.csv lacks the column(s) {', '.join(missing)}")
+        table = rows[list(names)].apply(pd.to_numeric, errors="coerce") if len(rows) else None
+        weight = float(section.get("weight") or 0.0) if "weight" in section else float(method == self.method)
+        return (weight, {k: float(values[k]) for k in names}, table, float(section.get("residual_sigma") or 0.0),
+                float(section.get("extrapolation_sigma") or 0.0))
 
     @property
     def verdict(self) -> str:
@@ -138,14 +169,21 @@ class MetricLaw:
 
     def interval(self, params, tokens, distance, level: float):
         """(low, high) of a new run at (params, tokens), `distance` e-folds outside the fitted runs."""
-        if self.samples is not None and len(self.samples):
-            cols = {k: self.samples[k].to_numpy(float)[:, None] for k in self.samples.columns}
-            preds = metric_values(self.method, self.link, cols, params[None, :], tokens[None, :])
-        else:
-            preds = self.point(params, tokens)[None, :]
-        scatter = np.sqrt(self.residual_sigma**2 + (self.extrapolation_sigma * distance) ** 2)
+        components = []
+        for method, (weight, values, table, sigma, per_efold) in self.parts.items():
+            point = metric_values(method, self.link, values, params, tokens)
+            if table is not None and len(table):
+                cols = {k: table[k].to_numpy(float)[:, None] for k in table.columns}
+                preds = metric_values(method, self.link, cols, params[None, :], tokens[None, :])
+            else:
+                preds = point[None, :]
+            components.append((weight, point, preds, np.sqrt(sigma**2 + (per_efold * distance) ** 2)))
         space = "log" if self.link == "loglinear" else "linear"
-        return metric_interval(self.point(params, tokens), preds, scatter, level, space, self.bounds())
+        low, high = metric_interval(components, level, space, self.bounds())
+        point = self.point(params, tokens)
+        if low is None:
+            return np.full(len(params), np.nan), np.full(len(params), np.nan)
+        return np.minimum(low, point), np.maximum(high, point)
 
     def predict(self, params, tokens, distance, level: float) -> pd.DataFrame:
         """One row per (N, D): params, tokens, the metric, low, high and `verdict`. A metric with

@@ -15,12 +15,14 @@ rule aggregate:
     params:
         code=code_fingerprint("aggregate"),
         sweep=json.dumps(SWEEP_KEYS),  # the swept keys: sweep_group, best_in_sweep and their columns
-        extra=f"--extra {shlex.quote(EXTRA_CSV)} " if EXTRA_CSV else "",
     log:
         log_path("aggregate"),
     localrule: True
     shell:
-        "scalelab aggregate --out {output:q} --sweep {params.sweep:q} {params.extra}{input.metrics:q} > {log:q} 2>&1"
+        "scalelab aggregate --out {output:q} --sweep {params.sweep:q} {input.metrics:q} > {log:q} 2>&1"
+        # eval.extra: the study's own scores join metrics.csv (the command is unchanged without them)
+        + (f" && python -m scalelab.extra_metrics {shlex.quote(EXTRA_CSV)} {{output:q}} >> {{log:q}} 2>&1"
+           if EXTRA_CSV else "")
 
 
 # Written on every fit, empty when their section is null (see fit.json's `<section>_why`).

@@ -28,7 +28,7 @@ from scipy.stats import bootstrap
 
 from ..fitted import log_distance
 from ..fitted_metrics import METHODS, SLOPE, MetricLaw
-from .choose import VALIDATION_CHECKS, held_masks
+from .choose import VALIDATION_CHECKS, WEIGHT_POWER, held_masks
 from .common import SIZE_TOLERANCE, _n_distinct
 from .inputs import data_range
 from .metric_models import fit_method, param_names, residual_sigma, task_loss_column
@@ -150,6 +150,19 @@ def choose_method(sections: dict, spec: MetricSpec) -> tuple[str | None, str]:
     return chosen, f"{chosen}: lowest mean out-of-sample error ({unit}): {shown}"
 
 
+def set_weights(methods: dict, chosen: str | None) -> None:
+    """Each method's weight in the intervals' mixture: (best out-of-sample error / its own)^6, as
+    the loss law's forms (scalelab.fit.choose.WEIGHT_POWER): a method within ~1.5x of the best
+    widens the interval toward its prediction, one 2x worse barely does."""
+    scores = {m: s["oos_error"] for m, s in methods.items() if s["oos_error"]}
+    best = min(scores.values()) if scores else None
+    for method, section in methods.items():
+        if best is None or method not in scores:
+            section["weight"] = float(method == chosen)
+        else:
+            section["weight"] = float((best / scores[method]) ** WEIGHT_POWER)
+
+
 def verdict(spec: MetricSpec, runs: pd.DataFrame, chosen: str | None, section: dict | None) -> str | None:
     """Why the metric is NOT PREDICTABLE, or None when it has a usable trend."""
     if chosen is None or section is None:
@@ -205,6 +218,7 @@ def fit_metric(points: pd.DataFrame, spec: MetricSpec, targets, checks=holdout_c
     out["methods"] = {m: s for m, s in sections.items() if s is not None}
     chosen, why = choose_method(sections, spec)
     out["chosen_method"], out["chosen_why"] = chosen, why
+    set_weights(out["methods"], chosen)
     reason = verdict(spec, runs, chosen, sections.get(chosen))
     out["predictable"] = reason is None
     out["verdict"] = "predictable" if reason is None else f"NOT PREDICTABLE: {reason}"

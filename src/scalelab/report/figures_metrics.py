@@ -11,7 +11,6 @@ import pandas as pd
 
 from ..errors import ScalelabError
 from ..fitted_metrics import MetricLaw
-from .fmt import human
 from .inputs import Study
 from .plotting import CannotDraw, set_log
 
