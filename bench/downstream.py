@@ -32,7 +32,7 @@ from scalelab import synthetic
 from scalelab.fit.metric_laws import fit_metric
 from scalelab.fit.metric_spec import metric_specs
 from scalelab.fitted import log_distance
-from scalelab.fitted_metrics import MetricLaw
+from scalelab.fitted_metrics import METHODS, MetricLaw
 
 FACTORS = (10, 100)
 
@@ -91,7 +91,7 @@ def score_ladder(seed: int, bootstrap: int) -> list[dict]:
 
 def summarise(table: pd.DataFrame) -> dict:
     out = {}
-    parts = [(m, table[table["method"] == m]) for m in ("direct", "two_step", "auto")]
+    parts = [(m, table[table["method"] == m]) for m in (*METHODS, "auto")]
     parts.append(("auto_predictable", table[(table["method"] == "auto") & table["predictable"]]))
     for name, part in parts:
         for factor in FACTORS:

@@ -33,7 +33,7 @@ def test_two_step_with_a_task_loss_predicts_a_larger_model_within_its_interval(t
     write_outputs(fit, tmp_path)
     entry = json.loads((tmp_path / "fit.json").read_text())["metrics"]["easy"]
     assert entry["predictable"] and entry["chosen_method"] in ("direct", "two_step")
-    assert set(entry["methods"]) == {"direct", "two_step"}
+    assert set(entry["methods"]) == {"direct", "direct_nd", "two_step"}
     assert all(m["oos_error"] is not None for m in entry["methods"].values())
     n, d = 1.2e9, 3e10
     table = scalelab.load_fit(tmp_path).predict(n, d, metric="easy")
@@ -128,9 +128,10 @@ def test_report_table_and_summary_show_forecasts_and_verdicts(metric_fit):
     table = table_metric_laws(study)
     by_metric = {row[0].text: row for row in table.rows}
     assert set(by_metric) == {"easy", "noise_task"}
-    assert by_metric["noise_task"][5].text.startswith("NOT PREDICTABLE")
-    assert all(cell.text == "not predictable" for cell in by_metric["noise_task"][6:])
-    forecast = by_metric["easy"][6]
+    verdict = table.columns.index("verdict")
+    assert by_metric["noise_task"][verdict].text.startswith("NOT PREDICTABLE")
+    assert all(cell.text == "not predictable" for cell in by_metric["noise_task"][verdict + 1:])
+    forecast = by_metric["easy"][verdict + 1]
     assert forecast.value == study.fit["metrics"]["easy"]["forecasts"][0]["value"]
     lines = metric_summary_lines(study)
     assert any("easy" in line and "[" in line for line in lines)

@@ -5,6 +5,9 @@ Two methods, each a numpy formula of (N, D) whose parameters `scalelab fit` esti
 (scalelab.fit.metric_laws) and writes to fit.json's `metrics.<COL>` and metrics_bootstrap.csv:
 
 - `direct` (Krajewski et al. 2025): the metric as a function of compute C = 6·N·D (x = ln C);
+- `direct_nd` (the same paper's law across token-to-parameter ratios): the metric from (N, D) in one
+  step, lo + (hi - lo)·exp(-(A/N^alpha + B/D^beta)) for a bounded metric, E + A/N^alpha + B/D^beta
+  for a loss;
 - `two_step` (Bhagia et al. 2024, the OLMo ladder): a task loss L(N, D) = E + A/N^alpha + B/D^beta,
   then the metric as a function of x = L.
 
@@ -32,16 +35,27 @@ import pandas as pd
 
 from .errors import ScalelabError
 
-__all__ = ["LINK_PARAMS", "METHODS", "STEP1_PARAMS", "MetricLaw", "method_params", "metric_interval", "metric_values"]
+__all__ = ["DIRECT_ND_PARAMS", "LINK_PARAMS", "METHODS", "STEP1_PARAMS", "MetricLaw", "method_params", "metric_interval", "metric_values", "slope_param"]
 
-METHODS = ("direct", "two_step")
+METHODS = ("direct", "direct_nd", "two_step")
 STEP1_PARAMS = ("E", "A", "alpha", "B", "beta")
 LINK_PARAMS = {"sigmoid": ("lo", "hi", "k", "x0"), "loglinear": ("a", "b")}
+# direct_nd, Krajewski et al.'s law across token-to-parameter ratios: a bounded metric is
+# lo + (hi - lo)·exp(-(A/N^alpha + B/D^beta)) (their -log Q = A N^-alpha + B D^-beta with a floor
+# and a ceiling), a loss E + A/N^alpha + B/D^beta.
+DIRECT_ND_PARAMS = {"sigmoid": ("lo", "hi", "A", "alpha", "B", "beta"), "loglinear": STEP1_PARAMS}
 SLOPE = {"sigmoid": "k", "loglinear": "b"}  # the parameter whose interval says whether there is a trend
+
+
+def slope_param(method: str, link: str) -> str:
+    """The parameter reported as a method's slope (metrics.csv)."""
+    return "alpha" if method == "direct_nd" else SLOPE[link]
 
 
 def method_params(method: str, link: str) -> tuple[str, ...]:
     """The parameter names of one method with one link, in the order of metrics_bootstrap.csv."""
+    if method == "direct_nd":
+        return DIRECT_ND_PARAMS[link]
     return (STEP1_PARAMS if method == "two_step" else ()) + LINK_PARAMS[link]
 
 
@@ -68,6 +82,11 @@ def metric_inputs(method: str, link: str, params: dict, N, D):
 def metric_values(method: str, link: str, params: dict, N, D):
     """The metric at (N, D); params values are numbers or columns (B × 1) for B resamples at once."""
     with np.errstate(all="ignore"):
+        if method == "direct_nd" and link == "sigmoid":
+            gap = params["A"] * N ** -params["alpha"] + params["B"] * D ** -params["beta"]
+            return params["lo"] + (params["hi"] - params["lo"]) * np.exp(-gap)
+        if method == "direct_nd":
+            return task_loss(params, N, D)
         return link_values(link, params, metric_inputs(method, link, params, N, D))
 
 

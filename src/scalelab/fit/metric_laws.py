@@ -15,7 +15,8 @@ e-folds a held-out run lies outside its refit's runs).
 
 Verdict: NOT PREDICTABLE, with no forecast, when fewer than MIN_RUNS runs have the metric, fewer
 than MIN_SIZES_ABOVE model sizes score clearly above the floor, the slope's 95 % interval contains
-0, or the chosen method's out-of-sample error exceeds the spread of the runs' values.
+0 (the law's gain from the smallest- to the largest-compute run, over the resamples), or the
+chosen method's out-of-sample error exceeds the spread of the runs' values.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from scipy.optimize import minimize_scalar
 from scipy.stats import bootstrap
 
 from ..fitted import log_distance
-from ..fitted_metrics import METHODS, SLOPE, MetricLaw
+from ..fitted_metrics import METHODS, MetricLaw, metric_values
 from .choose import VALIDATION_CHECKS, WEIGHT_POWER, held_masks
 from .common import SIZE_TOLERANCE, _n_distinct
 from .inputs import data_range
@@ -129,10 +130,30 @@ def method_section(method, spec, runs, checks, n_boot, seed) -> tuple[dict | Non
         column = samples[key].to_numpy(float)
         column = column[np.isfinite(column)]
         ci[key] = [float(v) for v in np.percentile(column, [2.5, 97.5])] if len(column) >= 10 else None
-    section = {"params": theta, "params_ci95": ci, "oos_error": checked["oos_error"], "checks": checked["checks"],
+    section = {"params": theta, "params_ci95": ci, **trend(method, spec, runs, theta, samples),
+               "oos_error": checked["oos_error"], "checks": checked["checks"],
                "residual_sigma": residual_sigma(method, spec, theta, runs),
                "extrapolation_sigma": scatter_per_efold(checked["misses"]), "n_resamples": int(len(samples))}
     return section, samples
+
+
+def trend(method: str, spec: MetricSpec, runs: pd.DataFrame, theta: dict, samples: pd.DataFrame) -> dict:
+    """How much the law says the metric improves from the smallest-compute run to the largest
+    (sign-adjusted: positive is better), with its bootstrap 95 % interval: whether there is a trend."""
+    compute = runs["params"].to_numpy(float) * runs["tokens"].to_numpy(float)
+    ends = runs.iloc[[int(np.argmin(compute)), int(np.argmax(compute))]]
+    n, d = ends["params"].to_numpy(float), ends["tokens"].to_numpy(float)
+    sign = 1.0 if spec.higher_is_better else -1.0
+    point = metric_values(method, spec.link, theta, n, d)
+    out = {"trend": float(sign * (point[1] - point[0])), "trend_ci95": None}
+    if len(samples) >= 10:
+        cols = {k: samples[k].to_numpy(float)[:, None] for k in samples.columns}
+        values = metric_values(method, spec.link, cols, n[None, :], d[None, :])
+        gains = sign * (values[:, 1] - values[:, 0])
+        gains = gains[np.isfinite(gains)]
+        if len(gains) >= 10:
+            out["trend_ci95"] = [float(v) for v in np.percentile(gains, [2.5, 97.5])]
+    return out
 
 
 def choose_method(sections: dict, spec: MetricSpec) -> tuple[str | None, str]:
@@ -175,10 +196,10 @@ def verdict(spec: MetricSpec, runs: pd.DataFrame, chosen: str | None, section: d
         if _n_distinct(above["params"], SIZE_TOLERANCE) < MIN_SIZES_ABOVE:
             return (f"fewer than {MIN_SIZES_ABOVE} model sizes score clearly above the floor {spec.floor:g} "
                     f"(by {margin:.3g}); the runs are at chance or noise")
-    slope = SLOPE[spec.link]
-    ci = (section.get("params_ci95") or {}).get(slope)
-    if ci is not None and ci[0] <= 0 <= ci[1]:
-        return f"the trend's 95 % interval ({slope} {ci[0]:.3g} to {ci[1]:.3g}) contains 0"
+    ci = section.get("trend_ci95")
+    if ci is not None and ci[0] <= 0:
+        return (f"the law's gain from the smallest to the largest run has a 95 % interval ({ci[0]:.3g} to "
+                f"{ci[1]:.3g}) that reaches 0: no trend")
     spread = float(np.std(np.log(values) if spec.link == "loglinear" else values, ddof=1))
     if section["oos_error"] is not None and section["oos_error"] > spread:
         return (f"the out-of-sample error {section['oos_error']:.3g} exceeds the spread of the runs' values "

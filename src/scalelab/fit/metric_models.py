@@ -8,6 +8,7 @@
   [lo + (max - lo)/2, scale] unless the spec gives the ceiling, |k| at most 30 per range of x so a
   fit through runs at chance cannot degenerate into a step.
 - The loglinear link ln m = a + b ln x: statsmodels OLS.
+- direct_nd, lo + (hi - lo)·exp(-(A/N^alpha + B/D^beta)): least squares in the metric's units.
 
 `runs` is a DataFrame with params, tokens, the metric column and, for two-step, the task-loss
 column `spec.via` (else `loss`). A fit that fails returns None.
@@ -102,6 +103,53 @@ def fit_sigmoid(x, y, spec: MetricSpec, start: dict | None = None) -> dict | Non
     return {"lo": float(lo), "hi": float(best.x[0]), "k": float(best.x[1]), "x0": float(best.x[2])}
 
 
+def fit_direct_nd(params, tokens, y, spec: MetricSpec, start: dict | None = None) -> dict | None:
+    """hi, A, alpha, B, beta of lo + (hi - lo)·exp(-(A/N^alpha + B/D^beta)) (Krajewski et al.'s
+    law across token-to-parameter ratios, with the floor and a ceiling), least squares in the
+    metric's units, N and D scaled by their geometric means; a loss gets the task-loss law itself."""
+    if spec.link == "loglinear":
+        return fit_task_loss(params, tokens, y, start)
+    params, tokens, y = (np.asarray(v, float) for v in (params, tokens, y))
+    n0, d0 = np.exp(np.mean(np.log(params))), np.exp(np.mean(np.log(tokens)))
+    n, d, lo = params / n0, tokens / d0, spec.floor
+    top = max(y.max(), lo + 1e-6 * spec.scale)
+    hi_bounds = (lo + (top - lo) / 2, spec.scale) if spec.ceiling is None else (spec.ceiling - 1e-12, spec.ceiling)
+
+    def residuals(theta):
+        with np.errstate(all="ignore"):
+            gap = np.exp(theta[1]) * n ** -theta[2] + np.exp(theta[3]) * d ** -theta[4]
+            return lo + (theta[0] - lo) * np.exp(-gap) - y
+
+    hi0 = min(spec.scale, top + 0.1 * (spec.scale - top)) if spec.ceiling is None else spec.ceiling
+    mean_gap = -np.log(np.clip((np.mean(y) - lo) / (hi0 - lo), 1e-3, 0.999))
+    if start is not None:
+        starts = [[start["hi"], np.log(start["A"] * n0 ** -start["alpha"]), start["alpha"],
+                   np.log(start["B"] * d0 ** -start["beta"]), start["beta"]]]
+    else:
+        starts = [[hi0, np.log(mean_gap / 2), a, np.log(mean_gap / 2), b] for a, b in STEP1_STARTS]
+    bounds = ([hi_bounds[0], -30, 0.0, -30, 0.0], [hi_bounds[1], 30, 3.0, 30, 3.0])
+    best = _least_squares(residuals, starts, bounds)
+    if best is None:
+        return None
+    hi, a, alpha, b, beta = best.x
+    return {"lo": float(lo), "hi": float(hi), "A": float(np.exp(a) * n0**alpha), "alpha": float(alpha),
+            "B": float(np.exp(b) * d0**beta), "beta": float(beta)}
+
+
+def _least_squares(residuals, starts, bounds):
+    """The best of scipy least_squares from each start (None when every start fails)."""
+    best = None
+    for theta0 in starts:
+        theta0 = np.clip(theta0, np.array(bounds[0]) + 1e-12, np.array(bounds[1]) - 1e-12)
+        try:
+            fit = least_squares(residuals, theta0, bounds=bounds, method="trf", max_nfev=400)
+        except ValueError:
+            continue
+        if np.isfinite(fit.cost) and (best is None or fit.cost < best.cost):
+            best = fit
+    return best
+
+
 def fit_loglinear(x, y) -> dict | None:
     """a, b of ln y = a + b ln x (statsmodels OLS)."""
     import statsmodels.api as sm
@@ -116,6 +164,10 @@ def fit_loglinear(x, y) -> dict | None:
 def fit_method(method: str, spec: MetricSpec, runs: pd.DataFrame, start: dict | None = None) -> dict | None:
     """The parameters of `method` on `runs` (both steps for two-step), or None when a step fails."""
     params, tokens, y = (runs[c].to_numpy(float) for c in ("params", "tokens", spec.name))
+    if method == "direct_nd":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fit_direct_nd(params, tokens, y, spec, start)
     step1 = {}
     if method == "direct":
         x = 6.0 * params * tokens
@@ -139,7 +191,8 @@ def residual_sigma(method: str, spec: MetricSpec, theta: dict, runs: pd.DataFram
     with np.errstate(all="ignore"):
         resid = np.log(actual / predicted) if spec.link == "loglinear" else actual - predicted
     resid = resid[np.isfinite(resid)]
-    dof = max(len(resid) - len(LINK_PARAMS[spec.link]), 1)
+    k = len(param_names(method, spec)) if method == "direct_nd" else len(LINK_PARAMS[spec.link])
+    dof = max(len(resid) - k, 1)
     return float(np.sqrt(np.sum(resid**2) / dof)) if len(resid) else float("nan")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..fitted_metrics import SLOPE
+from ..fitted_metrics import slope_param
 from .metric_laws import METRIC_BOOTSTRAP, fit_metric_laws, holdout_checks
 
 METRICS_COLUMNS = ["metric", "kind", "method", "chosen", "oos_error", "residual_sigma", "extrapolation_sigma",
@@ -44,7 +44,7 @@ def metrics_table(sections: dict) -> pd.DataFrame:
     rows = []
     for name, entry in sections.items():
         for method, section in entry["methods"].items():
-            slope = SLOPE[entry["link"]]
+            slope = slope_param(method, entry["link"])
             ci = (section.get("params_ci95") or {}).get(slope) or [None, None]
             rows.append({"metric": name, "kind": entry["kind"], "method": method,
                          "chosen": method == entry["chosen_method"], "oos_error": section["oos_error"],

@@ -2,11 +2,10 @@
 columns of the allocation table, and their lines in summary.txt."""
 from __future__ import annotations
 
+from ..fitted_metrics import METHODS
 from .fmt import num
 from .inputs import Study
 from .tables import Cell, Table, fit_cell, new_table
-
-METHODS = ("direct", "two_step")
 
 
 def _forecast_cell(entry: dict, i: int, name: str) -> Cell:
@@ -24,7 +23,7 @@ def table_metric_laws(s: Study) -> Table:
     metrics = s.fit.get("metrics") or {}
     budgets = max((len(e.get("forecasts") or []) for e in metrics.values()), default=0)
     flops = next((e["forecasts"] for e in metrics.values() if len(e.get("forecasts") or []) == budgets), [])
-    columns = ["metric", "kind", "method chosen", "out-of-sample error: direct", "two-step", "verdict"]
+    columns = ["metric", "kind", "method chosen", *(f"out-of-sample error: {m}" for m in METHODS), "verdict"]
     columns += [f"at C = {num(f['flops'])} [95 %]" for f in flops]
     table = new_table("metric_laws", columns)
     if not metrics:
@@ -36,7 +35,7 @@ def table_metric_laws(s: Study) -> Table:
         row = [Cell(name), Cell(entry["kind"]), Cell(entry.get("chosen_method") or "–")]
         row += [fit_cell((methods.get(m) or {}).get("oos_error"), f"metrics.{name}.methods.{m}.oos_error")
                 for m in METHODS]
-        row.append(Cell(entry["verdict"]))
+        row.append(Cell(entry["verdict"]))  # column 3 + len(METHODS)
         row += [_forecast_cell(entry, i, name) for i in range(budgets)]
         table.rows.append(row)
     table.notes.append("Out-of-sample error: the mean absolute error of each method refitted without the largest "
