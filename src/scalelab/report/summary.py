@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 from .fmt import STATUSES, clause, finite, human, interval, num, percent
-from .tables_metrics import metric_summary_lines
 
 
 def _law_lines(s) -> list[str]:
@@ -164,6 +163,8 @@ def summary_text(s, index_html: Path, results: Path | None = None) -> str:
     """The summary of a Study (scalelab.report.inputs), ending with the path of its page relative
     to the study folder (the parent of `results`, the results folder; else the working directory),
     so a copied study names its own; with `results`, also the study's disk use by part."""
+    from .tables_metrics import metric_summary_lines  # here: print_summary imports no numpy or pandas
+
     counts = s.metrics["status"].value_counts()
     lines = [f"scalelab report: {s.title}", *_forms_lines(s), *_law_lines(s), _holdout_line(s),
              _next_budget_line(s), *_disagreement_line(s),

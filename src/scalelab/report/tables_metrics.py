@@ -8,15 +8,15 @@ from .inputs import Study
 from .tables import Cell, Table, fit_cell, new_table
 
 
-def _forecast_cell(entry: dict, i: int, name: str) -> Cell:
+def _forecast_cells(entry: dict, i: int, name: str) -> list[Cell]:
+    """The forecast at budget i and its 95 % interval, each checked against fit.json."""
     if not entry.get("predictable"):
-        return Cell("not predictable")
+        return [Cell("not predictable"), Cell("")]
     forecasts = entry.get("forecasts") or []
     if i >= len(forecasts):
-        return Cell("–")
-    f = forecasts[i]
-    return Cell(f"{num(f['value'])} [{num(f['ci95'][0])}, {num(f['ci95'][1])}]", f"metrics.{name}.forecasts.{i}.value",
-                f["value"])
+        return [Cell("–"), Cell("–")]
+    where = f"metrics.{name}.forecasts.{i}"
+    return [fit_cell(forecasts[i]["value"], f"{where}.value"), fit_cell(forecasts[i]["ci95"], f"{where}.ci95")]
 
 
 def table_metric_laws(s: Study) -> Table:
@@ -24,7 +24,8 @@ def table_metric_laws(s: Study) -> Table:
     budgets = max((len(e.get("forecasts") or []) for e in metrics.values()), default=0)
     flops = next((e["forecasts"] for e in metrics.values() if len(e.get("forecasts") or []) == budgets), [])
     columns = ["metric", "kind", "method chosen", *(f"out-of-sample error: {m}" for m in METHODS), "verdict"]
-    columns += [f"at C = {num(f['flops'])} [95 %]" for f in flops]
+    for f in flops:
+        columns += [f"at C = {num(f['flops'])}", "95 %"]
     table = new_table("metric_laws", columns)
     if not metrics:
         table.notes.append("No metric laws: fit with scalelab fit --metrics COL ... (the workflow passes the "
@@ -36,7 +37,8 @@ def table_metric_laws(s: Study) -> Table:
         row += [fit_cell((methods.get(m) or {}).get("oos_error"), f"metrics.{name}.methods.{m}.oos_error")
                 for m in METHODS]
         row.append(Cell(entry["verdict"]))  # column 3 + len(METHODS)
-        row += [_forecast_cell(entry, i, name) for i in range(budgets)]
+        for i in range(budgets):
+            row += _forecast_cells(entry, i, name)
         table.rows.append(row)
     table.notes.append("Out-of-sample error: the mean absolute error of each method refitted without the largest "
                        "model, the largest token count or the top compute group, in the metric's units (ln units "
@@ -52,9 +54,9 @@ def add_metric_columns(table: Table, s: Study) -> None:
     for name, entry in metrics.items():
         if len(entry["forecasts"]) != len(table.rows):
             continue
-        table.columns.append(f"predicted {name} [95 %]")
+        table.columns += [f"predicted {name}", f"{name} 95 %"]
         for i, row in enumerate(table.rows):
-            row.append(_forecast_cell(entry, i, name))
+            row += _forecast_cells(entry, i, name)
     flagged = [n for n, e in (s.fit.get("metrics") or {}).items() if not e.get("predictable")]
     if flagged:
         table.notes.append(f"Not predictable at this scale, so not forecast: {', '.join(flagged)}.")
