@@ -96,6 +96,8 @@ def summarise(table: pd.DataFrame) -> dict:
     for name, part in parts:
         for factor in FACTORS:
             rows = part[part["factor"] == factor]
+            if not len(rows):  # a method not fitted to these ladders (direct: many tokens per parameter)
+                continue
             out[f"{name}_{factor}x"] = {"mae_points": round(float(rows["error"].mean()), 2),
                                         "coverage": round(float(rows["covered"].mean()), 3),
                                         "width_points": round(float(rows["width"].mean()), 1), "n": int(len(rows))}

@@ -33,7 +33,8 @@ def test_two_step_with_a_task_loss_predicts_a_larger_model_within_its_interval(t
     write_outputs(fit, tmp_path)
     entry = json.loads((tmp_path / "fit.json").read_text())["metrics"]["easy"]
     assert entry["predictable"] and entry["chosen_method"] in ("direct", "two_step")
-    assert set(entry["methods"]) == {"direct", "direct_nd", "two_step"}
+    assert set(entry["methods"]) == {"direct_nd", "two_step"}  # a grid spans many tokens per parameter
+    assert "direct" in entry["skipped"]
     assert all(m["oos_error"] is not None for m in entry["methods"].values())
     n, d = 1.2e9, 3e10
     table = scalelab.load_fit(tmp_path).predict(n, d, metric="easy")
@@ -54,6 +55,15 @@ def test_a_task_at_chance_is_not_predictable_and_gets_no_forecast(tmp_path):
     assert entry["forecasts"] == []
     table = scalelab.load_fit(tmp_path).predict(1e9, 2e10, metric="noise_task")
     assert table["noise_task"].isna().all() and table["verdict"].iloc[0].startswith("NOT PREDICTABLE")
+
+
+def test_direct_in_compute_is_fitted_to_runs_at_one_token_to_parameter_ratio():
+    params = np.geomspace(1e7, 1e9, 8)
+    runs = synthetic.with_task({"params": params, "tokens": 20 * params}, "easy", EASY, seed=4)
+    df = pd.DataFrame(runs).assign(flops=lambda f: 6 * f["params"] * f["tokens"], loss=1.0)
+    spec = metric_specs(df, ["easy"], {"easy": {"chance": 0.25}})[0]
+    entry, _ = fit_metric(df, spec, [], bootstrap_n=0)
+    assert "direct" in entry["methods"] and "direct" not in entry["skipped"]
 
 
 def test_a_loss_metric_gets_a_power_law_and_its_checks_use_the_interface():

@@ -40,6 +40,9 @@ MIN_SIZES_ABOVE = 3  # model sizes scoring clearly above the floor, for a bounde
 ABOVE_FLOOR = 0.02  # "clearly above": by this share of the range (scale - floor) or 2 residual sigmas
 MIN_TRAIN_RUNS = 4
 METRIC_BOOTSTRAP = 200  # resamples at most (fit.bootstrap caps it)
+# The direct law in compute alone holds at one token-to-parameter ratio (Krajewski et al. 2025);
+# runs whose D/N span more than this factor get direct_nd, their law across ratios, instead.
+ONE_RATIO_SPAN = 2.0
 
 
 def holdout_checks(runs: pd.DataFrame):
@@ -207,6 +210,18 @@ def verdict(spec: MetricSpec, runs: pd.DataFrame, chosen: str | None, section: d
     return None
 
 
+def skipped_methods(runs: pd.DataFrame, spec: MetricSpec) -> dict:
+    """method -> why it is not fitted to these runs."""
+    skipped = {}
+    ratio = (runs["tokens"] / runs["params"]).to_numpy(float)
+    if ratio.max() > ONE_RATIO_SPAN * ratio.min():
+        skipped["direct"] = (f"the runs' tokens per parameter span {ratio.max() / ratio.min():.3g}x; a law in compute "
+                             "alone holds at one ratio, so direct_nd (the law across ratios) stands in for it")
+    if task_loss_column(spec) not in runs.columns:
+        skipped["two_step"] = f"no task-loss column {task_loss_column(spec)!r}"
+    return skipped
+
+
 def metric_runs(points: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:
     """The runs with a finite metric (and task loss), positive where the link takes logs."""
     columns = [spec.name, task_loss_column(spec)] if task_loss_column(spec) in points.columns else [spec.name]
@@ -230,8 +245,10 @@ def fit_metric(points: pd.DataFrame, spec: MetricSpec, targets, checks=holdout_c
         out["verdict"] = f"NOT PREDICTABLE: only {len(runs)} runs have the metric (at least {MIN_RUNS} needed)"
         return out, pd.DataFrame()
     sections, tables = {}, []
+    skipped = skipped_methods(runs, spec)
+    out["skipped"] = skipped
     for method in METHODS:
-        if method == "two_step" and task_loss_column(spec) not in runs.columns:
+        if method in skipped:
             continue
         sections[method], samples = method_section(method, spec, runs, checks, bootstrap_n, seed)
         if len(samples):

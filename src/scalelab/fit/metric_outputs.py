@@ -74,6 +74,8 @@ def metric_lines(sections: dict) -> list[str]:
         lines.append(f"{name} ({entry['kind']}, {entry['n_runs']} runs): {entry['verdict']}")
         if entry["chosen_why"]:
             lines.append(f"  method {entry['chosen_why']}")
+        for method, why in (entry.get("skipped") or {}).items():
+            lines.append(f"  {method} not fitted: {why}")
         for f in entry["forecasts"]:
             lines.append(f"  at C={f['flops']:.3g} (N={f['params']:.3g}, D={f['tokens']:.3g}): {f['value']:.4g} "
                          f"[{f['ci95'][0]:.4g}, {f['ci95'][1]:.4g}]")
