@@ -10,8 +10,10 @@ drawn as a binomial score on a finite number of items. Chance (0, 0.25 or 0.5), 
 between chance and well above it, small models at chance) vary by ladder. Half the ladders give
 the two-step method the task loss (`via`), half make it go through the loss column.
 
-For each method (direct, two_step) and for the automatic choice (the lower out-of-sample error,
-scalelab.fit.metric_laws), at the compute-optimal N, D of 10x and 100x the largest run's compute:
+For each method fitted (direct_nd and two_step; `direct`, the law in compute alone, is fitted
+only to runs at one token-to-parameter ratio, and these grids span 2000x) and for the automatic
+choice (the lowest out-of-sample error, scalelab.fit.metric_laws, with its interval mixing the
+methods by their errors), at the compute-optimal N, D of 10x and 100x the largest run's compute:
 mean absolute error in points against the true expected accuracy, and how often the 95 %
 interval covers a fresh evaluation (a binomial draw at the truth), with its mean width. The
 automatic choice is also scored on the ladders it calls predictable only, and the share it calls
