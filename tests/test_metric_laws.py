@@ -176,3 +176,22 @@ def test_eval_extra_is_checked_when_the_config_loads(tmp_path):
     config.setdefault("eval", {})["extra"] = str(tmp_path / "absent.csv")
     with pytest.raises(ScalelabError, match="eval.extra"):
         config_file.validate(config)
+
+
+def test_downstream_bench_scores_every_method_and_the_choice():
+    """bench/downstream.py on two small ladders: a row per method and forecast, errors against the
+    known truth, and the JSON summary last."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("downstream_bench", REPO / "bench" / "downstream.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.score_ladder(0, 10) + bench.score_ladder(1, 10)
+    table = pd.DataFrame(rows)
+    assert {"direct_nd", "two_step", "auto"} <= set(table["method"])
+    assert set(table["factor"]) == {10, 100}
+    assert np.allclose(table["error"], 100 * (table["predicted"] - table["truth"]).abs(), equal_nan=True)
+    summary = bench.summarise(table)
+    assert 0 <= summary["auto_10x"]["coverage"] <= 1 and summary["auto_10x"]["n"] == 2
