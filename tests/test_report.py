@@ -128,7 +128,7 @@ def make_study(root: str | Path, *, sizes=tuple(MODELS), isoflop: bool = True, e
             _curve(row, rng).to_csv(run_dir / "curve.csv", index=False)
     # The real fit, kept small (32 starts, 10 resamples) so that the test stays quick.
     fit = fit_frame(frame, loss_col="val_loss", bootstrap=bootstrap, grid_points=2, workers=1, seed=seed,
-                    sweep_keys=("lr",) if lrs else ())
+                    sweep_keys=("lr",) if lrs else (), metrics=("test_bpb", "bleu"))
     write_json(results / "fit" / "fit.json", fit)
     if meta:
         (results / "data").mkdir(parents=True, exist_ok=True)

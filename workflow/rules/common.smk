@@ -3,6 +3,7 @@
 # are touched only through scalelab.plan.snakemake_adapter.
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from scalelab.plan import cluster
 from scalelab.plan import snakemake_adapter as adapter
 from scalelab.plan.workflow import DATA, StudyPlan, capped_cores as _capped_cores, trunk_path
 from scalelab.store.fingerprint import code_fingerprint
+from scalelab.config.extra_metrics import extra_columns
 
 STARTED = time.time()  # onsuccess prints only what this invocation produced
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"

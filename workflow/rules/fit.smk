@@ -1,11 +1,15 @@
 # Every run's metrics in one table, then the scaling-law fits on it.
 
+# A study's own scores (eval.extra, checked when the config loads) join metrics.csv and get laws too.
+EXTRA_CSV = config["eval"].get("extra")
+
 
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule aggregate:
     input:
         metrics=expand("results/runs/{run}/metrics.json", run=RUN_IDS),
         evals=expand("results/runs/{run}/eval.json", run=RUN_IDS),
+        extra=[EXTRA_CSV] if EXTRA_CSV else [],
     output:
         "results/metrics.csv",
     params:
@@ -16,13 +20,18 @@ rule aggregate:
     localrule: True
     shell:
         "scalelab aggregate --out {output:q} --sweep {params.sweep:q} {input.metrics:q} > {log:q} 2>&1"
+        # eval.extra: the study's own scores join metrics.csv (the command is unchanged without them)
+        + (f" && python -m scalelab.config.extra_metrics {shlex.quote(EXTRA_CSV)} {{output:q}} >> {{log:q}} 2>&1"
+           if EXTRA_CSV else "")
 
 
 # Written on every fit, empty when their section is null (see fit.json's `<section>_why`).
 FIT_TABLES = [
     "approach3", "bootstrap", "power_laws", "isoflop", "approach2", "allocation", "holdout", "excluded", "hyperparameters",
-    "forms", "forms_bootstrap", "residuals",
+    "forms", "forms_bootstrap", "residuals", "metrics", "metric_forecasts", "metrics_bootstrap",
 ]
+# The evaluation metrics that get a law each beside the loss (scalelab.fit.metric_laws).
+EVAL_METRICS = ["test_bpb", "test_ppl", "bleu", "rouge1", "rouge2", "rougeL", *extra_columns(EXTRA_CSV)]
 
 
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
@@ -36,6 +45,7 @@ rule fit:
         tables=expand("results/fit/{table}.csv", table=FIT_TABLES),
     params:
         spec=fit_spec(),
+        metrics=" ".join(EVAL_METRICS),
         code=code_fingerprint("fit"),
     log:
         log_path("fit"),
@@ -45,4 +55,4 @@ rule fit:
         mem_mb=4000,
     shell:
         "scalelab fit {input.metrics:q} --out results/fit --spec {params.spec:q} --data-meta {input.meta:q} "
-        "--workers {threads} > {log:q} 2>&1"
+        "--workers {threads} --metrics {params.metrics} > {log:q} 2>&1"

@@ -18,6 +18,7 @@ import yaml
 
 from .counts import parse_count
 from ..errors import ScalelabError
+from .extra_metrics import extra_columns
 from .schema import MAX_MESSAGE, SCHEMA_PATH, load_schema, schema_message, short, validator
 from .sweeps import NOT_IDENTITY, check_run_settings, check_sweeps, train_settings
 
@@ -139,6 +140,11 @@ def _fill_source_defaults(data: dict) -> None:
         data["pairs"] = {"source_field": "source", "target_field": "target", **data["pairs"]}
 
 
+# metrics.csv's own columns, which an `eval.extra` CSV may not repeat (scalelab.aggregate.FIRST_COLUMNS)
+RESERVED_COLUMNS = ("status", "model", "params", "params_total", "tokens", "flops", "flops_total", "seed",
+                    "train_loss", "val_loss", "test_loss", "test_ppl", "test_bpb", "bleu", "rouge1", "rouge2", "rougeL")
+
+
 def _check_semantics(config: dict) -> None:
     models = config["models"]
     for name, shape in models.items():
@@ -192,6 +198,7 @@ def _check_semantics(config: dict) -> None:
                 raise ScalelabError(
                     f"config: eval.prompt_tokens + eval.max_new_tokens ({evaluation['prompt_tokens']} + "
                     f"{evaluation['max_new_tokens']}) exceed model {name}'s context of {context}")
+    extra_columns(evaluation.get("extra"), reserved=RESERVED_COLUMNS)
     if evaluation["task"] == "pairs" and not config["data"]["pairs"]:
         raise ScalelabError("config: eval.task: 'pairs' needs data.pairs (source_field/target_field)")
     check_sweeps(config)

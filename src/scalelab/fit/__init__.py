@@ -36,6 +36,10 @@ The package, one concern a module (this module re-exports their public names):
     holdout          the held-out check: the largest size's runs predicted from the smaller sizes
     decision         N_opt, D_opt and the loss at the budgets ahead, with intervals over every form
     hyperparameters  laws of the best hyperparameters (`fit_hyperparameters`)
+    metric_spec      what --metrics/--metric-spec say about each evaluation metric (`metric_specs`)
+    metric_models    the direct and two-step metric laws fitted to runs (`fit_method`)
+    metric_laws      both methods checked out of sample, one chosen, intervals, the verdict (`fit_metric_laws`)
+    metric_outputs   fit.json's `metrics`, metrics.csv, metric_forecasts.csv (`render_metrics`)
     outputs          fit.json, the tables and fit.txt (`FitResult`, `write_outputs`)
     pipeline         every section in order (`fit_all`, `fit_frame`)
     command          the CLI (`add_arguments`, `run`)

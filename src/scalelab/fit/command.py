@@ -80,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the fit) or a form's name (default: auto)")
     parser.add_argument("--allow-any-loss", action="store_const", const=True,
                         help=f"fit losses outside the plausible range {LOSS_RANGE[0]:g}..{LOSS_RANGE[1]:g} too")
+    parser.add_argument("--metrics", nargs="+", metavar="COL", default=[], dest="metrics_cols",
+                        help="evaluation metric columns to fit a law to each, beside the loss law (e.g. test_bpb "
+                        "bleu rougeL, or task accuracies): fit.json's `metrics`, metrics.csv")
+    parser.add_argument("--metric-spec", metavar="JSON",
+                        help='facts of the metrics, e.g. {"arc": {"higher_is_better": true, "chance": 0.25, '
+                        '"ceiling": null, "via": "arc_loss"}} (via: a per-task loss column for the two-step method)')
     parser.add_argument("--grid-points", type=int,
                         help=f"start values per parameter; the grid has this^5 starts (default: {d.grid_points}, "
                         f"at most {MAX_GRID_POINTS})")
@@ -126,7 +132,8 @@ def run(args: argparse.Namespace) -> None:
     if args.data_meta and "unique_tokens" not in df.columns:
         df = with_unique_tokens(df, args.data_meta, args.tokens_col)
     fit = fit_all(df, settings, loss_col=args.loss_col, params_col=args.params_col, tokens_col=args.tokens_col,
-                  flops_col=args.flops_col, source=str(args.metrics),
+                  flops_col=args.flops_col, source=str(args.metrics), metrics=args.metrics_cols,
+                  metric_spec=loads_json(args.metric_spec, "--metric-spec") if args.metric_spec else None,
                   progress=lambda message: print(f"scalelab fit: {message}", flush=True))
     try:
         write_outputs(fit, out)
@@ -142,4 +149,6 @@ def run(args: argparse.Namespace) -> None:
     else:
         print(f"scalelab fit: no law form fitted: {fit.result['chosen_form_why']}; "
               f"Approach 3: {fit.result.get('approach3_why', 'fitted')}")
+    for name, entry in (fit.result.get("metrics") or {}).items():
+        print(f"scalelab fit: metric {name}: {entry['verdict']}")
     print(f"scalelab fit: wrote {out}/fit.json")

@@ -22,6 +22,8 @@ from .choose import approach3_section, check_requested, fit_forms, validation_se
 from .decision import allocation_section, disagreement_section, optimum_drift
 from .holdout import holdout_section
 from .hyperparameters import fit_hyperparameters
+from .metric_outputs import render_metrics
+from .metric_spec import metric_specs
 from .inputs import data_range, prepare, rows_sha256
 from .outputs import (Draft, FitResult, render_allocation, render_approach2, render_approach3, render_disagreement,
                       render_excluded, render_forms, render_header, render_holdout, render_hyperparameters,
@@ -36,7 +38,8 @@ def fit_frame(df: pd.DataFrame, settings: FitSettings | None = None, **kwargs) -
 
 
 def fit_all(df: pd.DataFrame, settings: FitSettings | None = None, *, loss_col=None, params_col=None,
-            tokens_col="tokens", flops_col=None, source="metrics", progress=None, **overrides) -> FitResult:
+            tokens_col="tokens", flops_col=None, source="metrics", progress=None, metrics=(), metric_spec=None,
+            **overrides) -> FitResult:
     """Every fit on a metrics DataFrame: the fit.json dict, tidy tables and the fit.txt text.
 
     `settings` (default FitSettings()) with any FitSettings field overridden by keyword, e.g.
@@ -55,6 +58,7 @@ def fit_all(df: pd.DataFrame, settings: FitSettings | None = None, *, loss_col=N
     usable, excluded, columns = prepare(df, loss_col, params_col, tokens_col, flops_col, source, settings.sweep_keys,
                                         settings.allow_any_loss)
     points, selection = select_runs(usable, settings)
+    specs = metric_specs(df, metrics, metric_spec)  # before the long fits: a bad column costs nothing
     check_requested(points, settings, source)
     out = Draft()
     render_header(out, source, settings, columns, len(points), excluded, selection)
@@ -72,6 +76,7 @@ def fit_all(df: pd.DataFrame, settings: FitSettings | None = None, *, loss_col=N
     allocation, why_allocation = allocation_section(forms, prediction_budgets(points, settings.predict_flops))
     render_allocation(out, allocation, why_allocation)
     render_disagreement(out, disagreement_section(forms, allocation))
+    render_metrics(out, points, df, specs, settings)
     render_holdout(out, *holdout_section(points, settings, forms, workers, say))
     # Hyperparameter laws, from every usable run of the sweeps (not only the best).
     budgets_ahead = prediction_budgets(usable, settings.predict_flops)

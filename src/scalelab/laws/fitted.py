@@ -39,12 +39,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ScalelabError
+from .fitted_metrics import MetricLaw
 from .law import FORMS, LawForm, optimal_allocation
 
 __all__ = ["FittedLaw", "load_fit", "predictive_interval"]
 
 LEVEL = 0.95
 BOOTSTRAP_FILE = "forms_bootstrap.csv"
+METRICS_BOOTSTRAP_FILE = "metrics_bootstrap.csv"
 
 
 def _normal_cdf(x):
@@ -176,6 +178,7 @@ class FittedLaw:
                     self.samples[name] = rows[list(FORMS[name].param_names)].apply(pd.to_numeric, errors="coerce")
         self.bootstrap = self.samples.get(chosen, pd.DataFrame(columns=list(self.form.param_names)))
         self.residual_sigma = float(self.fitted[chosen].get("residual_sigma") or 0.0)
+        self.metric_samples = pd.DataFrame()  # metrics_bootstrap.csv, set by load_fit
 
     def _params(self, name) -> dict:
         section = self.fitted[name]
@@ -235,10 +238,25 @@ class FittedLaw:
         low, high = np.exp(bands[0]), np.exp(bands[1])
         return np.minimum(low, loss), np.maximum(high, loss)
 
-    def predict(self, N, D, U=None, level: float = LEVEL) -> pd.DataFrame:
+    def metric_law(self, metric: str) -> MetricLaw:
+        """The law of an evaluation metric fitted with `scalelab fit --metrics` (fit.json's `metrics`)."""
+        sections = self.fit.get("metrics") or {}
+        if metric not in sections:
+            raise ScalelabError(f"{self.where}: no law for the metric {metric!r} (fitted: "
+                                f"{', '.join(sections) or 'none; run scalelab fit --metrics COL'})")
+        return MetricLaw(metric, sections[metric], self.metric_samples, sections[metric].get("range"), self.where)
+
+    def predict(self, N, D, U=None, level: float = LEVEL, metric: str | None = None) -> pd.DataFrame:
         """Loss of N parameters trained on D tokens (numbers or lists, broadcast together): one row
         per (N, D) with `params, tokens, loss, low, high` (the prediction interval at `level`).
-        U (unique tokens) only for the data-constrained form."""
+        U (unique tokens) only for the data-constrained form. With `metric`, that evaluation
+        metric's law instead: `params, tokens, <metric>, low, high, verdict` (NaN where the verdict
+        is NOT PREDICTABLE; scalelab.laws.fitted_metrics)."""
+        if metric is not None:
+            _check_level(level)
+            params, tokens = np.broadcast_arrays(positive_values(N, "N"), positive_values(D, "D"))
+            law = self.metric_law(metric)
+            return law.predict(params, tokens, log_distance(params, tokens, law.ranges), level)
         try:
             params, tokens = np.broadcast_arrays(positive_values(N, "N"), positive_values(D, "D"))
         except ValueError:
@@ -393,4 +411,17 @@ def load_fit(folder) -> FittedLaw:
     if not folder.is_dir():
         raise ScalelabError(f"{folder}: no such fit folder")
     fit = read_fit_json(folder / "fit.json")
-    return FittedLaw(fit, _read_samples(folder), folder)
+    law = FittedLaw(fit, _read_samples(folder), folder)
+    law.metric_samples = _read_metric_samples(folder) if fit.get("metrics") else pd.DataFrame()
+    return law
+
+
+def _read_metric_samples(folder: Path) -> pd.DataFrame:
+    """metrics_bootstrap.csv (empty when absent: the metric intervals then carry the scatter alone)."""
+    path = folder / METRICS_BOOTSTRAP_FILE
+    try:
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise ScalelabError(f"{path}: not a readable CSV ({str(exc).strip().splitlines()[0]})") from None

@@ -89,3 +89,30 @@ def hparam_sweep(params, tokens, values, coefficient=0.3, exponent=-0.3, curvatu
     return {"run": np.array([f"sw{i}" for i in range(loss.size)]), "params": p, "tokens": d, "flops": 6 * p * d,
             "seed": s, key: v, "loss": loss, "sweep_group": np.array([f"g{g}" for g in group]),
             "best_in_sweep": best}
+
+
+# A downstream task of the two-step truth (Bhagia et al. 2024): a task loss that is an affine
+# function of the loss, then accuracy = chance + (ceiling - chance) · sigmoid(-k (task loss - midpoint)).
+EXAMPLE_TASK = {"chance": 0.25, "ceiling": 0.85, "k": 8.0, "midpoint": 1.3, "offset": 0.1, "slope": 0.5,
+                "items": 1000, "loss_noise": 0.005}
+
+
+def task_loss(params, tokens, task=EXAMPLE_TASK, law=CHINCHILLA):
+    """The task's true loss at (N, D): offset + slope · the law's loss."""
+    return task["offset"] + task["slope"] * predict_loss(np.asarray(params, float), np.asarray(tokens, float), **law)
+
+
+def task_accuracy(params, tokens, task=EXAMPLE_TASK, law=CHINCHILLA):
+    """The task's expected accuracy at (N, D) (before evaluation noise)."""
+    x = task["k"] * (task_loss(params, tokens, task, law) - task["midpoint"])
+    return task["chance"] + (task["ceiling"] - task["chance"]) / (1 + np.exp(x))
+
+
+def with_task(runs: dict, name: str, task=EXAMPLE_TASK, seed=0, law=CHINCHILLA) -> dict:
+    """`runs` (a dict of columns with params and tokens) plus the columns `name` (accuracy on
+    task["items"] questions, binomial noise) and `name`_loss (the task loss, log-normal noise)."""
+    rng = np.random.default_rng(seed)
+    params, tokens = np.asarray(runs["params"], float), np.asarray(runs["tokens"], float)
+    correct = rng.binomial(task["items"], task_accuracy(params, tokens, task, law))
+    return {**runs, name: correct / task["items"],
+            f"{name}_loss": _noisy(task_loss(params, tokens, task, law), task["loss_noise"], rng)}

@@ -183,6 +183,7 @@ class StudyPlan:
         """The eval settings as canonical JSON (a plain str param; parsed and checked once, in Python).
         A run trained on the CPU is evaluated on the CPU, whatever the machine has."""
         settings = dict(self.config["eval"])  # counts are ints already (config.validate parses them once)
+        settings.pop("extra", None)  # a study's own scores join at aggregate, never part of a run's evaluation
         settings["device"] = "cpu" if self.runs[run].spec["accelerator"] == "cpu" else "auto"
         return json.dumps(settings, sort_keys=True)
 

@@ -63,6 +63,8 @@ SECTIONS = (
             "the best settings scale with size and compute."),
     Section("training", "Training", "Every run's loss curve."),
     Section("downstream", "Generation quality", "BLEU and ROUGE-L of greedy generations."),
+    Section("metrics", "Downstream metrics", "A law for each evaluation metric (scalelab fit --metrics): "
+            "its forecast at the next budgets, or why it is not predictable."),
     Section("holdout", "Held-out check", "Whether the law predicts runs it has not seen: the number that says "
             "whether to trust the extrapolation."),
     Section("next", "What to run next", "The new runs that would most narrow the interval of the compute-optimal "
@@ -91,6 +93,7 @@ FIGURES = {f.name: f for f in (
     _figure("training_curves", "Training curves", "Training", "figures_runs"),
     _figure("curve_forecast", "Curve law forecasts", "Training", "figures_curves"),
     _figure("bleu_rouge", "BLEU and ROUGE-L", "Generation quality", "figures_runs"),
+    _figure("metric_laws", "Laws of the evaluation metrics", "Downstream metrics", "figures_metrics"),
     _figure("holdout", "Held-out check and fit residuals", "Held-out check", "figures_checks"),
     _figure("law_residuals", "Residuals of each law form", "Held-out check", "figures_checks"),
 )}
@@ -99,6 +102,7 @@ TABLES = {t.name: t for t in (
     _table("isoflop_optima", "IsoFLOP optima (Approach 2)", "Compute-optimal allocation", "tables_fit"),
     _table("allocation", "Compute-optimal allocation", "Compute-optimal allocation", "tables_fit"),
     _table("hyperparameters", "Hyperparameter laws", "Hyperparameter sweeps", "tables_fit"),
+    _table("metric_laws", "Laws of the evaluation metrics", "Downstream metrics", "tables_metrics"),
     _table("holdout", "Held-out runs", "Held-out check", "tables_fit"),
     _table("next_runs", "Suggested next runs", "What to run next", "tables_fit"),
     _table("grid", "Grid of runs", "Runs", "tables_runs"),

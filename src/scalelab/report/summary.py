@@ -169,10 +169,12 @@ def summary_text(s, index_html: Path, results: Path | None = None) -> str:
     """The summary of a Study (scalelab.report.inputs), ending with the path of its page relative
     to the study folder (the parent of `results`, the results folder; else the working directory),
     so a copied study names its own; with `results`, also the study's disk use by part."""
+    from .tables_metrics import metric_summary_lines  # here: print_summary imports no numpy or pandas
+
     counts = s.metrics["status"].value_counts()
     lines = [f"scalelab report: {s.title}", *_forms_lines(s), *_law_lines(s), _holdout_line(s),
              _next_budget_line(s), *_disagreement_line(s),
-             *_hparam_lines(s),
+             *_hparam_lines(s), *metric_summary_lines(s),
              "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
              _compute_line(s), *_test_tokens_lines(s)]
     study = Path(".")

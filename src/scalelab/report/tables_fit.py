@@ -6,6 +6,7 @@ from __future__ import annotations
 from .fmt import clause, count, finite, human, interval, num, percent
 from .inputs import Study
 from .tables import Cell, Table, blank_repeats, fit_cell, new_table
+from .tables_metrics import add_metric_columns
 
 
 # ----------------------------------------------------------------------------- fitted parameters
@@ -171,6 +172,7 @@ def table_allocation(s: Study) -> Table:
     rule = (s.fit.get("validation") or {}).get("rule")
     if rule:
         table.notes.append(f"Point law: {rule}.")
+    add_metric_columns(table, s)
     return table
 
 

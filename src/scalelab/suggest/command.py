@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-meta", metavar="META_JSON",
                         help="the corpus's meta.json (results/data/meta.json): new runs then train at most its train "
                         "split's tokens, as a config without data.allow_repeat requires")
+    parser.add_argument("--metric", metavar="COL",
+                        help="narrow this evaluation metric's interval at the target budget instead of N_opt's "
+                        "(a metric with a law in the fit: scalelab fit --metrics)")
     parser.add_argument("--or-explain", action="store_true",
                         help="when the fit cannot support a design (no law, no bootstrap resamples), write the "
                         "outputs with the reason and exit 0 instead of failing (the workflow's rule uses this)")
@@ -93,6 +96,10 @@ def run(args: argparse.Namespace) -> None:
 
     settings = settings_from_args(args)
     out = check_out_dir(args.out)
+    if args.metric:
+        from .metric import run_metric
+
+        return run_metric(args, settings, out)
     try:
         result = plan(args.metrics, args.fit, settings)
     except NoDesign as exc:
