@@ -29,12 +29,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Plain JSON: numpy scalars become Python numbers, NaN/inf become null."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -44,7 +44,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -148,7 +148,7 @@ class FitSettings:
 FIT_CHOICES = {"params": ("non_embedding", "total"), "holdout": ("top", "none"), "select": ("best", "all")}
 
 
-def _count(item) -> float:
+def count_value(item) -> float:
     """A number, or a count written as in the config ('1e21', '250_000', '2.5K', '10T'); NaN if neither."""
     if isinstance(item, bool):
         return math.nan
@@ -185,7 +185,7 @@ def _positive_numbers(value, label):
         raise ScalelabError(f"{label}: expected a list of positive numbers (e.g. [1e21]), got {value!r}")
     out = []
     for item in items:
-        number = _count(item)
+        number = count_value(item)
         if not (math.isfinite(number) and number > 0):
             raise ScalelabError(f"{label}: must be positive numbers, got {item!r}")
         out.append(number)
@@ -303,7 +303,7 @@ class SuggestSettings:
 
 def _suggest_value(key, value, label):
     def positive(item):
-        number = _count(item)
+        number = count_value(item)
         if not (math.isfinite(number) and number > 0):
             raise ScalelabError(f"{label}: must be a positive, finite number, got {item!r}")
         return number

@@ -319,11 +319,11 @@ def render_excluded(out: Draft, excluded: list) -> None:
 def write_outputs(fit: FitResult, out_dir) -> None:
     """fit.json, one CSV per table and fit.txt, each written atomically; fit.json is checked
     against its written contract (schemas/fit.schema.yaml) before anything is written."""
-    from ..files import _jsonable
+    from ..files import jsonable
     from ..laws.fitjson import check_fit_json
 
     out_dir = Path(out_dir)
-    check_fit_json(json.loads(json.dumps(_jsonable(fit.result))), out_dir / "fit.json")
+    check_fit_json(json.loads(json.dumps(jsonable(fit.result))), out_dir / "fit.json")
     for name, table in fit.tables.items():
         write_text(out_dir / f"{name}.csv", table.to_csv(index=False))
     write_text(out_dir / "fit.txt", fit.text)

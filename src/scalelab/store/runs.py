@@ -57,7 +57,7 @@ def data_identity(meta: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _copy(source: Path, target: Path) -> None:
+def copy_file(source: Path, target: Path) -> None:
     """Copy `source` to `target` atomically. A copy, not a hard link: `cp x model.pt` writes into
     the existing file, and would damage a linked store entry along with the run's own file."""
     with atomic_path(target) as tmp:
@@ -146,7 +146,7 @@ def restore(entry: Path, run_dir: Path) -> dict:
     """Place a store entry's files in the run folder; returns its metrics."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
-        _copy(entry / name, run_dir / name)
+        copy_file(entry / name, run_dir / name)
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -160,7 +160,7 @@ def save(store: Path, key: str, run_dir: Path, data: str, spec: dict, code: str,
     try:
         files = {}
         for name in names:
-            _copy(run_dir / name, staging / name)
+            copy_file(run_dir / name, staging / name)
             files[name] = {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)}
         write_json(staging / MANIFEST, {"run": spec["run"], "key": key, "code": code, "data": data,
                                         "spec": spec, "files": files})

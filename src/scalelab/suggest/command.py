@@ -49,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _number(text, flag) -> float:
-    from ..config.stage_settings import _count
+    from ..config.stage_settings import count_value
 
-    value = _count(text)
+    value = count_value(text)
     if not math.isfinite(value):
         raise ScalelabError(f"{flag}: not a number: {text!r}")
     return value

@@ -47,7 +47,7 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
     out.parent.mkdir(parents=True, exist_ok=True)
     if trunks_store is not None and (entry := store.lookup(trunks_store, key, data, store.TRUNK_FILES,
                                                                 spec=_trunk_store_spec(family, step))) is not None:
-        store._copy(entry / store.TRUNK_FILES[0], out)
+        store.copy_file(entry / store.TRUNK_FILES[0], out)
         info.update(restored_from=str(entry), wall_s=round(time.time() - started, 2), bytes=out.stat().st_size)
         write_json(out.with_suffix(".json"), info)
         print(f"{fid}: trunk step {step} restored from {entry} (same family, code, step and data; nothing retrained)")
