@@ -14,8 +14,8 @@ and next-budget intervals, so they agree with what a notebook computes):
 1. Each fitted form predicts log loss with its point law, and the spread of that prediction over
    its bootstrap resamples (each resample's own law) is its parameter uncertainty: the
    interquartile range / 1.349, robust to a few wild resamples (0 without a bootstrap).
-2. The residual scatter of single runs about the chosen form (`residual_sigma`, the RMS log
-   residual with n − k degrees of freedom) is added in quadrature, so the interval is for a new
+2. The residual scatter of single runs (`noise_sigma`: each form's RMS log residual with n − k
+   degrees of freedom, its variance averaged by the forms' weights) is added in quadrature, so the interval is for a new
    run's loss, not only for the law's mean: each form is Normal(log point, spread^2 + sigma^2).
    (A form that misfits has a larger scatter of its own; that is its misfit, not the runs' noise,
    and it enters through its predictions.)
@@ -139,7 +139,8 @@ class FittedLaw:
 
     Attributes: `form` (the chosen LawForm), `law` ({'form': name, **parameters}), `params` (the
     chosen form's parameters), `bootstrap` (its resamples, one row each, columns = parameter
-    names), `residual_sigma` (its residual scatter in log loss), `weights` (form -> mixture
+    names), `residual_sigma` (its residual scatter in log loss), `noise_sigma` (the runs' scatter
+    the intervals use: the forms' residual variances averaged by weight), `weights` (form -> mixture
     weight), `fit` (fit.json as a dict) and `where` (the folder, for messages).
     """
 
@@ -178,6 +179,13 @@ class FittedLaw:
                     self.samples[name] = rows[list(FORMS[name].param_names)].apply(pd.to_numeric, errors="coerce")
         self.bootstrap = self.samples.get(chosen, pd.DataFrame(columns=list(self.form.param_names)))
         self.residual_sigma = float(self.fitted[chosen].get("residual_sigma") or 0.0)
+        # The runs' noise as the forms the evidence trusts see it: their residual variances averaged
+        # by weight. The chosen law's alone would count its misfit as noise where the checks
+        # prefer another form (Chinchilla kept as the point law on a Kaplan ladder, say).
+        sigmas = {n: float(s.get("residual_sigma") or 0.0) for n, s in self.fitted.items()}
+        total = sum(self.weights.get(n, 0.0) for n in sigmas)
+        self.noise_sigma = (float(np.sqrt(sum(self.weights.get(n, 0.0) * v**2 for n, v in sigmas.items()) / total))
+                            if total > 0 else self.residual_sigma)
         self.metric_samples = pd.DataFrame()  # metrics_bootstrap.csv, set by load_fit
 
     def _params(self, name) -> dict:
@@ -223,11 +231,11 @@ class FittedLaw:
                 form = FORMS[name]
                 with np.errstate(all="ignore"):
                     centre = np.log(form.loss(self._params(name), params, tokens, self._unique(form, U, len(params))))
-                # One scatter of single runs for every form, the chosen law's: a form that misfits
-                # has a larger residual scatter, which is its misfit, not the runs' noise; its
+                # One scatter of single runs for every form (noise_sigma): a form that misfits has a
+                # larger residual scatter, which is its misfit, not the runs' noise; its
                 # disagreement enters through its predictions instead.
                 per_efold = float(section.get("extrapolation_sigma") or 0.0)
-                scatter = np.sqrt(self.residual_sigma**2 + (per_efold * distance) ** 2)
+                scatter = np.sqrt(self.noise_sigma**2 + (per_efold * distance) ** 2)
                 out[name] = (self.weights.get(name, 0.0), preds, scatter, centre)
         return out
 
