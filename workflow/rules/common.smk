@@ -14,7 +14,7 @@ if (ROOT / "src" / "scalelab").is_dir():
     sys.path.insert(0, str(ROOT / "src"))  # the workflow's own scalelab, installed or not
 
 from scalelab import loggers
-from scalelab.data import chunking, corpus, corpus_check
+from scalelab.data import corpus, corpus_check, stages
 from scalelab.plan import cluster, grid, wsd
 from scalelab.plan import integrity
 from scalelab.config import load as config_file  # `config` is Snakemake's dict of settings
@@ -79,9 +79,10 @@ try:
     if workflow.is_main_process:  # and a bad corpus file, before Snakemake deletes results/data for it
         corpus_check.check_files(config["data"], CORPUS_FILES)
     TOKENIZE_MEM_MB = job_resources.tokenize_mem_mb(sum(p.stat().st_size for p in CORPUS_FILES))
-    # a corpus with a text file over data.source.max_document_bytes is tokenized by scalelab.data.chunking
-    TOKENIZE_CODE = code_fingerprint("tokenize_chunked" if chunking.large_files(config["data"], CORPUS_FILES)
-                                     else "tokenize")
+    # "tokenize", "tokenize_chunked" (a text file over data.source.max_document_bytes) or "tokenize_stream"
+    # (a large corpus; one tokenized in memory before keeps its stage): scalelab.data.stages
+    TOKENIZE_CODE = code_fingerprint(stages.tokenize_stage(config["data"], CORPUS_FILES,
+                                                           corpus.read_meta("results/data/meta.json")))
     corpus.check_corpus_budget(config, RUNS.values(), corpus.read_meta("results/data/meta.json"))
     loggers.check_available(loggers.logger_names(config))  # a missing tracker package: one line, now
     REBUILD, DAMAGED = integrity.scan(Path("results"), RUNS) if workflow.is_main_process else ([], [])
