@@ -75,8 +75,6 @@ class Corpus:
             self._open_hub()
 
     def _open_files(self, base: Path) -> None:
-        import datasets
-
         from ..config.load import source_files
 
         source = self.data_cfg["source"]
@@ -92,7 +90,10 @@ class Corpus:
             if builder is None:
                 raise ScalelabError(f"{path}: unsupported file type (use .txt, .jsonl, .json, .parquet or .csv)")
             by_builder.setdefault(builder, []).append(str(path))
-        datasets.disable_progress_bars()
+        if by_builder:  # a corpus of large text files alone does without `datasets` (~130 MB imported)
+            import datasets
+
+            datasets.disable_progress_bars()
         for builder, paths in by_builder.items():
             kwargs = {"sample_by": source.get("sample_by", "document")} if builder == "text" else {}
             try:
