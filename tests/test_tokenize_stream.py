@@ -129,6 +129,9 @@ def test_stage_choice_streams_large_corpora_and_keeps_studies_tokenized_in_memor
     files[0].write_text(files[0].read_text() + " more")  # a changed corpus is retokenized: streamed
     assert stages.tokenize_stage(cfg, files, memory) == "tokenize_stream"
     assert stages.tokenize_stage(_cfg("python-stdlib"), []) == "tokenize"
+    # the job's declared memory grows with the corpus only for the in-memory builds
+    size = sum(p.stat().st_size for p in files)
+    assert stages.held_bytes(files, "tokenize") == size > stages.held_bytes(files, "tokenize_stream") == 1000
 
 
 def test_the_stream_fingerprint_covers_what_it_imports_and_no_study_moves():
@@ -140,3 +143,18 @@ def test_the_stream_fingerprint_covers_what_it_imports_and_no_study_moves():
     roots = dict(STAGE_CODE["tokenize_stream"])["data.py"]
     assert imported and imported <= set(roots)
     assert ("chunking.py", None) in STAGE_CODE["tokenize_stream"]
+
+
+def test_a_corpus_that_changes_between_the_two_reads_is_refused(tmp_path, monkeypatch):
+    make_corpus(tmp_path / "c", documents=40)
+    original, reads = stream.Corpus.__iter__, []
+
+    def shrinking(self):  # the second read misses the last document
+        reads.append(1)
+        documents = list(original(self))
+        return iter(documents if len(reads) == 1 else documents[:-1])
+
+    monkeypatch.setattr(stream.Corpus, "__iter__", shrinking)
+    with pytest.raises(ScalelabError, match="changed while it was tokenized"):
+        tokenize_corpus(_cfg({"files": [str(tmp_path / "c/*.txt")]}), tmp_path / "out", build="stream")
+    assert not any((tmp_path / "out").glob("*"))

@@ -78,11 +78,11 @@ try:
     CORPUS_FILES = config_file.source_files(config)  # a file glob that matches nothing fails now, before any job
     if workflow.is_main_process:  # and a bad corpus file, before Snakemake deletes results/data for it
         corpus_check.check_files(config["data"], CORPUS_FILES)
-    TOKENIZE_MEM_MB = job_resources.tokenize_mem_mb(sum(p.stat().st_size for p in CORPUS_FILES))
     # "tokenize", "tokenize_chunked" (a text file over data.source.max_document_bytes) or "tokenize_stream"
     # (a large corpus; one tokenized in memory before keeps its stage): scalelab.data.stages
-    TOKENIZE_CODE = code_fingerprint(stages.tokenize_stage(config["data"], CORPUS_FILES,
-                                                           corpus.read_meta("results/data/meta.json")))
+    TOKENIZE_STAGE = stages.tokenize_stage(config["data"], CORPUS_FILES, corpus.read_meta("results/data/meta.json"))
+    TOKENIZE_CODE = code_fingerprint(TOKENIZE_STAGE)
+    TOKENIZE_MEM_MB = job_resources.tokenize_mem_mb(stages.held_bytes(CORPUS_FILES, TOKENIZE_STAGE))
     corpus.check_corpus_budget(config, RUNS.values(), corpus.read_meta("results/data/meta.json"))
     loggers.check_available(loggers.logger_names(config))  # a missing tracker package: one line, now
     REBUILD, DAMAGED = integrity.scan(Path("results"), RUNS) if workflow.is_main_process else ([], [])

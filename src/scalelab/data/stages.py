@@ -56,3 +56,11 @@ def tokenize_stage(data_cfg: dict, files: list[Path], meta: dict | None = None) 
     if meta is not None and _kept_in_memory(meta, data_cfg, files):
         return in_memory
     return "tokenize_stream"
+
+
+def held_bytes(files: list[Path], stage: str) -> int:
+    """The corpus bytes a tokenize job's memory grows with (plan.resources.tokenize_mem_mb): the
+    corpus for an in-memory build; for the streaming build, whose memory does not grow with the
+    corpus, no more than STREAM_MIN_BYTES."""
+    size = sum(p.stat().st_size for p in files)
+    return min(size, STREAM_MIN_BYTES) if stage == "tokenize_stream" else size

@@ -191,12 +191,19 @@ def encode_to(outputs: dict, corpus: Corpus, survey: Survey, tokenizer) -> dict[
             tokens[split] += len(ids)
             pending[split], pending_chars[split] = [], 0
 
-    for index, doc in enumerate(corpus):
-        split = SPLITS[survey.assigned[index]]
+    changed = ScalelabError("data.source: the corpus changed while it was tokenized (its documents differ between "
+                            "the two reads); rerun tokenize once it holds still")
+    seen = 0
+    for seen, doc in enumerate(corpus, 1):
+        if seen > len(survey.assigned):
+            raise changed
+        split = SPLITS[survey.assigned[seen - 1]]
         pending[split].append(doc)
         pending_chars[split] += len(doc) if isinstance(doc, str) else len(doc[0]) + len(doc[1])
         if pending_chars[split] >= chunking.ENCODE_BYTES:
             flush(split)
+    if seen != len(survey.assigned):
+        raise changed
     for split in SPLITS:
         flush(split)
     return tokens
