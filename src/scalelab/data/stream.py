@@ -35,6 +35,7 @@ from ..errors import ScalelabError
 from ..files import atomic_path, write_json, write_text
 
 ROWS = 256  # dataset rows read per Arrow batch
+TEXT_FILES = object()  # a part of the corpus that is text files read directly
 
 
 def _fields(data_cfg: dict) -> list[str]:
@@ -50,6 +51,19 @@ def _rows(dataset, data_cfg: dict) -> Iterator[Document]:
             yield from ((str(s), str(t)) for s, t in zip(batch[fields[0]], batch[fields[1]]) if s and t)
         else:
             yield from (str(t) for t in batch[fields[0]] if t and str(t).strip())
+
+
+def _text_files(paths: list[str]) -> Iterator[str]:
+    """Text files one document each, as datasets' text builder reads them with sample_by: document
+    (UTF-8, universal newlines), one file at a time."""
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ScalelabError(f"{path}: could not read as text ({first_line(exc)})") from None
+        if text and text.strip():
+            yield text
 
 
 def _checked(dataset, data_cfg: dict, where: str):
@@ -90,20 +104,23 @@ class Corpus:
             if builder is None:
                 raise ScalelabError(f"{path}: unsupported file type (use .txt, .jsonl, .json, .parquet or .csv)")
             by_builder.setdefault(builder, []).append(str(path))
-        if by_builder:  # a corpus of large text files alone does without `datasets` (~130 MB imported)
-            import datasets
+        if self.data_cfg.get("pairs") and "text" in by_builder:
+            raise ScalelabError(f"{by_builder['text'][0]}: a pairs corpus needs .jsonl/.parquet/.csv files with "
+                                "source and target fields")
+        if set(by_builder) - {"text"} or source.get("sample_by", "document") != "document":
+            import datasets  # a corpus of text files alone does without it (~130 MB imported)
 
             datasets.disable_progress_bars()
         for builder, paths in by_builder.items():
+            if builder == "text" and source.get("sample_by", "document") == "document":
+                self.parts.append((paths, TEXT_FILES))  # read directly: mapped Arrow pages would count as memory
+                continue
             kwargs = {"sample_by": source.get("sample_by", "document")} if builder == "text" else {}
             try:
                 dataset = datasets.load_dataset(builder, data_files=paths, split="train", **kwargs)
             except Exception as exc:  # datasets raises many types for a malformed file
                 raise ScalelabError(f"{culprit(builder, paths, kwargs)}: could not read as {builder} "
                                     f"({first_line(exc)})") from None
-            if builder == "text" and self.data_cfg.get("pairs"):
-                raise ScalelabError(f"{paths[0]}: a pairs corpus needs .jsonl/.parquet/.csv files with source and "
-                                    "target fields")
             as_read = {**self.data_cfg, "source": {**source, "text_field": "text"}} if builder == "text" \
                 else self.data_cfg
             self.parts.append((_checked(dataset, as_read, paths[0]), as_read))
@@ -129,7 +146,10 @@ class Corpus:
     def __iter__(self) -> Iterator[Document]:
         limit = (self.chunked or {}).get("document_bytes")
         for part, as_read in self.parts:
-            yield from _rows(part, as_read) if as_read is not None else chunking.file_documents(part, limit)
+            if as_read is TEXT_FILES:
+                yield from _text_files(part)
+            else:
+                yield from _rows(part, as_read) if as_read is not None else chunking.file_documents(part, limit)
 
     def __len__(self) -> int:
         return self.count
