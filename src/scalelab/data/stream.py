@@ -6,9 +6,15 @@ feeds the train split's texts to the BPE trainer (`train_from_iterator`) while i
 documents and bytes of each split, keeps each document's split (one byte a document) and hashes
 the corpus. Pass two encodes the documents in batches of about chunking.ENCODE_BYTES of text per
 split (`encode_batch`, across RAYON_NUM_THREADS threads) and appends each batch's token ids to its
-split's token file. Local files and `hf:` datasets are read through `datasets`, whose Arrow
-tables are memory-mapped, a batch of rows at a time; a text file over max_document_bytes is cut
-into documents as it is read (scalelab.data.chunking).
+split's token file. Text files (sample_by: document) are read one at a time, as `datasets`' text
+builder reads them; a text file over max_document_bytes is cut into documents as it is read
+(scalelab.data.chunking); JSONL, JSON, parquet, CSV files and `hf:` datasets are read through
+`datasets`, whose Arrow tables are memory-mapped, a batch of rows at a time (the mapped pages
+read count in the resident size, but are file-backed: the kernel drops them under pressure).
+
+What still grows: the BPE trainer's word counts, with the number of distinct words (not the
+corpus size), and, only when a val or test split is too small for the grid, the documents that
+tokenize.fraction_needed sorts to name the fraction that would do.
 
 It writes the bytes the in-memory build writes: the same documents in the same order, the same
 split of each, the same trainer input, and the same encoding (encode_documents) of each
