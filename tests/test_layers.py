@@ -103,8 +103,9 @@ def test_code_fingerprints_are_those_of_before_the_split():
 def test_every_stage_keeps_its_fingerprint_of_8a505fa():
     from scalelab.store.fingerprint import STAGE_CODE, code_fingerprint
 
-    assert set(PINNED_EVERY_STAGE) == set(STAGE_CODE)
-    assert {stage: code_fingerprint(stage) for stage in STAGE_CODE} == PINNED_EVERY_STAGE
+    # a stage added since 8a505fa ("tokenize_stream": a large corpus) has no study of then to keep
+    assert set(STAGE_CODE) - set(PINNED_EVERY_STAGE) == {"tokenize_stream"}
+    assert {stage: code_fingerprint(stage) for stage in PINNED_EVERY_STAGE} == PINNED_EVERY_STAGE
 
 
 def _package_copy(tmp_path, monkeypatch):

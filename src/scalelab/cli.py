@@ -11,7 +11,7 @@ import os
 import sys
 
 STAGES = {
-    "tokenize": ("scalelab.data.tokenize", "train the BPE tokenizer and write the token memmaps"),
+    "tokenize": ("scalelab.data.command", "train the BPE tokenizer and write the token memmaps"),
     "train": ("scalelab.train.runs", "train one grid point with Lightning"),
     "trunk": ("scalelab.train.trunks", "train one WSD trunk segment (schedule: wsd)"),
     "evaluate": ("scalelab.evaluate.command", "test perplexity, bits per byte, BLEU and ROUGE for one run"),

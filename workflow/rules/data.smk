@@ -11,7 +11,7 @@ rule tokenize:
     params:
         data=json.dumps(corpus.data_settings(config), sort_keys=True),
         corpus=corpus.corpus_fingerprint(config),
-        code=TOKENIZE_CODE,  # code_fingerprint("tokenize"), or "tokenize_chunked" (common.smk)
+        code=TOKENIZE_CODE,  # code_fingerprint of "tokenize", "tokenize_chunked" or "tokenize_stream" (common.smk)
     log:
         log_path("tokenize"),
     threads: capped_cores(8)  # tokenizers' parallelism; a cluster's node, not the login node's cores

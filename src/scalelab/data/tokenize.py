@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import os
 import sysconfig
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from . import chunking
 from .corpus import check_splits, stdlib_files
 from ..errors import ScalelabError
-from ..files import atomic_path, loads_json, write_json, write_text
+from ..files import atomic_path, write_json, write_text
 
 EOT, SEP = "<|endoftext|>", "<|sep|>"
 SPLITS = ("train", "val", "test")
@@ -309,6 +308,15 @@ def build_tokens_chunked(data_cfg: dict, base: Path = Path(".")):
     return documents, corpus, splits, tokenizer, tokens
 
 
+# Public names of the in-memory build's helpers for the streaming build (scalelab.data.stream).
+# Aliases, not renames: the in-memory build's own definitions keep their names, so its code
+# fingerprint (scalelab.store.fingerprint) stays what every study carries.
+DOCUMENT_BUILDERS = _BUILDERS
+document_bytes = _doc_bytes
+culprit = _culprit
+first_line = _first_line
+
+
 def check_split_sizes(data_cfg: dict, documents, tokenizer, tokens: dict, require: dict[str, int]) -> None:
     """Refuse splits too small for the grid: a val or test split smaller than one context window
     names the fraction that would do, before any training is spent on an unevaluable study."""
@@ -354,7 +362,8 @@ def write_data(out_dir: Path, data_cfg: dict, corpus: dict, splits: dict, tokeni
 
 
 def tokenize(data_cfg: dict, out_dir: Path, require: dict[str, int] | None = None, base: Path = Path(".")) -> dict:
-    """Run the whole stage; write OUTPUTS into out_dir only when everything succeeded."""
+    """The in-memory build, whole; OUTPUTS written into out_dir only when everything succeeded.
+    `scalelab tokenize` (scalelab.data.command) takes this or the streaming build."""
     from ..config.load import source_files
     from .hfdisk import as_loadable
 
@@ -370,24 +379,3 @@ def tokenize(data_cfg: dict, out_dir: Path, require: dict[str, int] | None = Non
     corpus["tokenize_s"] = round(time.time() - started, 2)
     meta = write_data(Path(out_dir), data_cfg, corpus, splits, tokenizer, tokens)
     return meta
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--spec", required=True, help="the data section of the config, as JSON")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (results/data)")
-    parser.add_argument("--require", default="{}",
-                        help='tokens each split must hold, as JSON: {"train": N, "val": N, "test": N} '
-                             "(a check: the workflow passes what the grid needs)")
-
-
-def run(args) -> None:
-    data_cfg = loads_json(args.spec, "--spec")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    require = loads_json(args.require, "--require")
-    if not isinstance(require, dict) or not all(isinstance(v, int) for v in require.values()):
-        raise ScalelabError('--require: expected a JSON object of token counts, e.g. {"train": 100000}')
-    meta = tokenize(data_cfg, args.out, require)
-    s = meta["splits"]
-    print(f"tokenized {meta['corpus']['documents']:,} documents ({meta['corpus']['bytes'] / 1e6:.1f} MB) "
-          f"in {meta['corpus']['tokenize_s']:.1f} s: train {s['train']['tokens']:,}, val {s['val']['tokens']:,}, "
-          f"test {s['test']['tokens']:,} tokens; {meta['bytes_per_token']['train']:.2f} bytes/token")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import load as config_file
 from ..config.stage_settings import FitSettings
-from ..data import chunking, corpus, corpus_check
+from ..data import corpus, corpus_check, stages
 from ..errors import ScalelabError
 from ..loggers import check_available, logger_names
 from ..store.fingerprint import code_fingerprint
@@ -83,16 +83,18 @@ class StudyPlan:
         files = config_file.source_files(config)  # a file glob that matches nothing fails now, before any job
         if main_process:  # and a bad corpus file, before Snakemake deletes results/data for it
             corpus_check.check_files(config["data"], files)
-        # a corpus with a text file over data.source.max_document_bytes is tokenized by scalelab.data.chunking
-        chunked = chunking.large_files(config["data"], files)
-        corpus.check_corpus_budget(config, runs.values(), corpus.read_meta(results / "data" / "meta.json"))
+        # "tokenize", "tokenize_chunked" (a text file over data.source.max_document_bytes) or
+        # "tokenize_stream" (a large corpus; one tokenized in memory before keeps its stage): data.stages
+        meta = corpus.read_meta(results / "data" / "meta.json")
+        stage = stages.tokenize_stage(config["data"], files, meta)
+        corpus.check_corpus_budget(config, runs.values(), meta)
         check_available(logger_names(config))  # a missing tracker package: one line, now
         rebuild, damaged = integrity.scan(results, runs) if main_process else ([], [])
         if damaged:
             raise ScalelabError(integrity.damage_message(damaged))
         plan = cls(config=config, runs=runs, corpus_files=files,
-                   tokenize_mem_mb=job_resources.tokenize_mem_mb(sum(p.stat().st_size for p in files)),
-                   tokenize_code=code_fingerprint("tokenize_chunked" if chunked else "tokenize"),
+                   tokenize_mem_mb=job_resources.tokenize_mem_mb(stages.held_bytes(files, stage)),
+                   tokenize_code=code_fingerprint(stage),
                    train_code=code_fingerprint("train"), train_wsd_code=code_fingerprint("train_wsd"),
                    families=wsd.plan_families(runs.values(), config), rebuild=rebuild, stale={})
         if main_process:

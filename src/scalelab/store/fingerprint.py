@@ -39,6 +39,7 @@ UNITS: dict[str, tuple[str, ...]] = {
     "wsd.py": ("plan/wsd.py",),
     "data.py": ("data/tokenize.py", "data/corpus.py"),
     "chunking.py": ("data/chunking.py",),
+    "stream.py": ("data/stream.py",),
     "evaluate.py": ("evaluate/command.py", "evaluate/generation.py"),
     "aggregate.py": ("evaluate/aggregate.py",),
     "config.py": ("config/counts.py",),  # run_id and the count spelling it uses
@@ -72,6 +73,13 @@ STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
     # build and the splitting of large files. Apart from "tokenize", so no other study retokenizes.
     "tokenize_chunked": [("data.py", ("build_tokens", "write_data", "build_tokens_chunked")),
                          ("chunking.py", None)],
+    # A corpus over scalelab.data.stages.STREAM_MIN_BYTES, or a hub dataset: the streaming build, the
+    # in-memory build's helpers it uses, and the splitting of large files. Apart from "tokenize" and
+    # "tokenize_chunked" (same bytes, other code), so no study tokenized before retokenizes.
+    "tokenize_stream": [("data.py", ("DOCUMENT_BUILDERS", "EOT", "SEP", "SPLITS", "Document", "check_split_sizes",
+                                     "culprit", "document_bytes", "encode_documents", "first_line", "split_of",
+                                     "token_dtype", "train_tokenizer")),
+                        ("chunking.py", None), ("stream.py", None)],
 }
 # A `schedule: wsd` run and its trunk: the train code plus the WSD schedule, its branch points and
 # the trunk's training. Kept apart from "train", so adding WSD reran no cosine/linear/constant run.
