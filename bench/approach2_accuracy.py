@@ -12,6 +12,7 @@ temporary folder) runs the same draws in a subprocess.
 
 Prints one line per scenario and, as the last line, one JSON object with every figure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,19 @@ TRUE_A = synthetic.CHINCHILLA["beta"] / (synthetic.CHINCHILLA["alpha"] + synthet
 def isoflops(budgets, span, n_sizes, noise, seed) -> pd.DataFrame:
     """One draw of a scenario: the points `fit_approach2` takes."""
     rng = np.random.default_rng(seed)
-    frames = [pd.DataFrame(synthetic.isoflop([c], span=span, n_sizes=n_sizes, noise=noise, seed=seed * 100 + i,
-                                             offset=math.exp(rng.uniform(-0.7, 0.7))))
-              for i, c in enumerate(budgets)]
+    frames = [
+        pd.DataFrame(
+            synthetic.isoflop(
+                [c],
+                span=span,
+                n_sizes=n_sizes,
+                noise=noise,
+                seed=seed * 100 + i,
+                offset=math.exp(rng.uniform(-0.7, 0.7)),
+            )
+        )
+        for i, c in enumerate(budgets)
+    ]
     return fit.prepare(pd.concat(frames, ignore_index=True).drop(columns="flops"))[0]
 
 
@@ -58,8 +69,12 @@ def measure(seeds: int, bootstrap: int) -> dict:
             errors.append(section["a"] - TRUE_A if section and section["a"] is not None else np.nan)
         errors = np.asarray(errors)
         ok = errors[np.isfinite(errors)]
-        result[name] = {"bias": round(float(ok.mean()), 5), "bias_se": round(float(ok.std() / math.sqrt(len(ok))), 5),
-                        "rmse": round(float(np.sqrt(np.mean(ok**2))), 5), "failed": int((~np.isfinite(errors)).sum())}
+        result[name] = {
+            "bias": round(float(ok.mean()), 5),
+            "bias_se": round(float(ok.std() / math.sqrt(len(ok))), 5),
+            "rmse": round(float(np.sqrt(np.mean(ok**2))), 5),
+            "failed": int((~np.isfinite(errors)).sum()),
+        }
     return result
 
 
@@ -69,8 +84,13 @@ def baseline(ref: str, seeds: int, bootstrap: int) -> dict:
         archive = subprocess.run(["git", "archive", ref, "src/scalelab"], check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         env = {**os.environ, "PYTHONPATH": os.path.join(tmp, "src")}
-        proc = subprocess.run([sys.executable, __file__, "--seeds", str(seeds), "--bootstrap", str(bootstrap)],
-                              env=env, check=True, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--seeds", str(seeds), "--bootstrap", str(bootstrap)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])["this"]
 
 
@@ -80,8 +100,12 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--baseline", help="git ref whose package is measured the same way")
     args = parser.parse_args()
-    result = {"true_a": round(TRUE_A, 5), "seeds": args.seeds, "bootstrap": args.bootstrap,
-              "this": measure(args.seeds, args.bootstrap)}
+    result = {
+        "true_a": round(TRUE_A, 5),
+        "seeds": args.seeds,
+        "bootstrap": args.bootstrap,
+        "this": measure(args.seeds, args.bootstrap),
+    }
     if args.baseline:
         result["baseline"] = baseline(args.baseline, args.seeds, args.bootstrap)
     for name in SCENARIOS:

@@ -7,6 +7,7 @@
 STUDY_DIR holds config/config.yaml and a finished results/ (the default study's). Held-out runs are
 trained with `scalelab train` into STUDY_DIR/bench-curves/. The last line is a JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,15 +42,27 @@ def score(curves: Curves, cases: list[tuple[dict, float]]) -> dict:
         rows = []
         for spec, observed in cases:
             p = curves.predict(spec, law)
-            rows.append({"run": spec["run"], "observed": observed, "predicted": p["loss"], "low": p["low"],
-                         "high": p["high"], "rel_error": p["loss"] / observed - 1,
-                         "inside": bool(p["low"] <= observed <= p["high"])})
+            rows.append(
+                {
+                    "run": spec["run"],
+                    "observed": observed,
+                    "predicted": p["loss"],
+                    "low": p["low"],
+                    "high": p["high"],
+                    "rel_error": p["loss"] / observed - 1,
+                    "inside": bool(p["low"] <= observed <= p["high"]),
+                }
+            )
         rel = np.abs([r["rel_error"] for r in rows])
         width = [(r["high"] - r["low"]) / 2 / r["predicted"] for r in rows]
-        out[law] = {"n": len(rows), "mean_abs_rel_error": float(rel.mean()) if len(rows) else None,
-                    "mean_interval_half_width": float(np.mean(width)) if rows else None,
-                    "max_abs_rel_error": float(rel.max()) if len(rows) else None,
-                    "coverage": float(np.mean([r["inside"] for r in rows])) if rows else None, "rows": rows}
+        out[law] = {
+            "n": len(rows),
+            "mean_abs_rel_error": float(rel.mean()) if len(rows) else None,
+            "mean_interval_half_width": float(np.mean(width)) if rows else None,
+            "max_abs_rel_error": float(rel.max()) if len(rows) else None,
+            "coverage": float(np.mean([r["inside"] for r in rows])) if rows else None,
+            "rows": rows,
+        }
     return out
 
 
@@ -67,8 +80,21 @@ def heldout_schedule_specs(specs: dict, models: list[str], tokens: str) -> list[
 
 def train(spec: dict, study: Path, folder: Path) -> float:
     started = time.time()
-    cmd = ["nice", "-n", "10", "scalelab", "train", "--spec", json.dumps(spec),
-           "--data", str(study / "results" / "data"), "--out", str(folder), "--threads", "1"]
+    cmd = [
+        "nice",
+        "-n",
+        "10",
+        "scalelab",
+        "train",
+        "--spec",
+        json.dumps(spec),
+        "--data",
+        str(study / "results" / "data"),
+        "--out",
+        str(folder),
+        "--threads",
+        "1",
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "SCALELAB_WARM": "0"})
     return time.time() - started
 
@@ -94,23 +120,44 @@ def reduced_grid(study: Path, curves: Curves, specs: dict, use: list[str], work:
     reduced.to_csv(work / "metrics.csv", index=False)
     settings = read_json(results / "fit" / "fit.json")["settings"]
     spec = {k: settings[k] for k in ("target", "params", "bootstrap", "seed", "holdout")}
-    subprocess.run(["nice", "-n", "10", "scalelab", "fit", str(work / "metrics.csv"), "--out", str(work / "fit"),
-                    "--spec", json.dumps(spec)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            "nice",
+            "-n",
+            "10",
+            "scalelab",
+            "fit",
+            str(work / "metrics.csv"),
+            "--out",
+            str(work / "fit"),
+            "--spec",
+            json.dumps(spec),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     laws = {"full": load_fit(results / "fit"), "reduced": load_fit(work / "fit")}
     ok = full[full["status"] == "ok"]
-    out = {"runs_trained": int((~skipped).sum()), "runs_predicted": int(skipped.sum()),
-           "flops_spent_full": float(full["flops_spent"].sum()), "flops_saved": saved_flops,
-           "train_job_s_full": float(full["wall_s"].sum()), "train_job_s_saved": float(full["wall_s"][skipped].sum())}
+    out = {
+        "runs_trained": int((~skipped).sum()),
+        "runs_predicted": int(skipped.sum()),
+        "flops_spent_full": float(full["flops_spent"].sum()),
+        "flops_saved": saved_flops,
+        "train_job_s_full": float(full["wall_s"].sum()),
+        "train_job_s_saved": float(full["wall_s"][skipped].sum()),
+    }
     for name, law in laws.items():
         pred = law.predict(ok["params"].to_numpy(), ok["tokens"].to_numpy())
         rel = pred["loss"].to_numpy() / ok[target].to_numpy() - 1
         a3 = read_json((results / "fit" if name == "full" else work / "fit") / "fit.json")
-        out[name] = {"form": a3.get("chosen_form"),
-                     "approach3": {k: a3["approach3"][k] for k in ("E", "A", "B", "alpha", "beta")},
-                     "mean_abs_rel_error_vs_measured": float(np.mean(np.abs(rel))),
-                     "max_abs_rel_error_vs_measured": float(np.max(np.abs(rel))),
-                     # the study's own held-out check runs at the largest FLOPs: here against the measured loss
-                     "largest_run_rel_error_vs_measured": float(rel[int(np.argmax(ok["flops"].to_numpy()))])}
+        out[name] = {
+            "form": a3.get("chosen_form"),
+            "approach3": {k: a3["approach3"][k] for k in ("E", "A", "B", "alpha", "beta")},
+            "mean_abs_rel_error_vs_measured": float(np.mean(np.abs(rel))),
+            "max_abs_rel_error_vs_measured": float(np.max(np.abs(rel))),
+            # the study's own held-out check runs at the largest FLOPs: here against the measured loss
+            "largest_run_rel_error_vs_measured": float(rel[int(np.argmax(ok["flops"].to_numpy()))]),
+        }
     return out
 
 
@@ -121,8 +168,11 @@ def main() -> None:
     parser.add_argument("--schedules", nargs="*", default=[], help="models to train held-out schedules for")
     parser.add_argument("--schedule-tokens", default="1.6M")
     parser.add_argument("--train-rows", action="store_true")
-    parser.add_argument("--reduced", action="store_true",
-                        help="also fit L(N, D) with the curve law's predicted endpoints for the other Ds")
+    parser.add_argument(
+        "--reduced",
+        action="store_true",
+        help="also fit L(N, D) with the curve law's predicted endpoints for the other Ds",
+    )
     args = parser.parse_args()
     config_specs = study_specs(study_config(args.study))
     fit_on = [parse_count(t, "--fit-on") for t in args.fit_on]
@@ -132,10 +182,22 @@ def main() -> None:
     fit_s = time.time() - started
     curves = Curves(data)
     target = data["target"]
-    cases = [(spec, obs) for i, spec in specs.items() if i not in use and spec["model"] in data["sizes"]
-             and (obs := final_target(args.study / "results" / "runs" / i, target)) is not None]
-    result = {"study": str(args.study), "fit_on": args.fit_on, "train_rows": args.train_rows, "chosen": data["chosen"],
-              "why": data["why"], "fit_s": round(fit_s, 1), "other_D": score(curves, cases)}
+    cases = [
+        (spec, obs)
+        for i, spec in specs.items()
+        if i not in use
+        and spec["model"] in data["sizes"]
+        and (obs := final_target(args.study / "results" / "runs" / i, target)) is not None
+    ]
+    result = {
+        "study": str(args.study),
+        "fit_on": args.fit_on,
+        "train_rows": args.train_rows,
+        "chosen": data["chosen"],
+        "why": data["why"],
+        "fit_s": round(fit_s, 1),
+        "other_D": score(curves, cases),
+    }
     if args.schedules:
         trained, wall = [], 0.0
         for spec in heldout_schedule_specs(specs, args.schedules, args.schedule_tokens):
@@ -149,9 +211,12 @@ def main() -> None:
         result["reduced"] = reduced_grid(args.study, curves, specs, use, args.study / "bench-curves" / "reduced")
     for name, part in (("other D", result["other_D"]), ("schedules", result.get("schedules", {}))):
         for law, s in part.items():
-            print(f"{name:9s} {law:12s} n={s['n']} mean |rel err| {s['mean_abs_rel_error']:.4f} "
-                  f"max {s['max_abs_rel_error']:.4f} coverage {s['coverage']:.2f} "
-                  f"interval +-{s['mean_interval_half_width']:.4f}", file=sys.stderr)
+            print(
+                f"{name:9s} {law:12s} n={s['n']} mean |rel err| {s['mean_abs_rel_error']:.4f} "
+                f"max {s['max_abs_rel_error']:.4f} coverage {s['coverage']:.2f} "
+                f"interval +-{s['mean_interval_half_width']:.4f}",
+                file=sys.stderr,
+            )
     print(json.dumps(result))
 
 

@@ -5,6 +5,7 @@ no-op dry run of a finished study (default: the repository's own results/, after
 
 The last line printed is a JSON object with the timings in seconds (best of --repeats).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,11 @@ def dry_run(args: list[str], repeats: int) -> tuple[float, str]:
     best, out = float("inf"), ""
     for _ in range(repeats):
         start = time.perf_counter()
-        proc = subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--dry-run", "--cores", "2", *args],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--dry-run", "--cores", "2", *args],
+            capture_output=True,
+            text=True,
+        )
         best = min(best, time.perf_counter() - start)
         out = proc.stdout + proc.stderr
         if proc.returncode != 0:
@@ -54,10 +58,15 @@ def main() -> None:
         (study / "corpus/a.txt").write_text("a small corpus\n")
         models = {f"m{i}": {"n_layer": 2, "d_model": 32 * (i + 1), "n_head": 2} for i in range(10)}
         seeds = max(1, args.points // (10 * 20))
-        config = {"data": {"source": {"files": ["corpus/*.txt"]}, "allow_repeat": True},
-                  "models": models,
-                  "grid": {"models": list(models), "tokens": [f"{50 * (k + 1)}K" for k in range(20)],
-                           "seeds": list(range(seeds))}}
+        config = {
+            "data": {"source": {"files": ["corpus/*.txt"]}, "allow_repeat": True},
+            "models": models,
+            "grid": {
+                "models": list(models),
+                "tokens": [f"{50 * (k + 1)}K" for k in range(20)],
+                "seeds": list(range(seeds)),
+            },
+        }
         (study / "config.yaml").write_text(yaml.safe_dump(config))
         seconds, out = dry_run(["--directory", str(study), "--configfile", str(study / "config.yaml")], args.repeats)
         trains = next((int(line.split()[1]) for line in out.splitlines() if line.startswith("train ")), None)

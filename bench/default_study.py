@@ -14,6 +14,7 @@ evaluation times and the FLOPs ratio) and copies the report's Figure 1 and front
 docs/loss_vs_params.png and docs/frontier.png, the README's figures: so the docs are the
 finished study's, in one command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,32 +58,41 @@ def _yes(flag: bool) -> str:
 def docs_section(figures: dict, losses: pd.DataFrame, models: dict) -> str:
     """The generated part of docs/benchmarks.md's default-study section, as Markdown."""
     held = figures["heldout_max_abs_rel_error"]
-    lines = [BEGIN, "",
-             "From the finished study (`python bench/default_study.py`; the report prints the same law):", "",
-             "| what | figure |", "| --- | --- |",
-             f"| training: trunk segments' and runs' `wall_s`, summed | {figures['train_s']:,.0f} s |",
-             f"| evaluation: the runs' `eval_s`, summed | {figures['eval_s']:,.1f} s, "
-             f"**{100 * figures['eval_share_of_train']:.1f} %** of training |",
-             f"| training FLOPs spent against the same runs trained independently | {figures['flops_spent']:.3g} "
-             f"against {figures['flops_independent']:.3g}: **{figures['flops_ratio']:.3f}** |", "",
-             "| figure | value | target (issue 10) | met |", "| --- | --- | --- | --- |",
-             f"| alpha [95 %] | {_g(figures['alpha'])} {_interval(figures['alpha_ci'])}, width "
-             f"**{figures['alpha_ci_width']:.3f}** | width < 0.3 | {_yes(figures['alpha_ci_width'] < 0.3)} |",
-             f"| beta [95 %] | {_g(figures['beta'])} {_interval(figures['beta_ci'])}, width "
-             f"**{figures['beta_ci_width']:.3f}** | width < 0.3 | {_yes(figures['beta_ci_width'] < 0.3)} |",
-             f"| E [95 %] | {_g(figures['E'])} {_interval(figures['E_ci'])} | interval excludes 0 | "
-             f"{_yes(figures['E_ci_excludes_0'])}{'' if figures['E_ci_excludes_0'] else ': E pinned at 0'} |",
-             f"| held-out max relative error | **{'–' if held is None else f'{100 * held:.2f} %'}** | ≤ 3 % | "
-             f"{'–' if held is None else _yes(held <= 0.03)} |",
-             f"| loss falls with N at every D from the 2nd; with D at every N | "
-             f"{_yes(figures['monotone_in_N_from_2nd_D'])}; {_yes(figures['monotone_in_D'])} | strictly | "
-             f"{_yes(figures['monotone_in_N_from_2nd_D'] and figures['monotone_in_D'])} |",
-             f"| sizes, N span; token counts, D span (trained tokens) | {figures['sizes']}, {figures['N_span']:.1f}×; "
-             f"{figures['token_counts']}, {figures['D_span']:.1f}× | ≥ 4, ≥ 16×; ≥ 5, ≥ 16× | "
-             f"{_yes(figures['sizes'] >= 4 and figures['N_span'] >= 16 and figures['token_counts'] >= 5 and figures['D_span'] >= 16)} |",
-             "", f"{figures['target']} (rows: non-embedding parameters; columns: trained tokens):", "",
-             "| N \\ D | " + " | ".join(f"{int(d):,}" for d in losses.columns) + " |",
-             "| --- |" + " --- |" * len(losses.columns)]
+    lines = [
+        BEGIN,
+        "",
+        "From the finished study (`python bench/default_study.py`; the report prints the same law):",
+        "",
+        "| what | figure |",
+        "| --- | --- |",
+        f"| training: trunk segments' and runs' `wall_s`, summed | {figures['train_s']:,.0f} s |",
+        f"| evaluation: the runs' `eval_s`, summed | {figures['eval_s']:,.1f} s, "
+        f"**{100 * figures['eval_share_of_train']:.1f} %** of training |",
+        f"| training FLOPs spent against the same runs trained independently | {figures['flops_spent']:.3g} "
+        f"against {figures['flops_independent']:.3g}: **{figures['flops_ratio']:.3f}** |",
+        "",
+        "| figure | value | target (issue 10) | met |",
+        "| --- | --- | --- | --- |",
+        f"| alpha [95 %] | {_g(figures['alpha'])} {_interval(figures['alpha_ci'])}, width "
+        f"**{figures['alpha_ci_width']:.3f}** | width < 0.3 | {_yes(figures['alpha_ci_width'] < 0.3)} |",
+        f"| beta [95 %] | {_g(figures['beta'])} {_interval(figures['beta_ci'])}, width "
+        f"**{figures['beta_ci_width']:.3f}** | width < 0.3 | {_yes(figures['beta_ci_width'] < 0.3)} |",
+        f"| E [95 %] | {_g(figures['E'])} {_interval(figures['E_ci'])} | interval excludes 0 | "
+        f"{_yes(figures['E_ci_excludes_0'])}{'' if figures['E_ci_excludes_0'] else ': E pinned at 0'} |",
+        f"| held-out max relative error | **{'–' if held is None else f'{100 * held:.2f} %'}** | ≤ 3 % | "
+        f"{'–' if held is None else _yes(held <= 0.03)} |",
+        f"| loss falls with N at every D from the 2nd; with D at every N | "
+        f"{_yes(figures['monotone_in_N_from_2nd_D'])}; {_yes(figures['monotone_in_D'])} | strictly | "
+        f"{_yes(figures['monotone_in_N_from_2nd_D'] and figures['monotone_in_D'])} |",
+        f"| sizes, N span; token counts, D span (trained tokens) | {figures['sizes']}, {figures['N_span']:.1f}×; "
+        f"{figures['token_counts']}, {figures['D_span']:.1f}× | ≥ 4, ≥ 16×; ≥ 5, ≥ 16× | "
+        f"{_yes(figures['sizes'] >= 4 and figures['N_span'] >= 16 and figures['token_counts'] >= 5 and figures['D_span'] >= 16)} |",  # noqa: E501
+        "",
+        f"{figures['target']} (rows: non-embedding parameters; columns: trained tokens):",
+        "",
+        "| N \\ D | " + " | ".join(f"{int(d):,}" for d in losses.columns) + " |",
+        "| --- |" + " --- |" * len(losses.columns),
+    ]
     for n, row in losses.iterrows():
         name = f" ({models[n]})" if n in models else ""
         lines.append(f"| {int(n):,}{name} | " + " | ".join("–" if v != v else f"{v:.3f}" for v in row) + " |")
@@ -113,8 +123,11 @@ def write_docs(results: Path, figures: dict, losses: pd.DataFrame, models: dict,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=Path("."), help="study folder (holds results/)")
-    parser.add_argument("--write-docs", action="store_true",
-                        help="rewrite docs/benchmarks.md's default-study figures and the README figures from it")
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="rewrite docs/benchmarks.md's default-study figures and the README figures from it",
+    )
     parser.add_argument("--repo", type=Path, default=REPO, help=argparse.SUPPRESS)  # the docs to write (tests)
     args = parser.parse_args()
     results = args.study / "results"
@@ -137,16 +150,28 @@ def main() -> None:
 
     figures = {
         "target": target,
-        "alpha": law["alpha"], "alpha_ci": ci["alpha"], "alpha_ci_width": width["alpha"],
-        "beta": law["beta"], "beta_ci": ci["beta"], "beta_ci_width": width["beta"],
-        "E": law["E"], "E_ci": ci["E"], "E_ci_excludes_0": bool(ci["E"][0] > E_AT_ZERO),
+        "alpha": law["alpha"],
+        "alpha_ci": ci["alpha"],
+        "alpha_ci_width": width["alpha"],
+        "beta": law["beta"],
+        "beta_ci": ci["beta"],
+        "beta_ci_width": width["beta"],
+        "E": law["E"],
+        "E_ci": ci["E"],
+        "E_ci_excludes_0": bool(ci["E"][0] > E_AT_ZERO),
         "heldout_max_abs_rel_error": (fit.get("holdout") or {}).get("max_abs_rel_error"),
-        "monotone_in_N_from_2nd_D": monotone_in_n, "monotone_in_D": monotone_in_d,
-        "sizes": int(losses.shape[0]), "N_span": float(losses.index.max() / losses.index.min()),
-        "token_counts": int(losses.shape[1]), "D_span": float(losses.columns.max() / losses.columns.min()),
-        "flops_spent": float(spent.sum()), "flops_independent": float(runs["flops"].sum()),
+        "monotone_in_N_from_2nd_D": monotone_in_n,
+        "monotone_in_D": monotone_in_d,
+        "sizes": int(losses.shape[0]),
+        "N_span": float(losses.index.max() / losses.index.min()),
+        "token_counts": int(losses.shape[1]),
+        "D_span": float(losses.columns.max() / losses.columns.min()),
+        "flops_spent": float(spent.sum()),
+        "flops_independent": float(runs["flops"].sum()),
         "flops_ratio": float(spent.sum() / runs["flops"].sum()),
-        "train_s": train_s, "eval_s": eval_s, "eval_share_of_train": eval_s / train_s if train_s else None,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "eval_share_of_train": eval_s / train_s if train_s else None,
     }
     print(f"{target} by N (rows) and D (columns):")
     print(losses.round(3).to_string())

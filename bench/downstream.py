@@ -19,6 +19,7 @@ interval covers a fresh evaluation (a binomial draw at the truth), with its mean
 automatic choice is also scored on the ladders it calls predictable only, and the share it calls
 NOT PREDICTABLE is reported. One line per ladder, then a table, then a JSON object last.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,15 @@ FACTORS = (10, 100)
 
 def draw_task(rng, top_loss) -> dict:
     """A task whose midpoint puts the largest run somewhere between chance and the middle."""
-    task = {"chance": float(rng.choice([0.0, 0.25, 0.5])), "ceiling": float(rng.uniform(0.7, 0.95)),
-            "k": float(rng.uniform(4, 12)), "offset": float(rng.uniform(0.0, 0.3)),
-            "slope": float(rng.uniform(0.4, 0.8)), "items": int(rng.choice([500, 1000, 2000])), "loss_noise": 0.005}
+    task = {
+        "chance": float(rng.choice([0.0, 0.25, 0.5])),
+        "ceiling": float(rng.uniform(0.7, 0.95)),
+        "k": float(rng.uniform(4, 12)),
+        "offset": float(rng.uniform(0.0, 0.3)),
+        "slope": float(rng.uniform(0.4, 0.8)),
+        "items": int(rng.choice([500, 1000, 2000])),
+        "loss_noise": 0.005,
+    }
     top_task_loss = task["offset"] + task["slope"] * top_loss
     task["midpoint"] = top_task_loss - float(rng.uniform(-0.05, 0.25))  # sigmoid(-k (L - mid)) at the top run
     return task
@@ -75,19 +82,35 @@ def score_ladder(seed: int, bootstrap: int) -> list[dict]:
     for flops, n, d in targets(frame):
         truth = float(synthetic.task_accuracy(n, d, task))
         observed = rng.binomial(task["items"], truth) / task["items"]
-        laws = {m: {**section, "chosen_method": m, "predictable": True,
-                    "methods": {m: {**section["methods"][m], "weight": 1.0}}}  # each method alone, unmixed
-                for m in section["methods"]}
+        laws = {
+            m: {
+                **section,
+                "chosen_method": m,
+                "predictable": True,
+                "methods": {m: {**section["methods"][m], "weight": 1.0}},
+            }  # each method alone, unmixed
+            for m in section["methods"]
+        }
         laws["auto"] = {**section, "predictable": True}  # the chosen method, its interval mixed as fitted
         for name, entry in laws.items():
             law = MetricLaw("task", entry, samples, section["range"])
             p = law.predict(np.array([n]), np.array([d]), log_distance(n, d, section["range"]), 0.95).iloc[0]
             method = entry["chosen_method"]
-            rows.append({"ladder": seed, "factor": round(flops / frame["flops"].max()), "method": name,
-                         "predictable": section["predictable"], "via": via is not None, "truth": truth,
-                         "oos": section["methods"][method]["oos_error"],
-                         "predicted": p["task"], "error": 100 * abs(p["task"] - truth),
-                         "covered": bool(p["low"] <= observed <= p["high"]), "width": 100 * (p["high"] - p["low"])})
+            rows.append(
+                {
+                    "ladder": seed,
+                    "factor": round(flops / frame["flops"].max()),
+                    "method": name,
+                    "predictable": section["predictable"],
+                    "via": via is not None,
+                    "truth": truth,
+                    "oos": section["methods"][method]["oos_error"],
+                    "predicted": p["task"],
+                    "error": 100 * abs(p["task"] - truth),
+                    "covered": bool(p["low"] <= observed <= p["high"]),
+                    "width": 100 * (p["high"] - p["low"]),
+                }
+            )
     return rows
 
 
@@ -100,9 +123,12 @@ def summarise(table: pd.DataFrame) -> dict:
             rows = part[part["factor"] == factor]
             if not len(rows):  # a method not fitted to these ladders (direct: many tokens per parameter)
                 continue
-            out[f"{name}_{factor}x"] = {"mae_points": round(float(rows["error"].mean()), 2),
-                                        "coverage": round(float(rows["covered"].mean()), 3),
-                                        "width_points": round(float(rows["width"].mean()), 1), "n": int(len(rows))}
+            out[f"{name}_{factor}x"] = {
+                "mae_points": round(float(rows["error"].mean()), 2),
+                "coverage": round(float(rows["covered"].mean()), 3),
+                "width_points": round(float(rows["width"].mean()), 1),
+                "n": int(len(rows)),
+            }
     auto = table[table["method"] == "auto"]
     out["not_predictable_share"] = round(float(1 - auto.groupby("ladder")["predictable"].first().mean()), 3)
     return out
@@ -120,8 +146,14 @@ def main() -> None:
         got = score_ladder(seed, args.bootstrap)
         rows += got
         auto = [r for r in got if r["method"] == "auto"]
-        print(f"ladder {seed}: " + "; ".join(f"{r['factor']}x truth {r['truth']:.3f} auto {r['predicted']:.3f} "
-                                            f"({'in' if r['covered'] else 'OUT'})" for r in auto), flush=True)
+        print(
+            f"ladder {seed}: "
+            + "; ".join(
+                f"{r['factor']}x truth {r['truth']:.3f} auto {r['predicted']:.3f} ({'in' if r['covered'] else 'OUT'})"
+                for r in auto
+            ),
+            flush=True,
+        )
     table = pd.DataFrame(rows)
     if args.table:
         table.to_csv(args.table, index=False)
@@ -131,8 +163,10 @@ def main() -> None:
     for key, value in result.items():
         if isinstance(value, dict):
             name, factor = key.rsplit("_", 1)
-            print(f"| {name} | {factor} | {value['mae_points']} | {value['coverage']:.1%} | {value['width_points']} "
-                  f"| {value['n']} |")
+            print(
+                f"| {name} | {factor} | {value['mae_points']} | {value['coverage']:.1%} | {value['width_points']} "
+                f"| {value['n']} |"
+            )
     result.update({"ladders": args.ladders, "bootstrap": args.bootstrap, "seconds": round(time.perf_counter() - start)})
     print(json.dumps(result))
 

@@ -6,6 +6,7 @@
 Without the cache every new token is a full pass over prompt + generated tokens (quadratic in
 the length); with it, one single-position step. The last line of output is one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,29 +60,52 @@ def main() -> None:
         model = load_model(args.checkpoint, device)
     else:
         torch.manual_seed(0)
-        cfg = GPTConfig(vocab_size=args.vocab_size, context=args.context, n_layer=args.n_layer,
-                        d_model=args.d_model, n_head=args.n_head)
+        cfg = GPTConfig(
+            vocab_size=args.vocab_size,
+            context=args.context,
+            n_layer=args.n_layer,
+            d_model=args.d_model,
+            n_head=args.n_head,
+        )
         model = GPT(cfg).to(device).eval()
     cfg = model.cfg
     gen = torch.Generator().manual_seed(0)
     prompts = torch.randint(2, cfg.vocab_size, (args.batch, args.prompt_tokens), generator=gen).to(device)
 
-    cached_s, cached = timed(lambda: greedy_generate(model, prompts, args.new_tokens, use_cache=True), device, args.repeats)
-    full_s, full = timed(lambda: greedy_generate(model, prompts, args.new_tokens, use_cache=False), device, args.repeats)
+    cached_s, cached = timed(
+        lambda: greedy_generate(model, prompts, args.new_tokens, use_cache=True), device, args.repeats
+    )
+    full_s, full = timed(
+        lambda: greedy_generate(model, prompts, args.new_tokens, use_cache=False), device, args.repeats
+    )
     new_tokens = args.batch * args.new_tokens
     result = {
-        "model": {"n_layer": cfg.n_layer, "d_model": cfg.d_model, "n_head": cfg.n_head, "vocab_size": cfg.vocab_size,
-                  "context": cfg.context, "weights": args.checkpoint or "random (seed 0)"},
-        "batch": args.batch, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
-        "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "model": {
+            "n_layer": cfg.n_layer,
+            "d_model": cfg.d_model,
+            "n_head": cfg.n_head,
+            "vocab_size": cfg.vocab_size,
+            "context": cfg.context,
+            "weights": args.checkpoint or "random (seed 0)",
+        },
+        "batch": args.batch,
+        "prompt_tokens": args.prompt_tokens,
+        "new_tokens": args.new_tokens,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
-        "cached_s": round(cached_s, 4), "uncached_s": round(full_s, 4),
-        "cached_tokens_per_s": round(new_tokens / cached_s), "uncached_tokens_per_s": round(new_tokens / full_s),
+        "cached_s": round(cached_s, 4),
+        "uncached_s": round(full_s, 4),
+        "cached_tokens_per_s": round(new_tokens / cached_s),
+        "uncached_tokens_per_s": round(new_tokens / full_s),
         "speedup": round(full_s / cached_s, 2),
         "identical_tokens": bool(torch.equal(cached, full)),
     }
-    print(f"{new_tokens} new tokens ({args.batch} x {args.new_tokens} after {args.prompt_tokens}-token prompts): "
-          f"cached {cached_s * 1e3:.1f} ms, uncached {full_s * 1e3:.1f} ms, speed-up {result['speedup']}x")
+    print(
+        f"{new_tokens} new tokens ({args.batch} x {args.new_tokens} after {args.prompt_tokens}-token prompts): "
+        f"cached {cached_s * 1e3:.1f} ms, uncached {full_s * 1e3:.1f} ms, speed-up {result['speedup']}x"
+    )
     print(json.dumps(result))
 
 

@@ -18,6 +18,7 @@ Then, outside total_s: Approach 2 with the same number of resamples on 13 IsoFLO
 sizes each (approach2_s), and the hyperparameter laws on a 12-point lr sweep of 14 values
 (hyperparameters_s); all data from scalelab.laws.synthetic.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,10 @@ def synthetic_points(n_sizes: int, n_tokens: int, noise: float, seed: int):
 
 def cpu_seconds() -> float:
     """CPU time of this process and its finished worker processes."""
-    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
-               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return sum(
+        resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
 
 
 def default_study_csv(path) -> None:
@@ -55,8 +58,9 @@ def default_study_csv(path) -> None:
     n, d = (a.ravel() for a in np.meshgrid(sizes, tokens))
     law = {"E": 1.5, "N_c": 2e3, "D_c": 5e4, "alpha_N": 0.5, "alpha_D": 0.6}
     loss = FORMS["kaplan"].loss(law, n, d) * np.exp(np.random.default_rng(1).normal(0, 0.01, n.size))
-    pd.DataFrame({"run": [f"r{i}" for i in range(n.size)], "params": n, "tokens": d, "flops": 6 * n * d,
-                  "val_loss": loss}).to_csv(path, index=False)
+    pd.DataFrame(
+        {"run": [f"r{i}" for i in range(n.size)], "params": n, "tokens": d, "flops": 6 * n * d, "val_loss": loss}
+    ).to_csv(path, index=False)
 
 
 def default_study(args) -> None:
@@ -71,8 +75,9 @@ def default_study(args) -> None:
         if args.baseline:
             old = os.path.join(tmp, "baseline")
             os.makedirs(old)
-            archive = subprocess.run(["git", "archive", args.baseline, "src/scalelab"], check=True,
-                                     capture_output=True).stdout
+            archive = subprocess.run(
+                ["git", "archive", args.baseline, "src/scalelab"], check=True, capture_output=True
+            ).stdout
             subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
             trees["baseline"] = os.path.join(old, "src")
         times = {name: [] for name in trees}
@@ -80,14 +85,34 @@ def default_study(args) -> None:
             for name, src in trees.items():
                 env = {**os.environ, "PYTHONPATH": src}
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "scalelab", "fit", csv, "--out", os.path.join(tmp, name),
-                                "--bootstrap", str(args.bootstrap), "--workers", str(args.workers)],
-                               check=True, env=env, capture_output=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "scalelab",
+                        "fit",
+                        csv,
+                        "--out",
+                        os.path.join(tmp, name),
+                        "--bootstrap",
+                        str(args.bootstrap),
+                        "--workers",
+                        str(args.workers),
+                    ],
+                    check=True,
+                    env=env,
+                    capture_output=True,
+                )
                 times[name].append(time.perf_counter() - t0)
                 print(f"bench: {name} fit job {times[name][-1]:.1f} s (repeat {repeat})", flush=True)
-    result = {"study": "default-shaped, 24 runs", "bootstrap": args.bootstrap, "workers": args.workers,
-              **{f"{name}_s": round(min(t), 1) for name, t in times.items()},
-              "load_avg_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()}
+    result = {
+        "study": "default-shaped, 24 runs",
+        "bootstrap": args.bootstrap,
+        "workers": args.workers,
+        **{f"{name}_s": round(min(t), 1) for name, t in times.items()},
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
+    }
     if args.baseline:
         result["speedup"] = round(min(times["baseline"]) / min(times["this"]), 1)
     print(json.dumps(result))
@@ -111,43 +136,73 @@ def main() -> None:
 
     params, tokens, loss = synthetic_points(10, args.points // 10, noise=0.01, seed=args.seed)
     starts = fit.start_grid(args.grid_points)
-    print(f"bench: {params.size} points, {len(starts)} starts, {args.bootstrap} resamples, "
-          f"{args.workers} workers", flush=True)
+    print(
+        f"bench: {params.size} points, {len(starts)} starts, {args.bootstrap} resamples, {args.workers} workers",
+        flush=True,
+    )
 
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     law = fit.fit_approach3(params, tokens, loss, starts, workers=args.workers)
     t1 = time.perf_counter()
-    print(f"bench: fit {t1 - t0:.1f} s: alpha {law['alpha']:.4f} beta {law['beta']:.4f} E {law['E']:.4f} "
-          f"({law['starts_at_optimum']} of {len(starts)} starts at the optimum)", flush=True)
-    samples = fit.bootstrap_approach3(params, tokens, loss, law["theta"], args.bootstrap, args.seed, starts,
-                                      workers=args.workers)
+    print(
+        f"bench: fit {t1 - t0:.1f} s: alpha {law['alpha']:.4f} beta {law['beta']:.4f} E {law['E']:.4f} "
+        f"({law['starts_at_optimum']} of {len(starts)} starts at the optimum)",
+        flush=True,
+    )
+    samples = fit.bootstrap_approach3(
+        params, tokens, loss, law["theta"], args.bootstrap, args.seed, starts, workers=args.workers
+    )
     t2 = time.perf_counter()
-    ci = {k: [round(float(v), 4) for v in np.percentile(samples[k].dropna(), [2.5, 97.5])]
-          for k in ("alpha", "beta", "E")}
-    print(f"bench: bootstrap {t2 - t1:.1f} s ({(t2 - t1) / max(1, args.bootstrap) * 1e3:.1f} ms per resample): "
-          f"95 % intervals {ci}", flush=True)
+    ci = {
+        k: [round(float(v), 4) for v in np.percentile(samples[k].dropna(), [2.5, 97.5])] for k in ("alpha", "beta", "E")
+    }
+    print(
+        f"bench: bootstrap {t2 - t1:.1f} s ({(t2 - t1) / max(1, args.bootstrap) * 1e3:.1f} ms per resample): "
+        f"95 % intervals {ci}",
+        flush=True,
+    )
     cpu_s = cpu_seconds() - cpu0
 
-    iso = pd.concat([pd.DataFrame(synthetic.isoflop([c], span=300, n_sizes=61, noise=0.01, seed=i))
-                     for i, c in enumerate(np.geomspace(1e17, 1e23, 13))], ignore_index=True)
+    iso = pd.concat(
+        [
+            pd.DataFrame(synthetic.isoflop([c], span=300, n_sizes=61, noise=0.01, seed=i))
+            for i, c in enumerate(np.geomspace(1e17, 1e23, 13))
+        ],
+        ignore_index=True,
+    )
     t3 = time.perf_counter()
     section = fit.fit_approach2(fit.prepare(iso)[0], bootstrap=args.bootstrap, seed=args.seed)[0]
     t4 = time.perf_counter()
-    print(f"bench: approach 2 {t4 - t3:.2f} s on {len(iso)} runs: a {section['a']:.4f} CI {section['a_ci95']}",
-          flush=True)
+    print(
+        f"bench: approach 2 {t4 - t3:.2f} s on {len(iso)} runs: a {section['a']:.4f} CI {section['a_ci95']}", flush=True
+    )
     grid = [a.ravel() for a in np.meshgrid(np.geomspace(1e7, 3e9, 6), [1e9, 1e10])]
-    sweep = pd.DataFrame(synthetic.hparam_sweep(*grid, np.geomspace(1e-5, 1e-1, 14), curvature=0.05,
-                                                  noise=0.003, seed=args.seed))
+    sweep = pd.DataFrame(
+        synthetic.hparam_sweep(*grid, np.geomspace(1e-5, 1e-1, 14), curvature=0.05, noise=0.003, seed=args.seed)
+    )
     t5 = time.perf_counter()
     hp = fit.fit_hyperparameters(fit.prepare(sweep, sweep_keys=["lr"])[0], ["lr"], 1e22)[0]
     t6 = time.perf_counter()
     print(f"bench: hyperparameters {t6 - t5:.2f} s: lr_opt ~ N^{hp['lr']['law_N']['exponent']:.3f}", flush=True)
-    print(json.dumps({"points": int(params.size), "bootstrap": args.bootstrap, "n_starts": len(starts),
-                      "workers": args.workers, "fit_s": round(t1 - t0, 2), "bootstrap_s": round(t2 - t1, 2),
-                      "total_s": round(t2 - t0, 2), "cpu_s": round(cpu_s, 1),
-                      "approach2_s": round(t4 - t3, 2), "hyperparameters_s": round(t6 - t5, 2),
-                      "load_avg_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
-                      "python": sys.version.split()[0]}))
+    print(
+        json.dumps(
+            {
+                "points": int(params.size),
+                "bootstrap": args.bootstrap,
+                "n_starts": len(starts),
+                "workers": args.workers,
+                "fit_s": round(t1 - t0, 2),
+                "bootstrap_s": round(t2 - t1, 2),
+                "total_s": round(t2 - t0, 2),
+                "cpu_s": round(cpu_s, 1),
+                "approach2_s": round(t4 - t3, 2),
+                "hyperparameters_s": round(t6 - t5, 2),
+                "load_avg_1min": round(os.getloadavg()[0], 2),
+                "cpu_count": os.cpu_count(),
+                "python": sys.version.split()[0],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

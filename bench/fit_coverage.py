@@ -23,6 +23,7 @@ Chinchilla form alone (forms = form = chinchilla). `load_fit(folder)` then predi
 
 Prints one line per ladder and, last, a JSON object with one entry per truth.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,7 @@ def _chinchilla(n, d, alpha=None, beta=None, floor=None):
 
 def _interaction(g):
     c = CHINCHILLA
-    return lambda n, d: c["E"] + ((c["A"] / n**c["alpha"]) ** (1 / g) + (c["B"] / d**c["beta"]) ** (1 / g)) ** g
+    return lambda n, d: c["E"] + ((c["A"] / n ** c["alpha"]) ** (1 / g) + (c["B"] / d ** c["beta"]) ** (1 / g)) ** g
 
 
 TRUTHS = {
@@ -76,7 +77,7 @@ def true_n_opt(law, flops) -> float:
     log_n = np.linspace(np.log(flops / 6) * 0.2, np.log(flops / 6) * 0.8, 20001)
     loss = law(np.exp(log_n), flops / (6 * np.exp(log_n)))
     k = int(np.argmin(loss))
-    y0, y1, y2 = loss[k - 1:k + 2]
+    y0, y1, y2 = loss[k - 1 : k + 2]
     return float(np.exp(log_n[k] + 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2) * (log_n[1] - log_n[0])))
 
 
@@ -86,8 +87,9 @@ def ladder(law, rng):
     n = np.repeat(SIZES, n_tokens)
     d = n * np.tile(ratios, len(SIZES))
     loss = law(n, d) * np.exp(rng.normal(0, noise, n.size))
-    frame = pd.DataFrame({"run": [f"r{i}" for i in range(n.size)], "params": n, "tokens": d, "flops": 6 * n * d,
-                          "loss": loss})
+    frame = pd.DataFrame(
+        {"run": [f"r{i}" for i in range(n.size)], "params": n, "tokens": d, "flops": 6 * n * d, "loss": loss}
+    )
     return frame, noise
 
 
@@ -132,19 +134,22 @@ def summarise(name, rows) -> dict:
     in_family = TRUTHS[name][0]
     nopt = np.array([r["nopt_inside"] for r in rows], float)
     compared = [r for r in rows if r["n_forms"] > 1]
-    return {"truth": name, "in_family": in_family, "ladders": len(rows),
-            "loss_coverage": float(np.mean([r["inside"] for r in rows])),
-            "loss_width": float(np.mean([r["width"] for r in rows])),
-            "loss_error": float(np.mean([r["default_error"] for r in rows])),
-            "chinchilla_only_error": float(np.mean([r["chinchilla_only_error"] for r in rows])),
-            "nopt_coverage_10x": float(np.nanmean(nopt[:, 0])), "nopt_coverage_100x": float(np.nanmean(nopt[:, 1])),
-            "nopt_log_width_100x": float(np.nanmedian([r["nopt_log_width"][1] for r in rows])),
-            "nopt_log_error_100x": float(np.mean([r["default_nopt_log_error"][1] for r in rows])),
-            "chinchilla_only_nopt_log_error_100x": float(np.mean([r["chinchilla_only_nopt_log_error"][1]
-                                                                  for r in rows])),
-            "chosen_is_better": (float(np.mean([r["chosen"] == r["better_form"] for r in compared]))
-                                 if compared else None),
-            "chosen": {k: sum(r["chosen"] == k for r in rows) for k in sorted({r["chosen"] for r in rows})}}
+    return {
+        "truth": name,
+        "in_family": in_family,
+        "ladders": len(rows),
+        "loss_coverage": float(np.mean([r["inside"] for r in rows])),
+        "loss_width": float(np.mean([r["width"] for r in rows])),
+        "loss_error": float(np.mean([r["default_error"] for r in rows])),
+        "chinchilla_only_error": float(np.mean([r["chinchilla_only_error"] for r in rows])),
+        "nopt_coverage_10x": float(np.nanmean(nopt[:, 0])),
+        "nopt_coverage_100x": float(np.nanmean(nopt[:, 1])),
+        "nopt_log_width_100x": float(np.nanmedian([r["nopt_log_width"][1] for r in rows])),
+        "nopt_log_error_100x": float(np.mean([r["default_nopt_log_error"][1] for r in rows])),
+        "chinchilla_only_nopt_log_error_100x": float(np.mean([r["chinchilla_only_nopt_log_error"][1] for r in rows])),
+        "chosen_is_better": (float(np.mean([r["chosen"] == r["better_form"] for r in compared])) if compared else None),
+        "chosen": {k: sum(r["chosen"] == k for r in rows) for k in sorted({r["chosen"] for r in rows})},
+    }
 
 
 def main() -> None:
@@ -162,14 +167,24 @@ def main() -> None:
         for seed in range(args.ladders):
             row = one_ladder(name, seed, args)
             rows.append(row)
-            print(f"{name} ladder {seed}: chosen {row['chosen']} (better {row['better_form']}), loss inside "
-                  f"{row['inside']:.2f}, width {row['width']:.3f}, N_opt inside {row['nopt_inside']}, "
-                  f"|error| {row['default_error']:.4f} vs chinchilla-only {row['chinchilla_only_error']:.4f}",
-                  flush=True)
+            print(
+                f"{name} ladder {seed}: chosen {row['chosen']} (better {row['better_form']}), loss inside "
+                f"{row['inside']:.2f}, width {row['width']:.3f}, N_opt inside {row['nopt_inside']}, "
+                f"|error| {row['default_error']:.4f} vs chinchilla-only {row['chinchilla_only_error']:.4f}",
+                flush=True,
+            )
         results.append(summarise(name, rows))
         print(json.dumps(results[-1]), flush=True)
-    print(json.dumps({"ladders": args.ladders, "bootstrap": args.bootstrap, "results": results,
-                      "seconds": round(time.perf_counter() - t0, 1)}))
+    print(
+        json.dumps(
+            {
+                "ladders": args.ladders,
+                "bootstrap": args.bootstrap,
+                "results": results,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ The workflow point (config/examples/gpu-tinystories.yaml, its smallest run) need
 dataset from the hub, or a warm `datasets` cache: offline (HF_HUB_OFFLINE=1 or no network), and
 with --no-workflow, it is skipped with the reason. The last line is a JSON object with all results.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,8 @@ PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 31
 # name: (n_layer, d_model, n_head, vocab, context, batch); parameters from scalelab.plan.shapes
 SIZES = {
     "tiny": (2, 32, 2, 256, 32, 4),
-    "100m": (12, 768, 12, 32768, 1024, 16),     # ~111M parameters with embeddings
-    "1b": (24, 2048, 16, 32768, 1024, 8),       # ~1.28B parameters with embeddings
+    "100m": (12, 768, 12, 32768, 1024, 16),  # ~111M parameters with embeddings
+    "1b": (24, 2048, 16, 32768, 1024, 8),  # ~1.28B parameters with embeddings
 }
 WORKFLOW_CONFIG = REPO / "config/examples/gpu-tinystories.yaml"
 WORKFLOW_RUN = "s1-50M-s0"
@@ -74,8 +75,12 @@ def fits(size: str, device: str) -> str | None:
 
     n_layer, d_model, n_head, vocab, context, batch = SIZES[size]
     with torch.device("meta"):
-        params = sum(p.numel() for p in GPT(GPTConfig(vocab_size=vocab, context=context, n_layer=n_layer,
-                                                      d_model=d_model, n_head=n_head)).parameters())
+        params = sum(
+            p.numel()
+            for p in GPT(
+                GPTConfig(vocab_size=vocab, context=context, n_layer=n_layer, d_model=d_model, n_head=n_head)
+            ).parameters()
+        )
     # weights, grads, Adam moments (fp32) + a rough bound on bf16 activations kept for backward
     need = 16 * params + batch * context * d_model * n_layer * 34
     free, _ = torch.cuda.mem_get_info()
@@ -88,7 +93,7 @@ def measure(size: str, bf16: bool, compile_: bool, steps: int, warmup: int, devi
     import lightning as L
     import torch
 
-    from scalelab.model import GPT, GPTConfig
+    from scalelab.model import GPTConfig
     from scalelab.plan.shapes import flops_per_token
     from scalelab.train import LitGPT, StepBatches
     from train_throughput import StepTimer, make_tokens
@@ -102,10 +107,23 @@ def measure(size: str, bf16: bool, compile_: bool, steps: int, warmup: int, devi
     n_layer, d_model, n_head, vocab, context, batch = SIZES[size]
     cfg = GPTConfig(vocab_size=vocab, context=context, n_layer=n_layer, d_model=d_model, n_head=n_head)
     precision = "bf16-mixed" if bf16 else "32-true"
-    spec = {"context": context, "batch_size": batch, "lr": 3e-4, "schedule": "cosine", "warmup_tokens": 0.05,
-            "min_lr_ratio": 0.1, "weight_decay": 0.1, "beta2": 0.95, "grad_clip": 1.0, "precision": precision,
-            "accelerator": "gpu" if device == "cuda" else "cpu", "devices": 1, "compile": compile_, "seed": 0,
-            "tokens": steps * batch * context}
+    spec = {
+        "context": context,
+        "batch_size": batch,
+        "lr": 3e-4,
+        "schedule": "cosine",
+        "warmup_tokens": 0.05,
+        "min_lr_ratio": 0.1,
+        "weight_decay": 0.1,
+        "beta2": 0.95,
+        "grad_clip": 1.0,
+        "precision": precision,
+        "accelerator": "gpu" if device == "cuda" else "cpu",
+        "devices": 1,
+        "compile": compile_,
+        "seed": 0,
+        "tokens": steps * batch * context,
+    }
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,10 +132,20 @@ def measure(size: str, bf16: bool, compile_: bool, steps: int, warmup: int, devi
         lit = LitGPT(cfg.to_dict(), spec, steps)
         batches = StepBatches(tokens_path, "uint16", context, batch, 0, 0, steps)
         timer, last = StepTimer(warmup), LastLoss()
-        trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
-                            max_steps=steps, gradient_clip_val=spec["grad_clip"], logger=False,
-                            callbacks=[timer, last], enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+        trainer = L.Trainer(
+            accelerator="gpu" if device == "cuda" else "cpu",
+            devices=1,
+            precision=precision,
+            max_steps=steps,
+            gradient_clip_val=spec["grad_clip"],
+            logger=False,
+            callbacks=[timer, last],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+        )
         trainer.fit(lit, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     tokens_per_s = (steps - warmup) * batch * context / (timer.end - timer.start)
     _, flops_tok = flops_per_token(cfg)
@@ -128,28 +156,55 @@ def measure(size: str, bf16: bool, compile_: bool, steps: int, warmup: int, devi
         memory = torch.cuda.max_memory_allocated() / 2**20
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: the process's peak
-    return {"size": size, "device": name, "bf16": bf16, "compile": compile_,
-            "params_total": sum(p.numel() for p in lit.parameters()),
-            "n_layer": n_layer, "d_model": d_model, "context": context, "batch_size": batch,
-            "steps": steps, "steps_timed": steps - warmup, "tokens_per_s": round(tokens_per_s, 1),
-            "tflops": float(f"{tflops:.4g}"), "peak_bf16_tflops": peak,
-            "mfu": float(f"{tflops / peak:.4g}") if peak else None,
-            "peak_memory_mb": round(memory, 1), "loss": last.loss}
+    return {
+        "size": size,
+        "device": name,
+        "bf16": bf16,
+        "compile": compile_,
+        "params_total": sum(p.numel() for p in lit.parameters()),
+        "n_layer": n_layer,
+        "d_model": d_model,
+        "context": context,
+        "batch_size": batch,
+        "steps": steps,
+        "steps_timed": steps - warmup,
+        "tokens_per_s": round(tokens_per_s, 1),
+        "tflops": float(f"{tflops:.4g}"),
+        "peak_bf16_tflops": peak,
+        "mfu": float(f"{tflops / peak:.4g}") if peak else None,
+        "peak_memory_mb": round(memory, 1),
+        "loss": last.loss,
+    }
 
 
 def workflow_point(timeout_s: int) -> dict:
     """One grid point of the GPU example through Snakemake, in a temporary study folder."""
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        return {"run": WORKFLOW_RUN, "skipped": "offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE): the example's "
-                                                "corpus is a hub dataset"}
+        return {
+            "run": WORKFLOW_RUN,
+            "skipped": "offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE): the example's corpus is a hub dataset",
+        }
     snakemake = str(Path(sys.executable).parent / "snakemake")
     with tempfile.TemporaryDirectory() as study:
         start = time.perf_counter()
         try:
-            proc = subprocess.run([snakemake, "--snakefile", str(REPO / "Snakefile"), "--directory", study,
-                                   "--configfile", str(WORKFLOW_CONFIG), "--cores", "all",
-                                   f"results/runs/{WORKFLOW_RUN}/metrics.json"],
-                                  capture_output=True, text=True, timeout=timeout_s)
+            proc = subprocess.run(
+                [
+                    snakemake,
+                    "--snakefile",
+                    str(REPO / "Snakefile"),
+                    "--directory",
+                    study,
+                    "--configfile",
+                    str(WORKFLOW_CONFIG),
+                    "--cores",
+                    "all",
+                    f"results/runs/{WORKFLOW_RUN}/metrics.json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
         except subprocess.TimeoutExpired:
             return {"run": WORKFLOW_RUN, "failed": f"did not finish within {timeout_s} s"}
         seconds = time.perf_counter() - start
@@ -157,8 +212,10 @@ def workflow_point(timeout_s: int) -> dict:
         if proc.returncode != 0:
             tail = (tokenize_log.read_text() if tokenize_log.exists() else proc.stderr).strip().splitlines()[-1:]
             stage = "tokenize" if not (Path(study) / "results/data/meta.json").exists() else "train"
-            return {"run": WORKFLOW_RUN, "skipped" if stage == "tokenize" else "failed":
-                    f"{stage} failed: {tail[0] if tail else 'no output'}"}
+            return {
+                "run": WORKFLOW_RUN,
+                "skipped" if stage == "tokenize" else "failed": f"{stage} failed: {tail[0] if tail else 'no output'}",
+            }
         metrics = json.loads((Path(study) / f"results/runs/{WORKFLOW_RUN}/metrics.json").read_text())
     keys = ("val_loss", "tokens", "steps", "wall_s", "tokens_per_s", "precision", "accelerator", "params")
     return {"run": WORKFLOW_RUN, "snakemake_s": round(seconds, 1), **{k: metrics.get(k) for k in keys}}
@@ -167,7 +224,9 @@ def workflow_point(timeout_s: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), help="default: 100m 1b on a GPU, tiny on the CPU")
-    parser.add_argument("--steps", type=int, default=50, help="training steps per measurement (the loss is after these)")
+    parser.add_argument(
+        "--steps", type=int, default=50, help="training steps per measurement (the loss is after these)"
+    )
     parser.add_argument("--warmup", type=int, default=10, help="untimed first steps (compilation happens here)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--no-workflow", action="store_true", help="skip the workflow grid point")
@@ -190,11 +249,17 @@ def main(argv: list[str] | None = None) -> dict:
             row = measure(size, bf16, compile_, args.steps, args.warmup, device, args.threads)
         print(json.dumps(row), flush=True)
         results.append(row)
-    workflow = ({"run": WORKFLOW_RUN, "skipped": "--no-workflow"} if args.no_workflow
-                else workflow_point(args.workflow_timeout))
+    workflow = (
+        {"run": WORKFLOW_RUN, "skipped": "--no-workflow"} if args.no_workflow else workflow_point(args.workflow_timeout)
+    )
     print(json.dumps({"workflow": workflow}), flush=True)
-    summary = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "cuda": device == "cuda",
-               "torch": torch.__version__, "results": results, "workflow": workflow}
+    summary = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "cuda": device == "cuda",
+        "torch": torch.__version__,
+        "results": results,
+        "workflow": workflow,
+    }
     print(json.dumps(summary))
     return summary
 

@@ -15,6 +15,7 @@ In the same loop, a job command's whole start-up: `python -m scalelab train --he
 private directory removed at the end, so the worker exits). `warm_to_cold` is their ratio. The
 last line printed is a JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,11 +29,23 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-IMPORTS = {"torch": "import torch", "scalelab.train": "import scalelab.train",
-           "scalelab.evaluate.command": "import scalelab.evaluate.command"}
+IMPORTS = {
+    "torch": "import torch",
+    "scalelab.train": "import scalelab.train",
+    "scalelab.evaluate.command": "import scalelab.evaluate.command",
+}
 # Modules a train job does not use; `heavy` says which of them an import still loads.
-WATCHED = ("lightning", "torchmetrics", "torch._dynamo", "sympy", "scipy", "scipy.signal", "scipy.stats",
-           "matplotlib", "pandas")
+WATCHED = (
+    "lightning",
+    "torchmetrics",
+    "torch._dynamo",
+    "sympy",
+    "scipy",
+    "scipy.signal",
+    "scipy.stats",
+    "matplotlib",
+    "pandas",
+)
 
 
 JOBS = ("train", "evaluate")  # `scalelab <stage> --help`, cold and warm
@@ -48,8 +61,9 @@ def seconds(python: str, statement: str | list[str], env: dict) -> float:
 
 def loaded(python: str, statement: str, env: dict) -> dict[str, float]:
     """The cumulative import seconds of each WATCHED module this statement loads (-X importtime)."""
-    proc = subprocess.run([python, "-X", "importtime", "-c", statement], capture_output=True, text=True, env=env,
-                          check=True)
+    proc = subprocess.run(
+        [python, "-X", "importtime", "-c", statement], capture_output=True, text=True, env=env, check=True
+    )
     found = {}
     for line in proc.stderr.splitlines():
         parts = line.split("|")
@@ -73,8 +87,12 @@ def main() -> None:
             if name != "torch" or not suffix:
                 jobs[name + suffix] = (statement, env)
     sockets = tempfile.TemporaryDirectory(prefix="scalelab-warm-bench-")
-    env = {**os.environ, "PYTHONPATH": str(args.src.resolve()), "SCALELAB_WARM_DIR": sockets.name,
-           "SCALELAB_WARM_IDLE": "600"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(args.src.resolve()),
+        "SCALELAB_WARM_DIR": sockets.name,
+        "SCALELAB_WARM_IDLE": "600",
+    }
     for stage in JOBS:
         command = ["-m", "scalelab", stage, "--help"]
         jobs[f"job {stage}, cold"] = (command, {**env, "SCALELAB_WARM": "0"})
@@ -84,23 +102,35 @@ def main() -> None:
     times: dict[str, list[float]] = {label: [] for label in jobs}
     labels = list(jobs)
     for i in range(args.rounds):
-        for label in labels[i % len(labels):] + labels[:i % len(labels)]:  # rotate the order each round
+        for label in labels[i % len(labels) :] + labels[: i % len(labels)]:  # rotate the order each round
             times[label].append(seconds(args.python, *jobs[label]))
     sockets.cleanup()  # the worker finds its socket gone and exits
     median = {label: statistics.median(values) for label, values in times.items()}
     warm_to_cold = {stage: round(median[f"job {stage}, warm"] / median[f"job {stage}, cold"], 3) for stage in JOBS}
     for label, values in times.items():
-        print(f"{label:32s} median {median[label]:6.2f} s  min {min(values):6.2f} s  "
-              f"ratio to torch {median[label] / median['torch']:.2f}")
+        print(
+            f"{label:32s} median {median[label]:6.2f} s  min {min(values):6.2f} s  "
+            f"ratio to torch {median[label] / median['torch']:.2f}"
+        )
     print("warm / cold job start-up: " + ", ".join(f"{stage} {ratio:.3f}" for stage, ratio in warm_to_cold.items()))
-    heavy = {label: loaded(args.python, *jobs[label]) for label in jobs if label != "torch" and not label.startswith("job ")}
+    heavy = {
+        label: loaded(args.python, *jobs[label]) for label in jobs if label != "torch" and not label.startswith("job ")
+    }
     for label, found in heavy.items():
         print(f"{label} loads: " + (", ".join(f"{m} {s:.2f} s" for m, s in sorted(found.items())) or "none watched"))
-    print(json.dumps({"src": str(args.src), "baseline_src": str(args.baseline_src or ""), "rounds": args.rounds,
-                      "median_s": {k: round(v, 3) for k, v in median.items()},
-                      "ratio_to_torch": {k: round(v / median["torch"], 2) for k, v in median.items()},
-                      "warm_to_cold": warm_to_cold,
-                      "loads": {k: sorted(v) for k, v in heavy.items()}}))
+    print(
+        json.dumps(
+            {
+                "src": str(args.src),
+                "baseline_src": str(args.baseline_src or ""),
+                "rounds": args.rounds,
+                "median_s": {k: round(v, 3) for k, v in median.items()},
+                "ratio_to_torch": {k: round(v / median["torch"], 2) for k, v in median.items()},
+                "warm_to_cold": warm_to_cold,
+                "loads": {k: sorted(v) for k, v in heavy.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ process itself). Training share = the train and trunk jobs' own compute x their 
 the invocation's wall time x its cores. Jobs run inside a Snakemake job group (a cluster profile)
 have no time of their own in the log: run this on a local study. The last line is JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,12 @@ def parse_log(text: str) -> dict:
             continue
         if (m := FINISHED.match(line)) and m.group(1) in jobs:
             jobs[m.group(1)]["end"] = stamp
-    return {"jobs": [j for j in jobs.values() if j.get("end") and j.get("start")],
-            "cores": cores, "start": first, "end": last}
+    return {
+        "jobs": [j for j in jobs.values() if j.get("end") and j.get("start")],
+        "cores": cores,
+        "start": first,
+        "end": last,
+    }
 
 
 def newest_log(study: Path) -> Path:
@@ -128,15 +133,24 @@ def summarise(study: Path, log: Path) -> dict:
     cores = parsed["cores"]
     study_core_s = wall_s * cores if wall_s and cores else None
     table = {
-        rule: {"jobs": row["jobs"], "job_s": round(row["job_s"], 1),
-               "compute_s": round(row["compute_s"], 2) if row["startup_s"] else None,
-               "startup_median_s": round(statistics.median(row["startup_s"]), 2) if row["startup_s"] else None}
+        rule: {
+            "jobs": row["jobs"],
+            "job_s": round(row["job_s"], 1),
+            "compute_s": round(row["compute_s"], 2) if row["startup_s"] else None,
+            "startup_median_s": round(statistics.median(row["startup_s"]), 2) if row["startup_s"] else None,
+        }
         for rule, row in sorted(rules.items(), key=lambda item: -item[1]["job_s"])
     }
-    return {"study": str(study), "log": str(log), "wall_s": wall_s, "cores": cores, "study_core_s": study_core_s,
-            "training_core_s": round(training_core_s, 1),
-            "training_share": round(training_core_s / study_core_s, 4) if study_core_s else None,
-            "rules": table}
+    return {
+        "study": str(study),
+        "log": str(log),
+        "wall_s": wall_s,
+        "cores": cores,
+        "study_core_s": study_core_s,
+        "training_core_s": round(training_core_s, 1),
+        "training_share": round(training_core_s / study_core_s, 4) if study_core_s else None,
+        "rules": table,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,8 +166,10 @@ def main(argv: list[str] | None = None) -> None:
         startup = "-" if row["startup_median_s"] is None else f"{row['startup_median_s']:.2f}"
         print(f"{rule:<10} {row['jobs']:>5} {row['job_s']:>9.1f} {compute:>14} {startup:>18}")
     share = result["training_share"]
-    print(f"study: {result['wall_s']} s x {result['cores']} cores = {result['study_core_s']} core-s; training "
-          f"{result['training_core_s']} core-s" + (f" ({share:.1%})" if share is not None else ""))
+    print(
+        f"study: {result['wall_s']} s x {result['cores']} cores = {result['study_core_s']} core-s; training "
+        f"{result['training_core_s']} core-s" + (f" ({share:.1%})" if share is not None else "")
+    )
     print("(timestamps from Snakemake's log: 1-second resolution per job)", file=sys.stderr)
     print(json.dumps(result))
 

@@ -24,6 +24,7 @@ runs below the smallest size, and the width the refit measured against the desig
 
 The last line printed is a JSON object with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,7 +67,7 @@ def true_n_opt(flops) -> float:
     log_n = np.linspace(np.log(flops / 6) * 0.2, np.log(flops / 6) * 0.8, 20001)
     loss = clean_loss(np.exp(log_n), flops / (6 * np.exp(log_n)))
     k = int(np.clip(np.argmin(loss), 1, len(loss) - 2))
-    y0, y1, y2 = loss[k - 1:k + 2]
+    y0, y1, y2 = loss[k - 1 : k + 2]
     return float(np.exp(log_n[k] + 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2) * (log_n[1] - log_n[0])))
 
 
@@ -84,15 +85,18 @@ def where_flops_go(points, picked) -> dict:
     n_opt = np.array([true_n_opt(c) for c in flops])
     near = np.abs(np.log(picked[:, 0] / n_opt)) <= np.log(2)
     largest, smallest = points["params"].max(), points["params"].min()
-    return {"flops_near_frontier": float(flops[near].sum() / flops.sum()),
-            "flops_at_or_below_largest": float(flops[picked[:, 0] <= largest * 1.01].sum() / flops.sum()),
-            "runs_below_smallest": int(np.sum(picked[:, 0] < smallest / 1.01))}
+    return {
+        "flops_near_frontier": float(flops[near].sum() / flops.sum()),
+        "flops_at_or_below_largest": float(flops[picked[:, 0] <= largest * 1.01].sum() / flops.sum()),
+        "runs_below_smallest": int(np.sum(picked[:, 0] < smallest / 1.01)),
+    }
 
 
 def fit(points, bootstrap, starts, seed):
     law = fit_approach3(points["params"], points["tokens"], points["loss"], starts)
-    samples = bootstrap_approach3(points["params"], points["tokens"], points["loss"], law["theta"], bootstrap,
-                                  seed, starts)
+    samples = bootstrap_approach3(
+        points["params"], points["tokens"], points["loss"], law["theta"], bootstrap, seed, starts
+    )
     return law, samples
 
 
@@ -112,8 +116,9 @@ def hand_made(points):
 
 def add(points, runs, rng):
     losses = true_loss(runs[:, 0], runs[:, 1], rng)
-    new = pd.DataFrame({"params": runs[:, 0], "tokens": runs[:, 1], "loss": losses,
-                        "flops": 6 * runs[:, 0] * runs[:, 1]})
+    new = pd.DataFrame(
+        {"params": runs[:, 0], "tokens": runs[:, 1], "loss": losses, "flops": 6 * runs[:, 0] * runs[:, 1]}
+    )
     return pd.concat([points, new], ignore_index=True)
 
 
@@ -134,17 +139,30 @@ def one_seed(seed, rounds, bootstrap, starts):
         picked = np.column_stack([chosen["params"], chosen["tokens"]]) if len(chosen) else np.empty((0, 2))
         placement = where_flops_go(suggested, picked)
         suggested = add(suggested, picked, suggested_rng)
-        log.append({"round": r + 1, **placement, "budget": budget, "hand_runs": max_runs, "suggested_runs": len(picked),
-                    "suggested_flops": design.cost, "width_before": design.width_now,
-                    "expected_width": design.width_after[-1] if len(picked) else design.width_now,
-                    "picked": [[float(n), float(d)] for n, d in picked]})
+        log.append(
+            {
+                "round": r + 1,
+                **placement,
+                "budget": budget,
+                "hand_runs": max_runs,
+                "suggested_runs": len(picked),
+                "suggested_flops": design.cost,
+                "width_before": design.width_now,
+                "expected_width": design.width_after[-1] if len(picked) else design.width_now,
+                "picked": [[float(n), float(d)] for n, d in picked],
+            }
+        )
     truth = np.log(true_n_opt(TARGET_FLOPS))
     out = {"seed": seed, "rounds": log}
     for name, points in (("hand", hand), ("suggested", suggested)):
         _, samples = fit(points, bootstrap, starts, seed)
         low, high = interval(samples)
-        out[name] = {"width": float(high - low), "covers": bool(low <= truth <= high), "runs": len(points),
-                     "flops": float(points["flops"].sum())}
+        out[name] = {
+            "width": float(high - low),
+            "covers": bool(low <= truth <= high),
+            "runs": len(points),
+            "flops": float(points["flops"].sum()),
+        }
     out["ratio"] = out["hand"]["width"] / out["suggested"]["width"]
     # The design's forecast against the width the refit then measured (the next round's width
     # before, or the final width): how far to trust `expected_width_after`.
@@ -171,16 +189,28 @@ def main(argv=None):
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         result = one_seed(seed, args.rounds, args.bootstrap, starts)
         results.append(result)
-        print(f"seed {seed}: width hand {result['hand']['width']:.4f} ({result['hand']['runs']} runs, "
-              f"{result['hand']['flops']:.3g} FLOPs, covers {result['hand']['covers']}), suggested "
-              f"{result['suggested']['width']:.4f} ({result['suggested']['runs']} runs, "
-              f"{result['suggested']['flops']:.3g} FLOPs, covers {result['suggested']['covers']}), "
-              f"ratio {result['ratio']:.2f}", file=sys.stderr, flush=True)
+        print(
+            f"seed {seed}: width hand {result['hand']['width']:.4f} ({result['hand']['runs']} runs, "
+            f"{result['hand']['flops']:.3g} FLOPs, covers {result['hand']['covers']}), suggested "
+            f"{result['suggested']['width']:.4f} ({result['suggested']['runs']} runs, "
+            f"{result['suggested']['flops']:.3g} FLOPs, covers {result['suggested']['covers']}), "
+            f"ratio {result['ratio']:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
     ratios = [r["ratio"] for r in results]
     summary = {
-        "bench": "suggest_vs_grid", "truth": args.truth, "law": TRUE_LAW, "noise": NOISE, "start": "3x3",
-        "target_flops": TARGET_FLOPS, "seeds": args.seeds, "rounds": args.rounds, "bootstrap": args.bootstrap,
-        "median_width_ratio": float(np.median(ratios)), "min_width_ratio": float(np.min(ratios)),
+        "bench": "suggest_vs_grid",
+        "truth": args.truth,
+        "law": TRUE_LAW,
+        "noise": NOISE,
+        "start": "3x3",
+        "target_flops": TARGET_FLOPS,
+        "seeds": args.seeds,
+        "rounds": args.rounds,
+        "bootstrap": args.bootstrap,
+        "median_width_ratio": float(np.median(ratios)),
+        "min_width_ratio": float(np.min(ratios)),
         "max_width_ratio": float(np.max(ratios)),
         "median_width_hand": float(np.median([r["hand"]["width"] for r in results])),
         "median_width_suggested": float(np.median([r["suggested"]["width"] for r in results])),
@@ -188,18 +218,31 @@ def main(argv=None):
         "coverage_suggested": float(np.mean([r["suggested"]["covers"] for r in results])),
         "median_runs_hand": float(np.median([r["hand"]["runs"] for r in results])),
         "median_runs_suggested": float(np.median([r["suggested"]["runs"] for r in results])),
-        "flops_ratio_suggested_to_hand": float(np.median([r["suggested"]["flops"] / r["hand"]["flops"]
-                                                          for r in results])),
-        "median_measured_to_expected_width": float(np.median([e["measured_width"] / e["expected_width"]
-                                                             for r in results for e in r["rounds"]])),
+        "flops_ratio_suggested_to_hand": float(
+            np.median([r["suggested"]["flops"] / r["hand"]["flops"] for r in results])
+        ),
+        "median_measured_to_expected_width": float(
+            np.median([e["measured_width"] / e["expected_width"] for r in results for e in r["rounds"]])
+        ),
         "measured_to_expected_width_by_round": [
             float(np.median([r["rounds"][k]["measured_width"] / r["rounds"][k]["expected_width"] for r in results]))
-            for k in range(args.rounds)],
-        "flops_near_frontier": float(np.median([e["flops_near_frontier"] for r in results for e in r["rounds"]
-                                                if e["flops_near_frontier"] is not None])),
-        "flops_at_or_below_largest": float(np.median([
-            e["flops_at_or_below_largest"] for r in results for e in r["rounds"]
-            if e["flops_at_or_below_largest"] is not None])),
+            for k in range(args.rounds)
+        ],
+        "flops_near_frontier": float(
+            np.median(
+                [e["flops_near_frontier"] for r in results for e in r["rounds"] if e["flops_near_frontier"] is not None]
+            )
+        ),
+        "flops_at_or_below_largest": float(
+            np.median(
+                [
+                    e["flops_at_or_below_largest"]
+                    for r in results
+                    for e in r["rounds"]
+                    if e["flops_at_or_below_largest"] is not None
+                ]
+            )
+        ),
         "runs_below_smallest": int(sum(e["runs_below_smallest"] for r in results for e in r["rounds"])),
         "seconds": round(time.perf_counter() - started, 1),
         "per_seed": [{k: r[k] for k in ("seed", "ratio", "hand", "suggested", "rounds")} for r in results],

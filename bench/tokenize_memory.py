@@ -11,13 +11,13 @@ tokenize` runs it, with the build forced); its peak resident memory is that proc
 Both builds of a layout must give the same tokenizer and corpus fingerprints and token counts
 (printed). The last line printed is a JSON object with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,8 +40,10 @@ def paragraphs(total_bytes: int, seed: int = 0):
     cum_weights = list(itertools.accumulate(1 / (i + 1) for i in range(len(vocab))))
     made = 0
     while made < total_bytes:
-        sentences = [" ".join(rng.choices(vocab, cum_weights=cum_weights, k=rng.randint(6, 16))).capitalize() + "."
-                     for _ in range(rng.randint(3, 8))]
+        sentences = [
+            " ".join(rng.choices(vocab, cum_weights=cum_weights, k=rng.randint(6, 16))).capitalize() + "."
+            for _ in range(rng.randint(3, 8))
+        ]
         text = " ".join(sentences) + "\n\n"
         made += len(text)
         yield text
@@ -75,7 +77,7 @@ def measure(corpus: Path, out: Path, max_document_bytes: int, build: str | None 
 import json, resource, time
 from pathlib import Path
 from scalelab.data.command import tokenize_corpus
-cfg = {{"source": {{"files": [{str(corpus / '*.txt')!r}], "text_field": "text", "sample_by": "document",
+cfg = {{"source": {{"files": [{str(corpus / "*.txt")!r}], "text_field": "text", "sample_by": "document",
                    "max_document_bytes": {max_document_bytes}}},
        "pairs": None, "split": {{"val": 0.01, "test": 0.01}}, "tokenizer": {{"vocab_size": 2048}}}}
 start = time.perf_counter()
@@ -89,10 +91,20 @@ print(json.dumps({{"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF)
                   "val_tokens": meta["splits"]["val"]["tokens"], "test_tokens": meta["splits"]["test"]["tokens"],
                   "tokenizer": meta["tokenizer"]["fingerprint"], "corpus": meta["corpus"]["fingerprint"]}}))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "true",
-                               "RAYON_NUM_THREADS": str(threads), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-                               "HF_HOME": str(out.parent / "hf")})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={
+            "PYTHONPATH": str(REPO / "src"),
+            "PATH": "/usr/bin:/bin",
+            "TOKENIZERS_PARALLELISM": "true",
+            "RAYON_NUM_THREADS": str(threads),
+            "HF_DATASETS_OFFLINE": "1",
+            "HF_HUB_OFFLINE": "1",
+            "HF_HOME": str(out.parent / "hf"),
+        },
+    )
     if proc.returncode != 0:
         return {"failed": (proc.stderr.strip().splitlines() or ["killed"])[-1][:200], "returncode": proc.returncode}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -101,8 +113,10 @@ print(json.dumps({{"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF)
 def plan(tmp: Path, args) -> dict:
     """name -> (corpus folder, max_document_bytes, build, threads); writes the corpora."""
     runs = {}
-    layouts = {"one": (f"one_file_{args.mb:g}mb", lambda f: write_one_file(f, args.mb)),
-               "many": (f"many_files_{args.files}_{args.mb:g}mb", lambda f: write_many_files(f, args.mb, args.files))}
+    layouts = {
+        "one": (f"one_file_{args.mb:g}mb", lambda f: write_one_file(f, args.mb)),
+        "many": (f"many_files_{args.files}_{args.mb:g}mb", lambda f: write_many_files(f, args.mb, args.files)),
+    }
     for layout in args.layouts.split(","):
         name, write = layouts[layout]
         write(tmp / layout)
@@ -123,8 +137,12 @@ def main() -> None:
     parser.add_argument("--layouts", default="one,many", help="one (one large file), many (--files files), or both")
     parser.add_argument("--builds", default="memory,stream", help="tokenize builds to measure: memory, stream")
     parser.add_argument("--threads", default="1,2", help="tokenizers threads (RAYON_NUM_THREADS) to measure")
-    parser.add_argument("--unsplit-mb", type=float, default=0,
-                        help="also a corpus of this size as one unsplit document, in memory (0: not measured)")
+    parser.add_argument(
+        "--unsplit-mb",
+        type=float,
+        default=0,
+        help="also a corpus of this size as one unsplit document, in memory (0: not measured)",
+    )
     args = parser.parse_args()
     result = {"machine_cpus": len(__import__("os").sched_getaffinity(0)), "mb": args.mb}
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,6 +11,7 @@ line printed is a JSON object:
     python bench/train_throughput.py --d-model 768 --n-layer 12 --n-head 12 --context 1024 \
         --batch-size 16 --steps 60 --compile                 # a ~100M model on a GPU (bf16)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,12 +81,21 @@ def lightning_run(spec, cfg, tokens_path, steps, warmup, device):
     batches = StepBatches(tokens_path, "uint16", spec["context"], spec["batch_size"], spec["seed"], 0, steps)
     loader = torch.utils.data.DataLoader(batches, batch_size=None)
     timer = StepTimer(warmup)
-    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1,
-                        precision=resolve_precision(spec), max_steps=steps, gradient_clip_val=spec["grad_clip"],
-                        logger=L.pytorch.loggers.CSVLogger(tempfile.mkdtemp(), name="", version="bench"),
-                        log_every_n_steps=max(1, steps // 100), callbacks=[timer],
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        precision=resolve_precision(spec),
+        max_steps=steps,
+        gradient_clip_val=spec["grad_clip"],
+        logger=L.pytorch.loggers.CSVLogger(tempfile.mkdtemp(), name="", version="bench"),
+        log_every_n_steps=max(1, steps // 100),
+        callbacks=[timer],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(lit, train_dataloaders=loader)
     return (steps - warmup) * spec["batch_size"] * spec["context"] / (timer.end - timer.start)
 
@@ -95,13 +105,17 @@ def raw_run(spec, cfg, tokens_path, steps, warmup, device):
     model = GPT(cfg).to(device)
     forward = torch.compile(model) if spec["compile"] else model
     params = [p for p in model.parameters()]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": spec["weight_decay"]},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=spec["lr"], betas=(0.9, spec["beta2"]),
-                                  fused=device == "cuda", foreach=device != "cuda")
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec["weight_decay"]},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(
+        groups, lr=spec["lr"], betas=(0.9, spec["beta2"]), fused=device == "cuda", foreach=device != "cuda"
+    )
     warmup_steps = warmup_steps_for(spec, steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
-        s, steps, warmup_steps, spec["schedule"], spec["min_lr_ratio"]))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps, warmup_steps, spec["schedule"], spec["min_lr_ratio"])
+    )
     batches = StepBatches(tokens_path, "uint16", spec["context"], spec["batch_size"], spec["seed"], 0, steps)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=resolve_precision(spec) == "bf16-mixed")
     start = None
@@ -141,12 +155,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = GPTConfig(vocab_size=args.vocab_size, context=args.context, n_layer=args.n_layer,
-                    d_model=args.d_model, n_head=args.n_head)
-    spec = {"context": args.context, "batch_size": args.batch_size, "lr": 1e-3, "schedule": "cosine",
-            "warmup_tokens": 0.05, "min_lr_ratio": 0.1, "weight_decay": 0.1, "beta2": 0.95, "grad_clip": 1.0,
-            "precision": "auto", "accelerator": "auto", "devices": 1, "compile": args.compile, "seed": 0,
-            "tokens": args.steps * args.batch_size * args.context}
+    cfg = GPTConfig(
+        vocab_size=args.vocab_size, context=args.context, n_layer=args.n_layer, d_model=args.d_model, n_head=args.n_head
+    )
+    spec = {
+        "context": args.context,
+        "batch_size": args.batch_size,
+        "lr": 1e-3,
+        "schedule": "cosine",
+        "warmup_tokens": 0.05,
+        "min_lr_ratio": 0.1,
+        "weight_decay": 0.1,
+        "beta2": 0.95,
+        "grad_clip": 1.0,
+        "precision": "auto",
+        "accelerator": "auto",
+        "devices": 1,
+        "compile": args.compile,
+        "seed": 0,
+        "tokens": args.steps * args.batch_size * args.context,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tokens_path = Path(tmp) / "train.bin"
         make_tokens(tokens_path, args.vocab_size, max(2_000_000, 4 * args.batch_size * (args.context + 1)))
@@ -154,8 +182,10 @@ def main() -> None:
         for repeat in range(args.repeats):  # interleaved, so drifting machine load hits both alike
             raw_rates.append(raw_run(spec, cfg, tokens_path, args.steps, args.warmup, device))
             lightning_rates.append(lightning_run(spec, cfg, tokens_path, args.steps, args.warmup, device))
-            print(f"repeat {repeat}: raw {raw_rates[-1]:,.0f} tokens/s, lightning {lightning_rates[-1]:,.0f} tokens/s",
-                  flush=True)
+            print(
+                f"repeat {repeat}: raw {raw_rates[-1]:,.0f} tokens/s, lightning {lightning_rates[-1]:,.0f} tokens/s",
+                flush=True,
+            )
     lightning_tps, raw_tps = max(lightning_rates), max(raw_rates)
     _, flops_tok = flops_per_token(cfg)
     model_gflops = flops_tok * lightning_tps / 1e9
@@ -163,14 +193,23 @@ def main() -> None:
     ceiling = matmul_gflops(device, dtype, 8192 if device == "cuda" else 2048)
     result = {
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({args.threads} threads)",
-        "precision": resolve_precision(spec), "compile": args.compile,
-        "model": {"n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head,
-                  "vocab_size": args.vocab_size, "context": args.context, "batch_size": args.batch_size,
-                  "params_total": sum(p.numel() for p in GPT(cfg).parameters())},
+        "precision": resolve_precision(spec),
+        "compile": args.compile,
+        "model": {
+            "n_layer": args.n_layer,
+            "d_model": args.d_model,
+            "n_head": args.n_head,
+            "vocab_size": args.vocab_size,
+            "context": args.context,
+            "batch_size": args.batch_size,
+            "params_total": sum(p.numel() for p in GPT(cfg).parameters()),
+        },
         "steps_timed": args.steps - args.warmup,
-        "lightning_tokens_per_s": round(lightning_tps, 1), "raw_tokens_per_s": round(raw_tps, 1),
+        "lightning_tokens_per_s": round(lightning_tps, 1),
+        "raw_tokens_per_s": round(raw_tps, 1),
         "ratio": round(lightning_tps / raw_tps, 3),
-        "model_gflops": round(model_gflops, 2), "matmul_gflops": round(ceiling, 2),
+        "model_gflops": round(model_gflops, 2),
+        "matmul_gflops": round(ceiling, 2),
         "model_vs_matmul": round(model_gflops / ceiling, 3),
     }
     if device == "cuda":

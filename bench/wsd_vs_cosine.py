@@ -10,6 +10,7 @@ the WSD branch's final val loss, the cosine run's, and the FLOPs ratio (the WSD 
     python bench/wsd_vs_cosine.py                       # ~3-4 min on 2 CPU cores
     python bench/wsd_vs_cosine.py --tokens 100K 200K 400K 800K --cooldown 0.2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,33 @@ from scalelab.config.counts import parse_count  # noqa: E402
 
 
 def spec_for(args, tokens: int, schedule: str) -> dict:
-    spec = {"run": f"bench-{tokens}-{schedule}", "model": "bench", "n_layer": args.n_layer, "d_model": args.d_model,
-            "n_head": args.n_head, "tokens": tokens, "seed": 0, "isoflop_budget": None, "data": "bench",
-            "context": args.context, "batch_size": args.batch_size, "lr": args.lr, "schedule": schedule,
-            "warmup_tokens": args.warmup_tokens, "min_lr_ratio": 0.1, "weight_decay": 0.1, "beta2": 0.95,
-            "grad_clip": 1.0, "precision": "32-true", "accelerator": "cpu", "devices": 1, "compile": False,
-            "val_tokens": 16384, "val_evals": 2, "checkpoint_every": 0.25}
+    spec = {
+        "run": f"bench-{tokens}-{schedule}",
+        "model": "bench",
+        "n_layer": args.n_layer,
+        "d_model": args.d_model,
+        "n_head": args.n_head,
+        "tokens": tokens,
+        "seed": 0,
+        "isoflop_budget": None,
+        "data": "bench",
+        "context": args.context,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "schedule": schedule,
+        "warmup_tokens": args.warmup_tokens,
+        "min_lr_ratio": 0.1,
+        "weight_decay": 0.1,
+        "beta2": 0.95,
+        "grad_clip": 1.0,
+        "precision": "32-true",
+        "accelerator": "cpu",
+        "devices": 1,
+        "compile": False,
+        "val_tokens": 16384,
+        "val_evals": 2,
+        "checkpoint_every": 0.25,
+    }
     if schedule == "wsd":
         spec.update(cooldown=args.cooldown, cooldown_shape=args.cooldown_shape)
     return spec
@@ -68,9 +90,17 @@ def main() -> None:
         tmp = Path(tmp)
         corpus = str(Path(sysconfig.get_paths()["stdlib"]) / "*.py")  # the stdlib's top-level modules
         started = time.time()
-        quiet(data.tokenize, {"source": {"files": [corpus], "text_field": "text", "sample_by": "document"},
-                              "pairs": None, "split": {"val": 0.02, "test": 0.01},
-                              "tokenizer": {"vocab_size": 2048}, "allow_repeat": True}, tmp / "data")
+        quiet(
+            data.tokenize,
+            {
+                "source": {"files": [corpus], "text_field": "text", "sample_by": "document"},
+                "pairs": None,
+                "split": {"val": 0.02, "test": 0.01},
+                "tokenizer": {"vocab_size": 2048},
+                "allow_repeat": True,
+            },
+            tmp / "data",
+        )
         tokenize_s = time.time() - started
         specs = [spec_for(args, d, "wsd") for d in tokens]
         family = wsd.plan_families(specs)[wsd.family_id(specs[0])]
@@ -80,12 +110,18 @@ def main() -> None:
             out = tmp / "trunks" / family.id / f"step{point}.ckpt"
             quiet(train_trunk, family.spec, point, tmp / "data", out, previous, args.threads)
             previous = out
-        branches = {s["tokens"]: quiet(train_run, s, tmp / "data", tmp / "wsd" / s["run"], args.threads,
-                                       trunks_dir=tmp / "trunks") for s in specs}
+        branches = {
+            s["tokens"]: quiet(
+                train_run, s, tmp / "data", tmp / "wsd" / s["run"], args.threads, trunks_dir=tmp / "trunks"
+            )
+            for s in specs
+        }
         wsd_s = time.time() - started
         started = time.time()
-        cosine = {d: quiet(train_run, spec_for(args, d, "cosine"), tmp / "data", tmp / "cosine" / str(d), args.threads)
-                  for d in tokens}
+        cosine = {
+            d: quiet(train_run, spec_for(args, d, "cosine"), tmp / "data", tmp / "cosine" / str(d), args.threads)
+            for d in tokens
+        }
         cosine_s = time.time() - started
 
     rows = []
@@ -93,18 +129,39 @@ def main() -> None:
     for d in tokens:
         w, c = branches[d], cosine[d]
         ratio = w["flops_spent"] / w["flops"]
-        rows.append({"tokens": d, "branch_from_tokens": w["branch_from_tokens"], "wsd_val_loss": w["val_loss"],
-                     "cosine_val_loss": c["val_loss"], "flops_spent": w["flops_spent"], "flops": w["flops"],
-                     "flops_ratio": round(ratio, 4)})
-        print(f"{d:>10,} {w['branch_from_tokens']:>10,} {w['val_loss']:>9.4f} {c['val_loss']:>10.4f} "
-              f"{w['val_loss'] - c['val_loss']:>+8.4f} {ratio:>11.3f}")
+        rows.append(
+            {
+                "tokens": d,
+                "branch_from_tokens": w["branch_from_tokens"],
+                "wsd_val_loss": w["val_loss"],
+                "cosine_val_loss": c["val_loss"],
+                "flops_spent": w["flops_spent"],
+                "flops": w["flops"],
+                "flops_ratio": round(ratio, 4),
+            }
+        )
+        print(
+            f"{d:>10,} {w['branch_from_tokens']:>10,} {w['val_loss']:>9.4f} {c['val_loss']:>10.4f} "
+            f"{w['val_loss'] - c['val_loss']:>+8.4f} {ratio:>11.3f}"
+        )
     spent, alone = sum(r["flops_spent"] for r in rows), sum(r["flops"] for r in rows)
     print(f"{'all':>10} {'':>10} {'':>9} {'':>10} {'':>8} {spent / alone:>11.3f}")
-    print(json.dumps({"rows": rows, "flops_spent": spent, "flops_independent": alone,
-                      "flops_ratio": round(spent / alone, 4), "wsd_s": round(wsd_s, 1),
-                      "cosine_s": round(cosine_s, 1), "tokenize_s": round(tokenize_s, 1),
-                      "model": {"n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head},
-                      "cooldown": args.cooldown, "cooldown_shape": args.cooldown_shape}))
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "flops_spent": spent,
+                "flops_independent": alone,
+                "flops_ratio": round(spent / alone, 4),
+                "wsd_s": round(wsd_s, 1),
+                "cosine_s": round(cosine_s, 1),
+                "tokenize_s": round(tokenize_s, 1),
+                "model": {"n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head},
+                "cooldown": args.cooldown,
+                "cooldown_shape": args.cooldown_shape,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Shared fixtures: offline hub settings, a tiny corpus, and tiny tokenized data."""
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,11 @@ def _serving(folder: Path) -> bool:
             continue
     return False
 
-_WORDS = ("the model learns a law of scale where loss falls as data and parameters grow while compute "
-          "is spent on tokens and layers of attention over context windows").split()
+
+_WORDS = (
+    "the model learns a law of scale where loss falls as data and parameters grow while compute "
+    "is spent on tokens and layers of attention over context windows"
+).split()
 
 
 def make_corpus(folder: Path, documents: int = 200, seed: int = 0, words: int = 120) -> list[Path]:
@@ -63,7 +67,7 @@ def make_corpus(folder: Path, documents: int = 200, seed: int = 0, words: int = 
         sentences = []
         for _ in range(words // 8):
             start = rng.randrange(len(_WORDS) - 8)
-            sentences.append(" ".join(_WORDS[start:start + 8]).capitalize() + ".")
+            sentences.append(" ".join(_WORDS[start : start + 8]).capitalize() + ".")
         path = folder / f"doc{i:04d}.txt"
         path.write_text(f"Document {i}. " + " ".join(sentences) + "\n")
         paths.append(path)
@@ -77,19 +81,45 @@ def tiny_data(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny")
     make_corpus(root / "corpus")
-    data_cfg = {"source": {"files": [str(root / "corpus" / "*.txt")], "text_field": "text", "sample_by": "document"},
-                "pairs": None, "split": {"val": 0.1, "test": 0.1}, "tokenizer": {"vocab_size": 300},
-                "allow_repeat": True}
+    data_cfg = {
+        "source": {"files": [str(root / "corpus" / "*.txt")], "text_field": "text", "sample_by": "document"},
+        "pairs": None,
+        "split": {"val": 0.1, "test": 0.1},
+        "tokenizer": {"vocab_size": 300},
+        "allow_repeat": True,
+    }
     data.tokenize(data_cfg, root / "data")
     return root / "data"
 
 
 def tiny_spec(**changes) -> dict:
-    spec = {"run": "t-8K-s0", "model": "t", "n_layer": 1, "d_model": 16, "n_head": 2, "tokens": 8192, "seed": 0,
-            "isoflop_budget": None, "data": "test", "context": 32, "batch_size": 8, "lr": 3e-3,
-            "schedule": "cosine", "warmup_tokens": 0.05, "min_lr_ratio": 0.1, "weight_decay": 0.1, "beta2": 0.95,
-            "grad_clip": 1.0, "precision": "32-true", "accelerator": "cpu", "devices": 1, "compile": False,
-            "val_tokens": 1024, "val_evals": 2, "checkpoint_every": 0.25}
+    spec = {
+        "run": "t-8K-s0",
+        "model": "t",
+        "n_layer": 1,
+        "d_model": 16,
+        "n_head": 2,
+        "tokens": 8192,
+        "seed": 0,
+        "isoflop_budget": None,
+        "data": "test",
+        "context": 32,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "schedule": "cosine",
+        "warmup_tokens": 0.05,
+        "min_lr_ratio": 0.1,
+        "weight_decay": 0.1,
+        "beta2": 0.95,
+        "grad_clip": 1.0,
+        "precision": "32-true",
+        "accelerator": "cpu",
+        "devices": 1,
+        "compile": False,
+        "val_tokens": 1024,
+        "val_evals": 2,
+        "checkpoint_every": 0.25,
+    }
     spec.update(changes)
     return spec
 

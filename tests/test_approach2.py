@@ -1,5 +1,6 @@
 """Tests of Approach 2 (IsoFLOP profiles): the spline's minimum, the noise estimate, the redraws,
 the weighted exponent and its interval, on IsoFLOP curves from known laws."""
+
 from scalelab import fit  # first: it pins OpenBLAS to one thread before numpy and scipy load
 
 import json
@@ -30,8 +31,16 @@ def isoflop_frame(budgets, sizes_per_budget, loss_of):
     for flops in budgets:
         for params in sizes_per_budget(flops):
             tokens = flops / (6 * params)
-            rows.append({"run": f"iso-{flops:.0e}-{params:.3g}", "params": params, "tokens": tokens,
-                         "loss": loss_of(params, tokens, flops), "isoflop_budget": flops, "status": "ok"})
+            rows.append(
+                {
+                    "run": f"iso-{flops:.0e}-{params:.3g}",
+                    "params": params,
+                    "tokens": tokens,
+                    "loss": loss_of(params, tokens, flops),
+                    "isoflop_budget": flops,
+                    "status": "ok",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -39,17 +48,29 @@ def isoflops(budgets, span, n_sizes, noise, seed, law=TRUTH, jitter=0.7):
     """Each budget sampled at sizes geometric over `span`, centred on its optimum moved by a
     random factor up to e^jitter either way (as bench/approach2_accuracy.py draws them)."""
     rng = np.random.default_rng(seed)
-    frames = [pd.DataFrame(synthetic.isoflop([c], span=span, n_sizes=n_sizes, noise=noise, seed=seed * 100 + i,
-                                             law=law, offset=math.exp(rng.uniform(-jitter, jitter))))
-              for i, c in enumerate(budgets)]
+    frames = [
+        pd.DataFrame(
+            synthetic.isoflop(
+                [c],
+                span=span,
+                n_sizes=n_sizes,
+                noise=noise,
+                seed=seed * 100 + i,
+                law=law,
+                offset=math.exp(rng.uniform(-jitter, jitter)),
+            )
+        )
+        for i, c in enumerate(budgets)
+    ]
     return fit.prepare(pd.concat(frames, ignore_index=True).drop(columns="flops"))[0]
 
 
 def budget_runs(points):
     """(size labels, log N, log loss) of every budget's runs, as loss_noise takes them."""
-    return [(fit.cluster(g["params"], fit.SIZE_TOLERANCE), np.log(g["params"].to_numpy()),
-             np.log(g["loss"].to_numpy()))
-            for _, g in points.groupby("isoflop_budget")]
+    return [
+        (fit.cluster(g["params"], fit.SIZE_TOLERANCE), np.log(g["params"].to_numpy()), np.log(g["loss"].to_numpy()))
+        for _, g in points.groupby("isoflop_budget")
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,8 +124,9 @@ def test_approach2_recovers_a_known_exponent_from_exact_symmetric_curves():
         assert row["loss_opt"] == pytest.approx(3 - 0.1 * math.log10(flops), rel=1e-9)
         assert row["n_opt_ci95"] is None and not row["outside_sampled"]  # no redraws asked for
         assert len(row["curve"]["params"]) == len(row["curve"]["loss"]) and min(row["curve"]["loss"]) >= row["loss_opt"]
-    assert section["skipped"] == [{"flops": 1e20, "reason": "the lowest loss is at the largest sampled size "
-                                                             "(no minimum inside the sizes)"}]
+    assert section["skipped"] == [
+        {"flops": 1e20, "reason": "the lowest loss is at the largest sampled size (no minimum inside the sizes)"}
+    ]
     assert section["ci_method"] == "ols" and section["weights"] == "equal"
 
 
@@ -131,8 +153,10 @@ def test_the_spline_has_no_wide_span_bias():
     budgets = [1e18, 1e20, 1e22]
     old_errors, new_errors = [], []
     for offset in (1 / 10, 1 / 3, 3, 10):
-        df = pd.concat([pd.DataFrame(synthetic.isoflop([c], span=1000, n_sizes=31, law=law, offset=offset))
-                        for c in budgets], ignore_index=True).drop(columns="flops")
+        df = pd.concat(
+            [pd.DataFrame(synthetic.isoflop([c], span=1000, n_sizes=31, law=law, offset=offset)) for c in budgets],
+            ignore_index=True,
+        ).drop(columns="flops")
         section = fit.fit_approach2(fit.prepare(df)[0])[0]
         for row, c in zip(section["budgets"], budgets):
             truth = math.log(synthetic.optimal_params(c, law))
@@ -173,8 +197,9 @@ def test_loss_noise_recovers_the_simulated_noise_and_its_repeats():
 
 
 def test_without_a_noise_estimate_the_curves_are_not_redrawn_and_it_says_so():
-    three = fit.prepare(pd.DataFrame(synthetic.isoflop([1e18, 1e19, 1e20], span=4, n_sizes=3, noise=0.002))
-                        .drop(columns="flops"))[0]
+    three = fit.prepare(
+        pd.DataFrame(synthetic.isoflop([1e18, 1e19, 1e20], span=4, n_sizes=3, noise=0.002)).drop(columns="flops")
+    )[0]
     section, why, _ = fit.fit_approach2(three, bootstrap=200, seed=0)
     assert why is None and section["bootstrap"] == 0 and section["ci_method"] == "ols"
     assert "cannot be estimated" in section["bootstrap_why"]
@@ -213,8 +238,9 @@ def test_the_interval_is_the_weighted_regression_through_each_redraw():
     minima = [0.5 * lc - 2 + rng.normal(0, 0.1, n) for lc, n in zip(log_c, (300, 280, 300, 250, 290))]
     section = {"bootstrap": 300}
     _exponents_bootstrap(section, minima, log_c, weights)
-    slopes = [sm.WLS([m[i] for m in minima], sm.add_constant(log_c), weights=weights).fit().params[1]
-              for i in range(250)]  # redraw i takes every budget's i-th minimum; 250 is the fewest
+    slopes = [
+        sm.WLS([m[i] for m in minima], sm.add_constant(log_c), weights=weights).fit().params[1] for i in range(250)
+    ]  # redraw i takes every budget's i-th minimum; 250 is the fewest
     assert section["bootstrap_failed"] == 50
     assert section["a_ci95"] == pytest.approx(list(np.percentile(slopes, [2.5, 97.5])), rel=1e-12)
     assert section["ci_method"] == "bootstrap"
@@ -223,14 +249,19 @@ def test_the_interval_is_the_weighted_regression_through_each_redraw():
 def test_a_minimum_rarely_inside_the_sizes_leaves_the_budget_out():
     # Three exact sizes around the optimum (its minimum is the middle one), but the other budgets put
     # the loss noise far above the curve's depth: most redrawn curves have their minimum at an edge.
-    df = pd.concat([pd.DataFrame(synthetic.isoflop([c], span=16, n_sizes=9, noise=0.1, seed=i))
-                    for i, c in enumerate([1e18, 1e19])]
-                   + [pd.DataFrame(synthetic.isoflop([1e20], span=4, n_sizes=3))],
-                   ignore_index=True).drop(columns="flops")
+    df = pd.concat(
+        [
+            pd.DataFrame(synthetic.isoflop([c], span=16, n_sizes=9, noise=0.1, seed=i))
+            for i, c in enumerate([1e18, 1e19])
+        ]
+        + [pd.DataFrame(synthetic.isoflop([1e20], span=4, n_sizes=3))],
+        ignore_index=True,
+    ).drop(columns="flops")
     section = fit.fit_approach2(fit.prepare(df)[0], bootstrap=300, seed=0)[0]
     assert [s["flops"] for s in section["skipped"]] == [1e20]
-    assert section["skipped"][0]["reason"].endswith("of the redrawn curves have their minimum inside the sampled "
-                                                    "sizes (the minimum is not bracketed)")
+    assert section["skipped"][0]["reason"].endswith(
+        "of the redrawn curves have their minimum inside the sampled sizes (the minimum is not bracketed)"
+    )
     assert int(section["skipped"][0]["reason"].split()[1].rstrip("%")) < 100 * fit.approach2.MIN_INTERIOR
     assert quick(df)["approach2"]["budgets"][2]["flops"] == 1e20  # without redraws it stays
 
@@ -239,29 +270,55 @@ def test_a_minimum_rarely_inside_the_sizes_leaves_the_budget_out():
 # Bias on simulated IsoFLOP profiles (bench/approach2_accuracy.py measures it over 40 draws)
 
 
-@pytest.mark.parametrize("scenario, tolerance", [
-    # Measured over 40 draws with 1000 redraws (bias +- its standard error, root mean square error):
-    # noise-free, 15 sizes over 100x: 0.00002 +- 0.00003, rmse 0.0002 (the parabola before it:
-    # -0.00017 +- 0.00013, rmse 0.0008). The mean of 8 draws must lie within 3e-4 of the truth.
-    ((np.geomspace(1e18, 1e21, 7), 100.0, 15, 0.0), 3e-4),
-    # 12 budgets, 12 sizes spaced 1.4x (Porian et al.'s ladder), 0.2 % noise: -0.0007 +- 0.0027,
-    # rmse 0.017 (the parabola: 0.0001 +- 0.0002, rmse 0.0015). Within 3 standard errors of an
-    # 8-draw mean, 3 x 0.017 / sqrt(8) = 0.018.
-    ((np.geomspace(1.25e16, 2.56e19, 12), 1.4**11, 12, 0.002), 0.018),
-])
+@pytest.mark.parametrize(
+    "scenario, tolerance",
+    [
+        # Measured over 40 draws with 1000 redraws (bias +- its standard error, root mean square error):
+        # noise-free, 15 sizes over 100x: 0.00002 +- 0.00003, rmse 0.0002 (the parabola before it:
+        # -0.00017 +- 0.00013, rmse 0.0008). The mean of 8 draws must lie within 3e-4 of the truth.
+        ((np.geomspace(1e18, 1e21, 7), 100.0, 15, 0.0), 3e-4),
+        # 12 budgets, 12 sizes spaced 1.4x (Porian et al.'s ladder), 0.2 % noise: -0.0007 +- 0.0027,
+        # rmse 0.017 (the parabola: 0.0001 +- 0.0002, rmse 0.0015). Within 3 standard errors of an
+        # 8-draw mean, 3 x 0.017 / sqrt(8) = 0.018.
+        ((np.geomspace(1.25e16, 2.56e19, 12), 1.4**11, 12, 0.002), 0.018),
+    ],
+)
 def test_approach2_is_unbiased_on_the_chinchilla_law(scenario, tolerance):
-    errors = [fit.fit_approach2(isoflops(*scenario, seed), bootstrap=200, seed=seed)[0]["a"] - TRUE_A
-              for seed in range(8)]
+    errors = [
+        fit.fit_approach2(isoflops(*scenario, seed), bootstrap=200, seed=seed)[0]["a"] - TRUE_A for seed in range(8)
+    ]
     assert abs(np.mean(errors)) < tolerance, errors
 
 
 def test_cli_writes_the_method_the_noise_and_the_left_out_budgets(tmp_path):
-    df = pd.concat([pd.DataFrame(synthetic.isoflop([c], span=16, n_sizes=7, noise=0.003, seed=i, offset=offset))
-                    for i, (c, offset) in enumerate([(1e18, 1), (1e19, 1.3), (1e20, 1 / 20)])], ignore_index=True)
+    df = pd.concat(
+        [
+            pd.DataFrame(synthetic.isoflop([c], span=16, n_sizes=7, noise=0.003, seed=i, offset=offset))
+            for i, (c, offset) in enumerate([(1e18, 1), (1e19, 1.3), (1e20, 1 / 20)])
+        ],
+        ignore_index=True,
+    )
     df.to_csv(tmp_path / "iso.csv", index=False)
-    proc = subprocess.run([sys.executable, "-m", "scalelab", "fit", str(tmp_path / "iso.csv"), "--out",
-                           str(tmp_path / "out"), "--bootstrap", "50", "--workers", "1", "--grid-points", "2"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scalelab",
+            "fit",
+            str(tmp_path / "iso.csv"),
+            "--out",
+            str(tmp_path / "out"),
+            "--bootstrap",
+            "50",
+            "--workers",
+            "1",
+            "--grid-points",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     section = json.loads((tmp_path / "out" / "fit.json").read_text())["approach2"]
     assert section["method"].startswith("akima") and section["noise"]["dof"] > 0 and section["bootstrap"] == 50

@@ -1,5 +1,6 @@
 """The benchmark scripts that read results or exercise a path (bench/study_overhead.py,
 bench/gpu_check.py): their figures follow from their inputs, and their code paths stay alive."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -62,23 +63,33 @@ def test_study_overhead_derives_each_figure_from_the_log_and_the_sidecars(tmp_pa
     log.write_text(LOG)
     result = bench.summarise(tmp_path, log)
     trunk, train, aggregate = (result["rules"][r] for r in ("trunk", "train", "aggregate"))
-    assert trunk == {"jobs": 1, "job_s": 7.0, "compute_s": 2.5, "startup_median_s": 4.5}    # 10:00:02 -> :09
-    assert train == {"jobs": 1, "job_s": 10.0, "compute_s": 4.0, "startup_median_s": 6.0}   # 10:00:03 -> :13
+    assert trunk == {"jobs": 1, "job_s": 7.0, "compute_s": 2.5, "startup_median_s": 4.5}  # 10:00:02 -> :09
+    assert train == {"jobs": 1, "job_s": 10.0, "compute_s": 4.0, "startup_median_s": 6.0}  # 10:00:03 -> :13
     assert aggregate == {"jobs": 1, "job_s": 6.0, "compute_s": None, "startup_median_s": None}
     assert result["wall_s"] == 20.0 and result["cores"] == 2 and result["study_core_s"] == 40.0
-    assert result["training_core_s"] == 2.5 * 1 + 4.0 * 2   # own compute x the job's threads
+    assert result["training_core_s"] == 2.5 * 1 + 4.0 * 2  # own compute x the job's threads
     assert result["training_share"] == pytest.approx(10.5 / 40, abs=1e-4)
 
 
 @pytest.mark.e2e
 def test_study_overhead_on_a_finished_study(wsd_study):
-    proc = subprocess.run([sys.executable, str(REPO / "bench/study_overhead.py"), str(wsd_study)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench/study_overhead.py"), str(wsd_study)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     rules = result["rules"]
     assert {r: rules[r]["jobs"] for r in ("tokenize", "trunk", "train", "evaluate", "fit", "report")} == {
-        "tokenize": 1, "trunk": 6, "train": 6, "evaluate": 6, "fit": 1, "report": 1}
+        "tokenize": 1,
+        "trunk": 6,
+        "train": 6,
+        "evaluate": 6,
+        "fit": 1,
+        "report": 1,
+    }
     for rule in ("trunk", "train", "evaluate"):
         row = rules[rule]
         # the stage's own compute is part of its jobs' time (to the log's 1-second resolution)
@@ -94,8 +105,8 @@ def test_gpu_check_runs_its_path_on_the_cpu_with_a_tiny_model():
     [row] = summary["results"]
     assert row["device"].startswith("cpu") and row["bf16"] is False and row["compile"] is False
     assert row["tokens_per_s"] > 0 and row["tflops"] > 0 and row["peak_memory_mb"] > 0
-    assert row["mfu"] is None and row["peak_bf16_tflops"] is None   # no known peak for a CPU
-    assert math.isfinite(row["loss"]) and row["loss"] < math.log(256) + 1   # near log(vocab) after 4 steps
+    assert row["mfu"] is None and row["peak_bf16_tflops"] is None  # no known peak for a CPU
+    assert math.isfinite(row["loss"]) and row["loss"] < math.log(256) + 1  # near log(vocab) after 4 steps
     assert summary["workflow"]["skipped"] == "--no-workflow"
 
 
@@ -107,7 +118,12 @@ def test_gpu_check_knows_the_peaks_it_is_asked_about():
     assert bench.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert bench.peak_tflops("Tesla T4") is None
     assert bench.settings_for("cuda", ["100m", "1b"]) == [
-        ("100m", True, True), ("100m", True, False), ("100m", False, True), ("100m", False, False), ("1b", True, True)]
+        ("100m", True, True),
+        ("100m", True, False),
+        ("100m", False, True),
+        ("100m", False, False),
+        ("1b", True, True),
+    ]
 
 
 def test_gpu_check_skips_the_hub_workflow_point_offline(monkeypatch):
@@ -136,7 +152,9 @@ def test_ladders_bench_scores_a_known_law_and_counts_the_misses(tmp_path):
     loss = loss * np.exp(rng.normal(0, 0.005, loss.size))
     loss[-3] *= 1.3
     path = tmp_path / "ladder.jsonl"
-    pd.DataFrame({"size": params, "toks": tokens, "final": loss, "name": [f"s{p:.0f}" for p in params]}).to_json(path, orient="records", lines=True)
+    pd.DataFrame({"size": params, "toks": tokens, "final": loss, "name": [f"s{p:.0f}" for p in params]}).to_json(
+        path, orient="records", lines=True
+    )
     frame = bench.read_ladder(path, "size", "toks", "final", "name")
     assert len(frame) == 24 and frame["run"].is_unique
     row = bench.check(frame, 5e8, bootstrap=20, workers=1, overrides={"forms": ("chinchilla",), "form": "chinchilla"})

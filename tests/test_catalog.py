@@ -1,5 +1,6 @@
 """What the Snakemake workflow catalog and snakedeploy read: the layout, the usage settings and
 config/README.md, which must describe every section and key of the config schema."""
+
 import re
 
 import yaml

@@ -1,4 +1,5 @@
 """scalelab.plan.cluster: which Lightning environment a train process gets, and who is rank 0."""
+
 import pytest
 from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 
@@ -8,14 +9,22 @@ from scalelab.plan import cluster
 @pytest.fixture(autouse=True)
 def no_slurm(monkeypatch):
     import os
+
     for key in [k for k in os.environ if k.startswith("SLURM_")] + ["LOCAL_RANK", "NODE_RANK"]:
         monkeypatch.delenv(key, raising=False)
     return monkeypatch
 
 
 def slurm(monkeypatch, **env):
-    base = {"SLURM_JOB_ID": "7", "SLURM_JOB_NAME": "0d6f-uuid", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
-            "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "node1"}
+    base = {
+        "SLURM_JOB_ID": "7",
+        "SLURM_JOB_NAME": "0d6f-uuid",
+        "SLURM_NTASKS": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "node1",
+    }
     for key, value in {**base, **env}.items():
         if value is None:
             monkeypatch.delenv(key, raising=False)
@@ -39,8 +48,7 @@ def test_inside_a_slurm_job_no_auto_requeue(no_slurm):
 
 
 def test_srun_ranks(no_slurm):
-    slurm(no_slurm, SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_STEP_ID="0", SLURM_PROCID="1",
-          SLURM_LOCALID="1")
+    slurm(no_slurm, SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_STEP_ID="0", SLURM_PROCID="1", SLURM_LOCALID="1")
     env = cluster.cluster_environment(2)
     assert isinstance(env, SLURMEnvironment) and not env.auto_requeue and env.global_rank() == 1
     assert not cluster.is_launcher()  # rank 1 of the step leaves the checkpoint folder alone

@@ -1,4 +1,5 @@
 """scalelab curves: the schedule-aware laws fitted to synthetic curves drawn from a known law."""
+
 from __future__ import annotations
 
 import shutil
@@ -31,8 +32,9 @@ def synthetic_curve(spec: dict, noise: float, rng) -> pd.DataFrame:
     lrs = lr_sequence(spec)
     steps = np.unique(np.r_[np.arange(10, len(lrs), 10), len(lrs)])
     loss = LAWS["annealing"].predict(TRUE, lrs / 4e-3, steps) * np.exp(rng.normal(0, noise, len(steps)))
-    return pd.DataFrame({"step": steps, "tokens": steps * 2048, "flops": 0.0, "lr": np.nan, "train_loss": np.nan,
-                         "val_loss": loss})
+    return pd.DataFrame(
+        {"step": steps, "tokens": steps * 2048, "flops": 0.0, "lr": np.nan, "train_loss": np.nan, "val_loss": loss}
+    )
 
 
 def test_laws_without_a_drop_are_the_power_law_in_the_lr_area():
@@ -42,13 +44,16 @@ def test_laws_without_a_drop_are_the_power_law_in_the_lr_area():
     assert np.allclose(LAWS["annealing"].predict(TRUE, lrs, steps), power)
     assert np.allclose(LAWS["multi-power"].predict([2.0, 3.0, 0.4, 1.0, 1.0, 0.5, 0.5], lrs, steps), power)
     cooled = np.r_[lrs[:80], np.linspace(1, 0.1, 20)]
-    assert (LAWS["multi-power"].predict([2.0, 3.0, 0.4, 1.0, 1.0, 0.5, 0.5], cooled, steps)[-1] < power[-1])
+    assert LAWS["multi-power"].predict([2.0, 3.0, 0.4, 1.0, 1.0, 0.5, 0.5], cooled, steps)[-1] < power[-1]
 
 
 def test_the_annealing_law_is_recovered_and_predicts_an_unseen_cooldown(specs):
     rng = np.random.default_rng(0)
-    curves = {r: pd.DataFrame({"step": c["step"], "kind": "val", "loss": c["val_loss"]})
-              for r in ("m-290K-s0", "m-1.6M-s0", "m-4.8M-s0") for c in [synthetic_curve(specs[r], 0.002, rng)]}
+    curves = {
+        r: pd.DataFrame({"step": c["step"], "kind": "val", "loss": c["val_loss"]})
+        for r in ("m-290K-s0", "m-1.6M-s0", "m-4.8M-s0")
+        for c in [synthetic_curve(specs[r], 0.002, rng)]
+    }
     trajectories = run_trajectories(specs, curves)
     held = [t for t in trajectories if t.name == "m-4.8M-s0"][0]
     fitted = [t for t in trajectories if t is not held]
@@ -62,8 +67,11 @@ def test_the_annealing_law_is_recovered_and_predicts_an_unseen_cooldown(specs):
 def test_a_cosine_run_is_predicted_from_wsd_curves(specs):
     """The law fitted to WSD curves predicts another schedule through the project's own schedule code."""
     rng = np.random.default_rng(3)
-    curves = {r: pd.DataFrame({"step": c["step"], "kind": "val", "loss": c["val_loss"]})
-              for r in ("m-290K-s0", "m-1.6M-s0", "m-4.8M-s0") for c in [synthetic_curve(specs[r], 0.002, rng)]}
+    curves = {
+        r: pd.DataFrame({"step": c["step"], "kind": "val", "loss": c["val_loss"]})
+        for r in ("m-290K-s0", "m-1.6M-s0", "m-4.8M-s0")
+        for c in [synthetic_curve(specs[r], 0.002, rng)]
+    }
     fit = fit_law(LAWS["annealing"], run_trajectories(specs, curves), "val")
     base = specs["m-2.8M-s0"]
     cosine = {k: v for k, v in base.items() if k not in ("cooldown", "cooldown_shape")} | {"schedule": "cosine"}
@@ -88,8 +96,22 @@ def write_study(tmp_path: Path, specs: dict, rng) -> Path:
 def test_scalelab_curves_writes_its_outputs_and_load_curves_predicts(tmp_path, specs):
     study = write_study(tmp_path, specs, np.random.default_rng(1))
     out = tmp_path / "out"
-    rc = cli.main(["curves", str(study), "--out", str(out), "--use", "m-290K-s0", "m-900K-s0", "m-1.6M-s0",
-                   "--predict", "m-4.8M-s0", "m-520K-s0", "--no-trunk-checkpoints"])
+    rc = cli.main(
+        [
+            "curves",
+            str(study),
+            "--out",
+            str(out),
+            "--use",
+            "m-290K-s0",
+            "m-900K-s0",
+            "m-1.6M-s0",
+            "--predict",
+            "m-4.8M-s0",
+            "m-520K-s0",
+            "--no-trunk-checkpoints",
+        ]
+    )
     assert rc == 0
     table = pd.read_csv(out / "predictions.csv")
     assert list(table.columns[:4]) == ["run", "loss", "low", "high"]

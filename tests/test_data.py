@@ -14,8 +14,13 @@ from conftest import make_corpus
 
 
 def _cfg(source, **changes):
-    cfg = {"source": source, "pairs": None, "split": {"val": 0.1, "test": 0.1}, "tokenizer": {"vocab_size": 300},
-           "allow_repeat": True}
+    cfg = {
+        "source": source,
+        "pairs": None,
+        "split": {"val": 0.1, "test": 0.1},
+        "tokenizer": {"vocab_size": 300},
+        "allow_repeat": True,
+    }
     cfg.update(changes)
     return cfg
 
@@ -43,7 +48,7 @@ def test_tokenize_files_roundtrip_and_meta(tiny_data):
     # Documents are separated by EOT, and decode back to the exact text.
     ends = np.flatnonzero(np.asarray(train) == meta["eot_id"])
     assert len(ends) == meta["splits"]["train"]["documents"]
-    first = tok.decode(np.asarray(train[:ends[0]]).tolist())
+    first = tok.decode(np.asarray(train[: ends[0]]).tolist())
     assert first.startswith("Document ") and first.endswith("\n")
     total = sum(len(tok.decode(doc.tolist()).encode()) for doc in np.split(np.asarray(train), ends + 1) if len(doc))
     assert total == meta["splits"]["train"]["bytes"]
@@ -63,17 +68,23 @@ def test_tokenize_is_deterministic(tmp_path):
 
 
 def test_jsonl_parquet_and_pairs(tmp_path):
-    rows = [{"text": f"row {i} " + "alpha beta gamma " * 5, "source": f"src {i} a b", "target": f"tgt {i} b a"}
-            for i in range(120)]
+    rows = [
+        {"text": f"row {i} " + "alpha beta gamma " * 5, "source": f"src {i} a b", "target": f"tgt {i} b a"}
+        for i in range(120)
+    ]
     with open(tmp_path / "a.jsonl", "w") as f:
         for row in rows[:60]:
             f.write(json.dumps(row) + "\n")
     pd.DataFrame(rows[60:]).to_parquet(tmp_path / "b.parquet")
-    meta = data.tokenize(_cfg({"files": [str(tmp_path / "a.jsonl"), str(tmp_path / "b.parquet")],
-                               "text_field": "text"}), tmp_path / "text")
+    meta = data.tokenize(
+        _cfg({"files": [str(tmp_path / "a.jsonl"), str(tmp_path / "b.parquet")], "text_field": "text"}),
+        tmp_path / "text",
+    )
     assert meta["corpus"]["documents"] == 120 and meta["format"] == "text"
-    meta = data.tokenize(_cfg({"files": [str(tmp_path / "*.jsonl")]},
-                              pairs={"source_field": "source", "target_field": "target"}), tmp_path / "pairs")
+    meta = data.tokenize(
+        _cfg({"files": [str(tmp_path / "*.jsonl")]}, pairs={"source_field": "source", "target_field": "target"}),
+        tmp_path / "pairs",
+    )
     assert meta["format"] == "pairs"
     tokens = np.concatenate([np.asarray(data.read_tokens(tmp_path / "pairs", s)) for s in data.SPLITS])
     assert (tokens == meta["sep_id"]).sum() == (tokens == meta["eot_id"]).sum() == 60
@@ -84,8 +95,16 @@ def test_text_files_mix_with_json_that_names_another_field(tmp_path):
     with open(tmp_path / "rows.jsonl", "w") as f:
         for i in range(5):
             f.write(json.dumps({"story": f"story {i} about a model"}) + "\n")
-    meta = data.tokenize(_cfg({"files": [str(tmp_path / "notes.txt"), str(tmp_path / "rows.jsonl")],
-                               "text_field": "story", "sample_by": "document"}), tmp_path / "out")
+    meta = data.tokenize(
+        _cfg(
+            {
+                "files": [str(tmp_path / "notes.txt"), str(tmp_path / "rows.jsonl")],
+                "text_field": "story",
+                "sample_by": "document",
+            }
+        ),
+        tmp_path / "out",
+    )
     assert meta["corpus"]["documents"] == 6
 
 
@@ -97,14 +116,17 @@ def test_hub_loader_with_a_local_dataset_offline(tmp_path, monkeypatch):
     with open(folder / "train.jsonl", "w") as f:
         for i in range(80):
             f.write(json.dumps({"story": f"Once upon a time {i} there was a tiny model."}) + "\n")
-    meta = data.tokenize(_cfg({"hf": str(folder), "name": None, "split": "train", "text_field": "story",
-                               "max_documents": 50}), tmp_path / "out")
+    meta = data.tokenize(
+        _cfg({"hf": str(folder), "name": None, "split": "train", "text_field": "story", "max_documents": 50}),
+        tmp_path / "out",
+    )
     assert meta["corpus"]["source"] == "hf" and meta["corpus"]["documents"] == 50
     with pytest.raises(ScalelabError, match="no field 'text'"):
         data.tokenize(_cfg({"hf": str(folder), "split": "train", "text_field": "text"}), tmp_path / "bad")
     with pytest.raises(ScalelabError, match="could not load"):
-        data.tokenize(_cfg({"hf": "no-such-org/no-such-dataset-xyz", "split": "train", "text_field": "text"}),
-                      tmp_path / "bad2")
+        data.tokenize(
+            _cfg({"hf": "no-such-org/no-such-dataset-xyz", "split": "train", "text_field": "text"}), tmp_path / "bad2"
+        )
 
 
 def test_stdlib_source_lists_python_files():
@@ -120,8 +142,22 @@ def test_too_few_tokens_fails_before_writing_and_keeps_old_outputs(tmp_path):
     data.tokenize(cfg, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     spec = json.dumps({**cfg, "tokenizer": {"vocab_size": 280}})
-    proc = subprocess.run([sys.executable, "-m", "scalelab", "tokenize", "--spec", spec, "--out", str(out),
-                           "--require", json.dumps({"train": 10_000_000})], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scalelab",
+            "tokenize",
+            "--spec",
+            spec,
+            "--out",
+            str(out),
+            "--require",
+            json.dumps({"train": 10_000_000}),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "allow_repeat" in proc.stderr

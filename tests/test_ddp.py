@@ -4,13 +4,14 @@ Both see the same global batch per step: StepBatches draws a step's windows from
 and each rank keeps its slice, and DDP averages the two half-batch gradients, which is the
 full-batch mean. So the runs compute the same thing; only the order of float additions differs
 (the all-reduce sums two partial means), a relative 1e-7 per step in fp32. Measured: final val
-losses within 5e-7 after 64 steps (tests/test_ddp.py runs 48 and 100). The tolerance, 1e-4, leaves 200x headroom and is still 40x
-below what a wrong split gives (with Lightning's DistributedSampler added on top, each rank
-skipped every other step: 4e-3 apart).
+losses within 5e-7 after 64 steps (tests/test_ddp.py runs 48 and 100). The tolerance, 1e-4,
+leaves 200x headroom and is still 40x below what a wrong split gives (with Lightning's
+DistributedSampler added on top, each rank skipped every other step: 4e-3 apart).
 
 DDP runs go through `python -m scalelab train` in a subprocess: Lightning starts rank 1 by
 re-running the command line, which must not be pytest's.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,20 @@ TOLERANCE = 1e-4
 
 
 def command(spec: dict, data, out, threads: int = 2) -> list[str]:
-    return [sys.executable, "-m", "scalelab", "train", "--spec", json.dumps(spec), "--data", str(data),
-            "--out", str(out), "--threads", str(threads)]
+    return [
+        sys.executable,
+        "-m",
+        "scalelab",
+        "train",
+        "--spec",
+        json.dumps(spec),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--threads",
+        str(threads),
+    ]
 
 
 def run_ddp(spec, data, out) -> dict:
@@ -59,6 +72,7 @@ def test_two_processes_match_one(tiny_data, tmp_path):
     # only rank 0 writes: the same files as a 1-process run, one metrics row per measurement
     assert files(tmp_path / "two") == files(tmp_path / "one")
     import pandas as pd
+
     curve = pd.read_csv(tmp_path / "two/curve.csv")
     assert curve["step"].is_unique and curve["step"].max() == 48
 
@@ -69,8 +83,9 @@ def test_killed_ddp_run_resumes(tiny_data, tmp_path):
 
     run_dir = tmp_path / "killed"
     # its own session, so the kill takes rank 0 and the rank it started
-    proc = subprocess.Popen(command(spec, tiny_data, run_dir), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        command(spec, tiny_data, run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     ckpt = run_dir / "ckpt" / train.CKPT_NAME
     deadline = time.time() + 240
     step = 0

@@ -8,6 +8,7 @@ study). Whatever its fate, a `snakemake` command that runs jobs must say how: `-
 local run, `--profile` for a cluster. The example headers' counts (model sizes, token counts,
 runs) are checked against `scalelab check`.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,11 @@ EXAMPLES = sorted((REPO / "config" / "examples").glob("*.yaml"))
 # first word -> why the test does not run it
 NOT_RUN = {
     "make": "installs into .venv and runs the whole study or suite",
-    "tensorboard": "serves a web page", "mlflow": "serves a web page", "wandb": "needs a W&B login and the network",
-    "snakedeploy": "needs the network", "cd": "enters a deployed copy",
+    "tensorboard": "serves a web page",
+    "mlflow": "serves a web page",
+    "wandb": "needs a W&B login and the network",
+    "snakedeploy": "needs the network",
+    "cd": "enters a deployed copy",
 }
 
 
@@ -121,8 +125,12 @@ def test_documented_command_runs(sandbox, where, command):
     words = shlex.split(command)
     if words[0] == "snakemake" and "-n" not in words:
         words.append("-n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     proc = subprocess.run(words, cwd=sandbox, capture_output=True, text=True, timeout=300, env=env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{where}: {command}\n{output[-2000:]}"
@@ -170,14 +178,21 @@ def test_default_study_script_writes_the_docs_from_a_finished_study(tmp_path):
     (repo / "docs").mkdir(parents=True)
     shutil.copy(REPO / "docs" / "benchmarks.md", repo / "docs" / "benchmarks.md")
     before = (repo / "docs" / "benchmarks.md").read_text()
-    command = [sys.executable, str(REPO / "bench" / "default_study.py"), "--study", str(tmp_path), "--write-docs",
-               "--repo", str(repo)]
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "default_study.py"),
+        "--study",
+        str(tmp_path),
+        "--write-docs",
+        "--repo",
+        str(repo),
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
     text = (repo / "docs" / "benchmarks.md").read_text()
     begin, end = text.index("<!-- default-study:begin"), text.index("<!-- default-study:end -->")
-    assert text[:begin] == before[:before.index("<!-- default-study:begin")]  # the rest untouched
+    assert text[:begin] == before[: before.index("<!-- default-study:begin")]  # the rest untouched
     section = text[begin:end]
     a3 = fit["approach3"]
     assert f"| alpha [95 %] | {a3['alpha']:.3g} [{a3['ci95']['alpha'][0]:.3g}, {a3['ci95']['alpha'][1]:.3g}]" in section
@@ -186,7 +201,8 @@ def test_default_study_script_writes_the_docs_from_a_finished_study(tmp_path):
     row = metrics[metrics["model"] == "l"].sort_values("tokens")
     assert f"| {int(row['params'].iloc[0]):,} (l) | " + " | ".join(f"{v:.3f}" for v in row["val_loss"]) in section
     for name in ("loss_vs_params", "frontier"):
-        assert (repo / "docs" / f"{name}.png").read_bytes() == \
-            (tmp_path / "results" / "report" / "figures" / f"{name}.png").read_bytes()
+        assert (repo / "docs" / f"{name}.png").read_bytes() == (
+            tmp_path / "results" / "report" / "figures" / f"{name}.png"
+        ).read_bytes()
     assert subprocess.run(command, capture_output=True, text=True, timeout=120).returncode == 0
     assert (repo / "docs" / "benchmarks.md").read_text() == text  # the same study writes the same docs

@@ -4,6 +4,7 @@ own report, and from a notebook with the README's example.
 One tiny study is run for real, once, the way the README's module section says (a workflow in a
 temporary folder that uses scalelab's rules); every test reads that study.
 """
+
 from __future__ import annotations
 
 import html
@@ -30,11 +31,16 @@ ENV = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_M
 
 # Three token counts, so that Approach 3 is fitted and bootstrapped.
 CONFIG = {
-    "data": {"source": {"files": ["corpus/*.txt"]}, "split": {"val": 0.1, "test": 0.1},
-             "tokenizer": {"vocab_size": 300}},
-    "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2},
-               "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
-               "c": {"n_layer": 2, "d_model": 48, "n_head": 2}},
+    "data": {
+        "source": {"files": ["corpus/*.txt"]},
+        "split": {"val": 0.1, "test": 0.1},
+        "tokenizer": {"vocab_size": 300},
+    },
+    "models": {
+        "a": {"n_layer": 1, "d_model": 16, "n_head": 2},
+        "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
+        "c": {"n_layer": 2, "d_model": 48, "n_head": 2},
+    },
     "grid": {"models": ["a", "b", "c"], "tokens": ["4K", "8K", "12K"], "seeds": [0]},
     "train": {"context": 32, "batch_size": 8, "val_tokens": 512, "val_evals": 2},
     "overrides": {"a": {"lr": 5e-3}},
@@ -86,8 +92,17 @@ def study(tmp_path_factory):
 def test_module_route_runs_the_study_where_the_readme_says(study):
     folder, output = study
     jobs = job_counts(output)
-    assert jobs == {"scalelab_tokenize": 1, "scalelab_train": 9, "scalelab_evaluate": 9, "scalelab_aggregate": 1,
-                    "scalelab_fit": 1, "scalelab_suggest": 1, "scalelab_report": 1, "scalelab_all": 1, "total": 24}
+    assert jobs == {
+        "scalelab_tokenize": 1,
+        "scalelab_train": 9,
+        "scalelab_evaluate": 9,
+        "scalelab_aggregate": 1,
+        "scalelab_fit": 1,
+        "scalelab_suggest": 1,
+        "scalelab_report": 1,
+        "scalelab_all": 1,
+        "total": 24,
+    }
     # Every path of the README's results table, in the other workflow's folder.
     readme = (REPO / "README.md").read_text()
     table = readme.split("leaves everything under `results/`", 1)[1].split("\n\n", 2)[1]
@@ -115,14 +130,25 @@ def test_module_route_runs_the_study_where_the_readme_says(study):
 def test_snakedeploy_layout_plans_the_whole_study(tmp_path):
     """What `snakedeploy deploy-workflow` writes (workflow/Snakefile declaring the module, no
     rename), pointed at this checkout's workflow/Snakefile: a dry run plans every job."""
-    deployed = ('configfile: "config/config.yaml"\n\n'
-                f'module scalelab:\n    snakefile:\n        "{REPO / "workflow" / "Snakefile"}"\n'
-                "    config:\n        config\n\n"
-                "use rule * from scalelab\n")
+    deployed = (
+        'configfile: "config/config.yaml"\n\n'
+        f'module scalelab:\n    snakefile:\n        "{REPO / "workflow" / "Snakefile"}"\n'
+        "    config:\n        config\n\n"
+        "use rule * from scalelab\n"
+    )
     folder = make_study_folder(tmp_path / "deployed", deployed, "workflow/Snakefile")
     jobs = job_counts(run(folder, "--cores", "2", "--dry-run").stdout)
-    assert jobs == {"tokenize": 1, "train": 9, "evaluate": 9, "aggregate": 1, "fit": 1, "suggest": 1, "report": 1,
-                    "all": 1, "total": 24}
+    assert jobs == {
+        "tokenize": 1,
+        "train": 9,
+        "evaluate": 9,
+        "aggregate": 1,
+        "fit": 1,
+        "suggest": 1,
+        "report": 1,
+        "all": 1,
+        "total": 24,
+    }
 
 
 def test_readme_notebook_example_runs_on_the_study(study, tmp_path, monkeypatch):
@@ -194,7 +220,7 @@ def _plain_text(text: str) -> str:
 def test_snakemake_report_holds_every_figure_and_table_with_caption_and_category(study, route):
     folder, _ = study
     archive = folder / f"report-{route}.zip"
-    args = (["--snakefile", str(REPO / "Snakefile"), "--configfile", "config/config.yaml"] if route == "plain" else [])
+    args = ["--snakefile", str(REPO / "Snakefile"), "--configfile", "config/config.yaml"] if route == "plain" else []
     run(folder, *args, "--cores", "1", "--report", archive.name)
     names, results, categories = _report_contents(archive)
     # What report.smk marks for the report (through the report's registry): path, caption file, category.
@@ -216,8 +242,9 @@ def test_snakemake_report_holds_every_figure_and_table_with_caption_and_category
     rule_outputs("results/report", mark)
     assert len(marked) >= 10
     # ...which is every figure (drawn: no placeholders) and table the report stage writes, and the page.
-    written = {str(p.relative_to(folder)) for p in (folder / "results/report").rglob("*")
-               if p.suffix in (".png", ".html")}
+    written = {
+        str(p.relative_to(folder)) for p in (folder / "results/report").rglob("*") if p.suffix in (".png", ".html")
+    }
     assert {path for path, _, _ in marked} == written
     assert set(results) == written
     for path, caption_text, category in marked:

@@ -1,4 +1,5 @@
 """The evaluate stage: exact test loss and bits per byte, KV-cached greedy decoding, BLEU/ROUGE, bad runs."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,9 @@ WORDS = "the quick brown fox jumps over a lazy dog while seven tired cats watch 
 
 def tiny_model(vocab_size=50, context=16, n_layer=2, d_model=32, n_head=4, seed=0) -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=vocab_size, context=context, n_layer=n_layer, d_model=d_model, n_head=n_head)).eval()
+    return GPT(
+        GPTConfig(vocab_size=vocab_size, context=context, n_layer=n_layer, d_model=d_model, n_head=n_head)
+    ).eval()
 
 
 def byte_level_tokenizer(texts, vocab_size=300) -> Tokenizer:
@@ -64,16 +67,29 @@ def write_data(data_dir, tok: Tokenizer, test_docs: list[str], fmt="text") -> np
         ids += tok.encode(doc).ids + [0]
     tokens = np.array(ids, dtype=np.uint16)
     tokens.tofile(data_dir / "test.bin")
-    meta = {"vocab_size": tok.get_vocab_size(), "dtype": "uint16", "eot_id": 0, "sep_id": 1, "format": fmt,
-            "splits": {"test": {"documents": len(test_docs), "tokens": len(tokens),
-                                "bytes": sum(len(d.encode()) for d in test_docs)}}}
+    meta = {
+        "vocab_size": tok.get_vocab_size(),
+        "dtype": "uint16",
+        "eot_id": 0,
+        "sep_id": 1,
+        "format": fmt,
+        "splits": {
+            "test": {
+                "documents": len(test_docs),
+                "tokens": len(tokens),
+                "bytes": sum(len(d.encode()) for d in test_docs),
+            }
+        },
+    }
     (data_dir / "meta.json").write_text(json.dumps(meta))
     return tokens
 
 
 def write_run(run_dir, model: GPT, status="ok") -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": model.cfg.to_dict(), "state_dict": model.state_dict(), "run": run_dir.name}, run_dir / "model.pt")
+    torch.save(
+        {"config": model.cfg.to_dict(), "state_dict": model.state_dict(), "run": run_dir.name}, run_dir / "model.pt"
+    )
     (run_dir / "metrics.json").write_text(json.dumps({"run": run_dir.name, "status": status}))
 
 
@@ -193,8 +209,10 @@ def test_generate_handles_mixed_prompt_lengths_and_context():
     model = tiny_model(vocab_size=40, context=12, seed=2)
     prompts = [[5, 6, 7], [8, 9], [5, 6, 7], list(range(2, 12)), list(range(2, 14))]
     out = generate(model, prompts, max_new_tokens=6, eos_id=None, batch_size=2)
-    one_by_one = [greedy_generate(model, torch.tensor([p]), min(6, 12 - len(p)))[0].tolist() if len(p) < 12 else []
-                  for p in prompts]
+    one_by_one = [
+        greedy_generate(model, torch.tensor([p]), min(6, 12 - len(p)))[0].tolist() if len(p) < 12 else []
+        for p in prompts
+    ]
     assert out == one_by_one
     assert [len(o) for o in out] == [6, 6, 6, 2, 0]  # limited by the context
     with pytest.raises(ValueError, match="context"):
@@ -208,8 +226,23 @@ def test_eval_json_scores_recompute_from_generations(study):
     result = evaluate_run(study["run"], study["data"], SMALL)
     on_disk = json.loads((study["run"] / "eval.json").read_text())
     assert on_disk["status"] == "ok" and on_disk["message"] is None
-    for key in ("run", "status", "test_loss", "test_ppl", "test_bpb", "test_tokens", "test_bytes", "bleu",
-                "bleu_signature", "rouge1", "rouge2", "rougeL", "task", "n_generations", "eval_s"):
+    for key in (
+        "run",
+        "status",
+        "test_loss",
+        "test_ppl",
+        "test_bpb",
+        "test_tokens",
+        "test_bytes",
+        "bleu",
+        "bleu_signature",
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "task",
+        "n_generations",
+        "eval_s",
+    ):
         assert key in on_disk
     assert on_disk["test_loss"] == pytest.approx(result["test_loss"])
     gens = [json.loads(line) for line in (study["run"] / "generations.jsonl").read_text().splitlines()]
@@ -233,7 +266,9 @@ def test_eval_json_scores_recompute_from_generations(study):
     first_bytes = token_byte_lengths(study["tok"])[int(tokens[0])]
     assert on_disk["test_bytes"] == n_text_bytes - first_bytes  # all document text but the unpredicted first token
     assert on_disk["test_ppl"] == pytest.approx(math.exp(on_disk["test_loss"]))
-    assert on_disk["test_bpb"] == pytest.approx(on_disk["test_loss"] * on_disk["test_tokens"] / math.log(2) / on_disk["test_bytes"])
+    assert on_disk["test_bpb"] == pytest.approx(
+        on_disk["test_loss"] * on_disk["test_tokens"] / math.log(2) / on_disk["test_bytes"]
+    )
 
 
 def test_evaluation_is_deterministic(study, tmp_path):
@@ -249,15 +284,45 @@ def test_evaluation_is_deterministic(study, tmp_path):
 
 
 def test_cli_writes_outputs(study, tmp_path, capsys):
-    code = cli.main(["evaluate", "--run", str(study["run"]), "--data", str(study["data"]), "--test-tokens", "all",
-                     "--prompts", "4", "--prompt-tokens", "8", "--max-new-tokens", "8", "--device", "cpu"])
+    code = cli.main(
+        [
+            "evaluate",
+            "--run",
+            str(study["run"]),
+            "--data",
+            str(study["data"]),
+            "--test-tokens",
+            "all",
+            "--prompts",
+            "4",
+            "--prompt-tokens",
+            "8",
+            "--max-new-tokens",
+            "8",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     result = json.loads((study["run"] / "eval.json").read_text())
     assert result["n_generations"] == 4 and result["settings"]["test_tokens"] is None
     assert "test_loss" in capsys.readouterr().out
     # Prompt + new tokens beyond the context is a one-line error.
-    code = cli.main(["evaluate", "--run", str(study["run"]), "--data", str(study["data"]),
-                     "--prompt-tokens", "30", "--max-new-tokens", "8", "--device", "cpu"])
+    code = cli.main(
+        [
+            "evaluate",
+            "--run",
+            str(study["run"]),
+            "--data",
+            str(study["data"]),
+            "--prompt-tokens",
+            "30",
+            "--max-new-tokens",
+            "8",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 1
     assert "exceed the model context of 32" in capsys.readouterr().err
 
@@ -301,8 +366,9 @@ def test_bad_data_is_a_one_line_error(study, tmp_path, capsys):
     code = cli.main(["evaluate", "--run", str(study["run"]), "--data", str(tmp_path / "nowhere"), "--device", "cpu"])
     assert code == 1
     assert "meta.json" in capsys.readouterr().err
-    code = cli.main(["evaluate", "--run", str(study["run"]), "--data", str(study["data"]), "--task", "pairs",
-                     "--device", "cpu"])
+    code = cli.main(
+        ["evaluate", "--run", str(study["run"]), "--data", str(study["data"]), "--task", "pairs", "--device", "cpu"]
+    )
     assert code == 1
     assert "pairs corpus" in capsys.readouterr().err
 
@@ -334,16 +400,41 @@ def test_tiny_pairs_study_beats_an_untrained_model(tmp_path):
     from scalelab.train import train_run
 
     write_pairs_corpus(tmp_path / "pairs.jsonl")
-    data_cfg = {"source": {"files": [str(tmp_path / "pairs.jsonl")], "text_field": "text"},
-                "pairs": {"source_field": "source", "target_field": "target"},
-                "split": {"val": 0.05, "test": 0.05}, "tokenizer": {"vocab_size": 300}, "allow_repeat": True}
+    data_cfg = {
+        "source": {"files": [str(tmp_path / "pairs.jsonl")], "text_field": "text"},
+        "pairs": {"source_field": "source", "target_field": "target"},
+        "split": {"val": 0.05, "test": 0.05},
+        "tokenizer": {"vocab_size": 300},
+        "allow_repeat": True,
+    }
     meta = tokenize(data_cfg, tmp_path / "data")
     assert meta["format"] == "pairs" and meta["sep_id"] == 1
-    spec = {"run": "pairs-205K-s0", "model": "s", "n_layer": 2, "d_model": 64, "n_head": 4, "tokens": 200 * 32 * 32,
-            "seed": 0, "context": 32, "batch_size": 32, "lr": 3e-3, "schedule": "cosine", "warmup_tokens": 0.05,
-            "min_lr_ratio": 0.1, "weight_decay": 0.1, "beta2": 0.95, "grad_clip": 1.0, "precision": "32-true",
-            "accelerator": "cpu", "devices": 1, "compile": False, "val_tokens": 1024, "val_evals": 1,
-            "checkpoint_every": 1.0, "isoflop_budget": None}
+    spec = {
+        "run": "pairs-205K-s0",
+        "model": "s",
+        "n_layer": 2,
+        "d_model": 64,
+        "n_head": 4,
+        "tokens": 200 * 32 * 32,
+        "seed": 0,
+        "context": 32,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "schedule": "cosine",
+        "warmup_tokens": 0.05,
+        "min_lr_ratio": 0.1,
+        "weight_decay": 0.1,
+        "beta2": 0.95,
+        "grad_clip": 1.0,
+        "precision": "32-true",
+        "accelerator": "cpu",
+        "devices": 1,
+        "compile": False,
+        "val_tokens": 1024,
+        "val_evals": 1,
+        "checkpoint_every": 1.0,
+        "isoflop_budget": None,
+    }
     metrics = train_run(spec, tmp_path / "data", tmp_path / "runs" / spec["run"], threads=1, allow_repeat=True)
     assert metrics["status"] == "ok" and metrics["steps"] == 200
 
@@ -357,7 +448,10 @@ def test_tiny_pairs_study_beats_an_untrained_model(tmp_path):
     assert trained["test_loss"] < baseline["test_loss"] - 2
     assert trained["bleu"] > baseline["bleu"] + 30, (trained["bleu"], baseline["bleu"])
     assert trained["rougeL"] > baseline["rougeL"] + 0.3
-    gens = [json.loads(line) for line in (tmp_path / "runs" / spec["run"] / "generations.jsonl").read_text().splitlines()]
+    gens = [
+        json.loads(line) for line in (tmp_path / "runs" / spec["run"] / "generations.jsonl").read_text().splitlines()
+    ]
     assert all(g["prompt"].split()[0] in SOURCE_WORDS and g["reference"].split()[0] in TARGET_WORDS for g in gens)
-    assert trained["bleu"] == pytest.approx(sacrebleu.corpus_bleu([g["hypothesis"] for g in gens],
-                                                                   [[g["reference"] for g in gens]]).score)
+    assert trained["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu([g["hypothesis"] for g in gens], [[g["reference"] for g in gens]]).score
+    )

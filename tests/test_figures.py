@@ -8,6 +8,7 @@ study without sweeps or budgets. For each figure drawn: every data point (marker
 not the fitted curves) lies inside its axes' limits, the legend covers none of them, and every
 artist the caption names is in the figure.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,13 @@ def drawn(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     STUDIES[request.param](root)
     results = root / "results"
-    study = load_study(results / "metrics.csv", results / "fit" / "fit.json", results / "runs",
-                       results / "data" / "meta.json", ReportSettings())
+    study = load_study(
+        results / "metrics.csv",
+        results / "fit" / "fit.json",
+        results / "runs",
+        results / "data" / "meta.json",
+        ReportSettings(),
+    )
     out = {}
     with plt.rc_context(STYLE):
         for spec in registry.FIGURES.values():
@@ -187,6 +193,7 @@ def test_captions_of_a_study_without_budgets_name_no_isoflop_marks(drawn):
 
 # ----------------------------------------------------------------------------- the law drawn is the chosen form
 
+
 @pytest.fixture(scope="module")
 def base_study(tmp_path_factory):
     """A study without sweeps or budgets (its fit fits chinchilla and kaplan), written once."""
@@ -203,8 +210,9 @@ def _drawn_with(base: Path, tmp: Path, edit) -> tuple[dict, dict]:
     fit = json.loads(path.read_text())
     edit(fit)
     path.write_text(json.dumps(fit))
-    study = load_study(results / "metrics.csv", path, results / "runs", results / "data" / "meta.json",
-                       ReportSettings())
+    study = load_study(
+        results / "metrics.csv", path, results / "runs", results / "data" / "meta.json", ReportSettings()
+    )
     out = {}
     with plt.rc_context(STYLE):
         for spec in registry.FIGURES.values():
@@ -244,13 +252,23 @@ def test_a_kaplan_chosen_study_draws_kaplan_curves_and_frontier(base_study, tmp_
     kaplan = law.FORMS["kaplan"]
     ok = study.ok
     fig, caption = drawn["loss_vs_params"]
-    _check_family(fig, study, grid_levels(ok, study.d_col, study.n_col), lambda n, d: kaplan.loss(params, n, d),
-                  lambda n, d: _chinchilla(study, n, d))
+    _check_family(
+        fig,
+        study,
+        grid_levels(ok, study.d_col, study.n_col),
+        lambda n, d: kaplan.loss(params, n, d),
+        lambda n, d: _chinchilla(study, n, d),
+    )
     assert "kaplan fit" in _legend_texts(fig) and "Approach 3 fit" not in _legend_texts(fig)
     assert "fitted kaplan law L = E + [(N_c/N)" in caption and "the form the fit chose" in caption
     fig, caption = drawn["loss_vs_tokens"]
-    _check_family(fig, study, grid_levels(ok, study.n_col, study.d_col), lambda d, n: kaplan.loss(params, n, d),
-                  lambda d, n: _chinchilla(study, n, d))
+    _check_family(
+        fig,
+        study,
+        grid_levels(ok, study.n_col, study.d_col),
+        lambda d, n: kaplan.loss(params, n, d),
+        lambda d, n: _chinchilla(study, n, d),
+    )
     assert "kaplan law" in caption
     # The frontier: Kaplan's optimum N_opt(C), D_opt(C) and its loss there, on every panel.
     fig, caption = drawn["frontier"]
@@ -269,8 +287,13 @@ def test_a_chinchilla_chosen_study_draws_the_approach3_law_as_before(base_study,
     drawn, study = _drawn_with(base_study, tmp_path, lambda f: f.update(chosen_form="chinchilla"))
     kaplan, params = law.FORMS["kaplan"], study.fit["forms"]["kaplan"]["params"]
     fig, caption = drawn["loss_vs_params"]
-    _check_family(fig, study, grid_levels(study.ok, study.d_col, study.n_col), lambda n, d: _chinchilla(study, n, d),
-                  lambda n, d: kaplan.loss(params, n, d))
+    _check_family(
+        fig,
+        study,
+        grid_levels(study.ok, study.d_col, study.n_col),
+        lambda n, d: _chinchilla(study, n, d),
+        lambda n, d: kaplan.loss(params, n, d),
+    )
     assert "chinchilla fit" in _legend_texts(fig)
     assert "fitted Approach 3 (chinchilla) law L = E + A/N^alpha + B/D^beta" in caption
     fig, caption = drawn["frontier"]
@@ -284,8 +307,13 @@ def test_a_chinchilla_chosen_study_draws_the_approach3_law_as_before(base_study,
 def test_a_chosen_form_that_cannot_be_drawn_falls_back_to_approach3_and_says_so(base_study, tmp_path):
     drawn, study = _drawn_with(base_study, tmp_path, lambda f: f.update(chosen_form="data_constrained"))
     fig, caption = drawn["loss_vs_params"]
-    _check_family(fig, study, grid_levels(study.ok, study.d_col, study.n_col), lambda n, d: _chinchilla(study, n, d),
-                  lambda n, d: law.FORMS["kaplan"].loss(study.fit["forms"]["kaplan"]["params"], n, d))
+    _check_family(
+        fig,
+        study,
+        grid_levels(study.ok, study.d_col, study.n_col),
+        lambda n, d: _chinchilla(study, n, d),
+        lambda n, d: law.FORMS["kaplan"].loss(study.fit["forms"]["kaplan"]["params"], n, d),
+    )
     assert "Approach 3 (chinchilla) law" in caption and "the form the fit chose" not in caption
     assert "not the chosen form's: the chosen form data_constrained was not fitted" in caption
     assert "not the chosen form's" in drawn["frontier"][1]

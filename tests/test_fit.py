@@ -1,4 +1,5 @@
 """Tests of the fit stage: synthetic ladders from a known law, bad input, the CLI."""
+
 from scalelab import fit  # first: it pins OpenBLAS to one thread before numpy and scipy load
 
 import json
@@ -41,8 +42,9 @@ def noisy():
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "scalelab", "fit", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "scalelab", "fit", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def assert_one_line_error(proc, *words):
@@ -66,16 +68,20 @@ def test_gradient_matches_central_differences(noisy):
     for theta in thetas:
         value, grad = fit.huber_objective(np.asarray(theta, float), *data)
         step = 1e-6
-        numeric = [(fit.huber_objective(theta + step * e, *data)[0] - fit.huber_objective(theta - step * e, *data)[0])
-                   / (2 * step) for e in np.eye(5)]
+        numeric = [
+            (fit.huber_objective(theta + step * e, *data)[0] - fit.huber_objective(theta - step * e, *data)[0])
+            / (2 * step)
+            for e in np.eye(5)
+        ]
         np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7 * max(1.0, np.abs(grad).max()))
 
 
 def test_objective_is_the_summed_huber_loss_of_log_residuals(noisy):
     data = log_data(noisy)
     theta = np.array([6.0, 6.0, 0.5, 0.3, 0.3])
-    predicted = fit.predict_loss(noisy["params"], noisy["tokens"], E=math.exp(0.5), A=math.exp(6.0), B=math.exp(6.0),
-                                 alpha=0.3, beta=0.3)
+    predicted = fit.predict_loss(
+        noisy["params"], noisy["tokens"], E=math.exp(0.5), A=math.exp(6.0), B=math.exp(6.0), alpha=0.3, beta=0.3
+    )
     residual = np.log(predicted) - np.log(noisy["loss"])
     assert fit.huber_objective(theta, *data)[0] == pytest.approx(huber(1e-3, residual).sum(), rel=1e-12)
     # Summed, not averaged: duplicating every row doubles the objective and keeps the optimum.
@@ -95,8 +101,9 @@ def test_averaged_huber_stops_early_which_the_summed_fit_does_not(noisy):
         value, grad = fit.huber_objective(theta, *args)
         return value / len(args[0]), grad / len(args[0])
 
-    averaged_ends = np.array([fit.huber_objective(minimize(averaged, s, args=data, jac=True, method="L-BFGS-B").x,
-                                                  *data)[0] for s in starts])
+    averaged_ends = np.array(
+        [fit.huber_objective(minimize(averaged, s, args=data, jac=True, method="L-BFGS-B").x, *data)[0] for s in starts]
+    )
     summed_ends = np.array([fit.minimise(s, *data)[0] for s in starts])
     optimum = fit.fit_approach3(noisy["params"], noisy["tokens"], noisy["loss"], starts)["objective"]
     # With scipy's default tolerances the averaged loss (~5e-6) stops L-BFGS-B early from every
@@ -139,8 +146,17 @@ def test_bootstrap_intervals_cover_the_truth_in_most_trials():
     for trial in range(trials):
         df = ladder(noise=0.01, seed=100 + trial)
         law = fit.fit_approach3(df["params"], df["tokens"], df["loss"], starts)
-        samples = fit.bootstrap_approach3(df["params"], df["tokens"], df["loss"], law["theta"], 40, seed=trial,
-                                          starts=starts, workers=2, grid_starts=1)
+        samples = fit.bootstrap_approach3(
+            df["params"],
+            df["tokens"],
+            df["loss"],
+            law["theta"],
+            40,
+            seed=trial,
+            starts=starts,
+            workers=2,
+            grid_starts=1,
+        )
         for name in LAW:
             low, high = np.percentile(samples[name].dropna(), [2.5, 97.5])
             covered[name] += low <= TRUTH[name] <= high
@@ -155,8 +171,10 @@ def test_more_starts_never_give_a_worse_optimum(noisy):
     ends = [fit.minimise(s, *data)[0] for s in starts]
     assert max(ends) > 1.5 * min(ends)  # several optima: where L-BFGS-B starts matters
     order = np.random.default_rng(0).permutation(len(starts))
-    best = [fit.fit_approach3(noisy["params"], noisy["tokens"], noisy["loss"], starts[order[:k]])["objective"]
-            for k in (1, 2, 4, 8, 16, 32)]
+    best = [
+        fit.fit_approach3(noisy["params"], noisy["tokens"], noisy["loss"], starts[order[:k]])["objective"]
+        for k in (1, 2, 4, 8, 16, 32)
+    ]
     for fewer, more in zip(best, best[1:]):
         assert more <= fewer * (1 + 1e-6)
     assert best[-1] <= min(ends) * (1 + 1e-6)
@@ -199,8 +217,12 @@ def test_allocation_formulas_against_hand_computed_values():
     assert n == pytest.approx(4 ** (2 / 3) * 1e3) and d == pytest.approx(1e6 / 4 ** (2 / 3))
     # And it is the minimum of the law along 6·N·D = C.
     flops = 1e21
-    along = minimize_scalar(lambda log_n: fit.predict_loss(math.exp(log_n), flops / (6 * math.exp(log_n)), **TRUTH),
-                            bounds=(math.log(1e6), math.log(1e12)), method="bounded", options={"xatol": 1e-10})
+    along = minimize_scalar(
+        lambda log_n: fit.predict_loss(math.exp(log_n), flops / (6 * math.exp(log_n)), **TRUTH),
+        bounds=(math.log(1e6), math.log(1e12)),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
     n, d = fit.compute_optimal(flops, TRUTH["A"], TRUTH["B"], TRUTH["alpha"], TRUTH["beta"])
     assert n == pytest.approx(math.exp(along.x), rel=1e-4) and n * d * 6 == pytest.approx(flops)
 
@@ -266,9 +288,13 @@ def test_bad_rows_are_excluded_and_listed():
     result = quick(df, holdout="none")
     assert result["n_points"] == len(df) - 5
     reasons = {row["run"]: row["reason"] for row in result["excluded"]}
-    assert reasons == {"r0": "loss is missing or not a finite number", "r1": "diverged",
-                       "r2": "params is not positive", "r3": "tokens is missing or not a finite number",
-                       "r4": "loss is missing or not a finite number"}
+    assert reasons == {
+        "r0": "loss is missing or not a finite number",
+        "r1": "diverged",
+        "r2": "params is not positive",
+        "r3": "tokens is missing or not a finite number",
+        "r4": "loss is missing or not a finite number",
+    }
     assert result["holdout"] is None and "disabled" in result["holdout_why"]
     assert result["approach3"]["alpha"] == pytest.approx(TRUTH["alpha"], rel=1e-3)
     # Without a run column the row number names the run.
@@ -294,13 +320,43 @@ def test_cli_on_a_csv_with_other_column_names(tmp_path):
     df.loc[0, "status"] = "diverged"
     df.to_csv(tmp_path / "runs.csv", index=False)
     out = tmp_path / "out"
-    proc = run_cli(tmp_path / "runs.csv", "--out", out, "--loss-col", "xent", "--params-col", "N",
-                   "--tokens-col", "D", "--flops-col", "C", "--bootstrap", "20", "--grid-points", "2",
-                   "--workers", "1", "--predict-flops", "1e21", "3e22", "--seed", "7")
+    proc = run_cli(
+        tmp_path / "runs.csv",
+        "--out",
+        out,
+        "--loss-col",
+        "xent",
+        "--params-col",
+        "N",
+        "--tokens-col",
+        "D",
+        "--flops-col",
+        "C",
+        "--bootstrap",
+        "20",
+        "--grid-points",
+        "2",
+        "--workers",
+        "1",
+        "--predict-flops",
+        "1e21",
+        "3e22",
+        "--seed",
+        "7",
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "fit.json").read_text())
-    for key in ("target", "n_points", "excluded", "approach3", "power_law_N", "power_law_D", "approach2",
-                "allocation", "holdout"):
+    for key in (
+        "target",
+        "n_points",
+        "excluded",
+        "approach3",
+        "power_law_N",
+        "power_law_D",
+        "approach2",
+        "allocation",
+        "holdout",
+    ):
         assert key in result
     assert result["target"] == "xent" and result["n_points"] == 35
     assert result["excluded"] == [{"run": "r0", "reason": "diverged"}]
@@ -355,7 +411,12 @@ def parse_cli(*args):
 def test_settings_defaults_live_in_fitsettings_alone():
     defaults = fit.FitSettings()
     assert (defaults.target, defaults.params, defaults.bootstrap, defaults.seed, defaults.holdout) == (
-        "val_loss", "non_embedding", 1000, 0, "top")
+        "val_loss",
+        "non_embedding",
+        1000,
+        0,
+        "top",
+    )
     assert (defaults.select, defaults.sweep_keys, defaults.predict_flops, defaults.budgets) == ("best", (), None, None)
     assert defaults.grid_points == fit.GRID_POINTS and defaults.workers is None
     args = parse_cli("m.csv", "--out", "o")
@@ -365,33 +426,59 @@ def test_settings_defaults_live_in_fitsettings_alone():
 
 
 def test_spec_sets_fields_and_flags_override_it():
-    spec = json.dumps({"target": "test_loss", "params": "total", "bootstrap": 50, "seed": 3, "holdout": "none",
-                       "predict_flops": [1e21, "30T"], "budgets": ["1e18"], "select": "all", "sweep_keys": ["lr"],
-                       "grid_points": 3, "workers": 2})
-    settings = fit.settings_from_args(parse_cli("m.csv", "--out", "o", "--spec", spec, "--workers", "4",
-                                                "--bootstrap", "7"))
-    assert settings == fit.FitSettings(target="test_loss", params="total", bootstrap=7, seed=3, holdout="none",
-                                       predict_flops=(1e21, 3e13), budgets=(1e18,), select="all",
-                                       sweep_keys=("lr",), grid_points=3, workers=4)
+    spec = json.dumps(
+        {
+            "target": "test_loss",
+            "params": "total",
+            "bootstrap": 50,
+            "seed": 3,
+            "holdout": "none",
+            "predict_flops": [1e21, "30T"],
+            "budgets": ["1e18"],
+            "select": "all",
+            "sweep_keys": ["lr"],
+            "grid_points": 3,
+            "workers": 2,
+        }
+    )
+    settings = fit.settings_from_args(
+        parse_cli("m.csv", "--out", "o", "--spec", spec, "--workers", "4", "--bootstrap", "7")
+    )
+    assert settings == fit.FitSettings(
+        target="test_loss",
+        params="total",
+        bootstrap=7,
+        seed=3,
+        holdout="none",
+        predict_flops=(1e21, 3e13),
+        budgets=(1e18,),
+        select="all",
+        sweep_keys=("lr",),
+        grid_points=3,
+        workers=4,
+    )
     assert fit.FitSettings.from_dict(settings.to_dict()) == settings  # to_dict round-trips
 
 
-@pytest.mark.parametrize("spec, words", [
-    ('{"bootsrap": 10}', ["unknown key 'bootsrap'"]),
-    ('{"seed": -1}', ["seed", "0 or more"]),
-    ('{"bootstrap": 1e30}', ["bootstrap", "100000"]),
-    ('{"bootstrap": true}', ["bootstrap", "integer"]),
-    ('{"holdout": "bottom"}', ["holdout", "top, none"]),
-    ('{"select": "worst"}', ["select"]),
-    ('{"params": "embedding"}', ["params"]),
-    ('{"predict_flops": [1e21, -1]}', ["predict_flops", "positive"]),
-    ('{"budgets": []}', ["budgets"]),
-    ('{"sweep_keys": ["lr", "lr"]}', ["sweep_keys", "twice"]),
-    ('{"grid_points": 100}', ["grid_points", "8"]),
-    ('{"workers": 0}', ["workers"]),
-    ('[1, 2]', ["JSON object"]),
-    ('{"seed": ', ["--spec", "not valid JSON"]),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ('{"bootsrap": 10}', ["unknown key 'bootsrap'"]),
+        ('{"seed": -1}', ["seed", "0 or more"]),
+        ('{"bootstrap": 1e30}', ["bootstrap", "100000"]),
+        ('{"bootstrap": true}', ["bootstrap", "integer"]),
+        ('{"holdout": "bottom"}', ["holdout", "top, none"]),
+        ('{"select": "worst"}', ["select"]),
+        ('{"params": "embedding"}', ["params"]),
+        ('{"predict_flops": [1e21, -1]}', ["predict_flops", "positive"]),
+        ('{"budgets": []}', ["budgets"]),
+        ('{"sweep_keys": ["lr", "lr"]}', ["sweep_keys", "twice"]),
+        ('{"grid_points": 100}', ["grid_points", "8"]),
+        ('{"workers": 0}', ["workers"]),
+        ("[1, 2]", ["JSON object"]),
+        ('{"seed": ', ["--spec", "not valid JSON"]),
+    ],
+)
 def test_bad_spec_is_one_line_naming_the_key(tmp_path, capsys, spec, words):
     from scalelab.cli import main
 
@@ -404,20 +491,35 @@ def test_bad_spec_is_one_line_naming_the_key(tmp_path, capsys, spec, words):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--seed", "-1"], ["--seed", "0 or more"]),
-    (["--bootstrap", "99999999999999999999"], ["--bootstrap", "100000"]),
-    (["--grid-points", "100"], ["--grid-points", "8**5"]),
-    (["--workers", "0"], ["--workers"]),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--seed", "-1"], ["--seed", "0 or more"]),
+        (["--bootstrap", "99999999999999999999"], ["--bootstrap", "100000"]),
+        (["--grid-points", "100"], ["--grid-points", "8**5"]),
+        (["--workers", "0"], ["--workers"]),
+    ],
+)
 def test_cli_flags_that_crashed_are_one_line_errors(tmp_path, capsys, flags, words):
     # Old code: --seed -1 and a huge --bootstrap raised from numpy (tracebacks); --grid-points 100
     # asked for 100**5 starts and never returned. Now each is refused before any work.
     from scalelab.cli import main
 
     ladder().to_csv(tmp_path / "runs.csv", index=False)
-    base = ["fit", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "out"), "--grid-points", "2", "--bootstrap", "2",
-            "--workers", "1", "--holdout", "none"]
+    base = [
+        "fit",
+        str(tmp_path / "runs.csv"),
+        "--out",
+        str(tmp_path / "out"),
+        "--grid-points",
+        "2",
+        "--bootstrap",
+        "2",
+        "--workers",
+        "1",
+        "--holdout",
+        "none",
+    ]
     assert main(base + flags) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
@@ -432,8 +534,23 @@ def test_cli_out_naming_a_file_is_one_line_and_leaves_the_file(tmp_path, capsys)
     ladder().to_csv(tmp_path / "runs.csv", index=False)
     (tmp_path / "taken").write_text("keep me\n")
     for out in (tmp_path / "taken", tmp_path / "taken" / "sub"):
-        assert main(["fit", str(tmp_path / "runs.csv"), "--out", str(out), "--bootstrap", "0", "--grid-points", "2",
-                     "--workers", "1"]) == 1
+        assert (
+            main(
+                [
+                    "fit",
+                    str(tmp_path / "runs.csv"),
+                    "--out",
+                    str(out),
+                    "--bootstrap",
+                    "0",
+                    "--grid-points",
+                    "2",
+                    "--workers",
+                    "1",
+                ]
+            )
+            == 1
+        )
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "--out" in err and "not a folder" in err, err
     assert (tmp_path / "taken").read_text() == "keep me\n"
@@ -456,11 +573,17 @@ def sweep_frame():
     """Four grid points (params, tokens, seed) of a peak_lr sweep; the expected best of each:
     g1 r2 (r3 is lower but diverged, r4 has no loss), g2 r5 (tie with r6: the name sorting first),
     g3 r8, g4 r9 (alone)."""
-    rows = [("r6", 1e7, 1e9, 1, 3e-3, 2.95, "ok"), ("r1", 1e7, 1e9, 0, 1e-3, 3.00, "ok"),
-            ("r2", 1e7, 1e9, 0, 3e-3, 2.90, "ok"), ("r3", 1e7, 1e9, 0, 1e-2, 2.50, "diverged"),
-            ("r4", 1e7, 1e9, 0, 3e-2, np.nan, "ok"), ("r5", 1e7, 1e9, 1, 1e-3, 2.95, "ok"),
-            ("r7", 3e7, 1e9, 0, 1e-3, 2.80, "ok"), ("r8", 3e7, 1e9, 0, 3e-3, 2.70, "ok"),
-            ("r9", 1e7, 3e9, 0, 1e-3, 2.60, "ok")]
+    rows = [
+        ("r6", 1e7, 1e9, 1, 3e-3, 2.95, "ok"),
+        ("r1", 1e7, 1e9, 0, 1e-3, 3.00, "ok"),
+        ("r2", 1e7, 1e9, 0, 3e-3, 2.90, "ok"),
+        ("r3", 1e7, 1e9, 0, 1e-2, 2.50, "diverged"),
+        ("r4", 1e7, 1e9, 0, 3e-2, np.nan, "ok"),
+        ("r5", 1e7, 1e9, 1, 1e-3, 2.95, "ok"),
+        ("r7", 3e7, 1e9, 0, 1e-3, 2.80, "ok"),
+        ("r8", 3e7, 1e9, 0, 3e-3, 2.70, "ok"),
+        ("r9", 1e7, 3e9, 0, 1e-3, 2.60, "ok"),
+    ]
     return pd.DataFrame(rows, columns=["run", "params", "tokens", "seed", "peak_lr", "loss", "status"])
 
 
@@ -488,14 +611,23 @@ def test_select_best_by_keeps_the_lowest_usable_loss_per_grid_point():
 
 
 def test_best_in_sweep_column_decides_under_select_best():
-    df = sweep_frame().assign(sweep_group=["b", "a", "a", "a", "a", "b", "c", "c", "d"],
-                              best_in_sweep=["False", "True", "false", "0", "no", "1", "TRUE", "false", None])
+    df = sweep_frame().assign(
+        sweep_group=["b", "a", "a", "a", "a", "b", "c", "c", "d"],
+        best_in_sweep=["False", "True", "false", "0", "no", "1", "TRUE", "false", None],
+    )
     result = quick(df, holdout="none")  # the column alone: no sweep keys needed
     # r1 marked best although r2 is lower: the column is the contract; r9 (empty) is in no sweep.
     assert sorted(result["selection"]["runs_used"]) == ["r1", "r5", "r7", "r9"]
     assert "best_in_sweep" in result["selection"]["method"]
     assert sorted(quick(df, holdout="none", select="all")["selection"]["runs_used"]) == [
-        "r1", "r2", "r5", "r6", "r7", "r8", "r9"]
+        "r1",
+        "r2",
+        "r5",
+        "r6",
+        "r7",
+        "r8",
+        "r9",
+    ]
     # With sweep_group but no best_in_sweep, the groups are the sweep_group values.
     grouped = quick(df.drop(columns="best_in_sweep"), sweep_keys=["peak_lr"], holdout="none")["selection"]
     assert sorted(grouped["runs_used"]) == ["r2", "r5", "r8", "r9"] and grouped["group_by"] == ["sweep_group"]
@@ -534,8 +666,9 @@ def lr_sweep(values, noise=0.0, seed=0, tokens_per_param=None, token_counts=(1e9
         params, tokens = sizes, tokens_per_param * sizes
     else:
         params, tokens = (a.ravel() for a in np.meshgrid(sizes, token_counts))
-    return pd.DataFrame(synthetic.hparam_sweep(params, tokens, values, curvature=0.05, noise=noise, seed=seed,
-                                               seeds=seeds, **LR_OPT))
+    return pd.DataFrame(
+        synthetic.hparam_sweep(params, tokens, values, curvature=0.05, noise=noise, seed=seed, seeds=seeds, **LR_OPT)
+    )
 
 
 def hparams(df, predict_at=1e22, keys=("lr",)):
@@ -609,13 +742,30 @@ def test_hyperparameters_null_when_the_data_cannot_support_them():
 def test_cli_sweep_end_to_end(tmp_path, capsys):
     from scalelab.cli import main
 
-    df = lr_sweep(np.geomspace(1e-5, 1e-1, 14)).drop(columns=["sweep_group", "best_in_sweep"]).rename(
-        columns={"lr": "peak_lr"})
+    df = (
+        lr_sweep(np.geomspace(1e-5, 1e-1, 14))
+        .drop(columns=["sweep_group", "best_in_sweep"])
+        .rename(columns={"lr": "peak_lr"})
+    )
     df.to_csv(tmp_path / "sweep.csv", index=False)
     out = tmp_path / "out"
-    assert main(["fit", str(tmp_path / "sweep.csv"), "--out", str(out), "--select-best-by", "peak_lr",
-                 "--spec", '{"bootstrap": 0, "grid_points": 2, "holdout": "none", "predict_flops": [1e22]}',
-                 "--workers", "1"]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "sweep.csv"),
+                "--out",
+                str(out),
+                "--select-best-by",
+                "peak_lr",
+                "--spec",
+                '{"bootstrap": 0, "grid_points": 2, "holdout": "none", "predict_flops": [1e22]}',
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     result = json.loads((out / "fit.json").read_text())
     assert result["selection"]["by"] == ["peak_lr"] and result["n_points"] == 12
     assert result["settings"]["sweep_keys"] == ["peak_lr"] and "workers" not in result["settings"]
@@ -625,8 +775,23 @@ def test_cli_sweep_end_to_end(tmp_path, capsys):
     assert "recommended peak_lr at C = 1e+22" in (out / "fit.txt").read_text()
     # No sweep: the table is still written, with its header only.
     ladder().to_csv(tmp_path / "ladder.csv", index=False)
-    assert main(["fit", str(tmp_path / "ladder.csv"), "--out", str(out), "--bootstrap", "0", "--grid-points", "2",
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "ladder.csv"),
+                "--out",
+                str(out),
+                "--bootstrap",
+                "0",
+                "--grid-points",
+                "2",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert list(pd.read_csv(out / "hyperparameters.csv").columns) == fit.HPARAM_COLUMNS
     assert json.loads((out / "fit.json").read_text())["hyperparameters_why"]
 
@@ -638,11 +803,11 @@ def test_a_power_law_parameter_on_its_bound_has_no_interval():
     from scalelab.fit.power_laws import fit_power_law
 
     size = np.geomspace(1e4, 1e6, 6)
-    loss = 50.0 * size ** -0.2 * (1 + 0.002 * np.sin(np.arange(6)))
+    loss = 50.0 * size**-0.2 * (1 + 0.002 * np.sin(np.arange(6)))
     section, _ = fit_power_law(size, loss)
     assert section["at_bound"] == ["E"] and section["ci95"]["E"] is None
     low, high = section["ci95"]["exponent"]
     assert 0 <= low <= section["exponent"] <= high
     # and a law with a real floor keeps all three intervals
-    floored, _ = fit_power_law(size, 1.5 + 50.0 * size ** -0.3 * (1 + 0.002 * np.sin(np.arange(6))))
+    floored, _ = fit_power_law(size, 1.5 + 50.0 * size**-0.3 * (1 + 0.002 * np.sin(np.arange(6))))
     assert floored["at_bound"] == [] and all(floored["ci95"][k] is not None for k in ("E", "A", "exponent"))

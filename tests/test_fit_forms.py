@@ -1,5 +1,6 @@
 """The law forms of scalelab.laws.law.FORMS: recovery of known parameters, the choice by out-of-sample
 error, prediction intervals, load_fit, and every bad input of the forms (one line each)."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def _grid(n_sizes=6, n_tokens=6):
 
 
 def _frame(n, d, loss, **extra):
-    return pd.DataFrame({"run": [f"r{i}" for i in range(len(n))], "params": n, "tokens": d, "flops": 6 * n * d,
-                         "loss": loss, **extra})
+    return pd.DataFrame(
+        {"run": [f"r{i}" for i in range(len(n))], "params": n, "tokens": d, "flops": 6 * n * d, "loss": loss, **extra}
+    )
 
 
 def _noisy(loss, noise, seed):
@@ -73,8 +75,9 @@ def test_chinchilla_form_gives_the_point_estimate_of_the_approach3_code():
     for key in ("E", "A", "B", "alpha", "beta"):
         assert new[key] == pytest.approx(old[key], rel=1e-6), key
     n, d = np.geomspace(1e7, 1e11, 5), np.geomspace(1e9, 1e13, 5)
-    assert form.loss(new, n, d) == pytest.approx(fit.predict_loss(n, d, *(old[k] for k in fit.PARAM_NAMES[:5])),
-                                                 rel=1e-6)
+    assert form.loss(new, n, d) == pytest.approx(
+        fit.predict_loss(n, d, *(old[k] for k in fit.PARAM_NAMES[:5])), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("truth", ["kaplan", "chinchilla"])
@@ -113,8 +116,24 @@ def fitted_folder(tmp_path_factory):
     frame = _frame(n, d, _noisy(FORMS["kaplan"].loss(KAPLAN, n, d), 0.01, 4))
     out = tmp_path_factory.mktemp("fit")
     frame.to_csv(out / "metrics.csv", index=False)
-    subprocess.run([sys.executable, "-m", "scalelab", "fit", str(out / "metrics.csv"), "--out", str(out / "fit"),
-                    "--bootstrap", "40", "--workers", "1"], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scalelab",
+            "fit",
+            str(out / "metrics.csv"),
+            "--out",
+            str(out / "fit"),
+            "--bootstrap",
+            "40",
+            "--workers",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out
 
 
@@ -170,11 +189,27 @@ def test_a_prediction_outside_the_fitted_runs_says_how_far(fitted_folder):
 
 
 def test_fit_txt_is_deterministic_and_never_prints_none(fitted_folder, tmp_path):
-    subprocess.run([sys.executable, "-m", "scalelab", "fit", str(fitted_folder / "metrics.csv"), "--out",
-                    str(tmp_path), "--bootstrap", "40", "--workers", "2"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scalelab",
+            "fit",
+            str(fitted_folder / "metrics.csv"),
+            "--out",
+            str(tmp_path),
+            "--bootstrap",
+            "40",
+            "--workers",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+    )
     first, second = (fitted_folder / "fit" / "fit.txt").read_text(), (tmp_path / "fit.txt").read_text()
     assert first.replace(str(fitted_folder / "metrics.csv"), "") == second.replace(
-        str(fitted_folder / "metrics.csv"), "")
+        str(fitted_folder / "metrics.csv"), ""
+    )
     assert "None" not in first and "Date:" not in first and "Time:" not in first
     assert "refined starts reached it" in first and "relative residuals" in first
 
@@ -191,8 +226,24 @@ def test_prediction_interval_mixes_disagreeing_forms():
 
 
 def _run_fit(csv, out, *flags):
-    return subprocess.run([sys.executable, "-m", "scalelab", "fit", str(csv), "--out", str(out), "--bootstrap", "0",
-                           "--workers", "1", *flags], capture_output=True, text=True)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scalelab",
+            "fit",
+            str(csv),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "0",
+            "--workers",
+            "1",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+    )
 
 
 def _one_line_error(proc, *words):
@@ -211,13 +262,16 @@ def small_csv(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--forms", "chinchilla", "hoffmann"], ["unknown law form", "hoffmann"]),
-    (["--form", "nope"], ["unknown law form", "nope"]),
-    (["--forms", "chinchilla", "--form", "kaplan"], ["form", "kaplan", "not among"]),
-    (["--forms", "data_constrained"], ["fit.forms", "unique_tokens"]),
-    (["--form", "data_constrained"], ["fit.form", "unique_tokens"]),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--forms", "chinchilla", "hoffmann"], ["unknown law form", "hoffmann"]),
+        (["--form", "nope"], ["unknown law form", "nope"]),
+        (["--forms", "chinchilla", "--form", "kaplan"], ["form", "kaplan", "not among"]),
+        (["--forms", "data_constrained"], ["fit.forms", "unique_tokens"]),
+        (["--form", "data_constrained"], ["fit.form", "unique_tokens"]),
+    ],
+)
 def test_bad_form_settings_are_one_line(small_csv, tmp_path, flags, words):
     _one_line_error(_run_fit(small_csv, tmp_path / "out", *flags), *words)
     assert not (tmp_path / "out").exists()
@@ -227,8 +281,9 @@ def test_data_constrained_without_repetition_is_one_line(small_csv, tmp_path):
     frame = pd.read_csv(small_csv)
     frame["unique_tokens"] = frame["tokens"] * 2  # every run sees fresh data
     frame.to_csv(small_csv, index=False)
-    _one_line_error(_run_fit(small_csv, tmp_path / "out", "--forms", "chinchilla", "data_constrained"),
-                    "fit.forms", "repeat")
+    _one_line_error(
+        _run_fit(small_csv, tmp_path / "out", "--forms", "chinchilla", "data_constrained"), "fit.forms", "repeat"
+    )
 
 
 def test_implausible_losses_are_refused_unless_allowed(small_csv, tmp_path):
@@ -236,8 +291,12 @@ def test_implausible_losses_are_refused_unless_allowed(small_csv, tmp_path):
     frame["loss"] *= 1e300
     frame.to_csv(small_csv, index=False)
     _one_line_error(_run_fit(small_csv, tmp_path / "out"), "plausible loss range", "--allow-any-loss")
-    assert _run_fit(small_csv, tmp_path / "out", "--allow-any-loss", "--holdout", "none",
-                    "--forms", "chinchilla").returncode == 0
+    assert (
+        _run_fit(
+            small_csv, tmp_path / "out", "--allow-any-loss", "--holdout", "none", "--forms", "chinchilla"
+        ).returncode
+        == 0
+    )
 
 
 def test_duplicate_columns_are_refused(small_csv, tmp_path):
@@ -256,14 +315,24 @@ def test_the_config_refuses_bad_forms_when_the_dag_is_built():
         FitSettings.from_dict({"forms": ["chinchilla"], "form": "kaplan"}, where="config fit")
 
 
-@pytest.mark.parametrize("damage, words", [
-    (lambda d: (d / "fit.json").write_text("{not json"), ["fit.json"]),
-    (lambda d: (d / "forms_bootstrap.csv").unlink(), ["forms_bootstrap.csv", "not found"]),
-    (lambda d: _edit(d, lambda j: j["forms"][j["chosen_form"]]["params"].update(
-        {"alpha_N" if j["chosen_form"] == "kaplan" else "alpha": -5})), ["alpha", "minimum of 0"]),
-    (lambda d: _edit(d, lambda j: j["holdout"].update(low=[9.0] * len(j["holdout"]["low"]))), ["low end"]),
-    (lambda d: _edit(d, lambda j: j.update(chosen_form="kaplan_2")), ["kaplan_2", "not among"]),
-])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda d: (d / "fit.json").write_text("{not json"), ["fit.json"]),
+        (lambda d: (d / "forms_bootstrap.csv").unlink(), ["forms_bootstrap.csv", "not found"]),
+        (
+            lambda d: _edit(
+                d,
+                lambda j: j["forms"][j["chosen_form"]]["params"].update(
+                    {"alpha_N" if j["chosen_form"] == "kaplan" else "alpha": -5}
+                ),
+            ),
+            ["alpha", "minimum of 0"],
+        ),
+        (lambda d: _edit(d, lambda j: j["holdout"].update(low=[9.0] * len(j["holdout"]["low"]))), ["low end"]),
+        (lambda d: _edit(d, lambda j: j.update(chosen_form="kaplan_2")), ["kaplan_2", "not among"]),
+    ],
+)
 def test_load_fit_on_a_damaged_folder_is_one_line(fitted_folder, tmp_path, damage, words):
     import shutil
 
@@ -271,8 +340,16 @@ def test_load_fit_on_a_damaged_folder_is_one_line(fitted_folder, tmp_path, damag
     shutil.copytree(fitted_folder / "fit", folder)
     damage(folder)
     code = f"import scalelab; scalelab.load_fit({str(folder)!r}).predict(1e6, 1e8)"
-    proc = subprocess.run([sys.executable, "-c", f"from scalelab.errors import ScalelabError\ntry:\n    {code}\n"
-                           "except ScalelabError as e:\n    raise SystemExit(str(e))"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from scalelab.errors import ScalelabError\ntry:\n    {code}\n"
+            "except ScalelabError as e:\n    raise SystemExit(str(e))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     _one_line_error(proc, *words)
 
 
@@ -295,8 +372,9 @@ def test_a_large_csv_is_screened_on_a_subsample_and_reports_progress(tmp_path):
     params, tokens = np.exp(rng.uniform(np.log(1e7), np.log(3e9), n)), np.exp(rng.uniform(np.log(1e9), np.log(1e11), n))
     frame = _frame(params, tokens, _noisy(FORMS["chinchilla"].loss(synthetic.CHINCHILLA, params, tokens), 0.01, 0))
     messages = []
-    result = fit.fit_frame(frame, bootstrap=0, forms=("chinchilla",), holdout="none", workers=1,
-                           progress=messages.append)
+    result = fit.fit_frame(
+        frame, bootstrap=0, forms=("chinchilla",), holdout="none", workers=1, progress=messages.append
+    )
     assert result["forms"]["chinchilla"]["params"]["alpha"] == pytest.approx(0.34, rel=0.02)
     assert any("chinchilla" in m for m in messages)
 
@@ -305,8 +383,9 @@ def test_load_study_refuses_an_impossible_older_fit_json(tmp_path):
     """An older fit.json (no forms) with alpha = -5 would predict 4e32: one line instead."""
     root = tmp_path / "results"
     (root / "fit").mkdir(parents=True)
-    pd.DataFrame({"run": ["a"], "params": [1e6], "tokens": [1e8], "val_loss": [3.0], "status": ["missing"]}
-                 ).to_csv(root / "metrics.csv", index=False)
+    pd.DataFrame({"run": ["a"], "params": [1e6], "tokens": [1e8], "val_loss": [3.0], "status": ["missing"]}).to_csv(
+        root / "metrics.csv", index=False
+    )
     (root / "fit" / "fit.json").write_text(json.dumps({"approach3": {**synthetic.CHINCHILLA, "alpha": -5}}))
     pd.DataFrame(columns=list(synthetic.CHINCHILLA)).to_csv(root / "fit" / "bootstrap.csv", index=False)
     with pytest.raises(ScalelabError, match=r"approach3.alpha = -5 is outside"):
@@ -375,8 +454,9 @@ def test_a_law_that_extrapolated_badly_in_its_checks_gets_wider_intervals_outsid
     for bend in (0.0, 0.1):
         loss = _noisy(FORMS["chinchilla"].loss(synthetic.CHINCHILLA, n, d) * np.exp(bend * where**3), 0.003, 1)
         out = tmp_path / f"bend{bend}"
-        fit.write_outputs(fit.fit_all(_frame(n, d, loss), bootstrap=20, forms=("chinchilla",), form="chinchilla",
-                                      workers=1), out)
+        fit.write_outputs(
+            fit.fit_all(_frame(n, d, loss), bootstrap=20, forms=("chinchilla",), form="chinchilla", workers=1), out
+        )
         learnt[bend] = scalelab.load_fit(out)
     per_efold = learnt[0.1].fitted["chinchilla"]["extrapolation_sigma"]
     assert per_efold > 3 * learnt[0.0].fitted["chinchilla"]["extrapolation_sigma"], per_efold
@@ -415,5 +495,7 @@ def test_the_data_meta_gives_every_run_its_unique_tokens_so_repeated_runs_fit_th
 def test_a_data_meta_without_the_train_split_is_one_line(small_csv, tmp_path):
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({"splits": {}}))
-    _one_line_error(_run_fit(small_csv, tmp_path / "out", "--data-meta", str(meta)), "--data-meta", "splits.train.tokens")
+    _one_line_error(
+        _run_fit(small_csv, tmp_path / "out", "--data-meta", str(meta)), "--data-meta", "splits.train.tokens"
+    )
     assert not (tmp_path / "out").exists()

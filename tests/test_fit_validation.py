@@ -1,4 +1,5 @@
 """Rolling-origin checks, the point-law rule, and N_opt intervals that carry every form."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,15 @@ def _ladder(law=None, noise=0.01, seed=0):
     n = np.repeat(np.geomspace(1e6, 3e7, 6), 5)
     d = n * np.tile(np.geomspace(5, 80, 5), 6)
     loss = (law or (lambda a, b: synthetic.CHINCHILLA["E"] + 406.4 / a**0.34 + 410.7 / b**0.28))(n, d)
-    return pd.DataFrame({"run": [f"r{i}" for i in range(n.size)], "params": n, "tokens": d, "flops": 6 * n * d,
-                         "loss": loss * np.exp(rng.normal(0, noise, n.size))})
+    return pd.DataFrame(
+        {
+            "run": [f"r{i}" for i in range(n.size)],
+            "params": n,
+            "tokens": d,
+            "flops": 6 * n * d,
+            "loss": loss * np.exp(rng.normal(0, noise, n.size)),
+        }
+    )
 
 
 def test_rolling_checks_train_on_the_smallest_and_test_on_every_larger_run():
@@ -32,7 +40,7 @@ def test_rolling_checks_train_on_the_smallest_and_test_on_every_larger_run():
         assert values[check.train].max() < values[check.test].min()  # walk-forward: never predicts inside
         assert not np.any(check.train & check.test) and np.all(check.train | check.test)
     for check in by_params:
-        assert set(frame["params"][check.train]) == set(sizes[:check.origin])
+        assert set(frame["params"][check.train]) == set(sizes[: check.origin])
     assert {c.axis for c in checks} == {"params", "tokens", "flops"}
     held = largest_size_check(frame)
     assert set(frame["params"][held.test]) == {sizes[-1]} and held.test.sum() == 5
@@ -40,11 +48,15 @@ def test_rolling_checks_train_on_the_smallest_and_test_on_every_larger_run():
 
 def test_chinchilla_stays_the_point_law_unless_another_form_wins_by_more_than_the_spread():
     checks = [f"c{i}" for i in range(6)]
-    noisy = {"chinchilla": dict(zip(checks, [0.02, 0.01, 0.03, 0.02, 0.01, 0.02])),
-             "kaplan": dict(zip(checks, [0.01, 0.03, 0.01, 0.02, 0.02, 0.01]))}
+    noisy = {
+        "chinchilla": dict(zip(checks, [0.02, 0.01, 0.03, 0.02, 0.01, 0.02])),
+        "kaplan": dict(zip(checks, [0.01, 0.03, 0.01, 0.02, 0.02, 0.01])),
+    }
     assert choose_form(noisy, ["chinchilla", "kaplan"])[0] == "chinchilla"
-    clear = {"chinchilla": dict(zip(checks, [0.03, 0.031, 0.029, 0.03, 0.032, 0.03])),
-             "kaplan": dict(zip(checks, [0.01, 0.012, 0.011, 0.01, 0.013, 0.011]))}
+    clear = {
+        "chinchilla": dict(zip(checks, [0.03, 0.031, 0.029, 0.03, 0.032, 0.03])),
+        "kaplan": dict(zip(checks, [0.01, 0.012, 0.011, 0.01, 0.013, 0.011])),
+    }
     chosen, why = choose_form(clear, ["chinchilla", "kaplan"])
     assert chosen == "kaplan" and "spread" in why
     diff = np.array([clear["chinchilla"][c] - clear["kaplan"][c] for c in checks])

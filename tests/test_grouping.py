@@ -1,5 +1,6 @@
 """scalelab.plan.grouping: job groups and array jobs that would mix resources are refused when the DAG
 is built (unit tests here; the grouped submissions themselves run on Slurm in tests/test_slurm.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ files (tests/conftest.py): cosine_study (tests/test_workflow.py's TINY: models a
 and wsd_study (tests/test_workflow_wsd.py's WSD_TINY: 2 families x 4K, 8K, 16K). Each case works
 on a copy of one (copied without .snakemake/, as anyone sharing a study copies it), asserting
 from Snakemake's own dry-run job counts and from the files a real run leaves."""
+
 from __future__ import annotations
 
 import copy
@@ -49,8 +50,9 @@ def test_a_copied_finished_study_reruns_nothing_with_or_without_touch(cosine_stu
     assert planned_jobs(copied) == {}
 
 
-@pytest.mark.parametrize("how", ["copied without .snakemake", "copied with .snakemake, then removed", "touched",
-                                 "mtime-edited"])
+@pytest.mark.parametrize(
+    "how", ["copied without .snakemake", "copied with .snakemake, then removed", "touched", "mtime-edited"]
+)
 def test_an_lr_change_without_metadata_reruns_exactly_that_models_runs(cosine_study, tmp_path, how):
     if "removed" in how:
         folder = tmp_path / "copy"
@@ -173,15 +175,24 @@ def test_module_checks_jobs_by_role(tmp_path):
     config = with_config(folder, TINY, lambda c: c["train"].update(accelerator="gpu"))
     (folder / "config").mkdir()
     (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    (folder / "Snakefile").write_text('configfile: "config/config.yaml"\n\n'
-                                      f'module scalelab:\n    snakefile: "{REPO / "Snakefile"}"\n    config: config\n\n'
-                                      "use rule * from scalelab as scalelab_*\n")
-    proc = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--cores", "2"], cwd=folder,
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    (folder / "Snakefile").write_text(
+        'configfile: "config/config.yaml"\n\n'
+        f'module scalelab:\n    snakefile: "{REPO / "Snakefile"}"\n    config: config\n\n'
+        "use rule * from scalelab as scalelab_*\n"
+    )
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "--cores", "2"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode != 0
-    assert re.search(r"scalelab: error: train\.accelerator: [abc]-[48]K-s0 asks for a GPU but this machine has none",
-                     proc.stdout + proc.stderr), proc.stderr[-2000:]
+    assert re.search(
+        r"scalelab: error: train\.accelerator: [abc]-[48]K-s0 asks for a GPU but this machine has none",
+        proc.stdout + proc.stderr,
+    ), proc.stderr[-2000:]
     assert not (folder / "results").exists()
 
 
@@ -189,8 +200,9 @@ def prune(folder: Path, *args: str) -> str:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "scalelab", "prune", str(folder), *args], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scalelab", "prune", str(folder), *args], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -225,10 +237,13 @@ def test_prune_keeps_what_the_config_needs_and_a_restore_retrains_only_what_was_
     assert config["overrides"]["a"]["lr"] == 7e-3
 
 
-@pytest.mark.parametrize("name, content, words", [
-    ("zz.jsonl", b'{"body": "no text field"}\n', "the first record has no field 'text'"),
-    ("zz.txt", "wide text\n".encode("utf-16"), "UTF-16 text"),
-])
+@pytest.mark.parametrize(
+    "name, content, words",
+    [
+        ("zz.jsonl", b'{"body": "no text field"}\n', "the first record has no field 'text'"),
+        ("zz.txt", "wide text\n".encode("utf-16"), "UTF-16 text"),
+    ],
+)
 def test_bad_corpus_content_stops_the_dag_and_keeps_the_tokens(cosine_study, tmp_path, name, content, words):
     folder = shared_copy(cosine_study, tmp_path / "copy")
     config = copy.deepcopy(TINY)

@@ -1,4 +1,5 @@
 """Experiment-tracker loggers: a few steps of a toy Lightning fit, then read back what each wrote."""
+
 from __future__ import annotations
 
 import sys
@@ -35,8 +36,16 @@ def _fit(loggers, steps=4):
 
     torch.manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
-    trainer = pl.Trainer(max_steps=steps, logger=loggers, log_every_n_steps=1, accelerator="cpu", devices=1,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        logger=loggers,
+        log_every_n_steps=1,
+        accelerator="cpu",
+        devices=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(Toy(), torch.utils.data.DataLoader(data, batch_size=8))
 
 
@@ -57,8 +66,9 @@ def test_names_parse_and_unknown_name_is_one_line_error():
     assert "neptune" in message and "csv, tensorboard, mlflow, wandb" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("name, modules", [("tensorboard", ["tensorboard", "tensorboardX"]),
-                                           ("mlflow", ["mlflow"]), ("wandb", ["wandb"])])
+@pytest.mark.parametrize(
+    "name, modules", [("tensorboard", ["tensorboard", "tensorboardX"]), ("mlflow", ["mlflow"]), ("wandb", ["wandb"])]
+)
 def test_missing_package_names_what_to_install(tmp_path, monkeypatch, name, modules):
     for module in modules:  # None in sys.modules makes the module unimportable
         monkeypatch.setitem(sys.modules, module, None)
@@ -144,19 +154,45 @@ def _fit_and_validate(loggers, steps=4):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     torch.manual_seed(0)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1)),
-                                         batch_size=8)
-    trainer = pl.Trainer(max_steps=steps, logger=loggers, log_every_n_steps=1, accelerator="cpu", devices=1,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1)), batch_size=8
+    )
+    trainer = pl.Trainer(
+        max_steps=steps,
+        logger=loggers,
+        log_every_n_steps=1,
+        accelerator="cpu",
+        devices=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     module = Toy()
     trainer.fit(module, loader)
     trainer.validate(module, loader, verbose=False)
 
 
-SPEC = {"model": "xs", "tokens": 100_000, "seed": 0, "lr": 3e-3, "batch_size": 8, "context": 64,
-        "schedule": "wsd", "cooldown": 0.2, "run": "xs-100K-s0"}
-EVAL = {"test_loss": 3.25, "test_ppl": 25.8, "test_bpb": 1.5, "bleu": 12.0, "rouge1": 0.4, "rouge2": 0.2,
-        "rougeL": 0.35, "test_tokens": 5092}
+SPEC = {
+    "model": "xs",
+    "tokens": 100_000,
+    "seed": 0,
+    "lr": 3e-3,
+    "batch_size": 8,
+    "context": 64,
+    "schedule": "wsd",
+    "cooldown": 0.2,
+    "run": "xs-100K-s0",
+}
+EVAL = {
+    "test_loss": 3.25,
+    "test_ppl": 25.8,
+    "test_bpb": 1.5,
+    "bleu": 12.0,
+    "rouge1": 0.4,
+    "rouge2": 0.2,
+    "rougeL": 0.35,
+    "test_tokens": 5092,
+}
 
 
 def _track(run_dir, loggers, times=2):
@@ -198,7 +234,9 @@ def test_tensorboard_one_event_file_hparams_plugin_and_evaluation(tmp_path):
     accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0})
     accumulator.Reload()
     scalars = accumulator.Tags()["scalars"]
-    assert "epoch" not in scalars and {"train_loss", "val_loss", "test_loss", "test_bpb", "bleu", "rougeL"} <= set(scalars)
+    assert "epoch" not in scalars and {"train_loss", "val_loss", "test_loss", "test_bpb", "bleu", "rougeL"} <= set(
+        scalars
+    )
     assert [(e.step, e.value) for e in accumulator.Scalars("test_loss")] == [(4, 3.25)]
     # The HParams plugin: the run's hyperparameters (N, D, lr, ...) and the metrics its tab compares.
     content = accumulator.PluginTagToContent("hparams")

@@ -1,4 +1,5 @@
 """Laws of evaluation metrics: `scalelab fit --metrics`, fit.json's `metrics`, predict(metric=)."""
+
 from __future__ import annotations
 
 import json
@@ -87,12 +88,15 @@ def test_a_loss_metric_gets_a_power_law_and_its_checks_use_the_interface():
     assert low <= true_bpb <= high
 
 
-@pytest.mark.parametrize("spec, words", [
-    ({"nope": {}}, "no column 'nope'"),
-    ({"easy": {"chance": 2}}, "need 0 <= chance"),
-    ({"easy": {"via": "missing_loss"}}, "no column 'missing_loss'"),
-    ({"easy": {"colour": 1}}, "unknown key 'colour'"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ({"nope": {}}, "no column 'nope'"),
+        ({"easy": {"chance": 2}}, "need 0 <= chance"),
+        ({"easy": {"via": "missing_loss"}}, "no column 'missing_loss'"),
+        ({"easy": {"colour": 1}}, "unknown key 'colour'"),
+    ],
+)
 def test_bad_metric_specs_get_one_line(spec, words):
     with pytest.raises(ScalelabError, match=words):
         metric_specs(_ladder(), [], spec)

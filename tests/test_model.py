@@ -54,7 +54,7 @@ def test_cache_matches_full_forward():
         logits, _, cache = model(x[:, :5])
         steps = [logits]
         for t in range(5, 12):
-            logits, _, cache = model(x[:, t:t + 1], cache=cache)
+            logits, _, cache = model(x[:, t : t + 1], cache=cache)
             steps.append(logits)
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
     with pytest.raises(ValueError, match="context"):

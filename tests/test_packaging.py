@@ -1,4 +1,5 @@
 """The install story: pyproject and environment.yml agree; the CLI and the Makefile hold together."""
+
 import re
 import subprocess
 import sys
@@ -12,7 +13,9 @@ from conftest import REPO
 def _requirement(text: str) -> tuple[str, str]:
     match = re.match(r"^\s*([A-Za-z0-9_.\-\[\]]+)\s*(.*)$", text)
     name = re.sub(r"[-_.]+", "-", match.group(1).lower())
-    spec = match.group(2).replace(" ", "").replace("=", "==", 1) if re.match(r"^=[^=]", match.group(2)) else match.group(2)
+    spec = (
+        match.group(2).replace(" ", "").replace("=", "==", 1) if re.match(r"^=[^=]", match.group(2)) else match.group(2)
+    )
     return name, ",".join(sorted(spec.replace(" ", "").split(","))) if spec else ""
 
 
@@ -32,7 +35,7 @@ def test_environment_yml_matches_pyproject():
 def test_torch_is_pinned_and_installed_first():
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^TORCH\s*\?=\s*torch==2\.13\.0$", makefile, re.M)
-    install = makefile[makefile.index("$(VENV)/.installed:"):]
+    install = makefile[makefile.index("$(VENV)/.installed:") :]
     assert install.index("$(TORCH)") < install.index("-e .")
     assert "torch==2.13.0" in (REPO / "pyproject.toml").read_text()
 
@@ -48,8 +51,9 @@ def test_cli_module_and_console_script_are_the_same():
     assert out.returncode == 0
     for stage in ("tokenize", "train", "evaluate", "aggregate", "fit", "report"):
         assert stage in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "scalelab", "check", str(REPO / "missing.yaml")],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "scalelab", "check", str(REPO / "missing.yaml")], capture_output=True, text=True
+    )
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "missing.yaml" in bad.stderr
 
 
@@ -81,26 +85,44 @@ def test_the_built_wheel_works_outside_the_source_tree(tmp_path):
     import os
 
     wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(wheels), str(REPO)], capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next(wheels.glob("scalelab-*.whl"))
     site = tmp_path / "site"
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                             capture_output=True, text=True, timeout=300)
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stderr[-2000:]
-    for name in ("schemas/config.schema.yaml", "schemas/fit.schema.yaml", "report/report.css",
-                 "report/captions/index.rst"):
+    for name in (
+        "schemas/config.schema.yaml",
+        "schemas/fit.schema.yaml",
+        "report/report.css",
+        "report/captions/index.rst",
+    ):
         assert (site / "scalelab" / name).is_file(), name
     env = {**os.environ, "PYTHONPATH": str(site)}
     work = tmp_path / "elsewhere"
     work.mkdir()
     (work / "study.yaml").write_text((REPO / "config/config.yaml").read_text())
-    where = subprocess.run([sys.executable, "-c", "import scalelab; print(scalelab.__file__)"], cwd=work, env=env,
-                           capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import scalelab; print(scalelab.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert where.stdout.startswith(str(site)), where.stdout + where.stderr
-    check = subprocess.run([sys.executable, "-m", "scalelab", "check", "study.yaml"], cwd=work, env=env,
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "-m", "scalelab", "check", "study.yaml"], cwd=work, env=env, capture_output=True, text=True
+    )
     assert check.returncode == 0 and "valid" in check.stdout, check.stderr
     import numpy as np
 
@@ -110,7 +132,13 @@ def test_the_built_wheel_works_outside_the_source_tree(tmp_path):
             loss = 1.7 + 400 / n**0.34 + 410 / d**0.28
             rows.append(f"r{i}-{d:g},{n:g},{d:g},{6 * n * d:g},{loss * (1 + 0.003 * np.sin(n + d)):.6f}")
     (work / "ladder.csv").write_text("\n".join(rows) + "\n")
-    fit = subprocess.run([sys.executable, "-m", "scalelab", "fit", "ladder.csv", "--out", "out", "--bootstrap", "10"],
-                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    fit = subprocess.run(
+        [sys.executable, "-m", "scalelab", "fit", "ladder.csv", "--out", "out", "--bootstrap", "10"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert fit.returncode == 0, fit.stderr[-2000:]
     assert (work / "out/fit.json").is_file()

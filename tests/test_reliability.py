@@ -1,5 +1,6 @@
 """Round-3 hostile findings that need no workflow run: a foreign store entry, a corpus glob over
 the study's own outputs, a grid too large to plan."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ from scalelab.errors import ScalelabError
 
 
 # ----------------------------------------------------------------------------- the run store
+
 
 def _entry(tmp_path: Path, spec: dict, code: str = "c0", data: str = "d0") -> str:
     """A store entry for `spec` made the way the train job makes one; returns its key."""
@@ -72,14 +74,14 @@ def test_store_quarantines_an_entry_whose_metrics_name_another_run(tmp_path):
 
 # ----------------------------------------------------------------------------- corpus globs
 
+
 def _files_config(*patterns: str) -> dict:
     return {"data": {"source": {"files": list(patterns)}}}
 
 
 def test_a_corpus_glob_never_matches_the_studys_own_outputs(tmp_path):
     corpus = make_corpus(tmp_path / "corpus", documents=3)
-    for name in ("results/fit/fit.txt", "results/report/summary.txt", "logs/tokenize.txt",
-                 ".snakemake/log/x.txt"):
+    for name in ("results/fit/fit.txt", "results/report/summary.txt", "logs/tokenize.txt", ".snakemake/log/x.txt"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("a report, not corpus\n")
     files = study.source_files(_files_config("**/*.txt"), tmp_path)
@@ -107,10 +109,18 @@ def test_a_corpus_glob_of_only_outputs_is_one_line(tmp_path):
 
 # ----------------------------------------------------------------------------- grid size
 
+
 def _grid(tokens: int, seeds: int, sweep: dict | None = None, **keys) -> dict:
-    config = {"models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}},
-              "grid": {"models": ["a"], "tokens": [f"{k + 1}K" for k in range(tokens)],
-                       "seeds": list(range(seeds)), **({"sweep": sweep} if sweep else {}), **keys}}
+    config = {
+        "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}},
+        "grid": {
+            "models": ["a"],
+            "tokens": [f"{k + 1}K" for k in range(tokens)],
+            "seeds": list(range(seeds)),
+            **({"sweep": sweep} if sweep else {}),
+            **keys,
+        },
+    }
     return study.validate(config)
 
 
@@ -131,11 +141,18 @@ def test_the_ceiling_counts_isoflop_runs_and_is_an_upper_bound():
 
 def test_check_summarises_a_large_grid(tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"data": {"source": "python-stdlib"},
-                                    "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2},
-                                               "b": {"n_layer": 1, "d_model": 32, "n_head": 2}},
-                                    "grid": {"models": ["a", "b"], "tokens": [4096 * (k + 1) for k in range(150)],
-                                             "seeds": [0, 1]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"source": "python-stdlib"},
+                "models": {
+                    "a": {"n_layer": 1, "d_model": 16, "n_head": 2},
+                    "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
+                },
+                "grid": {"models": ["a", "b"], "tokens": [4096 * (k + 1) for k in range(150)], "seeds": [0, 1]},
+            }
+        )
+    )
     proc = subprocess.run([sys.executable, "-m", "scalelab", "check", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -145,6 +162,7 @@ def test_check_summarises_a_large_grid(tmp_path):
 
 # ----------------------------------------------------------------------------- corpus content at DAG time
 
+
 def test_the_dag_time_check_knows_every_file_type_tokenize_reads():
     from scalelab.data import tokenize as data
     from scalelab.data.corpus_check import SUPPORTED
@@ -152,19 +170,22 @@ def test_the_dag_time_check_knows_every_file_type_tokenize_reads():
     assert SUPPORTED == set(data._BUILDERS)
 
 
-@pytest.mark.parametrize("name, content, words", [
-    ("notes.docx", b"PK\x03\x04", "unsupported file type"),
-    ("wide.txt", "hello world\n".encode("utf-16"), "UTF-16 text; the corpus must be UTF-8"),
-    ("blob.txt", bytes(range(256)) * 4, "binary, not text"),
-    ("latin.txt", "caf\xe9 au lait\n".encode("latin-1"), "not UTF-8 text"),
-    ("rows.jsonl", b'{"body": "no text field"}\n', "the first record has no field 'text' (fields: body)"),
-    ("empty.jsonl", b"\n\n", "empty (no records)"),
-    ("list.jsonl", b'["a", "b"]\n', "the first record is a JSON list"),
-    ("broken.jsonl", b"{not json\n", "the first line is not a JSON record"),
-    ("array.json", b'[{"body": 1}]', "the first record has no field 'text'"),
-    ("table.csv", b"id,body\n1,hello\n", "no column 'text' (columns: id, body)"),
-    ("fake.parquet", b"not parquet at all", "not a parquet file"),
-])
+@pytest.mark.parametrize(
+    "name, content, words",
+    [
+        ("notes.docx", b"PK\x03\x04", "unsupported file type"),
+        ("wide.txt", "hello world\n".encode("utf-16"), "UTF-16 text; the corpus must be UTF-8"),
+        ("blob.txt", bytes(range(256)) * 4, "binary, not text"),
+        ("latin.txt", "caf\xe9 au lait\n".encode("latin-1"), "not UTF-8 text"),
+        ("rows.jsonl", b'{"body": "no text field"}\n', "the first record has no field 'text' (fields: body)"),
+        ("empty.jsonl", b"\n\n", "empty (no records)"),
+        ("list.jsonl", b'["a", "b"]\n', "the first record is a JSON list"),
+        ("broken.jsonl", b"{not json\n", "the first line is not a JSON record"),
+        ("array.json", b'[{"body": 1}]', "the first record has no field 'text'"),
+        ("table.csv", b"id,body\n1,hello\n", "no column 'text' (columns: id, body)"),
+        ("fake.parquet", b"not parquet at all", "not a parquet file"),
+    ],
+)
 def test_bad_corpus_content_is_one_line_naming_the_file(tmp_path, name, content, words):
     from scalelab.data.corpus_check import check_files
 
@@ -190,11 +211,14 @@ def test_good_structured_files_pass(tmp_path):
     (tmp_path / "t.json").write_text('[{"text": "a"}]')
     (tmp_path / "lines.json").write_text('{"text": "a"}\n{"text": "b"}\n')
     (tmp_path / "cut.txt").write_bytes(("é" * (1 << 16)).encode())  # a character cut by the head: fine
-    check_files({"source": {"files": ["*"]}, "pairs": None},
-                [tmp_path / n for n in ("t.parquet", "t.csv", "t.json", "lines.json", "cut.txt")])
+    check_files(
+        {"source": {"files": ["*"]}, "pairs": None},
+        [tmp_path / n for n in ("t.parquet", "t.csv", "t.json", "lines.json", "cut.txt")],
+    )
 
 
 # ----------------------------------------------------------------------------- large text files
+
 
 def test_a_large_file_is_cut_into_documents_at_blank_lines_without_losing_text(tmp_path):
     from scalelab.data.chunking import file_documents
@@ -226,9 +250,12 @@ def test_a_one_file_corpus_gets_val_and_test_splits(tmp_path):
     whole = tmp_path / "corpus" / "all.txt"
     whole.parent.mkdir()
     whole.write_text("\n\n".join(p.read_text() for p in sorted((tmp_path / "parts").glob("*.txt"))))
-    cfg = {"source": {"files": [str(whole)], "text_field": "text", "sample_by": "document",
-                      "max_document_bytes": 2000},
-           "pairs": None, "split": {"val": 0.1, "test": 0.1}, "tokenizer": {"vocab_size": 300}}
+    cfg = {
+        "source": {"files": [str(whole)], "text_field": "text", "sample_by": "document", "max_document_bytes": 2000},
+        "pairs": None,
+        "split": {"val": 0.1, "test": 0.1},
+        "tokenizer": {"vocab_size": 300},
+    }
     meta = data.tokenize(cfg, tmp_path / "out")
     assert meta["corpus"]["split_files"] == 1 and meta["corpus"]["documents"] > 100
     assert meta["splits"]["val"]["tokens"] > 0 and meta["splits"]["test"]["tokens"] > 0
@@ -265,18 +292,22 @@ def test_tokenize_declares_memory_by_corpus_size():
 
 # ----------------------------------------------------------------------------- prune
 
+
 def test_prune_plans_only_what_no_current_run_needs(tmp_path):
     from scalelab.plan import prune
     from scalelab.plan import wsd
 
-    config = study.validate({"data": {"source": "python-stdlib"},
-                             "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}},
-                             "grid": {"models": ["a"], "tokens": ["4K", "8K"], "seeds": [0]},
-                             "train": {"context": 32, "batch_size": 8, "schedule": "wsd", "warmup_tokens": 512,
-                                       "cooldown": 0.25},
-                             "eval": {"prompt_tokens": 8, "max_new_tokens": 8}})
+    config = study.validate(
+        {
+            "data": {"source": "python-stdlib"},
+            "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}},
+            "grid": {"models": ["a"], "tokens": ["4K", "8K"], "seeds": [0]},
+            "train": {"context": 32, "batch_size": 8, "schedule": "wsd", "warmup_tokens": 512, "cooldown": 0.25},
+            "eval": {"prompt_tokens": 8, "max_new_tokens": 8},
+        }
+    )
     run_keys, trunk_keys, families = prune.needed(config)
-    (fid, steps), = families.items()
+    ((fid, steps),) = families.items()
     results = tmp_path / "results"
 
     def entry(folder: Path, run: str, spec: dict, mtime: float):
@@ -301,8 +332,15 @@ def test_prune_plans_only_what_no_current_run_needs(tmp_path):
         (results / "trunks" / fid / f"step{step}.ckpt").write_bytes(b"c")
     (results / "trunks/a-s0-0000000000").mkdir()
     removed = {str(e.path.relative_to(results)) for e in prune.removable_entries(results, config)}
-    assert removed == {"store/old1", "store/old2", "store/trunks/oldtrunk", "store/.quarantine", "store/.abc.tmp",
-                       f"trunks/{fid}/step99.ckpt", "trunks/a-s0-0000000000"}
+    assert removed == {
+        "store/old1",
+        "store/old2",
+        "store/trunks/oldtrunk",
+        "store/.quarantine",
+        "store/.abc.tmp",
+        f"trunks/{fid}/step99.ckpt",
+        "trunks/a-s0-0000000000",
+    }
     kept = {str(e.path.relative_to(results)) for e in prune.removable_entries(results, config, keep_last=1)}
     assert kept == removed - {"store/old2", "store/trunks/oldtrunk"}  # the newest other setting of each point
     assert wsd.is_wsd(grid.expand_grid(config)[0].spec)

@@ -1,6 +1,7 @@
 """Round-4 hostile findings that need no workflow run: the store keeps models trained on other
 data, damaged store manifests, a model.pt copied over another run's, prune and symbolic links, and
 a study without a law."""
+
 from __future__ import annotations
 
 import json
@@ -29,6 +30,7 @@ def _run_dir(tmp_path: Path, spec: dict, weights: bytes) -> Path:
 
 
 # ----------------------------------------------------------------------------- the store and the data
+
 
 def test_a_run_trained_on_other_data_never_replaces_the_stored_one_and_a_revert_restores_it(tmp_path):
     spec, code = {"run": "a-4K-s0", "lr": 1e-3}, "c0"
@@ -60,6 +62,7 @@ def test_a_store_entry_whose_json_is_not_an_object_is_set_aside_not_a_traceback(
 
 # ----------------------------------------------------------------------------- model.pt by its checksum
 
+
 def _trained(results: Path, run: str, weights: bytes) -> Path:
     run_dir = results / "runs" / run
     run_dir.mkdir(parents=True)
@@ -86,9 +89,11 @@ def test_a_model_copied_over_a_same_shape_run_with_cp_p_is_damaged(tmp_path, mon
 
 # ----------------------------------------------------------------------------- prune and links
 
+
 def _prune(study: Path, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scalelab", "prune", str(study), *flags],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "scalelab", "prune", str(study), *flags], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture()
@@ -98,7 +103,8 @@ def study(tmp_path):
     (folder / "config.yaml").write_text(
         "data: {source: python-stdlib}\nmodels: {a: {n_layer: 1, d_model: 16, n_head: 2}}\n"
         "grid: {models: [a], tokens: [4K], seeds: [0]}\ntrain: {context: 32, batch_size: 8}\n"
-        "eval: {prompt_tokens: 8, max_new_tokens: 8}\n")
+        "eval: {prompt_tokens: 8, max_new_tokens: 8}\n"
+    )
     return folder
 
 
@@ -128,19 +134,37 @@ def test_prune_refuses_a_store_that_is_a_link_unless_told(study, tmp_path):
 
 # ----------------------------------------------------------------------------- a study without a law
 
+
 def test_a_study_whose_fit_has_no_law_opens_and_only_predict_refuses(tmp_path):
     import scalelab
 
     results = tmp_path / "results"
     (results / "fit").mkdir(parents=True)
-    rows = [{"run": f"{m}-{d}-s0", "params": n, "tokens": d, "val_loss": 2 + 50 / n ** 0.3 + 80 / d ** 0.3}
-            for m, n in (("a", 1e4), ("b", 3e4)) for d in (1e5, 3e5, 1e6)]
+    rows = [
+        {"run": f"{m}-{d}-s0", "params": n, "tokens": d, "val_loss": 2 + 50 / n**0.3 + 80 / d**0.3}
+        for m, n in (("a", 1e4), ("b", 3e4))
+        for d in (1e5, 3e5, 1e6)
+    ]
     pd.DataFrame(rows).assign(status="ok").to_csv(results / "metrics.csv", index=False)
     for row in rows:
         (results / "runs" / row["run"]).mkdir(parents=True)
         (results / "runs" / row["run"] / "curve.csv").write_text(f"step,val_loss\n1,{row['val_loss']}\n")
-    proc = subprocess.run([sys.executable, "-m", "scalelab", "fit", str(results / "metrics.csv"), "--out",
-                           str(results / "fit"), "--bootstrap", "0"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scalelab",
+            "fit",
+            str(results / "metrics.csv"),
+            "--out",
+            str(results / "fit"),
+            "--bootstrap",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((results / "fit" / "fit.json").read_text()).get("chosen_form") is None
     study = scalelab.load_study(tmp_path)
@@ -154,8 +178,10 @@ def test_a_study_whose_fit_has_no_law_opens_and_only_predict_refuses(tmp_path):
 
 # ----------------------------------------------------------------------------- corpus globs
 
-@pytest.mark.parametrize("layout", ["results linked to a scratch disk", "a study inside the study",
-                                    "a folder holding a study config"])
+
+@pytest.mark.parametrize(
+    "layout", ["results linked to a scratch disk", "a study inside the study", "a folder holding a study config"]
+)
 def test_a_corpus_glob_never_takes_a_study_s_outputs(tmp_path, layout):
     from scalelab.config.load import source_files
 

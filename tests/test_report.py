@@ -4,6 +4,7 @@
 fit.json, data/meta.json) and `check_report(out_dir, fit)` checks a finished report. (The
 end-to-end tests in test_workflow.py and test_ecosystem.py check the report of real studies.)
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,26 +36,43 @@ ISOFLOP_BUDGETS = (1e11, 3e11)
 
 # ----------------------------------------------------------------------------- synthetic study
 
+
 def _row(model: str, tokens: float, status: str = "ok", budget=None, noise: float = 0.0) -> dict:
     n_layer, d_model, n_head = MODELS.get(model, (6, 192, 6))
     params = 12 * n_layer * d_model**2
     loss = float(law.predict_loss(params, tokens, **LAW)) * (1 + noise)
     ok = status == "ok"
     return {
-        "run": f"{model}-{fmt.human(tokens)}-s0", "model": model, "n_layer": n_layer, "d_model": d_model,
-        "n_head": n_head, "vocab_size": 2048, "context": 128, "params": params,
-        "params_total": params + 2048 * d_model, "tokens": int(tokens), "flops": 6.0 * params * tokens,
-        "flops_total": 6.0 * (params + 2048 * d_model) * tokens, "seed": 0, "isoflop_budget": budget,
+        "run": f"{model}-{fmt.human(tokens)}-s0",
+        "model": model,
+        "n_layer": n_layer,
+        "d_model": d_model,
+        "n_head": n_head,
+        "vocab_size": 2048,
+        "context": 128,
+        "params": params,
+        "params_total": params + 2048 * d_model,
+        "tokens": int(tokens),
+        "flops": 6.0 * params * tokens,
+        "flops_total": 6.0 * (params + 2048 * d_model) * tokens,
+        "seed": 0,
+        "isoflop_budget": budget,
         "steps": int(tokens // 4096) if status != "missing" else None,
         "train_loss": loss * 1.01 if ok else (None if status == "missing" else 25.0),
-        "val_loss": loss if ok else None, "wall_s": params * tokens / 2e9 if status != "missing" else None,
-        "tokens_per_s": 2e5 if ok else None, "status": status, "resumed_from_step": None,
+        "val_loss": loss if ok else None,
+        "wall_s": params * tokens / 2e9 if status != "missing" else None,
+        "tokens_per_s": 2e5 if ok else None,
+        "status": status,
+        "resumed_from_step": None,
         "torch_version": None if status == "missing" else "2.13.0",
         "lightning_version": None if status == "missing" else "2.6.0",
-        "test_loss": loss * 1.005 if ok else None, "test_ppl": math.exp(loss * 1.005) if ok else None,
+        "test_loss": loss * 1.005 if ok else None,
+        "test_ppl": math.exp(loss * 1.005) if ok else None,
         "test_bpb": loss * 1.005 / math.log(2) / 3.8 if ok else None,
-        "bleu": 40.0 / loss if ok else None, "rouge1": 1.2 / loss if ok else None,
-        "rouge2": 0.5 / loss if ok else None, "rougeL": 1.0 / loss if ok else None,
+        "bleu": 40.0 / loss if ok else None,
+        "rouge1": 1.2 / loss if ok else None,
+        "rouge2": 0.5 / loss if ok else None,
+        "rougeL": 1.0 / loss if ok else None,
     }
 
 
@@ -67,17 +85,33 @@ def _curve(row: dict, rng: np.random.Generator) -> pd.DataFrame:
         train[40:] = np.linspace(8, 40, 21)
     val = np.where(steps % 15 == 0, train + 0.02, np.nan)
     lr = 3e-3 * np.minimum(1, (steps + 1) / 5)
-    return pd.DataFrame({"step": steps, "tokens": tokens.astype(int), "flops": 6 * row["params"] * tokens,
-                         "lr": lr, "train_loss": train, "val_loss": val})
+    return pd.DataFrame(
+        {
+            "step": steps,
+            "tokens": tokens.astype(int),
+            "flops": 6 * row["params"] * tokens,
+            "lr": lr,
+            "train_loss": train,
+            "val_loss": val,
+        }
+    )
 
 
 def _meta() -> dict:
-    return {"vocab_size": 2048, "dtype": "uint16", "eot_id": 0, "sep_id": 1, "format": "text",
-            "splits": {s: {"documents": d, "tokens": t, "bytes": t * 3.8} for s, d, t in
-                       (("train", 2400, 3_000_000), ("val", 25, 30_000), ("test", 25, 31_000))},
-            "bytes_per_token": {"train": 3.8, "val": 3.79, "test": 3.81},
-            "corpus": {"source": "python-stdlib", "files": 812, "bytes": 11_400_000, "fingerprint": "3f2a9c1d"},
-            "tokenizer": {"vocab_size": 2048, "fingerprint": "b81e77aa"}}
+    return {
+        "vocab_size": 2048,
+        "dtype": "uint16",
+        "eot_id": 0,
+        "sep_id": 1,
+        "format": "text",
+        "splits": {
+            s: {"documents": d, "tokens": t, "bytes": t * 3.8}
+            for s, d, t in (("train", 2400, 3_000_000), ("val", 25, 30_000), ("test", 25, 31_000))
+        },
+        "bytes_per_token": {"train": 3.8, "val": 3.79, "test": 3.81},
+        "corpus": {"source": "python-stdlib", "files": 812, "bytes": 11_400_000, "fingerprint": "3f2a9c1d"},
+        "tokenizer": {"vocab_size": 2048, "fingerprint": "b81e77aa"},
+    }
 
 
 def _sweep_rows(rows: list[dict], lrs, rng: np.random.Generator) -> list[dict]:
@@ -91,14 +125,30 @@ def _sweep_rows(rows: list[dict], lrs, rng: np.random.Generator) -> list[dict]:
         for lr in lrs:
             penalty = 0.05 * (math.log(lr) - math.log(0.3 * row["params"] ** -0.3)) ** 2
             loss = row["val_loss"] + penalty + rng.normal(0, 0.002) if row["status"] == "ok" else None
-            swept.append({**row, "run": row["run"] + sweep_suffix({"lr": lr}), "lr": lr, "val_loss": loss,
-                          "tokens_requested": row["tokens"]})
+            swept.append(
+                {
+                    **row,
+                    "run": row["run"] + sweep_suffix({"lr": lr}),
+                    "lr": lr,
+                    "val_loss": loss,
+                    "tokens_requested": row["tokens"],
+                }
+            )
     mark_sweeps(swept, ["lr"])
     return swept
 
 
-def make_study(root: str | Path, *, sizes=tuple(MODELS), isoflop: bool = True, extras: bool = True,
-               meta: bool = True, bootstrap: int = 10, seed: int = 0, lrs=()) -> dict:
+def make_study(
+    root: str | Path,
+    *,
+    sizes=tuple(MODELS),
+    isoflop: bool = True,
+    extras: bool = True,
+    meta: bool = True,
+    bootstrap: int = 10,
+    seed: int = 0,
+    lrs=(),
+) -> dict:
     """Write root/results/{metrics.csv, runs/*/curve.csv, fit/fit.json, data/meta.json}.
 
     A default-like grid (4 model sizes x 3 token counts) from a known law with 1 % noise; with
@@ -127,8 +177,16 @@ def make_study(root: str | Path, *, sizes=tuple(MODELS), isoflop: bool = True, e
         if row["status"] != "missing":
             _curve(row, rng).to_csv(run_dir / "curve.csv", index=False)
     # The real fit, kept small (32 starts, 10 resamples) so that the test stays quick.
-    fit = fit_frame(frame, loss_col="val_loss", bootstrap=bootstrap, grid_points=2, workers=1, seed=seed,
-                    sweep_keys=("lr",) if lrs else (), metrics=("test_bpb", "bleu"))
+    fit = fit_frame(
+        frame,
+        loss_col="val_loss",
+        bootstrap=bootstrap,
+        grid_points=2,
+        workers=1,
+        seed=seed,
+        sweep_keys=("lr",) if lrs else (),
+        metrics=("test_bpb", "bleu"),
+    )
     write_json(results / "fit" / "fit.json", fit)
     if meta:
         (results / "data").mkdir(parents=True, exist_ok=True)
@@ -138,12 +196,26 @@ def make_study(root: str | Path, *, sizes=tuple(MODELS), isoflop: bool = True, e
 
 def run_report(root: Path, *extra: str) -> int:
     results = root / "results"
-    return cli.main(["report", "--metrics", str(results / "metrics.csv"), "--fit", str(results / "fit" / "fit.json"),
-                     "--runs", str(results / "runs"), "--data-meta", str(results / "data" / "meta.json"),
-                     "--out", str(results / "report"), *extra])
+    return cli.main(
+        [
+            "report",
+            "--metrics",
+            str(results / "metrics.csv"),
+            "--fit",
+            str(results / "fit" / "fit.json"),
+            "--runs",
+            str(results / "runs"),
+            "--data-meta",
+            str(results / "data" / "meta.json"),
+            "--out",
+            str(results / "report"),
+            *extra,
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------- checking a report
+
 
 class PageParser(HTMLParser):
     """Collects what the checks need: images, figures, fit-number cells, external references."""
@@ -219,7 +291,9 @@ def check_report(out: Path, fit: dict) -> PageParser:
     assert page.figures == drawn  # in registry order, and only the drawn ones
     assert len(page.images) == len(drawn)
     # figures/ holds exactly the drawn figures: no placeholder for one that could not be drawn.
-    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(f"{n}.{e}" for n in drawn for e in ("png", "svg"))
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(
+        f"{n}.{e}" for n in drawn for e in ("png", "svg")
+    )
     for src in page.images:
         assert src.startswith("data:image/png;base64,"), src[:40]
         image = decode_png(base64.b64decode(src.split(",", 1)[1], validate=True))
@@ -238,6 +312,7 @@ def check_report(out: Path, fit: dict) -> PageParser:
 
 # ----------------------------------------------------------------------------- tests
 
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
@@ -255,13 +330,23 @@ def tiny_report(tiny):
 def test_report_is_complete_and_matches_fit(tiny_report, capsys):
     out, fit = tiny_report
     page = check_report(out, fit)
-    assert page.missing == ["lr_sensitivity", "curve_forecast"], f"figures not drawn: {page.missing}"  # nothing swept; no `scalelab curves`
+    assert page.missing == ["lr_sensitivity", "curve_forecast"], (
+        f"figures not drawn: {page.missing}"
+    )  # nothing swept; no `scalelab curves`
     sources = {source for source, _, _ in page.cells}
     for key in ("E", "A", "B", "alpha", "beta", "a", "b", "ci95.alpha", "ci95.beta", "ci95.a"):
         assert f"approach3.{key}" in sources
-    for key in ("approach2.a", "approach2.a_ci95", "approach2.budgets.1.n_opt", "allocation.0.n_opt",
-                "allocation.1.loss_ci95", "allocation.1.n_opt_ci95", "holdout.max_abs_rel_error",
-                "holdout.rel_error.0", "power_law_N.alpha"):
+    for key in (
+        "approach2.a",
+        "approach2.a_ci95",
+        "approach2.budgets.1.n_opt",
+        "allocation.0.n_opt",
+        "allocation.1.loss_ci95",
+        "allocation.1.n_opt_ci95",
+        "holdout.max_abs_rel_error",
+        "holdout.rel_error.0",
+        "power_law_N.alpha",
+    ):
         assert key in sources
     assert any(source.startswith("power_law_D.loglog_ols.") for source in sources)
     html_text = (out / "index.html").read_text()
@@ -318,8 +403,14 @@ def test_lr_sweep_report_draws_sensitivity_laws_and_recommendation(tmp_path, cap
     page = check_report(out, fit)
     assert "lr_sensitivity" not in page.missing
     sources = {source for source, _, _ in page.cells}
-    for key in ("law_N.exponent", "law_N.ci95.exponent", "law_C.exponent", "law_C.coefficient",
-                "recommended.value", "recommended.ci95"):
+    for key in (
+        "law_N.exponent",
+        "law_N.ci95.exponent",
+        "law_C.exponent",
+        "law_C.coefficient",
+        "recommended.value",
+        "recommended.ci95",
+    ):
         assert f"hyperparameters.lr.{key}" in sources, key
     summary = (out / "summary.txt").read_text()
     assert f"lr = {fmt.num(lr['recommended']['value'])} {fmt.interval(lr['recommended']['ci95'])}" in summary
@@ -369,20 +460,23 @@ def edit_fit(results: Path, change) -> None:
     path.write_text(json.dumps(fit))
 
 
-@pytest.mark.parametrize("breakage, message", [
-    (lambda r: (r / "metrics.csv").unlink(), "metrics CSV not found"),
-    (lambda r: (r / "metrics.csv").write_text(""), "not a readable CSV"),
-    (lambda r: (r / "fit" / "fit.json").write_text("{not json"), "not valid JSON"),
-    (lambda r: edit_fit(r, lambda f: f.update(target="nope")), "no column 'nope'"),
-    (lambda r: edit_fit(r, lambda f: f.update(approach3={"E": 1})), "approach3.A"),
-    # A foreign or damaged fit.json: one line naming the file and the key (scalelab.laws.fitjson).
-    (lambda r: (r / "fit" / "fit.json").write_text('{"target": "nope"}'), "fit.json: n_points is missing"),
-    (lambda r: (r / "fit" / "fit.json").write_text("[1, 2]"), "fit.json: fit results should be an object"),
-    (lambda r: edit_fit(r, lambda f: f["approach3"].update(alpha="0.3")), "fit.json: approach3.alpha should be"),
-    (lambda r: edit_fit(r, lambda f: f["approach2"]["budgets"][1].pop("flops")), "approach2.budgets.1.flops"),
-    (lambda r: edit_fit(r, lambda f: f["holdout"]["actual"].append(1.0)), "holdout lists should have one length"),
-    (lambda r: (r / "fit" / "fit.json").write_text('{"approach3": {"alpha": NaN}}'), "fit.json: "),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        (lambda r: (r / "metrics.csv").unlink(), "metrics CSV not found"),
+        (lambda r: (r / "metrics.csv").write_text(""), "not a readable CSV"),
+        (lambda r: (r / "fit" / "fit.json").write_text("{not json"), "not valid JSON"),
+        (lambda r: edit_fit(r, lambda f: f.update(target="nope")), "no column 'nope'"),
+        (lambda r: edit_fit(r, lambda f: f.update(approach3={"E": 1})), "approach3.A"),
+        # A foreign or damaged fit.json: one line naming the file and the key (scalelab.laws.fitjson).
+        (lambda r: (r / "fit" / "fit.json").write_text('{"target": "nope"}'), "fit.json: n_points is missing"),
+        (lambda r: (r / "fit" / "fit.json").write_text("[1, 2]"), "fit.json: fit results should be an object"),
+        (lambda r: edit_fit(r, lambda f: f["approach3"].update(alpha="0.3")), "fit.json: approach3.alpha should be"),
+        (lambda r: edit_fit(r, lambda f: f["approach2"]["budgets"][1].pop("flops")), "approach2.budgets.1.flops"),
+        (lambda r: edit_fit(r, lambda f: f["holdout"]["actual"].append(1.0)), "holdout lists should have one length"),
+        (lambda r: (r / "fit" / "fit.json").write_text('{"approach3": {"alpha": NaN}}'), "fit.json: "),
+    ],
+)
 def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, breakage, message):
     shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
     breakage(tmp_path / "results")
@@ -441,10 +535,21 @@ CHROMIUM = Path("/usr/bin/chromium")
 def test_page_renders_in_headless_chromium(tiny_report, tmp_path):
     out, _ = tiny_report
     png = tmp_path / "page.png"
-    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000", f"--screenshot={png}",
-               (out / "index.html").resolve().as_uri()]
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,2000",
+        f"--screenshot={png}",
+        (out / "index.html").resolve().as_uri(),
+    ]
     subprocess.run(command, capture_output=True, timeout=120)
     assert png.exists(), "chromium wrote no screenshot"
     image = np.asarray(decode_png(png.read_bytes()).convert("L"), dtype=float)
@@ -504,12 +609,15 @@ def test_print_summary_only_for_a_report_written_since(tmp_path, capsys):
     assert print_summary(tmp_path) is True  # without `since`, any summary
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("{not json", ["--spec", "not valid JSON"]),
-    ("[1]", ["--spec", "JSON object"]),
-    ('{"titel": "x"}', ["--spec", "'titel'"]),
-    ('{"title": 3}', ["--spec", "'title'", "str"]),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("{not json", ["--spec", "not valid JSON"]),
+        ("[1]", ["--spec", "JSON object"]),
+        ('{"titel": "x"}', ["--spec", "'titel'"]),
+        ('{"title": 3}', ["--spec", "'title'", "str"]),
+    ],
+)
 def test_bad_spec_is_one_line_error(tiny, tmp_path, capsys, spec, words):
     shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
     assert run_report(tmp_path, "--spec", spec) == 1
@@ -529,12 +637,18 @@ def test_settings_defaults_and_canonical_spec():
 
 
 def test_registry_and_package_entry_points_import_without_plotting_libraries():
-    code = ("import sys, scalelab.report, scalelab.report.registry, scalelab.laws.fitjson; "
-            "from scalelab.report import print_summary, rule_outputs, ReportSettings; "
-            "heavy = [m for m in ('matplotlib', 'pandas', 'numpy', 'torch') if m in sys.modules]; "
-            "assert not heavy, heavy")
-    proc = subprocess.run([__import__("sys").executable, "-c", code], capture_output=True, text=True,
-                          env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")})
+    code = (
+        "import sys, scalelab.report, scalelab.report.registry, scalelab.laws.fitjson; "
+        "from scalelab.report import print_summary, rule_outputs, ReportSettings; "
+        "heavy = [m for m in ('matplotlib', 'pandas', 'numpy', 'torch') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    proc = subprocess.run(
+        [__import__("sys").executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")},
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -553,8 +667,11 @@ def test_every_figure_and_table_function_is_registered_once():
     defined = set()
     for info in pkgutil.iter_modules(package.__path__):
         module = importlib.import_module(f"scalelab.report.{info.name}")
-        defined |= {(info.name, name) for name, value in vars(module).items()
-                    if name.startswith(("fig_", "table_")) and getattr(value, "__module__", None) == module.__name__}
+        defined |= {
+            (info.name, name)
+            for name, value in vars(module).items()
+            if name.startswith(("fig_", "table_")) and getattr(value, "__module__", None) == module.__name__
+        }
     assert defined == {(spec.module, spec.make) for spec in entries}
 
 
@@ -637,8 +754,10 @@ def test_runs_table_totals_every_training_job_and_flags_short_test_splits(tiny, 
     ok = frame[frame["status"] == "ok"]["run"].tolist()
     segments = {}
     for i, run in enumerate(ok):
-        write_json(results / "runs" / run / "eval.json", {"run": run, "status": "ok", "test_tokens": 5092,
-                                                         "settings": {"test_tokens": 16384}})
+        write_json(
+            results / "runs" / run / "eval.json",
+            {"run": run, "status": "ok", "test_tokens": 5092, "settings": {"test_tokens": 16384}},
+        )
         segments[run] = str(results / "trunks" / "fam" / f"step{i}.json")
         write_json(Path(segments[run]), {"step": i, "wall_s": 2.5})
     assert run_report(tmp_path, "--trunk-segments", json.dumps(segments)) == 0
@@ -646,7 +765,10 @@ def test_runs_table_totals_every_training_job_and_flags_short_test_splits(tiny, 
     for heading in ("own wall time (s)", "trunk share (s)", "FLOPs spent (own + trunk share)"):
         assert f"<th>{heading}</th>" in text
     own, trunk = frame["wall_s"].sum(), 2.5 * len(ok)
-    assert f"every training job: {own + trunk:,.0f} s ({own:,.0f} s in the runs' own cooldown jobs + {trunk:,.0f} s" in text
+    assert (
+        f"every training job: {own + trunk:,.0f} s ({own:,.0f} s in the runs' own cooldown jobs + {trunk:,.0f} s"
+        in text
+    )
     assert f"smaller than eval.test_tokens (16,384 tokens): {len(ok)} run(s) were scored on 5,092 test tokens" in text
     summary = (results / "report" / "summary.txt").read_text()
     assert f"NOTE: {len(ok)} run(s) scored on 5,092 test tokens, fewer than eval.test_tokens 16,384" in summary
@@ -666,13 +788,14 @@ def test_study_settings_table_comes_from_the_resolved_config(tiny, tmp_path):
     from scalelab.plan.resolved import study_settings
 
     shutil.copytree(tiny[0] / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
-    config = study_config.validate({"train": {"lr": "2e-3", "batch_size": 16}, "overrides": {"xs": {"lr": 0.01}},
-                                    "eval": {"test_tokens": "8K"}})
+    config = study_config.validate(
+        {"train": {"lr": "2e-3", "batch_size": 16}, "overrides": {"xs": {"lr": 0.01}}, "eval": {"test_tokens": "8K"}}
+    )
     settings = study_settings(config)
     assert run_report(tmp_path, "--settings", json.dumps(settings)) == 0
     text = html.unescape((tmp_path / "results" / "report" / "index.html").read_text())
-    table = text[text.index('id="table-settings"'):]
-    table = table[:table.index("</table>")]
+    table = text[text.index('id="table-settings"') :]
+    table = table[: table.index("</table>")]
     cells = re.findall(r"<td[^>]*>(.*?)</td>", table)
     rows, section = {}, ""
     for i in range(0, len(cells), 3):
@@ -682,8 +805,15 @@ def test_study_settings_table_comes_from_the_resolved_config(tiny, tmp_path):
     assert rows["train", "batch_size"] == "16" and rows["train", "schedule"] == config["train"]["schedule"]
     assert rows["eval", "test_tokens"] == "8000" and rows["grid", "tokens"].startswith("[")
     assert rows["code", "report"] == code_fingerprint("report") and rows["code", "train"] == code_fingerprint("train")
-    for key in (("train", "context"), ("train", "warmup_tokens"), ("train", "cooldown"), ("train", "val_evals"),
-                ("fit", "bootstrap"), ("data", "tokenizer.vocab_size"), ("models", "xs")):
+    for key in (
+        ("train", "context"),
+        ("train", "warmup_tokens"),
+        ("train", "cooldown"),
+        ("train", "val_evals"),
+        ("fit", "bootstrap"),
+        ("data", "tokenizer.vocab_size"),
+        ("models", "xs"),
+    ):
         assert key in rows, key
     # Without --settings the table says where they come from instead of being empty.
     assert run_report(tmp_path) == 0
@@ -695,10 +825,19 @@ def test_the_next_budget_line_says_when_d_opt_is_more_than_the_train_split():
 
     from scalelab.report import summary
 
-    row = {"flops": 4e13, "n_opt": 3.8e5, "d_opt": 1.7e7, "tokens_per_param": 46, "loss_pred": 1.86,
-           "loss_ci95": [1.6, 2.2], "form": "kaplan", "extrapolation": "N 3x above the fitted runs"}
-    study = SimpleNamespace(target="val_loss", section=lambda name: ([row], None),
-                            meta={"splits": {"train": {"tokens": 1.47e7}}})
+    row = {
+        "flops": 4e13,
+        "n_opt": 3.8e5,
+        "d_opt": 1.7e7,
+        "tokens_per_param": 46,
+        "loss_pred": 1.86,
+        "loss_ci95": [1.6, 2.2],
+        "form": "kaplan",
+        "extrapolation": "N 3x above the fitted runs",
+    }
+    study = SimpleNamespace(
+        target="val_loss", section=lambda name: ([row], None), meta={"splits": {"train": {"tokens": 1.47e7}}}
+    )
     line = summary._next_budget_line(study)
     assert "N 3x above the fitted runs" in line and "1.2x the corpus's train split" in line
     study.meta = {"splits": {"train": {"tokens": 1e9}}}

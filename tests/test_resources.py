@@ -1,4 +1,5 @@
 """scalelab.plan.resources: what a train or evaluate job asks a cluster for, from the run's cost."""
+
 import pytest
 
 from scalelab.plan import resources
@@ -6,21 +7,30 @@ from scalelab.plan.resources import evaluate_resources, run_cost, train_resource
 
 
 def spec(**changes) -> dict:
-    base = {"n_layer": 1, "d_model": 16, "n_head": 2, "context": 32, "batch_size": 8, "tokens": 8000,
-            "accelerator": "cpu", "devices": 1}
+    base = {
+        "n_layer": 1,
+        "d_model": 16,
+        "n_head": 2,
+        "context": 32,
+        "batch_size": 8,
+        "tokens": 8000,
+        "accelerator": "cpu",
+        "devices": 1,
+    }
     base.update(changes)
     return base
 
 
 # About 1.2B parameters in all: 24 layers of d_model 2048 (GPT-3 XL's shape), 50K vocabulary.
-BILLION = spec(n_layer=24, d_model=2048, n_head=16, context=2048, batch_size=512, tokens=2 * 10**9,
-               accelerator="gpu", devices=1)
+BILLION = spec(
+    n_layer=24, d_model=2048, n_head=16, context=2048, batch_size=512, tokens=2 * 10**9, accelerator="gpu", devices=1
+)
 
 
 def test_a_tiny_cpu_run_asks_for_little():
     job = train_resources(spec(), vocab_size=300)
     assert job.gpus == 0 and job.tasks == 1 and job.cpus_per_task == 1
-    assert 2048 <= job.mem_mb <= 2200           # the Python/torch base and a few MB of model
+    assert 2048 <= job.mem_mb <= 2200  # the Python/torch base and a few MB of model
     assert resources.STARTUP_MIN <= job.runtime <= resources.STARTUP_MIN + 1
 
 
@@ -44,13 +54,14 @@ def test_a_billion_parameter_gpu_run_asks_for_sane_memory_and_time():
 
 def test_cpu_ddp_shares_the_threads_and_the_batch():
     one = train_resources(spec(d_model=256, n_layer=4, batch_size=64, tokens=10**7), vocab_size=2048, threads=4)
-    two = train_resources(spec(d_model=256, n_layer=4, batch_size=64, tokens=10**7, devices=2),
-                          vocab_size=2048, threads=4)
+    two = train_resources(
+        spec(d_model=256, n_layer=4, batch_size=64, tokens=10**7, devices=2), vocab_size=2048, threads=4
+    )
     assert (two.tasks, two.cpus_per_task, two.cpus, two.gpus) == (2, 2, 4, 0)
-    assert two.runtime == one.runtime             # the same threads in all, the same FLOPs
+    assert two.runtime == one.runtime  # the same threads in all, the same FLOPs
     # each rank holds the whole model but only half the batch
     assert one.mem_mb < two.mem_mb < 2 * one.mem_mb
-    assert train_resources(spec(devices=2), vocab_size=300).cpus_per_task == 1   # never 0 threads
+    assert train_resources(spec(devices=2), vocab_size=300).cpus_per_task == 1  # never 0 threads
 
 
 def test_memory_and_time_grow_with_the_run():

@@ -1,5 +1,6 @@
 """Each setting has one default, in its dataclass; the schema repeats them only because
 Snakemake's `validate` fills defaults in. These tests keep the two in agreement."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +9,15 @@ import pytest
 
 from scalelab.config import load as study_config
 from scalelab.config import counts, schema
-from scalelab.config.stage_settings import (BLEU_TOKENIZERS, EVAL_TASKS, SUGGEST_CONFIG_KEYS, EvalSettings, FitSettings,
-                               ReportSettings, SuggestSettings)
+from scalelab.config.stage_settings import (
+    BLEU_TOKENIZERS,
+    EVAL_TASKS,
+    SUGGEST_CONFIG_KEYS,
+    EvalSettings,
+    FitSettings,
+    ReportSettings,
+    SuggestSettings,
+)
 
 
 def _schema_defaults(section: str) -> dict:
@@ -17,12 +25,15 @@ def _schema_defaults(section: str) -> dict:
     return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
 
 
-@pytest.mark.parametrize("section, cls, skip", [
-    ("eval", EvalSettings, {"device"}),  # device is derived from the run, not a config key
-    # fit.select is a config key; fit.suggest is SuggestSettings' (below)
-    ("fit", FitSettings, {"budgets", "sweep_keys", "grid_points", "workers", "suggest"}),
-    ("report", ReportSettings, set()),
-])
+@pytest.mark.parametrize(
+    "section, cls, skip",
+    [
+        ("eval", EvalSettings, {"device"}),  # device is derived from the run, not a config key
+        # fit.select is a config key; fit.suggest is SuggestSettings' (below)
+        ("fit", FitSettings, {"budgets", "sweep_keys", "grid_points", "workers", "suggest"}),
+        ("report", ReportSettings, set()),
+    ],
+)
 def test_schema_defaults_agree_with_the_settings_dataclasses(section, cls, skip):
     schema = _schema_defaults(section)
     fields = {f.name: f.default for f in dataclasses.fields(cls) if f.name not in skip}
@@ -52,8 +63,12 @@ def test_closed_sets_are_enums_in_the_schema():
 
 
 def test_eval_settings_refuse_bad_values_in_one_line():
-    for values, word in (({"prompts": 0}, "prompts"), ({"bleu_tokenize": "spm"}, "bleu_tokenize"),
-                         ({"task": "x"}, "task"), ({"bogus": 1}, "bogus")):
+    for values, word in (
+        ({"prompts": 0}, "prompts"),
+        ({"bleu_tokenize": "spm"}, "bleu_tokenize"),
+        ({"task": "x"}, "task"),
+        ({"bogus": 1}, "bogus"),
+    ):
         with pytest.raises(study_config.ScalelabError, match=word):
             EvalSettings.from_dict(values)
 
@@ -81,13 +96,21 @@ def test_train_fingerprint_follows_what_decides_the_numbers(tmp_path, monkeypatc
     base = train_fp()
     group = tuple(package / name for name in fingerprint.UNITS["train.py"])
     assert "lr_factor" in fingerprint.used_definitions(group, ("build_module",))
-    assert train_fp(("train/outputs.py", '"spec_sha": metrics["spec_sha"]}',
-                     '"spec_sha": metrics["spec_sha"], "x": 1}')) == base  # save_run
+    assert (
+        train_fp(("train/outputs.py", '"spec_sha": metrics["spec_sha"]}', '"spec_sha": metrics["spec_sha"], "x": 1}'))
+        == base
+    )  # save_run
     assert train_fp(("train/outputs.py", "def run_metrics(", "def run_metrics_renamed(")) == base
     assert train_fp(("train/trainer.py", '".*LeafSpec.*",', '".*LeafSpec.*", ".*x.*",')) == base  # warnings
-    changed = train_fp(("train/schedule.py", "return min_ratio + (1 - min_ratio) * decay",
-                        "return min_ratio + (1 - min_ratio) * decay ** 2"))
+    changed = train_fp(
+        (
+            "train/schedule.py",
+            "return min_ratio + (1 - min_ratio) * decay",
+            "return min_ratio + (1 - min_ratio) * decay ** 2",
+        )
+    )
     assert changed != base  # lr_factor: used by LitGPT through build_module, from another file of the group
-    assert train_fp(("train/batches.py", "size=self.batch_size, endpoint=True)",
-                     "size=self.batch_size, endpoint=False)")) not in (base, changed)  # the data order
+    assert train_fp(
+        ("train/batches.py", "size=self.batch_size, endpoint=True)", "size=self.batch_size, endpoint=False)")
+    ) not in (base, changed)  # the data order
     assert fingerprint.code_fingerprint("tokenize") == fingerprint.code_fingerprint("tokenize")

@@ -19,6 +19,7 @@ setting), so a job is seen 1, 12, 33, 64, 105 ... s after the previous one, and 
 twice Snakemake's: the job's own and the one `srun` starts; docs/benchmarks.md, "Test suite
 time").
 """
+
 from __future__ import annotations
 
 import io
@@ -44,21 +45,30 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 SLURM_THREADS = {"train": 2}  # profiles/slurm's set-threads, which the derived CPUs follow
 
 CONFIG = {
-    "data": {"source": {"files": ["corpus/*.txt"]}, "split": {"val": 0.1, "test": 0.1},
-             "tokenizer": {"vocab_size": 300}},
+    "data": {
+        "source": {"files": ["corpus/*.txt"]},
+        "split": {"val": 0.1, "test": 0.1},
+        "tokenizer": {"vocab_size": 300},
+    },
     # three sizes, so the fit in N is a real one; c is big enough to be caught mid-run
-    "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2},
-               "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
-               "c": {"n_layer": 2, "d_model": 64, "n_head": 4}},
+    "models": {
+        "a": {"n_layer": 1, "d_model": 16, "n_head": 2},
+        "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
+        "c": {"n_layer": 2, "d_model": 64, "n_head": 4},
+    },
     "grid": {"models": ["a", "b", "c"], "tokens": ["16K"], "seeds": [0]},
     "train": {"context": 32, "batch_size": 8, "val_tokens": 512, "val_evals": 2},
     "eval": {"test_tokens": 512, "prompts": 4, "prompt_tokens": 8, "max_new_tokens": 8, "batch_size": 4},
     "fit": {"bootstrap": 20},
 }
 KILLED = "c-16K-s0"
-SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: .*/slurm_logs/rule_(\w+)/(?:([^/]+)/)?\d+\.log\)")
+SUBMITTED = re.compile(
+    r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: .*/slurm_logs/rule_(\w+)/(?:([^/]+)/)?\d+\.log\)"
+)
 # a job group's submission: its log folder names the group and its rules
-SUBMITTED_ANY = re.compile(r"Job \S+ has been submitted with SLURM jobid (\d+) \(log: .*/slurm_logs/((?:rule|group)_\w+)/")
+SUBMITTED_ANY = re.compile(
+    r"Job \S+ has been submitted with SLURM jobid (\d+) \(log: .*/slurm_logs/((?:rule|group)_\w+)/"
+)
 
 
 def _slurm_missing() -> str | None:
@@ -97,8 +107,16 @@ def _slurm_is_there():  # module scope: before the module fixture `studies`
 
 
 def command(study: Path, *args: str) -> list[str]:
-    return [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(study),
-            "--configfile", str(study / "config.yaml"), *args]
+    return [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(study),
+        "--configfile",
+        str(study / "config.yaml"),
+        *args,
+    ]
 
 
 def slurm_args(study: Path, grouped: bool = True) -> list[str]:
@@ -106,7 +124,9 @@ def slurm_args(study: Path, grouped: bool = True) -> list[str]:
     grouping turned off as the README says (one submission per job)."""
     # --groups takes every word after it: it goes before the profile, never before a target
     off = [] if grouped else grouping.TURN_OFF.split()
-    return command(study, *off, "--profile", str(REPO / "profiles/slurm"), "--slurm-init-seconds-before-status-checks", "1")
+    return command(
+        study, *off, "--profile", str(REPO / "profiles/slurm"), "--slurm-init-seconds-before-status-checks", "1"
+    )
 
 
 def env() -> dict:
@@ -125,13 +145,21 @@ def submissions(text: str) -> list[tuple[str, str, str | None]]:
 
 
 def sacct(job_ids) -> dict[str, dict]:
-    out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "JobID,State,ReqTRES,Timelimit,AllocCPUS"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "JobID,State,ReqTRES,Timelimit,AllocCPUS"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = {}
     for line in out.splitlines():
         job, state, tres, limit, cpus = line.split("|")
-        rows[job] = {"state": state.split()[0], "tres": dict(kv.split("=") for kv in tres.split(",") if kv),
-                     "timelimit": limit, "cpus": int(cpus)}
+        rows[job] = {
+            "state": state.split()[0],
+            "tres": dict(kv.split("=") for kv in tres.split(",") if kv),
+            "timelimit": limit,
+            "cpus": int(cpus),
+        }
     return rows
 
 
@@ -158,7 +186,9 @@ def studies(tmp_path_factory):
         local, cluster = new_study(base / "local"), new_study(base / "cluster")
         started = time.time()
         local_log = open(base / "local.log", "w")
-        local_proc = subprocess.Popen(command(local, "--cores", "2"), stdout=local_log, stderr=subprocess.STDOUT, env=env())
+        local_proc = subprocess.Popen(
+            command(local, "--cores", "2"), stdout=local_log, stderr=subprocess.STDOUT, env=env()
+        )
         procs.append(local_proc)
 
         # Pass 1: cancel the largest run's train job once it has checkpointed. Plugin 2.8 never
@@ -196,13 +226,26 @@ def studies(tmp_path_factory):
         third_code, third = run(slurm_args(cluster, grouped=False), base / "third.log")
         local_code = local_proc.wait(timeout=600)
         local_log.close()
-        print(f"\nslurm study: pass 1 {first_s:.0f} s, passes 1+2 {slurm_s:.0f} s; local (in parallel) done by "
-              f"{time.time() - started:.0f} s", file=sys.stderr)
-        yield {"local": local, "cluster": cluster, "first": first_log.read_text(), "first_code": first_code,
-                "left_running": left_running,
-                "second": second, "second_code": second_code, "third": third, "third_code": third_code,
-                "local_code": local_code, "local_log": (base / "local.log").read_text(),
-                "cancelled": cancelled, "cancelled_at": cancelled_at}
+        print(
+            f"\nslurm study: pass 1 {first_s:.0f} s, passes 1+2 {slurm_s:.0f} s; local (in parallel) done by "
+            f"{time.time() - started:.0f} s",
+            file=sys.stderr,
+        )
+        yield {
+            "local": local,
+            "cluster": cluster,
+            "first": first_log.read_text(),
+            "first_code": first_code,
+            "left_running": left_running,
+            "second": second,
+            "second_code": second_code,
+            "third": third,
+            "third_code": third_code,
+            "local_code": local_code,
+            "local_log": (base / "local.log").read_text(),
+            "cancelled": cancelled,
+            "cancelled_at": cancelled_at,
+        }
 
     finally:  # a failure above must leave no Snakemake (nor its Slurm jobs) behind
         for proc in procs:
@@ -212,6 +255,7 @@ def studies(tmp_path_factory):
                     proc.wait(timeout=120)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
 
 def test_every_job_goes_through_sbatch_with_the_derived_resources(studies):
     from scalelab.config import load as study_config
@@ -224,7 +268,8 @@ def test_every_job_goes_through_sbatch_with_the_derived_resources(studies):
     # every job but the local rule aggregate went to sbatch: tokenize, 3 train, 3 evaluate, fit,
     # suggest, report (pass 1 submitted some of them, pass 2 the rest and the cancelled run again)
     expected = {("tokenize", None), ("fit", None), ("suggest", None), ("report", None)} | {
-        (rule, f"{m}-16K-s0") for rule in ("train", "evaluate") for m in "abc"}
+        (rule, f"{m}-16K-s0") for rule in ("train", "evaluate") for m in "abc"
+    }
     assert {(rule, run) for _, rule, run in jobs} == expected
     assert ("train", KILLED) in {(rule, run) for _, rule, run in submissions(studies["second"])}
     assert "localrule aggregate" in studies["second"]
@@ -281,7 +326,10 @@ def test_results_equal_a_local_run(studies):
     diff = (cluster["val_loss"] - local["val_loss"]).abs().max()
     print(f"\nval_loss, Slurm vs local: max |difference| {diff:.2e}", file=sys.stderr)
     assert diff < 1e-4
-    assert cluster["val_loss"].is_monotonic_decreasing or cluster.loc["c-16K-s0", "val_loss"] < cluster.loc["a-16K-s0", "val_loss"]
+    assert (
+        cluster["val_loss"].is_monotonic_decreasing
+        or cluster.loc["c-16K-s0", "val_loss"] < cluster.loc["a-16K-s0", "val_loss"]
+    )
     fit = json.loads((studies["cluster"] / "results/fit/fit.json").read_text())
     assert fit["power_law_N"] is not None and fit["n_points"] == 3
 
@@ -306,8 +354,19 @@ def grouped_wsd(tmp_path_factory):
     (study / "config.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
     change_code, change = run(slurm_args(study), study.parent / "change.log", timeout=1200)
     after = {p.name: (p / "metrics.json").read_bytes() for p in (study / "results/runs").iterdir()}
-    return {"study": study, "jobs": jobs, "first_code": first_code, "first": first, "table": table, "noop_code": noop_code,
-            "noop": noop, "change_code": change_code, "change": change, "before": before, "after": after}
+    return {
+        "study": study,
+        "jobs": jobs,
+        "first_code": first_code,
+        "first": first,
+        "table": table,
+        "noop_code": noop_code,
+        "noop": noop,
+        "change_code": change_code,
+        "change": change,
+        "before": before,
+        "after": after,
+    }
 
 
 def grouped_submissions(text: str) -> list[str]:
@@ -318,13 +377,25 @@ def grouped_submissions(text: str) -> list[str]:
 def test_job_groups_submit_one_job_per_wsd_family(grouped_wsd, wsd_study):
     assert grouped_wsd["first_code"] == 0, grouped_wsd["first"][-4000:]
     jobs = grouped_wsd["jobs"]
-    assert jobs == {"tokenize": 1, "trunk": 6, "train": 6, "evaluate": 6, "aggregate": 1, "fit": 1, "suggest": 1,
-                    "report": 1}
+    assert jobs == {
+        "tokenize": 1,
+        "trunk": 6,
+        "train": 6,
+        "evaluate": 6,
+        "aggregate": 1,
+        "fit": 1,
+        "suggest": 1,
+        "report": 1,
+    }
     ungrouped = sum(jobs.values()) - jobs["aggregate"]  # one sbatch per job, as the cosine study above shows
     submitted = grouped_submissions(grouped_wsd["first"])
     print(f"\nWSD study on Slurm: {len(submitted)} submissions with job groups, {ungrouped} without", file=sys.stderr)
     assert sorted(submitted) == ["group_family_evaluate_train_trunk"] * 2 + [
-        "rule_fit", "rule_report", "rule_suggest", "rule_tokenize"]
+        "rule_fit",
+        "rule_report",
+        "rule_suggest",
+        "rule_tokenize",
+    ]
     assert ungrouped == 22
     # the groups ran every job: the same runs and losses as the shared local study
     local = pd.read_csv(wsd_study / "results/metrics.csv").set_index("run").sort_index()
@@ -342,7 +413,11 @@ def test_job_groups_keep_staleness_per_job(grouped_wsd):
     # b's lr changed: b's family is the one group submitted; a's runs are not touched
     assert grouped_wsd["change_code"] == 0, grouped_wsd["change"][-4000:]
     assert sorted(grouped_submissions(grouped_wsd["change"])) == [
-        "group_family_evaluate_train_trunk", "rule_fit", "rule_report", "rule_suggest"]
+        "group_family_evaluate_train_trunk",
+        "rule_fit",
+        "rule_report",
+        "rule_suggest",
+    ]
     before, after = grouped_wsd["before"], grouped_wsd["after"]
     assert {run for run in before if before[run] != after[run]} == {"b-4K-s0", "b-8K-s0", "b-16K-s0"}
     assert json.loads(after["b-16K-s0"])["lr"] == 1e-3
@@ -353,8 +428,12 @@ def test_a_two_rank_run_starts_its_ranks_with_srun(tmp_path):
     step, the same loss as one process (see tests/test_ddp.py for the tolerance)."""
     from scalelab import train
 
-    config = {**CONFIG, "models": {"a": CONFIG["models"]["b"]}, "grid": {"models": ["a"], "tokens": ["8K"], "seeds": [0]},
-              "train": {**CONFIG["train"], "accelerator": "cpu", "devices": 2}}
+    config = {
+        **CONFIG,
+        "models": {"a": CONFIG["models"]["b"]},
+        "grid": {"models": ["a"], "tokens": ["8K"], "seeds": [0]},
+        "train": {**CONFIG["train"], "accelerator": "cpu", "devices": 2},
+    }
     study = new_study(tmp_path / "ddp")
     (study / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     # the profile as shipped groups jobs, which a multi-rank run cannot share: one line, nothing submitted
@@ -365,8 +444,12 @@ def test_a_two_rank_run_starts_its_ranks_with_srun(tmp_path):
     code, text = run(slurm_args(study, grouped=False) + ["results/runs/a-8K-s0/metrics.json"], tmp_path / "ddp.log")
     assert code == 0, text[-4000:]
     job = [j for j, rule, _ in submissions(text) if rule == "train"][0]
-    steps = subprocess.run(["sacct", "-P", "-n", "-j", job, "-o", "JobID,NTasks,AllocCPUS,State"],
-                           capture_output=True, text=True, check=True).stdout.split()
+    steps = subprocess.run(
+        ["sacct", "-P", "-n", "-j", job, "-o", "JobID,NTasks,AllocCPUS,State"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert f"{job}.0|2|2|COMPLETED" in steps, steps  # one step, two tasks: srun started both ranks
     metrics = json.loads((study / "results/runs/a-8K-s0/metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["devices"] == 2

@@ -1,4 +1,5 @@
 """scalelab.load_study on hand-made results: the numbers, the intervals and the error messages."""
+
 from __future__ import annotations
 
 import json
@@ -34,25 +35,43 @@ def results(tmp_path):
     """A study folder holding a minimal, consistent results/ tree."""
     root = tmp_path / "study" / "results"
     (root / "fit").mkdir(parents=True)
-    pd.DataFrame({"run": RUNS + ["l-100K-s0"], "params": [1e4, 3e4, 1e5, 3e5], "tokens": [1e5] * 4,
-                  "val_loss": [3.0, 2.8, 2.6, np.nan], "status": ["ok", "ok", "ok", "missing"]}
-                 ).to_csv(root / "metrics.csv", index=False)
+    pd.DataFrame(
+        {
+            "run": RUNS + ["l-100K-s0"],
+            "params": [1e4, 3e4, 1e5, 3e5],
+            "tokens": [1e5] * 4,
+            "val_loss": [3.0, 2.8, 2.6, np.nan],
+            "status": ["ok", "ok", "ok", "missing"],
+        }
+    ).to_csv(root / "metrics.csv", index=False)
     for i, run in enumerate(RUNS):
         (root / "runs" / run).mkdir(parents=True)
-        pd.DataFrame({"step": [0, 1, 2], "tokens": [0, 512, 1024], "flops": [0.0, 1e9, 2e9],
-                      "lr": [1e-3] * 3, "train_loss": [5.0, 4.0 - i, 3.0 - i], "val_loss": [np.nan, np.nan, 3.1]}
-                     ).to_csv(root / "runs" / run / "curve.csv", index=False)
-    fit = {"target": "val_loss", "columns": {"params": "params", "tokens": "tokens"},
-           "approach3": {**LAW, "ci95": {}, "bootstrap": 41}}
+        pd.DataFrame(
+            {
+                "step": [0, 1, 2],
+                "tokens": [0, 512, 1024],
+                "flops": [0.0, 1e9, 2e9],
+                "lr": [1e-3] * 3,
+                "train_loss": [5.0, 4.0 - i, 3.0 - i],
+                "val_loss": [np.nan, np.nan, 3.1],
+            }
+        ).to_csv(root / "runs" / run / "curve.csv", index=False)
+    fit = {
+        "target": "val_loss",
+        "columns": {"params": "params", "tokens": "tokens"},
+        "approach3": {**LAW, "ci95": {}, "bootstrap": 41},
+    }
     (root / "fit" / "fit.json").write_text(json.dumps(fit))
     _resamples().to_csv(root / "fit" / "bootstrap.csv", index=False)
     return root
 
 
 def test_import_stays_light_until_load_study_is_used():
-    code = ("import sys, scalelab; assert 'pandas' not in sys.modules and 'numpy' not in sys.modules; "
-            "scalelab.load_study; assert 'pandas' in sys.modules; "
-            "assert 'torch' not in sys.modules and 'scipy' not in sys.modules and 'matplotlib' not in sys.modules")
+    code = (
+        "import sys, scalelab; assert 'pandas' not in sys.modules and 'numpy' not in sys.modules; "
+        "scalelab.load_study; assert 'pandas' in sys.modules; "
+        "assert 'torch' not in sys.modules and 'scipy' not in sys.modules and 'matplotlib' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -77,8 +96,7 @@ def test_predict_is_the_law_with_percentile_intervals_over_the_resamples(results
     samples = _resamples().dropna()
     for row in table.itertuples():
         losses = [predict_loss(row.params, row.tokens, *s) for s in samples[list(LAW)].itertuples(index=False)]
-        np.testing.assert_allclose([row.loss_ci_low, row.loss_ci_high], np.percentile(losses, [2.5, 97.5]),
-                                   rtol=1e-12)
+        np.testing.assert_allclose([row.loss_ci_low, row.loss_ci_high], np.percentile(losses, [2.5, 97.5]), rtol=1e-12)
         assert row.loss_ci_low < row.loss_pred < row.loss_ci_high
     narrow = study.predict(1e6, 2e7, level=0.5)
     assert table["loss_ci_low"][0] < narrow["loss_ci_low"][0] < narrow["loss_ci_high"][0] < table["loss_ci_high"][0]
@@ -107,11 +125,13 @@ def test_without_a_bootstrap_the_intervals_are_nan(results):
 
 def test_unfitted_law_and_bad_arguments_are_one_line_errors(results):
     study = scalelab.load_study(results)
-    for call, words in ((lambda: study.predict(-1, 1e6), ["N must be a positive number"]),
-                        (lambda: study.predict(1e6, "many"), ["D must be"]),
-                        (lambda: study.predict([1, 2], [1, 2, 3]), ["same length"]),
-                        (lambda: study.allocate([1e15, 0]), ["C must be a positive number"]),
-                        (lambda: study.allocate(1e15, level=95), ["level"])):
+    for call, words in (
+        (lambda: study.predict(-1, 1e6), ["N must be a positive number"]),
+        (lambda: study.predict(1e6, "many"), ["D must be"]),
+        (lambda: study.predict([1, 2], [1, 2, 3]), ["same length"]),
+        (lambda: study.allocate([1e15, 0]), ["C must be a positive number"]),
+        (lambda: study.allocate(1e15, level=95), ["level"]),
+    ):
         with pytest.raises(ScalelabError) as error:
             call()
         assert all(word in str(error.value) for word in words) and "\n" not in str(error.value)
@@ -142,23 +162,34 @@ def _remove(path):
     path.unlink()
 
 
-@pytest.mark.parametrize("damage, named, words", [
-    (lambda r: _remove(r / "metrics.csv"), "metrics.csv", ["not found"]),
-    (lambda r: (r / "metrics.csv").write_text(""), "metrics.csv", ["empty"]),
-    (lambda r: (r / "metrics.csv").write_text("model,params\nxs,1\n"), "metrics.csv", ["run"]),
-    (lambda r: _remove(r / "fit/fit.json"), "fit/fit.json", ["not found"]),
-    (lambda r: (r / "fit/fit.json").write_text('{"approach3": '), "fit/fit.json", ["not valid JSON"]),
-    (lambda r: (r / "fit/fit.json").write_text("[1, 2]"), "fit/fit.json", ["not a JSON object"]),
-    (lambda r: (r / "fit/fit.json").write_text("{}"), "fit/fit.json", ["approach3"]),
-    (lambda r: (r / "fit/fit.json").write_text('{"approach3": {"E": 1, "A": 1, "B": 1, "beta": 1}}'),
-     "fit/fit.json", ["approach3.alpha is missing"]),
-    (lambda r: (r / "fit/fit.json").write_text('{"approach3": {"E": 1, "A": "x", "B": 1, "alpha": 1, "beta": 1}}'),
-     "fit/fit.json", ["approach3.A is not a number"]),
-    (lambda r: _remove(r / "fit/bootstrap.csv"), "fit/bootstrap.csv", ["not found"]),
-    (lambda r: (r / "fit/bootstrap.csv").write_text("E,A\n1,2\n"), "fit/bootstrap.csv", ["alpha"]),
-    (lambda r: _remove(r / "runs/s-100K-s0/curve.csv"), "runs/s-100K-s0/curve.csv", ["not found"]),
-    (lambda r: (r / "runs/s-100K-s0/curve.csv").write_bytes(b"\xff\xfe\x00bad"), "runs/s-100K-s0/curve.csv", []),
-])
+@pytest.mark.parametrize(
+    "damage, named, words",
+    [
+        (lambda r: _remove(r / "metrics.csv"), "metrics.csv", ["not found"]),
+        (lambda r: (r / "metrics.csv").write_text(""), "metrics.csv", ["empty"]),
+        (lambda r: (r / "metrics.csv").write_text("model,params\nxs,1\n"), "metrics.csv", ["run"]),
+        (lambda r: _remove(r / "fit/fit.json"), "fit/fit.json", ["not found"]),
+        (lambda r: (r / "fit/fit.json").write_text('{"approach3": '), "fit/fit.json", ["not valid JSON"]),
+        (lambda r: (r / "fit/fit.json").write_text("[1, 2]"), "fit/fit.json", ["not a JSON object"]),
+        (lambda r: (r / "fit/fit.json").write_text("{}"), "fit/fit.json", ["approach3"]),
+        (
+            lambda r: (r / "fit/fit.json").write_text('{"approach3": {"E": 1, "A": 1, "B": 1, "beta": 1}}'),
+            "fit/fit.json",
+            ["approach3.alpha is missing"],
+        ),
+        (
+            lambda r: (r / "fit/fit.json").write_text(
+                '{"approach3": {"E": 1, "A": "x", "B": 1, "alpha": 1, "beta": 1}}'
+            ),
+            "fit/fit.json",
+            ["approach3.A is not a number"],
+        ),
+        (lambda r: _remove(r / "fit/bootstrap.csv"), "fit/bootstrap.csv", ["not found"]),
+        (lambda r: (r / "fit/bootstrap.csv").write_text("E,A\n1,2\n"), "fit/bootstrap.csv", ["alpha"]),
+        (lambda r: _remove(r / "runs/s-100K-s0/curve.csv"), "runs/s-100K-s0/curve.csv", ["not found"]),
+        (lambda r: (r / "runs/s-100K-s0/curve.csv").write_bytes(b"\xff\xfe\x00bad"), "runs/s-100K-s0/curve.csv", []),
+    ],
+)
 def test_bad_or_missing_files_are_one_line_errors_naming_the_file(results, damage, named, words):
     damage(results)
     with pytest.raises(ScalelabError) as error:

@@ -1,5 +1,6 @@
 """The code keeps one format and a clean lint: `ruff format --check` and `ruff check` (settings in
 pyproject.toml, line length 120). Ruff comes with the dev extras (`make install-dev`)."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,5 +1,6 @@
 """`scalelab suggest`: the contract of its command line, its bad inputs, its costs and shapes, the
 paste-and-dry-run loop, and a fast version of bench/suggest_vs_grid.py on a known law."""
+
 from __future__ import annotations
 
 import json
@@ -27,16 +28,42 @@ TRUE_LAW = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3
 
 def _ladder(path: Path, sizes, tokens, seed=0, noise=0.01) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    rows = [{"run": f"n{n:.0f}-d{d:.0f}", "params": n, "tokens": d, "flops": 6 * n * d,
-             "loss": predict_loss(n, d, **TRUE_LAW) * math.exp(rng.normal(0, noise))} for n in sizes for d in tokens]
+    rows = [
+        {
+            "run": f"n{n:.0f}-d{d:.0f}",
+            "params": n,
+            "tokens": d,
+            "flops": 6 * n * d,
+            "loss": predict_loss(n, d, **TRUE_LAW) * math.exp(rng.normal(0, noise)),
+        }
+        for n in sizes
+        for d in tokens
+    ]
     frame = pd.DataFrame(rows)
     frame.to_csv(path, index=False)
     return frame
 
 
 def _fit(csv: Path, out: Path, bootstrap=60) -> None:
-    assert main([*"fit".split(), str(csv), "--out", str(out), "--bootstrap", str(bootstrap), "--grid-points", "3",
-                 "--holdout", "none", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                *"fit".split(),
+                str(csv),
+                "--out",
+                str(out),
+                "--bootstrap",
+                str(bootstrap),
+                "--grid-points",
+                "3",
+                "--holdout",
+                "none",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +133,9 @@ def test_sizes_are_candidates(fitted, tmp_path):
     root, _ = fitted
     out = tmp_path / "out"
     # A size far above the range, with a budget that affords only it at small D: it must be considered.
-    assert _suggest(root, "--target-flops", "1e21", "--budget-flops", "5e19", "--sizes", "2e9",
-                    "--out", str(out)) == 0
+    assert _suggest(root, "--target-flops", "1e21", "--budget-flops", "5e19", "--sizes", "2e9", "--out", str(out)) == 0
     from scalelab.suggest.candidates import candidate_sizes
+
     assert 2e9 in candidate_sizes([2e7, 4e7], [2e9])
 
 
@@ -116,8 +143,20 @@ def test_data_meta_bounds_new_token_counts_by_the_train_split(fitted, tmp_path):
     root, _ = fitted
     (tmp_path / "meta.json").write_text(json.dumps({"splits": {"train": {"tokens": 4_000_000_000}}}))
     out = tmp_path / "out"
-    assert _suggest(root, "--target-flops", "1e21", "--budget-flops", "3e19",
-                    "--data-meta", str(tmp_path / "meta.json"), "--out", str(out)) == 0
+    assert (
+        _suggest(
+            root,
+            "--target-flops",
+            "1e21",
+            "--budget-flops",
+            "3e19",
+            "--data-meta",
+            str(tmp_path / "meta.json"),
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     table = pd.read_csv(out / "suggestions.csv")
     assert len(table) and table["tokens"].max() <= 4e9
     unbounded = pd.read_csv(_suggest_out(root, tmp_path / "free", "--target-flops", "1e21", "--budget-flops", "3e19"))
@@ -129,17 +168,20 @@ def _suggest_out(root, out, *args):
     return out / "suggestions.csv"
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--budget-flops", "0"], "--budget-flops"),
-    (["--budget-flops=-5e18"], "--budget-flops"),
-    (["--budget-flops", "-5"], "--budget-flops"),
-    (["--budget-flops", "inf"], "--budget-flops"),
-    (["--budget-flops", "nan"], "--budget-flops"),
-    (["--target-flops", "1e15"], "below the largest run"),
-    (["--sizes", "1e8", "0"], "--sizes"),
-    (["--sizes", "-30000000"], "--sizes"),
-    (["--max-runs", "0"], "--max-runs"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--budget-flops", "0"], "--budget-flops"),
+        (["--budget-flops=-5e18"], "--budget-flops"),
+        (["--budget-flops", "-5"], "--budget-flops"),
+        (["--budget-flops", "inf"], "--budget-flops"),
+        (["--budget-flops", "nan"], "--budget-flops"),
+        (["--target-flops", "1e15"], "below the largest run"),
+        (["--sizes", "1e8", "0"], "--sizes"),
+        (["--sizes", "-30000000"], "--sizes"),
+        (["--max-runs", "0"], "--max-runs"),
+    ],
+)
 def test_bad_numbers_are_one_line_and_nothing_is_written(fitted, tmp_path, capsys, args, words):
     root, _ = fitted
     out = tmp_path / "out"
@@ -160,8 +202,21 @@ def test_a_fit_of_another_csv_is_refused(fitted, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     # The same rows in another order are the same CSV (fit.json's fingerprint is of canonical rows).
     frame.sample(frac=1, random_state=1).to_csv(tmp_path / "shuffled.csv", index=False)
-    assert main(["suggest", str(tmp_path / "shuffled.csv"), "--fit", str(root / "fit"), "--out",
-                 str(tmp_path / "o2"), "--budget-flops", "1e3"]) == 0
+    assert (
+        main(
+            [
+                "suggest",
+                str(tmp_path / "shuffled.csv"),
+                "--fit",
+                str(root / "fit"),
+                "--out",
+                str(tmp_path / "o2"),
+                "--budget-flops",
+                "1e3",
+            ]
+        )
+        == 0
+    )
 
 
 def test_a_fit_without_bootstrap_is_refused(fitted, tmp_path, capsys):
@@ -172,8 +227,20 @@ def test_a_fit_without_bootstrap_is_refused(fitted, tmp_path, capsys):
     assert code == 1 and len(err.splitlines()) == 1 and "bootstrap" in err, err
     assert not (tmp_path / "o").exists()
     # The workflow's --or-explain writes the reason and an empty table instead.
-    assert main(["suggest", str(root / "metrics.csv"), "--fit", str(tmp_path / "fit0"), "--out", str(tmp_path / "o"),
-                 "--or-explain"]) == 0
+    assert (
+        main(
+            [
+                "suggest",
+                str(root / "metrics.csv"),
+                "--fit",
+                str(tmp_path / "fit0"),
+                "--out",
+                str(tmp_path / "o"),
+                "--or-explain",
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_csv(tmp_path / "o" / "suggestions.csv")) == 0
     assert "bootstrap" in json.loads((tmp_path / "o" / "suggest.json").read_text())["why_none"]
 
@@ -221,9 +288,24 @@ def test_fast_simulation_stays_where_the_law_holds_and_beats_the_hand_made_exten
     with N): after two rounds the suggested design's interval of log N_opt is narrower than the
     hand-made extension's at the same FLOPs and no more runs, at least half of its FLOPs go to runs
     within 2x of the true compute-optimal N for their own FLOPs, and no run is below the smallest size."""
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "suggest_vs_grid.py"), "--seeds", "3", "--rounds", "2",
-                           "--bootstrap", "30", "--truth", "farseer_like"], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "suggest_vs_grid.py"),
+            "--seeds",
+            "3",
+            "--rounds",
+            "2",
+            "--bootstrap",
+            "30",
+            "--truth",
+            "farseer_like",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["median_width_ratio"] > 1.0, result
@@ -235,10 +317,16 @@ def test_fast_simulation_stays_where_the_law_holds_and_beats_the_hand_made_exten
 # ----------------------------------------------------------------------------- paste and dry-run
 
 TINY = {
-    "data": {"source": {"files": ["corpus/*.txt"]}, "split": {"val": 0.1, "test": 0.1},
-             "tokenizer": {"vocab_size": 300}},
-    "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}, "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
-               "c": {"n_layer": 1, "d_model": 48, "n_head": 2}},
+    "data": {
+        "source": {"files": ["corpus/*.txt"]},
+        "split": {"val": 0.1, "test": 0.1},
+        "tokenizer": {"vocab_size": 300},
+    },
+    "models": {
+        "a": {"n_layer": 1, "d_model": 16, "n_head": 2},
+        "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
+        "c": {"n_layer": 1, "d_model": 48, "n_head": 2},
+    },
     "grid": {"models": ["a", "b", "c"], "tokens": ["4K", "8K", "16K"], "seeds": [0]},
     "train": {"context": 32, "batch_size": 8, "val_tokens": 512, "val_evals": 2},
     "eval": {"test_tokens": 512, "prompts": 4, "prompt_tokens": 8, "max_new_tokens": 8, "batch_size": 4},
@@ -248,10 +336,24 @@ TINY = {
 
 def _planned_train_runs(study: Path, config: Path) -> set[str]:
     snakemake = str(Path(sys.executable).parent / "snakemake")
-    proc = subprocess.run([snakemake, "--snakefile", str(REPO / "Snakefile"), "--directory", str(study),
-                           "--configfile", str(config), "--cores", "1", "--dry-run"],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [
+            snakemake,
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(study),
+            "--configfile",
+            str(config),
+            "--cores",
+            "1",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     return set(re.findall(r"rule train:.*?wildcards: run=(\S+)", out, re.S))
@@ -276,13 +378,33 @@ def _suggest_for_config(tmp_path, config: dict, spec: dict):
     rows = []
     for run in runs:
         n = non_embedding_params(run.spec["n_layer"], run.spec["d_model"])
-        rows.append({"run": run.id, "params": n, "tokens": run.tokens, "flops": 6 * n * run.tokens,
-                     "loss": predict_loss(n, run.tokens, E=1.5, A=40.0, B=60.0, alpha=0.35, beta=0.3)
-                     * math.exp(rng.normal(0, 0.01))})
+        rows.append(
+            {
+                "run": run.id,
+                "params": n,
+                "tokens": run.tokens,
+                "flops": 6 * n * run.tokens,
+                "loss": predict_loss(n, run.tokens, E=1.5, A=40.0, B=60.0, alpha=0.35, beta=0.3)
+                * math.exp(rng.normal(0, 0.01)),
+            }
+        )
     pd.DataFrame(rows).to_csv(tmp_path / "metrics.csv", index=False)
     _fit(tmp_path / "metrics.csv", tmp_path / "fit", bootstrap=40)
-    assert main(["suggest", str(tmp_path / "metrics.csv"), "--fit", str(tmp_path / "fit"), "--out", str(tmp_path / "s"),
-                 "--spec", json.dumps(spec)]) == 0
+    assert (
+        main(
+            [
+                "suggest",
+                str(tmp_path / "metrics.csv"),
+                "--fit",
+                str(tmp_path / "fit"),
+                "--out",
+                str(tmp_path / "s"),
+                "--spec",
+                json.dumps(spec),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(tmp_path / "s" / "suggestions.csv")
     snippet = yaml.safe_load((tmp_path / "s" / "snippet.yaml").read_text())
     return runs, table, snippet
@@ -323,8 +445,11 @@ def test_pasting_into_the_default_wsd_study_trains_exactly_the_suggested_runs(tm
     default = study_config.read_yaml(REPO / "config" / "config.yaml")
     train = {**study_config.validate(json.loads(json.dumps(default)))["train"]}
     assert train["schedule"] == "wsd"
-    spec = {"models": default["models"], "tokens_per_step": train["batch_size"] * train["context"],
-            "cooldown": train["cooldown"]}
+    spec = {
+        "models": default["models"],
+        "tokens_per_step": train["batch_size"] * train["context"],
+        "cooldown": train["cooldown"],
+    }
     runs, table, snippet = _suggest_for_config(tmp_path, default, spec)
     assert 1 <= len(table) <= 8
     summary = json.loads((tmp_path / "s" / "suggest.json").read_text())
@@ -337,17 +462,54 @@ def test_pasting_into_the_default_wsd_study_trains_exactly_the_suggested_runs(tm
 
 # ----------------------------------------------------------------------------- the report's section
 
+
 def test_report_shows_what_to_run_next_and_summary_ends_with_the_best_run(tmp_path, capsys):
     from test_report import make_study, run_report
 
     make_study(tmp_path, bootstrap=0)
     results = tmp_path / "results"
-    models = {"xs": {"n_layer": 2, "d_model": 32, "n_head": 2}, "s": {"n_layer": 2, "d_model": 64, "n_head": 2},
-              "m": {"n_layer": 3, "d_model": 96, "n_head": 3}, "l": {"n_layer": 4, "d_model": 128, "n_head": 4}}
-    assert main(["fit", str(results / "metrics.csv"), "--out", str(results / "fit2"), "--bootstrap", "40",
-                 "--grid-points", "2", "--workers", "1", "--holdout", "none"]) == 0
-    assert main(["suggest", str(results / "metrics.csv"), "--fit", str(results / "fit2"), "--out",
-                 str(results / "suggest"), "--max-runs", "3", "--spec", json.dumps({"models": models})]) == 0
+    models = {
+        "xs": {"n_layer": 2, "d_model": 32, "n_head": 2},
+        "s": {"n_layer": 2, "d_model": 64, "n_head": 2},
+        "m": {"n_layer": 3, "d_model": 96, "n_head": 3},
+        "l": {"n_layer": 4, "d_model": 128, "n_head": 4},
+    }
+    assert (
+        main(
+            [
+                "fit",
+                str(results / "metrics.csv"),
+                "--out",
+                str(results / "fit2"),
+                "--bootstrap",
+                "40",
+                "--grid-points",
+                "2",
+                "--workers",
+                "1",
+                "--holdout",
+                "none",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "suggest",
+                str(results / "metrics.csv"),
+                "--fit",
+                str(results / "fit2"),
+                "--out",
+                str(results / "suggest"),
+                "--max-runs",
+                "3",
+                "--spec",
+                json.dumps({"models": models}),
+            ]
+        )
+        == 0
+    )
     plan = json.loads((results / "suggest" / "suggest.json").read_text())
     assert 1 <= len(plan["runs"]) <= 3
     assert run_report(tmp_path, "--suggest", str(results / "suggest" / "suggest.json")) == 0

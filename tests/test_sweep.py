@@ -1,4 +1,5 @@
 """Hyperparameter sweeps in the grid: expansion, run ids, checks at load, and aggregate's marks."""
+
 from __future__ import annotations
 
 import copy
@@ -27,11 +28,12 @@ GOLDEN = {
 
 
 def base(**grid) -> dict:
-    config = {"models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2},
-                         "b": {"n_layer": 2, "d_model": 32, "n_head": 2}},
-              "grid": {"models": ["a", "b"], "tokens": ["4K", "8K"], "seeds": [0], **grid},
-              "train": {"context": 32, "batch_size": 8, "lr": 3.0e-3, "val_tokens": 512},
-              "eval": {"prompt_tokens": 8, "max_new_tokens": 8}}
+    config = {
+        "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}, "b": {"n_layer": 2, "d_model": 32, "n_head": 2}},
+        "grid": {"models": ["a", "b"], "tokens": ["4K", "8K"], "seeds": [0], **grid},
+        "train": {"context": 32, "batch_size": 8, "lr": 3.0e-3, "val_tokens": 512},
+        "eval": {"prompt_tokens": 8, "max_new_tokens": 8},
+    }
     return config
 
 
@@ -79,10 +81,21 @@ def test_adding_or_removing_a_value_keeps_every_other_run():
 
 def test_value_text_is_lossless_and_one_spelling_per_value():
     assert sweeps.sweep_value_text(1e-3) == sweeps.sweep_value_text(0.001) == "1e-3"
-    assert [sweeps.sweep_value_text(v) for v in (3e-3, 1.5e-3, 0.1, 0.95, 10.0, 12345.0, 0.0, 32, "bf16-mixed")] == \
-        ["3e-3", "1.5e-3", "0.1", "0.95", "10", "1.2345e4", "0", "32", "bf16-mixed"]
+    assert [sweeps.sweep_value_text(v) for v in (3e-3, 1.5e-3, 0.1, 0.95, 10.0, 12345.0, 0.0, 32, "bf16-mixed")] == [
+        "3e-3",
+        "1.5e-3",
+        "0.1",
+        "0.95",
+        "10",
+        "1.2345e4",
+        "0",
+        "32",
+        "bf16-mixed",
+    ]
     rng = random.Random(0)
-    values = {10 ** rng.uniform(-7, 6) for _ in range(20_000)} | {round(10 ** rng.uniform(-4, 2), 3) for _ in range(5000)}
+    values = {10 ** rng.uniform(-7, 6) for _ in range(20_000)} | {
+        round(10 ** rng.uniform(-4, 2), 3) for _ in range(5000)
+    }
     seen = {}
     for value in values:
         text = sweeps.sweep_value_text(value)
@@ -91,33 +104,36 @@ def test_value_text_is_lossless_and_one_spelling_per_value():
         assert seen.setdefault(text, value) == value
 
 
-@pytest.mark.parametrize("sweep, overrides, words", [
-    ({"bogus": [1]}, {}, ["grid.sweep.bogus", "unknown"]),
-    ({"devices": [1, 2]}, {}, ["grid.sweep.devices", "cannot be swept"]),
-    ({"accelerator": ["cpu"]}, {}, ["grid.sweep.accelerator", "cannot be swept"]),
-    ({"val_tokens": [512, 1024]}, {}, ["grid.sweep.val_tokens", "cannot be swept"]),
-    ({"lr": []}, {}, ["grid.sweep.lr", "empty"]),
-    ({"lr": [1.0e-3, -1.0e-3]}, {}, ["grid.sweep.lr[1]", "positive"]),
-    ({"lr": [0]}, {}, ["grid.sweep.lr[0]", "positive"]),
-    ({"batch_size": [0, 8]}, {}, ["grid.sweep.batch_size[0]", "positive"]),
-    ({"lr": {"times": [0.5, 0]}}, {}, ["grid.sweep.lr.times[1]", "positive"]),
-    ({"lr": {"times": []}}, {}, ["grid.sweep.lr.times", "empty"]),
-    ({"lr": ["1e-3", 0.001]}, {}, ["grid.sweep.lr", "same value"]),
-    ({"lr": {"times": [1, 1.0]}}, {}, ["grid.sweep.lr.times", "same value"]),
-    ({"lr": [11]}, {}, ["grid.sweep.lr[0]", "maximum"]),
-    ({"lr": ["fast"]}, {}, ["grid.sweep.lr[0]", "not a number"]),
-    ({"lr": [float("nan")]}, {}, ["grid.sweep.lr"]),
-    ({"batch_size": [8.5]}, {}, ["grid.sweep.batch_size[0]", "whole"]),
-    ({"batch_size": {"times": [0.3]}}, {}, ["grid.sweep.batch_size.times[0]", "whole"]),
-    ({"schedule": ["cosine", "steps"]}, {}, ["grid.sweep.schedule[1]"]),
-    ({"schedule": {"times": [2]}}, {}, ["grid.sweep.schedule.times"]),
-    ({"lr": {"times": [1], "plus": [1]}}, {}, ["grid.sweep.lr", "times"]),
-    ({"lr": 3.0e-3}, {}, ["grid.sweep.lr"]),
-    ({"context": [32, 8]}, {}, ["grid.sweep.context", "eval.prompt_tokens"]),
-    ({}, {"a": {"sweep": {"devices": [2]}}}, ["overrides.a.sweep.devices", "cannot be swept"]),
-    ({}, {"a": {"sweep": [1.0e-3]}}, ["overrides.a.sweep", "mapping"]),
-    ({}, {"a": {"sweep": {"lr": [1.0e-3, 0.001]}}}, ["overrides.a.sweep.lr", "same value"]),
-])
+@pytest.mark.parametrize(
+    "sweep, overrides, words",
+    [
+        ({"bogus": [1]}, {}, ["grid.sweep.bogus", "unknown"]),
+        ({"devices": [1, 2]}, {}, ["grid.sweep.devices", "cannot be swept"]),
+        ({"accelerator": ["cpu"]}, {}, ["grid.sweep.accelerator", "cannot be swept"]),
+        ({"val_tokens": [512, 1024]}, {}, ["grid.sweep.val_tokens", "cannot be swept"]),
+        ({"lr": []}, {}, ["grid.sweep.lr", "empty"]),
+        ({"lr": [1.0e-3, -1.0e-3]}, {}, ["grid.sweep.lr[1]", "positive"]),
+        ({"lr": [0]}, {}, ["grid.sweep.lr[0]", "positive"]),
+        ({"batch_size": [0, 8]}, {}, ["grid.sweep.batch_size[0]", "positive"]),
+        ({"lr": {"times": [0.5, 0]}}, {}, ["grid.sweep.lr.times[1]", "positive"]),
+        ({"lr": {"times": []}}, {}, ["grid.sweep.lr.times", "empty"]),
+        ({"lr": ["1e-3", 0.001]}, {}, ["grid.sweep.lr", "same value"]),
+        ({"lr": {"times": [1, 1.0]}}, {}, ["grid.sweep.lr.times", "same value"]),
+        ({"lr": [11]}, {}, ["grid.sweep.lr[0]", "maximum"]),
+        ({"lr": ["fast"]}, {}, ["grid.sweep.lr[0]", "not a number"]),
+        ({"lr": [float("nan")]}, {}, ["grid.sweep.lr"]),
+        ({"batch_size": [8.5]}, {}, ["grid.sweep.batch_size[0]", "whole"]),
+        ({"batch_size": {"times": [0.3]}}, {}, ["grid.sweep.batch_size.times[0]", "whole"]),
+        ({"schedule": ["cosine", "steps"]}, {}, ["grid.sweep.schedule[1]"]),
+        ({"schedule": {"times": [2]}}, {}, ["grid.sweep.schedule.times"]),
+        ({"lr": {"times": [1], "plus": [1]}}, {}, ["grid.sweep.lr", "times"]),
+        ({"lr": 3.0e-3}, {}, ["grid.sweep.lr"]),
+        ({"context": [32, 8]}, {}, ["grid.sweep.context", "eval.prompt_tokens"]),
+        ({}, {"a": {"sweep": {"devices": [2]}}}, ["overrides.a.sweep.devices", "cannot be swept"]),
+        ({}, {"a": {"sweep": [1.0e-3]}}, ["overrides.a.sweep", "mapping"]),
+        ({}, {"a": {"sweep": {"lr": [1.0e-3, 0.001]}}}, ["overrides.a.sweep.lr", "same value"]),
+    ],
+)
 def test_bad_sweeps_are_one_line_naming_the_key(sweep, overrides, words):
     config = base(sweep=sweep)
     config["overrides"] = overrides
@@ -136,8 +152,16 @@ def test_a_run_id_collision_is_refused(monkeypatch):
 
 
 def _metrics(run: str, model: str, lr: float, val_loss, status="ok", tokens=4096, seed=0) -> dict:
-    return {"run": run, "model": model, "tokens": tokens, "tokens_requested": 4000, "seed": seed, "lr": lr,
-            "val_loss": val_loss, "status": status}
+    return {
+        "run": run,
+        "model": model,
+        "tokens": tokens,
+        "tokens_requested": 4000,
+        "seed": seed,
+        "lr": lr,
+        "val_loss": val_loss,
+        "status": status,
+    }
 
 
 def test_aggregate_marks_the_best_usable_run_of_each_group(tmp_path):

@@ -1,5 +1,6 @@
 """The streaming tokenize build writes the bytes the in-memory build (the oracle) writes, and the
 workflow's stage choice keeps every study tokenized before on its fingerprint."""
+
 import ast
 import json
 from pathlib import Path
@@ -61,8 +62,14 @@ def test_chunked_large_file_corpus_gives_the_same_bytes(tmp_path):
 
 
 def test_jsonl_parquet_and_pairs_give_the_same_bytes(tmp_path):
-    rows = [{"text": f"row {i} " + "alpha beta gamma " * (i % 7 + 1), "source": f"src {i} a b",
-             "target": "" if i % 11 == 0 else f"tgt {i} b a"} for i in range(300)]
+    rows = [
+        {
+            "text": f"row {i} " + "alpha beta gamma " * (i % 7 + 1),
+            "source": f"src {i} a b",
+            "target": "" if i % 11 == 0 else f"tgt {i} b a",
+        }
+        for i in range(300)
+    ]
     with open(tmp_path / "a.jsonl", "w") as f:
         for row in rows[:150]:
             f.write(json.dumps(row) + "\n")
@@ -95,8 +102,9 @@ def test_streaming_errors_are_the_in_memory_ones(tmp_path):
         tokenize_corpus(_cfg({"files": [str(tmp_path / "blank.txt")]}), tmp_path / "out", build="stream")
     (tmp_path / "bad.txt").write_bytes(b"caf\xe9 " * 600)  # not UTF-8, cut into documents while read
     with pytest.raises(ScalelabError, match="bad.txt: not UTF-8"):
-        tokenize_corpus(_cfg({"files": [str(tmp_path / "bad.txt")], "max_document_bytes": 1000}), tmp_path / "out",
-                      build="stream")
+        tokenize_corpus(
+            _cfg({"files": [str(tmp_path / "bad.txt")], "max_document_bytes": 1000}), tmp_path / "out", build="stream"
+        )
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -138,8 +146,12 @@ def test_the_stream_fingerprint_covers_what_it_imports_and_no_study_moves():
     assert code_fingerprint("tokenize") == "13a8a528842bfa3f"  # tests/test_layers.py's pin, by value
     assert len({code_fingerprint(s) for s in ("tokenize", "tokenize_chunked", "tokenize_stream")}) == 3
     tree = ast.parse(Path(stream.__file__).read_text())
-    imported = {a.name for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "tokenize"
-                for a in node.names}
+    imported = {
+        a.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == "tokenize"
+        for a in node.names
+    }
     roots = dict(STAGE_CODE["tokenize_stream"])["data.py"]
     assert imported and imported <= set(roots)
     assert ("chunking.py", None) in STAGE_CODE["tokenize_stream"]

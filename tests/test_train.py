@@ -42,7 +42,7 @@ def test_step_batches_are_seeded_windows(tiny_data):
     assert not torch.equal(other[5][0], x)
     row = x[0].numpy()  # every row is a real window of the memmap
     starts = np.flatnonzero(np.asarray(tokens[:-32]) == row[0])
-    assert any((np.asarray(tokens[s:s + 32]) == row).all() for s in starts)
+    assert any((np.asarray(tokens[s : s + 32]) == row).all() for s in starts)
     half = train.StepBatches(tiny_data / "train.bin", meta["dtype"], 32, 8, 0, 0, 10, rank=1, world=2)
     assert torch.equal(half[5][0], x[1::2])
 
@@ -59,9 +59,26 @@ def test_train_run_writes_outputs(tiny_data, tmp_path, capsys):
     assert math.isfinite(metrics["val_loss"]) and metrics["val_loss"] < math.log(300)
     on_disk = json.loads((tmp_path / "run/metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
-    for key in ("run", "model", "n_layer", "d_model", "n_head", "params", "params_total", "tokens", "flops",
-                "seed", "train_loss", "val_loss", "wall_s", "tokens_per_s", "status", "resumed_from_step",
-                "torch_version", "lightning_version"):
+    for key in (
+        "run",
+        "model",
+        "n_layer",
+        "d_model",
+        "n_head",
+        "params",
+        "params_total",
+        "tokens",
+        "flops",
+        "seed",
+        "train_loss",
+        "val_loss",
+        "wall_s",
+        "tokens_per_s",
+        "status",
+        "resumed_from_step",
+        "torch_version",
+        "lightning_version",
+    ):
         assert key in on_disk
     curve = pd.read_csv(tmp_path / "run/curve.csv")
     assert list(curve.columns) == ["step", "tokens", "flops", "lr", "train_loss", "val_loss"]
@@ -84,8 +101,9 @@ def test_too_many_tokens_without_repeat(tiny_data, tmp_path):
     with pytest.raises(ScalelabError, match="allow_repeat"):
         train.train_run(tiny_spec(tokens=10**8), tiny_data, tmp_path / "run", 1)
     train_tokens = json.loads((tiny_data / "meta.json").read_text())["splits"]["train"]["tokens"]
-    metrics = train.train_run(tiny_spec(tokens=2 * train_tokens, checkpoint_every=1.0), tiny_data,
-                              tmp_path / "repeat", 1, allow_repeat=True)
+    metrics = train.train_run(
+        tiny_spec(tokens=2 * train_tokens, checkpoint_every=1.0), tiny_data, tmp_path / "repeat", 1, allow_repeat=True
+    )
     assert metrics["status"] == "ok" and metrics["tokens"] >= 2 * train_tokens
 
 
@@ -102,8 +120,20 @@ def test_killed_run_resumes_to_the_same_loss_and_curve(tiny_data, tmp_path, long
     spec, reference, reference_dir = long_reference
 
     run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "scalelab", "train", "--spec", json.dumps(spec), "--data", str(tiny_data),
-               "--out", str(run_dir), "--threads", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "scalelab",
+        "train",
+        "--spec",
+        json.dumps(spec),
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(run_dir),
+        "--threads",
+        "1",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = run_dir / "ckpt" / train.CKPT_NAME
     deadline = time.time() + 120
@@ -136,6 +166,7 @@ def test_planted_checkpoint_pickle_never_runs(tiny_data, tmp_path):
     class Exploit:
         def __reduce__(self):
             import os
+
             return os.system, (f"touch {marker}",)
 
     run_dir = tmp_path / "run"
@@ -143,8 +174,24 @@ def test_planted_checkpoint_pickle_never_runs(tiny_data, tmp_path):
     spec = tiny_spec()
     (run_dir / "ckpt" / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True))
     torch.save({"global_step": 5, "payload": Exploit()}, run_dir / "ckpt" / train.CKPT_NAME)
-    proc = subprocess.run([sys.executable, "-m", "scalelab", "train", "--spec", json.dumps(spec), "--data",
-                           str(tiny_data), "--out", str(run_dir), "--threads", "1"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scalelab",
+            "train",
+            "--spec",
+            json.dumps(spec),
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(run_dir),
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not marker.exists()
     assert "not a usable checkpoint" in proc.stdout and proc.stdout.count("not a usable checkpoint") == 1
@@ -187,8 +234,22 @@ def test_run_files_carry_their_identity(tiny_data, tmp_path):
 def test_gpu_accelerator_without_a_gpu_is_one_line(tiny_data, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = subprocess.run([sys.executable, "-m", "scalelab", "train", "--spec", json.dumps(tiny_spec(accelerator="gpu")),
-                           "--data", str(tiny_data), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scalelab",
+            "train",
+            "--spec",
+            json.dumps(tiny_spec(accelerator="gpu")),
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1 and "accelerator" in proc.stderr
 
@@ -205,8 +266,9 @@ def test_stale_checkpoint_of_other_settings_is_not_resumed(tiny_data, tmp_path):
 def test_trackers_log_the_run_and_leave_the_curve_contract_alone(tiny_data, tmp_path):
     pytest.importorskip("tensorboard")
     run_dir = tmp_path / "results/runs/t-8K-s0"
-    metrics = train.train_run(tiny_spec(), tiny_data, run_dir, threads=1, loggers=["csv", "tensorboard"],
-                              study="a study")
+    metrics = train.train_run(
+        tiny_spec(), tiny_data, run_dir, threads=1, loggers=["csv", "tensorboard"], study="a study"
+    )
     assert metrics["status"] == "ok"
     assert list(tmp_path.glob("results/tensorboard/t-8K-s0/events.out.tfevents.*"))
     assert (run_dir / "csv/metrics.csv").exists()

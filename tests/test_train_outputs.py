@@ -1,5 +1,6 @@
 """curve.csv and the metrics read from it are written without pandas (a train job no longer
 imports it): the same bytes and the same numbers as the pandas code they replace."""
+
 from __future__ import annotations
 
 import math
@@ -52,6 +53,8 @@ def test_curve_csv_is_byte_for_byte_what_pandas_wrote(tmp_path, case):
     tail_after = [row[4] for row in rows if row[0] >= last * 0.9 and row[4] is not None]
     import numpy as np
 
-    assert (float(np.mean(tail_after)) if tail_after else None) == (float(tail_before.mean()) if len(tail_before) else None)
+    assert (float(np.mean(tail_after)) if tail_after else None) == (
+        float(tail_before.mean()) if len(tail_before) else None
+    )
     val_before = before["val_loss"].dropna()
     assert [row[5] for row in rows if row[5] is not None][-1:] == list(val_before.iloc[-1:])

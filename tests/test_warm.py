@@ -4,6 +4,7 @@ Each test drives the client in a fresh Python (as a job command is), with tests/
 the entry point, in a private socket directory whose workers are stopped and checked gone at the
 end of the test.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 # A job command: the probe through a worker, or, where none can take it, in this process.
-CLIENT = ("import sys, warm_probe; from scalelab import warm; "
-          "code = warm.run_in_worker(sys.argv, 'warm_probe:main', PRELOAD); "
-          "code is None and print('in-process', file=sys.stderr); "
-          "sys.exit(warm_probe.main(sys.argv[1:]) if code is None else code)")
+CLIENT = (
+    "import sys, warm_probe; from scalelab import warm; "
+    "code = warm.run_in_worker(sys.argv, 'warm_probe:main', PRELOAD); "
+    "code is None and print('in-process', file=sys.stderr); "
+    "sys.exit(warm_probe.main(sys.argv[1:]) if code is None else code)"
+)
 COLD = "import sys, warm_probe; sys.exit(warm_probe.main(sys.argv[1:]))"
 
 
@@ -54,8 +57,12 @@ def workers(folder: Path) -> list[int]:
 @pytest.fixture
 def warm_env(tmp_path):
     folder = tmp_path / "sockets"
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{TESTS}", "SCALELAB_WARM_DIR": str(folder),
-           "SCALELAB_WARM_IDLE": "120"}  # outlives a cold import on a loaded machine
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'src'}:{TESTS}",
+        "SCALELAB_WARM_DIR": str(folder),
+        "SCALELAB_WARM_IDLE": "120",
+    }  # outlives a cold import on a loaded machine
     env.pop("SCALELAB_WARM", None)
     yield env
     for sock in folder.glob("*.sock"):  # a worker whose socket is gone exits
@@ -68,8 +75,9 @@ def warm_env(tmp_path):
 
 def client(env, *args, preload=("warm_probe",), **kwargs) -> subprocess.CompletedProcess:
     code = CLIENT.replace("PRELOAD", repr(list(preload)))
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
-                          timeout=120, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=120, **kwargs
+    )
 
 
 def context(proc) -> dict:
@@ -87,8 +95,14 @@ def test_exit_code_streams_env_cwd_and_umask_reach_the_child(warm_env, tmp_path)
     # the same worker takes the next job (a key left out: PWD), with that job's cwd and umask
     other = tmp_path / "other"
     other.mkdir()
-    second = client({**warm_env, "PROBE": "one", "PWD": str(other)}, "echo", "0", input="again", cwd=other,
-                    preexec_fn=lambda: os.umask(0o027))
+    second = client(
+        {**warm_env, "PROBE": "one", "PWD": str(other)},
+        "echo",
+        "0",
+        input="again",
+        cwd=other,
+        preexec_fn=lambda: os.umask(0o027),
+    )
     assert second.returncode == 0 and second.stdout == "out:again"
     assert context(second)["ppid"] == seen["ppid"] and context(second)["cwd"] == str(other)
     assert context(second)["umask"] == 0o027
@@ -104,8 +118,13 @@ def test_an_uncaught_exception_prints_its_traceback_and_exits_1(warm_env):
 def start_sleeper(env, tmp_path):
     pid_file = tmp_path / "pid"
     code = CLIENT.replace("PRELOAD", "['warm_probe']")
-    proc = subprocess.Popen([sys.executable, "-c", code, "sleep", str(pid_file)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "sleep", str(pid_file)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
         time.sleep(0.05)
@@ -175,8 +194,9 @@ def test_threads_are_those_of_a_fresh_process(warm_env):
     for omp in (None, "1", "2"):
         env = {k: v for k, v in warm_env.items() if k != "OMP_NUM_THREADS"} | ({"OMP_NUM_THREADS": omp} if omp else {})
         warm = client(env, "threads", preload=("warm_probe", "torch"))
-        cold = subprocess.run([sys.executable, "-c", COLD, "threads"], env=env, capture_output=True, text=True,
-                              timeout=120)
+        cold = subprocess.run(
+            [sys.executable, "-c", COLD, "threads"], env=env, capture_output=True, text=True, timeout=120
+        )
         assert "in-process" not in warm.stderr
         assert json.loads(warm.stdout) == json.loads(cold.stdout), omp
 
@@ -210,10 +230,16 @@ def test_the_job_commands_go_through_one_worker(warm_env):
     command = [sys.executable, "-m", "scalelab"]
     warm = subprocess.run([*command, "trunk", "--help"], env=warm_env, capture_output=True, text=True, timeout=300)
     assert len(workers(folder)) == 1
-    cold = subprocess.run([*command, "trunk", "--help"], env={**warm_env, "SCALELAB_WARM": "0"},
-                          capture_output=True, text=True, timeout=300)
+    cold = subprocess.run(
+        [*command, "trunk", "--help"],
+        env={**warm_env, "SCALELAB_WARM": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert warm.returncode == cold.returncode == 0 and warm.stdout == cold.stdout and warm.stderr == ""
-    bad = subprocess.run([*command, "evaluate", "--no-such-flag"], env=warm_env, capture_output=True, text=True,
-                         timeout=300)
+    bad = subprocess.run(
+        [*command, "evaluate", "--no-such-flag"], env=warm_env, capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 2 and "error: the following arguments are required: --run, --data" in bad.stderr
     assert len(workers(folder)) == 1

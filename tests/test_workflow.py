@@ -3,6 +3,7 @@
 One study is run for real once (module fixture); every staleness question is then asked as a
 dry run, whose job counts per rule say exactly what would rerun.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,11 +27,16 @@ pytestmark = pytest.mark.e2e
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 TINY = {
-    "data": {"source": {"files": ["corpus/*.txt"]}, "split": {"val": 0.1, "test": 0.1},
-             "tokenizer": {"vocab_size": 300}},
-    "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2},
-               "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
-               "c": {"n_layer": 2, "d_model": 48, "n_head": 2}},
+    "data": {
+        "source": {"files": ["corpus/*.txt"]},
+        "split": {"val": 0.1, "test": 0.1},
+        "tokenizer": {"vocab_size": 300},
+    },
+    "models": {
+        "a": {"n_layer": 1, "d_model": 16, "n_head": 2},
+        "b": {"n_layer": 1, "d_model": 32, "n_head": 2},
+        "c": {"n_layer": 2, "d_model": 48, "n_head": 2},
+    },
     "grid": {"models": ["a", "b", "c"], "tokens": ["4K", "8K"], "seeds": [0]},
     "train": {"context": 32, "batch_size": 8, "val_tokens": 512, "val_evals": 2},
     "overrides": {"a": {"lr": 5e-3}},
@@ -45,10 +51,21 @@ def write_config(study: Path, config: dict) -> None:
     (study / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def snakemake(study: Path, *args: str, snakefile: Path = REPO / "Snakefile", config: Path | None = None,
-              check: bool = True) -> subprocess.CompletedProcess:
-    command = [SNAKEMAKE, "--snakefile", str(snakefile), "--directory", str(study),
-               "--configfile", str(config or study / "config.yaml"), "--cores", "2", *args]
+def snakemake(
+    study: Path, *args: str, snakefile: Path = REPO / "Snakefile", config: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    command = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(snakefile),
+        "--directory",
+        str(study),
+        "--configfile",
+        str(config or study / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
@@ -89,9 +106,9 @@ def repo_copy(tmp_path) -> Path:
     copy.mkdir()
     for name in ("Snakefile", "workflow", "src", "config", "profiles"):
         source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, copy / name,
-                                                              **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                                                 if source.is_dir() else {}))
+        (shutil.copytree if source.is_dir() else shutil.copy)(
+            source, copy / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if source.is_dir() else {})
+        )
     return copy
 
 
@@ -100,7 +117,13 @@ def test_first_run_completes_every_stage(study):
     assert sorted(table["run"]) == sorted(f"{m}-{t}-s0" for m in "abc" for t in ("4K", "8K"))
     assert (table["status"] == "ok").all()
     assert table["val_loss"].notna().all() and table["test_loss"].notna().all()
-    for name in ("fit/fit.json", "suggest/suggest.json", "report/index.html", "data/meta.json", "runs/c-8K-s0/curve.csv"):
+    for name in (
+        "fit/fit.json",
+        "suggest/suggest.json",
+        "report/index.html",
+        "data/meta.json",
+        "runs/c-8K-s0/curve.csv",
+    ):
         assert (study / "results" / name).exists(), name
     assert (study / "logs/train/a-4K-s0.log").exists()
 
@@ -184,8 +207,11 @@ def test_allowing_repeats_reruns_nothing(study, tmp_path):
 def test_model_code_edit_reruns_all_training_but_a_comment_does_not(study, repo_copy):
     model = repo_copy / "src/scalelab/model.py"
     source = model.read_text()
-    model.write_text(source.replace("class MLP(nn.Module):", "# a new comment\nclass MLP(nn.Module):")
-                     .replace('"""A GPT-style decoder', '"""A GPT-style decoder (docs edited)'))
+    model.write_text(
+        source.replace("class MLP(nn.Module):", "# a new comment\nclass MLP(nn.Module):").replace(
+            '"""A GPT-style decoder', '"""A GPT-style decoder (docs edited)'
+        )
+    )
     assert planned_jobs(study, snakefile=repo_copy / "Snakefile") == {}
     model.write_text(source.replace('approximate="tanh"', 'approximate="none"'))
     jobs = planned_jobs(study, snakefile=repo_copy / "Snakefile")
@@ -204,23 +230,26 @@ def test_snakemake_report_archive(study, tmp_path):
     assert (study / "results/report.zip").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda c: c.update(bogus=1), ["bogus"]),
-    (lambda c: c["train"].update(lr=float("nan")), ["train.lr", "finite"]),
-    (lambda c: c["train"].update(logger="neptune"), ["train.logger"]),
-    (lambda c: c["grid"].update(models=[]), ["grid.models"]),
-    (lambda c: c["grid"].update(seeds=[1.0]), ["grid.seeds[0]", "integer"]),
-    (lambda c: c["train"].update(context=10**6, val_tokens=2 * 10**6), ["train split", "context"]),
-    (lambda c: c["train"].update(accelerator="gpu"), ["accelerator", "GPU"]),
-    (lambda c: c["models"].update(a={"n_layer": 64, "d_model": 8192, "n_head": 64}), ["models.a", "MB"]),
-    (lambda c: c["eval"].update(bleu_tokenize="13a; touch PWNED; echo"), ["eval.bleu_tokenize"]),
-    (lambda c: c["grid"]["models"].append("zz"), ["grid.models", "zz"]),
-    (lambda c: c["models"].update(a={"n_layer": 1, "d_model": 15, "n_head": 2}), ["models.a", "divisible"]),
-    (lambda c: c["grid"].update(tokens=[0]), ["grid.tokens[0]"]),
-    (lambda c: c["data"].update(source={"files": ["nowhere/*.txt"]}), ["data.source.files[0]", "nowhere"]),
-    (lambda c: c["data"].update(source={"files": ["empty/*.txt"]}), ["empty"]),
-    (lambda c: c["grid"].update(tokens=["50M"]), ["grid.tokens", "allow_repeat"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda c: c.update(bogus=1), ["bogus"]),
+        (lambda c: c["train"].update(lr=float("nan")), ["train.lr", "finite"]),
+        (lambda c: c["train"].update(logger="neptune"), ["train.logger"]),
+        (lambda c: c["grid"].update(models=[]), ["grid.models"]),
+        (lambda c: c["grid"].update(seeds=[1.0]), ["grid.seeds[0]", "integer"]),
+        (lambda c: c["train"].update(context=10**6, val_tokens=2 * 10**6), ["train split", "context"]),
+        (lambda c: c["train"].update(accelerator="gpu"), ["accelerator", "GPU"]),
+        (lambda c: c["models"].update(a={"n_layer": 64, "d_model": 8192, "n_head": 64}), ["models.a", "MB"]),
+        (lambda c: c["eval"].update(bleu_tokenize="13a; touch PWNED; echo"), ["eval.bleu_tokenize"]),
+        (lambda c: c["grid"]["models"].append("zz"), ["grid.models", "zz"]),
+        (lambda c: c["models"].update(a={"n_layer": 1, "d_model": 15, "n_head": 2}), ["models.a", "divisible"]),
+        (lambda c: c["grid"].update(tokens=[0]), ["grid.tokens[0]"]),
+        (lambda c: c["data"].update(source={"files": ["nowhere/*.txt"]}), ["data.source.files[0]", "nowhere"]),
+        (lambda c: c["data"].update(source={"files": ["empty/*.txt"]}), ["empty"]),
+        (lambda c: c["grid"].update(tokens=["50M"]), ["grid.tokens", "allow_repeat"]),
+    ],
+)
 def test_bad_input_one_line_error_and_results_untouched(study, tmp_path, change, words):
     (study / "empty").mkdir(exist_ok=True)
     (study / "empty/blank.txt").write_text("")
@@ -258,8 +287,17 @@ def test_killed_workflow_resumes_training_from_its_checkpoint(study, tmp_path):
     config["overrides"]["big"] = {"checkpoint_every": 0.05}
     path = tmp_path / "resume.yaml"
     path.write_text(yaml.safe_dump(config))
-    command = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(study),
-               "--configfile", str(path), "--cores", "2"]
+    command = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(study),
+        "--configfile",
+        str(path),
+        "--cores",
+        "2",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     run_dir = study / "results/runs/big-24K-s0"
     deadline = time.time() + 300
@@ -323,8 +361,11 @@ def test_no_config_string_reaches_a_shell(study, tmp_path):
     path = tmp_path / "hostile.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = snakemake(study, "--dry-run", "--forceall", "--printshellcmds", config=path)
-    commands = [line.split("Shell command:", 1)[1].strip() for line in (proc.stdout + proc.stderr).splitlines()
-                if "Shell command:" in line and "Shell command: None" not in line]
+    commands = [
+        line.split("Shell command:", 1)[1].strip()
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if "Shell command:" in line and "Shell command: None" not in line
+    ]
     assert len(commands) >= 4, proc.stdout[-2000:]
     for command in commands:
         assert "touch" not in shlex.split(command), command
@@ -334,7 +375,9 @@ def test_no_config_string_reaches_a_shell(study, tmp_path):
 def _models(study: Path) -> dict[str, str]:
     import hashlib
 
-    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (study / "results/runs").glob("*/model.pt")}
+    return {
+        p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (study / "results/runs").glob("*/model.pt")
+    }
 
 
 def _error_line(proc) -> str:
@@ -381,7 +424,9 @@ def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
     (study / "results/runs/a-8K-s0/eval.json").write_text('{"run": "a-8K-s0"')
     line = _error_line(snakemake(study, check=False))
     assert "b-4K-s0/model.pt" in line and "rm " in line and "(and 1 more)" in line
-    assert {k: v for k, v in _models(study).items() if k != "b-4K-s0"} == {k: v for k, v in models.items() if k != "b-4K-s0"}
+    assert {k: v for k, v in _models(study).items() if k != "b-4K-s0"} == {
+        k: v for k, v in models.items() if k != "b-4K-s0"
+    }
     removal = line.split("To rebuild: rm ", 1)[1].split(",", 1)[0].split()
     for name in removal:
         (study / name).unlink()
@@ -394,7 +439,10 @@ def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
     snakemake(study)
     row = pd.read_csv(study / "results/metrics.csv").set_index("run").loc["a-8K-s0"]
     assert row["status"] == "failed" and pd.isna(row["test_loss"])
-    assert "rm results/runs/a-8K-s0/model.pt" in json.loads((study / "results/runs/a-8K-s0/eval.json").read_text())["message"]
+    assert (
+        "rm results/runs/a-8K-s0/model.pt"
+        in json.loads((study / "results/runs/a-8K-s0/eval.json").read_text())["message"]
+    )
     (study / "results/runs/a-8K-s0/model.pt").unlink()
     snakemake(study)
     assert _models(study) == models
@@ -427,12 +475,18 @@ def test_until_fit_prints_no_stale_summary(study, tmp_path):
     assert (copy_dir / "results/report/summary.txt").read_text().splitlines()[0] in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("text, words", [
-    ("grid:\n  seeds: [0]\n  seeds: [1]\n", ["duplicate key 'seeds'", "raw.yaml"]),
-    ("grid:\n  tokens: [&l0 [4K, 4K, 4K, 4K, 4K, 4K, 4K, 4K, 4K]"
-     + "".join(f", &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)) + "]\n",
-     ["grid.tokens", "aliases"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("grid:\n  seeds: [0]\n  seeds: [1]\n", ["duplicate key 'seeds'", "raw.yaml"]),
+        (
+            "grid:\n  tokens: [&l0 [4K, 4K, 4K, 4K, 4K, 4K, 4K, 4K, 4K]"
+            + "".join(f", &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9))
+            + "]\n",
+            ["grid.tokens", "aliases"],
+        ),
+    ],
+)
 def test_raw_yaml_traps_are_one_line(study, tmp_path, text, words):
     """Duplicate keys and alias bombs, which Snakemake's own YAML reading lets through."""
     config = yaml.safe_load((study / "config.yaml").read_text())
@@ -499,6 +553,7 @@ def test_adding_a_sweep_value_trains_only_the_new_runs(sweep_study, tmp_path):
     def change(config):
         config["grid"]["sweep"]["lr"].append(1e-2)  # b only: a has its own lr sweep
         config["overrides"]["a"]["sweep"]["lr"]["times"].append(4)
+
     path = _changed(sweep_study, tmp_path, change, "more.yaml")
     jobs = planned_jobs(sweep_study, config=path)
     assert jobs == {"train": 2, "evaluate": 2, "aggregate": 1, "fit": 1, "suggest": 1, "report": 1}
@@ -545,17 +600,22 @@ def test_a_study_without_sweeps_keeps_its_train_and_fit_params(tmp_path):
     specs = _shell_specs(tmp_path)
     train = hashlib.sha256("\n".join(sorted(specs["train"])).encode()).hexdigest()
     assert len(specs["train"]) == 6 and train == "5443b5869277ea7c724148d78da3540dd680af6124f6c3066f2322d293c4185d"
-    assert specs["fit"] == ['{"bootstrap": 20, "budgets": null, "holdout": "top", "params": "non_embedding", '
-                            '"predict_flops": null, "seed": 0, "target": "val_loss"}']
+    assert specs["fit"] == [
+        '{"bootstrap": 20, "budgets": null, "holdout": "top", "params": "non_embedding", '
+        '"predict_flops": null, "seed": 0, "target": "val_loss"}'
+    ]
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda c: c["grid"].update(sweep={"devices": [1, 2]}), ["grid.sweep.devices", "cannot be swept"]),
-    (lambda c: c["grid"].update(sweep={"optimizer": ["adam"]}), ["grid.sweep.optimizer", "unknown"]),
-    (lambda c: c["grid"].update(sweep={"lr": []}), ["grid.sweep.lr", "empty"]),
-    (lambda c: c["grid"].update(sweep={"lr": ["1e-3", 0.001]}), ["grid.sweep.lr", "same value"]),
-    (lambda c: c["overrides"].update(b={"sweep": {"lr": {"times": [-1]}}}), ["overrides.b.sweep.lr.times[0]"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda c: c["grid"].update(sweep={"devices": [1, 2]}), ["grid.sweep.devices", "cannot be swept"]),
+        (lambda c: c["grid"].update(sweep={"optimizer": ["adam"]}), ["grid.sweep.optimizer", "unknown"]),
+        (lambda c: c["grid"].update(sweep={"lr": []}), ["grid.sweep.lr", "empty"]),
+        (lambda c: c["grid"].update(sweep={"lr": ["1e-3", 0.001]}), ["grid.sweep.lr", "same value"]),
+        (lambda c: c["overrides"].update(b={"sweep": {"lr": {"times": [-1]}}}), ["overrides.b.sweep.lr.times[0]"]),
+    ],
+)
 def test_bad_sweep_is_one_line_and_nothing_runs(sweep_study, tmp_path, change, words):
     study = sweep_study
     path = _changed(study, tmp_path, change, "bad.yaml")

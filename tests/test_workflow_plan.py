@@ -1,5 +1,6 @@
 """The workflow's plan (scalelab.plan.workflow.StudyPlan) without Snakemake: each rule's params
 and resources, WSD trunks, stale outputs and the start-up checks, in milliseconds."""
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """End to end under `train.schedule: wsd`: a tiny study of 2 models x 3 token counts, run once for
 real (the session fixture `wsd_study` in tests/conftest.py, shared with other files), then every
 staleness question asked as a dry run (job counts per rule)."""
+
 from __future__ import annotations
 
 import copy
@@ -18,13 +19,22 @@ from test_workflow import planned_jobs, snakemake
 pytestmark = pytest.mark.e2e
 
 WSD_TINY = {
-    "data": {"source": {"files": ["corpus/*.txt"]}, "split": {"val": 0.1, "test": 0.1},
-             "tokenizer": {"vocab_size": 300}},
-    "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2},
-               "b": {"n_layer": 1, "d_model": 32, "n_head": 2}},
+    "data": {
+        "source": {"files": ["corpus/*.txt"]},
+        "split": {"val": 0.1, "test": 0.1},
+        "tokenizer": {"vocab_size": 300},
+    },
+    "models": {"a": {"n_layer": 1, "d_model": 16, "n_head": 2}, "b": {"n_layer": 1, "d_model": 32, "n_head": 2}},
     "grid": {"models": ["a", "b"], "tokens": ["4K", "8K", "16K"], "seeds": [0]},  # 16, 32, 63 steps
-    "train": {"context": 32, "batch_size": 8, "val_tokens": 512, "val_evals": 2,
-              "schedule": "wsd", "warmup_tokens": 512, "cooldown": 0.25},   # branch at 12, 24, 47
+    "train": {
+        "context": 32,
+        "batch_size": 8,
+        "val_tokens": 512,
+        "val_evals": 2,
+        "schedule": "wsd",
+        "warmup_tokens": 512,
+        "cooldown": 0.25,
+    },  # branch at 12, 24, 47
     "eval": {"test_tokens": 512, "prompts": 4, "prompt_tokens": 8, "max_new_tokens": 8, "batch_size": 4},
     "fit": {"bootstrap": 10},
 }
@@ -54,7 +64,10 @@ def test_wsd_study_shares_trunks_and_accounts_for_them(wsd_study):
         assert rows["flops_spent"].sum() < rows["flops"].sum()
         folders = list((wsd_study / "results/trunks").glob(f"{model}-s0-*"))
         assert len(folders) == 1 and sorted(p.name for p in folders[0].glob("*.ckpt")) == [
-            "step12.ckpt", "step24.ckpt", "step47.ckpt"]
+            "step12.ckpt",
+            "step24.ckpt",
+            "step47.ckpt",
+        ]
     curve = pd.read_csv(wsd_study / "results/runs/b-16K-s0/curve.csv")
     assert curve["step"].min() == 0 and curve["step"].max() == 63  # the trunk's rows, then its cooldown
     summary = (wsd_study / "results/report/summary.txt").read_text()
@@ -67,7 +80,10 @@ def test_wsd_study_shares_trunks_and_accounts_for_them(wsd_study):
     assert len(segments) == 6  # one per run: each charged to the run that branches at its end
     page = html.unescape((wsd_study / "results/report/index.html").read_text())
     own, trunk = table["wall_s"].sum(), sum(segments.values())
-    assert f"every training job: {own + trunk:,.0f} s ({own:,.0f} s in the runs' own cooldown jobs + {trunk:,.0f} s" in page
+    assert (
+        f"every training job: {own + trunk:,.0f} s ({own:,.0f} s in the runs' own cooldown jobs + {trunk:,.0f} s"
+        in page
+    )
     for heading in ("own wall time (s)", "trunk share (s)", "FLOPs spent (own + trunk share)", "Study settings"):
         assert heading in page, heading
     assert "cooldown_shape" in page and "1-sqrt" in page  # the train settings, from the resolved config

@@ -1,5 +1,6 @@
 """WSD (train.schedule: wsd): the schedule, families and branch points, config errors, FLOPs
 accounting, and the exactness of a cooldown branch against a from-scratch run."""
+
 from __future__ import annotations
 
 import json
@@ -32,17 +33,18 @@ def wsd_spec(**changes) -> dict:
 
 # ----------------------------------------------------------------------------- the schedule
 
+
 @pytest.mark.parametrize("shape", ["1-sqrt", "linear"])
 def test_trunk_and_branch_lr_agree_until_the_branch_then_decay(shape):
     steps, warmup, branch = 100, 10, 80
     trunk = [wsd.lr_factor(s, branch, warmup, branch, shape, 0.1) for s in range(branch + 1)]
     run = [wsd.lr_factor(s, steps, warmup, branch, shape, 0.1) for s in range(steps)]
-    assert run[:branch + 1] == trunk  # equal at the branch point too (factor 1): resuming is seamless
-    assert run[warmup:branch + 1] == [1.0] * (branch + 1 - warmup)
+    assert run[: branch + 1] == trunk  # equal at the branch point too (factor 1): resuming is seamless
+    assert run[warmup : branch + 1] == [1.0] * (branch + 1 - warmup)
     decay = run[branch:]
     assert all(a > b for a, b in zip(decay, decay[1:])) and 0.1 < decay[-1] < 0.3
     middle = run[branch + 10]
-    assert middle == pytest.approx(0.1 + 0.9 * (1 - (0.5 if shape == "linear" else 0.5 ** 0.5)))
+    assert middle == pytest.approx(0.1 + 0.9 * (1 - (0.5 if shape == "linear" else 0.5**0.5)))
 
 
 def test_branch_step_rounds_the_cooldown_half_up_to_whole_steps():
@@ -55,6 +57,7 @@ def test_branch_step_rounds_the_cooldown_half_up_to_whole_steps():
 
 
 # ----------------------------------------------------------------------------- identity
+
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
 def test_non_wsd_specs_carry_no_wsd_key(schedule):
@@ -81,16 +84,23 @@ def test_families_group_runs_by_everything_but_d():
 
 # ----------------------------------------------------------------------------- bad input: one line, naming the key
 
-@pytest.mark.parametrize("train, overrides, message", [
-    ({"cooldown": 0}, {}, "train.cooldown: 0 is less than or equal to the minimum of 0"),
-    ({"cooldown": 1.5}, {}, "train.cooldown: 1.5 is greater than or equal to the maximum of 1"),
-    ({}, {"m": {"cooldown": 1}}, "overrides.m.cooldown: 1 is greater than or equal to the maximum of 1"),
-    ({"warmup_tokens": 0.05}, {}, "train.warmup_tokens: 0.05 is a fraction of D; schedule wsd needs absolute"),
-    ({}, {"xs": {"warmup_tokens": 1}}, "overrides.xs.warmup_tokens: 1 is a fraction of D"),
-    ({"warmup_tokens": 90_000}, {}, "train.cooldown: run xs-100K-s0 would branch at step 78 of 98, not after its "
-                                    "warmup (88 steps)"),
-    ({"cooldown_shape": "cosine"}, {}, "train.cooldown_shape: 'cosine' is not one of 1-sqrt, linear"),
-])
+
+@pytest.mark.parametrize(
+    "train, overrides, message",
+    [
+        ({"cooldown": 0}, {}, "train.cooldown: 0 is less than or equal to the minimum of 0"),
+        ({"cooldown": 1.5}, {}, "train.cooldown: 1.5 is greater than or equal to the maximum of 1"),
+        ({}, {"m": {"cooldown": 1}}, "overrides.m.cooldown: 1 is greater than or equal to the maximum of 1"),
+        ({"warmup_tokens": 0.05}, {}, "train.warmup_tokens: 0.05 is a fraction of D; schedule wsd needs absolute"),
+        ({}, {"xs": {"warmup_tokens": 1}}, "overrides.xs.warmup_tokens: 1 is a fraction of D"),
+        (
+            {"warmup_tokens": 90_000},
+            {},
+            "train.cooldown: run xs-100K-s0 would branch at step 78 of 98, not after its warmup (88 steps)",
+        ),
+        ({"cooldown_shape": "cosine"}, {}, "train.cooldown_shape: 'cosine' is not one of 1-sqrt, linear"),
+    ],
+)
 def test_bad_wsd_settings_are_one_line_naming_the_key(train, overrides, message):
     raw = yaml.safe_load(COSINE_GRID.read_text())
     raw["train"].update({"schedule": "wsd", "warmup_tokens": 2048, **train})
@@ -109,6 +119,7 @@ def test_two_runs_branching_at_one_step_is_a_config_error():
 
 
 # ----------------------------------------------------------------------------- FLOPs
+
 
 def test_flops_spent_sums_to_trunk_plus_cooldowns():
     specs = [wsd_spec(run=f"t-{d}-s0", tokens=d * 256) for d in (16, 32, 64)]  # 16, 32, 64 steps
@@ -137,6 +148,7 @@ def test_check_prints_the_flops_saved(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- exactness
 
+
 def test_a_cooldown_branch_ends_where_a_from_scratch_run_ends(tiny_data, tmp_path):
     """Trunk in two segments (0-24, 24-48), then the 64-step run's cooldown from step 48, against the
     same WSD run trained from scratch; then the trunk cut differently is restored from the store."""
@@ -147,8 +159,14 @@ def test_a_cooldown_branch_ends_where_a_from_scratch_run_ends(tiny_data, tmp_pat
     family, fid, branch = wsd.family_spec(spec), wsd.family_id(spec), wsd.branch_step(spec)
     folder = tmp_path / "trunks" / fid
     first = train_trunk(family, 24, tiny_data, folder / "step24.ckpt", store_dir=tmp_path / "store")
-    second = train_trunk(family, branch, tiny_data, folder / f"step{branch}.ckpt", start=folder / "step24.ckpt",
-                         store_dir=tmp_path / "store")
+    second = train_trunk(
+        family,
+        branch,
+        tiny_data,
+        folder / f"step{branch}.ckpt",
+        start=folder / "step24.ckpt",
+        store_dir=tmp_path / "store",
+    )
     assert (first["from"], second["from"], second["restored_from"]) == (0, 24, None)
     metrics = train_run(spec, tiny_data, tmp_path / "branch", trunks_dir=tmp_path / "trunks")
     assert metrics["steps"] == reference["steps"] == 64
@@ -161,8 +179,9 @@ def test_a_cooldown_branch_ends_where_a_from_scratch_run_ends(tiny_data, tmp_pat
     last = branched.dropna(subset=["train_loss"]).iloc[-1]
     assert last["step"] == 63 and last["lr"] == pytest.approx(scratch.dropna(subset=["lr"]).iloc[-1]["lr"])
     # The state at step 48 is family + code + step: trained in one piece from scratch, it is a copy.
-    again = train_trunk(family, branch, tiny_data, tmp_path / "other" / f"step{branch}.ckpt",
-                        store_dir=tmp_path / "store")
+    again = train_trunk(
+        family, branch, tiny_data, tmp_path / "other" / f"step{branch}.ckpt", store_dir=tmp_path / "store"
+    )
     assert again["restored_from"] and again["from"] == 0
     assert (tmp_path / "other" / f"step{branch}.ckpt").read_bytes() == (folder / f"step{branch}.ckpt").read_bytes()
 
@@ -183,8 +202,23 @@ def test_a_killed_trunk_job_resumes_to_the_same_state(tiny_data, tmp_path, capsy
     reference = tmp_path / "ref" / "step200.ckpt"
     train_trunk(family, 200, tiny_data, reference, threads=1)
     out = tmp_path / "killed" / "step200.ckpt"
-    command = [sys.executable, "-m", "scalelab", "trunk", "--family", json.dumps(family), "--step", "200",
-               "--start=", "--data", str(tiny_data), "--out", str(out), "--threads", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "scalelab",
+        "trunk",
+        "--family",
+        json.dumps(family),
+        "--step",
+        "200",
+        "--start=",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = out.parent / ".work-step200" / CKPT_NAME
     deadline = time.time() + 120

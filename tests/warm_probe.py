@@ -1,4 +1,5 @@
 """An entry point for tests/test_warm.py: what a job's process sees, as `probe <action> ...`."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,13 @@ def main(argv: list[str]) -> int:
     action = argv[0]
     if action == "echo":  # stdin to stdout, context to stderr, the exit code asked for
         sys.stdout.write("out:" + sys.stdin.read())
-        context = {"cwd": os.getcwd(), "probe": os.environ.get("PROBE"), "umask": os.umask(0),
-                   "argv": sys.argv, "ppid": os.getppid()}
+        context = {
+            "cwd": os.getcwd(),
+            "probe": os.environ.get("PROBE"),
+            "umask": os.umask(0),
+            "argv": sys.argv,
+            "ppid": os.getppid(),
+        }
         print(json.dumps(context), file=sys.stderr)
         return int(argv[1])
     if action == "sleep":  # until a signal: write the pid, then wait
@@ -27,8 +33,15 @@ def main(argv: list[str]) -> int:
     if action == "threads":  # what torch and the BLAS libraries start with
         import torch
 
-        print(json.dumps({"intra": torch.get_num_threads(), "interop": torch.get_num_interop_threads(),
-                          "omp": os.environ.get("OMP_NUM_THREADS")}))
+        print(
+            json.dumps(
+                {
+                    "intra": torch.get_num_threads(),
+                    "interop": torch.get_num_interop_threads(),
+                    "omp": os.environ.get("OMP_NUM_THREADS"),
+                }
+            )
+        )
         return 0
     if action == "raise":
         raise RuntimeError("probe failure")

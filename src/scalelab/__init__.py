@@ -1,4 +1,5 @@
 """scalelab: language-model scaling-law studies as one Snakemake workflow."""
+
 from .version import __version__  # noqa: F401
 
 __all__ = ["Curves", "FittedLaw", "Study", "ScalelabError", "load_curves", "load_fit", "load_study"]

@@ -3,6 +3,7 @@
 Each stage module defines `add_arguments(parser)` and `run(args)`. Modules are imported
 lazily so that `scalelab fit` does not pay for importing torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[1:2] and sys.argv[1] in WARM_STAGES:
         from . import warm
 
-        code = warm.run_in_worker(sys.argv, entry="scalelab.cli:main",
-                                  preload=[STAGES[stage][0] for stage in WARM_STAGES])
+        code = warm.run_in_worker(
+            sys.argv, entry="scalelab.cli:main", preload=[STAGES[stage][0] for stage in WARM_STAGES]
+        )
         if code is not None:
             return code
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,4 +1,5 @@
 """Atomic writes: a crash or a bad input never leaves a half-written result behind."""
+
 from __future__ import annotations
 
 import contextlib

@@ -11,10 +11,13 @@ Every logger names the run by its run id and carries the tags (`tracker_tags`: m
 trained, seed, study, lr and every other sweepable train setting): as MLflow run tags, as W&B
 tags and config, and as hyperparameters for CSV and TensorBoard (hparams.yaml and the HParams
 plugin's events, so its HParams tab compares runs). The evaluation's metrics join the same run
-(`log_evaluation`, run by `scalelab track`, the workflow's `track` job, once every run is evaluated): TensorBoard's run folder (appended
-to the training's one event file) and the training's MLflow run. Nothing here reaches the network. tensorboard, mlflow and wandb are optional packages (the `trackers`
-extra has the first two, the `wandb` extra the third); asking for one that is not installed is a one-line ScalelabError naming what to install.
+(`log_evaluation`, run by `scalelab track`, the workflow's `track` job, once every run is
+evaluated): TensorBoard's run folder (appended to the training's one event file) and the training's
+MLflow run. Nothing here reaches the network. tensorboard, mlflow and wandb are optional packages
+(the `trackers` extra has the first two, the `wandb` extra the third); asking for one that is not
+installed is a one-line ScalelabError naming what to install.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,8 +33,20 @@ LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")
 EVAL_METRICS = ("test_loss", "test_ppl", "test_bpb", "bleu", "rouge1", "rouge2", "rougeL")
 HPARAM_METRICS = ("val_loss", "test_loss", "test_bpb", "bleu", "rougeL")
 # train settings a run's tags carry (besides model, N, D, seed): those a sweep may vary
-TAGGED_SETTINGS = ("lr", "batch_size", "context", "schedule", "warmup_tokens", "min_lr_ratio", "weight_decay",
-                   "beta2", "grad_clip", "precision", "cooldown", "cooldown_shape")
+TAGGED_SETTINGS = (
+    "lr",
+    "batch_size",
+    "context",
+    "schedule",
+    "warmup_tokens",
+    "min_lr_ratio",
+    "weight_decay",
+    "beta2",
+    "grad_clip",
+    "precision",
+    "cooldown",
+    "cooldown_shape",
+)
 # logger name -> (importable modules, any one will do; what to install; the scalelab extra with it)
 _NEEDS = {
     "tensorboard": (("tensorboard", "tensorboardX"), "tensorboard", "trackers"),
@@ -73,8 +88,9 @@ def check_available(names) -> None:
 def _require(name: str) -> None:
     modules, package, extra = _NEEDS[name]
     if not any(_installed(module) for module in modules):
-        raise ScalelabError(f"the {name} logger needs the {package} package: pip install {package} "
-                            f"(or pip install 'scalelab[{extra}]')")
+        raise ScalelabError(
+            f"the {name} logger needs the {package} package: pip install {package} (or pip install 'scalelab[{extra}]')"
+        )
 
 
 def _installed(module: str) -> bool:
@@ -87,8 +103,14 @@ def _installed(module: str) -> bool:
 def tracker_tags(spec: dict, params: int, tokens_trained: int, study: str) -> dict:
     """What names a run in every tracker: model, N, D as trained (whole steps; the spec's request
     is D_requested), seed, study and the train settings a sweep may vary."""
-    tags = {"model": spec["model"], "N": int(params), "D": int(tokens_trained), "D_requested": int(spec["tokens"]),
-            "seed": spec["seed"], "study": study}
+    tags = {
+        "model": spec["model"],
+        "N": int(params),
+        "D": int(tokens_trained),
+        "D_requested": int(spec["tokens"]),
+        "seed": spec["seed"],
+        "study": study,
+    }
     tags.update({key: spec[key] for key in TAGGED_SETTINGS if key in spec})
     return tags
 
@@ -133,8 +155,9 @@ def make_loggers(names, run_dir, run_id: str, tags: dict, experiment: str, root=
         elif name == "mlflow":
             from lightning.pytorch.loggers import MLFlowLogger
 
-            logger = MLFlowLogger(experiment_name=experiment, run_name=run_id, tracking_uri=mlflow_store(root),
-                                  tags=_string_tags(tags))
+            logger = MLFlowLogger(
+                experiment_name=experiment, run_name=run_id, tracking_uri=mlflow_store(root), tags=_string_tags(tags)
+            )
             logger.log_hyperparams(tags)  # as params too: MLflow compares and filters runs by params
         else:  # wandb
             from lightning.pytorch.loggers import WandbLogger
@@ -142,9 +165,14 @@ def make_loggers(names, run_dir, run_id: str, tags: dict, experiment: str, root=
             os.environ.setdefault("WANDB_MODE", "offline")
             save_dir = root / "wandb"
             save_dir.mkdir(parents=True, exist_ok=True)
-            logger = WandbLogger(name=run_id, project=_wandb_project(experiment), save_dir=str(save_dir),
-                                 offline=True, tags=[f"{k}={v}" for k, v in _string_tags(tags).items()],
-                                 config=tags)
+            logger = WandbLogger(
+                name=run_id,
+                project=_wandb_project(experiment),
+                save_dir=str(save_dir),
+                offline=True,
+                tags=[f"{k}={v}" for k, v in _string_tags(tags).items()],
+                config=tags,
+            )
         loggers.append(logger)
     return loggers
 
@@ -242,12 +270,22 @@ def _log_mlflow(root: Path, run_id: str, values: dict, step: int, experiment: st
 
     client = MlflowClient(tracking_uri=mlflow_store(root))
     found = client.get_experiment_by_name(experiment)
-    runs = [] if found is None else client.search_runs(
-        [found.experiment_id], filter_string=f"attributes.run_name = '{run_id}'", order_by=["attributes.start_time DESC"],
-        max_results=1)
+    runs = (
+        []
+        if found is None
+        else client.search_runs(
+            [found.experiment_id],
+            filter_string=f"attributes.run_name = '{run_id}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    )
     if not runs:
-        print(f"mlflow: no run named {run_id} in experiment {experiment!r} (was it trained with the mlflow logger?); "
-              "the evaluation is in eval.json only", file=sys.stderr)
+        print(
+            f"mlflow: no run named {run_id} in experiment {experiment!r} (was it trained with the mlflow logger?); "
+            "the evaluation is in eval.json only",
+            file=sys.stderr,
+        )
         return False
     for key, value in values.items():
         client.log_metric(runs[0].info.run_id, key, value, step=step)
@@ -255,6 +293,7 @@ def _log_mlflow(root: Path, run_id: str, values: dict, step: int, experiment: st
 
 
 # ----------------------------------------------------------------------------- scalelab track
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (results/runs/{run}) with an eval.json")
@@ -277,9 +316,16 @@ def _already_logged(name: str, root: Path, run_id: str, experiment: str) -> bool
 
     client = MlflowClient(tracking_uri=mlflow_store(root))
     found = client.get_experiment_by_name(experiment)
-    runs = [] if found is None else client.search_runs(
-        [found.experiment_id], filter_string=f"attributes.run_name = '{run_id}'",
-        order_by=["attributes.start_time DESC"], max_results=1)
+    runs = (
+        []
+        if found is None
+        else client.search_runs(
+            [found.experiment_id],
+            filter_string=f"attributes.run_name = '{run_id}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    )
     return bool(runs) and "test_loss" in runs[0].data.metrics
 
 

@@ -4,6 +4,7 @@ Pre-LayerNorm blocks, causal attention through scaled_dot_product_attention, a 4
 tied input embedding and output head. `forward` optionally takes and returns a key/value
 cache so that greedy decoding costs one single-token step per generated token.
 """
+
 from __future__ import annotations
 
 import math

@@ -28,6 +28,7 @@ SCALELAB_WARM_IDLE seconds (default 30) without a job, or when its socket is rem
 live in a private (0700) directory: $SCALELAB_WARM_DIR, else $XDG_RUNTIME_DIR/scalelab-warm,
 else /tmp/scalelab-warm-<uid>.
 """
+
 from __future__ import annotations
 
 import json
@@ -113,8 +114,10 @@ def _library_files() -> list[str]:
     from importlib.machinery import PathFinder
 
     files = []
-    for package, names in (("torch", ("version.py", "__init__.py")),
-                           ("lightning", ("__version__.py", "version.info", "__init__.py"))):
+    for package, names in (
+        ("torch", ("version.py", "__init__.py")),
+        ("lightning", ("__version__.py", "version.info", "__init__.py")),
+    ):
         spec = PathFinder.find_spec(package, sys.path)
         folder = os.path.dirname(spec.origin) if spec and spec.origin else None
         files += [os.path.join(folder, name) if folder else f"{package}:absent" for name in names]
@@ -133,11 +136,16 @@ def worker_key(env: dict, entry: str, preload: list[str]) -> str:
     limits = [resource.getrlimit(getattr(resource, name)) for name in dir(resource) if name.startswith("RLIMIT_")]
     context = {
         "python": [sys.executable, sys.version, repr(sys.flags), sys.warnoptions, sorted(sys._xoptions.items())],
-        "path": sys.path, "path_stats": [_stat_text(p) for p in sys.path if p],
+        "path": sys.path,
+        "path_stats": [_stat_text(p) for p in sys.path if p],
         "libraries": [_stat_text(p) for p in _library_files()],
         "env": sorted((k, v) for k, v in env.items() if k not in PER_COMMAND_VARIABLES),
-        "affinity": sorted(os.sched_getaffinity(0)), "limits": limits, "cgroup": cgroup,
-        "user": [os.getuid(), os.getgid(), os.getgroups()], "entry": entry, "preload": preload,
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "limits": limits,
+        "cgroup": cgroup,
+        "user": [os.getuid(), os.getgid(), os.getgroups()],
+        "entry": entry,
+        "preload": preload,
     }
     hasher.update(json.dumps(context, sort_keys=True, default=str).encode())
     _package_digest(hasher)
@@ -145,6 +153,7 @@ def worker_key(env: dict, entry: str, preload: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------- the client
+
 
 def run_in_worker(argv: list[str], entry: str, preload: list[str]) -> int | None:
     """Run `entry(argv[1:])` in a warm worker's child and return its exit code, or None if no
@@ -189,15 +198,27 @@ def _start_and_connect(folder: Path, key: str, entry: str, preload: list[str]) -
         if sock:
             return sock
         path.unlink(missing_ok=True)  # a dead worker's socket
-        config = json.dumps({"socket": str(path), "entry": entry, "preload": preload, "path": sys.path,
-                             "idle_s": _idle_s()})
+        config = json.dumps(
+            {"socket": str(path), "entry": entry, "preload": preload, "path": sys.path, "idle_s": _idle_s()}
+        )
         env = dict(os.environ)
         with open(folder / f"{key}.log", "ab") as log:
             worker = subprocess.Popen(
-                [sys.executable, *subprocess._args_from_interpreter_flags(), "-c",
-                 "import scalelab.warm_worker as w; w.worker_main()", config],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=folder, env=env,
-                start_new_session=True, close_fds=True)
+                [
+                    sys.executable,
+                    *subprocess._args_from_interpreter_flags(),
+                    "-c",
+                    "import scalelab.warm_worker as w; w.worker_main()",
+                    config,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=folder,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             sock = _connect(path)
@@ -220,11 +241,20 @@ def _idle_s() -> float:
 def _relay(sock: socket.socket, argv: list[str], env: dict) -> int | None:
     main = sys.modules.get("__main__")
     ignored = [int(s) for s in FORWARDED if signal.getsignal(s) is signal.SIG_IGN]
-    request = json.dumps({
-        "argv": argv, "cwd": os.getcwd(), "env": env, "umask": _umask(), "path": sys.path, "ignored": ignored,
-        "main": {"spec": getattr(getattr(main, "__spec__", None), "name", None),
-                 "file": getattr(main, "__file__", None)},
-    }).encode()
+    request = json.dumps(
+        {
+            "argv": argv,
+            "cwd": os.getcwd(),
+            "env": env,
+            "umask": _umask(),
+            "path": sys.path,
+            "ignored": ignored,
+            "main": {
+                "spec": getattr(getattr(main, "__spec__", None), "name", None),
+                "file": getattr(main, "__file__", None),
+            },
+        }
+    ).encode()
     child = {"pid": 0, "pending": []}
 
     def forward(signum, frame):

@@ -1,6 +1,7 @@
 """The warm worker's side (scalelab.warm explains the scheme): a process that has imported torch
 and Lightning once, serves on a UNIX socket, and forks a child per job that becomes the job's
 command, with its argv, cwd, umask, environment and standard streams."""
+
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 from .warm import FORWARDED, HEADER, REPLY, signal_group
 
 # ---------------------------------------------------------------------------------- the worker
+
 
 def worker_main() -> None:
     config = json.loads(sys.argv[1])
@@ -221,7 +223,7 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
             os.close(fd)
         raise ValueError("expected a request and three descriptors")
     (length,) = HEADER.unpack_from(data)
-    body = data[HEADER.size:]
+    body = data[HEADER.size :]
     while len(body) < length:
         chunk = conn.recv(length - len(body))
         if not chunk:

@@ -2,6 +2,7 @@
 
 A primitive: the config reader, the settings, the grid and the stages all read counts the same way.
 """
+
 from __future__ import annotations
 
 import math

@@ -9,6 +9,7 @@ The aggregate rule joins the scores after `scalelab aggregate` (which stays as i
 study without `eval.extra` keeps its aggregate fingerprint):
 `python -m scalelab.config.extra_metrics SCORES_CSV results/metrics.csv` rewrites metrics.csv atomically.
 """
+
 from __future__ import annotations
 
 import csv

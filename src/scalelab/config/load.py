@@ -5,6 +5,7 @@ input is one line naming the file or key. Used by the Snakefile (at DAG-build ti
 stay fast and import no torch) and by `scalelab check`. What a config's settings mean for a run
 lives above it: per-model settings and sweeps in `sweeps`, the runs in `grid`, the corpus in `corpus`.
 """
+
 from __future__ import annotations
 
 import glob
@@ -43,8 +44,10 @@ def _values(value: Any, path: str, seen: dict, stack: set) -> int:
     for k, v in items:
         total += _values(v, f"{path}.{k}".lstrip(".") if isinstance(value, dict) else f"{path}[{k}]", seen, stack)
         if total > MAX_CONFIG_VALUES:
-            raise ScalelabError(f"config: {path or '(top level)'}: more than {MAX_CONFIG_VALUES:,} values once "
-                                f"YAML aliases are expanded; write the list out or shorten it")
+            raise ScalelabError(
+                f"config: {path or '(top level)'}: more than {MAX_CONFIG_VALUES:,} values once "
+                f"YAML aliases are expanded; write the list out or shorten it"
+            )
     stack.discard(key)
     seen[key] = total
     return total
@@ -124,8 +127,9 @@ def _parse_counts(config: dict) -> None:
     if suggest.get("sizes"):
         suggest["sizes"] = [parse_count(v, f"fit.suggest.sizes[{i}]") for i, v in enumerate(suggest["sizes"])]
     if config["fit"]["predict_flops"]:
-        config["fit"]["predict_flops"] = [parse_count(v, f"fit.predict_flops[{i}]")
-                                          for i, v in enumerate(config["fit"]["predict_flops"])]
+        config["fit"]["predict_flops"] = [
+            parse_count(v, f"fit.predict_flops[{i}]") for i, v in enumerate(config["fit"]["predict_flops"])
+        ]
 
 
 def _fill_source_defaults(data: dict) -> None:
@@ -134,15 +138,38 @@ def _fill_source_defaults(data: dict) -> None:
     if isinstance(source, dict) and "files" in source:
         data["source"] = {"text_field": "text", "sample_by": "document", **source}
     elif isinstance(source, dict):
-        data["source"] = {"name": None, "split": "train", "revision": None, "text_field": "text",
-                          "max_documents": None, **source}
+        data["source"] = {
+            "name": None,
+            "split": "train",
+            "revision": None,
+            "text_field": "text",
+            "max_documents": None,
+            **source,
+        }
     if data["pairs"] is not None:
         data["pairs"] = {"source_field": "source", "target_field": "target", **data["pairs"]}
 
 
 # metrics.csv's own columns, which an `eval.extra` CSV may not repeat (scalelab.aggregate.FIRST_COLUMNS)
-RESERVED_COLUMNS = ("status", "model", "params", "params_total", "tokens", "flops", "flops_total", "seed",
-                    "train_loss", "val_loss", "test_loss", "test_ppl", "test_bpb", "bleu", "rouge1", "rouge2", "rougeL")
+RESERVED_COLUMNS = (
+    "status",
+    "model",
+    "params",
+    "params_total",
+    "tokens",
+    "flops",
+    "flops_total",
+    "seed",
+    "train_loss",
+    "val_loss",
+    "test_loss",
+    "test_ppl",
+    "test_bpb",
+    "bleu",
+    "rouge1",
+    "rouge2",
+    "rougeL",
+)
 
 
 def _check_semantics(config: dict) -> None:
@@ -162,8 +189,9 @@ def _check_semantics(config: dict) -> None:
         parse_count(value, f"grid.tokens[{i}]")
     for i, item in enumerate(grid.get("extra") or []):
         if item["model"] not in models:
-            raise ScalelabError(f"config: grid.extra[{i}].model: unknown model {item['model']!r} "
-                                f"(known: {', '.join(models)})")
+            raise ScalelabError(
+                f"config: grid.extra[{i}].model: unknown model {item['model']!r} (known: {', '.join(models)})"
+            )
         parse_count(item["tokens"], f"grid.extra[{i}].tokens")
     if grid.get("isoflop"):
         for i, value in enumerate(grid["isoflop"]["budgets"]):
@@ -197,7 +225,8 @@ def _check_semantics(config: dict) -> None:
             if evaluation["prompt_tokens"] + evaluation["max_new_tokens"] > context:
                 raise ScalelabError(
                     f"config: eval.prompt_tokens + eval.max_new_tokens ({evaluation['prompt_tokens']} + "
-                    f"{evaluation['max_new_tokens']}) exceed model {name}'s context of {context}")
+                    f"{evaluation['max_new_tokens']}) exceed model {name}'s context of {context}"
+                )
     extra_columns(evaluation.get("extra"), reserved=RESERVED_COLUMNS)
     if evaluation["task"] == "pairs" and not config["data"]["pairs"]:
         raise ScalelabError("config: eval.task: 'pairs' needs data.pairs (source_field/target_field)")
@@ -212,11 +241,11 @@ class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, (dict, list)):
-                raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a plain value",
-                                                        key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain value", key_node.start_mark
+                )
             if key in keys:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {short(key)}",
-                                                        key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {short(key)}", key_node.start_mark)
             keys.add(key)
         return super().construct_mapping(node, deep)
 
@@ -297,8 +326,11 @@ def source_files(config: dict, base: Path = Path(".")) -> list[Path]:
             raise ScalelabError(f"config: data.source.files[{i}]: {pattern!r} matches no file")
         corpus = [m for m in matches if not study_output(Path(m), base, studies)]
         if not corpus:
-            raise ScalelabError(f"config: data.source.files[{i}]: {pattern!r} matches only the study's own outputs "
-                                f"({', '.join(STUDY_OUTPUTS)}, or another study's folder), which are never corpus; point it at the corpus")
+            raise ScalelabError(
+                f"config: data.source.files[{i}]: {pattern!r} matches only the study's own outputs "
+                f"({', '.join(STUDY_OUTPUTS)}, or another study's folder), which are never corpus; "
+                "point it at the corpus"
+            )
         files.extend(Path(m) for m in corpus)
     if sum(f.stat().st_size for f in files) == 0:
         raise ScalelabError(f"config: data.source.files: the corpus is empty ({len(files)} empty file(s))")

@@ -3,6 +3,7 @@
 The schema (schemas/config.schema.yaml) is the one place where a setting and its default are
 declared; `validator` checks a config (or one section of it) against it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -63,5 +64,5 @@ def schema_message(error, prefix: str = "config: ") -> str:
         return f"{prefix}{where}: {instance} is not one of {', '.join(map(str, error.validator_value))}"
     if error.validator == "type":
         return f"{prefix}{where}: {instance} is not of type {error.validator_value!r}"
-    message = error.message if len(error.message) <= 2 * MAX_MESSAGE else error.message[:2 * MAX_MESSAGE] + "..."
+    message = error.message if len(error.message) <= 2 * MAX_MESSAGE else error.message[: 2 * MAX_MESSAGE] + "..."
     return f"{prefix}{where}: {message}"

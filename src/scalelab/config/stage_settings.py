@@ -11,6 +11,7 @@ settings as one JSON object (`--spec`), so no config value ever reaches a shell 
 Standard library and the package's errors only (config helpers are imported when called): the
 Snakefile imports this module on every dry run.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,7 +67,9 @@ class EvalSettings:
             if getattr(self, name) not in allowed:
                 raise ScalelabError(f"eval settings: {name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.test_tokens is not None and (not isinstance(self.test_tokens, int) or self.test_tokens < 1):
-            raise ScalelabError(f"eval settings: test_tokens must be a positive count or null, got {self.test_tokens!r}")
+            raise ScalelabError(
+                f"eval settings: test_tokens must be a positive count or null, got {self.test_tokens!r}"
+            )
         for name in ("prompts", "prompt_tokens", "max_new_tokens", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -126,8 +129,10 @@ class FitSettings:
         for f in fields(self):
             object.__setattr__(self, f.name, check_fit_setting(f.name, getattr(self, f.name), f.name))
         if self.form != "auto" and self.forms is not None and self.form not in self.forms:
-            raise ScalelabError(f"form: {self.form!r} is not among the forms to fit ({', '.join(self.forms)}); "
-                                "add it to forms or set form: auto")
+            raise ScalelabError(
+                f"form: {self.form!r} is not among the forms to fit ({', '.join(self.forms)}); "
+                "add it to forms or set form: auto"
+            )
 
     @classmethod
     def from_dict(cls, d, where="--spec") -> "FitSettings":
@@ -235,8 +240,9 @@ def check_fit_setting(key, value, label):
     if key == "seed":
         return _integer(value, label, 0)
     if key == "grid_points":
-        return _integer(value, label, 2, MAX_GRID_POINTS,
-                        f" ({MAX_GRID_POINTS}**5 = {MAX_GRID_POINTS**5} L-BFGS-B starts)")
+        return _integer(
+            value, label, 2, MAX_GRID_POINTS, f" ({MAX_GRID_POINTS}**5 = {MAX_GRID_POINTS**5} L-BFGS-B starts)"
+        )
     if key == "workers":
         return None if value is None else _integer(value, label, 1, 4096)
     if key in ("predict_flops", "budgets"):
@@ -308,8 +314,7 @@ def _suggest_value(key, value, label):
             raise ScalelabError(f"{label}: must be a positive, finite number, got {item!r}")
         return number
 
-    if value is None and key in ("target_flops", "budget_flops", "cooldown", "models", "tokens_per_step",
-                                 "max_tokens"):
+    if value is None and key in ("target_flops", "budget_flops", "cooldown", "models", "tokens_per_step", "max_tokens"):
         return None
     if key in ("target_flops", "budget_flops"):
         return positive(value)
@@ -341,9 +346,10 @@ def _suggest_value(key, value, label):
         return float(value)
     if key == "models":
         if not isinstance(value, dict) or not all(
-                isinstance(shape, dict) and all(isinstance(shape.get(k), int) and shape[k] > 0
-                                                for k in ("n_layer", "d_model", "n_head"))
-                for shape in value.values()):
+            isinstance(shape, dict)
+            and all(isinstance(shape.get(k), int) and shape[k] > 0 for k in ("n_layer", "d_model", "n_head"))
+            for shape in value.values()
+        ):
             raise ScalelabError(f"{label}: expected {{name: {{n_layer, d_model, n_head}}}}, got {value!r}")
         return value
     raise ScalelabError(f"{label}: unknown suggest setting")
@@ -379,8 +385,9 @@ class ReportSettings:
                 raise ScalelabError(f"{what}: unknown report setting '{key}' (known: {', '.join(known)})")
             expected = type(known[key].default)
             if type(value) is not expected:
-                raise ScalelabError(f"{what}: report setting '{key}' should be a {expected.__name__}, "
-                                    f"got {json.dumps(value)}")
+                raise ScalelabError(
+                    f"{what}: report setting '{key}' should be a {expected.__name__}, got {json.dumps(value)}"
+                )
         return cls(**spec)
 
     def to_spec(self) -> str:

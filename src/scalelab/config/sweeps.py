@@ -3,6 +3,7 @@
 A new sweep rule goes here; a new train setting goes in the schema (schemas/config.schema.yaml),
 with its checks across settings in `check_run_settings`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,11 +35,15 @@ def train_settings(config: dict, model: str) -> dict:
 def check_run_settings(settings: dict, where) -> None:
     """What one model's train settings must satisfy together; `where(key)` names the key."""
     if settings["batch_size"] % settings["devices"]:
-        raise ScalelabError(f"config: {where('batch_size')}: batch_size {settings['batch_size']} is not divisible "
-                            f"by devices ({settings['devices']}), so the batch cannot be split across them")
+        raise ScalelabError(
+            f"config: {where('batch_size')}: batch_size {settings['batch_size']} is not divisible "
+            f"by devices ({settings['devices']}), so the batch cannot be split across them"
+        )
     if settings["val_tokens"] < settings["context"]:
-        raise ScalelabError(f"config: {where('val_tokens')}: val_tokens {settings['val_tokens']:,} is smaller than "
-                            f"one context window ({settings['context']} tokens), so no val loss could be measured")
+        raise ScalelabError(
+            f"config: {where('val_tokens')}: val_tokens {settings['val_tokens']:,} is smaller than "
+            f"one context window ({settings['context']} tokens), so no val loss could be measured"
+        )
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -53,8 +58,18 @@ def check_run_settings(settings: dict, where) -> None:
 # Keys that decide what a run learns. The other keys of a run's spec decide where it trains
 # (accelerator, devices), how fast (compile) or what is measured and when (val_tokens, val_evals,
 # checkpoint_every): swept, they would compare nothing, or compare runs measured differently.
-SWEEPABLE = ("batch_size", "beta2", "context", "grad_clip", "lr", "min_lr_ratio", "precision", "schedule",
-             "warmup_tokens", "weight_decay")
+SWEEPABLE = (
+    "batch_size",
+    "beta2",
+    "context",
+    "grad_clip",
+    "lr",
+    "min_lr_ratio",
+    "precision",
+    "schedule",
+    "warmup_tokens",
+    "weight_decay",
+)
 NOT_SWEEPABLE = {
     "accelerator": "it decides where a run trains, not what it learns",
     "devices": "it decides how a run is split across devices, not what it learns",
@@ -113,8 +128,9 @@ def _number(value, where: str) -> float:
 def _sweep_key_schema(key: str, where: str) -> dict:
     train_schema = load_schema()["properties"]["train"]["properties"]
     if key in NOT_SWEEPABLE:
-        raise ScalelabError(f"config: {where}: {key} cannot be swept: {NOT_SWEEPABLE[key]} "
-                            f"(sweepable: {', '.join(SWEEPABLE)})")
+        raise ScalelabError(
+            f"config: {where}: {key} cannot be swept: {NOT_SWEEPABLE[key]} (sweepable: {', '.join(SWEEPABLE)})"
+        )
     if key not in train_schema or key not in SWEEPABLE:
         raise ScalelabError(f"config: {where}: unknown train setting (sweepable: {', '.join(SWEEPABLE)})")
     return train_schema[key]
@@ -138,7 +154,9 @@ def _sweep_value(raw, key: str, kind: str, where: str):
             value = number
     error = next(iter(validator("train").iter_errors({key: value})), None)
     if error is not None:
-        raise ScalelabError(f"config: {where}: {short(value)} is not a valid train.{key} ({error.message[:MAX_MESSAGE]})")
+        raise ScalelabError(
+            f"config: {where}: {short(value)} is not a valid train.{key} ({error.message[:MAX_MESSAGE]})"
+        )
     return value
 
 
@@ -147,8 +165,10 @@ def _sweep_values(spec, key: str, base, where: str, model: str) -> list:
     kind = _sweep_key_schema(key, where).get("type")
     if isinstance(spec, dict):
         if set(spec) != {"times"}:
-            raise ScalelabError(f"config: {where}: expected a list of values or {{times: [factors]}}, got keys "
-                                f"{', '.join(map(str, spec))}")
+            raise ScalelabError(
+                f"config: {where}: expected a list of values or {{times: [factors]}}, got keys "
+                f"{', '.join(map(str, spec))}"
+            )
         if kind not in ("number", "integer"):
             raise ScalelabError(f"config: {where}.times: train.{key} is not a number, so it has no multiples")
         factors, where = spec["times"], f"{where}.times"
@@ -168,17 +188,22 @@ def _sweep_values(spec, key: str, base, where: str, model: str) -> list:
                 raise ScalelabError(f"config: {at}: a factor must be positive, got {short(raw)}")
             product = float(f"{base * factor:.{TIMES_DIGITS}g}")
             if kind == "integer" and not product.is_integer():
-                raise ScalelabError(f"config: {at}: model {model}'s {key} {base} x {factor:g} = {product:g} is "
-                                    f"not a whole number")
+                raise ScalelabError(
+                    f"config: {at}: model {model}'s {key} {base} x {factor:g} = {product:g} is not a whole number"
+                )
             if key == "warmup_tokens" and (base <= 1) != (product <= 1):
-                raise ScalelabError(f"config: {at}: model {model}'s warmup_tokens {base} x {factor:g} = {product:g} "
-                                    f"crosses 1, where a fraction of D becomes a count of tokens")
+                raise ScalelabError(
+                    f"config: {at}: model {model}'s warmup_tokens {base} x {factor:g} = {product:g} "
+                    f"crosses 1, where a fraction of D becomes a count of tokens"
+                )
             value = _sweep_value(int(product) if kind == "integer" else product, key, kind, at)
         else:
             value = _sweep_value(raw, key, kind, at)
         if value in first:
-            raise ScalelabError(f"config: {where}: {short(items[first[value]])} and {short(raw)} are the same "
-                                f"value ({sweep_value_text(value)}); list each value once")
+            raise ScalelabError(
+                f"config: {where}: {short(items[first[value]])} and {short(raw)} are the same "
+                f"value ({sweep_value_text(value)}); list each value once"
+            )
         first[value] = i
         values.append(value)
     return values
@@ -190,11 +215,12 @@ def model_sweep(config: dict, model: str) -> dict[str, tuple[str, list]]:
     base = train_settings(config, model)
     own = config["overrides"].get(model, {}).get("sweep")
     if own is not None and not isinstance(own, dict):
-        raise ScalelabError(f"config: overrides.{model}.sweep: expected a mapping of train settings to lists of "
-                            f"values, got {short(own)}")
+        raise ScalelabError(
+            f"config: overrides.{model}.sweep: expected a mapping of train settings to lists of "
+            f"values, got {short(own)}"
+        )
     sweep = {}
-    for source, entries in (("grid.sweep", config["grid"].get("sweep") or {}),
-                            (f"overrides.{model}.sweep", own or {})):
+    for source, entries in (("grid.sweep", config["grid"].get("sweep") or {}), (f"overrides.{model}.sweep", own or {})):
         for key, spec in entries.items():
             where = f"{source}.{key}"
             sweep[key] = (where, _sweep_values(spec, key, base.get(key), where, model))
@@ -209,8 +235,10 @@ def sweep_combos(config: dict, model: str) -> list[tuple[dict, dict]]:
     if not sweep:
         return [({}, base)]
     if math.prod(len(values) for _, values in sweep.values()) > MAX_SWEEP_RUNS:
-        raise ScalelabError(f"config: {next(iter(sweep.values()))[0]}: model {model}'s sweep has more than "
-                            f"{MAX_SWEEP_RUNS:,} combinations per grid point")
+        raise ScalelabError(
+            f"config: {next(iter(sweep.values()))[0]}: model {model}'s sweep has more than "
+            f"{MAX_SWEEP_RUNS:,} combinations per grid point"
+        )
     combos = []
     for values in itertools.product(*(values for _, values in sweep.values())):
         combo = dict(zip(sweep, values))
@@ -226,12 +254,17 @@ def check_sweeps(config: dict) -> None:
         if not sweep:
             continue
         for combo, settings in sweep_combos(config, model):
+
             def where(key):
                 return sweep[key][0] if key in sweep else f"overrides.{model}.{key}"
 
             label = ", ".join(f"{k} {sweep_value_text(v)}" for k, v in combo.items())
             check_run_settings(settings, lambda key: f"{where(key)}: model {model} at {label}")
-            if (evaluation["task"] == "continuation"
-                    and evaluation["prompt_tokens"] + evaluation["max_new_tokens"] > settings["context"]):
-                raise ScalelabError(f"config: {where('context')}: model {model} at {label}: eval.prompt_tokens + "
-                                    f"eval.max_new_tokens exceed the context of {settings['context']}")
+            if (
+                evaluation["task"] == "continuation"
+                and evaluation["prompt_tokens"] + evaluation["max_new_tokens"] > settings["context"]
+            ):
+                raise ScalelabError(
+                    f"config: {where('context')}: model {model} at {label}: eval.prompt_tokens + "
+                    f"eval.max_new_tokens exceed the context of {settings['context']}"
+                )

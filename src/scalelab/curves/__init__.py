@@ -7,6 +7,7 @@ law) fitted to every run's loss curve, so that any run spec's final loss can be 
 - `heldout`: the checks the choice rests on; `model`: fit, choose, predict (`Curves`, `load_curves`);
 - `command`: `scalelab curves`.
 """
+
 from .model import Curves, load_curves
 from .command import add_arguments, run
 

@@ -6,6 +6,7 @@ the rows after it to the run's own. The trunk rows come from the family's latest
 in results/trunks (its recorded train rows and val evaluations; reading it needs torch) and from
 the trunk part of the finished runs' curves. A non-WSD run is one trajectory of its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,7 @@ import pandas as pd
 from ..plan import wsd
 from ..errors import ScalelabError
 from ..files import read_json
-from .schedules import lr_sequence, run_steps, trunk_lr_sequence
+from .schedules import lr_sequence, trunk_lr_sequence
 
 CURVE_COLUMNS = ("step", "train_loss", "val_loss")
 TARGETS = {"val_loss": "val", "train_loss": "train"}
@@ -88,8 +89,10 @@ def trunk_checkpoint_rows(trunks_dir: Path, family: str) -> pd.DataFrame | None:
         return None
     train = [row for cb in (state.get("callbacks") or {}).values() for row in (cb.get("rows") or [])]
     val = list(state.get("val_history") or [])
-    frames = [pd.DataFrame({"step": [int(r[0]) for r in train], "kind": "train", "loss": [r[2] for r in train]}),
-              pd.DataFrame({"step": [int(r[0]) for r in val], "kind": "val", "loss": [r[1] for r in val]})]
+    frames = [
+        pd.DataFrame({"step": [int(r[0]) for r in train], "kind": "train", "loss": [r[2] for r in train]}),
+        pd.DataFrame({"step": [int(r[0]) for r in val], "kind": "val", "loss": [r[1] for r in val]}),
+    ]
     # CurveRecorder's step counts the updates done before the batch: as curve.csv writes it
     return pd.concat(frames, ignore_index=True)
 
@@ -127,8 +130,9 @@ def run_trajectories(specs: dict[str, dict], curves: dict[str, pd.DataFrame]) ->
 def trunk_trajectory(family: str, spec: dict, parts: list[pd.DataFrame]) -> Trajectory:
     rows = usable(pd.concat(parts, ignore_index=True), first_step(spec))
     steps = int(rows["step"].max()) if len(rows) else 1
-    return Trajectory(f"trunk {family}", spec["model"], spec, trunk_lr_sequence(spec, steps), rows,
-                      is_run=False, annealed=False)
+    return Trajectory(
+        f"trunk {family}", spec["model"], spec, trunk_lr_sequence(spec, steps), rows, is_run=False, annealed=False
+    )
 
 
 def finished_runs(results: Path, run_ids) -> list[str]:

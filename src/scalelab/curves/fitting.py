@@ -9,6 +9,7 @@ default study the train rows, tied by a fitted offset, made every law's held-out
 plus a fitted offset (`train_offset`), each kind weighted by the inverse of its own residual spread
 (a first pass with equal weights measures it). With the target train_loss only train rows are used.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,8 +65,14 @@ def _stack(trajectories, kinds) -> list[tuple]:
     for traj in trajectories:
         rows = traj.rows[traj.rows["kind"].isin(kinds)]
         if len(rows):
-            out.append((traj.lrs, rows["step"].to_numpy(int), (rows["kind"] == "train").to_numpy(),
-                        np.log(rows["loss"].to_numpy(float))))
+            out.append(
+                (
+                    traj.lrs,
+                    rows["step"].to_numpy(int),
+                    (rows["kind"] == "train").to_numpy(),
+                    np.log(rows["loss"].to_numpy(float)),
+                )
+            )
     return out
 
 
@@ -85,8 +92,16 @@ def _solve(law, data, lr_ref, weights, offset, starts, bounds, robust):
     best = None
     for start in starts:
         try:
-            res = least_squares(_residuals, start, bounds=bounds, args=(law, data, lr_ref, weights, offset),
-                                loss="huber" if robust else "linear", f_scale=1.0, x_scale="jac", max_nfev=400)
+            res = least_squares(
+                _residuals,
+                start,
+                bounds=bounds,
+                args=(law, data, lr_ref, weights, offset),
+                loss="huber" if robust else "linear",
+                f_scale=1.0,
+                x_scale="jac",
+                max_nfev=400,
+            )
         except ValueError:
             continue
         if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
@@ -94,8 +109,9 @@ def _solve(law, data, lr_ref, weights, offset, starts, bounds, robust):
     return best
 
 
-def fit_law(law: Law, trajectories, target: str = "val", robust: bool = True, train_rows: bool = False,
-            start=None) -> LawFit:
+def fit_law(
+    law: Law, trajectories, target: str = "val", robust: bool = True, train_rows: bool = False, start=None
+) -> LawFit:
     """Fit `law` to these trajectories' rows (see the module docstring for the train/val tie). `start`:
     one more starting point beside the law's own (a refit of the same size also starts from its fit)."""
     kinds = (("val", "train") if train_rows else ("val",)) if target == "val" else ("train",)
@@ -121,8 +137,9 @@ def fit_law(law: Law, trajectories, target: str = "val", robust: bool = True, tr
     weights = {kind: 1.0 / max(value, 1e-6) for kind, value in sd.items()}
     res = _solve(law, data, lr_ref, weights, offset, [first.x], (low, high), robust) or first
     n = {kind: int(sum((d[2] if kind == "train" else ~d[2]).sum() for d in data)) for kind in ("val", "train")}
-    return LawFit(law, res.x, _covariance(res), lr_ref, weights, _kind_sd(res.x, law, data, lr_ref, offset), n,
-                  float(res.cost))
+    return LawFit(
+        law, res.x, _covariance(res), lr_ref, weights, _kind_sd(res.x, law, data, lr_ref, offset), n, float(res.cost)
+    )
 
 
 def _kind_sd(theta, law, data, lr_ref, offset) -> dict:
@@ -158,7 +175,12 @@ def parameter_table(fit: LawFit) -> dict:
     for i, name in enumerate(names):
         value = float(fit.theta[i])
         on_bound = abs(value - low[i]) <= 1e-6 * max(1.0, abs(low[i])) or (
-            np.isfinite(high[i]) and name != "L0" and abs(value - high[i]) <= 1e-6 * max(1.0, abs(high[i])))
-        table[name] = {"value": value, "low": value - Z95 * float(sd[i]), "high": value + Z95 * float(sd[i]),
-                       "at_bound": bool(on_bound)}
+            np.isfinite(high[i]) and name != "L0" and abs(value - high[i]) <= 1e-6 * max(1.0, abs(high[i]))
+        )
+        table[name] = {
+            "value": value,
+            "low": value - Z95 * float(sd[i]),
+            "high": value + Z95 * float(sd[i]),
+            "at_bound": bool(on_bound),
+        }
     return table

@@ -1,5 +1,6 @@
 """What the report draws from a curves fit: the chosen law's predicted final target of every run of
 the study's grid (trained or not) beside the measured one, and the law's curve along each schedule."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,15 @@ def grid_forecast(curves: Curves, specs: dict, results: Path, used: list[str]) -
         if spec["model"] not in curves.data["sizes"]:
             continue
         p = curves.predict(spec)
-        records.append({**p, "model": spec["model"], "tokens": spec["tokens"], "used": run_id in used,
-                        "observed": measured(results, run_id, curves.target)})
+        records.append(
+            {
+                **p,
+                "model": spec["model"],
+                "tokens": spec["tokens"],
+                "used": run_id in used,
+                "observed": measured(results, run_id, curves.target),
+            }
+        )
     return sorted(records, key=lambda r: (r["model"], r["tokens"]))
 
 

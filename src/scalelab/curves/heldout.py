@@ -9,6 +9,7 @@ Two checks, each a refit without the held-out rows:
   trunk the only curve past it, it predicted the constant-lr trunk's end, where the two laws are
   one function, and said nothing about annealing.)
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -29,8 +30,14 @@ def _last_row(traj, kind: str):
 def _record(check, traj, row, fit) -> dict:
     predicted = float(np.exp(fit.log_predict(traj.lrs, int(row["step"]))[0]))
     observed = float(row["loss"])
-    return {"check": check, "trajectory": traj.name, "step": int(row["step"]), "observed": observed,
-            "predicted": predicted, "rel_error": predicted / observed - 1}
+    return {
+        "check": check,
+        "trajectory": traj.name,
+        "step": int(row["step"]),
+        "observed": observed,
+        "predicted": predicted,
+        "rel_error": predicted / observed - 1,
+    }
 
 
 def _enough(trajectories, kind) -> bool:
@@ -85,6 +92,9 @@ def summary(records: list[dict]) -> dict:
     if not records:
         return {"n": 0, "mean_abs_rel_error": None, "max_abs_rel_error": None, "rms_log_error": None}
     rel = np.array([r["rel_error"] for r in records])
-    return {"n": len(records), "mean_abs_rel_error": float(np.mean(np.abs(rel))),
-            "max_abs_rel_error": float(np.max(np.abs(rel))),
-            "rms_log_error": float(np.sqrt(np.mean(np.log1p(rel) ** 2)))}
+    return {
+        "n": len(records),
+        "mean_abs_rel_error": float(np.mean(np.abs(rel))),
+        "max_abs_rel_error": float(np.max(np.abs(rel))),
+        "rms_log_error": float(np.sqrt(np.mean(np.log1p(rel) ** 2))),
+    }

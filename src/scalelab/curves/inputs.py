@@ -1,5 +1,6 @@
 """What `scalelab curves` reads from a study folder: its config (the run specs) and the curves of
 its finished runs, with the trunk checkpoints' rows, as trajectories per model size."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,13 +30,15 @@ def study_specs(config: dict) -> dict[str, dict]:
 def fit_target(config: dict) -> str:
     target = (config.get("fit") or {}).get("target", "val_loss")
     if target not in ("val_loss", "train_loss"):
-        raise ScalelabError(f"config: fit.target: {target} is not measured along a curve; curves fit val_loss "
-                            f"or train_loss")
+        raise ScalelabError(
+            f"config: fit.target: {target} is not measured along a curve; curves fit val_loss or train_loss"
+        )
     return target
 
 
-def read_trajectories(results: Path, specs: dict[str, dict], use: list[str] | None,
-                      trunk_checkpoints: bool = True) -> tuple[list[str], list[Trajectory]]:
+def read_trajectories(
+    results: Path, specs: dict[str, dict], use: list[str] | None, trunk_checkpoints: bool = True
+) -> tuple[list[str], list[Trajectory]]:
     """(the runs used, their trajectories with the families' trunks) of a study's results folder."""
     done = finished_runs(results, list(specs))
     if use:
@@ -53,8 +56,11 @@ def read_trajectories(results: Path, specs: dict[str, dict], use: list[str] | No
     curves = {run_id: read_curve(results / "runs" / run_id / "curve.csv") for run_id in used}
     # The trunks are trained whatever cooldowns are used: their rows also come from the other finished
     # runs' trunk parts and from the trunk checkpoints.
-    trunk_parts = {run_id: read_curve(results / "runs" / run_id / "curve.csv") for run_id in done
-                   if run_id not in curves and wsd.is_wsd(specs[run_id])}
+    trunk_parts = {
+        run_id: read_curve(results / "runs" / run_id / "curve.csv")
+        for run_id in done
+        if run_id not in curves and wsd.is_wsd(specs[run_id])
+    }
     trajectories = run_trajectories(specs, curves)
     extra = run_trajectories(specs, trunk_parts) if trunk_parts else []
     return used, merge_trunks(trajectories, extra, results / "trunks" if trunk_checkpoints else None)

@@ -14,6 +14,7 @@ papers' equations:
   G(eta_k^-gamma * S_k(s)), S_k(s) = eta_k + ... + eta_{s-1}, G(x) = 1 - (C x + 1)^-beta: every lr
   drop buys a loss reduction that grows as a power law in the lr area trained since it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,14 +78,17 @@ BOUNDS = {
     "multi-power": lambda low: ([0.0, 0.0, 0.01, 0.0, 0.0, 0.01, 0.0], [low, INF, 3.0, INF, INF, 5.0, 2.0]),
 }
 STARTS = {
-    "annealing": lambda low: [[0.6 * low, 1.0, 0.5, 0.5, lam] for lam in (0.9, 0.99)]
-    + [[0.3 * low, 2.0, 0.3, 1.0, 0.95]],
-    "multi-power": lambda low: [[0.6 * low, 1.0, 0.5, 0.5, c, 0.5, 0.5] for c in (0.5, 5.0)]
-    + [[0.3 * low, 2.0, 0.3, 1.0, 1.0, 1.0, 0.2]],
+    "annealing": lambda low: (
+        [[0.6 * low, 1.0, 0.5, 0.5, lam] for lam in (0.9, 0.99)] + [[0.3 * low, 2.0, 0.3, 1.0, 0.95]]
+    ),
+    "multi-power": lambda low: (
+        [[0.6 * low, 1.0, 0.5, 0.5, c, 0.5, 0.5] for c in (0.5, 5.0)] + [[0.3 * low, 2.0, 0.3, 1.0, 1.0, 1.0, 0.2]]
+    ),
 }
 EVALUATE = {"annealing": annealing_loss, "multi-power": multi_power_loss}
 LAWS = {
     "annealing": Law("annealing", ("L0", "A", "alpha", "C", "lam"), "Tissue et al. 2024, arXiv 2408.11029"),
-    "multi-power": Law("multi-power", ("L0", "A", "alpha", "B", "C", "beta", "gamma"),
-                       "Luo et al. 2025 (ICLR), arXiv 2503.12811"),
+    "multi-power": Law(
+        "multi-power", ("L0", "A", "alpha", "B", "C", "beta", "gamma"), "Luo et al. 2025 (ICLR), arXiv 2503.12811"
+    ),
 }

@@ -6,6 +6,7 @@ A prediction's 95 % interval is +-1.96 times the law's held-out rms log error (p
 the error it made predicting runs it had not seen, refitted without them. Past the longest fitted
 curve, where no check reached, the parameters' delta-method uncertainty is added.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,26 +47,51 @@ def choose(per_size: dict) -> tuple[str, str, dict]:
     pooled = {name: summary([r for size in per_size.values() for r in size["laws"][name][1]]) for name in LAWS}
     scored = {name: s["rms_log_error"] for name, s in pooled.items() if s["rms_log_error"] is not None}
     if not scored:
-        return "multi-power", ("no held-out check was possible (too few curves per size); the multi-power law by "
-                               "default, as it models each lr drop's gain separately"), pooled
+        return (
+            "multi-power",
+            (
+                "no held-out check was possible (too few curves per size); the multi-power law by "
+                "default, as it models each lr drop's gain separately"
+            ),
+            pooled,
+        )
     best = min(scored, key=scored.get)
     others = ", ".join(f"{n} {scored[n]:.4f}" for n in scored if n != best)
     # a margin under 10 % of the error is within what a handful of held-out points can tell apart
     tie = any(scored[n] < 1.1 * scored[best] for n in scored if n != best)
-    return best, (f"lowest rms log error on {pooled[best]['n']} held-out predictions over all sizes: "
-                  f"{scored[best]:.4f}" + (f" (vs {others})" if others else "")
-                  + ("; a near tie: the held-out checks barely tell the laws apart" if tie else "")), pooled
+    return (
+        best,
+        (
+            f"lowest rms log error on {pooled[best]['n']} held-out predictions over all sizes: "
+            f"{scored[best]:.4f}"
+            + (f" (vs {others})" if others else "")
+            + ("; a near tie: the held-out checks barely tell the laws apart" if tie else "")
+        ),
+        pooled,
+    )
 
 
 def size_record(fits: dict, trajectories, kind: str) -> dict:
     spec = next(t.spec for t in trajectories)
-    record = {"batch_size": spec["batch_size"], "context": spec["context"], "peak_lr": spec["lr"],
-              "first_step": fits["first_step"], "longest_step": max(t.final_step for t in trajectories),
-              "trajectories": sorted(t.name for t in trajectories), "fits": {}}
+    record = {
+        "batch_size": spec["batch_size"],
+        "context": spec["context"],
+        "peak_lr": spec["lr"],
+        "first_step": fits["first_step"],
+        "longest_step": max(t.final_step for t in trajectories),
+        "trajectories": sorted(t.name for t in trajectories),
+        "fits": {},
+    }
     for name, (fit, records) in fits["laws"].items():
-        record["fits"][name] = {"theta": fit.theta.tolist(), "cov": fit.cov.tolist(), "lr_ref": fit.lr_ref,
-                                "parameters": parameter_table(fit), "residual_sd": fit.residual_sd[kind],
-                                "rows": fit.n_rows, "heldout": {**summary(records), "records": records}}
+        record["fits"][name] = {
+            "theta": fit.theta.tolist(),
+            "cov": fit.cov.tolist(),
+            "lr_ref": fit.lr_ref,
+            "parameters": parameter_table(fit),
+            "residual_sd": fit.residual_sd[kind],
+            "rows": fit.n_rows,
+            "heldout": {**summary(records), "records": records},
+        }
     return record
 
 
@@ -98,8 +124,10 @@ class Curves:
         fit, size = self.fit_for(spec.get("model", ""), law)
         for key in ("batch_size", "context"):
             if spec.get(key) != size[key]:
-                raise ScalelabError(f"spec {spec.get('run', '')}: {key} {spec.get(key)} differs from the fitted "
-                                    f"curves' {size[key]}; the laws count steps of one batch")
+                raise ScalelabError(
+                    f"spec {spec.get('run', '')}: {key} {spec.get(key)} differs from the fitted "
+                    f"curves' {size[key]}; the laws count steps of one batch"
+                )
         lrs = lr_sequence(spec)
         steps = run_steps(spec)
         centre = float(fit.log_predict(lrs, steps)[0])
@@ -113,13 +141,21 @@ class Curves:
         if steps > size["longest_step"]:
             # no held-out check reached this far: the parameters' uncertainty is added
             sd = math.hypot(sd, param_sd)
-            notes.append(f"extrapolates past the longest fitted curve ({size['longest_step']} steps): the interval "
-                         f"adds the parameters' uncertainty")
+            notes.append(
+                f"extrapolates past the longest fitted curve ({size['longest_step']} steps): the interval "
+                f"adds the parameters' uncertainty"
+            )
         if not math.isclose(spec["lr"], size["peak_lr"]):
             notes.append(f"peak lr {spec['lr']} not the fitted {size['peak_lr']}")
-        return {"run": spec.get("run", ""), "loss": math.exp(centre), "low": math.exp(centre - Z95 * sd),
-                "high": math.exp(centre + Z95 * sd), "law": law, "note": "; ".join(notes),
-                "param_sd": param_sd}
+        return {
+            "run": spec.get("run", ""),
+            "loss": math.exp(centre),
+            "low": math.exp(centre - Z95 * sd),
+            "high": math.exp(centre + Z95 * sd),
+            "law": law,
+            "note": "; ".join(notes),
+            "param_sd": param_sd,
+        }
 
     def predict_curve(self, spec: dict, law: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(steps, loss) of the law along the run's whole schedule."""

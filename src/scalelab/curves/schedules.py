@@ -4,6 +4,7 @@ WSD runs follow `scalelab.wsd.lr_factor` (a trunk is branch == steps); cosine, l
 runs follow `scalelab.train.schedule.lr_factor`. Importing the latter imports the train package
 (torch), so it is imported only when a non-WSD spec asks for it.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,14 +36,16 @@ def lr_sequence(spec: dict, steps: int | None = None) -> np.ndarray:
     steps = total if steps is None else steps
     if wsd.is_wsd(spec):
         warmup, branch = wsd.warmup_steps(spec), wsd.branch_step(spec)
-        factors = [wsd.lr_factor(i, total, warmup, branch, spec["cooldown_shape"], spec["min_lr_ratio"])
-                   for i in range(steps)]
+        factors = [
+            wsd.lr_factor(i, total, warmup, branch, spec["cooldown_shape"], spec["min_lr_ratio"]) for i in range(steps)
+        ]
     else:
         from ..train.schedule import lr_factor, warmup_steps_for
 
         if spec["schedule"] not in ("cosine", "linear", "constant"):
-            raise ScalelabError(f"spec: schedule {spec['schedule']!r} is not one the curves know "
-                                f"(wsd, cosine, linear, constant)")
+            raise ScalelabError(
+                f"spec: schedule {spec['schedule']!r} is not one the curves know (wsd, cosine, linear, constant)"
+            )
         warmup = warmup_steps_for(spec, total)
         factors = [lr_factor(i, total, warmup, spec["schedule"], spec["min_lr_ratio"]) for i in range(steps)]
     return spec["lr"] * np.asarray(factors, dtype=float)
@@ -51,6 +54,7 @@ def lr_sequence(spec: dict, steps: int | None = None) -> np.ndarray:
 def trunk_lr_sequence(spec: dict, steps: int) -> np.ndarray:
     """The lr of a family's trunk for `steps` steps: its warmup, then the peak."""
     warmup = wsd.warmup_steps(spec)
-    factors = [wsd.lr_factor(i, steps, warmup, steps, spec["cooldown_shape"], spec["min_lr_ratio"])
-               for i in range(steps)]
+    factors = [
+        wsd.lr_factor(i, steps, warmup, steps, spec["cooldown_shape"], spec["min_lr_ratio"]) for i in range(steps)
+    ]
     return spec["lr"] * np.asarray(factors, dtype=float)

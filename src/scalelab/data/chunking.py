@@ -14,6 +14,7 @@ job's code fingerprint is then "tokenize_chunked" (the tokenize code, that funct
 module), so every other study keeps its tokens, its fingerprints and its runs. Standard library
 only, below every stage.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,13 @@ def large_files(data_cfg: dict, files: list[Path]) -> list[Path]:
     """The text files this study splits into documents (none for other sources, for `sample_by`
     paragraph or line, which split every file already, and for pairs corpora)."""
     source, limit = data_cfg["source"], max_document_bytes(data_cfg)
-    if (not limit or not isinstance(source, dict) or "files" not in source or data_cfg.get("pairs")
-            or source.get("sample_by", "document") != "document"):
+    if (
+        not limit
+        or not isinstance(source, dict)
+        or "files" not in source
+        or data_cfg.get("pairs")
+        or source.get("sample_by", "document") != "document"
+    ):
         return []
     return [p for p in files if p.suffix.lower() in TEXT_SUFFIXES and p.stat().st_size > limit]
 

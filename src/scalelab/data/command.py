@@ -3,6 +3,7 @@ corpus, as the workflow gives the job that build's code fingerprint: in memory
 (scalelab.data.tokenize, a small corpus) or streaming (scalelab.data.stream, a large one).
 Both write the same bytes.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,13 @@ from ..files import loads_json
 BUILDS = ("memory", "stream")
 
 
-def tokenize_corpus(data_cfg: dict, out_dir: Path, require: dict[str, int] | None = None, base: Path = Path("."),
-                    build: str | None = None) -> dict:
+def tokenize_corpus(
+    data_cfg: dict,
+    out_dir: Path,
+    require: dict[str, int] | None = None,
+    base: Path = Path("."),
+    build: str | None = None,
+) -> dict:
     """Tokenize `data_cfg`'s corpus into out_dir; meta.json's dict. `build`: None (by the corpus, as
     the workflow chooses), "memory" or "stream" (benchmarks and tests)."""
     from ..config.load import source_files
@@ -24,8 +30,11 @@ def tokenize_corpus(data_cfg: dict, out_dir: Path, require: dict[str, int] | Non
     from .tokenize import tokenize
 
     if build is None:
-        build = "stream" if tokenize_stage(data_cfg, source_files({"data": data_cfg}, base)) == "tokenize_stream" \
+        build = (
+            "stream"
+            if tokenize_stage(data_cfg, source_files({"data": data_cfg}, base)) == "tokenize_stream"
             else "memory"
+        )
     if build not in BUILDS:
         raise ScalelabError(f"tokenize: build {build!r} is not one of {', '.join(BUILDS)}")
     return (tokenize_streaming if build == "stream" else tokenize)(data_cfg, Path(out_dir), require, base)
@@ -34,9 +43,12 @@ def tokenize_corpus(data_cfg: dict, out_dir: Path, require: dict[str, int] | Non
 def add_arguments(parser) -> None:
     parser.add_argument("--spec", required=True, help="the data section of the config, as JSON")
     parser.add_argument("--out", required=True, type=Path, help="output folder (results/data)")
-    parser.add_argument("--require", default="{}",
-                        help='tokens each split must hold, as JSON: {"train": N, "val": N, "test": N} '
-                             "(a check: the workflow passes what the grid needs)")
+    parser.add_argument(
+        "--require",
+        default="{}",
+        help='tokens each split must hold, as JSON: {"train": N, "val": N, "test": N} '
+        "(a check: the workflow passes what the grid needs)",
+    )
 
 
 def run(args) -> None:
@@ -50,6 +62,8 @@ def run(args) -> None:
         raise ScalelabError('--require: expected a JSON object of token counts, e.g. {"train": 100000}')
     meta = tokenize_corpus(data_cfg, args.out, require)
     s = meta["splits"]
-    print(f"tokenized {meta['corpus']['documents']:,} documents ({meta['corpus']['bytes'] / 1e6:.1f} MB) "
-          f"in {meta['corpus']['tokenize_s']:.1f} s: train {s['train']['tokens']:,}, val {s['val']['tokens']:,}, "
-          f"test {s['test']['tokens']:,} tokens; {meta['bytes_per_token']['train']:.2f} bytes/token")
+    print(
+        f"tokenized {meta['corpus']['documents']:,} documents ({meta['corpus']['bytes'] / 1e6:.1f} MB) "
+        f"in {meta['corpus']['tokenize_s']:.1f} s: train {s['train']['tokens']:,}, val {s['val']['tokens']:,}, "
+        f"test {s['test']['tokens']:,} tokens; {meta['bytes_per_token']['train']:.2f} bytes/token"
+    )

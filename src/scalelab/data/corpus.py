@@ -3,6 +3,7 @@ results/data/meta.json, and the one check that the splits can feed a grid.
 
 Imported at DAG-build time (the Snakefile), by `tokenize` and by `train`: standard library only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,12 +59,18 @@ def check_splits(required: dict[str, int], split_tokens: dict[str, int], where: 
         if need <= have:
             continue
         if split == "train":
-            fix = ("lower grid.tokens or set data.allow_repeat: true" if need > required.get("val", 0)
-                   else "lower train.context")
-            raise ScalelabError(f"{where}: the train split has {have:,} tokens but the grid needs {need:,}; "
-                                f"add data or {fix}")
-        raise ScalelabError(f"{where}: the {split} split has {have:,} tokens but one context window needs "
-                            f"{need:,}; raise data.split.{split} or add documents")
+            fix = (
+                "lower grid.tokens or set data.allow_repeat: true"
+                if need > required.get("val", 0)
+                else "lower train.context"
+            )
+            raise ScalelabError(
+                f"{where}: the train split has {have:,} tokens but the grid needs {need:,}; add data or {fix}"
+            )
+        raise ScalelabError(
+            f"{where}: the {split} split has {have:,} tokens but one context window needs "
+            f"{need:,}; raise data.split.{split} or add documents"
+        )
 
 
 def corpus_fingerprint(config: dict, base: Path = Path(".")) -> str:

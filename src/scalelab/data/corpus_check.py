@@ -7,6 +7,7 @@ is small), so ten thousand files take well under a second on a local disk.
 What only the whole file shows (a bad record in the middle) is still caught by the tokenize job,
 in one line naming the file.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -38,8 +39,12 @@ def _head(path: Path, size: int = HEAD_BYTES) -> bytes:
 def check_text(path: Path, head: bytes | None = None) -> None:
     """The first bytes must be UTF-8 text: no byte-order mark of UTF-16/32, no NUL bytes."""
     head = _head(path) if head is None else head
-    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "UTF-32"),
+        (codecs.BOM_UTF32_BE, "UTF-32"),
+        (codecs.BOM_UTF16_LE, "UTF-16"),
+        (codecs.BOM_UTF16_BE, "UTF-16"),
+    ):
         if head.startswith(bom):
             raise ScalelabError(f"{path}: {name} text; the corpus must be UTF-8 (convert it, e.g. with iconv)")
     if b"\0" in head:
@@ -61,12 +66,16 @@ def _first_line(path: Path) -> str | None:
 
 def _check_record(path: Path, record, fields: list[str]) -> None:
     if not isinstance(record, dict):
-        raise ScalelabError(f"{path}: the first record is a JSON {type(record).__name__}, not an object with "
-                            f"the field{'s' if len(fields) > 1 else ''} {', '.join(map(repr, fields))}")
+        raise ScalelabError(
+            f"{path}: the first record is a JSON {type(record).__name__}, not an object with "
+            f"the field{'s' if len(fields) > 1 else ''} {', '.join(map(repr, fields))}"
+        )
     missing = [f for f in fields if f not in record]
     if missing:
-        raise ScalelabError(f"{path}: the first record has no field {missing[0]!r} (fields: "
-                            f"{', '.join(map(str, record)) or 'none'}); set data.source.text_field")
+        raise ScalelabError(
+            f"{path}: the first record has no field {missing[0]!r} (fields: "
+            f"{', '.join(map(str, record)) or 'none'}); set data.source.text_field"
+        )
 
 
 def check_jsonl(path: Path, fields: list[str]) -> None:
@@ -114,7 +123,9 @@ def check_csv(path: Path, fields: list[str]) -> None:
         raise ScalelabError(f"{path}: empty (no header row)")
     missing = [f for f in fields if f not in header]
     if missing:
-        raise ScalelabError(f"{path}: no column {missing[0]!r} (columns: {', '.join(header)}); set data.source.text_field")
+        raise ScalelabError(
+            f"{path}: no column {missing[0]!r} (columns: {', '.join(header)}); set data.source.text_field"
+        )
 
 
 def check_parquet(path: Path, fields: list[str]) -> None:
@@ -126,7 +137,9 @@ def check_parquet(path: Path, fields: list[str]) -> None:
         raise ScalelabError(f"{path}: not a parquet file ({type(exc).__name__})") from None
     missing = [f for f in fields if f not in names]
     if missing:
-        raise ScalelabError(f"{path}: no column {missing[0]!r} (columns: {', '.join(names)}); set data.source.text_field")
+        raise ScalelabError(
+            f"{path}: no column {missing[0]!r} (columns: {', '.join(names)}); set data.source.text_field"
+        )
 
 
 def check_files(data_cfg: dict, files: list[Path]) -> None:
@@ -140,8 +153,9 @@ def check_files(data_cfg: dict, files: list[Path]) -> None:
             raise ScalelabError(f"{path}: unsupported file type (use .txt, .jsonl, .json, .parquet or .csv)")
         if suffix in TEXT:
             if data_cfg.get("pairs"):
-                raise ScalelabError(f"{path}: a pairs corpus needs .jsonl/.parquet/.csv files with source and "
-                                    f"target fields")
+                raise ScalelabError(
+                    f"{path}: a pairs corpus needs .jsonl/.parquet/.csv files with source and target fields"
+                )
             check_text(path)
         elif suffix == ".jsonl":
             check_jsonl(path, fields)

@@ -10,6 +10,7 @@ of data files, for the DAG-time check.
 The tokens do not depend on which way the rows were read, so this lives outside the tokenize
 code fingerprint (scalelab.store.fingerprint): adding it retokenized no study.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,9 @@ def folder_kind(path: str | Path) -> str:
     path = Path(path).expanduser()
     if not path.is_dir():
         return ""
-    if (path / "dataset_dict.json").is_file() or ((path / "state.json").is_file()
-                                                  and (path / "dataset_info.json").is_file()):
+    if (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    ):
         return "saved"
     if any(p.is_file() and any(p.name.endswith(s) for s in DATA_FILE_SUFFIXES) for p in path.rglob("*")):
         return "files"
@@ -38,9 +40,11 @@ def folder_kind(path: str | Path) -> str:
 def check_folder(source) -> None:
     """A `data.source.hf` that names a local folder must be a saved dataset or hold data files."""
     if isinstance(source, dict) and "hf" in source and folder_kind(source["hf"]) == "other":
-        raise ScalelabError(f"config: data.source.hf: {source['hf']!r} is a folder that holds neither a dataset "
-                            "saved with save_to_disk (dataset_dict.json, or state.json and dataset_info.json) nor "
-                            "data files (.parquet, .jsonl, .json, .csv, .txt, .arrow)")
+        raise ScalelabError(
+            f"config: data.source.hf: {source['hf']!r} is a folder that holds neither a dataset "
+            "saved with save_to_disk (dataset_dict.json, or state.json and dataset_info.json) nor "
+            "data files (.parquet, .jsonl, .json, .csv, .txt, .arrow)"
+        )
 
 
 @contextlib.contextmanager
@@ -61,8 +65,10 @@ def as_loadable(data_cfg: dict):
         raise ScalelabError(f"data.source.hf: could not load the saved dataset {folder!r} ({first})") from None
     if isinstance(saved, datasets.DatasetDict):
         if split not in saved:
-            raise ScalelabError(f"data.source.split: {split!r} is not a split of the saved dataset {folder!r} "
-                                f"(it has {', '.join(sorted(saved))})")
+            raise ScalelabError(
+                f"data.source.split: {split!r} is not a split of the saved dataset {folder!r} "
+                f"(it has {', '.join(sorted(saved))})"
+            )
         saved = saved[split]
     with tempfile.TemporaryDirectory(prefix="scalelab-saved-") as tmp:
         saved.to_parquet(str(Path(tmp) / "data.parquet"))

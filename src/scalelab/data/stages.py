@@ -12,6 +12,7 @@ fingerprint, its tokens and every job after them stay as they were: while result
 holds this corpus and these settings (`meta`, the same check as scalelab.plan.integrity.stale_data)
 and does not record the streaming build. Standard library only: imported at DAG-build time.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,8 +41,9 @@ def _kept_in_memory(meta: dict, data_cfg: dict, files: list[Path]) -> bool:
     corpus = meta.get("corpus") or {}
     if corpus.get("build") == STREAM_BUILD or meta.get("settings") != data_settings({"data": data_cfg}):
         return False
-    return not files or (corpus.get("files") == len(files)
-                         and corpus.get("file_bytes") == sum(p.stat().st_size for p in files))
+    return not files or (
+        corpus.get("files") == len(files) and corpus.get("file_bytes") == sum(p.stat().st_size for p in files)
+    )
 
 
 def tokenize_stage(data_cfg: dict, files: list[Path], meta: dict | None = None) -> str:

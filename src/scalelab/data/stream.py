@@ -21,6 +21,7 @@ split of each, the same trainer input, and the same encoding (encode_documents) 
 document; meta.json differs only by `corpus.build: "stream"` and its time
 (tests/test_tokenize_stream.py). scalelab.data.stages decides which build a study takes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,21 @@ import numpy as np
 
 from . import chunking
 from .stages import STREAM_BUILD
-from .tokenize import (DOCUMENT_BUILDERS, EOT, SEP, SPLITS, Document, check_split_sizes, culprit, document_bytes,
-                       encode_documents, first_line, split_of, token_dtype, train_tokenizer)
+from .tokenize import (
+    DOCUMENT_BUILDERS,
+    EOT,
+    SEP,
+    SPLITS,
+    Document,
+    check_split_sizes,
+    culprit,
+    document_bytes,
+    encode_documents,
+    first_line,
+    split_of,
+    token_dtype,
+    train_tokenizer,
+)
 from ..errors import ScalelabError
 from ..files import atomic_path, write_json, write_text
 
@@ -87,8 +101,9 @@ class Corpus:
         self.data_cfg, self.parts, self.count = data_cfg, [], None
         source = data_cfg["source"]
         if not isinstance(source, dict):
-            raise ScalelabError("data.source: the streaming build reads files and hf datasets; python-stdlib "
-                                "is tokenized in memory")
+            raise ScalelabError(
+                "data.source: the streaming build reads files and hf datasets; python-stdlib is tokenized in memory"
+            )
         if "files" in source:
             self._open_files(base)
         else:
@@ -100,10 +115,20 @@ class Corpus:
         source = self.data_cfg["source"]
         files = source_files({"data": self.data_cfg}, base)
         large = chunking.large_files(self.data_cfg, files)
-        self.info = {"source": "files", "patterns": source["files"], "files": len(files),
-                     "file_bytes": sum(p.stat().st_size for p in files)}
-        self.chunked = {"split_files": len(large), "document_bytes": min(chunking.max_document_bytes(self.data_cfg),
-                                                                         chunking.DOCUMENT_BYTES)} if large else None
+        self.info = {
+            "source": "files",
+            "patterns": source["files"],
+            "files": len(files),
+            "file_bytes": sum(p.stat().st_size for p in files),
+        }
+        self.chunked = (
+            {
+                "split_files": len(large),
+                "document_bytes": min(chunking.max_document_bytes(self.data_cfg), chunking.DOCUMENT_BYTES),
+            }
+            if large
+            else None
+        )
         by_builder: dict[str, list[str]] = {}
         for path in (p for p in files if p not in set(large)):
             builder = DOCUMENT_BUILDERS.get(path.suffix.lower())
@@ -111,8 +136,10 @@ class Corpus:
                 raise ScalelabError(f"{path}: unsupported file type (use .txt, .jsonl, .json, .parquet or .csv)")
             by_builder.setdefault(builder, []).append(str(path))
         if self.data_cfg.get("pairs") and "text" in by_builder:
-            raise ScalelabError(f"{by_builder['text'][0]}: a pairs corpus needs .jsonl/.parquet/.csv files with "
-                                "source and target fields")
+            raise ScalelabError(
+                f"{by_builder['text'][0]}: a pairs corpus needs .jsonl/.parquet/.csv files with "
+                "source and target fields"
+            )
         if set(by_builder) - {"text"} or source.get("sample_by", "document") != "document":
             import datasets  # a corpus of text files alone does without it (~130 MB imported)
 
@@ -125,10 +152,12 @@ class Corpus:
             try:
                 dataset = datasets.load_dataset(builder, data_files=paths, split="train", **kwargs)
             except Exception as exc:  # datasets raises many types for a malformed file
-                raise ScalelabError(f"{culprit(builder, paths, kwargs)}: could not read as {builder} "
-                                    f"({first_line(exc)})") from None
-            as_read = {**self.data_cfg, "source": {**source, "text_field": "text"}} if builder == "text" \
-                else self.data_cfg
+                raise ScalelabError(
+                    f"{culprit(builder, paths, kwargs)}: could not read as {builder} ({first_line(exc)})"
+                ) from None
+            as_read = (
+                {**self.data_cfg, "source": {**source, "text_field": "text"}} if builder == "text" else self.data_cfg
+            )
             self.parts.append((_checked(dataset, as_read, paths[0]), as_read))
         self.parts += [(path, None) for path in large]
 
@@ -138,16 +167,23 @@ class Corpus:
         source = self.data_cfg["source"]
         datasets.disable_progress_bars()
         try:
-            dataset = datasets.load_dataset(source["hf"], source.get("name"), split=source.get("split", "train"),
-                                            revision=source.get("revision"))
+            dataset = datasets.load_dataset(
+                source["hf"], source.get("name"), split=source.get("split", "train"), revision=source.get("revision")
+            )
         except Exception as exc:
             raise ScalelabError(f"data.source.hf: could not load {source['hf']!r} ({first_line(exc)})") from None
         if source.get("max_documents"):
             dataset = dataset.select(range(min(len(dataset), source["max_documents"])))
         self.parts.append((_checked(dataset, self.data_cfg, f"data.source.hf {source['hf']!r}"), self.data_cfg))
         self.chunked = None
-        self.info = {"source": "hf", "hf": source["hf"], "name": source.get("name"),
-                     "split": source.get("split", "train"), "revision": source.get("revision"), "rows": len(dataset)}
+        self.info = {
+            "source": "hf",
+            "hf": source["hf"],
+            "name": source.get("name"),
+            "split": source.get("split", "train"),
+            "revision": source.get("revision"),
+            "rows": len(dataset),
+        }
 
     def __iter__(self) -> Iterator[Document]:
         limit = (self.chunked or {}).get("document_bytes")
@@ -217,8 +253,10 @@ def encode_to(outputs: dict, corpus: Corpus, survey: Survey, tokenizer) -> dict[
             tokens[split] += len(ids)
             pending[split], pending_chars[split] = [], 0
 
-    changed = ScalelabError("data.source: the corpus changed while it was tokenized (its documents differ between "
-                            "the two reads); rerun tokenize once it holds still")
+    changed = ScalelabError(
+        "data.source: the corpus changed while it was tokenized (its documents differ between "
+        "the two reads); rerun tokenize once it holds still"
+    )
     seen = 0
     for seen, doc in enumerate(corpus, 1):
         if seen > len(survey.assigned):
@@ -244,13 +282,24 @@ def stream_meta(data_cfg: dict, corpus_info: dict, survey: Survey, tokens: dict[
         "dtype": np.dtype(token_dtype(tokenizer.get_vocab_size())).name,
         "eot_id": tokenizer.token_to_id(EOT),
         "sep_id": tokenizer.token_to_id(SEP),
-        "splits": {name: {"documents": survey.splits[name]["documents"], "tokens": tokens[name],
-                          "bytes": survey.splits[name]["bytes"]} for name in SPLITS},
-        "bytes_per_token": {name: survey.splits[name]["bytes"] / tokens[name] if tokens[name] else None
-                            for name in SPLITS},
+        "splits": {
+            name: {
+                "documents": survey.splits[name]["documents"],
+                "tokens": tokens[name],
+                "bytes": survey.splits[name]["bytes"],
+            }
+            for name in SPLITS
+        },
+        "bytes_per_token": {
+            name: survey.splits[name]["bytes"] / tokens[name] if tokens[name] else None for name in SPLITS
+        },
         "corpus": corpus_info,
-        "tokenizer": {"kind": "byte-level BPE", "library": "tokenizers", "vocab_size": tokenizer.get_vocab_size(),
-                      "fingerprint": hashlib.sha256(tokenizer_json.encode()).hexdigest()[:16]},
+        "tokenizer": {
+            "kind": "byte-level BPE",
+            "library": "tokenizers",
+            "vocab_size": tokenizer.get_vocab_size(),
+            "fingerprint": hashlib.sha256(tokenizer_json.encode()).hexdigest()[:16],
+        },
         "settings": data_cfg,
     }
     return meta
@@ -258,13 +307,19 @@ def stream_meta(data_cfg: dict, corpus_info: dict, survey: Survey, tokens: dict[
 
 def _corpus_record(corpus: Corpus, survey: Survey) -> dict:
     """meta.json's corpus, with the keys in the in-memory build's order."""
-    record = {**corpus.info, "documents": survey.documents, **(corpus.chunked or {}), "bytes": survey.bytes,
-              "fingerprint": survey.digest.hexdigest()[:16]}
+    record = {
+        **corpus.info,
+        "documents": survey.documents,
+        **(corpus.chunked or {}),
+        "bytes": survey.bytes,
+        "fingerprint": survey.digest.hexdigest()[:16],
+    }
     return record
 
 
-def tokenize_streaming(data_cfg: dict, out_dir: Path, require: dict[str, int] | None = None,
-                       base: Path = Path(".")) -> dict:
+def tokenize_streaming(
+    data_cfg: dict, out_dir: Path, require: dict[str, int] | None = None, base: Path = Path(".")
+) -> dict:
     """The whole stage, streaming: OUTPUTS written into out_dir only when everything succeeded."""
     from .hfdisk import as_loadable
 
@@ -279,8 +334,9 @@ def tokenize_streaming(data_cfg: dict, out_dir: Path, require: dict[str, int] | 
             for handle in outputs.values():
                 handle.close()
             # the check's token arrays stand in by their lengths; its documents are read again if it fails
-            check_split_sizes(data_cfg, corpus, tokenizer, {name: range(n) for name, n in tokens.items()},
-                              require or {})
+            check_split_sizes(
+                data_cfg, corpus, tokenizer, {name: range(n) for name, n in tokens.items()}, require or {}
+            )
     record = _corpus_record(corpus, survey)
     if "hf" in record:
         record["hf"] = data_cfg["source"]["hf"]  # the folder the config names, not the copy

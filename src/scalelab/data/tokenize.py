@@ -5,6 +5,7 @@ has), from local text/JSONL/parquet/CSV files, or from the Hugging Face hub, the
 through `datasets`. Each document goes to train, val or test by a hash of its text, so the
 split is deterministic and a document keeps its split when the corpus grows.
 """
+
 from __future__ import annotations
 
 import glob
@@ -24,14 +25,23 @@ from ..files import atomic_path, write_json, write_text
 EOT, SEP = "<|endoftext|>", "<|sep|>"
 SPLITS = ("train", "val", "test")
 OUTPUTS = ("tokenizer.json", "train.bin", "val.bin", "test.bin", "meta.json")
-_BUILDERS = {".txt": "text", ".text": "text", ".md": "text", ".py": "text", ".json": "json",
-             ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+_BUILDERS = {
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+    ".py": "text",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+    ".csv": "csv",
+}
 
 # A document is a text, or a (source, target) pair for `pairs` corpora.
 Document = str | tuple[str, str]
 
 
 # ----------------------------------------------------------------------------- loading
+
 
 def _read_stdlib() -> tuple[list[str], dict]:
     documents, skipped, files = [], 0, stdlib_files()
@@ -43,8 +53,12 @@ def _read_stdlib() -> tuple[list[str], dict]:
             continue
         if text.strip():
             documents.append(text)
-    return documents, {"source": "python-stdlib", "root": str(Path(sysconfig.get_paths()["stdlib"])),
-                       "files": len(files) - skipped, "files_skipped": skipped}
+    return documents, {
+        "source": "python-stdlib",
+        "root": str(Path(sysconfig.get_paths()["stdlib"])),
+        "files": len(files) - skipped,
+        "files_skipped": skipped,
+    }
 
 
 def _column(dataset, field: str, where: str) -> list:
@@ -83,15 +97,22 @@ def _read_files(data_cfg: dict, base: Path) -> tuple[list[Document], dict]:
         try:
             dataset = datasets.load_dataset(builder, data_files=paths, split="train", **kwargs)
         except Exception as exc:  # datasets raises many types for a malformed file
-            raise ScalelabError(f"{_culprit(builder, paths, kwargs)}: could not read as {builder} "
-                                f"({_first_line(exc)})") from None
+            raise ScalelabError(
+                f"{_culprit(builder, paths, kwargs)}: could not read as {builder} ({_first_line(exc)})"
+            ) from None
         if builder == "text" and data_cfg.get("pairs"):
-            raise ScalelabError(f"{paths[0]}: a pairs corpus needs .jsonl/.parquet/.csv files with source and target fields")
+            raise ScalelabError(
+                f"{paths[0]}: a pairs corpus needs .jsonl/.parquet/.csv files with source and target fields"
+            )
         # Plain-text files always come as a `text` column; text_field names the column of the others.
         as_read = {**data_cfg, "source": {**source, "text_field": "text"}} if builder == "text" else data_cfg
         documents.extend(_documents_from(dataset, as_read, paths[0]))
-    info = {"source": "files", "patterns": source["files"], "files": len(files),
-            "file_bytes": sum(p.stat().st_size for p in files)}
+    info = {
+        "source": "files",
+        "patterns": source["files"],
+        "files": len(files),
+        "file_bytes": sum(p.stat().st_size for p in files),
+    }
     return documents, info
 
 
@@ -120,15 +141,22 @@ def _read_hub(data_cfg: dict) -> tuple[list[Document], dict]:
     source = data_cfg["source"]
     datasets.disable_progress_bars()
     try:
-        dataset = datasets.load_dataset(source["hf"], source.get("name"), split=source.get("split", "train"),
-                                        revision=source.get("revision"))
+        dataset = datasets.load_dataset(
+            source["hf"], source.get("name"), split=source.get("split", "train"), revision=source.get("revision")
+        )
     except Exception as exc:
         raise ScalelabError(f"data.source.hf: could not load {source['hf']!r} ({_first_line(exc)})") from None
     if source.get("max_documents"):
         dataset = dataset.select(range(min(len(dataset), source["max_documents"])))
     documents = _documents_from(dataset, data_cfg, f"data.source.hf {source['hf']!r}")
-    info = {"source": "hf", "hf": source["hf"], "name": source.get("name"), "split": source.get("split", "train"),
-            "revision": source.get("revision"), "rows": len(dataset)}
+    info = {
+        "source": "hf",
+        "hf": source["hf"],
+        "name": source.get("name"),
+        "split": source.get("split", "train"),
+        "revision": source.get("revision"),
+        "rows": len(dataset),
+    }
     return documents, info
 
 
@@ -152,6 +180,7 @@ def load_documents(data_cfg: dict, base: Path = Path(".")) -> tuple[list[Documen
 
 # ----------------------------------------------------------------------------- splitting
 
+
 def _doc_bytes(doc: Document) -> bytes:
     return doc.encode("utf-8") if isinstance(doc, str) else f"{doc[0]}\x00{doc[1]}".encode("utf-8")
 
@@ -171,6 +200,7 @@ def split_documents(documents: list[Document], val: float, test: float) -> dict[
 
 # ----------------------------------------------------------------------------- tokenizer
 
+
 def train_tokenizer(texts, vocab_size: int):
     """Byte-level BPE (GPT-2 style) trained with `tokenizers`; ids 0 and 1 are EOT and SEP."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -178,8 +208,12 @@ def train_tokenizer(texts, vocab_size: int):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT, SEP], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOT, SEP],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return tokenizer
 
@@ -197,7 +231,7 @@ def encode_documents(tokenizer, documents: list[Document], dtype, chunk: int = 5
     eot, sep = tokenizer.token_to_id(EOT), tokenizer.token_to_id(SEP)
     pieces: list[np.ndarray] = []
     for start in range(0, len(documents), chunk):
-        batch = documents[start:start + chunk]
+        batch = documents[start : start + chunk]
         if batch and isinstance(batch[0], str):
             for enc in tokenizer.encode_batch(batch, add_special_tokens=False):
                 pieces.append(np.asarray(enc.ids + [eot], dtype=dtype))
@@ -224,6 +258,7 @@ def read_tokens(data_dir: Path, split: str) -> np.memmap:
 
 # ----------------------------------------------------------------------------- the stage
 
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -232,16 +267,20 @@ def _split_position(doc: Document) -> float:
     return int.from_bytes(hashlib.blake2b(_doc_bytes(doc), digest_size=8).digest(), "big") / 2**64
 
 
-def fraction_needed(documents: list[Document], tokenizer, split: str, val: float, test: float, need: int) -> float | None:
+def fraction_needed(
+    documents: list[Document], tokenizer, split: str, val: float, test: float, need: int
+) -> float | None:
     """The smallest data.split.<split> (rounded up, with 10 % margin) that gives `split` at least
     `need` tokens with this tokenizer, or None when no fraction below 0.5 does."""
     low = 0.0 if split == "test" else test
     candidates = sorted((u, d) for d in documents if (u := _split_position(d)) >= low)
     have, eot = 0, 1
     for start in range(0, len(candidates), 256):
-        chunk = candidates[start:start + 256]
-        counts = [len(e.ids) + eot for e in tokenizer.encode_batch(list(_texts([d for _, d in chunk])),
-                                                                       add_special_tokens=False)]
+        chunk = candidates[start : start + 256]
+        counts = [
+            len(e.ids) + eot
+            for e in tokenizer.encode_batch(list(_texts([d for _, d in chunk])), add_special_tokens=False)
+        ]
         if chunk and not isinstance(chunk[0][1], str):  # pairs: source and target encode separately
             counts = [a + b for a, b in zip(counts[::2], counts[1::2])]
         for (u, _), n in zip(chunk, counts):
@@ -283,8 +322,12 @@ def build_tokens_chunked(data_cfg: dict, base: Path = Path(".")):
     limit = min(chunking.max_document_bytes(data_cfg), chunking.DOCUMENT_BYTES)
     rest = [p for p in files if p not in set(large)]
     documents: list[Document] = []
-    corpus = {"source": "files", "patterns": data_cfg["source"]["files"], "files": len(files),
-              "file_bytes": sum(p.stat().st_size for p in files)}
+    corpus = {
+        "source": "files",
+        "patterns": data_cfg["source"]["files"],
+        "files": len(files),
+        "file_bytes": sum(p.stat().st_size for p in files),
+    }
     if rest:
         rest_cfg = {**data_cfg, "source": {**data_cfg["source"], "files": [glob.escape(str(p)) for p in rest]}}
         documents, _ = _read_files(rest_cfg, Path("."))
@@ -292,8 +335,12 @@ def build_tokens_chunked(data_cfg: dict, base: Path = Path(".")):
         documents.extend(chunking.file_documents(path, limit))
     if not documents:
         raise ScalelabError("data.source: the corpus has no non-empty documents")
-    corpus.update(documents=len(documents), split_files=len(large), document_bytes=limit,
-                  bytes=sum(len(_doc_bytes(d)) for d in documents))
+    corpus.update(
+        documents=len(documents),
+        split_files=len(large),
+        document_bytes=limit,
+        bytes=sum(len(_doc_bytes(d)) for d in documents),
+    )
     digest = hashlib.sha256()
     for doc in documents:
         digest.update(hashlib.sha256(_doc_bytes(doc)).digest())
@@ -323,12 +370,15 @@ def check_split_sizes(data_cfg: dict, documents, tokenizer, tokens: dict, requir
     for split in ("val", "test"):
         if len(tokens[split]) < require.get(split, 0):
             fraction = data_cfg["split"][split]
-            better = fraction_needed(documents, tokenizer, split, data_cfg["split"]["val"],
-                                     data_cfg["split"]["test"], require[split])
+            better = fraction_needed(
+                documents, tokenizer, split, data_cfg["split"]["val"], data_cfg["split"]["test"], require[split]
+            )
             fix = f"use data.split.{split}: {better} or more" if better else "add documents"
-            raise ScalelabError(f"data.split.{split}: {fraction} of this corpus ({len(documents):,} documents) gives "
-                                f"the {split} split {len(tokens[split]):,} tokens, fewer than one context window "
-                                f"({require[split]:,}); {fix}")
+            raise ScalelabError(
+                f"data.split.{split}: {fraction} of this corpus ({len(documents):,} documents) gives "
+                f"the {split} split {len(tokens[split]):,} tokens, fewer than one context window "
+                f"({require[split]:,}); {fix}"
+            )
     check_splits(require, {name: len(tokens[name]) for name in SPLITS}, "data")
 
 
@@ -344,8 +394,12 @@ def write_data(out_dir: Path, data_cfg: dict, corpus: dict, splits: dict, tokeni
         "splits": {},
         "bytes_per_token": {},
         "corpus": corpus,
-        "tokenizer": {"kind": "byte-level BPE", "library": "tokenizers", "vocab_size": tokenizer.get_vocab_size(),
-                      "fingerprint": _sha(tokenizer_json.encode())},
+        "tokenizer": {
+            "kind": "byte-level BPE",
+            "library": "tokenizers",
+            "vocab_size": tokenizer.get_vocab_size(),
+            "fingerprint": _sha(tokenizer_json.encode()),
+        },
         "settings": data_cfg,
     }
     for name in SPLITS:
@@ -372,7 +426,9 @@ def tokenize(data_cfg: dict, out_dir: Path, require: dict[str, int] | None = Non
     # the workflow gives its job the "tokenize_chunked" code fingerprint); every other the plain one
     chunked = bool(chunking.large_files(data_cfg, source_files({"data": data_cfg}, base)))
     with as_loadable(data_cfg) as loadable:  # a save_to_disk folder, read through a parquet copy
-        documents, corpus, splits, tokenizer, tokens = (build_tokens_chunked if chunked else build_tokens)(loadable, base)
+        documents, corpus, splits, tokenizer, tokens = (build_tokens_chunked if chunked else build_tokens)(
+            loadable, base
+        )
     if "hf" in corpus:
         corpus["hf"] = data_cfg["source"]["hf"]  # the folder the config names, not the copy
     check_split_sizes(data_cfg, documents, tokenizer, tokens, require or {})

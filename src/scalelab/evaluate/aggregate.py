@@ -10,6 +10,7 @@ With swept keys (`--sweep`, the workflow's grid.sweep keys) the table also has `
 finite val_loss, ties to the run name that sorts first; a diverged run is never the best) and a
 column per swept key. A study without sweeps gets none of them.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,20 @@ from ..errors import ScalelabError
 from ..files import atomic_path, loads_json
 
 EVAL_COLUMNS = ["test_loss", "test_ppl", "test_bpb", "bleu", "rouge1", "rouge2", "rougeL"]
-FIRST_COLUMNS = ["run", "status", "model", "params", "params_total", "tokens", "flops", "flops_total", "seed",
-                 "train_loss", "val_loss", *EVAL_COLUMNS]
+FIRST_COLUMNS = [
+    "run",
+    "status",
+    "model",
+    "params",
+    "params_total",
+    "tokens",
+    "flops",
+    "flops_total",
+    "seed",
+    "train_loss",
+    "val_loss",
+    *EVAL_COLUMNS,
+]
 
 
 def _read(path: Path) -> dict | None:
@@ -44,8 +57,11 @@ def run_row(run_dir: Path) -> dict:
     if metrics is None:
         return {"run": run_dir.name, "status": "failed", "message": f"{metrics_path}: unreadable"}
     if metrics.get("run", run_dir.name) != run_dir.name:
-        return {"run": run_dir.name, "status": "failed",
-                "message": f"{metrics_path}: holds run {metrics.get('run')!r}, not {run_dir.name!r}"}
+        return {
+            "run": run_dir.name,
+            "status": "failed",
+            "message": f"{metrics_path}: holds run {metrics.get('run')!r}, not {run_dir.name!r}",
+        }
     row = dict(metrics)
     eval_path = run_dir / "eval.json"
     evaluation = _read(eval_path) if eval_path.exists() else {}
@@ -109,8 +125,11 @@ def aggregate(run_dirs: list[Path], sweep_keys=()) -> pd.DataFrame:
 def add_arguments(parser) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (or their metrics.json files)")
     parser.add_argument("--out", required=True, type=Path, help="the CSV to write (results/metrics.csv)")
-    parser.add_argument("--sweep", default="[]",
-                        help="the swept train keys as a JSON list (e.g. [\"lr\"]): adds sweep_group, best_in_sweep")
+    parser.add_argument(
+        "--sweep",
+        default="[]",
+        help='the swept train keys as a JSON list (e.g. ["lr"]): adds sweep_group, best_in_sweep',
+    )
 
 
 def _sweep_keys(text: str) -> list[str]:

@@ -1,5 +1,6 @@
 """Greedy generation with the model's key/value cache, the prompts it completes, and the text
 metrics of what it wrote (BLEU with sacrebleu, ROUGE with rouge-score): see scalelab.evaluate.command."""
+
 from __future__ import annotations
 
 import sys
@@ -29,7 +30,9 @@ def greedy_generate(
     """
     batch, prompt_len = prompts.shape
     if prompt_len + max_new_tokens > model.cfg.context:
-        raise ValueError(f"prompt of {prompt_len} + {max_new_tokens} new tokens exceeds the context of {model.cfg.context}")
+        raise ValueError(
+            f"prompt of {prompt_len} + {max_new_tokens} new tokens exceeds the context of {model.cfg.context}"
+        )
     was_training = model.training
     model.eval()
     out = torch.empty(batch, 0, dtype=torch.long, device=prompts.device)
@@ -168,4 +171,3 @@ def score_generations(hypotheses: list[str], references: list[str], bleu_tokeniz
     scores = [scorer.score(ref, hyp) for ref, hyp in zip(references, hypotheses)]
     rouge = {k: float(np.mean([s[k].fmeasure for s in scores])) for k in ("rouge1", "rouge2", "rougeL")}
     return {"bleu": bleu_score, "bleu_signature": str(bleu.get_signature()), **rouge}
-

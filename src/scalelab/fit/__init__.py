@@ -47,6 +47,7 @@ The package, one concern a module (this module re-exports their public names):
 
 Importing it loads numpy, pandas, scipy and statsmodels, never matplotlib or torch.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,11 +61,30 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from ..laws.law import compute_optimal, predict_loss  # noqa: E402  (part of fit's API)
 from ..config.stage_settings import GRID_POINTS, MAX_BOOTSTRAP, MAX_GRID_POINTS, FitSettings  # noqa: E402
 from .optimal import allocation, prediction_budgets  # noqa: E402
-from .approach2 import (NOISE_MIN_SIZES, NOISE_WINDOW, fit_approach2, isoflop_groups, isoflop_window,  # noqa: E402
-                        loss_noise, spline_minima)
-from .approach3 import (BOOTSTRAP_GRID_STARTS, FINAL_OPTIONS, FINAL_RERUNS, HUBER_DELTA,  # noqa: E402
-                        MIN_PARALLEL_RUNS, PARAM_NAMES, SCREEN_OPTIONS, bootstrap_approach3, fit_approach3,
-                        grid_objective, huber_objective, minimise, start_grid)
+from .approach2 import (
+    NOISE_MIN_SIZES,
+    NOISE_WINDOW,
+    fit_approach2,
+    isoflop_groups,
+    isoflop_window,  # noqa: E402
+    loss_noise,
+    spline_minima,
+)
+from .approach3 import (
+    BOOTSTRAP_GRID_STARTS,
+    FINAL_OPTIONS,
+    FINAL_RERUNS,
+    HUBER_DELTA,  # noqa: E402
+    MIN_PARALLEL_RUNS,
+    PARAM_NAMES,
+    SCREEN_OPTIONS,
+    bootstrap_approach3,
+    fit_approach3,
+    grid_objective,
+    huber_objective,
+    minimise,
+    start_grid,
+)
 from .command import SETTING_FLAGS, add_arguments, run, settings_from_args  # noqa: E402
 from .common import FLOPS_TOLERANCE, SIZE_TOLERANCE, cluster  # noqa: E402
 from .hyperparameters import HPARAM_COLUMNS, HPARAM_RULE, fit_hyperparameters  # noqa: E402
@@ -76,13 +96,52 @@ from .selection import select_runs  # noqa: E402
 from .validation import Check, rolling_checks  # noqa: E402
 
 __all__ = [
-    "BOOTSTRAP_GRID_STARTS", "Check", "FINAL_OPTIONS", "FINAL_RERUNS", "FLOPS_TOLERANCE", "FitResult", "FitSettings",
-    "GRID_POINTS", "HPARAM_COLUMNS", "HPARAM_RULE", "HUBER_DELTA", "MAX_BOOTSTRAP", "MAX_GRID_POINTS",
-    "MIN_PARALLEL_RUNS", "NOISE_MIN_SIZES", "NOISE_WINDOW", "PARAM_NAMES", "SCREEN_OPTIONS", "SETTING_FLAGS",
-    "SIZE_TOLERANCE", "add_arguments", "allocation", "bootstrap_approach3", "compute_optimal", "fit_all",
-    "fit_approach2", "fit_approach3", "fit_frame", "fit_hyperparameters", "fit_power_law",
-    "grid_objective", "huber_objective", "isoflop_groups", "isoflop_window", "loss_noise", "minimise", "predict_loss",
-    "prediction_budgets", "prepare", "read_metrics", "rolling_checks", "run", "select_runs", "settings_from_args",
+    "BOOTSTRAP_GRID_STARTS",
+    "Check",
+    "cluster",
+    "FINAL_OPTIONS",
+    "FINAL_RERUNS",
+    "FLOPS_TOLERANCE",
+    "FitResult",
+    "FitSettings",
+    "GRID_POINTS",
+    "HPARAM_COLUMNS",
+    "HPARAM_RULE",
+    "HUBER_DELTA",
+    "MAX_BOOTSTRAP",
+    "MAX_GRID_POINTS",
+    "MIN_PARALLEL_RUNS",
+    "NOISE_MIN_SIZES",
+    "NOISE_WINDOW",
+    "PARAM_NAMES",
+    "SCREEN_OPTIONS",
+    "SETTING_FLAGS",
+    "SIZE_TOLERANCE",
+    "add_arguments",
+    "allocation",
+    "bootstrap_approach3",
+    "compute_optimal",
+    "fit_all",
+    "fit_approach2",
+    "fit_approach3",
+    "fit_frame",
+    "fit_hyperparameters",
+    "fit_power_law",
+    "grid_objective",
+    "huber_objective",
+    "isoflop_groups",
+    "isoflop_window",
+    "loss_noise",
+    "minimise",
+    "predict_loss",
+    "prediction_budgets",
+    "prepare",
+    "read_metrics",
+    "rolling_checks",
+    "run",
+    "select_runs",
+    "settings_from_args",
     "spline_minima",
-    "start_grid", "write_outputs",
+    "start_grid",
+    "write_outputs",
 ]

@@ -11,6 +11,7 @@ log N_opt = log G + a·log C by weighted least squares (statsmodels WLS, weights
 interval of a is the percentile interval of the same regression through the redrawn minima.
 D_opt = C / (6 N_opt), so b = 1 - a.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,11 +39,15 @@ NOISE_MIN_SIZES = 5
 # Porian et al.'s analysis.py (interp_flop, vectorized_interp_with_seed_noise).
 SD_FLOOR_SPACING = 0.33
 MIN_INTERIOR = 0.5
-METHOD = ("akima: per budget an Akima spline of log loss over log N (size means), its minimum N_opt; "
-          "redrawn with the estimated loss noise, N_opt the median of the redrawn minima; "
-          "N_opt ~ C^a by weighted least squares (weights 1/sd² of the redrawn log N_opt)")
-NO_ISOFLOP_GROUPS = ("no IsoFLOP groups: Approach 2 needs an isoflop_budget column or --budgets (runs of a grid "
-                     "whose FLOPs merely agree are not IsoFLOP profiles)")
+METHOD = (
+    "akima: per budget an Akima spline of log loss over log N (size means), its minimum N_opt; "
+    "redrawn with the estimated loss noise, N_opt the median of the redrawn minima; "
+    "N_opt ~ C^a by weighted least squares (weights 1/sd² of the redrawn log N_opt)"
+)
+NO_ISOFLOP_GROUPS = (
+    "no IsoFLOP groups: Approach 2 needs an isoflop_budget column or --budgets (runs of a grid "
+    "whose FLOPs merely agree are not IsoFLOP profiles)"
+)
 
 
 def isoflop_groups(points: pd.DataFrame, budgets=None) -> tuple[list[tuple[float, np.ndarray]], str]:
@@ -140,9 +145,17 @@ def fit_approach2(points: pd.DataFrame, budgets=None, bootstrap=0, seed=0) -> tu
     for flops, where in groups:
         group = points.iloc[where]
         if n_distinct(group["params"]) >= 3:
-            runs.append((flops, group, (cluster(group["params"], SIZE_TOLERANCE),
-                                        np.log(group["params"].to_numpy(float)),
-                                        np.log(group["loss"].to_numpy(float)))))
+            runs.append(
+                (
+                    flops,
+                    group,
+                    (
+                        cluster(group["params"], SIZE_TOLERANCE),
+                        np.log(group["params"].to_numpy(float)),
+                        np.log(group["loss"].to_numpy(float)),
+                    ),
+                )
+            )
     if not runs:
         return None, "no compute budget has runs at 3 or more model sizes", []
     sigma, dof = loss_noise([r[2] for r in runs])
@@ -159,8 +172,10 @@ def fit_approach2(points: pd.DataFrame, budgets=None, bootstrap=0, seed=0) -> tu
     if not rows:
         return None, "no budget's loss has a minimum inside its sampled sizes", []
     section = _new_section(rows, grouping, skipped, bootstrap, sigma, dof, draws)
-    summaries = [f"IsoFLOP loss noise: sd of a run's log loss {_text(sigma)} ({dof} degrees of freedom: "
-                 f"{section['noise']['rule']})"]
+    summaries = [
+        f"IsoFLOP loss noise: sd of a run's log loss {_text(sigma)} ({dof} degrees of freedom: "
+        f"{section['noise']['rule']})"
+    ]
     if len(rows) < 2:
         section["exponents_why"] = "only one budget has a minimum; the exponents need two"
         return section, None, summaries
@@ -187,10 +202,20 @@ def _fit_budget(flops, group: pd.DataFrame, sizes, sigma, draws, rng):
     if not interior:
         side = "smallest" if x_min <= x[0] else "largest"
         return None, f"the lowest loss is at the {side} sampled size (no minimum inside the sizes)", []
-    row = {"flops": flops, "n_opt": safe_exp(x_min), "loss_opt": float(np.exp(y_min)), "n_points": len(group),
-           "outside_sampled": False, "n_fit_points": len(group), "n_fit_sizes": len(x),
-           "fit_params_min": float(np.exp(x[0])), "fit_params_max": float(np.exp(x[-1])),
-           "n_opt_ci95": None, "log_n_opt_sd": None, "interior_fraction": None}
+    row = {
+        "flops": flops,
+        "n_opt": safe_exp(x_min),
+        "loss_opt": float(np.exp(y_min)),
+        "n_points": len(group),
+        "outside_sampled": False,
+        "n_fit_points": len(group),
+        "n_fit_sizes": len(x),
+        "fit_params_min": float(np.exp(x[0])),
+        "fit_params_max": float(np.exp(x[-1])),
+        "n_opt_ci95": None,
+        "log_n_opt_sd": None,
+        "interior_fraction": None,
+    }
     redrawn = np.empty(0)
     if draws:
         # Each size's mean log loss redrawn with the noise of a mean of its runs.
@@ -198,8 +223,14 @@ def _fit_budget(flops, group: pd.DataFrame, sizes, sigma, draws, rng):
         stars, _, ok = spline_minima(x, noisy)
         row["interior_fraction"] = float(ok.mean())
         if ok.mean() < MIN_INTERIOR:
-            return None, (f"only {ok.mean():.0%} of the redrawn curves have their minimum inside the sampled "
-                          "sizes (the minimum is not bracketed)"), []
+            return (
+                None,
+                (
+                    f"only {ok.mean():.0%} of the redrawn curves have their minimum inside the sampled "
+                    "sizes (the minimum is not bracketed)"
+                ),
+                [],
+            )
         redrawn = stars[ok]
         floor = SD_FLOOR_SPACING * (x[-1] - x[0]) / (len(x) - 1)
         row["log_n_opt_sd"] = float(max(redrawn.std(), floor) / ok.mean())
@@ -217,22 +248,43 @@ def _fit_budget(flops, group: pd.DataFrame, sizes, sigma, draws, rng):
 
 def _new_section(rows, grouping, skipped, bootstrap, sigma, dof, draws) -> dict:
     """The `approach2` section before the exponents are fitted."""
-    return {"budgets": rows, "a": None, "a_ci95": None, "b": None, "b_ci95": None, "G": None,
-            "grouping": grouping, "skipped": skipped, "method": METHOD,
-            "outside_sampled": [r["flops"] for r in rows if r["outside_sampled"]],
-            "noise": {"sd_log_loss": sigma, "dof": dof,
-                      "rule": f"residuals of a parabola in log N through the runs within {NOISE_WINDOW:g}x of "
-                              f"each budget's lowest-loss size (at least the {NOISE_MIN_SIZES} nearest sizes), "
-                              "pooled over budgets"},
-            "window": {"factor": NOISE_WINDOW, "min_sizes": NOISE_MIN_SIZES,
-                       "rule": f"noise: sizes within {NOISE_WINDOW:g}x of the lowest-loss size, widened to the "
-                               f"{NOISE_MIN_SIZES} nearest in log N; N_opt: every size, Akima spline"},
-            "weights": "1/sd² of the redrawn log N_opt" if draws else "equal",
-            "a_ci95_ols": None, "b_ci95_ols": None, "a_ci95_bootstrap": None, "b_ci95_bootstrap": None,
-            "ci_method": None, "bootstrap": int(draws), "bootstrap_failed": 0,
-            "bootstrap_why": None if draws or not bootstrap else
-            "the loss noise cannot be estimated (no budget has more than 3 runs near its minimum), so the "
-            "curves are not redrawn"}
+    return {
+        "budgets": rows,
+        "a": None,
+        "a_ci95": None,
+        "b": None,
+        "b_ci95": None,
+        "G": None,
+        "grouping": grouping,
+        "skipped": skipped,
+        "method": METHOD,
+        "outside_sampled": [r["flops"] for r in rows if r["outside_sampled"]],
+        "noise": {
+            "sd_log_loss": sigma,
+            "dof": dof,
+            "rule": f"residuals of a parabola in log N through the runs within {NOISE_WINDOW:g}x of "
+            f"each budget's lowest-loss size (at least the {NOISE_MIN_SIZES} nearest sizes), "
+            "pooled over budgets",
+        },
+        "window": {
+            "factor": NOISE_WINDOW,
+            "min_sizes": NOISE_MIN_SIZES,
+            "rule": f"noise: sizes within {NOISE_WINDOW:g}x of the lowest-loss size, widened to the "
+            f"{NOISE_MIN_SIZES} nearest in log N; N_opt: every size, Akima spline",
+        },
+        "weights": "1/sd² of the redrawn log N_opt" if draws else "equal",
+        "a_ci95_ols": None,
+        "b_ci95_ols": None,
+        "a_ci95_bootstrap": None,
+        "b_ci95_bootstrap": None,
+        "ci_method": None,
+        "bootstrap": int(draws),
+        "bootstrap_failed": 0,
+        "bootstrap_why": None
+        if draws or not bootstrap
+        else "the loss noise cannot be estimated (no budget has more than 3 runs near its minimum), so the "
+        "curves are not redrawn",
+    }
 
 
 def _exponents_wls(section: dict, rows, log_c, weights) -> list[str]:

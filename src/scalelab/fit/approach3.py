@@ -6,6 +6,7 @@ with its analytic gradient), the grid of starts, L-BFGS-B (every start screened,
 rerun with tight tolerances), the bootstrap of row resamples, the process pool they share, and
 `approach3_section`, which runs them for fit.json's `approach3` section.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -56,13 +57,15 @@ def huber_objective(theta, log_params, log_tokens, log_loss, delta=HUBER_DELTA):
     residual = log_pred - log_loss
     slope = np.clip(residual, -delta, delta)  # d Huber / d residual
     g_params, g_tokens = slope * w_params, slope * w_tokens
-    grad = np.array([
-        g_params.sum(),
-        g_tokens.sum(),
-        (slope * w_E).sum(),
-        -(g_params * log_params).sum(),
-        -(g_tokens * log_tokens).sum(),
-    ])
+    grad = np.array(
+        [
+            g_params.sum(),
+            g_tokens.sum(),
+            (slope * w_E).sum(),
+            -(g_params * log_params).sum(),
+            -(g_tokens * log_tokens).sum(),
+        ]
+    )
     return huber(delta, residual).sum(), grad
 
 
@@ -75,17 +78,22 @@ def grid_objective(starts, log_params, log_tokens, log_loss, delta=HUBER_DELTA, 
     values = np.empty((len(starts), len(log_params)) if per_point else len(starts))
     chunk = max(1, 2_000_000 // max(1, len(log_params)))  # bound the temporary arrays
     for lo in range(0, len(starts), chunk):
-        cols = [starts[lo:lo + chunk, [i]] for i in range(5)]
+        cols = [starts[lo : lo + chunk, [i]] for i in range(5)]
         terms = huber(delta, _log_law(*cols, log_params, log_tokens)[0] - log_loss)
-        values[lo:lo + chunk] = terms if per_point else terms.sum(axis=1)
+        values[lo : lo + chunk] = terms if per_point else terms.sum(axis=1)
     return values
 
 
 def start_grid(points_per_axis: int = GRID_POINTS) -> np.ndarray:
     """Initial (log_A, log_B, log_E, alpha, beta): a, b in 0..25, e in -1..1.5, alpha, beta in 0..2."""
     p = points_per_axis
-    axes = [np.linspace(0, 25, p), np.linspace(0, 25, p), np.linspace(-1, 1.5, p),
-            np.linspace(0, 2, p), np.linspace(0, 2, p)]
+    axes = [
+        np.linspace(0, 25, p),
+        np.linspace(0, 25, p),
+        np.linspace(-1, 1.5, p),
+        np.linspace(0, 2, p),
+        np.linspace(0, 2, p),
+    ]
     return np.array(list(itertools.product(*axes)))
 
 
@@ -144,8 +152,15 @@ def _law_from_theta(theta) -> dict:
     log_A, log_B, log_E, alpha, beta = (float(v) for v in theta)
     with np.errstate(all="ignore"):
         a, b = beta / (alpha + beta), alpha / (alpha + beta)
-    return {"E": safe_exp(log_E), "A": safe_exp(log_A), "B": safe_exp(log_B),
-            "alpha": alpha, "beta": beta, "a": a, "b": b}
+    return {
+        "E": safe_exp(log_E),
+        "A": safe_exp(log_A),
+        "B": safe_exp(log_B),
+        "alpha": alpha,
+        "beta": beta,
+        "a": a,
+        "b": b,
+    }
 
 
 def fit_approach3(params, tokens, loss, starts=None, workers=1, delta=HUBER_DELTA) -> dict:
@@ -155,12 +170,12 @@ def fit_approach3(params, tokens, loss, starts=None, workers=1, delta=HUBER_DELT
     Returns E, A, B, alpha, beta, a = beta/(alpha+beta), b = alpha/(alpha+beta), the objective,
     theta (the log-space optimum) and how many starts reached the optimum (a health check).
     """
-    data = (np.log(np.asarray(params, float)), np.log(np.asarray(tokens, float)),
-            np.log(np.asarray(loss, float)))
+    data = (np.log(np.asarray(params, float)), np.log(np.asarray(tokens, float)), np.log(np.asarray(loss, float)))
     starts = start_grid() if starts is None else np.atleast_2d(np.asarray(starts, float))
     chunks = np.array_split(starts, _n_chunks(len(starts), len(starts), workers))
-    screened = np.concatenate(parallel_map(_minimise_starts, [(c, data, delta, SCREEN_OPTIONS) for c in chunks],
-                                            workers))[:, 0]
+    screened = np.concatenate(
+        parallel_map(_minimise_starts, [(c, data, delta, SCREEN_OPTIONS) for c in chunks], workers)
+    )[:, 0]
     best_starts = starts[np.argsort(screened, kind="stable")[:FINAL_RERUNS]]  # stable: worker count cannot matter
     finals = _minimise_starts((best_starts, data, delta, FINAL_OPTIONS))
     best = int(np.argmin(finals[:, 0]))
@@ -169,26 +184,48 @@ def fit_approach3(params, tokens, loss, starts=None, workers=1, delta=HUBER_DELT
         raise ScalelabError("Approach 3: L-BFGS-B failed from every start (non-finite objective)")
     # How many screened starts came within 1e-6 of the optimum: few means a rugged objective.
     at_optimum = int(np.sum(screened <= objective + max(1e-6 * abs(objective), 1e-9)))
-    return {**_law_from_theta(theta), "objective": float(objective), "huber_delta": delta,
-            "n_starts": len(starts), "starts_at_optimum": at_optimum, "theta": theta}
+    return {
+        **_law_from_theta(theta),
+        "objective": float(objective),
+        "huber_delta": delta,
+        "n_starts": len(starts),
+        "starts_at_optimum": at_optimum,
+        "theta": theta,
+    }
 
 
-def bootstrap_approach3(params, tokens, loss, best_theta, n_resamples, seed=0, starts=None,
-                        workers=1, grid_starts=BOOTSTRAP_GRID_STARTS, delta=HUBER_DELTA) -> pd.DataFrame:
+def bootstrap_approach3(
+    params,
+    tokens,
+    loss,
+    best_theta,
+    n_resamples,
+    seed=0,
+    starts=None,
+    workers=1,
+    grid_starts=BOOTSTRAP_GRID_STARTS,
+    delta=HUBER_DELTA,
+) -> pd.DataFrame:
     """Refit the law on `n_resamples` row resamples; one row of parameters per resample.
 
     All resample indices are drawn up front from `seed`, and each refit is deterministic, so the
     result does not depend on the number of workers.
     """
-    data = (np.log(np.asarray(params, float)), np.log(np.asarray(tokens, float)),
-            np.log(np.asarray(loss, float)))
+    data = (np.log(np.asarray(params, float)), np.log(np.asarray(tokens, float)), np.log(np.asarray(loss, float)))
     starts = start_grid() if starts is None else np.atleast_2d(np.asarray(starts, float))
     n = len(data[0])
     indices = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
     n_chunks = _n_chunks(n_resamples, n_resamples * (1 + grid_starts), workers)
-    tasks = [(chunk, data, np.asarray(best_theta, float), starts, grid_starts, delta)
-             for chunk in np.array_split(indices, n_chunks) if len(chunk)]
+    tasks = [
+        (chunk, data, np.asarray(best_theta, float), starts, grid_starts, delta)
+        for chunk in np.array_split(indices, n_chunks)
+        if len(chunk)
+    ]
     runs = np.concatenate(parallel_map(_bootstrap_chunk, tasks, workers)) if tasks else np.empty((0, 6))
-    rows = [{**_law_from_theta(theta), "objective": objective} if np.isfinite(objective)
-            else dict.fromkeys((*PARAM_NAMES, "objective"), np.nan) for objective, *theta in runs]
+    rows = [
+        {**_law_from_theta(theta), "objective": objective}
+        if np.isfinite(objective)
+        else dict.fromkeys((*PARAM_NAMES, "objective"), np.nan)
+        for objective, *theta in runs
+    ]
     return pd.DataFrame(rows, columns=[*PARAM_NAMES, "objective"])

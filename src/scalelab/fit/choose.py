@@ -6,6 +6,7 @@ The out-of-sample checks are the rolling-origin checks of scalelab.fit.validatio
 smallest sizes, token counts or compute, predict every larger run); scalelab.fit.evidence turns
 their misses into each form's extrapolation scatter, the point law and the mixture weights.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,8 +21,17 @@ from ..laws.law import FORMS, LawForm
 from .approach3 import HUBER_DELTA, PARAM_NAMES
 from .common import n_distinct, percentile_ci
 from .evidence import MARGIN_SDS, RULE, choose_form, evidence_weights, extrapolation_sigma, log_density
-from .forms import (BOOTSTRAP_STARTS, FormData, bootstrap_form, fit_form, form_data, natural, on_bound,
-                    prediction_variance, residual_sigma)
+from .forms import (
+    BOOTSTRAP_STARTS,
+    FormData,
+    bootstrap_form,
+    fit_form,
+    form_data,
+    natural,
+    on_bound,
+    prediction_variance,
+    residual_sigma,
+)
 from .inputs import data_range
 from .validation import Check, largest_size_check, rolling_checks
 
@@ -72,11 +82,15 @@ def check_requested(points, settings, source) -> None:
     if "data_constrained" in explicit:
         key = "fit.form" if settings.form == "data_constrained" else "fit.forms"
         if "unique_tokens" not in points.columns:
-            raise ScalelabError(f"{key}: data_constrained needs a unique_tokens column in {source} "
-                                "(unique tokens per run), and there is none")
+            raise ScalelabError(
+                f"{key}: data_constrained needs a unique_tokens column in {source} "
+                "(unique tokens per run), and there is none"
+            )
         if not _repeats(points):
-            raise ScalelabError(f"{key}: data_constrained needs runs that repeat their data (tokens > "
-                                f"unique_tokens), and no run in {source} does")
+            raise ScalelabError(
+                f"{key}: data_constrained needs runs that repeat their data (tokens > "
+                f"unique_tokens), and no run in {source} does"
+            )
 
 
 def identifiable(points: pd.DataFrame, form: LawForm) -> str | None:
@@ -107,15 +121,19 @@ def _not_identified(form, params, theta, bounds, ci) -> dict:
     """parameter -> why it is not identified (on its bound, or an interval over 100x wide)."""
     out = {}
     for name in on_bound(form, theta, bounds):
-        out[name] = f"it sits on its bound ({params[name]:.3g}): {NOT_IDENTIFIED_WORDS.get(name, 'the data do not pin it')}"
+        out[name] = (
+            f"it sits on its bound ({params[name]:.3g}): {NOT_IDENTIFIED_WORDS.get(name, 'the data do not pin it')}"
+        )
     for name in form.param_names:
         interval = ci.get(name)
         if name in out or not interval or interval[0] is None:
             continue
         low, high = interval
         if low <= 0 or high / low > SPAN_NOT_IDENTIFIED:
-            out[name] = (f"its 95 % interval [{low:.3g}, {high:.3g}] spans more than {SPAN_NOT_IDENTIFIED:g}x: "
-                         f"{NOT_IDENTIFIED_WORDS.get(name, 'the data do not pin it')}")
+            out[name] = (
+                f"its 95 % interval [{low:.3g}, {high:.3g}] spans more than {SPAN_NOT_IDENTIFIED:g}x: "
+                f"{NOT_IDENTIFIED_WORDS.get(name, 'the data do not pin it')}"
+            )
     return out
 
 
@@ -140,8 +158,9 @@ def _chinchilla_table(samples: pd.DataFrame) -> pd.DataFrame:
 def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
     """Fit, bootstrap and check walk-forward every requested form; choose the point law (fit.form)."""
     sections, samples, residuals = {}, [], []
-    result = FormsResult({}, None, "", pd.DataFrame(columns=["form"]), pd.DataFrame(columns=[*PARAM_NAMES, "objective"]),
-                         pd.DataFrame())
+    result = FormsResult(
+        {}, None, "", pd.DataFrame(columns=["form"]), pd.DataFrame(columns=[*PARAM_NAMES, "objective"]), pd.DataFrame()
+    )
     result.ranges = data_range(points)
     result.checks = rolling_checks(points)
     result.holdout = largest_size_check(points)
@@ -155,8 +174,11 @@ def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
             continue
         fitted = _fit_one(points, form, settings, workers, say)
         if fitted is None:
-            sections[name] = {"fitted": False, "why": "L-BFGS-B failed from every start (non-finite objective)",
-                              "title": form.title}
+            sections[name] = {
+                "fitted": False,
+                "why": "L-BFGS-B failed from every start (non-finite objective)",
+                "title": form.title,
+            }
             continue
         sections[name], table, residual, data, theta = fitted
         result.data[name], result.thetas[name] = data, theta
@@ -165,8 +187,9 @@ def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
         _walk_forward(points, form, data, result, settings, say)
         checks = {c.name: result.misses[(name, c.name)] for c in result.checks if (name, c.name) in result.misses}
         errors = {c: float(np.mean(np.abs(np.expm1(-m[0])))) for c, m in checks.items()}
-        sections[name]["validation"] = {c: {"mean_abs_rel_error": e, "n_test": len(checks[c][0])}
-                                        for c, e in errors.items()}
+        sections[name]["validation"] = {
+            c: {"mean_abs_rel_error": e, "n_test": len(checks[c][0])} for c, e in errors.items()
+        }
         sections[name]["score"] = float(np.mean(list(errors.values()))) if errors else None
         sections[name]["extrapolation_sigma"] = extrapolation_sigma(list(checks.values()))
     _choose(sections, settings, result)
@@ -176,8 +199,11 @@ def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
         if "chinchilla" in result.data:
             chinchilla = result.samples[result.samples["form"] == "chinchilla"]
             result.chinchilla_samples = _chinchilla_table(chinchilla).reset_index(drop=True)
-    result.residuals = (pd.concat(residuals, ignore_index=True) if residuals else
-                        pd.DataFrame(columns=["form", "run", "params", "tokens", "actual", "predicted", "rel_residual"]))
+    result.residuals = (
+        pd.concat(residuals, ignore_index=True)
+        if residuals
+        else pd.DataFrame(columns=["form", "run", "params", "tokens", "actual", "predicted", "rel_residual"])
+    )
     return result
 
 
@@ -195,24 +221,43 @@ def _fit_one(points, form: LawForm, settings, workers, say):
     if settings.bootstrap:
         # A resample costs about (1 + BOOTSTRAP_STARTS) refits: say how long, so a big CSV is no surprise.
         estimate = settings.bootstrap * (1 + BOOTSTRAP_STARTS) * per_refit / workers
-        say(f"{form.name}: {settings.bootstrap} bootstrap resamples"
-            + (f", about {estimate / 60:.0f} min on {workers} worker(s)" if estimate > 60 else ""))
-        runs = bootstrap_form(form, data, best["theta"], settings.bootstrap, settings.seed, settings.grid_points,
-                              workers, progress=say)
+        say(
+            f"{form.name}: {settings.bootstrap} bootstrap resamples"
+            + (f", about {estimate / 60:.0f} min on {workers} worker(s)" if estimate > 60 else "")
+        )
+        runs = bootstrap_form(
+            form, data, best["theta"], settings.bootstrap, settings.seed, settings.grid_points, workers, progress=say
+        )
         table = samples_table(form, data, runs)
     ci = {k: percentile_ci(table[k]) if settings.bootstrap else None for k in form.param_names}
     predicted = np.exp(form.log_law(best["theta"], data.x, data.y, data.u))
-    residual = pd.DataFrame({"form": form.name, "run": points["run"].to_numpy(), "params": points["params"].to_numpy(),
-                             "tokens": points["tokens"].to_numpy(), "actual": points["loss"].to_numpy(),
-                             "predicted": predicted,
-                             "rel_residual": (points["loss"].to_numpy() - predicted) / predicted})
+    residual = pd.DataFrame(
+        {
+            "form": form.name,
+            "run": points["run"].to_numpy(),
+            "params": points["params"].to_numpy(),
+            "tokens": points["tokens"].to_numpy(),
+            "actual": points["loss"].to_numpy(),
+            "predicted": predicted,
+            "rel_residual": (points["loss"].to_numpy() - predicted) / predicted,
+        }
+    )
     section = {
-        "fitted": True, "title": form.title, "params": params, "ci95": ci,
+        "fitted": True,
+        "title": form.title,
+        "params": params,
+        "ci95": ci,
         "not_identified": _not_identified(form, params, best["theta"], best["bounds"], ci),
-        "objective": best["objective"], "huber_delta": HUBER_DELTA, "converged": best["converged"],
-        "optimizer_message": best["message"], "n_starts": best["n_starts"], "refined": best["refined"],
-        "starts_at_optimum": best["starts_at_optimum"], "residual_sigma": residual_sigma(form, best["theta"], data),
-        "bootstrap": settings.bootstrap, "bootstrap_failed": int(table[form.param_names[0]].isna().sum()),
+        "objective": best["objective"],
+        "huber_delta": HUBER_DELTA,
+        "converged": best["converged"],
+        "optimizer_message": best["message"],
+        "n_starts": best["n_starts"],
+        "refined": best["refined"],
+        "starts_at_optimum": best["starts_at_optimum"],
+        "residual_sigma": residual_sigma(form, best["theta"], data),
+        "bootstrap": settings.bootstrap,
+        "bootstrap_failed": int(table[form.param_names[0]].isna().sum()),
         "theta_correlation": _correlation(form, table, data),
     }
     return section, table, residual, data, best["theta"]
@@ -221,12 +266,15 @@ def _fit_one(points, form: LawForm, settings, workers, say):
 def _correlation(form, table, data):
     if len(table.dropna()) <= 2:
         return None
-    thetas = np.array([form.theta({k: r[k] for k in form.param_names}, data.n0, data.d0)
-                       for r in table.dropna().to_dict("records")])
+    thetas = np.array(
+        [form.theta({k: r[k] for k in form.param_names}, data.n0, data.d0) for r in table.dropna().to_dict("records")]
+    )
     with np.errstate(all="ignore"):
         corr = np.corrcoef(thetas.T)
-    return {"of": list(form.theta_names),
-            "matrix": [[float(v) if np.isfinite(v) else None for v in row] for row in corr]}
+    return {
+        "of": list(form.theta_names),
+        "matrix": [[float(v) if np.isfinite(v) else None for v in row] for row in corr],
+    }
 
 
 def _walk_forward(points, form: LawForm, data: FormData, result: FormsResult, settings, say) -> None:
@@ -244,11 +292,14 @@ def _walk_forward(points, form: LawForm, data: FormData, result: FormsResult, se
         with np.errstate(all="ignore"):
             pred = np.exp(form.log_law(refit["theta"], test.x, test.y, test.u))
         actual = points["loss"].to_numpy(float)[check.test]
-        distance = log_distance(points["params"].to_numpy(float)[check.test],
-                                points["tokens"].to_numpy(float)[check.test], data_range(rest))
+        distance = log_distance(
+            points["params"].to_numpy(float)[check.test], points["tokens"].to_numpy(float)[check.test], data_range(rest)
+        )
         # The scatter the refit itself explains: its runs' noise and its parameters' uncertainty there.
-        scatter = np.sqrt(residual_sigma(form, refit["theta"], rest_data) ** 2
-                          + prediction_variance(form, refit["theta"], rest_data, test))
+        scatter = np.sqrt(
+            residual_sigma(form, refit["theta"], rest_data) ** 2
+            + prediction_variance(form, refit["theta"], rest_data, test)
+        )
         result.misses[(form.name, check.name)] = (np.log(actual / pred), distance, scatter)
         result.validation_fits[(form.name, check.name)] = (refit["theta"], rest_data)
     say(f"{form.name}: {sum(1 for k in result.misses if k[0] == form.name)} rolling-origin checks")
@@ -274,8 +325,10 @@ def _choose(sections: dict, settings, result: FormsResult) -> None:
         sections[name]["weight"] = weights.get(name, 0.0 if weights else 1 / len(fitted))
     if settings.form != "auto":
         if settings.form not in fitted:
-            raise ScalelabError(f"fit.form: {settings.form} could not be fitted: "
-                                f"{sections.get(settings.form, {}).get('why', 'not requested')}")
+            raise ScalelabError(
+                f"fit.form: {settings.form} could not be fitted: "
+                f"{sections.get(settings.form, {}).get('why', 'not requested')}"
+            )
         result.chosen, result.why = settings.form, f"named by fit.form ({settings.form})"
         return
     result.chosen, result.why = choose_form(errors, fitted)
@@ -283,8 +336,10 @@ def _choose(sections: dict, settings, result: FormsResult) -> None:
 
 def validation_section(result: FormsResult) -> dict:
     """fit.json's `validation`: the rolling-origin checks and the rule that picks the point law."""
-    checks = [{"name": c.name, "axis": c.axis, "origin": c.origin, "n_train": int(c.train.sum()),
-               "n_test": int(c.test.sum())} for c in result.checks]
+    checks = [
+        {"name": c.name, "axis": c.axis, "origin": c.origin, "n_train": int(c.train.sum()), "n_test": int(c.test.sum())}
+        for c in result.checks
+    ]
     return {"rule": RULE, "margin_sds": MARGIN_SDS, "checks": checks}
 
 
@@ -306,8 +361,17 @@ def approach3_section(result: FormsResult, settings):
         a = params["beta"] / (params["alpha"] + params["beta"])
         b = params["alpha"] / (params["alpha"] + params["beta"])
     ci = {name: percentile_ci(samples[name]) if settings.bootstrap else None for name in PARAM_NAMES}
-    return {**params, "objective": section["objective"], "huber_delta": HUBER_DELTA,
-            "n_starts": section["n_starts"], "ci95": ci, "a": float(a), "b": float(b),
-            "bootstrap": settings.bootstrap, "bootstrap_failed": section["bootstrap_failed"],
-            "starts_at_optimum": section["starts_at_optimum"], "refined": section["refined"],
-            "seed": settings.seed}, None
+    return {
+        **params,
+        "objective": section["objective"],
+        "huber_delta": HUBER_DELTA,
+        "n_starts": section["n_starts"],
+        "ci95": ci,
+        "a": float(a),
+        "b": float(b),
+        "bootstrap": settings.bootstrap,
+        "bootstrap_failed": section["bootstrap_failed"],
+        "starts_at_optimum": section["starts_at_optimum"],
+        "refined": section["refined"],
+        "seed": settings.seed,
+    }, None

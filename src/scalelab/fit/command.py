@@ -5,13 +5,12 @@ into FitSettings, and each flag given overrides it (a setting flag's argparse de
 "not given"). Then the fit runs (scalelab.fit.pipeline) and its outputs are written
 (scalelab.fit.outputs). Columns (--params-col and the like) are flags only, not settings.
 """
+
 from __future__ import annotations
 
 import argparse
 import math
-import os
 from dataclasses import fields, replace
-from pathlib import Path
 
 from ..errors import ScalelabError
 from ..files import check_out_dir, loads_json
@@ -34,61 +33,121 @@ def _positive_number(text: str) -> float:
 
 # Flags that set a FitSettings field: (flag, field). Their argparse default is None ("not given"):
 # the default lives in FitSettings alone, and a flag given overrides the --spec value.
-SETTING_FLAGS = (("--loss-col", "target"), ("--bootstrap", "bootstrap"), ("--seed", "seed"),
-                 ("--predict-flops", "predict_flops"), ("--budgets", "budgets"), ("--holdout", "holdout"),
-                 ("--select", "select"), ("--select-best-by", "sweep_keys"), ("--workers", "workers"),
-                 ("--grid-points", "grid_points"), ("--forms", "forms"), ("--form", "form"),
-                 ("--allow-any-loss", "allow_any_loss"))
+SETTING_FLAGS = (
+    ("--loss-col", "target"),
+    ("--bootstrap", "bootstrap"),
+    ("--seed", "seed"),
+    ("--predict-flops", "predict_flops"),
+    ("--budgets", "budgets"),
+    ("--holdout", "holdout"),
+    ("--select", "select"),
+    ("--select-best-by", "sweep_keys"),
+    ("--workers", "workers"),
+    ("--grid-points", "grid_points"),
+    ("--forms", "forms"),
+    ("--form", "form"),
+    ("--allow-any-loss", "allow_any_loss"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = FitSettings()
     parser.add_argument("metrics", help="metrics CSV (one row per run)")
     parser.add_argument("--out", required=True, help="output folder for fit.json, *.csv and fit.txt")
-    parser.add_argument("--spec", metavar="JSON",
-                        help="fit settings as a JSON object with any of the keys "
-                        f"{', '.join(f.name for f in fields(FitSettings))}; flags given as well override it")
+    parser.add_argument(
+        "--spec",
+        metavar="JSON",
+        help="fit settings as a JSON object with any of the keys "
+        f"{', '.join(f.name for f in fields(FitSettings))}; flags given as well override it",
+    )
     parser.add_argument("--loss-col", help=f"target column (default: {d.target}, else loss)")
-    parser.add_argument("--params-col", help="model size N (default: params, or params_total when the spec "
-                        "says params: total)")
+    parser.add_argument(
+        "--params-col", help="model size N (default: params, or params_total when the spec says params: total)"
+    )
     parser.add_argument("--tokens-col", default="tokens", help="training tokens D (default: tokens)")
-    parser.add_argument("--flops-col", help="compute C (default: flops_<x> for --params-col params_<x>, "
-                        "else flops, else 6*params*tokens)")
-    parser.add_argument("--bootstrap", type=int, help=f"bootstrap resamples (default: {d.bootstrap}; 0: none; "
-                        f"at most {MAX_BOOTSTRAP})")
+    parser.add_argument(
+        "--flops-col",
+        help="compute C (default: flops_<x> for --params-col params_<x>, else flops, else 6*params*tokens)",
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, help=f"bootstrap resamples (default: {d.bootstrap}; 0: none; at most {MAX_BOOTSTRAP})"
+    )
     parser.add_argument("--seed", type=int, help=f"seed of the bootstrap resamples (default: {d.seed})")
-    parser.add_argument("--predict-flops", type=_positive_number, nargs="+", metavar="C",
-                        help="budgets for the compute-optimal allocation and the hyperparameter recommendation, "
-                        "e.g. 1e19 (default: 10x and 100x the largest run)")
-    parser.add_argument("--budgets", type=_positive_number, nargs="+", metavar="C",
-                        help="IsoFLOP budgets to group runs by when the CSV has no isoflop_budget column")
-    parser.add_argument("--holdout", choices=FIT_CHOICES["holdout"],
-                        help=f"held-out check: refit without the top compute group, or skip it (default: {d.holdout})")
-    parser.add_argument("--select", choices=FIT_CHOICES["select"],
-                        help=f"fit the best run of each sweep or every run (default: {d.select})")
-    parser.add_argument("--select-best-by", nargs="+", metavar="COLUMN",
-                        help="swept hyperparameter columns (e.g. lr): without a best_in_sweep column, keep the "
-                        "lowest-loss run per (params, tokens, seed); and fit the hyperparameters' laws")
-    parser.add_argument("--data-meta", metavar="META_JSON",
-                        help="the corpus's meta.json (results/data/meta.json): without a unique_tokens column, each "
-                             "run's unique tokens are then min(tokens, the train split's tokens), so that the "
-                             "data-constrained form can be fitted to runs that repeat their data")
+    parser.add_argument(
+        "--predict-flops",
+        type=_positive_number,
+        nargs="+",
+        metavar="C",
+        help="budgets for the compute-optimal allocation and the hyperparameter recommendation, "
+        "e.g. 1e19 (default: 10x and 100x the largest run)",
+    )
+    parser.add_argument(
+        "--budgets",
+        type=_positive_number,
+        nargs="+",
+        metavar="C",
+        help="IsoFLOP budgets to group runs by when the CSV has no isoflop_budget column",
+    )
+    parser.add_argument(
+        "--holdout",
+        choices=FIT_CHOICES["holdout"],
+        help=f"held-out check: refit without the top compute group, or skip it (default: {d.holdout})",
+    )
+    parser.add_argument(
+        "--select",
+        choices=FIT_CHOICES["select"],
+        help=f"fit the best run of each sweep or every run (default: {d.select})",
+    )
+    parser.add_argument(
+        "--select-best-by",
+        nargs="+",
+        metavar="COLUMN",
+        help="swept hyperparameter columns (e.g. lr): without a best_in_sweep column, keep the "
+        "lowest-loss run per (params, tokens, seed); and fit the hyperparameters' laws",
+    )
+    parser.add_argument(
+        "--data-meta",
+        metavar="META_JSON",
+        help="the corpus's meta.json (results/data/meta.json): without a unique_tokens column, each "
+        "run's unique tokens are then min(tokens, the train split's tokens), so that the "
+        "data-constrained form can be fitted to runs that repeat their data",
+    )
     parser.add_argument("--workers", type=int, help="processes (default: CPU count)")
-    parser.add_argument("--forms", nargs="+", metavar="FORM",
-                        help=f"law forms to fit (default: all of {', '.join(FORMS)})")
-    parser.add_argument("--form", help="the form for predictions: auto (the best at predicting runs left out of "
-                        "the fit) or a form's name (default: auto)")
-    parser.add_argument("--allow-any-loss", action="store_const", const=True,
-                        help=f"fit losses outside the plausible range {LOSS_RANGE[0]:g}..{LOSS_RANGE[1]:g} too")
-    parser.add_argument("--metrics", nargs="+", metavar="COL", default=[], dest="metrics_cols",
-                        help="evaluation metric columns to fit a law to each, beside the loss law (e.g. test_bpb "
-                        "bleu rougeL, or task accuracies): fit.json's `metrics`, metrics.csv")
-    parser.add_argument("--metric-spec", metavar="JSON",
-                        help='facts of the metrics, e.g. {"arc": {"higher_is_better": true, "chance": 0.25, '
-                        '"ceiling": null, "via": "arc_loss"}} (via: a per-task loss column for the two-step method)')
-    parser.add_argument("--grid-points", type=int,
-                        help=f"start values per parameter; the grid has this^5 starts (default: {d.grid_points}, "
-                        f"at most {MAX_GRID_POINTS})")
+    parser.add_argument(
+        "--forms", nargs="+", metavar="FORM", help=f"law forms to fit (default: all of {', '.join(FORMS)})"
+    )
+    parser.add_argument(
+        "--form",
+        help="the form for predictions: auto (the best at predicting runs left out of "
+        "the fit) or a form's name (default: auto)",
+    )
+    parser.add_argument(
+        "--allow-any-loss",
+        action="store_const",
+        const=True,
+        help=f"fit losses outside the plausible range {LOSS_RANGE[0]:g}..{LOSS_RANGE[1]:g} too",
+    )
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="COL",
+        default=[],
+        dest="metrics_cols",
+        help="evaluation metric columns to fit a law to each, beside the loss law (e.g. test_bpb "
+        "bleu rougeL, or task accuracies): fit.json's `metrics`, metrics.csv",
+    )
+    parser.add_argument(
+        "--metric-spec",
+        metavar="JSON",
+        help='facts of the metrics, e.g. {"arc": {"higher_is_better": true, "chance": 0.25, '
+        '"ceiling": null, "via": "arc_loss"}} (via: a per-task loss column for the two-step method)',
+    )
+    parser.add_argument(
+        "--grid-points",
+        type=int,
+        help=f"start values per parameter; the grid has this^5 starts (default: {d.grid_points}, "
+        f"at most {MAX_GRID_POINTS})",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> FitSettings:
@@ -131,10 +190,18 @@ def run(args: argparse.Namespace) -> None:
     df = read_metrics(args.metrics)
     if args.data_meta and "unique_tokens" not in df.columns:
         df = with_unique_tokens(df, args.data_meta, args.tokens_col)
-    fit = fit_all(df, settings, loss_col=args.loss_col, params_col=args.params_col, tokens_col=args.tokens_col,
-                  flops_col=args.flops_col, source=str(args.metrics), metrics=args.metrics_cols,
-                  metric_spec=loads_json(args.metric_spec, "--metric-spec") if args.metric_spec else None,
-                  progress=lambda message: print(f"scalelab fit: {message}", flush=True))
+    fit = fit_all(
+        df,
+        settings,
+        loss_col=args.loss_col,
+        params_col=args.params_col,
+        tokens_col=args.tokens_col,
+        flops_col=args.flops_col,
+        source=str(args.metrics),
+        metrics=args.metrics_cols,
+        metric_spec=loads_json(args.metric_spec, "--metric-spec") if args.metric_spec else None,
+        progress=lambda message: print(f"scalelab fit: {message}", flush=True),
+    )
     try:
         write_outputs(fit, out)
     except OSError as exc:
@@ -147,8 +214,10 @@ def run(args: argparse.Namespace) -> None:
         for warning in fit.result.get("warnings", []):
             print(f"scalelab fit: warning: {warning}")
     else:
-        print(f"scalelab fit: no law form fitted: {fit.result['chosen_form_why']}; "
-              f"Approach 3: {fit.result.get('approach3_why', 'fitted')}")
+        print(
+            f"scalelab fit: no law form fitted: {fit.result['chosen_form_why']}; "
+            f"Approach 3: {fit.result.get('approach3_why', 'fitted')}"
+        )
     for name, entry in (fit.result.get("metrics") or {}).items():
         print(f"scalelab fit: metric {name}: {entry['verdict']}")
     print(f"scalelab fit: wrote {out}/fit.json")

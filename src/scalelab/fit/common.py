@@ -1,5 +1,6 @@
 """Small helpers every fit shares: the tolerances that group runs by size and compute, the
 grouping itself, a safe exp and percentile intervals. Numpy only."""
+
 from __future__ import annotations
 
 import multiprocessing

@@ -14,6 +14,7 @@ A law that holds gives the same optimum whatever
 the origin and a drift of about its noise; a law that is wrong moves as the ladder grows, and its
 error at a budget far ahead is taken to grow in proportion to how far ahead it is.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,8 +41,10 @@ def log_n_opt_variance(form, theta, data, budgets, step=1e-4) -> np.ndarray:
             up, down = theta.copy(), theta.copy()
             up[k] += step
             down[k] -= step
-            grad[k] = (np.log(optimal_allocation(form, natural(form, up, data), budgets)[0])
-                       - np.log(optimal_allocation(form, natural(form, down, data), budgets)[0])) / (2 * step)
+            grad[k] = (
+                np.log(optimal_allocation(form, natural(form, up, data), budgets)[0])
+                - np.log(optimal_allocation(form, natural(form, down, data), budgets)[0])
+            ) / (2 * step)
     if not (np.isfinite(sigma) and np.all(np.isfinite(jac)) and np.all(np.isfinite(grad))):
         return np.full(len(budgets), np.inf)
     cov = np.linalg.pinv(jac.T @ jac, rcond=1e-10) * sigma**2
@@ -101,12 +104,22 @@ def allocation_section(result: FormsResult, budgets):
     def ci(low, high):
         return None if not (np.isfinite(low) and np.isfinite(high)) else [float(low), float(high)]
 
-    rows = [{"form": result.chosen, "flops": float(r.flops), "n_opt": float(r.params), "d_opt": float(r.tokens),
-             "tokens_per_param": float(r.tokens_per_param), "loss_pred": float(r.loss), "loss_ci95": ci(r.low, r.high),
-             "n_opt_ci95": ci(r.params_low, r.params_high), "d_opt_ci95": ci(r.tokens_low, r.tokens_high),
-             "n_opt_ci95_point_law_bootstrap": ci(o.params_low, o.params_high),
-             "extrapolation": r.extrapolation}
-            for r, o in zip(table.itertuples(), own.itertuples())]
+    rows = [
+        {
+            "form": result.chosen,
+            "flops": float(r.flops),
+            "n_opt": float(r.params),
+            "d_opt": float(r.tokens),
+            "tokens_per_param": float(r.tokens_per_param),
+            "loss_pred": float(r.loss),
+            "loss_ci95": ci(r.low, r.high),
+            "n_opt_ci95": ci(r.params_low, r.params_high),
+            "d_opt_ci95": ci(r.tokens_low, r.tokens_high),
+            "n_opt_ci95_point_law_bootstrap": ci(o.params_low, o.params_high),
+            "extrapolation": r.extrapolation,
+        }
+        for r, o in zip(table.itertuples(), own.itertuples())
+    ]
     return rows, None
 
 
@@ -126,8 +139,17 @@ def disagreement_section(result: FormsResult, allocation):
         values = list(by_form.values())
         spread = (max(values) - min(values)) / row["loss_pred"] if len(values) > 1 else 0.0
         outside = [k for k, v in by_form.items() if low is not None and not (low <= v <= high)]
-        rows.append({"flops": row["flops"], "params": row["n_opt"], "tokens": row["d_opt"], "loss": by_form,
-                     "rel_spread": spread, "chosen_interval": None if low is None else [low, high],
-                     "outside_chosen_interval": outside, "disagree": bool(outside),
-                     "weights": {k: float(w) for k, w in law.weights.items()}})
+        rows.append(
+            {
+                "flops": row["flops"],
+                "params": row["n_opt"],
+                "tokens": row["d_opt"],
+                "loss": by_form,
+                "rel_spread": spread,
+                "chosen_interval": None if low is None else [low, high],
+                "outside_chosen_interval": outside,
+                "disagree": bool(outside),
+                "weights": {k: float(w) for k, w in law.weights.items()},
+            }
+        )
     return rows

@@ -23,6 +23,7 @@ and predicts that check's larger runs. From those misses:
   bootstrap redraws of the checks (Dirichlet(1)), which keeps a form whose advantage rests on one
   check from taking all the weight.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,10 +33,12 @@ MARGIN_SDS = 1.0
 MIN_COMMON = 3
 UPPER_LR = 0.455  # chi^2_1 median: a one-sided 75 % upper bound
 BAYES_DRAWS = 1000
-RULE = ("Chinchilla's form is the point law unless another form's mean |log miss| over the rolling-origin "
-        f"checks is lower by more than their spread ({MARGIN_SDS:g} x the standard deviation of the per-check "
-        "differences) "
-        f"(over {MIN_COMMON}+ shared checks); every form enters the intervals with its pseudo-BMA+ weight")
+RULE = (
+    "Chinchilla's form is the point law unless another form's mean |log miss| over the rolling-origin "
+    f"checks is lower by more than their spread ({MARGIN_SDS:g} x the standard deviation of the per-check "
+    "differences) "
+    f"(over {MIN_COMMON}+ shared checks); every form enters the intervals with its pseudo-BMA+ weight"
+)
 
 
 def per_check(misses) -> np.ndarray:
@@ -100,7 +103,8 @@ def choose_form(errors: dict[str, dict[str, float]], fitted: list[str]) -> tuple
         best = max(winners, key=winners.get)
         return best, f"{best} wins the rolling checks by more than their spread: " + "; ".join(notes)
     return "chinchilla", "no form wins the rolling checks by more than their spread" + (
-        ": " + "; ".join(notes) if notes else "")
+        ": " + "; ".join(notes) if notes else ""
+    )
 
 
 def log_density(misses, k: float) -> float:

@@ -10,6 +10,7 @@ Each bootstrap resample is refitted from the full-data optimum *and* from the gr
 score best on that resample (a warm start alone never leaves the full-data optimum, which is
 what once gave E a zero-width interval).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -50,8 +51,16 @@ class FormData:
     log_hi: float
 
     def take(self, idx) -> "FormData":
-        return FormData(self.x[idx], self.y[idx], None if self.u is None else self.u[idx], self.log_loss[idx],
-                        self.n0, self.d0, self.log_lo, self.log_hi)
+        return FormData(
+            self.x[idx],
+            self.y[idx],
+            None if self.u is None else self.u[idx],
+            self.log_loss[idx],
+            self.n0,
+            self.d0,
+            self.log_lo,
+            self.log_hi,
+        )
 
 
 def form_data(params, tokens, loss, unique=None, n0=None, d0=None) -> FormData:
@@ -59,8 +68,9 @@ def form_data(params, tokens, loss, unique=None, n0=None, d0=None) -> FormData:
     n0 = float(np.exp(log_n.mean())) if n0 is None else n0
     d0 = float(np.exp(log_d.mean())) if d0 is None else d0
     u = None if unique is None else np.log(np.asarray(unique, float)) - np.log(d0)
-    return FormData(log_n - np.log(n0), log_d - np.log(d0), u, log_loss, n0, d0,
-                    float(log_loss.min()), float(log_loss.max()))
+    return FormData(
+        log_n - np.log(n0), log_d - np.log(d0), u, log_loss, n0, d0, float(log_loss.min()), float(log_loss.max())
+    )
 
 
 def objective(theta, form: LawForm, data: FormData, delta=HUBER_DELTA):
@@ -82,11 +92,11 @@ def grid_values(form: LawForm, starts, data: FormData, delta=HUBER_DELTA, per_po
     out = np.empty((len(starts), len(data.x)) if per_point else len(starts))
     chunk = max(1, 2_000_000 // max(1, len(data.x)))  # bound the temporary arrays
     for lo in range(0, len(starts), chunk):
-        cols = [starts[lo:lo + chunk, [i]] for i in range(starts.shape[1])]
+        cols = [starts[lo : lo + chunk, [i]] for i in range(starts.shape[1])]
         with np.errstate(all="ignore"):
             terms = huber(delta, form.log_law(cols, data.x, data.y, data.u) - data.log_loss)
         terms = np.where(np.isfinite(terms), terms, np.inf)
-        out[lo:lo + chunk] = terms if per_point else terms.sum(axis=1)
+        out[lo : lo + chunk] = terms if per_point else terms.sum(axis=1)
     return out
 
 
@@ -102,8 +112,15 @@ def start_grid(form: LawForm, data: FormData, points: int) -> np.ndarray:
 def minimise(form: LawForm, theta0, data: FormData, bounds, delta=HUBER_DELTA, options=FINAL_OPTIONS):
     """One L-BFGS-B run with the analytic gradient: (objective, theta, converged, message)."""
     with np.errstate(all="ignore"):
-        result = minimize(_scaled, np.asarray(theta0, float), jac=True, args=(form, data, delta),
-                          method="L-BFGS-B", bounds=bounds, options=options)
+        result = minimize(
+            _scaled,
+            np.asarray(theta0, float),
+            jac=True,
+            args=(form, data, delta),
+            method="L-BFGS-B",
+            bounds=bounds,
+            options=options,
+        )
     ok = np.isfinite(result.fun) and np.all(np.isfinite(result.x))
     return (float(result.fun) * delta**2 if ok else np.inf), result.x, bool(result.success), str(result.message)
 
@@ -126,16 +143,31 @@ def fit_form(form: LawForm, data: FormData, grid_points: int, delta=HUBER_DELTA,
         best = min(range(len(runs)), key=lambda i: runs[i][0])
         full = minimise(form, runs[best][1], data, bounds, delta)
         tolerance = max(AT_OPTIMUM_RTOL * abs(runs[best][0]), 1e-12)
-        return {"theta": full[1], "objective": full[0], "converged": full[2], "message": full[3],
-                "n_starts": len(starts), "refined": len(runs), "bounds": bounds,
-                "starts_at_optimum": sum(1 for run in runs if run[0] <= runs[best][0] + tolerance)}
+        return {
+            "theta": full[1],
+            "objective": full[0],
+            "converged": full[2],
+            "message": full[3],
+            "n_starts": len(starts),
+            "refined": len(runs),
+            "bounds": bounds,
+            "starts_at_optimum": sum(1 for run in runs if run[0] <= runs[best][0] + tolerance),
+        }
     runs = [minimise(form, theta0, data, bounds, delta) for theta0 in chosen]
     best = min(range(len(runs)), key=lambda i: runs[i][0])
     value, theta, converged, message = runs[best]
     tolerance = max(AT_OPTIMUM_RTOL * abs(value), 1e-12)
     at_optimum = sum(1 for run in runs if run[0] <= value + tolerance)
-    return {"theta": theta, "objective": value, "converged": converged, "message": message,
-            "n_starts": len(starts), "refined": len(runs), "starts_at_optimum": at_optimum, "bounds": bounds}
+    return {
+        "theta": theta,
+        "objective": value,
+        "converged": converged,
+        "message": message,
+        "n_starts": len(starts),
+        "refined": len(runs),
+        "starts_at_optimum": at_optimum,
+        "bounds": bounds,
+    }
 
 
 def natural(form: LawForm, theta, data: FormData) -> dict:
@@ -183,8 +215,18 @@ def _bootstrap_chunk(task):
     return out
 
 
-def bootstrap_form(form: LawForm, data: FormData, best_theta, n_resamples: int, seed: int, grid_points: int,
-                   workers=1, n_starts=BOOTSTRAP_STARTS, delta=HUBER_DELTA, progress=None):
+def bootstrap_form(
+    form: LawForm,
+    data: FormData,
+    best_theta,
+    n_resamples: int,
+    seed: int,
+    grid_points: int,
+    workers=1,
+    n_starts=BOOTSTRAP_STARTS,
+    delta=HUBER_DELTA,
+    progress=None,
+):
     """Refit the form on `n_resamples` row resamples: (objective, theta) per row, NaN where a
     refit failed. Indices are drawn up front from `seed` and each refit is deterministic, so the
     result does not depend on the number of workers."""
@@ -195,8 +237,11 @@ def bootstrap_form(form: LawForm, data: FormData, best_theta, n_resamples: int, 
         n_starts = 0  # scoring the whole grid on a million-row resample would cost more than the refits
     fits = n_resamples * (1 + n_starts)
     n_chunks = 1 if workers <= 1 or fits < MIN_PARALLEL_FITS else min(n_resamples, 4 * workers)
-    tasks = [(form.name, chunk, data, np.asarray(best_theta, float), starts, n_starts, delta)
-             for chunk in np.array_split(indices, n_chunks) if len(chunk)]
+    tasks = [
+        (form.name, chunk, data, np.asarray(best_theta, float), starts, n_starts, delta)
+        for chunk in np.array_split(indices, n_chunks)
+        if len(chunk)
+    ]
     if progress and n > SCREEN_ROWS:
         progress(f"{form.name}: {n_resamples} resamples of {n} rows, {len(tasks)} chunks")
     runs = parallel_map(_bootstrap_chunk, tasks, workers) if tasks else []

@@ -2,6 +2,7 @@
 predicted by the point law refitted on the smaller sizes, with the prediction intervals a user
 would have had then (the refit's bootstrap, residual scatter, the other forms' refits by their
 weights, and an extrapolation scatter learnt from the other rolling checks)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,9 +27,13 @@ def _refit_sections(result: FormsResult, check_name: str) -> dict:
             continue
         theta, rest = result.validation_fits[(name, check_name)]
         others = [m for (form, check), m in result.misses.items() if form == name and check != check_name]
-        sections[name] = {"fitted": True, "params": natural(FORMS[name], theta, rest),
-                          "residual_sigma": residual_sigma(FORMS[name], theta, rest),
-                          "weight": section.get("weight", 0.0), "extrapolation_sigma": extrapolation_sigma(others)}
+        sections[name] = {
+            "fitted": True,
+            "params": natural(FORMS[name], theta, rest),
+            "residual_sigma": residual_sigma(FORMS[name], theta, rest),
+            "weight": section.get("weight", 0.0),
+            "extrapolation_sigma": extrapolation_sigma(others),
+        }
     return sections
 
 
@@ -47,8 +52,10 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
     form = FORMS[chosen]
     theta, rest = result.validation_fits[(chosen, check.name)]
     held = check.test
-    say(f"held-out check: {chosen} refitted on {int((~held).sum())} points, "
-        f"predict the largest size's {int(held.sum())}")
+    say(
+        f"held-out check: {chosen} refitted on {int((~held).sum())} points, "
+        f"predict the largest size's {int(held.sum())}"
+    )
     sections = _refit_sections(result, check.name)
     n_boot = min(settings.bootstrap, HOLDOUT_BOOTSTRAP)
     samples = pd.DataFrame(columns=["form"])
@@ -63,15 +70,35 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
     predicted = pred["loss"].to_numpy()
     rel_error = (predicted - actual) / actual
     inside = (actual >= pred["low"].to_numpy()) & (actual <= pred["high"].to_numpy())
-    section = {"form": chosen, "what": "the largest model size's runs, predicted from the smaller sizes",
-               "held_out": test["run"].tolist(), "predicted": predicted.tolist(),
-               "actual": actual.tolist(), "rel_error": rel_error.tolist(), "low": pred["low"].tolist(),
-               "high": pred["high"].tolist(), "inside": [bool(v) for v in inside],
-               "max_abs_rel_error": float(np.max(np.abs(rel_error))), "flops_min": float(test["flops"].min()),
-               "params": float(test["params"].max()), "n_fit_points": int((~held).sum()), "bootstrap": n_boot,
-               "fit": sections[chosen]["params"]}
-    table = pd.DataFrame({"run": test["run"].tolist(), "params": test["params"].to_numpy(),
-                          "tokens": test["tokens"].to_numpy(), "flops": test["flops"].to_numpy(), "actual": actual,
-                          "predicted": predicted, "rel_error": rel_error, "low": pred["low"].to_numpy(),
-                          "high": pred["high"].to_numpy(), "inside": inside})
+    section = {
+        "form": chosen,
+        "what": "the largest model size's runs, predicted from the smaller sizes",
+        "held_out": test["run"].tolist(),
+        "predicted": predicted.tolist(),
+        "actual": actual.tolist(),
+        "rel_error": rel_error.tolist(),
+        "low": pred["low"].tolist(),
+        "high": pred["high"].tolist(),
+        "inside": [bool(v) for v in inside],
+        "max_abs_rel_error": float(np.max(np.abs(rel_error))),
+        "flops_min": float(test["flops"].min()),
+        "params": float(test["params"].max()),
+        "n_fit_points": int((~held).sum()),
+        "bootstrap": n_boot,
+        "fit": sections[chosen]["params"],
+    }
+    table = pd.DataFrame(
+        {
+            "run": test["run"].tolist(),
+            "params": test["params"].to_numpy(),
+            "tokens": test["tokens"].to_numpy(),
+            "flops": test["flops"].to_numpy(),
+            "actual": actual,
+            "predicted": predicted,
+            "rel_error": rel_error,
+            "low": pred["low"].to_numpy(),
+            "high": pred["high"].to_numpy(),
+            "inside": inside,
+        }
+    )
     return section, None, table

@@ -5,6 +5,7 @@ by setting or by the default names), sets aside the rows that cannot be fitted w
 (fit.json's `excluded`), carries the sweep columns along, and sorts the points into a canonical
 order, so no result depends on the row order of the CSV.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,9 +36,15 @@ def data_range(points: pd.DataFrame) -> dict:
     if not len(points):
         return {}
     per_param = points["tokens"] / points["params"]
-    return {name: [float(values.min()), float(values.max())]
-            for name, values in (("params", points["params"]), ("tokens", points["tokens"]),
-                                 ("tokens_per_param", per_param), ("flops", points["flops"]))}
+    return {
+        name: [float(values.min()), float(values.max())]
+        for name, values in (
+            ("params", points["params"]),
+            ("tokens", points["tokens"]),
+            ("tokens_per_param", per_param),
+            ("flops", points["flops"]),
+        )
+    }
 
 
 def _check_header(path: Path) -> None:
@@ -73,18 +80,22 @@ def read_metrics(path) -> pd.DataFrame:
 def _columns(df, loss_col, params_col, tokens_col, flops_col, source):
     def need(col, flag):
         if col not in df.columns:
-            raise ScalelabError(f"{source}: no column '{col}' (set it with {flag}); "
-                                f"columns are: {', '.join(map(str, df.columns)) or 'none'}")
+            raise ScalelabError(
+                f"{source}: no column '{col}' (set it with {flag}); "
+                f"columns are: {', '.join(map(str, df.columns)) or 'none'}"
+            )
         return col
 
     if loss_col is None:  # the default target: val_loss, else loss
         if "loss" not in df.columns and "val_loss" not in df.columns:
-            raise ScalelabError(f"{source}: no 'loss' or 'val_loss' column (set one with --loss-col); "
-                                f"columns are: {', '.join(map(str, df.columns)) or 'none'}")
+            raise ScalelabError(
+                f"{source}: no 'loss' or 'val_loss' column (set one with --loss-col); "
+                f"columns are: {', '.join(map(str, df.columns)) or 'none'}"
+            )
         loss_col = "val_loss" if "val_loss" in df.columns else "loss"
     if flops_col is None:
         # `--params-col params_total` goes with `flops_total`, so grouping uses one convention.
-        matching = "flops" + params_col[len("params"):] if params_col.startswith("params") else None
+        matching = "flops" + params_col[len("params") :] if params_col.startswith("params") else None
         flops_col = next((c for c in (matching, "flops") if c and c in df.columns), None)
     else:
         need(flops_col, "--flops-col")
@@ -129,9 +140,11 @@ def _check_loss_range(loss_values, keep: list, loss_col: str, source: str) -> No
     outside = (loss < LOSS_RANGE[0]) | (loss > LOSS_RANGE[1])
     if outside.any():
         i = keep[int(np.flatnonzero(outside)[0])]
-        raise ScalelabError(f"{source}: column '{loss_col}' holds {int(outside.sum())} value(s) outside the "
-                            f"plausible loss range {LOSS_RANGE[0]:g}..{LOSS_RANGE[1]:g} (e.g. {loss_values[i]:.4g} "
-                            f"in row {i + 2}); fix the column, or allow it with --allow-any-loss")
+        raise ScalelabError(
+            f"{source}: column '{loss_col}' holds {int(outside.sum())} value(s) outside the "
+            f"plausible loss range {LOSS_RANGE[0]:g}..{LOSS_RANGE[1]:g} (e.g. {loss_values[i]:.4g} "
+            f"in row {i + 2}); fix the column, or allow it with --allow-any-loss"
+        )
 
 
 def _add_optional_columns(points, df, keep: list, sweep_keys, source: str) -> None:
@@ -143,39 +156,59 @@ def _add_optional_columns(points, df, keep: list, sweep_keys, source: str) -> No
     if "seed" in df.columns and df["seed"].notna().any():
         points["seed"] = df["seed"].iloc[keep].astype(str).where(df["seed"].iloc[keep].notna(), "").to_numpy()
     if "sweep_group" in df.columns and df["sweep_group"].notna().any():
-        points["sweep_group"] = df["sweep_group"].iloc[keep].astype(str).where(
-            df["sweep_group"].iloc[keep].notna(), "").to_numpy()
+        points["sweep_group"] = (
+            df["sweep_group"].iloc[keep].astype(str).where(df["sweep_group"].iloc[keep].notna(), "").to_numpy()
+        )
     if "best_in_sweep" in df.columns and df["best_in_sweep"].notna().any():
         points["best_in_sweep"] = _flags(df["best_in_sweep"], "best_in_sweep", source)[keep]
     for key in sweep_keys:
         points[f"hp:{key}"] = pd.to_numeric(df[key], errors="coerce").to_numpy(float)[keep]
 
 
-def prepare(df, loss_col=None, params_col="params", tokens_col="tokens", flops_col=None, source="metrics",
-            sweep_keys=(), allow_any_loss=False):
+def prepare(
+    df,
+    loss_col=None,
+    params_col="params",
+    tokens_col="tokens",
+    flops_col=None,
+    source="metrics",
+    sweep_keys=(),
+    allow_any_loss=False,
+):
     """Usable points (run, params, tokens, flops, loss, isoflop_budget, and seed, sweep_group,
     best_in_sweep and the `sweep_keys` columns) in a canonical order, the excluded rows with
     reasons, and the columns used."""
     loss_col, params_col, tokens_col, flops_col = _columns(df, loss_col, params_col, tokens_col, flops_col, source)
     for key in sweep_keys:
         if key not in df.columns:
-            raise ScalelabError(f"{source}: no column '{key}' for the swept hyperparameter (sweep_keys / "
-                                f"--select-best-by); columns are: {', '.join(map(str, df.columns))}")
+            raise ScalelabError(
+                f"{source}: no column '{key}' for the swept hyperparameter (sweep_keys / "
+                f"--select-best-by); columns are: {', '.join(map(str, df.columns))}"
+            )
     runs = df["run"].astype(str).tolist() if "run" in df.columns else list(range(len(df)))
-    values = {name: pd.to_numeric(df[col], errors="coerce").to_numpy(float)
-              for name, col in (("loss", loss_col), ("params", params_col), ("tokens", tokens_col))}
-    values["flops"] = (pd.to_numeric(df[flops_col], errors="coerce").to_numpy(float) if flops_col
-                       else 6 * values["params"] * values["tokens"])
+    values = {
+        name: pd.to_numeric(df[col], errors="coerce").to_numpy(float)
+        for name, col in (("loss", loss_col), ("params", params_col), ("tokens", tokens_col))
+    }
+    values["flops"] = (
+        pd.to_numeric(df[flops_col], errors="coerce").to_numpy(float)
+        if flops_col
+        else 6 * values["params"] * values["tokens"]
+    )
     columns = {"loss": loss_col, "params": params_col, "tokens": tokens_col, "flops": flops_col or "6*params*tokens"}
     reasons = _exclusion_reasons(df, values, columns)
     keep = np.flatnonzero(reasons == None).tolist()  # noqa: E711
     excluded = [{"run": runs[i], "reason": reasons[i]} for i in np.flatnonzero(reasons != None)]  # noqa: E711
     if not allow_any_loss and keep:
         _check_loss_range(values["loss"], keep, loss_col, source)
-    budget = (pd.to_numeric(df["isoflop_budget"], errors="coerce").to_numpy(float)
-              if "isoflop_budget" in df.columns else np.full(len(df), np.nan))
-    points = pd.DataFrame({"run": [runs[i] for i in keep], **{k: v[keep] for k, v in values.items()},
-                           "isoflop_budget": budget[keep]})
+    budget = (
+        pd.to_numeric(df["isoflop_budget"], errors="coerce").to_numpy(float)
+        if "isoflop_budget" in df.columns
+        else np.full(len(df), np.nan)
+    )
+    points = pd.DataFrame(
+        {"run": [runs[i] for i in keep], **{k: v[keep] for k, v in values.items()}, "isoflop_budget": budget[keep]}
+    )
     _add_optional_columns(points, df, keep, sweep_keys, source)
     # A canonical order makes every result, bootstrap included, independent of the row order.
     points["_key"] = points["run"].astype(str)

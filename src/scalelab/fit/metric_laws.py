@@ -19,6 +19,7 @@ than MIN_SIZES_ABOVE model sizes score clearly above the floor, the slope's 95 %
 0 (the law's gain from the smallest- to the largest-compute run, over the resamples), or the
 chosen method's out-of-sample error exceeds the spread of the runs' values.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -119,14 +120,25 @@ def bootstrap_method(method: str, spec: MetricSpec, runs: pd.DataFrame, theta: d
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = bootstrap((np.arange(len(runs)),), statistic, vectorized=False, n_resamples=n,
-                           method="percentile", random_state=np.random.default_rng(seed))
+        result = bootstrap(
+            (np.arange(len(runs)),),
+            statistic,
+            vectorized=False,
+            n_resamples=n,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
     return pd.DataFrame(np.atleast_2d(result.bootstrap_distribution).T, columns=list(names))
 
 
 def _law(method, spec, theta, samples=None, sigma=0.0, per_efold=0.0, ranges=None, predictable=True) -> MetricLaw:
-    section = {"chosen_method": method, "link": spec.link, "scale": spec.scale or None, "predictable": predictable,
-               "methods": {method: {"params": theta, "residual_sigma": sigma, "extrapolation_sigma": per_efold}}}
+    section = {
+        "chosen_method": method,
+        "link": spec.link,
+        "scale": spec.scale or None,
+        "predictable": predictable,
+        "methods": {method: {"params": theta, "residual_sigma": sigma, "extrapolation_sigma": per_efold}},
+    }
     table = samples.assign(metric=spec.name, method=method) if samples is not None and len(samples) else pd.DataFrame()
     return MetricLaw(spec.name, section, table, ranges or {})
 
@@ -143,10 +155,16 @@ def method_section(method, spec, runs, checks, n_boot, seed) -> tuple[dict | Non
         column = samples[key].to_numpy(float)
         column = column[np.isfinite(column)]
         ci[key] = [float(v) for v in np.percentile(column, [2.5, 97.5])] if len(column) >= 10 else None
-    section = {"params": theta, "params_ci95": ci, **trend(method, spec, runs, theta, samples),
-               "oos_error": checked["oos_error"], "checks": checked["checks"],
-               "residual_sigma": residual_sigma(method, spec, theta, runs),
-               "extrapolation_sigma": scatter_per_efold(checked["misses"]), "n_resamples": int(len(samples))}
+    section = {
+        "params": theta,
+        "params_ci95": ci,
+        **trend(method, spec, runs, theta, samples),
+        "oos_error": checked["oos_error"],
+        "checks": checked["checks"],
+        "residual_sigma": residual_sigma(method, spec, theta, runs),
+        "extrapolation_sigma": scatter_per_efold(checked["misses"]),
+        "n_resamples": int(len(samples)),
+    }
     return section, samples
 
 
@@ -207,16 +225,19 @@ def verdict(spec: MetricSpec, runs: pd.DataFrame, chosen: str | None, section: d
         sign = 1 if spec.higher_is_better else -1
         above = runs[sign * (values - spec.floor) > margin]
         if n_distinct(above["params"], SIZE_TOLERANCE) < MIN_SIZES_ABOVE:
-            return (f"fewer than {MIN_SIZES_ABOVE} model sizes score clearly above the floor {spec.floor:g} "
-                    f"(by {margin:.3g}); the runs are at chance or noise")
+            return (
+                f"fewer than {MIN_SIZES_ABOVE} model sizes score clearly above the floor {spec.floor:g} "
+                f"(by {margin:.3g}); the runs are at chance or noise"
+            )
     ci = section.get("trend_ci95")
     if ci is not None and ci[0] <= 0:
-        return (f"the law's gain from the smallest to the largest run has a 95 % interval ({ci[0]:.3g} to "
-                f"{ci[1]:.3g}) that reaches 0: no trend")
+        return (
+            f"the law's gain from the smallest to the largest run has a 95 % interval ({ci[0]:.3g} to "
+            f"{ci[1]:.3g}) that reaches 0: no trend"
+        )
     spread = float(np.std(np.log(values) if spec.link == "loglinear" else values, ddof=1))
     if section["oos_error"] is not None and section["oos_error"] > spread:
-        return (f"the out-of-sample error {section['oos_error']:.3g} exceeds the spread of the runs' values "
-                f"{spread:.3g}")
+        return f"the out-of-sample error {section['oos_error']:.3g} exceeds the spread of the runs' values {spread:.3g}"
     return None
 
 
@@ -225,8 +246,10 @@ def skipped_methods(runs: pd.DataFrame, spec: MetricSpec) -> dict:
     skipped = {}
     ratio = (runs["tokens"] / runs["params"]).to_numpy(float)
     if ratio.max() > ONE_RATIO_SPAN * ratio.min():
-        skipped["direct"] = (f"the runs' tokens per parameter span {ratio.max() / ratio.min():.3g}x; a law in compute "
-                             "alone holds at one ratio, so direct_nd (the law across ratios) stands in for it")
+        skipped["direct"] = (
+            f"the runs' tokens per parameter span {ratio.max() / ratio.min():.3g}x; a law in compute "
+            "alone holds at one ratio, so direct_nd (the law across ratios) stands in for it"
+        )
     if task_loss_column(spec) not in runs.columns:
         skipped["two_step"] = f"no task-loss column {task_loss_column(spec)!r}"
     return skipped
@@ -244,13 +267,21 @@ def metric_runs(points: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:
     return runs[keep].reset_index(drop=True)
 
 
-def fit_metric(points: pd.DataFrame, spec: MetricSpec, targets, checks=holdout_checks, bootstrap_n=METRIC_BOOTSTRAP,
-               seed=0) -> tuple[dict, pd.DataFrame]:
+def fit_metric(
+    points: pd.DataFrame, spec: MetricSpec, targets, checks=holdout_checks, bootstrap_n=METRIC_BOOTSTRAP, seed=0
+) -> tuple[dict, pd.DataFrame]:
     """fit.json's `metrics.<name>` and its metrics_bootstrap.csv rows. `targets`: (flops, params,
     tokens) triples to forecast at (the allocation's next budgets)."""
     runs = metric_runs(points, spec)
-    out = {**spec.as_dict(), "n_runs": int(len(runs)), "methods": {}, "chosen_method": None, "chosen_why": None,
-           "predictable": False, "forecasts": []}
+    out = {
+        **spec.as_dict(),
+        "n_runs": int(len(runs)),
+        "methods": {},
+        "chosen_method": None,
+        "chosen_why": None,
+        "predictable": False,
+        "forecasts": [],
+    }
     if len(runs) < MIN_RUNS:
         out["verdict"] = f"NOT PREDICTABLE: only {len(runs)} runs have the metric (at least {MIN_RUNS} needed)"
         return out, pd.DataFrame()
@@ -282,12 +313,21 @@ def forecasts(name: str, section: dict, table: pd.DataFrame, ranges: dict, targe
     flops, params, tokens = (np.array([t[i] for t in targets], float) for i in range(3))
     law = MetricLaw(name, section, table, ranges)
     frame = law.predict(params, tokens, log_distance(params, tokens, ranges), 0.95)
-    return [{"flops": float(c), "params": float(r.params), "tokens": float(r.tokens), "value": float(r[name]),
-             "ci95": [float(r.low), float(r.high)]} for c, (_, r) in zip(flops, frame.iterrows())]
+    return [
+        {
+            "flops": float(c),
+            "params": float(r.params),
+            "tokens": float(r.tokens),
+            "value": float(r[name]),
+            "ci95": [float(r.low), float(r.high)],
+        }
+        for c, (_, r) in zip(flops, frame.iterrows())
+    ]
 
 
-def fit_metric_laws(points: pd.DataFrame, specs, targets, checks=holdout_checks, bootstrap_n=METRIC_BOOTSTRAP,
-                    seed=0) -> tuple[dict, pd.DataFrame]:
+def fit_metric_laws(
+    points: pd.DataFrame, specs, targets, checks=holdout_checks, bootstrap_n=METRIC_BOOTSTRAP, seed=0
+) -> tuple[dict, pd.DataFrame]:
     """fit.json's `metrics` (name -> entry) and metrics_bootstrap.csv for every spec."""
     sections, tables = {}, []
     for spec in specs:

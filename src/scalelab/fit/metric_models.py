@@ -13,6 +13,7 @@
 `runs` is a DataFrame with params, tokens, the metric column and, for two-step, the task-loss
 column `spec.via` (else `loss`). A fit that fails returns None.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -46,8 +47,15 @@ def fit_task_loss(params, tokens, loss, start: dict | None = None) -> dict | Non
     low, high = loss.min(), loss.max()
     starts = []
     if start is not None:
-        starts.append([np.log(start["E"]), np.log(start["A"] * n0 ** -start["alpha"]), start["alpha"],
-                       np.log(start["B"] * d0 ** -start["beta"]), start["beta"]])
+        starts.append(
+            [
+                np.log(start["E"]),
+                np.log(start["A"] * n0 ** -start["alpha"]),
+                start["alpha"],
+                np.log(start["B"] * d0 ** -start["beta"]),
+                start["beta"],
+            ]
+        )
     else:
         spread = max(high - low, 1e-3 * high)
         starts += [[np.log(0.8 * low), np.log(spread / 2), a, np.log(spread / 2), b] for a, b in STEP1_STARTS]
@@ -64,8 +72,13 @@ def fit_task_loss(params, tokens, loss, start: dict | None = None) -> dict | Non
     if best is None:
         return None
     e, a, alpha, b, beta = best.x
-    return {"E": float(np.exp(e)), "A": float(np.exp(a) * n0**alpha), "alpha": float(alpha),
-            "B": float(np.exp(b) * d0**beta), "beta": float(beta)}
+    return {
+        "E": float(np.exp(e)),
+        "A": float(np.exp(a) * n0**alpha),
+        "alpha": float(alpha),
+        "B": float(np.exp(b) * d0**beta),
+        "beta": float(beta),
+    }
 
 
 def _sigmoid_starts(x, y, lo, hi):
@@ -123,8 +136,15 @@ def fit_direct_nd(params, tokens, y, spec: MetricSpec, start: dict | None = None
     hi0 = min(spec.scale, top + 0.1 * (spec.scale - top)) if spec.ceiling is None else spec.ceiling
     mean_gap = -np.log(np.clip((np.mean(y) - lo) / (hi0 - lo), 1e-3, 0.999))
     if start is not None:
-        starts = [[start["hi"], np.log(start["A"] * n0 ** -start["alpha"]), start["alpha"],
-                   np.log(start["B"] * d0 ** -start["beta"]), start["beta"]]]
+        starts = [
+            [
+                start["hi"],
+                np.log(start["A"] * n0 ** -start["alpha"]),
+                start["alpha"],
+                np.log(start["B"] * d0 ** -start["beta"]),
+                start["beta"],
+            ]
+        ]
     else:
         starts = [[hi0, np.log(mean_gap / 2), a, np.log(mean_gap / 2), b] for a, b in STEP1_STARTS]
     bounds = ([hi_bounds[0], -30, 0.0, -30, 0.0], [hi_bounds[1], 30, 3.0, 30, 3.0])
@@ -132,8 +152,14 @@ def fit_direct_nd(params, tokens, y, spec: MetricSpec, start: dict | None = None
     if best is None:
         return None
     hi, a, alpha, b, beta = best.x
-    return {"lo": float(lo), "hi": float(hi), "A": float(np.exp(a) * n0**alpha), "alpha": float(alpha),
-            "B": float(np.exp(b) * d0**beta), "beta": float(beta)}
+    return {
+        "lo": float(lo),
+        "hi": float(hi),
+        "A": float(np.exp(a) * n0**alpha),
+        "alpha": float(alpha),
+        "B": float(np.exp(b) * d0**beta),
+        "beta": float(beta),
+    }
 
 
 def _least_squares(residuals, starts, bounds):
@@ -179,7 +205,7 @@ def fit_method(method: str, spec: MetricSpec, runs: pd.DataFrame, start: dict | 
             return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        link = (fit_sigmoid(x, y, spec, start) if spec.link == "sigmoid" else fit_loglinear(x, y))
+        link = fit_sigmoid(x, y, spec, start) if spec.link == "sigmoid" else fit_loglinear(x, y)
     return None if link is None else {**step1, **link}
 
 

@@ -6,6 +6,7 @@ columns joined back by run; they forecast at the allocation's budgets (the compu
 of the loss law), else at 10x and 100x the largest run's compute with N and D each scaled by
 its square root.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,20 @@ import pandas as pd
 from ..laws.fitted_metrics import slope_param
 from .metric_laws import METRIC_BOOTSTRAP, fit_metric_laws, holdout_checks
 
-METRICS_COLUMNS = ["metric", "kind", "method", "chosen", "oos_error", "residual_sigma", "extrapolation_sigma",
-                   "slope", "slope_ci_low", "slope_ci_high", "n_runs", "verdict"]
+METRICS_COLUMNS = [
+    "metric",
+    "kind",
+    "method",
+    "chosen",
+    "oos_error",
+    "residual_sigma",
+    "extrapolation_sigma",
+    "slope",
+    "slope_ci_low",
+    "slope_ci_high",
+    "n_runs",
+    "verdict",
+]
 FORECAST_COLUMNS = ["metric", "method", "flops", "params", "tokens", "value", "ci_low", "ci_high"]
 
 
@@ -46,21 +59,42 @@ def metrics_table(sections: dict) -> pd.DataFrame:
         for method, section in entry["methods"].items():
             slope = slope_param(method, entry["link"])
             ci = (section.get("params_ci95") or {}).get(slope) or [None, None]
-            rows.append({"metric": name, "kind": entry["kind"], "method": method,
-                         "chosen": method == entry["chosen_method"], "oos_error": section["oos_error"],
-                         "residual_sigma": section["residual_sigma"],
-                         "extrapolation_sigma": section["extrapolation_sigma"], "slope": section["params"][slope],
-                         "slope_ci_low": ci[0], "slope_ci_high": ci[1], "n_runs": entry["n_runs"],
-                         "verdict": entry["verdict"]})
+            rows.append(
+                {
+                    "metric": name,
+                    "kind": entry["kind"],
+                    "method": method,
+                    "chosen": method == entry["chosen_method"],
+                    "oos_error": section["oos_error"],
+                    "residual_sigma": section["residual_sigma"],
+                    "extrapolation_sigma": section["extrapolation_sigma"],
+                    "slope": section["params"][slope],
+                    "slope_ci_low": ci[0],
+                    "slope_ci_high": ci[1],
+                    "n_runs": entry["n_runs"],
+                    "verdict": entry["verdict"],
+                }
+            )
         if not entry["methods"]:
             rows.append({"metric": name, "kind": entry["kind"], "n_runs": entry["n_runs"], "verdict": entry["verdict"]})
     return pd.DataFrame(rows, columns=METRICS_COLUMNS)
 
 
 def forecasts_table(sections: dict) -> pd.DataFrame:
-    rows = [{"metric": name, "method": entry["chosen_method"], "flops": f["flops"], "params": f["params"],
-             "tokens": f["tokens"], "value": f["value"], "ci_low": f["ci95"][0], "ci_high": f["ci95"][1]}
-            for name, entry in sections.items() for f in entry["forecasts"]]
+    rows = [
+        {
+            "metric": name,
+            "method": entry["chosen_method"],
+            "flops": f["flops"],
+            "params": f["params"],
+            "tokens": f["tokens"],
+            "value": f["value"],
+            "ci_low": f["ci95"][0],
+            "ci_high": f["ci95"][1],
+        }
+        for name, entry in sections.items()
+        for f in entry["forecasts"]
+    ]
     return pd.DataFrame(rows, columns=FORECAST_COLUMNS)
 
 
@@ -68,8 +102,11 @@ def metric_lines(sections: dict) -> list[str]:
     """fit.txt's Downstream metrics section: per metric the method, its checks and the forecast."""
     if not sections:
         return []
-    lines = ["", "== Downstream metrics: a law per evaluation metric (direct: in compute; two_step: "
-             "(N, D) -> task loss -> metric) =="]
+    lines = [
+        "",
+        "== Downstream metrics: a law per evaluation metric (direct: in compute; two_step: "
+        "(N, D) -> task loss -> metric) ==",
+    ]
     for name, entry in sections.items():
         lines.append(f"{name} ({entry['kind']}, {entry['n_runs']} runs): {entry['verdict']}")
         if entry["chosen_why"]:
@@ -77,8 +114,10 @@ def metric_lines(sections: dict) -> list[str]:
         for method, why in (entry.get("skipped") or {}).items():
             lines.append(f"  {method} not fitted: {why}")
         for f in entry["forecasts"]:
-            lines.append(f"  at C={f['flops']:.3g} (N={f['params']:.3g}, D={f['tokens']:.3g}): {f['value']:.4g} "
-                         f"[{f['ci95'][0]:.4g}, {f['ci95'][1]:.4g}]")
+            lines.append(
+                f"  at C={f['flops']:.3g} (N={f['params']:.3g}, D={f['tokens']:.3g}): {f['value']:.4g} "
+                f"[{f['ci95'][0]:.4g}, {f['ci95'][1]:.4g}]"
+            )
     return lines
 
 
@@ -89,8 +128,9 @@ def render_metrics(out, points, df, specs, settings, checks=holdout_checks) -> N
     from .optimal import prediction_budgets
 
     targets = metric_targets(out.result.get("allocation"), points, prediction_budgets(points, settings.predict_flops))
-    sections, samples = fit_metric_laws(runs, specs, targets, checks, min(settings.bootstrap, METRIC_BOOTSTRAP),
-                                        settings.seed)
+    sections, samples = fit_metric_laws(
+        runs, specs, targets, checks, min(settings.bootstrap, METRIC_BOOTSTRAP), settings.seed
+    )
     out.result["metrics"] = sections
     out.tables["metrics"] = metrics_table(sections)
     out.tables["metric_forecasts"] = forecasts_table(sections)

@@ -11,6 +11,7 @@ known, its scale (1 or 100) and `via`, a per-task loss column for the two-step m
 - any other positive column: a loss;
 - `via` defaults to the column `<COL>_loss` when the CSV has one (an accuracy's per-task loss).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,15 @@ class MetricSpec:
         return "loglinear" if self.kind == "loss" else "sigmoid"
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "higher_is_better": self.higher_is_better, "chance": self.floor,
-                "ceiling": self.ceiling, "scale": self.scale, "via": self.via, "link": self.link}
+        return {
+            "kind": self.kind,
+            "higher_is_better": self.higher_is_better,
+            "chance": self.floor,
+            "ceiling": self.ceiling,
+            "scale": self.scale,
+            "via": self.via,
+            "link": self.link,
+        }
 
 
 def _numeric(df: pd.DataFrame, column: str, where: str) -> np.ndarray:
@@ -72,8 +80,10 @@ def _guess_kind(name: str, values: np.ndarray) -> str:
         return "score"
     if values.min() > 0:
         return "loss"
-    raise ScalelabError(f"--metrics {name}: values from {values.min():g} to {values.max():g} are neither a bounded "
-                        "score nor a positive loss; say its kind in --metric-spec")
+    raise ScalelabError(
+        f"--metrics {name}: values from {values.min():g} to {values.max():g} are neither a bounded "
+        "score nor a positive loss; say its kind in --metric-spec"
+    )
 
 
 def _number(facts: dict, key: str, where: str):
@@ -109,8 +119,10 @@ def metric_spec(df: pd.DataFrame, name: str, facts: dict | None = None) -> Metri
     if kind == "loss":
         return MetricSpec(name, kind, higher, 0.0, None, 0.0, via)
     if not 0 <= chance < scale or (ceiling is not None and not chance < ceiling <= scale):
-        raise ScalelabError(f"{where}: need 0 <= chance < ceiling <= {scale:g} (the column's scale), got chance "
-                            f"{chance:g}, ceiling {ceiling}")
+        raise ScalelabError(
+            f"{where}: need 0 <= chance < ceiling <= {scale:g} (the column's scale), got chance "
+            f"{chance:g}, ceiling {ceiling}"
+        )
     return MetricSpec(name, kind, higher, chance, ceiling, scale, via)
 
 
@@ -118,6 +130,6 @@ def metric_specs(df: pd.DataFrame, names, spec_json: dict | None = None) -> list
     """One MetricSpec per metric named (--metrics), plus any named only in --metric-spec."""
     spec_json = spec_json or {}
     if not isinstance(spec_json, dict) or any(not isinstance(v, dict) for v in spec_json.values()):
-        raise ScalelabError("--metric-spec: should be a JSON object {\"COL\": {\"higher_is_better\": ..., ...}}")
+        raise ScalelabError('--metric-spec: should be a JSON object {"COL": {"higher_is_better": ..., ...}}')
     ordered = list(dict.fromkeys([*(names or []), *spec_json]))
     return [metric_spec(df, name, spec_json.get(name)) for name in ordered]

@@ -3,6 +3,7 @@ compute-optimal allocation at them from an Approach 3 law (N_opt, D_opt, the pre
 bootstrap bands from each resample's own optimum). fit.json's `allocation` itself comes from the
 chosen form (`decision.allocation_section`).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,10 +25,16 @@ def allocation(law: dict, flops, samples: pd.DataFrame | None = None) -> list[di
     rows = []
     for c in flops:
         n_opt, d_opt = compute_optimal(c, law["A"], law["B"], law["alpha"], law["beta"])
-        row = {"flops": float(c), "n_opt": float(n_opt), "d_opt": float(d_opt),
-               "tokens_per_param": float(d_opt / n_opt),
-               "loss_pred": float(predict_loss(n_opt, d_opt, *(law[k] for k in ("E", "A", "B", "alpha", "beta")))),
-               "loss_ci95": None, "n_opt_ci95": None, "d_opt_ci95": None}
+        row = {
+            "flops": float(c),
+            "n_opt": float(n_opt),
+            "d_opt": float(d_opt),
+            "tokens_per_param": float(d_opt / n_opt),
+            "loss_pred": float(predict_loss(n_opt, d_opt, *(law[k] for k in ("E", "A", "B", "alpha", "beta")))),
+            "loss_ci95": None,
+            "n_opt_ci95": None,
+            "d_opt_ci95": None,
+        }
         if samples is not None and len(samples):
             with np.errstate(all="ignore"):
                 s = {k: samples[k].to_numpy(float) for k in ("E", "A", "B", "alpha", "beta")}
@@ -36,4 +43,3 @@ def allocation(law: dict, flops, samples: pd.DataFrame | None = None) -> list[di
             row.update(loss_ci95=percentile_ci(loss_b), n_opt_ci95=percentile_ci(n_b), d_opt_ci95=percentile_ci(d_b))
         rows.append(row)
     return rows
-

@@ -6,6 +6,7 @@ function adds one section from what its fit returned (a fit.json section, or Non
 so the layout of every output is here and the numbers are in the fit modules. `write_outputs`
 checks fit.json against schemas/fit.schema.yaml and writes everything atomically.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,36 @@ from .approach3 import HUBER_DELTA, PARAM_NAMES
 from .hyperparameters import HPARAM_RULE
 
 ESTIMATE_COLUMNS = ["parameter", "estimate", "ci_low", "ci_high"]
-ISOFLOP_COLUMNS = ["flops", "n_opt", "d_opt", "loss_opt", "n_points", "outside_sampled", "n_fit_points",
-                   "fit_params_min", "fit_params_max", "n_opt_ci_low", "n_opt_ci_high", "log_n_opt_sd",
-                   "interior_fraction"]
-ALLOCATION_COLUMNS = ["form", "flops", "n_opt", "n_opt_ci_low", "n_opt_ci_high", "d_opt", "d_opt_ci_low",
-                      "d_opt_ci_high", "tokens_per_param", "loss_pred", "loss_ci_low", "loss_ci_high", "extrapolation"]
+ISOFLOP_COLUMNS = [
+    "flops",
+    "n_opt",
+    "d_opt",
+    "loss_opt",
+    "n_points",
+    "outside_sampled",
+    "n_fit_points",
+    "fit_params_min",
+    "fit_params_max",
+    "n_opt_ci_low",
+    "n_opt_ci_high",
+    "log_n_opt_sd",
+    "interior_fraction",
+]
+ALLOCATION_COLUMNS = [
+    "form",
+    "flops",
+    "n_opt",
+    "n_opt_ci_low",
+    "n_opt_ci_high",
+    "d_opt",
+    "d_opt_ci_low",
+    "d_opt_ci_high",
+    "tokens_per_param",
+    "loss_pred",
+    "loss_ci_low",
+    "loss_ci_high",
+    "extrapolation",
+]
 FORMS_COLUMNS = ["form", "parameter", "estimate", "ci_low", "ci_high", "not_identified"]
 POWER_LAW_COLUMNS = ["law", "method", "parameter", "estimate", "ci_low", "ci_high", "r2"]
 
@@ -64,14 +90,23 @@ def _estimate_row(parameter, estimate, ci) -> dict:
 def render_header(out: Draft, source, settings, columns: dict, n_points: int, excluded: list, selection: dict):
     """What was fitted: the columns, the settings (less workers, which cannot change a number) and
     the selection of runs."""
-    out.result.update({"target": columns["loss"], "n_points": n_points, "excluded": excluded, "columns": columns,
-                       "settings": {k: v for k, v in settings.to_dict().items() if k != "workers"},
-                       "selection": selection})
-    out.lines += [f"scalelab fit: {source}",
-                  f"target {columns['loss']}, params {columns['params']}, tokens {columns['tokens']}, "
-                  f"flops {columns['flops']}; {n_points} points, {len(excluded)} excluded",
-                  f"selection ({settings.select}): {selection['method']}; {n_points} runs used, "
-                  f"{selection['runs_dropped']} left out"]
+    out.result.update(
+        {
+            "target": columns["loss"],
+            "n_points": n_points,
+            "excluded": excluded,
+            "columns": columns,
+            "settings": {k: v for k, v in settings.to_dict().items() if k != "workers"},
+            "selection": selection,
+        }
+    )
+    out.lines += [
+        f"scalelab fit: {source}",
+        f"target {columns['loss']}, params {columns['params']}, tokens {columns['tokens']}, "
+        f"flops {columns['flops']}; {n_points} points, {len(excluded)} excluded",
+        f"selection ({settings.select}): {selection['method']}; {n_points} runs used, "
+        f"{selection['runs_dropped']} left out",
+    ]
     out.tables["excluded"] = pd.DataFrame(excluded, columns=["run", "reason"])
 
 
@@ -81,12 +116,14 @@ def render_approach3(out: Draft, law: dict | None, why: str | None, samples: pd.
         out.tables["approach3"] = pd.DataFrame(columns=ESTIMATE_COLUMNS)
     else:
         out.tables["approach3"] = pd.DataFrame([_estimate_row(k, law[k], law["ci95"][k]) for k in PARAM_NAMES])
-        out.lines += ["", "== Approach 3: L = E + A/N^alpha + B/D^beta (summed Huber, delta "
-                      f"{HUBER_DELTA:g}, on log loss) ==",
-                      f"{law['n_starts']} grid starts scored, the best {law['refined']} refined with L-BFGS-B; "
-                      f"{law['starts_at_optimum']} of those {law['refined']} reached the best objective "
-                      f"{law['objective']:.6g}; {law['bootstrap']} bootstrap resamples (seed {law['seed']})",
-                      _table_text(out.tables["approach3"])]
+        out.lines += [
+            "",
+            f"== Approach 3: L = E + A/N^alpha + B/D^beta (summed Huber, delta {HUBER_DELTA:g}, on log loss) ==",
+            f"{law['n_starts']} grid starts scored, the best {law['refined']} refined with L-BFGS-B; "
+            f"{law['starts_at_optimum']} of those {law['refined']} reached the best objective "
+            f"{law['objective']:.6g}; {law['bootstrap']} bootstrap resamples (seed {law['seed']})",
+            _table_text(out.tables["approach3"]),
+        ]
     out.tables["bootstrap"] = samples
 
 
@@ -96,11 +133,15 @@ def render_power_laws(out: Draft, fits) -> None:
         out.section(key, section, why, f"{key}: not fitted")
         if why:
             continue
-        out.lines += ["", f"== {key}: L = E + {coefficient}/{symbol}^{exponent} at "
-                      f"{fixed} = {section[f'slice_{fixed}']:.4g} ({section['n_points']} points) ==",
-                      f"nonlinear (scipy): E {_num(section['E'])}, {exponent} {_num(section[exponent])}, "
-                      f"R2 {_num(section['r2'])}",
-                      "log-log fits (statsmodels OLS, then RLM with Huber's T):", *map(_deterministic, summaries)]
+        out.lines += [
+            "",
+            f"== {key}: L = E + {coefficient}/{symbol}^{exponent} at "
+            f"{fixed} = {section[f'slice_{fixed}']:.4g} ({section['n_points']} points) ==",
+            f"nonlinear (scipy): E {_num(section['E'])}, {exponent} {_num(section[exponent])}, "
+            f"R2 {_num(section['r2'])}",
+            "log-log fits (statsmodels OLS, then RLM with Huber's T):",
+            *map(_deterministic, summaries),
+        ]
     out.tables["power_laws"] = _power_law_table(out.result)
 
 
@@ -112,16 +153,34 @@ def _power_law_table(result) -> pd.DataFrame:
             continue
         for param in ("E", name, exponent):
             ci = section["ci95"].get(param) or [None, None]
-            rows.append({"law": key, "method": "nonlinear", "parameter": param, "estimate": section[param],
-                         "ci_low": ci[0], "ci_high": ci[1], "r2": section["r2"]})
+            rows.append(
+                {
+                    "law": key,
+                    "method": "nonlinear",
+                    "parameter": param,
+                    "estimate": section[param],
+                    "ci_low": ci[0],
+                    "ci_high": ci[1],
+                    "r2": section["r2"],
+                }
+            )
         for method in ("loglog_ols", "loglog_rlm"):
             fit = section.get(method)
             if not fit:
                 continue
             for param in (name, exponent):
                 ci = fit["ci95"][param] or [None, None]
-                rows.append({"law": key, "method": method, "parameter": param, "estimate": fit[param],
-                             "ci_low": ci[0], "ci_high": ci[1], "r2": fit["r2"]})
+                rows.append(
+                    {
+                        "law": key,
+                        "method": method,
+                        "parameter": param,
+                        "estimate": fit[param],
+                        "ci_low": ci[0],
+                        "ci_high": ci[1],
+                        "r2": fit["r2"],
+                    }
+                )
     return pd.DataFrame(rows, columns=POWER_LAW_COLUMNS)
 
 
@@ -130,25 +189,44 @@ def render_approach2(out: Draft, section: dict | None, why: str | None, summarie
     if why:
         out.tables["isoflop"] = pd.DataFrame(columns=ISOFLOP_COLUMNS)
     else:
-        out.tables["isoflop"] = pd.DataFrame([{**row, "n_opt_ci_low": (row["n_opt_ci95"] or [None, None])[0],
-                                               "n_opt_ci_high": (row["n_opt_ci95"] or [None, None])[1]}
-                                              for row in section["budgets"]], columns=ISOFLOP_COLUMNS)
-        out.lines += ["", f"== Approach 2 (IsoFLOP), grouped by {section['grouping']}; {section['method']} ==",
-                      _table_text(out.tables["isoflop"]),
-                      f"a (N_opt ~ C^a) = {_num(section['a'])} CI {_num(section['a_ci95'])}; "
-                      f"b (D_opt ~ C^b) = {_num(section['b'])} CI {_num(section['b_ci95'])} ({section['ci_method']}"
-                      + (f", {section['bootstrap']} redraws of every budget's losses with the estimated noise, "
-                         f"{section['bootstrap_failed']} left out for a minimum outside the sampled sizes"
-                         if section["ci_method"] == "bootstrap" else "") + ")", *map(_deterministic, summaries)]
+        out.tables["isoflop"] = pd.DataFrame(
+            [
+                {
+                    **row,
+                    "n_opt_ci_low": (row["n_opt_ci95"] or [None, None])[0],
+                    "n_opt_ci_high": (row["n_opt_ci95"] or [None, None])[1],
+                }
+                for row in section["budgets"]
+            ],
+            columns=ISOFLOP_COLUMNS,
+        )
+        out.lines += [
+            "",
+            f"== Approach 2 (IsoFLOP), grouped by {section['grouping']}; {section['method']} ==",
+            _table_text(out.tables["isoflop"]),
+            f"a (N_opt ~ C^a) = {_num(section['a'])} CI {_num(section['a_ci95'])}; "
+            f"b (D_opt ~ C^b) = {_num(section['b'])} CI {_num(section['b_ci95'])} ({section['ci_method']}"
+            + (
+                f", {section['bootstrap']} redraws of every budget's losses with the estimated noise, "
+                f"{section['bootstrap_failed']} left out for a minimum outside the sampled sizes"
+                if section["ci_method"] == "bootstrap"
+                else ""
+            )
+            + ")",
+            *map(_deterministic, summaries),
+        ]
         if section.get("bootstrap_why"):
             out.lines.append(f"note: {section['bootstrap_why']}")
         if section["skipped"]:
             out.lines += [f"note: budget {s['flops']:.4g} left out: {s['reason']}" for s in section["skipped"]]
         if section["outside_sampled"]:
-            out.lines.append(f"note: the minimum lies outside the sampled sizes at budgets "
-                             f"{section['outside_sampled']}")
-    out.tables["approach2"] = pd.DataFrame([_estimate_row(k, section[k], section[f"{k}_ci95"]) for k in ("a", "b")]
-                                           if section else [], columns=ESTIMATE_COLUMNS)
+            out.lines.append(
+                f"note: the minimum lies outside the sampled sizes at budgets {section['outside_sampled']}"
+            )
+    out.tables["approach2"] = pd.DataFrame(
+        [_estimate_row(k, section[k], section[f"{k}_ci95"]) for k in ("a", "b")] if section else [],
+        columns=ESTIMATE_COLUMNS,
+    )
 
 
 def render_allocation(out: Draft, rows: list[dict] | None, why: str | None) -> None:
@@ -156,21 +234,35 @@ def render_allocation(out: Draft, rows: list[dict] | None, why: str | None) -> N
     out.section("allocation", rows, why, "Compute-optimal allocation: not computed")
     if why:
         return
-    out.tables["allocation"] = pd.DataFrame([{**{k: v for k, v in row.items() if "ci95" not in k},
-                                              **{f"{key}_ci_{end}": (row[f"{key}_ci95"] or [None, None])[i]
-                                                 for key in ("loss", "n_opt", "d_opt")
-                                                 for i, end in enumerate(("low", "high"))}}
-                                             for row in rows], columns=ALLOCATION_COLUMNS)
-    out.lines += ["", f"== Compute-optimal allocation ({rows[0]['form']} form, C = 6*N*D; 95 % intervals: N_opt and "
-                  "D_opt mix every form by its weight and widen with the drift of N_opt along the rolling origin; "
-                  "the loss at the optimum is a prediction interval over every form with the extrapolation scatter) ==",
-                  _table_text(out.tables["allocation"])]
+    out.tables["allocation"] = pd.DataFrame(
+        [
+            {
+                **{k: v for k, v in row.items() if "ci95" not in k},
+                **{
+                    f"{key}_ci_{end}": (row[f"{key}_ci95"] or [None, None])[i]
+                    for key in ("loss", "n_opt", "d_opt")
+                    for i, end in enumerate(("low", "high"))
+                },
+            }
+            for row in rows
+        ],
+        columns=ALLOCATION_COLUMNS,
+    )
+    out.lines += [
+        "",
+        f"== Compute-optimal allocation ({rows[0]['form']} form, C = 6*N*D; 95 % intervals: N_opt and "
+        "D_opt mix every form by its weight and widen with the drift of N_opt along the rolling origin; "
+        "the loss at the optimum is a prediction interval over every form with the extrapolation scatter) ==",
+        _table_text(out.tables["allocation"]),
+    ]
     for row in rows:
         own = row.get("n_opt_ci95_point_law_bootstrap")
         if own and row["n_opt_ci95"]:
-            out.lines.append(f"at C = {row['flops']:.3g}: N_opt 95 % interval [{row['n_opt_ci95'][0]:.3g}, "
-                             f"{row['n_opt_ci95'][1]:.3g}] with form uncertainty and drift; the {row['form']} "
-                             f"bootstrap alone gives [{own[0]:.3g}, {own[1]:.3g}]")
+            out.lines.append(
+                f"at C = {row['flops']:.3g}: N_opt 95 % interval [{row['n_opt_ci95'][0]:.3g}, "
+                f"{row['n_opt_ci95'][1]:.3g}] with form uncertainty and drift; the {row['form']} "
+                f"bootstrap alone gives [{own[0]:.3g}, {own[1]:.3g}]"
+            )
 
 
 def render_holdout(out: Draft, section: dict | None, why: str | None, table: pd.DataFrame) -> None:
@@ -178,19 +270,23 @@ def render_holdout(out: Draft, section: dict | None, why: str | None, table: pd.
     out.tables["holdout"] = table
     if not why:
         n_out = sum(1 for inside in section["inside"] if not inside)
-        out.lines += ["", f"== Held-out check: the largest size's runs (N = {section['params']:.4g}, "
-                      f"{len(section['inside'])} runs) predicted by the {section['form']} form refitted on the "
-                      "smaller sizes, "
-                      f"max |relative error| {section['max_abs_rel_error']:.4g}; {len(section['inside']) - n_out} of "
-                      f"{len(section['inside'])} actual losses inside their 95 % prediction interval ==",
-                      _table_text(table)]
+        out.lines += [
+            "",
+            f"== Held-out check: the largest size's runs (N = {section['params']:.4g}, "
+            f"{len(section['inside'])} runs) predicted by the {section['form']} form refitted on the "
+            "smaller sizes, "
+            f"max |relative error| {section['max_abs_rel_error']:.4g}; {len(section['inside']) - n_out} of "
+            f"{len(section['inside'])} actual losses inside their 95 % prediction interval ==",
+            _table_text(table),
+        ]
         # At 95 %, about 1 in 20 falls outside by chance: warn beyond that (plus 2 binomial sd).
         n = len(section["inside"])
         if n_out and n_out > 0.05 * n + 2 * (0.05 * 0.95 * n) ** 0.5:
             out.result.setdefault("warnings", []).append(
                 f"held-out check: {n_out} of {len(section['inside'])} actual losses fall outside the "
                 f"{section['form']} law's own 95 % prediction interval (max |error| "
-                f"{100 * section['max_abs_rel_error']:.2f} %): the law extrapolates worse than it claims")
+                f"{100 * section['max_abs_rel_error']:.2f} %): the law extrapolates worse than it claims"
+            )
 
 
 def render_forms(out: Draft, forms, validation: dict) -> None:
@@ -201,54 +297,85 @@ def render_forms(out: Draft, forms, validation: dict) -> None:
     out.result["validation"] = validation
     rows = []
     checks = ", ".join(f"{c['name']} ({c['n_train']} fit, {c['n_test']} predicted)" for c in validation["checks"])
-    out.lines += ["", f"== Law forms: point law {forms.chosen} ({forms.why}) ==",
-                  f"rule: {validation['rule']}",
-                  f"rolling-origin checks (axis:k = fitted on the k smallest groups of that axis, every larger run "
-                  f"predicted): {checks or 'none possible'}"]
+    out.lines += [
+        "",
+        f"== Law forms: point law {forms.chosen} ({forms.why}) ==",
+        f"rule: {validation['rule']}",
+        f"rolling-origin checks (axis:k = fitted on the k smallest groups of that axis, every larger run "
+        f"predicted): {checks or 'none possible'}",
+    ]
     for name, section in forms.sections.items():
         if not section.get("fitted"):
             out.lines.append(f"{name}: not fitted: {section['why']}")
             continue
         for key, value in section["params"].items():
             low, high = section["ci95"].get(key) or (None, None)
-            rows.append({"form": name, "parameter": key, "estimate": value, "ci_low": low, "ci_high": high,
-                         "not_identified": section["not_identified"].get(key, "")})
-        checks = "; ".join(f"{k} {100 * c['mean_abs_rel_error']:.2f} %" if "mean_abs_rel_error" in c
-                           else f"{k} not possible" for k, c in section["validation"].items())
+            rows.append(
+                {
+                    "form": name,
+                    "parameter": key,
+                    "estimate": value,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "not_identified": section["not_identified"].get(key, ""),
+                }
+            )
+        checks = "; ".join(
+            f"{k} {100 * c['mean_abs_rel_error']:.2f} %" if "mean_abs_rel_error" in c else f"{k} not possible"
+            for k, c in section["validation"].items()
+        )
         score = "n/a" if section["score"] is None else f"{100 * section['score']:.2f} %"
-        out.lines += ["", f"-- {name}: {section['title']}",
-                      *(f"NOT IDENTIFIED: {k}: {why}" for k, why in section["not_identified"].items()),
-                      f"objective {section['objective']:.6g} (summed Huber, delta {section['huber_delta']:g}); "
-                      f"L-BFGS-B {'converged' if section['converged'] else 'did NOT converge'} "
-                      f"({section['optimizer_message']}); {section['starts_at_optimum']} of {section['refined']} "
-                      f"refined starts reached it ({section['n_starts']} scored)",
-                      f"residual scatter of single runs: {100 * section['residual_sigma']:.3g} % (log loss, n - k dof)",
-                      "extrapolation scatter: " + ("not learnt (no out-of-sample check left its refit's range)"
-                                                   if section.get("extrapolation_sigma") is None else
-                                                   f"{100 * section['extrapolation_sigma']:.3g} % (log loss) per e-fold "
-                                                   "outside the fitted runs (one-sided 75 % upper bound from the "
-                                                   "rolling checks)"),
-                      f"rolling-check |relative error|: {checks}; mean {score}; mixture weight {section['weight']:.3g}",
-                      "drift of log N_opt along the rolling origin: " + (
-                          "n/a" if section.get("optimum_drift") is None else
-                          f"{section['optimum_drift']:.3g} per e-fold of compute the fit added (it widens the N_opt "
-                          "interval in proportion to the e-folds beyond the largest run)"),
-                      _table_text(pd.DataFrame([r for r in rows if r["form"] == name]).drop(columns="form"))]
+        out.lines += [
+            "",
+            f"-- {name}: {section['title']}",
+            *(f"NOT IDENTIFIED: {k}: {why}" for k, why in section["not_identified"].items()),
+            f"objective {section['objective']:.6g} (summed Huber, delta {section['huber_delta']:g}); "
+            f"L-BFGS-B {'converged' if section['converged'] else 'did NOT converge'} "
+            f"({section['optimizer_message']}); {section['starts_at_optimum']} of {section['refined']} "
+            f"refined starts reached it ({section['n_starts']} scored)",
+            f"residual scatter of single runs: {100 * section['residual_sigma']:.3g} % (log loss, n - k dof)",
+            "extrapolation scatter: "
+            + (
+                "not learnt (no out-of-sample check left its refit's range)"
+                if section.get("extrapolation_sigma") is None
+                else f"{100 * section['extrapolation_sigma']:.3g} % (log loss) per e-fold "
+                "outside the fitted runs (one-sided 75 % upper bound from the "
+                "rolling checks)"
+            ),
+            f"rolling-check |relative error|: {checks}; mean {score}; mixture weight {section['weight']:.3g}",
+            "drift of log N_opt along the rolling origin: "
+            + (
+                "n/a"
+                if section.get("optimum_drift") is None
+                else f"{section['optimum_drift']:.3g} per e-fold of compute the fit added (it widens the N_opt "
+                "interval in proportion to the e-folds beyond the largest run)"
+            ),
+            _table_text(pd.DataFrame([r for r in rows if r["form"] == name]).drop(columns="form")),
+        ]
         corr = section.get("theta_correlation")
         if corr:
-            out.lines += ["parameter correlation (bootstrap, fitted coordinates "
-                          f"{', '.join(corr['of'])}):",
-                          _table_text(pd.DataFrame(corr["matrix"], index=corr["of"], columns=corr["of"]), index=True)]
+            out.lines += [
+                f"parameter correlation (bootstrap, fitted coordinates {', '.join(corr['of'])}):",
+                _table_text(pd.DataFrame(corr["matrix"], index=corr["of"], columns=corr["of"]), index=True),
+            ]
         if section["not_identified"] and name == forms.chosen:
             out.result.setdefault("warnings", []).append(
-                f"{name}: not identified: " + "; ".join(f"{k} ({why})" for k, why in section["not_identified"].items()))
+                f"{name}: not identified: " + "; ".join(f"{k} ({why})" for k, why in section["not_identified"].items())
+            )
     out.tables["forms"] = pd.DataFrame(rows, columns=FORMS_COLUMNS)
     out.tables["forms_bootstrap"] = forms.samples
     out.tables["residuals"] = forms.residuals
     if len(forms.residuals):
-        out.lines += ["", "== Per-run fitted values and relative residuals ((actual - predicted) / predicted) ==",
-                      _table_text(forms.residuals.pivot_table(index=["params", "tokens", "run", "actual"], columns="form",
-                                                              values="rel_residual", sort=True), index=True)]
+        out.lines += [
+            "",
+            "== Per-run fitted values and relative residuals ((actual - predicted) / predicted) ==",
+            _table_text(
+                forms.residuals.pivot_table(
+                    index=["params", "tokens", "run", "actual"], columns="form", values="rel_residual", sort=True
+                ),
+                index=True,
+            ),
+        ]
 
 
 def render_disagreement(out: Draft, rows) -> None:
@@ -259,10 +386,12 @@ def render_disagreement(out: Draft, rows) -> None:
     for row in rows:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in row["loss"].items())
         interval = row["chosen_interval"]
-        out.lines.append(f"C {row['flops']:.3g}: {shown}; spread {100 * row['rel_spread']:.2f} % of the chosen "
-                         f"prediction; chosen form's own interval "
-                         f"{'n/a' if interval is None else f'[{interval[0]:.4g}, {interval[1]:.4g}]'}"
-                         + (f"; outside it: {', '.join(row['outside_chosen_interval'])}" if row["disagree"] else ""))
+        out.lines.append(
+            f"C {row['flops']:.3g}: {shown}; spread {100 * row['rel_spread']:.2f} % of the chosen "
+            f"prediction; chosen form's own interval "
+            f"{'n/a' if interval is None else f'[{interval[0]:.4g}, {interval[1]:.4g}]'}"
+            + (f"; outside it: {', '.join(row['outside_chosen_interval'])}" if row["disagree"] else "")
+        )
     first = rows[0]
     if first["disagree"]:
         others = ", ".join(f"{k} {first['loss'][k]:.4g}" for k in first["outside_chosen_interval"])
@@ -270,7 +399,8 @@ def render_disagreement(out: Draft, rows) -> None:
         out.result.setdefault("warnings", []).append(
             f"the law forms disagree at C = {first['flops']:.3g}: {others}, outside the chosen form's own "
             f"interval [{low:.4g}, {high:.4g}]; the prediction intervals mix the forms, weighted by their "
-            f"out-of-sample errors ({', '.join(f'{k} {w:.2f}' for k, w in first['weights'].items())})")
+            f"out-of-sample errors ({', '.join(f'{k} {w:.2f}' for k, w in first['weights'].items())})"
+        )
 
 
 def render_warnings(out: Draft) -> None:
@@ -294,8 +424,10 @@ def _deterministic(summary: str) -> str:
     """A statsmodels summary without its Date and Time lines, so identical fits give identical text."""
     import re
 
-    return "\n".join(re.sub(r"(Date|Time):\s+\S.*?(?=\s{2,}|$)", lambda m: " " * len(m.group(0)), line)
-                     for line in summary.splitlines())
+    return "\n".join(
+        re.sub(r"(Date|Time):\s+\S.*?(?=\s{2,}|$)", lambda m: " " * len(m.group(0)), line)
+        for line in summary.splitlines()
+    )
 
 
 def _table_text(table: pd.DataFrame, index=False) -> str:
@@ -303,8 +435,9 @@ def _table_text(table: pd.DataFrame, index=False) -> str:
     return table.to_string(index=index, na_rep="n/a", float_format=lambda v: f"{v:.6g}")
 
 
-def render_hyperparameters(out: Draft, section: dict | None, why: str | None, table: pd.DataFrame,
-                           lines: list[str]) -> None:
+def render_hyperparameters(
+    out: Draft, section: dict | None, why: str | None, table: pd.DataFrame, lines: list[str]
+) -> None:
     out.tables["hyperparameters"] = table
     out.section("hyperparameters", section, why, "Hyperparameters: not fitted")
     if not why:

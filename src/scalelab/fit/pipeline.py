@@ -6,6 +6,7 @@ power laws in one variable, Approach 2, the compute-optimal allocation, the held
 the hyperparameter laws. A section that the data cannot identify is null, with `<section>_why`
 saying why.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,21 @@ from .hyperparameters import fit_hyperparameters
 from .metric_outputs import render_metrics
 from .metric_spec import metric_specs
 from .inputs import data_range, prepare, rows_sha256
-from .outputs import (Draft, FitResult, render_allocation, render_approach2, render_approach3, render_disagreement,
-                      render_excluded, render_forms, render_header, render_holdout, render_hyperparameters,
-                      render_power_laws, render_warnings)
+from .outputs import (
+    Draft,
+    FitResult,
+    render_allocation,
+    render_approach2,
+    render_approach3,
+    render_disagreement,
+    render_excluded,
+    render_forms,
+    render_header,
+    render_holdout,
+    render_hyperparameters,
+    render_power_laws,
+    render_warnings,
+)
 from .power_laws import power_law_sections
 from .selection import select_runs
 
@@ -37,9 +50,20 @@ def fit_frame(df: pd.DataFrame, settings: FitSettings | None = None, **kwargs) -
     return fit_all(df, settings, **kwargs).result
 
 
-def fit_all(df: pd.DataFrame, settings: FitSettings | None = None, *, loss_col=None, params_col=None,
-            tokens_col="tokens", flops_col=None, source="metrics", progress=None, metrics=(), metric_spec=None,
-            **overrides) -> FitResult:
+def fit_all(
+    df: pd.DataFrame,
+    settings: FitSettings | None = None,
+    *,
+    loss_col=None,
+    params_col=None,
+    tokens_col="tokens",
+    flops_col=None,
+    source="metrics",
+    progress=None,
+    metrics=(),
+    metric_spec=None,
+    **overrides,
+) -> FitResult:
     """Every fit on a metrics DataFrame: the fit.json dict, tidy tables and the fit.txt text.
 
     `settings` (default FitSettings()) with any FitSettings field overridden by keyword, e.g.
@@ -55,16 +79,21 @@ def fit_all(df: pd.DataFrame, settings: FitSettings | None = None, *, loss_col=N
     say = progress or (lambda message: None)
     bootstrap, seed = settings.bootstrap, settings.seed
 
-    usable, excluded, columns = prepare(df, loss_col, params_col, tokens_col, flops_col, source, settings.sweep_keys,
-                                        settings.allow_any_loss)
+    usable, excluded, columns = prepare(
+        df, loss_col, params_col, tokens_col, flops_col, source, settings.sweep_keys, settings.allow_any_loss
+    )
     points, selection = select_runs(usable, settings)
     specs = metric_specs(df, metrics, metric_spec)  # before the long fits: a bad column costs nothing
     check_requested(points, settings, source)
     out = Draft()
     render_header(out, source, settings, columns, len(points), excluded, selection)
-    out.result.update({"schema_version": 2, "flops_convention": FLOPS_CONVENTION,
-                       "inputs": {"rows_sha256": rows_sha256(points), "n_rows": len(points),
-                                  "range": data_range(points)}})
+    out.result.update(
+        {
+            "schema_version": 2,
+            "flops_convention": FLOPS_CONVENTION,
+            "inputs": {"rows_sha256": rows_sha256(points), "n_rows": len(points), "range": data_range(points)},
+        }
+    )
 
     forms = fit_forms(points, settings, workers, say)
     optimum_drift(points, forms)
@@ -80,8 +109,9 @@ def fit_all(df: pd.DataFrame, settings: FitSettings | None = None, *, loss_col=N
     render_holdout(out, *holdout_section(points, settings, forms, workers, say))
     # Hyperparameter laws, from every usable run of the sweeps (not only the best).
     budgets_ahead = prediction_budgets(usable, settings.predict_flops)
-    render_hyperparameters(out, *fit_hyperparameters(usable, settings.sweep_keys,
-                                                     max(budgets_ahead) if budgets_ahead else None))
+    render_hyperparameters(
+        out, *fit_hyperparameters(usable, settings.sweep_keys, max(budgets_ahead) if budgets_ahead else None)
+    )
     render_excluded(out, excluded)
     render_warnings(out)
     return out.finish()

@@ -5,6 +5,7 @@ Each slice is fitted twice: with the irreducible term E by scipy's nonlinear lea
 as a pure power law in log-log space by statsmodels OLS and RLM (Huber's T), whose summaries go
 to fit.txt.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -19,8 +20,10 @@ from .common import SIZE_TOLERANCE, cluster, safe_exp, n_distinct
 
 # fit.json key, the size that varies, the one held fixed, the coefficient's name, the size's
 # symbol in fit.txt, the exponent's name
-POWER_LAWS = (("power_law_N", "params", "tokens", "A", "N", "alpha"),
-              ("power_law_D", "tokens", "params", "B", "D", "beta"))
+POWER_LAWS = (
+    ("power_law_N", "params", "tokens", "A", "N", "alpha"),
+    ("power_law_D", "tokens", "params", "B", "D", "beta"),
+)
 
 
 def _power_law(log_size, E, log_A, exponent):
@@ -33,8 +36,12 @@ def fit_power_law(size, loss, names=("A", "k")) -> tuple[dict, list[str]]:
     size, loss = np.asarray(size, float), np.asarray(loss, float)
     x, y = np.log(size), np.log(loss)
     ols, rlm, summaries = _loglog_fits(x, y, names)
-    section = {**_nonlinear_fit(x, loss), "n_points": len(loss),
-               "loglog_ols": _loglog_section(ols, float(ols.rsquared)), "loglog_rlm": _loglog_section(rlm, None)}
+    section = {
+        **_nonlinear_fit(x, loss),
+        "n_points": len(loss),
+        "loglog_ols": _loglog_section(ols, float(ols.rsquared)),
+        "loglog_rlm": _loglog_section(rlm, None),
+    }
     return section, summaries
 
 
@@ -61,10 +68,15 @@ def _loglog_section(result, r2) -> dict | None:
         return None
     ci = np.asarray(result.conf_int(0.05))
     ok = np.all(np.isfinite(ci))
-    return {"A": safe_exp(result.params[0]), "exponent": -float(result.params[1]),
-            "ci95": {"A": [safe_exp(ci[0, 0]), safe_exp(ci[0, 1])] if ok else None,
-                     "exponent": [-float(ci[1, 1]), -float(ci[1, 0])] if ok else None},
-            "r2": r2}
+    return {
+        "A": safe_exp(result.params[0]),
+        "exponent": -float(result.params[1]),
+        "ci95": {
+            "A": [safe_exp(ci[0, 0]), safe_exp(ci[0, 1])] if ok else None,
+            "exponent": [-float(ci[1, 1]), -float(ci[1, 0])] if ok else None,
+        },
+        "r2": r2,
+    }
 
 
 def _nonlinear_fit(x, loss) -> dict:
@@ -90,20 +102,29 @@ def _nonlinear_fit(x, loss) -> dict:
     if best is not None:
         sse, (E, log_A, exponent), pcov = best
         sst = float(np.sum((loss - loss.mean()) ** 2))
-        nonlinear = {"E": float(E), "A": safe_exp(log_A), "exponent": float(exponent),
-                     "r2": 1 - sse / sst if sst > 0 else None}
+        nonlinear = {
+            "E": float(E),
+            "A": safe_exp(log_A),
+            "exponent": float(exponent),
+            "r2": 1 - sse / sst if sst > 0 else None,
+        }
         # A parameter on an active bound (E at 0 or at the lowest loss, the exponent at 0) has no
         # covariance interval: the symmetric t interval would cross the bound (E [-2.7, 2.7]).
         tiny = 1e-9 * float(loss.min())
-        at_bound = ([name for name, on in (("E", E <= tiny or E >= float(loss.min()) - tiny),
-                                           ("exponent", exponent <= 1e-9)) if on])
+        at_bound = [
+            name
+            for name, on in (("E", E <= tiny or E >= float(loss.min()) - tiny), ("exponent", exponent <= 1e-9))
+            if on
+        ]
         nonlinear["at_bound"] = at_bound
         se = np.sqrt(np.diag(pcov)) if np.all(np.isfinite(pcov)) else np.full(3, np.nan)
         if dof >= 1 and np.all(np.isfinite(se)):
             t = stats.t.ppf(0.975, dof)
-            nonlinear["ci95"] = {"E": [max(E - t * se[0], 0.0), min(E + t * se[0], float(loss.min()))],
-                                 "A": [safe_exp(log_A - t * se[1]), safe_exp(log_A + t * se[1])],
-                                 "exponent": [max(exponent - t * se[2], 0.0), exponent + t * se[2]]}
+            nonlinear["ci95"] = {
+                "E": [max(E - t * se[0], 0.0), min(E + t * se[0], float(loss.min()))],
+                "A": [safe_exp(log_A - t * se[1]), safe_exp(log_A + t * se[1])],
+                "exponent": [max(exponent - t * se[2], 0.0), exponent + t * se[2]],
+            }
             for name in at_bound:
                 nonlinear["ci95"][name] = None
         else:
@@ -121,8 +142,14 @@ def _slice_power_law(points, vary, fixed, coefficient, exponent):
             names = {"A": coefficient, "exponent": exponent}  # the contract's names for this slice
 
             def rename(d):
-                return {names.get(k, k): rename(v) if isinstance(v, dict) else
-                        [names.get(x, x) for x in v] if k == "at_bound" else v for k, v in d.items()}
+                return {
+                    names.get(k, k): rename(v)
+                    if isinstance(v, dict)
+                    else [names.get(x, x) for x in v]
+                    if k == "at_bound"
+                    else v
+                    for k, v in d.items()
+                }
 
             return {f"slice_{fixed}": float(slice_[fixed].median()), **rename(section)}, summaries, None
     return None, [], f"no {fixed} value has runs at 3 or more distinct {vary} values"
@@ -134,7 +161,10 @@ def power_law_sections(points: pd.DataFrame) -> list[tuple[tuple, dict | None, l
     out = []
     for spec in POWER_LAWS:
         key, vary, fixed, coefficient, symbol, exponent = spec
-        section, summaries, why = (_slice_power_law(points, vary, fixed, coefficient, exponent) if len(points)
-                                   else (None, [], "no usable rows"))
+        section, summaries, why = (
+            _slice_power_law(points, vary, fixed, coefficient, exponent)
+            if len(points)
+            else (None, [], "no usable rows")
+        )
         out.append((spec, section, summaries, why))
     return out

@@ -2,6 +2,7 @@
 (from a best_in_sweep column, or the lowest loss per grid point); fit.json's `selection` lists
 them. The hyperparameter laws (scalelab.fit.hyperparameters) use every usable run instead.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,14 @@ def select_runs(points: pd.DataFrame, settings: FitSettings) -> tuple[pd.DataFra
     usable row of each grid point (see `_grid_point_keys`), ties going to the run whose name sorts
     first; else (no sweep) every usable point.
     """
-    section = {"select": settings.select, "by": list(settings.sweep_keys), "method": None, "group_by": None,
-               "runs_used": [], "runs_dropped": 0}
+    section = {
+        "select": settings.select,
+        "by": list(settings.sweep_keys),
+        "method": None,
+        "group_by": None,
+        "runs_used": [],
+        "runs_dropped": 0,
+    }
     keep = np.ones(len(points), dtype=bool)
     if settings.select == "all":
         section["method"] = "every usable run"
@@ -50,8 +57,7 @@ def select_runs(points: pd.DataFrame, settings: FitSettings) -> tuple[pd.DataFra
         first[1:] = labels[order][1:] != labels[order][:-1]
         keep = np.zeros(len(points), dtype=bool)
         keep[order[first]] = True
-        section["method"] = ("lowest loss per grid point (ties: the run name that sorts first) among usable "
-                             "runs")
+        section["method"] = "lowest loss per grid point (ties: the run name that sorts first) among usable runs"
     else:
         section["method"] = "no sweep: every usable run"
     section["runs_used"] = points["run"][keep].tolist()

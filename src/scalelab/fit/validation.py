@@ -13,6 +13,7 @@ at most `max_origins` origins are kept, spread evenly in rank and always includi
 The checks are plain masks, so any method (law forms here, metric laws elsewhere) can be scored
 on the same walk-forward splits. numpy and pandas only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ class Check:
 def _trainable(points: pd.DataFrame, mask: np.ndarray, min_points: int) -> bool:
     if mask.sum() < min_points:
         return False
-    return (n_distinct(points["params"][mask]) >= MIN_SIZES and n_distinct(points["tokens"][mask]) >= MIN_TOKENS)
+    return n_distinct(points["params"][mask]) >= MIN_SIZES and n_distinct(points["tokens"][mask]) >= MIN_TOKENS
 
 
 def _spread(origins: list[int], keep: int) -> list[int]:
@@ -53,8 +54,9 @@ def _spread(origins: list[int], keep: int) -> list[int]:
     return [origins[i] for i in picks]
 
 
-def rolling_checks(points: pd.DataFrame, min_points: int = 10, max_origins: int = MAX_ORIGINS,
-                   axes=tuple(AXES)) -> list[Check]:
+def rolling_checks(
+    points: pd.DataFrame, min_points: int = 10, max_origins: int = MAX_ORIGINS, axes=tuple(AXES)
+) -> list[Check]:
     """Every walk-forward check of `points` along `axes`: train on the k smallest groups of the axis,
     test on all larger runs, for each origin k whose training runs hold 3+ sizes, 3+ token counts and
     `min_points` runs (at most `max_origins` per axis, the largest origin always included)."""

@@ -6,6 +6,7 @@ fit.json that breaks the contract gets one ScalelabError line naming the file an
 failing key (`approach3.alpha`, `approach2.budgets.0.flops`), never a traceback. Light on
 purpose: yaml and jsonschema only, no numpy or pandas.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,8 +18,15 @@ from typing import Any
 from ..errors import ScalelabError
 
 SCHEMA = "fit.schema.yaml"
-_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "true/false", int: "a number",
-               float: "a number", type(None): "null"}
+_JSON_TYPES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "true/false",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,8 +59,15 @@ def _describe(error) -> tuple[str, str]:
         return _key(where + [missing]), "is missing"
     if error.validator == "type":
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        names = {"object": "an object", "array": "a list", "string": "a string", "number": "a number",
-                 "integer": "an integer", "boolean": "true/false", "null": "null"}
+        names = {
+            "object": "an object",
+            "array": "a list",
+            "string": "a string",
+            "number": "a number",
+            "integer": "an integer",
+            "boolean": "true/false",
+            "null": "null",
+        }
         got = _JSON_TYPES.get(type(error.instance), type(error.instance).__name__)
         return _key(where), f"should be {' or '.join(names.get(w, w) for w in wanted)}, not {got}"
     message = " ".join(str(error.message).split())
@@ -112,8 +127,11 @@ def check_fit_json(data: Any, path: str | Path = "fit.json") -> None:
         raise ScalelabError(f"{path}: {_key(bad)} is an interval whose low end lies above its high end")
     hold = data.get("holdout")
     if isinstance(hold, dict):
-        lengths = {k: len(hold[k]) for k in ("held_out", "predicted", "actual", "rel_error", "low", "high", "inside")
-                   if k in hold}
+        lengths = {
+            k: len(hold[k])
+            for k in ("held_out", "predicted", "actual", "rel_error", "low", "high", "inside")
+            if k in hold
+        }
         if len(set(lengths.values())) != 1:
             shown = ", ".join(f"{k} {n}" for k, n in lengths.items())
             raise ScalelabError(f"{path}: holdout lists should have one length, got {shown}")

@@ -31,6 +31,7 @@ and next-budget intervals, so they agree with what a notebook computes):
 
 Numpy and pandas only (no scipy), so a notebook loads it fast.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -158,8 +159,9 @@ class FittedLaw:
             if isinstance(section, dict) and section.get("fitted"):
                 self.fitted[name] = section
         if chosen not in self.fitted:
-            raise ScalelabError(f"{where}: chosen form {chosen!r} is not among the fitted forms "
-                                f"({', '.join(self.fitted) or 'none'})")
+            raise ScalelabError(
+                f"{where}: chosen form {chosen!r} is not among the fitted forms ({', '.join(self.fitted) or 'none'})"
+            )
         self.form: LawForm = FORMS[chosen]
         self.params = self._params(chosen)
         self.law = {"form": chosen, **self.params}
@@ -184,8 +186,11 @@ class FittedLaw:
         # prefer another form (Chinchilla kept as the point law on a Kaplan ladder, say).
         sigmas = {n: float(s.get("residual_sigma") or 0.0) for n, s in self.fitted.items()}
         total = sum(self.weights.get(n, 0.0) for n in sigmas)
-        self.noise_sigma = (float(np.sqrt(sum(self.weights.get(n, 0.0) * v**2 for n, v in sigmas.items()) / total))
-                            if total > 0 else self.residual_sigma)
+        self.noise_sigma = (
+            float(np.sqrt(sum(self.weights.get(n, 0.0) * v**2 for n, v in sigmas.items()) / total))
+            if total > 0
+            else self.residual_sigma
+        )
         self.metric_samples = pd.DataFrame()  # metrics_bootstrap.csv, set by load_fit
 
     def _params(self, name) -> dict:
@@ -250,8 +255,10 @@ class FittedLaw:
         """The law of an evaluation metric fitted with `scalelab fit --metrics` (fit.json's `metrics`)."""
         sections = self.fit.get("metrics") or {}
         if metric not in sections:
-            raise ScalelabError(f"{self.where}: no law for the metric {metric!r} (fitted: "
-                                f"{', '.join(sections) or 'none; run scalelab fit --metrics COL'})")
+            raise ScalelabError(
+                f"{self.where}: no law for the metric {metric!r} (fitted: "
+                f"{', '.join(sections) or 'none; run scalelab fit --metrics COL'})"
+            )
         return MetricLaw(metric, sections[metric], self.metric_samples, sections[metric].get("range"), self.where)
 
     def predict(self, N, D, U=None, level: float = LEVEL, metric: str | None = None) -> pd.DataFrame:
@@ -268,18 +275,28 @@ class FittedLaw:
         try:
             params, tokens = np.broadcast_arrays(positive_values(N, "N"), positive_values(D, "D"))
         except ValueError:
-            raise ScalelabError(f"N and D must have the same length (or one be a single number), "
-                                f"got {np.size(N)} and {np.size(D)}") from None
+            raise ScalelabError(
+                f"N and D must have the same length (or one be a single number), got {np.size(N)} and {np.size(D)}"
+            ) from None
         _check_level(level)
         unique = self._unique(self.form, U, len(params))
         if "unique_tokens" in self.form.needs and unique is None:
-            raise ScalelabError(f"{self.where}: the chosen form {self.form.name} needs the unique tokens U "
-                                "(predict(N, D, U=...))")
+            raise ScalelabError(
+                f"{self.where}: the chosen form {self.form.name} needs the unique tokens U (predict(N, D, U=...))"
+            )
         with np.errstate(all="ignore"):
             loss = self.form.loss(self.params, params, tokens, unique)
         low, high = self._interval(loss, params, tokens, U, level)
-        return pd.DataFrame({"params": params, "tokens": tokens, "loss": loss, "low": low, "high": high,
-                             "extrapolation": self.extrapolation(params, tokens)})
+        return pd.DataFrame(
+            {
+                "params": params,
+                "tokens": tokens,
+                "loss": loss,
+                "low": low,
+                "high": high,
+                "extrapolation": self.extrapolation(params, tokens),
+            }
+        )
 
     def extrapolation(self, N, D) -> list[str]:
         """How far each (N, D) lies outside the fitted runs (fit.json's `inputs.range`): '' inside
@@ -289,7 +306,11 @@ class FittedLaw:
         prediction outside the runs says so."""
         ranges = (self.fit.get("inputs") or {}).get("range") or {}
         params, tokens = np.asarray(N, float), np.asarray(D, float)
-        values = {"params": ("N", params), "tokens": ("D", tokens), "tokens_per_param": ("tokens/param", tokens / params)}
+        values = {
+            "params": ("N", params),
+            "tokens": ("D", tokens),
+            "tokens_per_param": ("tokens/param", tokens / params),
+        }
         notes = []
         for i in range(len(params)):
             parts = []
@@ -313,18 +334,34 @@ class FittedLaw:
         flops = positive_values(C, "C")
         _check_level(level)
         if self.form.needs:
-            raise ScalelabError(f"{self.where}: the {self.form.name} form has no compute-optimal allocation "
-                                "without the unique tokens")
+            raise ScalelabError(
+                f"{self.where}: the {self.form.name} form has no compute-optimal allocation without the unique tokens"
+            )
         n_opt, d_opt = optimal_allocation(self.form, self.params, flops)
         if not np.all(np.isfinite(n_opt)):
-            raise ScalelabError(f"{self.where}: the {self.form.name} law has no compute-optimal split at some of "
-                                f"these budgets (an exponent is 0, or the optimum lies outside 1e-5..1 of C/6)")
+            raise ScalelabError(
+                f"{self.where}: the {self.form.name} law has no compute-optimal split at some of "
+                f"these budgets (an exponent is 0, or the optimum lies outside 1e-5..1 of C/6)"
+            )
         loss = self.form.loss(self.params, n_opt, d_opt)
         low, high = self._interval(loss, n_opt, d_opt, None, level)
-        table = pd.DataFrame({"flops": flops, "params": n_opt, "tokens": d_opt, "tokens_per_param": d_opt / n_opt,
-                              "loss": loss, "low": low, "high": high, "extrapolation": self.extrapolation(n_opt, d_opt)})
-        n_low, n_high = (self._optimum_interval(flops, level) if forms_mixed
-                         else self._bootstrap_optimum_interval(self.form.name, flops, level))
+        table = pd.DataFrame(
+            {
+                "flops": flops,
+                "params": n_opt,
+                "tokens": d_opt,
+                "tokens_per_param": d_opt / n_opt,
+                "loss": loss,
+                "low": low,
+                "high": high,
+                "extrapolation": self.extrapolation(n_opt, d_opt),
+            }
+        )
+        n_low, n_high = (
+            self._optimum_interval(flops, level)
+            if forms_mixed
+            else self._bootstrap_optimum_interval(self.form.name, flops, level)
+        )
         if forms_mixed:
             # Never narrower than the point law's own bootstrap (the mixture's Normal parts lose its skew).
             own_low, own_high = self._bootstrap_optimum_interval(self.form.name, flops, level)

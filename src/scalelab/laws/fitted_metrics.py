@@ -26,6 +26,7 @@ out-of-sample errors, and the interval is the central 95 % of the mixture, widen
 chosen method's point. Bounded metrics are clipped to [0, scale]; losses work in log units.
 Numpy and pandas only.
 """
+
 from __future__ import annotations
 
 from statistics import NormalDist
@@ -35,7 +36,17 @@ import pandas as pd
 
 from ..errors import ScalelabError
 
-__all__ = ["DIRECT_ND_PARAMS", "LINK_PARAMS", "METHODS", "STEP1_PARAMS", "MetricLaw", "method_params", "metric_interval", "metric_values", "slope_param"]
+__all__ = [
+    "DIRECT_ND_PARAMS",
+    "LINK_PARAMS",
+    "METHODS",
+    "STEP1_PARAMS",
+    "MetricLaw",
+    "method_params",
+    "metric_interval",
+    "metric_values",
+    "slope_param",
+]
 
 METHODS = ("direct", "direct_nd", "two_step")
 STEP1_PARAMS = ("E", "A", "alpha", "B", "beta")
@@ -148,8 +159,9 @@ class MetricLaw:
         self.link = section.get("link")
         methods = section.get("methods") or {}
         if self.method not in METHODS or self.method not in methods or self.link not in LINK_PARAMS:
-            raise ScalelabError(f"{where}: metrics.{name} has no usable law "
-                                f"(method {self.method!r}, link {self.link!r})")
+            raise ScalelabError(
+                f"{where}: metrics.{name} has no usable law (method {self.method!r}, link {self.link!r})"
+            )
         self.parts = {m: self._part(m, methods[m], samples) for m in methods if m in METHODS}
         self.params, self.samples, self.residual_sigma, _ = self.parts[self.method][1:]
         if not any(part[0] > 0 for part in self.parts.values()):
@@ -160,16 +172,22 @@ class MetricLaw:
         names = method_params(method, self.link)
         values = section.get("params") or {}
         if any(not isinstance(values.get(k), (int, float)) for k in names):
-            raise ScalelabError(f"{self.where}: metrics.{self.name}.methods.{method}.params lacks one of "
-                                f"{', '.join(names)}")
+            raise ScalelabError(
+                f"{self.where}: metrics.{self.name}.methods.{method}.params lacks one of {', '.join(names)}"
+            )
         rows = samples[(samples["metric"] == self.name) & (samples["method"] == method)] if len(samples) else samples
         missing = [k for k in names if len(rows) and k not in rows.columns]
         if missing:
             raise ScalelabError(f"{self.where}: metrics_bootstrap.csv lacks the column(s) {', '.join(missing)}")
         table = rows[list(names)].apply(pd.to_numeric, errors="coerce") if len(rows) else None
         weight = float(section.get("weight") or 0.0) if "weight" in section else float(method == self.method)
-        return (weight, {k: float(values[k]) for k in names}, table, float(section.get("residual_sigma") or 0.0),
-                float(section.get("extrapolation_sigma") or 0.0))
+        return (
+            weight,
+            {k: float(values[k]) for k in names},
+            table,
+            float(section.get("residual_sigma") or 0.0),
+            float(section.get("extrapolation_sigma") or 0.0),
+        )
 
     @property
     def verdict(self) -> str:
@@ -212,5 +230,6 @@ class MetricLaw:
             low, high = self.interval(params, tokens, distance, level)
         else:
             value = low = high = np.full(len(params), np.nan)
-        return pd.DataFrame({"params": params, "tokens": tokens, self.name: value, "low": low, "high": high,
-                             "verdict": self.verdict})
+        return pd.DataFrame(
+            {"params": params, "tokens": tokens, self.name: value, "low": low, "high": high, "verdict": self.verdict}
+        )

@@ -17,6 +17,7 @@ and gives the Jacobian for the gradient of the fit's objective.
 
 The FLOPs convention of every allocation is C = 6·N·D (`FLOPS_CONVENTION`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ def _lse(*terms):
 
 # ------------------------------------------------------------------------------ chinchilla
 
+
 def _chinchilla_log_law(theta, x, y, u=None, jac=False):
     a, b, e, alpha, beta = theta
     value, (w_n, w_d, w_e) = _lse(a - alpha * x, b - beta * y, e + 0 * x)
@@ -68,13 +70,26 @@ def _chinchilla_log_law(theta, x, y, u=None, jac=False):
 def _chinchilla_params(theta, n0, d0):
     a, b, e, alpha, beta = (np.asarray(v, float) for v in theta)
     with np.errstate(all="ignore"):
-        return {"E": np.exp(e), "A": np.exp(a + alpha * np.log(n0)), "B": np.exp(b + beta * np.log(d0)),
-                "alpha": alpha, "beta": beta}
+        return {
+            "E": np.exp(e),
+            "A": np.exp(a + alpha * np.log(n0)),
+            "B": np.exp(b + beta * np.log(d0)),
+            "alpha": alpha,
+            "beta": beta,
+        }
 
 
 def _chinchilla_theta(p, n0, d0):
-    return np.array([np.log(p["A"]) - p["alpha"] * np.log(n0), np.log(p["B"]) - p["beta"] * np.log(d0),
-                     np.log(p["E"]), p["alpha"], p["beta"]], dtype=float)
+    return np.array(
+        [
+            np.log(p["A"]) - p["alpha"] * np.log(n0),
+            np.log(p["B"]) - p["beta"] * np.log(d0),
+            np.log(p["E"]),
+            p["alpha"],
+            p["beta"],
+        ],
+        dtype=float,
+    )
 
 
 def _chinchilla_loss(p, N, D, U=None):
@@ -88,11 +103,17 @@ def _chinchilla_optimal(p, C):
 def _chinchilla_grid(points, log_lo, log_hi):
     """Each of the two terms at the centre of the data from 1/50 of the lowest loss to the highest."""
     lin = np.linspace
-    return [lin(log_lo - 4, log_hi, points), lin(log_lo - 4, log_hi, points), lin(log_lo - 3, log_lo, points),
-            lin(0.05, 1.5, points), lin(0.05, 1.5, points)]
+    return [
+        lin(log_lo - 4, log_hi, points),
+        lin(log_lo - 4, log_hi, points),
+        lin(log_lo - 3, log_lo, points),
+        lin(0.05, 1.5, points),
+        lin(0.05, 1.5, points),
+    ]
 
 
 # ------------------------------------------------------------------------------ kaplan
+
 
 def _kaplan_log_law(theta, x, y, u=None, jac=False):
     # theta: p, q, e, r = alpha_N/alpha_D, alpha_D; inner = LSE(p − r·x, q − y) = log[(Nc/N)^r + Dc/D]
@@ -108,14 +129,21 @@ def _kaplan_log_law(theta, x, y, u=None, jac=False):
 def _kaplan_params(theta, n0, d0):
     p, q, e, r, alpha_d = (np.asarray(v, float) for v in theta)
     with np.errstate(all="ignore"):
-        return {"E": np.exp(e), "N_c": np.exp(np.log(n0) + p / r), "D_c": np.exp(np.log(d0) + q),
-                "alpha_N": r * alpha_d, "alpha_D": alpha_d}
+        return {
+            "E": np.exp(e),
+            "N_c": np.exp(np.log(n0) + p / r),
+            "D_c": np.exp(np.log(d0) + q),
+            "alpha_N": r * alpha_d,
+            "alpha_D": alpha_d,
+        }
 
 
 def _kaplan_theta(p, n0, d0):
     r = p["alpha_N"] / p["alpha_D"]
-    return np.array([r * (np.log(p["N_c"]) - np.log(n0)), np.log(p["D_c"]) - np.log(d0), np.log(p["E"]), r,
-                     p["alpha_D"]], dtype=float)
+    return np.array(
+        [r * (np.log(p["N_c"]) - np.log(n0)), np.log(p["D_c"]) - np.log(d0), np.log(p["E"]), r, p["alpha_D"]],
+        dtype=float,
+    )
 
 
 def _kaplan_loss(p, N, D, U=None):
@@ -127,8 +155,13 @@ def _kaplan_loss(p, N, D, U=None):
 def _kaplan_grid(points, log_lo, log_hi):
     # Screened in (log N-term, log D-term at the centre, e, r, alpha_D), mapped to theta by the caller.
     lin = np.linspace
-    return [lin(log_lo - 4, log_hi, points), lin(log_lo - 4, log_hi, points), lin(log_lo - 3, log_lo, points),
-            lin(0.3, 3.0, points), lin(0.05, 1.5, points)]
+    return [
+        lin(log_lo - 4, log_hi, points),
+        lin(log_lo - 4, log_hi, points),
+        lin(log_lo - 3, log_lo, points),
+        lin(0.3, 3.0, points),
+        lin(0.05, 1.5, points),
+    ]
 
 
 def _kaplan_grid_to_theta(rows):
@@ -137,6 +170,7 @@ def _kaplan_grid_to_theta(rows):
 
 
 # ------------------------------------------------------------------------------ data-constrained
+
 
 def effective_tokens(tokens, unique, r_star):
     """D' = U + U·R*·(1 − exp(−R/R*)), R = D/U − 1 repetitions (Muennighoff et al. 2023, eq. 5)."""
@@ -184,6 +218,7 @@ def _dc_grid(points, log_lo, log_hi):
 
 # ------------------------------------------------------------------------------ the registry
 
+
 @dataclass(frozen=True)
 class LawForm:
     """One law form: its loss, parameters, bounds, starting grid and compute-optimal allocation.
@@ -226,23 +261,50 @@ _EXPONENT = (0.0, 4.0, None)
 
 FORMS: dict[str, LawForm] = {
     "chinchilla": LawForm(
-        "chinchilla", "L = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022)", LAW_KEYS, ("alpha", "beta"),
-        ("a", "b", "e", "alpha", "beta"), (_TERM, _TERM, _E, _EXPONENT, _EXPONENT),
-        _chinchilla_log_law, _chinchilla_params, _chinchilla_theta, _chinchilla_loss, _chinchilla_grid,
-        optimal=_chinchilla_optimal, theta_params=("A", "B", "E", "alpha", "beta")),
+        "chinchilla",
+        "L = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022)",
+        LAW_KEYS,
+        ("alpha", "beta"),
+        ("a", "b", "e", "alpha", "beta"),
+        (_TERM, _TERM, _E, _EXPONENT, _EXPONENT),
+        _chinchilla_log_law,
+        _chinchilla_params,
+        _chinchilla_theta,
+        _chinchilla_loss,
+        _chinchilla_grid,
+        optimal=_chinchilla_optimal,
+        theta_params=("A", "B", "E", "alpha", "beta"),
+    ),
     "kaplan": LawForm(
-        "kaplan", "L = E + [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D (Kaplan et al. 2020, eq. 1.5)",
-        ("E", "N_c", "D_c", "alpha_N", "alpha_D"), ("alpha_N", "alpha_D"),
-        ("p", "q", "e", "r", "alpha_D"), ((-400.0, 400.0, None), (-200.0, 200.0, None), _E, (0.02, 20.0, None),
-                                          (0.01, 4.0, None)),
-        _kaplan_log_law, _kaplan_params, _kaplan_theta, _kaplan_loss, _kaplan_grid,
-        grid_to_theta=_kaplan_grid_to_theta, theta_params=("N_c", "D_c", "E", "alpha_N", "alpha_D")),
+        "kaplan",
+        "L = E + [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D (Kaplan et al. 2020, eq. 1.5)",
+        ("E", "N_c", "D_c", "alpha_N", "alpha_D"),
+        ("alpha_N", "alpha_D"),
+        ("p", "q", "e", "r", "alpha_D"),
+        ((-400.0, 400.0, None), (-200.0, 200.0, None), _E, (0.02, 20.0, None), (0.01, 4.0, None)),
+        _kaplan_log_law,
+        _kaplan_params,
+        _kaplan_theta,
+        _kaplan_loss,
+        _kaplan_grid,
+        grid_to_theta=_kaplan_grid_to_theta,
+        theta_params=("N_c", "D_c", "E", "alpha_N", "alpha_D"),
+    ),
     "data_constrained": LawForm(
-        "data_constrained", "L = E + A/N^alpha + B/D'^beta, D' = U + U·R*·(1 − exp(−R/R*)) (Muennighoff et al. 2023)",
-        (*LAW_KEYS, "R_star"), ("alpha", "beta"),
-        ("a", "b", "e", "alpha", "beta", "s"), (_TERM, _TERM, _E, _EXPONENT, _EXPONENT, (np.log(0.1), np.log(1e4), None)),
-        _dc_log_law, _dc_params, _dc_theta, _dc_loss, _dc_grid, needs=("unique_tokens",),
-        theta_params=("A", "B", "E", "alpha", "beta", "R_star")),
+        "data_constrained",
+        "L = E + A/N^alpha + B/D'^beta, D' = U + U·R*·(1 − exp(−R/R*)) (Muennighoff et al. 2023)",
+        (*LAW_KEYS, "R_star"),
+        ("alpha", "beta"),
+        ("a", "b", "e", "alpha", "beta", "s"),
+        (_TERM, _TERM, _E, _EXPONENT, _EXPONENT, (np.log(0.1), np.log(1e4), None)),
+        _dc_log_law,
+        _dc_params,
+        _dc_theta,
+        _dc_loss,
+        _dc_grid,
+        needs=("unique_tokens",),
+        theta_params=("A", "B", "E", "alpha", "beta", "R_star"),
+    ),
 }
 
 
@@ -275,7 +337,7 @@ def optimal_allocation(form: LawForm, params: dict, flops, unique=None):
             continue
         k = int(np.nanargmin(loss))
         if 0 < k < len(log_n) - 1:
-            y0, y1, y2 = loss[k - 1:k + 2]
+            y0, y1, y2 = loss[k - 1 : k + 2]
             denom = y0 - 2 * y1 + y2
             shift = 0.5 * (y0 - y2) / denom if denom > 0 else 0.0
             best = log_n[k] + shift * (log_n[1] - log_n[0])

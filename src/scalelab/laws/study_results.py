@@ -13,6 +13,7 @@ Both give percentile intervals from the bootstrap resamples that `scalelab fit` 
 `results/fit/bootstrap.csv`, computed exactly as fit.json's `allocation` section computes them
 (each resample's own law, its own optimum). Only numpy and pandas are imported.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,8 +88,9 @@ class Study:
     Attributes: `path` (the results folder), `metrics` (metrics.csv), `fit` (fit.json as a dict),
     `curves` (every run's curve.csv in one long table with a `run` column), `bootstrap` (the
     resampled Approach-3 laws, one row each; empty without a bootstrap), `law` (the fitted
-    E, A, B, alpha, beta; None when Approach 3 was not fitted or fit.json holds a null estimate) and `params_column` (the
-    metrics column N stands for: `params` or `params_total`, after `fit.params`).
+    E, A, B, alpha, beta; None when Approach 3 was not fitted or fit.json holds a null estimate)
+    and `params_column` (the metrics column N stands for: `params` or `params_total`, after
+    `fit.params`).
     """
 
     def __init__(self, path):
@@ -148,15 +150,18 @@ class Study:
             # negative exponent or coefficient, and one that does predicts nonsense.
             low, high = (0.0, 10.0) if key in ("alpha", "beta") else (0.0, math.inf)
             if not low <= law[key] <= high:
-                raise ScalelabError(f"{where}: approach3.{key} = {value!r} is outside [{low:g}, {high:g}]; "
-                                    "this fit.json cannot come from scalelab fit")
+                raise ScalelabError(
+                    f"{where}: approach3.{key} = {value!r} is outside [{low:g}, {high:g}]; "
+                    "this fit.json cannot come from scalelab fit"
+                )
         if self._unusable:
             return None
         if len(self.bootstrap):
             missing = [key for key in LAW_KEYS if key not in self.bootstrap.columns]
             if missing:
-                raise ScalelabError(f"{self.path / 'fit' / 'bootstrap.csv'}: bootstrap table lacks the "
-                                    f"column(s) {', '.join(missing)}")
+                raise ScalelabError(
+                    f"{self.path / 'fit' / 'bootstrap.csv'}: bootstrap table lacks the column(s) {', '.join(missing)}"
+                )
         return law
 
     # ----------------------------------------------------------------------------------------
@@ -188,19 +193,22 @@ class Study:
         try:
             params, tokens = np.broadcast_arrays(positive_values(N, "N"), positive_values(D, "D"))
         except ValueError:
-            raise ScalelabError(f"N and D must have the same length (or one be a single number), "
-                                f"got {np.size(N)} and {np.size(D)}") from None
+            raise ScalelabError(
+                f"N and D must have the same length (or one be a single number), got {np.size(N)} and {np.size(D)}"
+            ) from None
         _check_level(level)
         loss = predict_loss(params, tokens, **law)
         low = high = np.full(len(params), np.nan)
         samples = self._samples()
         if samples is not None:
             with np.errstate(all="ignore"):
-                grid = predict_loss(params[None, :], tokens[None, :],
-                                    **{key: samples[key][:, None] for key in LAW_KEYS})
+                grid = predict_loss(
+                    params[None, :], tokens[None, :], **{key: samples[key][:, None] for key in LAW_KEYS}
+                )
             low, high = _interval(grid, level)
-        return pd.DataFrame({"params": params, "tokens": tokens, "loss_pred": loss,
-                             "loss_ci_low": low, "loss_ci_high": high})
+        return pd.DataFrame(
+            {"params": params, "tokens": tokens, "loss_pred": loss, "loss_ci_low": low, "loss_ci_high": high}
+        )
 
     def allocate(self, C, level: float = 0.95) -> pd.DataFrame:
         """The compute-optimal split of C FLOPs (a number or a list), at C = 6·N·D.
@@ -211,19 +219,36 @@ class Study:
         """
         if self.fitted is not None:
             t = self.fitted.allocate(C, level=level)
-            return t.assign(n_opt=t["params"], d_opt=t["tokens"], loss_pred=t["loss"], loss_ci_low=t["low"],
-                            loss_ci_high=t["high"], n_opt_ci_low=t["params_low"], n_opt_ci_high=t["params_high"],
-                            d_opt_ci_low=t["tokens_low"], d_opt_ci_high=t["tokens_high"])
+            return t.assign(
+                n_opt=t["params"],
+                d_opt=t["tokens"],
+                loss_pred=t["loss"],
+                loss_ci_low=t["low"],
+                loss_ci_high=t["high"],
+                n_opt_ci_low=t["params_low"],
+                n_opt_ci_high=t["params_high"],
+                d_opt_ci_low=t["tokens_low"],
+                d_opt_ci_high=t["tokens_high"],
+            )
         law = self._require_law()
         if not (law["alpha"] > 0 and law["beta"] > 0):
-            raise ScalelabError(f"{self.path / 'fit' / 'fit.json'}: the fitted exponents are not both positive "
-                                f"(alpha {law['alpha']:.3g}, beta {law['beta']:.3g}), so there is no "
-                                "compute-optimal split")
+            raise ScalelabError(
+                f"{self.path / 'fit' / 'fit.json'}: the fitted exponents are not both positive "
+                f"(alpha {law['alpha']:.3g}, beta {law['beta']:.3g}), so there is no "
+                "compute-optimal split"
+            )
         flops = positive_values(C, "C")
         _check_level(level)
         n_opt, d_opt = compute_optimal(flops, law["A"], law["B"], law["alpha"], law["beta"])
-        table = pd.DataFrame({"flops": flops, "n_opt": n_opt, "d_opt": d_opt, "tokens_per_param": d_opt / n_opt,
-                              "loss_pred": predict_loss(n_opt, d_opt, **law)})
+        table = pd.DataFrame(
+            {
+                "flops": flops,
+                "n_opt": n_opt,
+                "d_opt": d_opt,
+                "tokens_per_param": d_opt / n_opt,
+                "loss_pred": predict_loss(n_opt, d_opt, **law),
+            }
+        )
         bands = {name: (np.full(len(flops), np.nan),) * 2 for name in ("n_opt", "d_opt", "loss")}
         samples = self._samples()
         if samples is not None:
@@ -239,10 +264,14 @@ class Study:
     def __repr__(self) -> str:
         if self.fitted is not None:
             return f"<scalelab Study {self.path}: {len(self.metrics)} runs; {self.fitted!r}>"
-        law = (f"alpha {self.law['alpha']:.3g}, beta {self.law['beta']:.3g}, E {self.law['E']:.3g}"
-               if self.law else self._unusable or "Approach 3 not fitted")
-        return (f"<scalelab Study {self.path}: {len(self.metrics)} runs, {len(self.bootstrap)} bootstrap "
-                f"resamples; {law}>")
+        law = (
+            f"alpha {self.law['alpha']:.3g}, beta {self.law['beta']:.3g}, E {self.law['E']:.3g}"
+            if self.law
+            else self._unusable or "Approach 3 not fitted"
+        )
+        return (
+            f"<scalelab Study {self.path}: {len(self.metrics)} runs, {len(self.bootstrap)} bootstrap resamples; {law}>"
+        )
 
 
 def _check_level(level) -> None:

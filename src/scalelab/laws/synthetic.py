@@ -12,6 +12,7 @@ metrics CSV; `pandas.DataFrame(d)` makes the table):
 
 Noise is multiplicative and log-normal: loss · exp(Normal(0, noise)), so noise=0.01 is 1 %.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,13 @@ def ladder(n_sizes=6, n_tokens=6, noise=0.0, seed=0, law=CHINCHILLA, sizes=(1e7,
     params, tok = params.ravel(), tok.ravel()
     rng = np.random.default_rng(seed)
     loss = _noisy(predict_loss(params, tok, **law), noise, rng)
-    return {"run": np.array([f"r{i}" for i in range(params.size)]), "params": params, "tokens": tok,
-            "flops": 6 * params * tok, "loss": loss}
+    return {
+        "run": np.array([f"r{i}" for i in range(params.size)]),
+        "params": params,
+        "tokens": tok,
+        "flops": 6 * params * tok,
+        "loss": loss,
+    }
 
 
 def optimal_params(flops, law=CHINCHILLA):
@@ -56,8 +62,14 @@ def isoflop(budgets, span=100.0, n_sizes=15, noise=0.0, seed=0, law=CHINCHILLA, 
     tokens = budget / (6 * params)
     rng = np.random.default_rng(seed)
     loss = _noisy(predict_loss(params, tokens, **law), noise, rng)
-    return {"run": np.array([f"iso-{c:.0e}-{i}" for i, c in enumerate(budget)]), "params": params,
-            "tokens": tokens, "flops": budget.copy(), "isoflop_budget": budget, "loss": loss}
+    return {
+        "run": np.array([f"iso-{c:.0e}-{i}" for i, c in enumerate(budget)]),
+        "params": params,
+        "tokens": tokens,
+        "flops": budget.copy(),
+        "isoflop_budget": budget,
+        "loss": loss,
+    }
 
 
 def hparam_optimum(params, coefficient, exponent):
@@ -65,8 +77,19 @@ def hparam_optimum(params, coefficient, exponent):
     return coefficient * np.asarray(params, float) ** exponent
 
 
-def hparam_sweep(params, tokens, values, coefficient=0.3, exponent=-0.3, curvature=0.02, noise=0.0,
-                 seed=0, law=CHINCHILLA, key="lr", seeds=1):
+def hparam_sweep(
+    params,
+    tokens,
+    values,
+    coefficient=0.3,
+    exponent=-0.3,
+    curvature=0.02,
+    noise=0.0,
+    seed=0,
+    law=CHINCHILLA,
+    key="lr",
+    seeds=1,
+):
     """One hyperparameter `key` swept over `values` at each (params[i], tokens[i]) pair, `seeds`
     runs per value. loss = law(N, D) + curvature · (log value - log optimum(N))^2, with
     optimum(N) = coefficient · N^exponent, times the noise. Columns: run, params, tokens, flops,
@@ -86,15 +109,31 @@ def hparam_sweep(params, tokens, values, coefficient=0.3, exponent=-0.3, curvatu
     for g in range(n_grid * seeds):
         where = np.flatnonzero(group == g)
         best[where[np.argmin(loss[where])]] = True
-    return {"run": np.array([f"sw{i}" for i in range(loss.size)]), "params": p, "tokens": d, "flops": 6 * p * d,
-            "seed": s, key: v, "loss": loss, "sweep_group": np.array([f"g{g}" for g in group]),
-            "best_in_sweep": best}
+    return {
+        "run": np.array([f"sw{i}" for i in range(loss.size)]),
+        "params": p,
+        "tokens": d,
+        "flops": 6 * p * d,
+        "seed": s,
+        key: v,
+        "loss": loss,
+        "sweep_group": np.array([f"g{g}" for g in group]),
+        "best_in_sweep": best,
+    }
 
 
 # A downstream task of the two-step truth (Bhagia et al. 2024): a task loss that is an affine
 # function of the loss, then accuracy = chance + (ceiling - chance) · sigmoid(-k (task loss - midpoint)).
-EXAMPLE_TASK = {"chance": 0.25, "ceiling": 0.85, "k": 8.0, "midpoint": 1.3, "offset": 0.1, "slope": 0.5,
-                "items": 1000, "loss_noise": 0.005}
+EXAMPLE_TASK = {
+    "chance": 0.25,
+    "ceiling": 0.85,
+    "k": 8.0,
+    "midpoint": 1.3,
+    "offset": 0.1,
+    "slope": 0.5,
+    "items": 1000,
+    "loss_noise": 0.005,
+}
 
 
 def task_loss(params, tokens, task=EXAMPLE_TASK, law=CHINCHILLA):
@@ -114,5 +153,8 @@ def with_task(runs: dict, name: str, task=EXAMPLE_TASK, seed=0, law=CHINCHILLA) 
     rng = np.random.default_rng(seed)
     params, tokens = np.asarray(runs["params"], float), np.asarray(runs["tokens"], float)
     correct = rng.binomial(task["items"], task_accuracy(params, tokens, task, law))
-    return {**runs, name: correct / task["items"],
-            f"{name}_loss": _noisy(task_loss(params, tokens, task, law), task["loss_noise"], rng)}
+    return {
+        **runs,
+        name: correct / task["items"],
+        f"{name}_loss": _noisy(task_loss(params, tokens, task, law), task["loss_noise"], rng),
+    }

@@ -1,4 +1,5 @@
 """`scalelab check CONFIG`: validate a config file and list its runs and the FLOPs they spend."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,5 +40,7 @@ def run(args) -> None:
         return
     for r in runs:
         budget = f"  isoflop budget {r.spec['isoflop_budget']:.3g}" if r.spec["isoflop_budget"] else ""
-        print(f"  {r.id}: {r.model} ({r.spec['n_layer']}x{r.spec['d_model']}), {r.tokens:,} tokens, seed {r.seed}{budget}")
+        print(
+            f"  {r.id}: {r.model} ({r.spec['n_layer']}x{r.spec['d_model']}), {r.tokens:,} tokens, seed {r.seed}{budget}"
+        )
     print(wsd.flops_line(config, runs))

@@ -14,6 +14,7 @@ Kept out of the train package so that the train code fingerprint, and so every r
 does not depend on how a run was launched. Also here: the environment every job's shell reads
 (`job_environment`, set by the Snakefile with `export_job_environment`).
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@ record, its id and its spec (the run's identity, byte for byte).
 
 Imported at DAG-build time: no torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,9 @@ def grid_size(config: dict) -> int:
     isoflop_models = set(isoflop.get("models") or grid["models"]) if isoflop else set()
     total = 0
     for model in set(grid["models"]) | isoflop_models:
-        points = ((len(grid["tokens"]) if model in grid["models"] else 0)
-                  + (len(isoflop["budgets"]) if model in isoflop_models else 0))
+        points = (len(grid["tokens"]) if model in grid["models"] else 0) + (
+            len(isoflop["budgets"]) if model in isoflop_models else 0
+        )
         combos = math.prod(len(values) for _, values in model_sweep(config, model).values())
         total += points * len(grid["seeds"]) * combos
     return total + len(grid.get("extra") or []) * len(grid["seeds"])
@@ -78,8 +80,10 @@ def check_grid_size(config: dict) -> None:
     needs minutes and gigabytes to plan 10^5 jobs, and nobody means to train them by mistake."""
     size, ceiling = grid_size(config), config["grid"].get("max_runs", MAX_RUNS)
     if size > ceiling:
-        raise ScalelabError(f"config: grid: up to {size:,} runs (models x tokens x seeds x sweep combinations), more "
-                            f"than grid.max_runs ({ceiling:,}); shrink the grid, or raise grid.max_runs")
+        raise ScalelabError(
+            f"config: grid: up to {size:,} runs (models x tokens x seeds x sweep combinations), more "
+            f"than grid.max_runs ({ceiling:,}); shrink the grid, or raise grid.max_runs"
+        )
 
 
 def _trained(step_settings: dict, tokens: int) -> int:
@@ -166,5 +170,7 @@ def check_unique_ids(runs) -> None:
         other = seen.setdefault(run.id, run)
         if other is not run:
             where = "grid.sweep" if run.sweep or other.sweep else "grid"
-            raise ScalelabError(f"config: {where}: two runs would share the id {run.id!r} "
-                                f"({json.dumps(other.sweep or other.tokens)} and {json.dumps(run.sweep or run.tokens)})")
+            raise ScalelabError(
+                f"config: {where}: two runs would share the id {run.id!r} "
+                f"({json.dumps(other.sweep or other.tokens)} and {json.dumps(run.sweep or run.tokens)})"
+            )

@@ -15,6 +15,7 @@ here with one line instead (the workflow's onstart handler, so nothing is submit
 - `--slurm-array-jobs` for a rule whose jobs differ in resources: the executor submits the whole
   array with its first job's memory, time and GPUs (snakemake-executor-plugin-slurm 2.8).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -39,7 +40,8 @@ def check_groups(groups: Mapping[str, str], devices_by_run: Mapping[str, int]) -
         run = sorted(multi)[0]
         raise ScalelabError(
             f"--groups: {run} trains on {multi[run]} ranks (train.devices), which start with srun and cannot share "
-            f"a job group's submission; run this study with `{TURN_OFF}` (one submission per job)")
+            f"a job group's submission; run this study with `{TURN_OFF}` (one submission per job)"
+        )
 
 
 def array_rules(setting: str | None) -> set[str]:
@@ -60,4 +62,5 @@ def check_array_jobs(setting: str | None, resources_by_rule: Mapping[str, Iterab
             raise ScalelabError(
                 f"--slurm-array-jobs: the {rule} jobs ask for {len(kinds)} different sets of resources "
                 f"(mem_mb, runtime, GPUs, CPUs: {kinds[0]} ... {kinds[-1]}), but an array is submitted with its first "
-                f"job's; leave {rule} out of --slurm-array-jobs (profiles/slurm groups jobs instead)")
+                f"job's; leave {rule} out of --slurm-array-jobs (profiles/slurm groups jobs instead)"
+            )

@@ -12,6 +12,7 @@ and then
 - stops with one line naming each damaged file and the command that rebuilds it, before any
   job can mistake it for a result.
 """
+
 from __future__ import annotations
 
 import csv
@@ -92,8 +93,10 @@ def check_run(run_dir: Path, run_id: str, checksums: dict | None = None) -> tupl
         if size != metrics["model_bytes"]:
             damaged.append(f"{model_path} has {size:,} bytes where {metrics_path} records {metrics['model_bytes']:,}")
         elif metrics.get("model_sha256") and cached_sha256(model_path, checksums) != metrics["model_sha256"]:
-            damaged.append(f"{model_path} is not the model {metrics_path} records (its SHA-256 differs): "
-                           f"another run's weights, or damaged")
+            damaged.append(
+                f"{model_path} is not the model {metrics_path} records (its SHA-256 differs): "
+                f"another run's weights, or damaged"
+            )
     if eval_path.exists():
         evaluation = _json(eval_path)
         if not isinstance(evaluation, dict) or evaluation.get("run") != run_id or "status" not in evaluation:
@@ -139,8 +142,10 @@ def damage_message(damaged: list[str]) -> str:
     rebuilds exactly what is missing, restoring runs from the store where it can)."""
     paths = [reason.split(" ", 1)[0] for reason in damaged]
     more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-    return (f"{damaged[0]}{more}; nothing was run. To rebuild: rm {' '.join(paths)}, then rerun "
-            f"the workflow (only what is missing is rebuilt)")
+    return (
+        f"{damaged[0]}{more}; nothing was run. To rebuild: rm {' '.join(paths)}, then rerun "
+        f"the workflow (only what is missing is rebuilt)"
+    )
 
 
 # ----------------------------------------------------------------------------- identity
@@ -149,6 +154,7 @@ def damage_message(damaged: list[str]) -> str:
 # and every trunk segment's sidecar record what decided them, so the DAG compares those itself;
 # a disagreeing file is forced to rerun (`stale` returns the outputs to force), and its job then
 # restores the matching run or trunk state from the store when the store holds it.
+
 
 def _differs(recorded: dict, expected: dict) -> list[str]:
     return [name for name, value in expected.items() if value is not None and recorded.get(name) != value]
@@ -167,8 +173,13 @@ def stale_runs(results: Path, expected: dict[str, dict]) -> list[tuple[str, str]
             continue  # missing (built anyway) or damaged (check_run stops the workflow)
         differs = _differs(metrics, identity)
         if differs:
-            stale.append((str(path), f"trained with other {', '.join(what[d] for d in differs)} than the config "
-                                     f"asks for (changed since, or copied from another study)"))
+            stale.append(
+                (
+                    str(path),
+                    f"trained with other {', '.join(what[d] for d in differs)} than the config "
+                    f"asks for (changed since, or copied from another study)",
+                )
+            )
     return stale
 
 
@@ -234,7 +245,11 @@ def stale_data(meta: dict | None, settings: dict, files: list[Path]) -> str | No
     if meta.get("settings") != settings:
         return "tokenized with other data settings than the config asks for"
     corpus = meta.get("corpus") or {}
-    if files and (corpus.get("files") != len(files) or corpus.get("file_bytes") != sum(p.stat().st_size for p in files)):
-        return (f"tokenized from {corpus.get('files')} corpus files of {corpus.get('file_bytes')} bytes, where "
-                f"data.source.files now matches {len(files)} of {sum(p.stat().st_size for p in files)}")
+    if files and (
+        corpus.get("files") != len(files) or corpus.get("file_bytes") != sum(p.stat().st_size for p in files)
+    ):
+        return (
+            f"tokenized from {corpus.get('files')} corpus files of {corpus.get('file_bytes')} bytes, where "
+            f"data.source.files now matches {len(files)} of {sum(p.stat().st_size for p in files)}"
+        )
     return None

@@ -16,6 +16,7 @@ Prune never follows a symbolic link: a linked entry or trunk folder loses only i
 that is itself a link (shared by several studies) holds entries the other studies need, which
 this study's config cannot know: `--delete` refuses it unless `--shared-store` says so.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,9 @@ def _grid_point(manifest: dict) -> str:
     return str(manifest.get("run"))
 
 
-def _store_entries(folder: Path, keep_keys: set[str], keep_last: int, skip: set[str],
-                   data: str | None = None) -> list[Removable]:
+def _store_entries(
+    folder: Path, keep_keys: set[str], keep_last: int, skip: set[str], data: str | None = None
+) -> list[Removable]:
     """Entries of one store folder that no current run needs (`data`: the current data identity,
     when known: an entry of a needed key trained on other data is not needed), less the
     `keep_last` most recent other settings of each grid point; also quarantined entries and
@@ -101,11 +103,14 @@ def _store_entries(folder: Path, keep_keys: set[str], keep_last: int, skip: set[
         if not entry.is_dir():
             continue
         if entry.name == ".quarantine":
-            removable.append(Removable(entry, "quarantined entries (another run's files under a key)", tree_bytes(entry)))
+            removable.append(
+                Removable(entry, "quarantined entries (another run's files under a key)", tree_bytes(entry))
+            )
         elif entry.name.startswith("."):
             removable.append(Removable(entry, "left by a save that was killed", tree_bytes(entry)))
         elif entry.name.split("~", 1)[0] not in keep_keys or (
-                data is not None and _manifest(entry).get("data", data) != data):
+            data is not None and _manifest(entry).get("data", data) != data
+        ):
             manifest = _manifest(entry)
             by_point.setdefault(_grid_point(manifest), []).append((entry.stat().st_mtime, entry, manifest))
     for point, entries in by_point.items():
@@ -133,7 +138,12 @@ def _trunk_folders(trunks: Path, families: dict[str, set[int]]) -> list[Removabl
             continue
         for path in sorted(folder.iterdir()):
             name = path.name
-            if path.is_file() and not path.is_symlink() and name.startswith("step") and path.suffix in (".ckpt", ".json"):
+            if (
+                path.is_file()
+                and not path.is_symlink()
+                and name.startswith("step")
+                and path.suffix in (".ckpt", ".json")
+            ):
                 step = name[4:].split(".", 1)[0]
                 if step.isdigit() and int(step) not in steps:
                     removable.append(Removable(path, "a branch point no current run uses", path.stat().st_size))
@@ -144,17 +154,21 @@ def removable_entries(results: Path, config: dict, keep_last: int = 0) -> list[R
     """What prune would remove from `results` (a study's results folder)."""
     run_keys, trunk_keys, families = needed(config)
     store, data = Path(results) / "store", current_data(results)
-    return (_store_entries(store, run_keys, keep_last, skip={"trunks"}, data=data)
-            + _store_entries(store / "trunks", trunk_keys, keep_last, skip=set(), data=data)
-            + _trunk_folders(Path(results) / "trunks", families))
+    return (
+        _store_entries(store, run_keys, keep_last, skip={"trunks"}, data=data)
+        + _store_entries(store / "trunks", trunk_keys, keep_last, skip=set(), data=data)
+        + _trunk_folders(Path(results) / "trunks", families)
+    )
 
 
 def _check_idle(study: Path) -> None:
     """Never prune under a running workflow: it may be saving or restoring an entry right now."""
     locks = study / ".snakemake" / "locks"
     if locks.is_dir() and any(locks.iterdir()):
-        raise ScalelabError(f"{locks}: a workflow is running in this study (or was killed: `snakemake --unlock`); "
-                            f"prune when it has finished")
+        raise ScalelabError(
+            f"{locks}: a workflow is running in this study (or was killed: `snakemake --unlock`); "
+            f"prune when it has finished"
+        )
 
 
 def shared_stores(results: Path) -> list[Path]:
@@ -173,13 +187,25 @@ def _config_path(study: Path, given: Path | None) -> Path:
 
 def add_arguments(parser) -> None:
     parser.add_argument("study", type=Path, help="the study folder (holding results/)")
-    parser.add_argument("--configfile", type=Path, default=None,
-                        help="the study's config (default: STUDY/config.yaml, else STUDY/config/config.yaml)")
-    parser.add_argument("--keep", type=int, default=0, metavar="K",
-                        help="also keep the K most recent other settings of each grid point (default 0)")
+    parser.add_argument(
+        "--configfile",
+        type=Path,
+        default=None,
+        help="the study's config (default: STUDY/config.yaml, else STUDY/config/config.yaml)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also keep the K most recent other settings of each grid point (default 0)",
+    )
     parser.add_argument("--delete", action="store_true", help="remove the entries (default: only list them)")
-    parser.add_argument("--shared-store", action="store_true",
-                        help="with --delete: prune a store that is a link, though other studies may use its entries")
+    parser.add_argument(
+        "--shared-store",
+        action="store_true",
+        help="with --delete: prune a store that is a link, though other studies may use its entries",
+    )
 
 
 def run(args) -> None:
@@ -195,9 +221,11 @@ def run(args) -> None:
         _check_idle(args.study)
         shared = shared_stores(results)
         if shared and not args.shared_store:
-            raise ScalelabError(f"{shared[0]} is a link to {shared[0].readlink()}: a store other studies may share, "
-                                f"whose entries this study's config cannot tell apart; nothing was removed "
-                                f"(--shared-store removes what this study does not need)")
+            raise ScalelabError(
+                f"{shared[0]} is a link to {shared[0].readlink()}: a store other studies may share, "
+                f"whose entries this study's config cannot tell apart; nothing was removed "
+                f"(--shared-store removes what this study does not need)"
+            )
     entries = removable_entries(results, config, args.keep)
     before = usage(results)
     for entry in entries:

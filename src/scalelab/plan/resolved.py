@@ -6,6 +6,7 @@ validation filled the defaults, plus the code fingerprint of every stage. Built 
 validated config (never written by hand), so the page cannot drift from what ran. Plain JSON
 types, in the config's order: the report rule passes it as one JSON param.
 """
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ by the scheduler and rerun from its last checkpoint, which costs far more than a
 
 Memory is Slurm's `--mem`: host RAM for the whole job on its node, all ranks together.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -18,19 +19,19 @@ MB = 2**20
 # tiny model (measured: 3-6 GFLOP/s per thread on this project's CPU benchmarks).
 GPU_FLOPS = 6e13
 CPU_FLOPS_PER_THREAD = 2.5e9
-SAFETY = 2           # the wall-time limit is this many times the estimate...
-STARTUP_MIN = 10     # ...plus start-up: imports, data loading, a CUDA context, the last checkpoint
-BASE_MB = 2048       # Python, torch and Lightning in one process
-GPU_BASE_MB = 4096   # a CUDA context and pinned buffers on the host side
+SAFETY = 2  # the wall-time limit is this many times the estimate...
+STARTUP_MIN = 10  # ...plus start-up: imports, data loading, a CUDA context, the last checkpoint
+BASE_MB = 2048  # Python, torch and Lightning in one process
+GPU_BASE_MB = 4096  # a CUDA context and pinned buffers on the host side
 
 
 @dataclass(frozen=True)
 class JobResources:
-    runtime: int        # minutes (Snakemake's `runtime`, Slurm's --time)
-    mem_mb: int         # host memory for the whole job (--mem)
+    runtime: int  # minutes (Snakemake's `runtime`, Slurm's --time)
+    mem_mb: int  # host memory for the whole job (--mem)
     cpus_per_task: int  # CPU threads per rank (--cpus-per-task)
-    gpus: int           # GPUs for the whole job (0 on a CPU run)
-    tasks: int          # ranks: one process per device (DDP); 1 for a single device
+    gpus: int  # GPUs for the whole job (0 on a CPU run)
+    tasks: int  # ranks: one process per device (DDP); 1 for a single device
 
     @property
     def cpus(self) -> int:
@@ -41,8 +42,13 @@ class JobResources:
 
 
 def _shape(spec: dict, vocab_size: int) -> GPTConfig:
-    return GPTConfig(vocab_size=vocab_size, context=spec["context"], n_layer=spec["n_layer"],
-                     d_model=spec["d_model"], n_head=spec["n_head"])
+    return GPTConfig(
+        vocab_size=vocab_size,
+        context=spec["context"],
+        n_layer=spec["n_layer"],
+        d_model=spec["d_model"],
+        n_head=spec["n_head"],
+    )
 
 
 def run_cost(spec: dict, vocab_size: int) -> tuple[int, float]:

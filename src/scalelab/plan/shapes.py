@@ -2,6 +2,7 @@
 
 Kept apart from model.py so the Snakefile can size jobs without importing torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

@@ -3,6 +3,7 @@
 The Snakefile hands its `workflow` object here; a Snakemake release that renames one of these
 attributes breaks this module alone (tests/test_workflow.py runs it on real studies).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,10 @@ def jobs_to_run(workflow) -> list[tuple[str | None, object]]:
     """(role, wildcards) of every job this invocation will run."""
     from snakemake.io import strip_wildcard_constraints
 
-    return [(rule_role([strip_wildcard_constraints(str(f)) for f in job.rule.output]), job.wildcards)
-            for job in workflow.dag.needrun_jobs()]
+    return [
+        (rule_role([strip_wildcard_constraints(str(f)) for f in job.rule.output]), job.wildcards)
+        for job in workflow.dag.needrun_jobs()
+    ]
 
 
 def check_jobs_can_start(workflow, plan: StudyPlan) -> None:
@@ -42,8 +45,9 @@ def check_submissions(workflow, plan: StudyPlan) -> None:
     sets these options only then), before any job, so nothing is lost; local runs ignore groups."""
     if workflow.local_exec or not workflow.is_main_process:
         return
-    grouping.check_groups(workflow.group_settings.overwrite_groups,
-                          {run.id: run.spec["devices"] for run in plan.runs.values()})
+    grouping.check_groups(
+        workflow.group_settings.overwrite_groups, {run.id: run.spec["devices"] for run in plan.runs.values()}
+    )
     arrays = getattr(workflow.executor_settings, "array_jobs", None)
     if grouping.array_rules(arrays):
         grouping.check_array_jobs(arrays, plan.submission_resources())

@@ -7,6 +7,7 @@ plain str (canonical JSON, a fingerprint), byte for byte what the rule had befor
 existed, so that moving the logic here reran nothing. The parts that must touch Snakemake's
 internals are in `snakemake_adapter`; nothing here imports Snakemake.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,11 @@ from .wsd import Family
 DATA = "results/data"  # shell commands spell these paths out (their globals are not theirs as a module)
 # The role of each of this workflow's rules, by the file it writes: a module renames them (`use rule *
 # from scalelab as scalelab_*`, or any other pattern) but keeps their outputs.
-RULE_ROLES = {"results/runs/{run}/model.pt": "train", "results/trunks/{family}/step{step}.ckpt": "trunk",
-              "results/data/meta.json": "tokenize"}
+RULE_ROLES = {
+    "results/runs/{run}/model.pt": "train",
+    "results/trunks/{family}/step{step}.ckpt": "trunk",
+    "results/data/meta.json": "tokenize",
+}
 
 
 def trunk_path(family: str, step: int | str) -> str:
@@ -37,12 +41,12 @@ def trunk_path(family: str, step: int | str) -> str:
 
 
 def rule_role(outputs: list[str]) -> str | None:
-    """"train", "trunk", "tokenize" or None for a rule of this workflow, by its output patterns
+    """ "train", "trunk", "tokenize" or None for a rule of this workflow, by its output patterns
     (without their wildcard constraints), whatever a module named the rule."""
     for path in (Path(output) for output in outputs):
         for pattern, role in RULE_ROLES.items():
             parts = Path(pattern).parts
-            if path.parts[-len(parts):] == parts:  # a module may prefix its paths
+            if path.parts[-len(parts) :] == parts:  # a module may prefix its paths
                 return role
     return None
 
@@ -72,8 +76,9 @@ class StudyPlan:
     stale: dict[str, str]  # output path -> why it disagrees with the config
 
     @classmethod
-    def build(cls, config: dict, configfiles: list, main_process: bool = True,
-              results: Path = Path("results")) -> StudyPlan:
+    def build(
+        cls, config: dict, configfiles: list, main_process: bool = True, results: Path = Path("results")
+    ) -> StudyPlan:
         """Check and plan a study (ScalelabError: one line naming the key or file). Only the main
         process checks the corpus files and the finished outputs; a job's own Snakemake does not."""
         for path in configfiles:  # read again to refuse duplicate keys and non-UTF-8 text
@@ -92,11 +97,18 @@ class StudyPlan:
         rebuild, damaged = integrity.scan(results, runs) if main_process else ([], [])
         if damaged:
             raise ScalelabError(integrity.damage_message(damaged))
-        plan = cls(config=config, runs=runs, corpus_files=files,
-                   tokenize_mem_mb=job_resources.tokenize_mem_mb(stages.held_bytes(files, stage)),
-                   tokenize_code=code_fingerprint(stage),
-                   train_code=code_fingerprint("train"), train_wsd_code=code_fingerprint("train_wsd"),
-                   families=wsd.plan_families(runs.values(), config), rebuild=rebuild, stale={})
+        plan = cls(
+            config=config,
+            runs=runs,
+            corpus_files=files,
+            tokenize_mem_mb=job_resources.tokenize_mem_mb(stages.held_bytes(files, stage)),
+            tokenize_code=code_fingerprint(stage),
+            train_code=code_fingerprint("train"),
+            train_wsd_code=code_fingerprint("train_wsd"),
+            families=wsd.plan_families(runs.values(), config),
+            rebuild=rebuild,
+            stale={},
+        )
         if main_process:
             plan.stale = plan.find_stale(results)
         plan.fit_spec()  # an unknown form, or form not in forms: one line now
@@ -108,9 +120,15 @@ class StudyPlan:
         which a copied study or a removed .snakemake/ lacks and --touch masks."""
         meta = corpus.read_meta(results / "data" / "meta.json")
         data = data_identity(meta) if meta and meta.get("settings") == corpus.data_settings(self.config) else None
-        stale = dict(integrity.stale_runs(results, {
-            run_id: {"spec_sha": spec_sha(run.spec), "code": self.run_code(run_id), "data_fingerprint": data}
-            for run_id, run in self.runs.items()}))
+        stale = dict(
+            integrity.stale_runs(
+                results,
+                {
+                    run_id: {"spec_sha": spec_sha(run.spec), "code": self.run_code(run_id), "data_fingerprint": data}
+                    for run_id, run in self.runs.items()
+                },
+            )
+        )
         stale.update(integrity.stale_trunks(results, self.families, self.train_wsd_code, data))
         why = integrity.stale_data(meta, corpus.data_settings(self.config), self.corpus_files)
         if why:
@@ -119,10 +137,14 @@ class StudyPlan:
 
     def notices(self) -> list[str]:
         """What the user is told at DAG-build time about outputs rebuilt or rerun."""
-        lines = [f"scalelab: {path}: outputs missing since the last run; rebuilding them"
-                 for path in sorted({str(Path(p).parent) for p in self.rebuild})]
-        lines += [f"scalelab: {path}: {why}; rerunning it (restored from the store when it holds this setting)"
-                  for path, why in self.stale.items()]
+        lines = [
+            f"scalelab: {path}: outputs missing since the last run; rebuilding them"
+            for path in sorted({str(Path(p).parent) for p in self.rebuild})
+        ]
+        lines += [
+            f"scalelab: {path}: {why}; rerunning it (restored from the store when it holds this setting)"
+            for path, why in self.stale.items()
+        ]
         return lines
 
     # --- the whole study ---
@@ -141,8 +163,11 @@ class StudyPlan:
     @property
     def trunk_segments(self) -> dict[str, str]:
         """WSD: run -> the info file of the trunk segment charged to it (the one ending at its branch point)."""
-        return {run: f"results/trunks/{fid}/step{step}.json"
-                for fid, family in self.families.items() for step, run in family.branches.items()}
+        return {
+            run: f"results/trunks/{fid}/step{step}.json"
+            for fid, family in self.families.items()
+            for step, run in family.branches.items()
+        }
 
     def job_environment(self) -> dict[str, str]:
         return cluster.job_environment(self.config, self.runs.values())
@@ -213,9 +238,15 @@ class StudyPlan:
     def fit_spec(self) -> str:
         """The fit settings as canonical JSON (counts are ints already; `scalelab fit` checks them again)."""
         f, config = self.config["fit"], self.config
-        spec = {"target": f["target"], "params": f["params"], "bootstrap": f["bootstrap"], "seed": f["seed"],
-                "holdout": f["holdout"], "predict_flops": f["predict_flops"] or None,
-                "budgets": config["grid"]["isoflop"]["budgets"] if config["grid"].get("isoflop") else None}
+        spec = {
+            "target": f["target"],
+            "params": f["params"],
+            "bootstrap": f["bootstrap"],
+            "seed": f["seed"],
+            "holdout": f["holdout"],
+            "predict_flops": f["predict_flops"] or None,
+            "budgets": config["grid"]["isoflop"]["budgets"] if config["grid"].get("isoflop") else None,
+        }
         # Sweeps: fit the best run of each (fit.select) and fit laws of the swept keys. Written only when
         # they say something, so that a study without sweeps keeps its fit params, and its fit, as they were.
         if self.sweep_keys or f["select"] != "best":
@@ -232,8 +263,11 @@ class StudyPlan:
         CSV does not (the shapes, the step, and under WSD the cooldown, which lets runs share trunks)."""
         config, train = self.config, self.config["train"]
         spec = {k: v for k, v in (config["fit"].get("suggest") or {}).items() if v not in (None, [])}
-        spec.update(models=config["models"], tokens_per_step=train["batch_size"] * train["context"],
-                    allow_repeat=config["data"]["allow_repeat"])
+        spec.update(
+            models=config["models"],
+            tokens_per_step=train["batch_size"] * train["context"],
+            allow_repeat=config["data"]["allow_repeat"],
+        )
         if train["schedule"] == "wsd":
             spec["cooldown"] = train["cooldown"]
         return json.dumps(spec, sort_keys=True)
@@ -245,23 +279,30 @@ class StudyPlan:
         (role, wildcards) of the jobs to run."""
         for role, wildcards in jobs:
             if role == "tokenize" and self.tokenize_mem_mb > memory_mb:
-                raise ScalelabError(f"data.source: tokenizing this corpus needs about {self.tokenize_mem_mb:,} MB, "
-                                    f"more than this machine's {memory_mb:,.0f} MB; tokenize on a larger machine or a "
-                                    f"cluster profile (nothing was run)")
+                raise ScalelabError(
+                    f"data.source: tokenizing this corpus needs about {self.tokenize_mem_mb:,} MB, "
+                    f"more than this machine's {memory_mb:,.0f} MB; tokenize on a larger machine or a "
+                    f"cluster profile (nothing was run)"
+                )
             if role not in ("train", "trunk"):
                 continue
             # a trunk job trains its family's shape with its settings: checked as one of its runs
             run = wildcards.run if role == "train" else self.trunk_run(wildcards.family, wildcards.step)
             if self.runs[run].spec["accelerator"] == "gpu" and not gpu_here:
-                raise ScalelabError(f"train.accelerator: {run} asks for a GPU but this machine has none; "
-                                    f"use accelerator: auto, or a cluster profile (nothing was run)")
+                raise ScalelabError(
+                    f"train.accelerator: {run} asks for a GPU but this machine has none; "
+                    f"use accelerator: auto, or a cluster profile (nothing was run)"
+                )
             mem_mb = self.train_resources(run).mem_mb
             if mem_mb > memory_mb:
-                raise ScalelabError(f"models.{self.runs[run].model}: {run} needs about {mem_mb:,} MB "
-                                    f"to train, more than this machine's {memory_mb:,.0f} MB (nothing was run)")
+                raise ScalelabError(
+                    f"models.{self.runs[run].model}: {run} needs about {mem_mb:,} MB "
+                    f"to train, more than this machine's {memory_mb:,.0f} MB (nothing was run)"
+                )
 
     def submission_resources(self) -> dict[str, list[tuple]]:
         """Each job's (mem_mb, runtime, gpus, cpus) by rule, for scalelab.plan.grouping's array check."""
+
         def kind(r):
             return (r.mem_mb, r.runtime, r.gpus, r.cpus)
 
@@ -269,6 +310,7 @@ class StudyPlan:
         return {
             "train": [kind(self.train_resources(run.id)) for run in runs],
             "evaluate": [kind(self.evaluate_resources(run.id)) for run in runs],
-            "trunk": [kind(self.train_resources(run))
-                      for family in self.families.values() for run in family.branches.values()],
+            "trunk": [
+                kind(self.train_resources(run)) for family in self.families.values() for run in family.branches.values()
+            ],
         }

@@ -22,6 +22,7 @@ peak, and decays over the last `train.cooldown` fraction of each run's steps (`1
 
 Imported at DAG-build time: standard library only (no torch).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,6 +50,7 @@ def run_settings(settings: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- the schedule
+
 
 def total_steps(spec: dict) -> int:
     return max(1, math.ceil(spec["tokens"] / (spec["batch_size"] * spec["context"])))
@@ -79,6 +81,7 @@ def lr_factor(step: int, steps: int, warmup: int, branch: int, shape: str, min_r
 
 
 # ----------------------------------------------------------------------------- families
+
 
 def family_spec(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if k not in NOT_FAMILY}
@@ -130,21 +133,29 @@ def plan_families(runs, config: dict | None = None) -> dict[str, Family]:
             continue
         model = spec["model"]
         if 0 < spec["warmup_tokens"] <= 1:
-            raise ScalelabError(f"config: {_key(config, model, 'warmup_tokens')}: {spec['warmup_tokens']} is a fraction of D; "
-                                f"schedule wsd needs absolute tokens (> 1, e.g. 2K) so that every D of model "
-                                f"{spec['model']} shares one trunk")
+            raise ScalelabError(
+                f"config: {_key(config, model, 'warmup_tokens')}: {spec['warmup_tokens']} is a fraction of D; "
+                f"schedule wsd needs absolute tokens (> 1, e.g. 2K) so that every D of model "
+                f"{spec['model']} shares one trunk"
+            )
         if not 0 < spec["cooldown"] < 1:
-            raise ScalelabError(f"config: {_key(config, model, 'cooldown')}: {spec['cooldown']} is not strictly between 0 and 1")
+            raise ScalelabError(
+                f"config: {_key(config, model, 'cooldown')}: {spec['cooldown']} is not strictly between 0 and 1"
+            )
         branch, warmup = branch_step(spec), warmup_steps(spec)
         if branch <= warmup:
-            raise ScalelabError(f"config: {_key(config, model, 'cooldown')}: run {spec['run']} would branch at step {branch} of "
-                                f"{total_steps(spec)}, not after its warmup ({warmup} steps); lower the cooldown "
-                                f"or warmup_tokens, or raise its D")
+            raise ScalelabError(
+                f"config: {_key(config, model, 'cooldown')}: run {spec['run']} would branch at step {branch} of "
+                f"{total_steps(spec)}, not after its warmup ({warmup} steps); lower the cooldown "
+                f"or warmup_tokens, or raise its D"
+            )
         fid = family_id(spec)
         family = families.setdefault(fid, Family(fid, family_spec(spec), spec["batch_size"] * spec["context"]))
         if branch in family.branches:
-            raise ScalelabError(f"config: grid.tokens: runs {family.branches[branch]} and {spec['run']} both branch "
-                                f"from the trunk at step {branch}; make their token counts further apart")
+            raise ScalelabError(
+                f"config: grid.tokens: runs {family.branches[branch]} and {spec['run']} both branch "
+                f"from the trunk at step {branch}; make their token counts further apart"
+            )
         family.branches[branch] = spec["run"]
     return families
 
@@ -182,8 +193,13 @@ def config_flops(config: dict, runs) -> tuple[float, float]:
     vocab = config["data"]["tokenizer"]["vocab_size"]
 
     def per_token(spec: dict) -> int:
-        shape = GPTConfig(vocab_size=vocab, context=spec["context"], n_layer=spec["n_layer"],
-                          d_model=spec["d_model"], n_head=spec["n_head"])
+        shape = GPTConfig(
+            vocab_size=vocab,
+            context=spec["context"],
+            n_layer=spec["n_layer"],
+            d_model=spec["d_model"],
+            n_head=spec["n_head"],
+        )
         return flops_per_token(shape)[0]
 
     return study_flops(runs, per_token)
@@ -195,5 +211,7 @@ def flops_line(config: dict, runs) -> str:
     spent, independent = config_flops(config, runs)
     families = len(plan_families(runs))
     shared = f", {families} WSD trunk(s) shared" if families else ""
-    return (f"  compute: {spent:.4g} FLOPs to spend{shared}; {independent:.4g} as independent runs "
-            f"(ratio {spent / independent:.3f})")
+    return (
+        f"  compute: {spent:.4g} FLOPs to spend{shared}; {independent:.4g} as independent runs "
+        f"(ratio {spent / independent:.3f})"
+    )

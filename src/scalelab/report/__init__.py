@@ -22,6 +22,7 @@ The package, one concern a module:
 This module and registry, settings, summary, fmt and command import no matplotlib, numpy or
 pandas: the Snakefile imports them on every dry run.
 """
+
 from __future__ import annotations
 
 from .command import add_arguments, run
@@ -29,12 +30,31 @@ from .registry import FIGURES, SECTIONS, TABLES, output_paths, rule_outputs
 from .settings import ReportSettings
 from .summary import print_summary
 
-__all__ = ["FIGURES", "SECTIONS", "TABLES", "ReportSettings", "add_arguments", "build_report", "output_paths",
-           "print_summary", "rule_outputs", "run"]
+__all__ = [
+    "FIGURES",
+    "SECTIONS",
+    "TABLES",
+    "ReportSettings",
+    "add_arguments",
+    "build_report",
+    "output_paths",
+    "print_summary",
+    "rule_outputs",
+    "run",
+]
 
 
-def build_report(metrics, fit, runs, data_meta, out, settings: ReportSettings = ReportSettings(),
-                 suggest=None, study_settings: dict | None = None, trunk_segments: dict | None = None) -> str:
+def build_report(
+    metrics,
+    fit,
+    runs,
+    data_meta,
+    out,
+    settings: ReportSettings = ReportSettings(),
+    suggest=None,
+    study_settings: dict | None = None,
+    trunk_segments: dict | None = None,
+) -> str:
     """Write the whole report into `out` and return the summary text (see scalelab.report.build)."""
     from .build import build_report as build
 

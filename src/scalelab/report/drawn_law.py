@@ -6,6 +6,7 @@ unique tokens per run, or it has no compute-optimal split over the budgets shown
 falls back to the Approach 3 (Chinchilla) law, and `fallback` says why, for the caption.
 A Chinchilla-chosen study draws the `approach3` section's numbers, as before the forms existed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -87,5 +88,6 @@ def frontier_law(fit: dict, flops) -> DrawnLaw | None:
     a3 = _approach3(fit)
     if law.form == "chinchilla" or a3 is None:
         return law  # nothing else to draw: the figure says the line is missing
-    return DrawnLaw("chinchilla", a3, fallback=f"the chosen form {law.form} has no compute-optimal split over "
-                                              "these budgets")
+    return DrawnLaw(
+        "chinchilla", a3, fallback=f"the chosen form {law.form} has no compute-optimal split over these budgets"
+    )

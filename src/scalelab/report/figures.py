@@ -12,6 +12,7 @@ Snakemake's report, and the page says in one line why it is absent.
 Fitted curves never set the axis limits (plotting.fit_line): the data do.
 The law is scalelab.laws.law's, the one copy that fit uses too.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .fmt import sentence
 from .inputs import Study
 from .plotting import STYLE, CannotDraw, artist_gids, limits_from_data, save_figure
 from .registry import FIGURES
+
 
 @dataclass
 class FigureBlock:
@@ -40,19 +42,19 @@ class FigureBlock:
 ARTIST_CAPTIONS = {
     "loss_vs_params": {
         "fit-law": "The curves are, at each token count, the fitted {curve_law}; they are clipped to the axes, "
-                   "which the data set.",
+        "which the data set.",
         "joined": "There is no fitted law, so the points of each token count are joined to guide the eye.",
         "off-grid": "Hollow grey points are runs off the grid (IsoFLOP runs).",
     },
     "loss_vs_tokens": {
         "fit-law": "The curves are, at each size, the fitted {curve_law}; they are clipped to the axes, which the "
-                   "data set.",
+        "data set.",
         "joined": "There is no fitted law, so the points of each size are joined to guide the eye.",
         "off-grid": "Hollow grey points are runs off the grid (IsoFLOP runs).",
     },
     "isoflop": {
         "fit-curve": "Each curve is the Akima spline in log N through one budget's losses, whose minimum is its "
-                     "N_opt (Approach 2).",
+        "N_opt (Approach 2).",
         "fit-parabola": "Each curve is the parabola in log N fitted to one budget.",
         "optimum": "Filled diamonds are each budget's compute-optimal size N_opt as fit.json gives it.",
         "optimum-outside": "A hollow diamond is a minimum outside the sampled sizes.",
@@ -61,22 +63,22 @@ ARTIST_CAPTIONS = {
         "approach2-optima": "Black diamonds are the IsoFLOP optima (Approach 2).",
         "fit-approach2": "The dotted line is the Approach 2 fit N_opt = G·C^a.",
         "fit-approach3": "The red line is the Approach 3 allocation N_opt = G (C/6)^a, D_opt = (C/6)^b / G "
-                         "over the measured compute, and the law's loss there: the {frontier_law}.",
+        "over the measured compute, and the law's loss there: the {frontier_law}.",
         "fit-frontier": "The red line is the compute-optimal split N_opt(C), D_opt(C) at C = 6·N·D that minimises "
-                        "the {frontier_law}, over the measured compute, and the law's loss there.",
+        "the {frontier_law}, over the measured compute, and the law's loss there.",
         "fit-extrapolation": "Dashed red: the same law extrapolated beyond the largest run (shaded region).",
         "predicted": "Stars are the budgets fit.json predicts{allocation_form}.",
         "interval": "{interval}",
     },
     "lr_sensitivity": {
         "optimum": "Filled diamonds mark each size's optimum inside the sweep (fit.json's quadratic in log lr "
-                   "through the best value and its neighbours, else the lowest measured point).",
+        "through the best value and its neighbours, else the lowest measured point).",
         "edge": "A hollow diamond is an optimum at an edge of the sweep, where a wider sweep is needed.",
     },
     "training_curves": {
         "validation": "Right: the validation loss at each evaluation.",
         "not-ok": "Dashed curves are runs that diverged or failed; the axes are scaled to the finished runs, so "
-                  "these may leave them.",
+        "these may leave them.",
     },
     "bleu_rouge": {
         "off-grid": "Hollow grey points are runs off the grid (IsoFLOP runs).",
@@ -101,22 +103,30 @@ def caption_words(s: Study) -> dict:
     if len(forms) == 1:  # fit.json v2: the chosen form's allocation (scalelab.laws.fitted.FittedLaw.allocate)
         form = forms.pop()
         allocation = f" with the {form} law"
-        interval = (f"Error bars and the red band are 95 % intervals: of the optimum N_opt, D_opt over the {form} "
-                    "fit's bootstrap resamples, and of the loss fit.json's prediction interval (the bootstrap "
-                    "spread plus the runs' scatter, mixed over the fitted forms by their weights); the band joins "
-                    "the stars' intervals.")
+        interval = (
+            f"Error bars and the red band are 95 % intervals: of the optimum N_opt, D_opt over the {form} "
+            "fit's bootstrap resamples, and of the loss fit.json's prediction interval (the bootstrap "
+            "spread plus the runs' scatter, mixed over the fitted forms by their weights); the band joins "
+            "the stars' intervals."
+        )
     else:
         allocation, interval = "", "Error bars and the red band are their bootstrap 95 % intervals."
-    return {"curve_law": curve.words if curve else "law", "frontier_law": frontier.words if frontier else "law",
-            "allocation_form": allocation, "interval": interval}
+    return {
+        "curve_law": curve.words if curve else "law",
+        "frontier_law": frontier.words if frontier else "law",
+        "allocation_form": allocation,
+        "interval": interval,
+    }
 
 
 def draw_figure(spec, s: Study):
     """(figure, caption) of one registered figure; raises CannotDraw. The data set the limits."""
     fig, note = spec.function()(s)
     if limits_from_data(fig):
-        note = (f"{note} The fitted curves lie wholly outside the measured range, so none is visible: the fit "
-                "does not describe these runs (see the fitted parameters).").strip()
+        note = (
+            f"{note} The fitted curves lie wholly outside the measured range, so none is visible: the fit "
+            "does not describe these runs (see the fitted parameters)."
+        ).strip()
     return fig, caption_for(spec.name, spec.caption(), fig, note, caption_words(s))
 
 
@@ -135,6 +145,7 @@ def draw_figures(s: Study, figures_dir: Path) -> dict[str, FigureBlock]:
                 blocks[spec.name] = FigureBlock(spec.name, 0, spec.title, "", why=sentence(str(exc)))
                 continue
             number += 1
-            blocks[spec.name] = FigureBlock(spec.name, number, spec.title, caption,
-                                            save_figure(fig, figures_dir / spec.name))
+            blocks[spec.name] = FigureBlock(
+                spec.name, number, spec.title, caption, save_figure(fig, figures_dir / spec.name)
+            )
     return blocks

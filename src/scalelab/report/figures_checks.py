@@ -2,6 +2,7 @@
 the law the report draws (the chosen form, `drawn_law.curve_law`), and the residuals of every
 fitted law form (the section "Held-out check"). The laws are scalelab.laws.law's, the one copy that
 fit uses too."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -10,11 +11,21 @@ import numpy as np
 from .drawn_law import DrawnLaw, curve_law
 from .fmt import clause, finite, human, label, percent, sentence
 from .inputs import Study
-from .plotting import (MODEL_CMAP, TOKENS_CMAP, CannotDraw, legend_outside, palette, panel_note, plain, set_log,
-                       size_label)
+from .plotting import (
+    MODEL_CMAP,
+    TOKENS_CMAP,
+    CannotDraw,
+    legend_outside,
+    palette,
+    panel_note,
+    plain,
+    set_log,
+    size_label,
+)
 
 
 # ----------------------------------------------------------------------------- held-out check
+
 
 def _holdout_panel(ax, s: Study, hold: dict) -> None:
     """Predicted against actual loss of the held-out runs, with the ±1 % band."""
@@ -22,8 +33,16 @@ def _holdout_panel(ax, s: Study, hold: dict) -> None:
     shown = [actual, predicted]  # the limits hold every point and every interval's end
     if hold.get("low") and hold.get("high"):  # the 95 % prediction interval of each prediction
         low, high = np.array(hold["low"], float), np.array(hold["high"], float)
-        ax.errorbar(actual, predicted, yerr=[predicted - low, high - predicted], fmt="none", ecolor="C3",
-                    alpha=0.6, capsize=3, label="95 % prediction interval")
+        ax.errorbar(
+            actual,
+            predicted,
+            yerr=[predicted - low, high - predicted],
+            fmt="none",
+            ecolor="C3",
+            alpha=0.6,
+            capsize=3,
+            label="95 % prediction interval",
+        )
         shown += [low, high]
     ax.plot(actual, predicted, "o", color="C3", ms=7, label="held-out runs")
     span = np.array([np.nanmin(np.concatenate(shown)), np.nanmax(np.concatenate(shown))])
@@ -68,8 +87,9 @@ def fig_holdout(s: Study):
     law = curve_law(s.fit)
     law_why = s.fit.get("chosen_form_why") or s.section("approach3")[1]
     if hold is None and law is None:
-        raise CannotDraw(f"No held-out check ({clause(hold_why)}) and no fitted law to take residuals from "
-                         f"({clause(law_why)}).")
+        raise CannotDraw(
+            f"No held-out check ({clause(hold_why)}) and no fitted law to take residuals from ({clause(law_why)})."
+        )
     fig, (ax_hold, ax_res) = plt.subplots(1, 2, figsize=(11.5, 4.3))
     if hold is None or not hold.get("held_out"):
         panel_note(ax_hold, sentence(hold_why or "No run was held out."))
@@ -85,12 +105,14 @@ def fig_holdout(s: Study):
 
 # ----------------------------------------------------------------------------- residuals by law form
 
+
 def fig_law_residuals(s: Study):
     """Relative residual of every finished run against N and against D, one column per fitted form."""
     from ..laws.law import FORMS
 
-    forms = {k: v for k, v in (s.fit.get("forms") or {}).items()
-             if isinstance(v, dict) and v.get("fitted") and k in FORMS}
+    forms = {
+        k: v for k, v in (s.fit.get("forms") or {}).items() if isinstance(v, dict) and v.get("fitted") and k in FORMS
+    }
     if not forms:
         raise CannotDraw(f"No law form was fitted: {clause(s.fit.get('chosen_form_why') or 'fit.json has no forms')}.")
     ok = s.ok
@@ -124,6 +146,9 @@ def fig_law_residuals(s: Study):
             if col == len(forms) - 1 and len(levels) <= 8:
                 legend_outside(ax, fontsize=7)  # beside the last panel: over no point
     fig.tight_layout()
-    rms = ", ".join(f"{k} {100 * v.get('residual_sigma', float('nan')):.2f} %" for k, v in forms.items()
-                    if finite(v.get("residual_sigma")))
+    rms = ", ".join(
+        f"{k} {100 * v.get('residual_sigma', float('nan')):.2f} %"
+        for k, v in forms.items()
+        if finite(v.get("residual_sigma"))
+    )
     return fig, f"Residual scatter (RMS of log residuals): {rms}." if rms else ""

@@ -1,6 +1,7 @@
 """The curve laws' forecast (`scalelab curves`): per model size, the measured val curves, the chosen
 law along every schedule of the grid, and its predicted final loss at every D with its 95 % interval
 beside the measured final loss of the cooldowns that were trained."""
+
 from __future__ import annotations
 
 import math
@@ -23,11 +24,28 @@ def _panel(ax, s: Study, model: str, records: list[dict], law_curves: dict) -> N
         line = law_curves.get(r["run"])
         if line:
             ax.plot(line["tokens"], line["loss"], "-" if r["used"] else "--", lw=1, color=color, alpha=0.9)
-        ax.errorbar([r["tokens"]], [r["loss"]], yerr=[[r["loss"] - r["low"]], [r["high"] - r["loss"]]], fmt="D",
-                    mfc="none", color=color, ms=6, capsize=3, gid="predicted")
+        ax.errorbar(
+            [r["tokens"]],
+            [r["loss"]],
+            yerr=[[r["loss"] - r["low"]], [r["high"] - r["loss"]]],
+            fmt="D",
+            mfc="none",
+            color=color,
+            ms=6,
+            capsize=3,
+            gid="predicted",
+        )
         if r["observed"] is not None:
-            ax.plot([r["tokens"]], [r["observed"]], "*" if r["used"] else "o", color=color, ms=8 if r["used"] else 5,
-                    mec="black", mew=0.5, gid="measured")
+            ax.plot(
+                [r["tokens"]],
+                [r["observed"]],
+                "*" if r["used"] else "o",
+                color=color,
+                ms=8 if r["used"] else 5,
+                mec="black",
+                mew=0.5,
+                gid="measured",
+            )
     set_log(ax, x="tokens")
     ax.set_title(f"model {model}")
     ax.set_xlabel("training tokens")
@@ -46,7 +64,7 @@ def fig_curve_forecast(s: Study):
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.5, 3.4 * rows), squeeze=False, sharey=False)
     for ax, model in zip(axes.flat, models):
         _panel(ax, s, model, [r for r in grid if r["model"] == model], data.get("law_curves") or {})
-    for ax in list(axes.flat)[len(models):]:
+    for ax in list(axes.flat)[len(models) :]:
         ax.set_visible(False)
     axes[0][0].set_ylabel(data.get("target", "val_loss"))
     last = axes.flat[len(models) - 1]

@@ -4,6 +4,7 @@ compute-optimal frontier (the sections "Scaling laws" and "Compute-optimal alloc
 Each `fig_<name>` takes the Study and returns (figure, note), or raises CannotDraw; the
 curves draw fit.json's chosen form (drawn_law), else the Approach 3 law with the note saying why.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -14,9 +15,26 @@ from matplotlib.colors import LogNorm
 from .drawn_law import DrawnLaw, curve_law, frontier_law
 from .fmt import clause, finite, human, interval, label, sci
 from .inputs import Study
-from .plotting import (COMPUTE_CMAP, DATA_COLOR, MAX_LINES, MODEL_CMAP, TOKENS_CMAP, CannotDraw, artist_gids,
-                       colorbar, colormap, fit_legend, fit_line, grid_levels, legend_outside, legend_with_diamonds, off_grid, palette,
-                       set_log, size_label)
+from .plotting import (
+    COMPUTE_CMAP,
+    DATA_COLOR,
+    MAX_LINES,
+    MODEL_CMAP,
+    TOKENS_CMAP,
+    CannotDraw,
+    artist_gids,
+    colorbar,
+    colormap,
+    fit_legend,
+    fit_line,
+    grid_levels,
+    legend_outside,
+    legend_with_diamonds,
+    off_grid,
+    palette,
+    set_log,
+    size_label,
+)
 
 
 def _no_law_note(s: Study, law: DrawnLaw | None) -> str:
@@ -34,6 +52,7 @@ def _too_few_sizes(s: Study, consequence: str) -> str:
 
 
 # ----------------------------------------------------------------------------- loss vs N and D
+
 
 def _family_lines(ax, ok, x_col, y_col, group_col, levels, cmap, group_label, curve, x_grid) -> None:
     """A grid: one colour and one law curve per level of `group_col`; other runs grey."""
@@ -83,8 +102,9 @@ def fig_loss_vs_params(s: Study):
     law = curve_law(s.fit)
     curve = None if law is None else (lambda n, d: law.loss(n, d))
     fig, ax = plt.subplots()
-    loss_family(ax, s, s.n_col, s.d_col, TOKENS_CMAP, lambda d: f"D = {human(d)} tokens", curve,
-                law.legend if law else "")
+    loss_family(
+        ax, s, s.n_col, s.d_col, TOKENS_CMAP, lambda d: f"D = {human(d)} tokens", curve, law.legend if law else ""
+    )
     ax.set_title("Loss vs parameters, one colour per token count")
     return fig, _no_law_note(s, law)
 
@@ -99,13 +119,13 @@ def fig_loss_vs_tokens(s: Study):
     curve = None if law is None else (lambda d, n: law.loss(n, d))
     names = s.model_names()
     fig, ax = plt.subplots()
-    loss_family(ax, s, s.d_col, s.n_col, MODEL_CMAP, lambda n: size_label(names, n), curve,
-                law.legend if law else "")
+    loss_family(ax, s, s.d_col, s.n_col, MODEL_CMAP, lambda n: size_label(names, n), curve, law.legend if law else "")
     ax.set_title("Loss vs training tokens, one colour per model size")
     return fig, _no_law_note(s, law)
 
 
 # ----------------------------------------------------------------------------- IsoFLOP
+
 
 def budget_runs(s: Study, budget: dict) -> pd.DataFrame:
     """The finished runs of one IsoFLOP budget: by name when fit.json lists them, else by the
@@ -128,8 +148,16 @@ def _isoflop_budget(ax, s: Study, budget: dict, color) -> bool:
     ax.plot(rows[s.n_col], rows[s.target], "o", color=color, label=f"C = {sci(budget['flops'])} FLOPs")
     curve = budget.get("curve")
     if isinstance(curve, dict) and len(curve.get("params") or []) == len(curve.get("loss") or []) > 1:
-        fit_line(ax, np.asarray(curve["params"], float), np.asarray(curve["loss"], float), "-", color=color, lw=1.2,
-                 alpha=0.85, gid="fit-curve")
+        fit_line(
+            ax,
+            np.asarray(curve["params"], float),
+            np.asarray(curve["loss"], float),
+            "-",
+            color=color,
+            lw=1.2,
+            alpha=0.85,
+            gid="fit-curve",
+        )
     elif len(rows) >= 3 and np.ptp(log_n) > 0:  # a fit.json from before the spline: its parabola
         # The same parabola in log N as the fit, refitted here only to draw it.
         coef = np.polyfit(log_n, rows[s.target].to_numpy(float), 2)
@@ -138,10 +166,20 @@ def _isoflop_budget(ax, s: Study, budget: dict, color) -> bool:
     n_opt, loss_opt = budget.get("n_opt"), budget.get("loss_opt")
     if not (finite(n_opt) and finite(loss_opt)):
         return False
-    inside = not budget.get("outside_sampled", not (
-        len(rows) and rows[s.n_col].min() <= float(n_opt) <= rows[s.n_col].max()))
-    ax.plot(float(n_opt), float(loss_opt), "D", ms=7, mec="black", mew=1, mfc=color if inside else "white", zorder=4,
-            gid="optimum" if inside else "optimum-outside")
+    inside = not budget.get(
+        "outside_sampled", not (len(rows) and rows[s.n_col].min() <= float(n_opt) <= rows[s.n_col].max())
+    )
+    ax.plot(
+        float(n_opt),
+        float(loss_opt),
+        "D",
+        ms=7,
+        mec="black",
+        mew=1,
+        mfc=color if inside else "white",
+        zorder=4,
+        gid="optimum" if inside else "optimum-outside",
+    )
     return not inside
 
 
@@ -158,8 +196,11 @@ def fig_isoflop(s: Study):
     ax.set_xlabel(label(s.n_col))
     ax.set_ylabel(label(s.target))
     ax.set_title("IsoFLOP curves: loss vs N at fixed compute")
-    legend_with_diamonds(ax, "N_opt (minimum of the curve)" if "optimum" in artist_gids(fig) else None,
-                         "N_opt outside the sampled sizes" if outside else None)
+    legend_with_diamonds(
+        ax,
+        "N_opt (minimum of the curve)" if "optimum" in artist_gids(fig) else None,
+        "N_opt outside the sampled sizes" if outside else None,
+    )
     return fig, ""
 
 
@@ -173,19 +214,36 @@ def _approach2_optima(ax, a2: dict, quantity: str) -> None:
     optima = [b for b in a2["budgets"] if finite(b.get(quantity))]
     if not optima:
         return
-    ax.plot([b["flops"] for b in optima], [b[quantity] for b in optima], "D", color=DATA_COLOR,
-            ms=6, label="IsoFLOP optimum (Approach 2)", gid="approach2-optima")
+    ax.plot(
+        [b["flops"] for b in optima],
+        [b[quantity] for b in optima],
+        "D",
+        color=DATA_COLOR,
+        ms=6,
+        label="IsoFLOP optimum (Approach 2)",
+        gid="approach2-optima",
+    )
     if quantity == "n_opt" and finite(a2.get("G")) and finite(a2.get("a")) and len(optima) >= 2:
         flops = np.geomspace(min(b["flops"] for b in optima), max(b["flops"] for b in optima), 50)
-        fit_line(ax, flops, float(a2["G"]) * flops ** float(a2["a"]), ":", color=DATA_COLOR, lw=1.2,
-                 label="Approach 2 fit, N_opt = G·C^a", gid="fit-approach2")
+        fit_line(
+            ax,
+            flops,
+            float(a2["G"]) * flops ** float(a2["a"]),
+            ":",
+            color=DATA_COLOR,
+            lw=1.2,
+            label="Approach 2 fit, N_opt = G·C^a",
+            gid="fit-approach2",
+        )
 
 
 def _law_frontier(ax, law: DrawnLaw, quantity: str, measured: tuple, top: float) -> None:
     """The law's optimum over the measured compute (solid) and beyond it (dashed)."""
     solid = "fit-approach3" if law.form == "chinchilla" else "fit-frontier"
-    for lo, hi, style, text, gid in ((measured[0], measured[1], "-", law.legend, solid),
-                                     (measured[1], top, "--", "extrapolation", "fit-extrapolation")):
+    for lo, hi, style, text, gid in (
+        (measured[0], measured[1], "-", law.legend, solid),
+        (measured[1], top, "--", "extrapolation", "fit-extrapolation"),
+    ):
         flops = np.geomspace(lo, hi, 100)
         n_opt, d_opt = law.optimum(flops)
         y = {"n_opt": n_opt, "d_opt": d_opt, "loss_pred": law.loss(n_opt, d_opt)}[quantity]

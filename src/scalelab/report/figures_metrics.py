@@ -1,6 +1,7 @@
 """The "Downstream metrics" figure: one panel per evaluation metric with a law in fit.json's
 `metrics` (scalelab fit --metrics): the runs, the chosen law at each run and on to the next
 budgets, and its forecasts with their 95 % intervals, or the NOT PREDICTABLE verdict."""
+
 from __future__ import annotations
 
 import textwrap
@@ -37,8 +38,9 @@ def _panel(ax, s: Study, name: str, entry: dict) -> None:
     set_log(ax, x="flops")
     ax.set_xlabel("compute C = 6·N·D (FLOPs)")
     if not entry.get("predictable"):
-        ax.text(0.02, 0.97, textwrap.fill(entry["verdict"], 60), transform=ax.transAxes, va="top", fontsize=8,
-                color="C3")
+        ax.text(
+            0.02, 0.97, textwrap.fill(entry["verdict"], 60), transform=ax.transAxes, va="top", fontsize=8, color="C3"
+        )
         return
     try:
         law = MetricLaw(name, entry, pd.DataFrame(), entry.get("range"))
@@ -51,10 +53,22 @@ def _panel(ax, s: Study, name: str, entry: dict) -> None:
         ax.plot(6 * path_n * path_d, law.point(path_n, path_d), "-", color="C1", lw=1)
         for f in entry["forecasts"]:
             low, high = f["ci95"]
-            ax.errorbar([f["flops"]], [f["value"]], yerr=[[f["value"] - low], [high - f["value"]]], fmt="D",
-                        color="C1", capsize=3, label=None)
-            ax.annotate(f"{f['value']:.3g} [{low:.3g}, {high:.3g}]", (f["flops"], f["value"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
+            ax.errorbar(
+                [f["flops"]],
+                [f["value"]],
+                yerr=[[f["value"] - low], [high - f["value"]]],
+                fmt="D",
+                color="C1",
+                capsize=3,
+                label=None,
+            )
+            ax.annotate(
+                f"{f['value']:.3g} [{low:.3g}, {high:.3g}]",
+                (f["flops"], f["value"]),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
 
 
 def fig_metric_laws(s: Study):
@@ -65,7 +79,7 @@ def fig_metric_laws(s: Study):
     fig, axes = plt.subplots(rows, COLUMNS, figsize=(11, 3.4 * rows), squeeze=False)
     for ax, (name, entry) in zip(axes.flat, metrics.items()):
         _panel(ax, s, name, entry)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.set_axis_off()
     for ax in axes.flat:  # one legend, in the first panel with a law drawn
         if len(ax.get_legend_handles_labels()[0]) > 1:

@@ -1,5 +1,6 @@
 """Figures of the runs themselves: every run's training and validation curve, and the BLEU and
 ROUGE-L of its greedy generations (the sections "Training" and "Generation quality")."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -9,11 +10,25 @@ from matplotlib.colors import LogNorm
 
 from .fmt import finite, human, label
 from .inputs import Study
-from .plotting import (MAX_LINES, MODEL_CMAP, TOKENS_CMAP, CannotDraw, colorbar, colormap, grid_levels,
-                       legend_outside, off_grid, palette, panel_note, set_log, size_label)
+from .plotting import (
+    MAX_LINES,
+    MODEL_CMAP,
+    TOKENS_CMAP,
+    CannotDraw,
+    colorbar,
+    colormap,
+    grid_levels,
+    legend_outside,
+    off_grid,
+    palette,
+    panel_note,
+    set_log,
+    size_label,
+)
 
 
 # ----------------------------------------------------------------------------- training curves
+
 
 def _curve_lines(ax_train, ax_val, s: Study, colors: dict, sizes: dict, status: dict):
     """Every run's train and val curves; returns (finished runs' smoothed train values, their val
@@ -31,8 +46,17 @@ def _curve_lines(ax_train, ax_val, s: Study, colors: dict, sizes: dict, status: 
             train_values.append(train.to_numpy(float))
         if "val_loss" in curve.columns and curve["val_loss"].notna().any():
             val = curve.dropna(subset=["val_loss"])
-            ax_val.plot(val["tokens"], val["val_loss"], style, marker="o", ms=3, color=color, lw=1, alpha=0.85,
-                        gid=gid or "validation")
+            ax_val.plot(
+                val["tokens"],
+                val["val_loss"],
+                style,
+                marker="o",
+                ms=3,
+                color=color,
+                lw=1,
+                alpha=0.85,
+                gid=gid or "validation",
+            )
             any_val = True
             if ok:
                 val_values.append(val["val_loss"].to_numpy(float))
@@ -91,8 +115,11 @@ SCORE_LABELS = {"bleu": "BLEU (sacreBLEU)", "rougeL": "ROUGE-L (F-measure)"}
 def _score_panel(ax, s: Study, rows: pd.DataFrame, metric: str, x_col: str, levels) -> None:
     """One score against `x_col`: a line per token count on a grid, else points on a colorbar."""
     if x_col == s.n_col and rows[s.n_col].nunique() < 2:
-        panel_note(ax, f"Only one model size has {SCORE_LABELS[metric].split(' (')[0]} scores: nothing to plot "
-                       "against parameters.")
+        panel_note(
+            ax,
+            f"Only one model size has {SCORE_LABELS[metric].split(' (')[0]} scores: nothing to plot "
+            "against parameters.",
+        )
         return
     if 1 <= len(levels) <= MAX_LINES:
         for level, color in zip(levels, palette(len(levels), TOKENS_CMAP)):
@@ -100,8 +127,14 @@ def _score_panel(ax, s: Study, rows: pd.DataFrame, metric: str, x_col: str, leve
             ax.plot(line[x_col], line[metric], "o-", color=color, lw=1, label=f"D = {human(level)} tokens")
         off_grid(ax, rows[~rows[s.d_col].isin(levels)], x_col, metric)
     else:
-        points = ax.scatter(rows[x_col], rows[metric], c=rows[s.d_col], cmap=colormap(TOKENS_CMAP),
-                            norm=LogNorm(rows[s.d_col].min(), rows[s.d_col].max()), s=22)
+        points = ax.scatter(
+            rows[x_col],
+            rows[metric],
+            c=rows[s.d_col],
+            cmap=colormap(TOKENS_CMAP),
+            norm=LogNorm(rows[s.d_col].min(), rows[s.d_col].max()),
+            s=22,
+        )
         colorbar(ax, points, s.d_col)
     set_log(ax, x=x_col)
     ax.set_xlabel(label(x_col))

@@ -1,5 +1,6 @@
 """Figures of the hyperparameter sweeps: the loss against the learning rate, with each size's
 optimum as fit.json gives it (the section "Hyperparameter sweeps")."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -27,8 +28,15 @@ def hparam_groups(s: Study, key: str) -> list[dict]:
 
 def _fit_optimum(groups: list[dict], params: float, tokens: float) -> dict | None:
     """The fit's group for this size at this token count (params within 1 %, tokens within 10 %)."""
-    near = [g for g in groups if finite(g.get("params")) and finite(g.get("tokens")) and finite(g.get("optimum"))
-            and abs(float(g["params"]) / params - 1) < 0.01 and abs(float(g["tokens"]) / tokens - 1) < 0.10]
+    near = [
+        g
+        for g in groups
+        if finite(g.get("params"))
+        and finite(g.get("tokens"))
+        and finite(g.get("optimum"))
+        and abs(float(g["params"]) / params - 1) < 0.01
+        and abs(float(g["tokens"]) / tokens - 1) < 0.10
+    ]
     return min(near, key=lambda g: abs(np.log(float(g["tokens"]) / tokens))) if near else None
 
 
@@ -42,8 +50,9 @@ def _lr_curve(rows: pd.DataFrame, target: str, others: list[str]) -> pd.DataFram
 def _lr_rows(s: Study) -> tuple[pd.DataFrame, float]:
     """The finished runs with a positive lr at the largest D, and that D; raises CannotDraw."""
     if "lr" not in swept_keys(s) or "lr" not in s.metrics.columns:
-        raise CannotDraw("Nothing was swept over the learning rate (grid.sweep has no lr), so there is no "
-                         "sensitivity to draw.")
+        raise CannotDraw(
+            "Nothing was swept over the learning rate (grid.sweep has no lr), so there is no sensitivity to draw."
+        )
     ok = s.ok.copy()
     ok["lr"] = pd.to_numeric(ok["lr"], errors="coerce")
     ok = ok[np.isfinite(ok["lr"]) & (ok["lr"] > 0)]
@@ -71,8 +80,9 @@ def _lr_optimum(curve: pd.DataFrame, target: str, group: dict | None) -> tuple[f
 
 def _lr_legend(ax, inside: bool, edges: list[str]) -> None:
     """The sizes, then what a filled and a hollow diamond mean (each only when drawn)."""
-    legend_with_diamonds(ax, "optimum inside the sweep" if inside else None,
-                         "optimum at an edge: widen the sweep" if edges else None)
+    legend_with_diamonds(
+        ax, "optimum inside the sweep" if inside else None, "optimum at an edge: widen the sweep" if edges else None
+    )
 
 
 def _lr_note(s: Study, edges: list[str], from_data: list[str]) -> str:
@@ -80,10 +90,15 @@ def _lr_note(s: Study, edges: list[str], from_data: list[str]) -> str:
     if edges:
         note.append(f"Optimum at an edge of the sweep (widen it there): {', '.join(edges)}.")
     if from_data:
-        why = (s.fit.get("hyperparameters") or {}).get("lr_why") if isinstance(s.fit.get("hyperparameters"), dict) \
+        why = (
+            (s.fit.get("hyperparameters") or {}).get("lr_why")
+            if isinstance(s.fit.get("hyperparameters"), dict)
             else s.fit.get("hyperparameters_why")
-        note.append(f"Marked at the lowest measured point, as fit.json has no lr optimum there"
-                    f"{': ' + clause(why) if why else ''}: {', '.join(from_data)}.")
+        )
+        note.append(
+            f"Marked at the lowest measured point, as fit.json has no lr optimum there"
+            f"{': ' + clause(why) if why else ''}: {', '.join(from_data)}."
+        )
     return " ".join(note)
 
 
@@ -103,8 +118,17 @@ def fig_lr_sensitivity(s: Study):
         x, y, edge = _lr_optimum(curve, s.target, group)
         if group is None:
             from_data.append(size_label(names, size))
-        ax.plot(x, y, "D", ms=8, mec="black", mew=1, mfc="white" if edge else color, zorder=4,
-                gid="edge" if edge else "optimum")
+        ax.plot(
+            x,
+            y,
+            "D",
+            ms=8,
+            mec="black",
+            mew=1,
+            mfc="white" if edge else color,
+            zorder=4,
+            gid="edge" if edge else "optimum",
+        )
         if edge:
             edges.append(size_label(names, size))
             ax.annotate("edge", (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8, color="0.25")

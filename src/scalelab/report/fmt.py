@@ -1,5 +1,6 @@
 """How the report writes numbers and words: the one place that decides `1.234e15`, `250K`,
 `[0.28, 0.32]`, `1.25 %`, axis labels and tidy sentences. Standard library only."""
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ contract (scalelab.laws.fitjson, schemas/fit.schema.yaml) before anything uses i
 foreign fit.json is one line naming the file and the key; the columns the fit used come from its
 `columns` section. Every problem with an input is a one-line ScalelabError naming the file.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,9 +20,27 @@ from ..laws.fitjson import read_fit_json
 from .fmt import clause
 from .settings import ReportSettings
 
-NUMERIC = ("params", "params_total", "tokens", "flops", "flops_total", "steps", "train_loss",
-           "val_loss", "wall_s", "tokens_per_s", "test_loss", "test_ppl", "test_bpb", "bleu",
-           "rouge1", "rouge2", "rougeL", "seed", "isoflop_budget")
+NUMERIC = (
+    "params",
+    "params_total",
+    "tokens",
+    "flops",
+    "flops_total",
+    "steps",
+    "train_loss",
+    "val_loss",
+    "wall_s",
+    "tokens_per_s",
+    "test_loss",
+    "test_ppl",
+    "test_bpb",
+    "bleu",
+    "rouge1",
+    "rouge2",
+    "rougeL",
+    "seed",
+    "isoflop_budget",
+)
 LAW_KEYS = ("E", "A", "B", "alpha", "beta")
 
 
@@ -190,9 +209,15 @@ def read_trunk_wall_s(path: Path) -> float | None:
     return _number_or_none(info.get("wall_s")) if isinstance(info, dict) else None
 
 
-def load_study(metrics: Path, fit: Path, runs: Path, data_meta: Path,
-               settings: ReportSettings = ReportSettings(), suggest: Path | None = None,
-               trunk_segments: dict | None = None) -> Study:
+def load_study(
+    metrics: Path,
+    fit: Path,
+    runs: Path,
+    data_meta: Path,
+    settings: ReportSettings = ReportSettings(),
+    suggest: Path | None = None,
+    trunk_segments: dict | None = None,
+) -> Study:
     """Read the study. Besides metrics.csv, each run's eval.json gives the test tokens it was
     scored on against those asked for (`test_tokens`, `test_tokens_requested`), and under WSD the
     trunk segment charged to a run (`trunk_segments`) its `trunk_wall_s`: columns of the frame."""
@@ -208,8 +233,10 @@ def load_study(metrics: Path, fit: Path, runs: Path, data_meta: Path,
         frame["test_tokens"] = [np.nan if used is None else used for used, _ in tokens]
         frame["test_tokens_requested"] = [np.nan if asked is None else asked for _, asked in tokens]
     if trunk_segments:
-        frame["trunk_wall_s"] = [np.nan if run not in trunk_segments else
-                                 (read_trunk_wall_s(Path(trunk_segments[run])) or np.nan) for run in frame["run"]]
+        frame["trunk_wall_s"] = [
+            np.nan if run not in trunk_segments else (read_trunk_wall_s(Path(trunk_segments[run])) or np.nan)
+            for run in frame["run"]
+        ]
     study = Study(frame, fit_json, curves, read_meta(data_meta), settings, fit, data_meta)
     study.suggest, study.suggest_path = read_suggest(suggest), suggest
     return study

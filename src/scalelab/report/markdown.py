@@ -5,6 +5,7 @@ title, run ids, model names, reasons and notes that quote them) goes through `md
 special characters become entities and Markdown's own punctuation is backslash-escaped. The
 summary is a fenced code block whose fence is longer than any run of backticks in it.
 """
+
 from __future__ import annotations
 
 import html
@@ -36,8 +37,10 @@ def md_table(table: Table) -> str:
     if not table.rows:
         return "\n\n".join(f"> {md_text(n)}" for n in table.notes)
     numeric = [any(is_number(row[i].text) for row in table.rows) for i in range(len(table.columns))]
-    lines = ["| " + " | ".join(md_text(c) for c in table.columns) + " |",
-             "|" + "|".join(" ---: " if is_num else " --- " for is_num in numeric) + "|"]
+    lines = [
+        "| " + " | ".join(md_text(c) for c in table.columns) + " |",
+        "|" + "|".join(" ---: " if is_num else " --- " for is_num in numeric) + "|",
+    ]
     lines += ["| " + " | ".join(md_text(c.text) for c in row) + " |" for row in table.rows]
     return "\n".join(lines) + "".join(f"\n\n{md_text(n)}" for n in table.notes)
 
@@ -46,8 +49,12 @@ def md_figure(block: FigureBlock) -> list[str]:
     if block.why:  # no figure, no caption: one line that says why it is absent
         return [f"> {md_text(f'{block.title}: not drawn. {block.why}')}", ""]
     heading = md_text(f"Figure {block.number}. {block.title}.")
-    return [f"![{md_text(block.title)}](figures/{block.name}.png)", "",
-            f"**{heading}** {md_text(block.caption)} ([SVG](figures/{block.name}.svg))", ""]
+    return [
+        f"![{md_text(block.title)}](figures/{block.name}.png)",
+        "",
+        f"**{heading}** {md_text(block.caption)} ([SVG](figures/{block.name}.svg))",
+        "",
+    ]
 
 
 def render_markdown(s: Study, summary: str, figures: dict[str, FigureBlock], tables: dict[str, Table]) -> str:
@@ -61,6 +68,10 @@ def render_markdown(s: Study, summary: str, figures: dict[str, FigureBlock], tab
             table = tables[spec.name]
             out += [f"### {md_text(table.title)}", "", md_text(TABLES[spec.name].caption()), "", md_table(table), ""]
         if section.id == "next" and s.suggest and s.suggest.get("snippet"):
-            out += ["Paste into the config (only these runs train):", "",
-                    md_code_block(s.suggest["snippet"].rstrip(), "yaml"), ""]
+            out += [
+                "Paste into the config (only these runs train):",
+                "",
+                md_code_block(s.suggest["snippet"].rstrip(), "yaml"),
+                "",
+            ]
     return "\n".join(out)

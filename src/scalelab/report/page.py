@@ -1,6 +1,7 @@
 """index.html and the per-table pages: one self-contained HTML page (figures as base64 PNG,
 the CSS of report.css inlined, no network), sections in the order of the registry. Every string
 is HTML-escaped; every fit.json number keeps its exact value in a `data-value` attribute."""
+
 from __future__ import annotations
 
 import base64
@@ -42,8 +43,10 @@ def html_table(table: Table) -> str:
     if not table.rows:
         return "\n".join(f'<p class="why">{html.escape(n)}</p>' for n in table.notes)
     numeric = _numeric_columns(table)
-    out = [f'<div class="table-wrap"><table id="table-{table.name}" data-table="{table.name}">',
-           "<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns) + "</tr></thead><tbody>"]
+    out = [
+        f'<div class="table-wrap"><table id="table-{table.name}" data-table="{table.name}">',
+        "<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns) + "</tr></thead><tbody>",
+    ]
     out += ["<tr>" + "".join(_cell(cell, is_num) for cell, is_num in zip(row, numeric)) + "</tr>" for row in table.rows]
     out.append("</tbody></table></div>")
     out += [f'<p class="note">{html.escape(n)}</p>' for n in table.notes]
@@ -53,44 +56,59 @@ def html_table(table: Table) -> str:
 def html_figure(block: FigureBlock) -> str:
     heading = f"Figure {block.number}. {block.title}."
     if block.why:  # no figure, no caption: one line that says why it is absent
-        return (f'<p class="why" data-absent="{block.name}">{html.escape(block.title)}: not drawn. '
-                f'{html.escape(block.why)}</p>')
+        return (
+            f'<p class="why" data-absent="{block.name}">{html.escape(block.title)}: not drawn. '
+            f"{html.escape(block.why)}</p>"
+        )
     data = base64.b64encode(block.png).decode("ascii")
     width = int.from_bytes(block.png[16:20], "big") * 2 // 3  # 150 dpi shown at ~100 CSS px per inch
-    return (f'<figure id="fig-{block.name}" data-figure="{block.name}">'
-            f'<img src="data:image/png;base64,{data}" width="{width}" alt="{html.escape(block.title)}">'
-            f"<figcaption><b>{html.escape(heading)}</b> {html.escape(block.caption)}</figcaption></figure>")
+    return (
+        f'<figure id="fig-{block.name}" data-figure="{block.name}">'
+        f'<img src="data:image/png;base64,{data}" width="{width}" alt="{html.escape(block.title)}">'
+        f"<figcaption><b>{html.escape(heading)}</b> {html.escape(block.caption)}</figcaption></figure>"
+    )
 
 
 def html_table_block(table: Table) -> str:
     """A table on the page: its title, its caption (the registry's) and the table."""
     caption = TABLES[table.name].caption()
-    return (f"<h3>{html.escape(table.title)}</h3>\n<p class=\"caption\">{html.escape(caption)}</p>\n"
-            + html_table(table))
+    return f'<h3>{html.escape(table.title)}</h3>\n<p class="caption">{html.escape(caption)}</p>\n' + html_table(table)
 
 
 def _document(title: str, body: str) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{css()}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{css()}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
 
 
 def render_html(s: Study, summary: str, figures: dict[str, FigureBlock], tables: dict[str, Table]) -> str:
     counts = s.metrics["status"].value_counts()
-    subtitle = (f"{len(s.metrics)} runs ({counts.get('ok', 0)} ok) · target {s.target} · N = {label(s.n_col)} · "
-                f"made by scalelab {__version__}")
-    body = [f"<h1>{html.escape(s.title)}</h1>", f'<p class="subtitle">{html.escape(subtitle)}</p>',
-            "<nav>" + "".join(f'<a href="#{sec.id}">{html.escape(sec.heading)}</a>' for sec in SECTIONS) + "</nav>",
-            '<h2 id="summary">Summary</h2>', f'<pre class="summary">{html.escape(summary)}</pre>']
+    subtitle = (
+        f"{len(s.metrics)} runs ({counts.get('ok', 0)} ok) · target {s.target} · N = {label(s.n_col)} · "
+        f"made by scalelab {__version__}"
+    )
+    body = [
+        f"<h1>{html.escape(s.title)}</h1>",
+        f'<p class="subtitle">{html.escape(subtitle)}</p>',
+        "<nav>" + "".join(f'<a href="#{sec.id}">{html.escape(sec.heading)}</a>' for sec in SECTIONS) + "</nav>",
+        '<h2 id="summary">Summary</h2>',
+        f'<pre class="summary">{html.escape(summary)}</pre>',
+    ]
     for section in SECTIONS:
         figure_specs, table_specs = section_entries(section)
-        body.append(f'<section id="{section.id}"><h2>{html.escape(section.heading)}</h2>'
-                    f'<p class="intro">{html.escape(section.intro)}</p>')
+        body.append(
+            f'<section id="{section.id}"><h2>{html.escape(section.heading)}</h2>'
+            f'<p class="intro">{html.escape(section.intro)}</p>'
+        )
         body += [html_figure(figures[f.name]) for f in figure_specs]
         body += [html_table_block(tables[t.name]) for t in table_specs]
         if section.id == "next" and s.suggest and s.suggest.get("snippet"):
-            body.append('<p class="intro">Paste into the config (only these runs train):</p>'
-                        f'<pre class="snippet">{html.escape(s.suggest["snippet"])}</pre>')
+            body.append(
+                '<p class="intro">Paste into the config (only these runs train):</p>'
+                f'<pre class="snippet">{html.escape(s.suggest["snippet"])}</pre>'
+            )
         body.append("</section>")
     return _document(s.title, "\n".join(body))
 

@@ -2,6 +2,7 @@
 colormap per quantity (model size, token count, compute budget, so that colours mean the same
 thing across figures), log axes with readable labels, legends outside the data, fitted curves
 that never set the axis limits, and saving PNG + SVG atomically with stable bytes."""
+
 from __future__ import annotations
 
 import io
@@ -21,6 +22,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
 from ..files import atomic_path  # noqa: E402
 from .fmt import human, label, short  # noqa: E402
+
 
 class CannotDraw(Exception):
     """Raised by a figure function with the one sentence that replaces the figure."""
@@ -100,8 +102,16 @@ def set_log(ax, x: str | None = None, y: str | None = None) -> None:
 def panel_note(ax, text: str) -> None:
     """An empty panel that says why it is empty."""
     ax.set_axis_off()
-    ax.text(0.5, 0.5, textwrap.fill(plain(text), 42), ha="center", va="center", transform=ax.transAxes,
-            color="0.3", fontsize=9.5)
+    ax.text(
+        0.5,
+        0.5,
+        textwrap.fill(plain(text), 42),
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        color="0.3",
+        fontsize=9.5,
+    )
 
 
 # Artists a caption may describe carry one of these gids; the caption is built from the gids the
@@ -141,9 +151,16 @@ def limits_from_data(fig) -> list[str]:
         where = _where_outside(ax, fits)
         if where:
             outside.append(where)
-            ax.text(0.5, 0.02 if where == "below" else 0.97, f"the fitted curves lie {where} the axes",
-                    transform=ax.transAxes, ha="center", va="bottom" if where == "below" else "top",
-                    fontsize=8.5, color="C3")
+            ax.text(
+                0.5,
+                0.02 if where == "below" else 0.97,
+                f"the fitted curves lie {where} the axes",
+                transform=ax.transAxes,
+                ha="center",
+                va="bottom" if where == "below" else "top",
+                fontsize=8.5,
+                color="C3",
+            )
     return outside
 
 
@@ -167,10 +184,10 @@ def legend_with_diamonds(ax, filled: str | None, hollow: str | None) -> None:
     """legend_outside with, after the drawn series, a grey filled and a white hollow diamond
     labelled `filled` and `hollow` (each only when given: only what the figure drew)."""
     handles, labels = ax.get_legend_handles_labels()
-    for label, face in ((filled, "0.6"), (hollow, "white")):
-        if label:
+    for text, face in ((filled, "0.6"), (hollow, "white")):
+        if text:
             handles.append(Line2D([], [], marker="D", ls="none", mec="black", mfc=face))
-            labels.append(label)
+            labels.append(text)
     legend_outside(ax, handles, labels)
 
 
@@ -223,8 +240,16 @@ def off_grid(ax, frame: pd.DataFrame, x_col: str, y_col: str) -> None:
     """Runs that belong to no line of the grid (IsoFLOP runs), as hollow grey points."""
     if len(frame):
         isoflop = "isoflop_budget" in frame.columns and np.isfinite(frame["isoflop_budget"]).all()
-        ax.plot(frame[x_col], frame[y_col], "o", mfc="none", mec="0.55", ms=5, gid="off-grid",
-                label="IsoFLOP runs" if isoflop else "other runs")
+        ax.plot(
+            frame[x_col],
+            frame[y_col],
+            "o",
+            mfc="none",
+            mec="0.55",
+            ms=5,
+            gid="off-grid",
+            label="IsoFLOP runs" if isoflop else "other runs",
+        )
 
 
 def save_figure(fig, stem: Path) -> bytes:

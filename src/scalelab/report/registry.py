@@ -9,6 +9,7 @@ read both by the page and by Snakemake's report, so each caption exists once.
 
 Standard library only: the Snakefile imports this module on every dry run.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -57,18 +58,31 @@ class Entry:
 
 SECTIONS = (
     Section("scaling", "Scaling laws", "How loss falls with parameters and with data, and the fitted law."),
-    Section("allocation", "Compute-optimal allocation", "How to split a compute budget between parameters "
-            "and data."),
-    Section("hyperparameters", "Hyperparameter sweeps", "How the loss depends on the learning rate, and how "
-            "the best settings scale with size and compute."),
+    Section("allocation", "Compute-optimal allocation", "How to split a compute budget between parameters and data."),
+    Section(
+        "hyperparameters",
+        "Hyperparameter sweeps",
+        "How the loss depends on the learning rate, and how the best settings scale with size and compute.",
+    ),
     Section("training", "Training", "Every run's loss curve."),
     Section("downstream", "Generation quality", "BLEU and ROUGE-L of greedy generations."),
-    Section("metrics", "Downstream metrics", "A law for each evaluation metric (scalelab fit --metrics): "
-            "its forecast at the next budgets, or why it is not predictable."),
-    Section("holdout", "Held-out check", "Whether the law predicts runs it has not seen: the number that says "
-            "whether to trust the extrapolation."),
-    Section("next", "What to run next", "The new runs that would most narrow the interval of the compute-optimal "
-            "model size at the next budget (scalelab suggest), and the config to paste to train exactly them."),
+    Section(
+        "metrics",
+        "Downstream metrics",
+        "A law for each evaluation metric (scalelab fit --metrics): "
+        "its forecast at the next budgets, or why it is not predictable.",
+    ),
+    Section(
+        "holdout",
+        "Held-out check",
+        "Whether the law predicts runs it has not seen: the number that says whether to trust the extrapolation.",
+    ),
+    Section(
+        "next",
+        "What to run next",
+        "The new runs that would most narrow the interval of the compute-optimal "
+        "model size at the next budget (scalelab suggest), and the config to paste to train exactly them.",
+    ),
     Section("runs", "Runs", "Every run of the grid with its status and metrics."),
     Section("reproducibility", "Reproducibility", "The corpus, tokenizer and software behind these numbers."),
 )
@@ -84,37 +98,45 @@ def _table(name: str, title: str, category: str, module: str) -> Entry:
 
 # name -> entry, in the order of the page. The names are the file names under figures/ and tables/;
 # the last field is the module (by concern) that draws or builds it.
-FIGURES = {f.name: f for f in (
-    _figure("loss_vs_params", "Loss vs parameters", "Scaling laws", "figures_law"),
-    _figure("loss_vs_tokens", "Loss vs training tokens", "Scaling laws", "figures_law"),
-    _figure("isoflop", "IsoFLOP curves", "Compute-optimal allocation", "figures_law"),
-    _figure("frontier", "Compute-optimal frontier", "Compute-optimal allocation", "figures_law"),
-    _figure("lr_sensitivity", "Learning-rate sensitivity", "Hyperparameter sweeps", "figures_sweeps"),
-    _figure("training_curves", "Training curves", "Training", "figures_runs"),
-    _figure("curve_forecast", "Curve law forecasts", "Training", "figures_curves"),
-    _figure("bleu_rouge", "BLEU and ROUGE-L", "Generation quality", "figures_runs"),
-    _figure("metric_laws", "Laws of the evaluation metrics", "Downstream metrics", "figures_metrics"),
-    _figure("holdout", "Held-out check and fit residuals", "Held-out check", "figures_checks"),
-    _figure("law_residuals", "Residuals of each law form", "Held-out check", "figures_checks"),
-)}
-TABLES = {t.name: t for t in (
-    _table("fit_parameters", "Fitted parameters", "Scaling laws", "tables_fit"),
-    _table("isoflop_optima", "IsoFLOP optima (Approach 2)", "Compute-optimal allocation", "tables_fit"),
-    _table("allocation", "Compute-optimal allocation", "Compute-optimal allocation", "tables_fit"),
-    _table("hyperparameters", "Hyperparameter laws", "Hyperparameter sweeps", "tables_fit"),
-    _table("metric_laws", "Laws of the evaluation metrics", "Downstream metrics", "tables_metrics"),
-    _table("holdout", "Held-out runs", "Held-out check", "tables_fit"),
-    _table("next_runs", "Suggested next runs", "What to run next", "tables_fit"),
-    _table("grid", "Grid of runs", "Runs", "tables_runs"),
-    _table("settings", "Study settings", "Reproducibility", "tables_settings"),
-    _table("reproducibility", "Corpus, tokenizer and software", "Reproducibility", "tables_settings"),
-)}
+FIGURES = {
+    f.name: f
+    for f in (
+        _figure("loss_vs_params", "Loss vs parameters", "Scaling laws", "figures_law"),
+        _figure("loss_vs_tokens", "Loss vs training tokens", "Scaling laws", "figures_law"),
+        _figure("isoflop", "IsoFLOP curves", "Compute-optimal allocation", "figures_law"),
+        _figure("frontier", "Compute-optimal frontier", "Compute-optimal allocation", "figures_law"),
+        _figure("lr_sensitivity", "Learning-rate sensitivity", "Hyperparameter sweeps", "figures_sweeps"),
+        _figure("training_curves", "Training curves", "Training", "figures_runs"),
+        _figure("curve_forecast", "Curve law forecasts", "Training", "figures_curves"),
+        _figure("bleu_rouge", "BLEU and ROUGE-L", "Generation quality", "figures_runs"),
+        _figure("metric_laws", "Laws of the evaluation metrics", "Downstream metrics", "figures_metrics"),
+        _figure("holdout", "Held-out check and fit residuals", "Held-out check", "figures_checks"),
+        _figure("law_residuals", "Residuals of each law form", "Held-out check", "figures_checks"),
+    )
+}
+TABLES = {
+    t.name: t
+    for t in (
+        _table("fit_parameters", "Fitted parameters", "Scaling laws", "tables_fit"),
+        _table("isoflop_optima", "IsoFLOP optima (Approach 2)", "Compute-optimal allocation", "tables_fit"),
+        _table("allocation", "Compute-optimal allocation", "Compute-optimal allocation", "tables_fit"),
+        _table("hyperparameters", "Hyperparameter laws", "Hyperparameter sweeps", "tables_fit"),
+        _table("metric_laws", "Laws of the evaluation metrics", "Downstream metrics", "tables_metrics"),
+        _table("holdout", "Held-out runs", "Held-out check", "tables_fit"),
+        _table("next_runs", "Suggested next runs", "What to run next", "tables_fit"),
+        _table("grid", "Grid of runs", "Runs", "tables_runs"),
+        _table("settings", "Study settings", "Reproducibility", "tables_settings"),
+        _table("reproducibility", "Corpus, tokenizer and software", "Reproducibility", "tables_settings"),
+    )
+}
 
 
 def section_entries(section: Section) -> tuple[list[Entry], list[Entry]]:
     """The figures and the tables of one page section, in registry order."""
-    return ([f for f in FIGURES.values() if f.category == section.heading],
-            [t for t in TABLES.values() if t.category == section.heading])
+    return (
+        [f for f in FIGURES.values() if f.category == section.heading],
+        [t for t in TABLES.values() if t.category == section.heading],
+    )
 
 
 def rst_to_text(text: str) -> str:
@@ -153,11 +175,20 @@ def rule_outputs(out: str, mark: Callable = lambda path, **_: path, directory: C
     `report()` and `directory` its `directory()`; index.html and the tables are marked with their
     caption and category, and the figures folder with a pattern, so that Snakemake's report
     holds the drawn figures only, each under its category with its caption (FIGURE_CAPTION)."""
-    outputs = {"html": mark(f"{out}/index.html", caption=str(INDEX_CAPTION), category="Report"),
-               "markdown": f"{out}/report.md", "summary": f"{out}/summary.txt",
-               "figures": mark(directory(f"{out}/figures"), patterns=["{figure}.png"], caption=str(FIGURE_CAPTION),
-                               category=figure_category, labels=figure_labels)}
+    outputs = {
+        "html": mark(f"{out}/index.html", caption=str(INDEX_CAPTION), category="Report"),
+        "markdown": f"{out}/report.md",
+        "summary": f"{out}/summary.txt",
+        "figures": mark(
+            directory(f"{out}/figures"),
+            patterns=["{figure}.png"],
+            caption=str(FIGURE_CAPTION),
+            category=figure_category,
+            labels=figure_labels,
+        ),
+    }
     for t in TABLES.values():
-        outputs[f"table_{t.name}"] = mark(f"{out}/tables/{t.name}.html", caption=str(t.caption_path),
-                                          category=t.category)
+        outputs[f"table_{t.name}"] = mark(
+            f"{out}/tables/{t.name}.html", caption=str(t.caption_path), category=t.category
+        )
     return outputs

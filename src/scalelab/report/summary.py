@@ -1,6 +1,7 @@
 """summary.txt: the few lines a study ends with (law, exponents, held-out error, next budget,
 run counts), and `print_summary`, which the Snakefile's onsuccess handler calls to print it.
 Standard library only, so that the handler stays quick."""
+
 from __future__ import annotations
 
 import math
@@ -18,17 +19,31 @@ def _law_lines(s) -> list[str]:
     # When another form was chosen, these lines are the Chinchilla form's (its alpha, beta and
     # allocation exponents are the ones papers quote), and they say so.
     chosen = s.fit.get("chosen_form")
-    label, note = (("fitted law", "") if chosen in (None, "chinchilla") else
-                   ("chinchilla", f"; the {chosen} form was chosen, these are Chinchilla's exponents"))
-    lines = [f"  {label:<13} {s.target} = {num(a3['E'])} + {num(a3['A'])}/N^{num(a3['alpha'])} + "
-             f"{num(a3['B'])}/D^{num(a3['beta'])}   (Approach 3, {s.fit['n_points']} runs{note})"]
-    boot = (f"95 %, {a3['bootstrap']} bootstrap resamples" if a3.get("bootstrap") else
-            "no bootstrap, so no intervals" if a3.get("bootstrap") == 0 else "95 %")
-    lines.append(f"  exponents     alpha = {num(a3['alpha'])} {interval(ci.get('alpha'))}   "
-                 f"beta = {num(a3['beta'])} {interval(ci.get('beta'))}   ({boot})")
+    label, note = (
+        ("fitted law", "")
+        if chosen in (None, "chinchilla")
+        else ("chinchilla", f"; the {chosen} form was chosen, these are Chinchilla's exponents")
+    )
+    lines = [
+        f"  {label:<13} {s.target} = {num(a3['E'])} + {num(a3['A'])}/N^{num(a3['alpha'])} + "
+        f"{num(a3['B'])}/D^{num(a3['beta'])}   (Approach 3, {s.fit['n_points']} runs{note})"
+    ]
+    boot = (
+        f"95 %, {a3['bootstrap']} bootstrap resamples"
+        if a3.get("bootstrap")
+        else "no bootstrap, so no intervals"
+        if a3.get("bootstrap") == 0
+        else "95 %"
+    )
+    lines.append(
+        f"  exponents     alpha = {num(a3['alpha'])} {interval(ci.get('alpha'))}   "
+        f"beta = {num(a3['beta'])} {interval(ci.get('beta'))}   ({boot})"
+    )
     if "a" in a3 and "b" in a3:
-        lines.append(f"  allocation    N_opt ∝ C^{num(a3['a'])} {interval(ci.get('a'))}   "
-                     f"D_opt ∝ C^{num(a3['b'])} {interval(ci.get('b'))}")
+        lines.append(
+            f"  allocation    N_opt ∝ C^{num(a3['a'])} {interval(ci.get('a'))}   "
+            f"D_opt ∝ C^{num(a3['b'])} {interval(ci.get('b'))}"
+        )
     return lines
 
 
@@ -62,16 +77,20 @@ def _holdout_line(s) -> str:
     runs = hold.get("held_out") or []
     listed = ", ".join(map(str, runs[:4])) + (", ..." if len(runs) > 4 else "")
     what = f"the largest size's {len(runs)} run(s)" if hold.get("what") else f"{len(runs)} run(s)"
-    line = (f"  held-out      max |relative error| {percent(hold.get('max_abs_rel_error'))} on "
-            f"{what} predicted from the rest ({listed})")
+    line = (
+        f"  held-out      max |relative error| {percent(hold.get('max_abs_rel_error'))} on "
+        f"{what} predicted from the rest ({listed})"
+    )
     if hold.get("inside") is not None and hold.get("low") is not None:
         worst = max(range(len(runs)), key=lambda i: abs(hold["rel_error"][i]), default=None)
         if worst is not None:
             inside = sum(1 for v in hold["inside"] if v)
-            line += (f"; {hold.get('form', '')} predicted {num(hold['predicted'][worst])} "
-                     f"{interval([hold['low'][worst], hold['high'][worst]])} for {runs[worst]}, actual "
-                     f"{num(hold['actual'][worst])} ({'inside' if hold['inside'][worst] else 'OUTSIDE'} its 95 % "
-                     f"prediction interval); {inside} of {len(runs)} inside")
+            line += (
+                f"; {hold.get('form', '')} predicted {num(hold['predicted'][worst])} "
+                f"{interval([hold['low'][worst], hold['high'][worst]])} for {runs[worst]}, actual "
+                f"{num(hold['actual'][worst])} ({'inside' if hold['inside'][worst] else 'OUTSIDE'} its 95 % "
+                f"prediction interval); {inside} of {len(runs)} inside"
+            )
     return line
 
 
@@ -82,7 +101,9 @@ def _disagreement_line(s) -> list[str]:
     first = rows[0]
     shown = ", ".join(f"{k} {num(v)}" for k, v in (first.get("loss") or {}).items())
     verdict = "the forms DISAGREE beyond the chosen form's interval" if first.get("disagree") else "the forms agree"
-    return [f"  forms at C    {num(first.get('flops'))}: {shown} (spread {percent(first.get('rel_spread'))}); {verdict}"]
+    return [
+        f"  forms at C    {num(first.get('flops'))}: {shown} (spread {percent(first.get('rel_spread'))}); {verdict}"
+    ]
 
 
 def _next_budget_line(s) -> str:
@@ -90,14 +111,19 @@ def _next_budget_line(s) -> str:
     if allocation is None:
         return f"  next budget   no prediction: {clause(why)}"
     nxt = min(allocation, key=lambda a: float(a.get("flops") or math.inf))
-    return (f"  next budget   C = {num(nxt.get('flops'))} FLOPs: N_opt = {human(nxt.get('n_opt'))} params, "
-            f"D_opt = {human(nxt.get('d_opt'))} tokens ({num(nxt.get('tokens_per_param'), 3)} tokens/param), "
-            f"predicted {s.target} {num(nxt.get('loss_pred'))} {interval(nxt.get('loss_ci95'))}"
-            + (f" ({nxt['form']} form, 95 % prediction interval)" if nxt.get("form") else "")
-            + (f"; N_opt 95 % {interval(nxt['n_opt_ci95'], human)} params with form uncertainty"
-               if nxt.get("n_opt_ci95_point_law_bootstrap") is not None and nxt.get("n_opt_ci95") else "")
-            + (f"; {nxt['extrapolation']}" if nxt.get("extrapolation") else "")
-            + _beyond_corpus(s, nxt.get("d_opt")))
+    return (
+        f"  next budget   C = {num(nxt.get('flops'))} FLOPs: N_opt = {human(nxt.get('n_opt'))} params, "
+        f"D_opt = {human(nxt.get('d_opt'))} tokens ({num(nxt.get('tokens_per_param'), 3)} tokens/param), "
+        f"predicted {s.target} {num(nxt.get('loss_pred'))} {interval(nxt.get('loss_ci95'))}"
+        + (f" ({nxt['form']} form, 95 % prediction interval)" if nxt.get("form") else "")
+        + (
+            f"; N_opt 95 % {interval(nxt['n_opt_ci95'], human)} params with form uncertainty"
+            if nxt.get("n_opt_ci95_point_law_bootstrap") is not None and nxt.get("n_opt_ci95")
+            else ""
+        )
+        + (f"; {nxt['extrapolation']}" if nxt.get("extrapolation") else "")
+        + _beyond_corpus(s, nxt.get("d_opt"))
+    )
 
 
 def _beyond_corpus(s, tokens) -> str:
@@ -109,8 +135,10 @@ def _beyond_corpus(s, tokens) -> str:
         return ""
     if not (finite(tokens) and finite(train) and train > 0 and float(tokens) > train):
         return ""
-    return (f"; D_opt is {float(tokens) / train:.2g}x the corpus's train split ({human(train)} tokens): "
-            "that run would repeat its data")
+    return (
+        f"; D_opt is {float(tokens) / train:.2g}x the corpus's train split ({human(train)} tokens): "
+        "that run would repeat its data"
+    )
 
 
 def _compute_line(s) -> str:
@@ -132,13 +160,18 @@ def _test_tokens_lines(s) -> list[str]:
     table = s.metrics
     if "test_tokens" not in table.columns or "test_tokens_requested" not in table.columns:
         return []
-    pairs = [(float(u), float(a)) for u, a in zip(table["test_tokens"], table["test_tokens_requested"])
-             if isinstance(u, (int, float)) and isinstance(a, (int, float)) and u == u and a == a and u < a]
+    pairs = [
+        (float(u), float(a))
+        for u, a in zip(table["test_tokens"], table["test_tokens_requested"])
+        if isinstance(u, (int, float)) and isinstance(a, (int, float)) and u == u and a == a and u < a
+    ]
     if not pairs:
         return []
     used = ", ".join(f"{int(u):,}" for u in sorted({u for u, _ in pairs}))
-    return [f"  test tokens   NOTE: {len(pairs)} run(s) scored on {used} test tokens, fewer than eval.test_tokens "
-            f"{int(max(a for _, a in pairs)):,}: the test split is that small"]
+    return [
+        f"  test tokens   NOTE: {len(pairs)} run(s) scored on {used} test tokens, fewer than eval.test_tokens "
+        f"{int(max(a for _, a in pairs)):,}: the test split is that small"
+    ]
 
 
 def _hparam_lines(s) -> list[str]:
@@ -157,8 +190,10 @@ def _hparam_lines(s) -> list[str]:
         rec = entry.get("recommended") if isinstance(entry, dict) else None
         if isinstance(rec, dict) and finite(rec.get("value")):
             edge = f"; {entry['n_edge']} of {entry.get('n_groups')} optima at an edge" if entry.get("n_edge") else ""
-            lines.append(f"  {'next ' + key:<13} {key} = {num(rec['value'])} {interval(rec.get('ci95'))} at "
-                         f"C = {num(rec.get('flops'))} FLOPs (prediction interval {interval(rec.get('pi95'))}{edge})")
+            lines.append(
+                f"  {'next ' + key:<13} {key} = {num(rec['value'])} {interval(rec.get('ci95'))} at "
+                f"C = {num(rec.get('flops'))} FLOPs (prediction interval {interval(rec.get('pi95'))}{edge})"
+            )
         else:
             why = entry.get("recommended_why") if isinstance(entry, dict) else section.get(f"{key}_why")
             lines.append(f"  {'next ' + key:<13} no recommendation: {clause(why or 'no law in C')}")
@@ -172,11 +207,19 @@ def summary_text(s, index_html: Path, results: Path | None = None) -> str:
     from .tables_metrics import metric_summary_lines  # here: print_summary imports no numpy or pandas
 
     counts = s.metrics["status"].value_counts()
-    lines = [f"scalelab report: {s.title}", *_forms_lines(s), *_law_lines(s), _holdout_line(s),
-             _next_budget_line(s), *_disagreement_line(s),
-             *_hparam_lines(s), *metric_summary_lines(s),
-             "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
-             _compute_line(s), *_test_tokens_lines(s)]
+    lines = [
+        f"scalelab report: {s.title}",
+        *_forms_lines(s),
+        *_law_lines(s),
+        _holdout_line(s),
+        _next_budget_line(s),
+        *_disagreement_line(s),
+        *_hparam_lines(s),
+        *metric_summary_lines(s),
+        "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
+        _compute_line(s),
+        *_test_tokens_lines(s),
+    ]
     study = Path(".")
     if results is not None:
         from ..store.disk import usage_line

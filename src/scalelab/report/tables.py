@@ -8,6 +8,7 @@ A table is rows of Cells. A number from fit.json keeps its exact value and the f
 came from (`approach3.ci95.alpha`), so the page can carry both and a test can check every shown
 number against fit.json. A table the fit could not fill has no rows and says why in its notes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,5 +1,6 @@
 """The table of the evaluation metrics' laws (fit.json's `metrics`), the metrics' forecasts as
 columns of the allocation table, and their lines in summary.txt."""
+
 from __future__ import annotations
 
 from ..laws.fitted_metrics import METHODS
@@ -28,21 +29,25 @@ def table_metric_laws(s: Study) -> Table:
         columns += [f"at C = {num(f['flops'])}", "95 %"]
     table = new_table("metric_laws", columns)
     if not metrics:
-        table.notes.append("No metric laws: fit with scalelab fit --metrics COL ... (the workflow passes the "
-                           "evaluation metrics).")
+        table.notes.append(
+            "No metric laws: fit with scalelab fit --metrics COL ... (the workflow passes the evaluation metrics)."
+        )
         return table
     for name, entry in metrics.items():
         methods = entry.get("methods") or {}
         row = [Cell(name), Cell(entry["kind"]), Cell(entry.get("chosen_method") or "–")]
-        row += [fit_cell((methods.get(m) or {}).get("oos_error"), f"metrics.{name}.methods.{m}.oos_error")
-                for m in METHODS]
+        row += [
+            fit_cell((methods.get(m) or {}).get("oos_error"), f"metrics.{name}.methods.{m}.oos_error") for m in METHODS
+        ]
         row.append(Cell(entry["verdict"]))  # column 3 + len(METHODS)
         for i in range(budgets):
             row += _forecast_cells(entry, i, name)
         table.rows.append(row)
-    table.notes.append("Out-of-sample error: the mean absolute error of each method refitted without the largest "
-                       "model, the largest token count or the top compute group, in the metric's units (ln units "
-                       "for losses); the lower one is chosen. NOT PREDICTABLE metrics get no forecast.")
+    table.notes.append(
+        "Out-of-sample error: the mean absolute error of each method refitted without the largest "
+        "model, the largest token count or the top compute group, in the metric's units (ln units "
+        "for losses); the lower one is chosen. NOT PREDICTABLE metrics get no forecast."
+    )
     return table
 
 
@@ -68,7 +73,9 @@ def metric_summary_lines(s: Study) -> list[str]:
         if not entry.get("predictable"):
             lines.append(f"  {'metric ' + name:<13} {entry['verdict']}")
             continue
-        shown = "; ".join(f"{num(f['value'])} [{num(f['ci95'][0])}, {num(f['ci95'][1])}] at C = {num(f['flops'])}"
-                          for f in entry.get("forecasts") or [])
+        shown = "; ".join(
+            f"{num(f['value'])} [{num(f['ci95'][0])}, {num(f['ci95'][1])}] at C = {num(f['flops'])}"
+            for f in entry.get("forecasts") or []
+        )
         lines.append(f"  {'metric ' + name:<13} {shown} ({entry['chosen_method']})")
     return lines

@@ -1,5 +1,6 @@
 """The table of the runs: every run of the grid with its status and metrics, and notes on the
 study's wall time and on runs scored on fewer test tokens than asked for."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,15 @@ from .inputs import Study
 from .tables import Cell, Table, new_table
 
 
-GRID_OPTIONAL = (("test_loss", "test loss"), ("test_bpb", "test bits/byte"), ("bleu", "BLEU"), ("rougeL", "ROUGE-L"),
-                 ("flops_spent", "FLOPs spent"), ("wall_s", "wall time (s)"), ("trunk_wall_s", "trunk share (s)"))
+GRID_OPTIONAL = (
+    ("test_loss", "test loss"),
+    ("test_bpb", "test bits/byte"),
+    ("bleu", "BLEU"),
+    ("rougeL", "ROUGE-L"),
+    ("flops_spent", "FLOPs spent"),
+    ("wall_s", "wall time (s)"),
+    ("trunk_wall_s", "trunk share (s)"),
+)
 GRID_HEADINGS_WSD = {"flops_spent": "FLOPs spent (own + trunk share)", "wall_s": "own wall time (s)"}
 
 
@@ -27,9 +35,11 @@ def _wall_time_note(frame) -> str:
         return ""
     if "trunk_wall_s" not in frame.columns:
         return f"Training wall time, every run's job: {own:,.0f} s."
-    return (f"Training wall time, every training job: {own + trunk:,.0f} s ({own:,.0f} s in the runs' own "
-            f"cooldown jobs + {trunk:,.0f} s in the WSD trunk segments, each charged to the run that branches "
-            "at its end, as flops_spent is).")
+    return (
+        f"Training wall time, every training job: {own + trunk:,.0f} s ({own:,.0f} s in the runs' own "
+        f"cooldown jobs + {trunk:,.0f} s in the WSD trunk segments, each charged to the run that branches "
+        "at its end, as flops_spent is)."
+    )
 
 
 def _test_tokens_note(frame) -> str:
@@ -42,9 +52,11 @@ def _test_tokens_note(frame) -> str:
     if not short.any():
         return ""
     counts = sorted({int(v) for v in used[short]})
-    return (f"Note: the test split is smaller than eval.test_tokens ({int(asked[short].max()):,} tokens): "
-            f"{int(short.sum())} run(s) were scored on {', '.join(f'{c:,}' for c in counts)} test tokens, so their "
-            "test loss, bits per byte, BLEU and ROUGE stand for that many.")
+    return (
+        f"Note: the test split is smaller than eval.test_tokens ({int(asked[short].max()):,} tokens): "
+        f"{int(short.sum())} run(s) were scored on {', '.join(f'{c:,}' for c in counts)} test tokens, so their "
+        "test loss, bits per byte, BLEU and ROUGE stand for that many."
+    )
 
 
 def table_grid(s: Study) -> Table:
@@ -52,17 +64,30 @@ def table_grid(s: Study) -> Table:
     wsd = "trunk_wall_s" in frame.columns
     optional = [(c, GRID_HEADINGS_WSD.get(c, h) if wsd else h) for c, h in GRID_OPTIONAL if c in frame.columns]
     swept = "best_in_sweep" in frame.columns  # a study with sweeps: which run of each the fits use
-    table = new_table("grid", ["run", "model", "N (params)", "D (tokens)", "C (FLOPs)", "status", "steps", s.target]
-                      + [heading for _, heading in optional] + (["best in its sweep"] if swept else []))
+    table = new_table(
+        "grid",
+        ["run", "model", "N (params)", "D (tokens)", "C (FLOPs)", "status", "steps", s.target]
+        + [heading for _, heading in optional]
+        + (["best in its sweep"] if swept else []),
+    )
     for _, row in frame.iterrows():
         status = row["status"]
-        cells = [Cell(row["run"]), Cell(str(row.get("model", "–"))), Cell(human(row[s.n_col])),
-                 Cell(human(row[s.d_col])), Cell(num(row[s.c_col], 3)),
-                 Cell(status, css=f"status-{status}" if status in STATUSES else "status-other"),
-                 Cell(num(row.get("steps"))), Cell(num(row[s.target]))]
-        best = [Cell("yes" if str(row["best_in_sweep"]).strip().lower() in ("true", "1", "1.0") else "")] if swept else []
-        table.rows.append(cells + [Cell(num(row[c], 3) if c == "flops_spent" else num(row[c])) for c, _ in optional]
-                          + best)
+        cells = [
+            Cell(row["run"]),
+            Cell(str(row.get("model", "–"))),
+            Cell(human(row[s.n_col])),
+            Cell(human(row[s.d_col])),
+            Cell(num(row[s.c_col], 3)),
+            Cell(status, css=f"status-{status}" if status in STATUSES else "status-other"),
+            Cell(num(row.get("steps"))),
+            Cell(num(row[s.target])),
+        ]
+        best = (
+            [Cell("yes" if str(row["best_in_sweep"]).strip().lower() in ("true", "1", "1.0") else "")] if swept else []
+        )
+        table.rows.append(
+            cells + [Cell(num(row[c], 3) if c == "flops_spent" else num(row[c])) for c, _ in optional] + best
+        )
     counts = frame["status"].value_counts()
     table.notes.append(", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES) + f" of {len(frame)} runs.")
     table.notes += [note for note in (_wall_time_note(frame), _test_tokens_note(frame)) if note]

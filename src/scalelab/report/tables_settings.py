@@ -1,5 +1,6 @@
 """Tables of what produced the numbers: the study's settings (the resolved config) and the
 corpus, tokenizer and software."""
+
 from __future__ import annotations
 
 import platform
@@ -45,8 +46,11 @@ def _train_rows(per_model: dict) -> list[tuple[str, str, str]]:
     rows = []
     for key in keys:
         texts = {model: _setting_text(settings.get(key)) for model, settings in per_model.items()}
-        shown = next(iter(texts.values())) if len(set(texts.values())) == 1 else \
-            "; ".join(f"{model}: {text}" for model, text in texts.items())
+        shown = (
+            next(iter(texts.values()))
+            if len(set(texts.values())) == 1
+            else "; ".join(f"{model}: {text}" for model, text in texts.items())
+        )
         rows.append(("train", key, shown))
     return rows
 
@@ -55,8 +59,10 @@ def table_settings(s: Study) -> Table:
     table = new_table("settings", ["section", "setting", "value"])
     settings = s.study_settings
     if not settings:
-        table.notes.append("No study settings were given to `scalelab report` (--settings); the workflow passes "
-                           "them from the resolved config.")
+        table.notes.append(
+            "No study settings were given to `scalelab report` (--settings); the workflow passes "
+            "them from the resolved config."
+        )
         return table
     rows = []
     for section in [*SETTINGS_SECTIONS, *(k for k in settings if k not in SETTINGS_SECTIONS)]:
@@ -67,8 +73,10 @@ def table_settings(s: Study) -> Table:
         else:
             rows += _setting_rows(section, settings[section])
     table.rows = [[Cell(section), Cell(key), Cell(value)] for section, key, value in rows]
-    table.notes.append("From the study's config after validation filled every default and each model's overrides "
-                       "were applied; code: the fingerprint of each stage's code (`scalelab --version`).")
+    table.notes.append(
+        "From the study's config after validation filled every default and each model's overrides "
+        "were applied; code: the fingerprint of each stage's code (`scalelab --version`)."
+    )
     return blank_repeats(table)
 
 
@@ -86,8 +94,12 @@ def _meta_rows(meta: dict) -> list[tuple[str, str]]:
     rows = [(key, _flat(meta[key])) for key in ("corpus", "tokenizer", "format", "vocab_size", "dtype") if key in meta]
     for split, info in (meta.get("splits") or {}).items():
         if isinstance(info, dict):
-            rows.append((f"{split} split", ", ".join(f"{human(info[k])} {k}" for k in ("documents", "tokens", "bytes")
-                                                     if k in info)))
+            rows.append(
+                (
+                    f"{split} split",
+                    ", ".join(f"{human(info[k])} {k}" for k in ("documents", "tokens", "bytes") if k in info),
+                )
+            )
     if isinstance(meta.get("bytes_per_token"), dict):
         rows.append(("bytes per token", ", ".join(f"{k} {num(v)}" for k, v in meta["bytes_per_token"].items())))
     return rows
@@ -98,8 +110,10 @@ def _software() -> str:
     import numpy as np
     import pandas as pd
 
-    return (f"scalelab {__version__}, python {platform.python_version()}, numpy {np.__version__}, "
-            f"pandas {pd.__version__}, matplotlib {matplotlib.__version__}")
+    return (
+        f"scalelab {__version__}, python {platform.python_version()}, numpy {np.__version__}, "
+        f"pandas {pd.__version__}, matplotlib {matplotlib.__version__}"
+    )
 
 
 def table_reproducibility(s: Study) -> Table:

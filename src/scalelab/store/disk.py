@@ -1,5 +1,6 @@
 """Disk use of a study's results folder, by part: what `scalelab prune` can free, and what the
 summary states. Standard library only (the report's onsuccess handler imports it)."""
+
 from __future__ import annotations
 
 import os

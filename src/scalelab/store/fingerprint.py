@@ -19,6 +19,7 @@ Studies finished before the labels existed carry fingerprints of the older, path
 one recorded), the stage keeps the fingerprint it had; any change to that code gives the new,
 content-based value, and reruns the stage as a change should.
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,8 +35,7 @@ PACKAGE = Path(__file__).resolve().parents[1]  # src/scalelab
 UNITS: dict[str, tuple[str, ...]] = {
     "model.py": ("model.py",),
     "shapes.py": ("plan/shapes.py",),
-    "train.py": ("train/schedule.py", "train/module.py", "train/batches.py", "train/callbacks.py",
-                 "train/trainer.py"),
+    "train.py": ("train/schedule.py", "train/module.py", "train/batches.py", "train/callbacks.py", "train/trainer.py"),
     "wsd.py": ("plan/wsd.py",),
     "data.py": ("data/tokenize.py", "data/corpus.py"),
     "chunking.py": ("data/chunking.py",),
@@ -53,33 +53,70 @@ UNITS: dict[str, tuple[str, ...]] = {
 # order of the stages is the order `scalelab --version` and the report's settings list them.
 STAGE_CODE: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
     "tokenize": [("data.py", ("build_tokens", "write_data"))],
-    "train": [("model.py", None), ("shapes.py", None),
-              ("train.py", ("configure_torch", "build_module", "build_trainer", "TokenData", "total_steps",
-                            "DivergenceGuard", "CurveRecorder"))],
+    "train": [
+        ("model.py", None),
+        ("shapes.py", None),
+        (
+            "train.py",
+            (
+                "configure_torch",
+                "build_module",
+                "build_trainer",
+                "TokenData",
+                "total_steps",
+                "DivergenceGuard",
+                "CurveRecorder",
+            ),
+        ),
+    ],
     "evaluate": [("model.py", None), ("shapes.py", None), ("evaluate.py", None)],
     "aggregate": [("aggregate.py", None), ("config.py", ("run_id",))],  # run_id names a sweep's group
     # the whole fit package, the law, and FitSettings (its defaults decide what a spec leaves out)
     "fit": [("fit/*.py", None), ("law.py", None), ("settings.py", ("FitSettings",))],
     # the design, its law adapter and the shapes its snippet builds
-    "suggest": [("suggest/*.py", None), ("law.py", None), ("shapes.py", None),
-                ("settings.py", ("SuggestSettings",))],
+    "suggest": [("suggest/*.py", None), ("law.py", None), ("shapes.py", None), ("settings.py", ("SuggestSettings",))],
     # the curve laws, and the lr schedules they read (the WSD plan's and the train package's)
-    "curves": [("curves/*.py", None), ("wsd.py", ("lr_factor", "branch_step", "warmup_steps", "family_id")),
-               ("train.py", ("lr_factor", "warmup_steps_for"))],
+    "curves": [
+        ("curves/*.py", None),
+        ("wsd.py", ("lr_factor", "branch_step", "warmup_steps", "family_id")),
+        ("train.py", ("lr_factor", "warmup_steps_for")),
+    ],
     # the whole report package: its modules, CSS and captions
-    "report": [("report/*.py", None), ("report/*.css", None), ("report/captions/**/*.rst", None), ("law.py", None),
-               ("settings.py", ("ReportSettings",))],
+    "report": [
+        ("report/*.py", None),
+        ("report/*.css", None),
+        ("report/captions/**/*.rst", None),
+        ("law.py", None),
+        ("settings.py", ("ReportSettings",)),
+    ],
     # A corpus with a text file over data.source.max_document_bytes: the tokenize code, the chunked
     # build and the splitting of large files. Apart from "tokenize", so no other study retokenizes.
-    "tokenize_chunked": [("data.py", ("build_tokens", "write_data", "build_tokens_chunked")),
-                         ("chunking.py", None)],
+    "tokenize_chunked": [("data.py", ("build_tokens", "write_data", "build_tokens_chunked")), ("chunking.py", None)],
     # A corpus over scalelab.data.stages.STREAM_MIN_BYTES, or a hub dataset: the streaming build, the
     # in-memory build's helpers it uses, and the splitting of large files. Apart from "tokenize" and
     # "tokenize_chunked" (same bytes, other code), so no study tokenized before retokenizes.
-    "tokenize_stream": [("data.py", ("DOCUMENT_BUILDERS", "EOT", "SEP", "SPLITS", "Document", "check_split_sizes",
-                                     "culprit", "document_bytes", "encode_documents", "first_line", "split_of",
-                                     "token_dtype", "train_tokenizer")),
-                        ("chunking.py", None), ("stream.py", None)],
+    "tokenize_stream": [
+        (
+            "data.py",
+            (
+                "DOCUMENT_BUILDERS",
+                "EOT",
+                "SEP",
+                "SPLITS",
+                "Document",
+                "check_split_sizes",
+                "culprit",
+                "document_bytes",
+                "encode_documents",
+                "first_line",
+                "split_of",
+                "token_dtype",
+                "train_tokenizer",
+            ),
+        ),
+        ("chunking.py", None),
+        ("stream.py", None),
+    ],
 }
 # A `schedule: wsd` run and its trunk: the train code plus the WSD schedule, its branch points and
 # the trunk's training. Kept apart from "train", so adding WSD reran no cosine/linear/constant run.
@@ -106,8 +143,13 @@ LEGACY: dict[str, tuple[str, str]] = {
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return tree
 

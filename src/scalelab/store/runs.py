@@ -23,6 +23,7 @@ Snakemake; this store needs nothing from the user. It holds a second copy of eve
 run (model weights are most of it); `rm -r results/store` reclaims that space, at the cost of
 retraining what it would have restored.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,8 +53,11 @@ def spec_sha(spec: dict) -> str:
 
 def data_identity(meta: dict) -> str:
     """What the tokens a run trained on are: corpus, tokenizer and split sizes (from meta.json)."""
-    parts = {"corpus": meta["corpus"]["fingerprint"], "tokenizer": meta["tokenizer"]["fingerprint"],
-             "splits": {k: v["tokens"] for k, v in meta["splits"].items()}}
+    parts = {
+        "corpus": meta["corpus"]["fingerprint"],
+        "tokenizer": meta["tokenizer"]["fingerprint"],
+        "splits": {k: v["tokens"] for k, v in meta["splits"].items()},
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -110,8 +114,9 @@ def entry_path(store: Path, key: str, data: str) -> Path:
     return Path(store) / f"{key}~{data}"
 
 
-def lookup(store: Path, key: str, data: str, names: tuple[str, ...] = RUN_FILES,
-           spec: dict | None = None) -> Path | None:
+def lookup(
+    store: Path, key: str, data: str, names: tuple[str, ...] = RUN_FILES, spec: dict | None = None
+) -> Path | None:
     """The store entry for `key` if it is whole, verified and trained on the same data (`names`:
     its files; a WSD trunk state is TRUNK_FILES, kept under `<store>/trunks/`). With `spec`
     (what the entry was asked for), an entry whose manifest or metrics name another run is
@@ -122,8 +127,7 @@ def lookup(store: Path, key: str, data: str, names: tuple[str, ...] = RUN_FILES,
     return None
 
 
-def _verified(store: Path, entry: Path, key: str, data: str, names: tuple[str, ...],
-              spec: dict | None) -> Path | None:
+def _verified(store: Path, entry: Path, key: str, data: str, names: tuple[str, ...], spec: dict | None) -> Path | None:
     try:
         manifest = json.loads((entry / MANIFEST).read_text())
         if spec is not None and (why := _foreign(entry, manifest, key, spec)):
@@ -150,8 +154,9 @@ def restore(entry: Path, run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def save(store: Path, key: str, run_dir: Path, data: str, spec: dict, code: str,
-         names: tuple[str, ...] = RUN_FILES) -> Path:
+def save(
+    store: Path, key: str, run_dir: Path, data: str, spec: dict, code: str, names: tuple[str, ...] = RUN_FILES
+) -> Path:
     """Keep a finished run's files under `key` (a complete entry appears at once, or not at all)."""
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
@@ -162,8 +167,10 @@ def save(store: Path, key: str, run_dir: Path, data: str, spec: dict, code: str,
         for name in names:
             copy_file(run_dir / name, staging / name)
             files[name] = {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)}
-        write_json(staging / MANIFEST, {"run": spec["run"], "key": key, "code": code, "data": data,
-                                        "spec": spec, "files": files})
+        write_json(
+            staging / MANIFEST,
+            {"run": spec["run"], "key": key, "code": code, "data": data, "spec": spec, "files": files},
+        )
         if entry.is_symlink():
             entry.unlink()  # a link is replaced, never followed
         elif entry.exists():

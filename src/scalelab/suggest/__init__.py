@@ -1,4 +1,5 @@
 """`scalelab suggest`: the runs that would most narrow the interval of the compute-optimal N."""
+
 from __future__ import annotations
 
 from .core import TABLE_COLUMNS, suggest_runs

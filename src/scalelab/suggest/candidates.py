@@ -11,6 +11,7 @@ at (1 - cooldown)·D, and the trunk's state is kept at every branch point), so a
 trunk from the branch point before its own (a run's, or 0) to its own, plus its cooldown: little
 for a D inside a size's range, and a trunk shared by every new D of a new size.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,11 @@ def candidate_sizes(study_sizes, extra_sizes=(), realise=None) -> np.ndarray:
     becomes the size of the shape that would be built for it (`realise`) when there is one."""
     sizes = _distinct(study_sizes)
     new = [*extra_sizes, sizes[-1] * ROOT2, sizes[-1] * 2, sizes[0] / ROOT2, sizes[0] / 2]
-    new = [value for value in (realise(v) if realise else v for v in new)
-           if value is not None and not _contains(sizes, value)]
+    new = [
+        value
+        for value in (realise(v) if realise else v for v in new)
+        if value is not None and not _contains(sizes, value)
+    ]
     return _distinct([*sizes, *new])
 
 
@@ -68,8 +72,12 @@ def candidates(done_params, done_tokens, extra_sizes=(), realise=None, tokens_pe
     sizes = candidate_sizes(done_params, extra_sizes, realise)
     tokens = candidate_tokens(done_tokens, tokens_per_step)
     done = np.column_stack([np.asarray(done_params, float), np.asarray(done_tokens, float)])
-    pairs = [(n, d) for n in sizes for d in tokens
-             if not np.any((np.abs(done[:, 0] / n - 1) <= SAME) & (np.abs(done[:, 1] / d - 1) <= SAME))]
+    pairs = [
+        (n, d)
+        for n in sizes
+        for d in tokens
+        if not np.any((np.abs(done[:, 0] / n - 1) <= SAME) & (np.abs(done[:, 1] / d - 1) <= SAME))
+    ]
     pairs = np.array(pairs, float).reshape(-1, 2)
     return pairs[:, 0], pairs[:, 1]
 
@@ -93,16 +101,27 @@ def flops_per_token(done_params, done_flops_per_token, params) -> np.ndarray:
 class Costs:
     """The FLOPs of a set of candidate runs, plain or under WSD (trunks shared by size)."""
 
-    def __init__(self, done_params, done_tokens, cand_params, cand_tokens, done_flops_per_token=None,
-                 cooldown: float | None = None):
+    def __init__(
+        self,
+        done_params,
+        done_tokens,
+        cand_params,
+        cand_tokens,
+        done_flops_per_token=None,
+        cooldown: float | None = None,
+    ):
         self.cand_params = np.asarray(cand_params, float)
         self.cand_tokens = np.asarray(cand_tokens, float)
         self.per_token = flops_per_token(done_params, done_flops_per_token, self.cand_params)
         self.cooldown = cooldown
         # Under WSD: the trunk points (in tokens) whose state each candidate's size already has.
         done_params, done_tokens = np.asarray(done_params, float), np.asarray(done_tokens, float)
-        self.kept = [(1 - cooldown) * done_tokens[np.abs(done_params / size - 1) <= SAME] if cooldown is not None
-                     else np.empty(0) for size in self.cand_params]
+        self.kept = [
+            (1 - cooldown) * done_tokens[np.abs(done_params / size - 1) <= SAME]
+            if cooldown is not None
+            else np.empty(0)
+            for size in self.cand_params
+        ]
 
     def single(self, i) -> float:
         return float(self(np.array([i])))

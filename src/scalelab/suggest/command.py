@@ -6,12 +6,11 @@ row fingerprint) and has bootstrap resamples, and that the target lies past the 
 Then the design runs (scalelab.suggest.design) and DIR/suggestions.csv, DIR/suggest.txt and
 DIR/suggest.json are written atomically; with the study's shapes in --spec, DIR/snippet.yaml too.
 """
+
 from __future__ import annotations
 
 import argparse
 import math
-import os
-from pathlib import Path
 
 
 from ..errors import ScalelabError
@@ -23,29 +22,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SuggestSettings()
     parser.add_argument("metrics", metavar="METRICS_CSV", help="metrics CSV (the one `scalelab fit` read)")
     parser.add_argument("--fit", required=True, metavar="FIT_DIR", help="the folder `scalelab fit --out` wrote for it")
-    parser.add_argument("--target-flops", metavar="C",
-                        help="the compute budget whose N_opt to pin down (default: 100x the largest run)")
-    parser.add_argument("--budget-flops", metavar="B",
-                        help="FLOPs the new runs may cost together (default: the FLOPs the study has spent)")
+    parser.add_argument(
+        "--target-flops", metavar="C", help="the compute budget whose N_opt to pin down (default: 100x the largest run)"
+    )
+    parser.add_argument(
+        "--budget-flops",
+        metavar="B",
+        help="FLOPs the new runs may cost together (default: the FLOPs the study has spent)",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--max-runs", metavar="K", help=f"at most this many new runs (default: {d.max_runs})")
     parser.add_argument("--sizes", nargs="+", metavar="N", help="more candidate model sizes (parameters)")
-    parser.add_argument("--frontier-band", metavar="F",
-                        help="at least half the FLOPs go to runs whose N is within this factor of the compute-optimal "
-                        f"N for their own FLOPs (default: {d.frontier_band:g})")
-    parser.add_argument("--spec", metavar="JSON",
-                        help="settings as a JSON object: target_flops, budget_flops, max_runs, sizes, cooldown "
-                        "(WSD: runs of a size share a trunk), models and tokens_per_step (the study's shapes and "
-                        "step, for the YAML snippet), allow_repeat (no --data-meta bound); flags given override it")
-    parser.add_argument("--data-meta", metavar="META_JSON",
-                        help="the corpus's meta.json (results/data/meta.json): new runs then train at most its train "
-                        "split's tokens, as a config without data.allow_repeat requires")
-    parser.add_argument("--metric", metavar="COL",
-                        help="narrow this evaluation metric's interval at the target budget instead of N_opt's "
-                        "(a metric with a law in the fit: scalelab fit --metrics)")
-    parser.add_argument("--or-explain", action="store_true",
-                        help="when the fit cannot support a design (no law, no bootstrap resamples), write the "
-                        "outputs with the reason and exit 0 instead of failing (the workflow's rule uses this)")
+    parser.add_argument(
+        "--frontier-band",
+        metavar="F",
+        help="at least half the FLOPs go to runs whose N is within this factor of the compute-optimal "
+        f"N for their own FLOPs (default: {d.frontier_band:g})",
+    )
+    parser.add_argument(
+        "--spec",
+        metavar="JSON",
+        help="settings as a JSON object: target_flops, budget_flops, max_runs, sizes, cooldown "
+        "(WSD: runs of a size share a trunk), models and tokens_per_step (the study's shapes and "
+        "step, for the YAML snippet), allow_repeat (no --data-meta bound); flags given override it",
+    )
+    parser.add_argument(
+        "--data-meta",
+        metavar="META_JSON",
+        help="the corpus's meta.json (results/data/meta.json): new runs then train at most its train "
+        "split's tokens, as a config without data.allow_repeat requires",
+    )
+    parser.add_argument(
+        "--metric",
+        metavar="COL",
+        help="narrow this evaluation metric's interval at the target budget instead of N_opt's "
+        "(a metric with a law in the fit: scalelab fit --metrics)",
+    )
+    parser.add_argument(
+        "--or-explain",
+        action="store_true",
+        help="when the fit cannot support a design (no law, no bootstrap resamples), write the "
+        "outputs with the reason and exit 0 instead of failing (the workflow's rule uses this)",
+    )
 
 
 def _number(text, flag) -> float:
@@ -84,8 +102,9 @@ def settings_from_args(args) -> SuggestSettings:
         try:
             values["max_tokens"] = int(meta["splits"]["train"]["tokens"])
         except (KeyError, TypeError, ValueError):
-            raise ScalelabError(f"--data-meta {args.data_meta}: no splits.train.tokens "
-                                "(not a data meta.json)") from None
+            raise ScalelabError(
+                f"--data-meta {args.data_meta}: no splits.train.tokens (not a data meta.json)"
+            ) from None
     return SuggestSettings.from_dict(values, "--spec" if args.spec is not None else "suggest")
 
 
@@ -112,11 +131,11 @@ def run(args: argparse.Namespace) -> None:
     table = result["table"]
     if len(table):
         first = table.iloc[0]
-        print(f"scalelab suggest: {len(table)} runs, {result['design'].cost:.3g} FLOPs; 95 % width of log N_opt "
-              f"{result['design'].width_now:.3g} now, {table['expected_width_after'].iloc[-1]:.3g} expected; "
-              f"first N {first['params']:.4g}, D {first['tokens']:.4g}")
+        print(
+            f"scalelab suggest: {len(table)} runs, {result['design'].cost:.3g} FLOPs; 95 % width of log N_opt "
+            f"{result['design'].width_now:.3g} now, {table['expected_width_after'].iloc[-1]:.3g} expected; "
+            f"first N {first['params']:.4g}, D {first['tokens']:.4g}"
+        )
     else:
         print(f"scalelab suggest: no runs suggested: {result['design'].why_none}")
     print(f"scalelab suggest: wrote {out}/suggestions.csv")
-
-

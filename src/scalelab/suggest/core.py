@@ -8,6 +8,7 @@ trained on thousands of tokens per parameter) a c-optimal design would trust the
 exactly where a wrong form errs most; the rest of the budget may still buy the off-frontier runs
 that pin the exponents.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,10 +22,19 @@ FRONTIER_SHARE = 0.5
 TABLE_COLUMNS = ["params", "tokens", "flops", "expected_width_after", "expected_loss_width_after"]
 
 
-def suggest_runs(ensemble: Ensemble, points: pd.DataFrame, target_flops: float, budget_flops: float,
-                 max_runs: int, extra_sizes=(), cooldown: float | None = None, realise=None,
-                 tokens_per_step: int | None = None, max_tokens: int | None = None,
-                 frontier_band: float | None = 2.0) -> tuple[pd.DataFrame, Design]:
+def suggest_runs(
+    ensemble: Ensemble,
+    points: pd.DataFrame,
+    target_flops: float,
+    budget_flops: float,
+    max_runs: int,
+    extra_sizes=(),
+    cooldown: float | None = None,
+    realise=None,
+    tokens_per_step: int | None = None,
+    max_tokens: int | None = None,
+    frontier_band: float | None = 2.0,
+) -> tuple[pd.DataFrame, Design]:
     """The suggested runs (one row each, in the order of what they add) and the design behind them.
 
     `points` has the runs done: params, tokens and, when the CSV has one, flops (their FLOPs per
@@ -52,16 +62,23 @@ def suggest_runs(ensemble: Ensemble, points: pd.DataFrame, target_flops: float, 
         off = [i for i in indices if not near[i]]
         return costs(indices) if costs(off) <= (1 - FRONTIER_SHARE) * budget_flops * (1 + 1e-9) else np.inf
 
-    design = choose(ensemble, done_params, done_tokens, cand_params, cand_tokens, target_flops, budget_flops,
-                    max_runs, capped)
+    design = choose(
+        ensemble, done_params, done_tokens, cand_params, cand_tokens, target_flops, budget_flops, max_runs, capped
+    )
     rows, so_far = [], []
     for i, width, loss_width in zip(design.chosen, design.width_after, design.loss_width_after):
         # A run's FLOPs: what it adds to the runs before it (under WSD a shared trunk is paid once).
         before = costs(so_far)
         so_far.append(i)
-        rows.append({"params": float(cand_params[i]), "tokens": float(cand_tokens[i]),
-                     "flops": costs(so_far) - before, "expected_width_after": width,
-                     "expected_loss_width_after": loss_width})
+        rows.append(
+            {
+                "params": float(cand_params[i]),
+                "tokens": float(cand_tokens[i]),
+                "flops": costs(so_far) - before,
+                "expected_width_after": width,
+                "expected_loss_width_after": loss_width,
+            }
+        )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS), design
 
 
@@ -70,9 +87,11 @@ def trusted(done_params, done_tokens, cand_params, cand_tokens) -> np.ndarray:
     TOKENS_PER_PARAM_REACH x the trained runs' range."""
     ratio = np.asarray(done_tokens, float) / np.asarray(done_params, float)
     cand_ratio = np.asarray(cand_tokens, float) / np.asarray(cand_params, float)
-    return ((np.asarray(cand_params, float) >= np.min(done_params) * (1 - 1e-9))
-            & (cand_ratio >= ratio.min() / TOKENS_PER_PARAM_REACH)
-            & (cand_ratio <= ratio.max() * TOKENS_PER_PARAM_REACH))
+    return (
+        (np.asarray(cand_params, float) >= np.min(done_params) * (1 - 1e-9))
+        & (cand_ratio >= ratio.min() / TOKENS_PER_PARAM_REACH)
+        & (cand_ratio <= ratio.max() * TOKENS_PER_PARAM_REACH)
+    )
 
 
 def near_frontier(ensemble: Ensemble, cand_params, cand_tokens, band: float) -> np.ndarray:

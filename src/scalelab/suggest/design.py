@@ -22,6 +22,7 @@ scoring every candidate costs a few vectorised operations over the ensemble.
 
 numpy only; the law comes in as two vectorised functions of the parameter rows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -143,10 +144,14 @@ class _State:
         inverse information is M: J is (rows, candidates, p)."""
         MJ = np.einsum("bij,bcj->bci", M, J)
         s = 1.0 + np.einsum("bci,bci->bc", J, MJ)
-        var_g = np.einsum("bi,bij,bj->b", self.grad_g, M, self.grad_g)[:, None] - \
-            np.einsum("bi,bci->bc", self.grad_g, MJ) ** 2 / s
-        var_h = np.einsum("bi,bij,bj->b", self.grad_h, M, self.grad_h)[:, None] - \
-            np.einsum("bi,bci->bc", self.grad_h, MJ) ** 2 / s
+        var_g = (
+            np.einsum("bi,bij,bj->b", self.grad_g, M, self.grad_g)[:, None]
+            - np.einsum("bi,bci->bc", self.grad_g, MJ) ** 2 / s
+        )
+        var_h = (
+            np.einsum("bi,bij,bj->b", self.grad_h, M, self.grad_h)[:, None]
+            - np.einsum("bi,bci->bc", self.grad_h, MJ) ** 2 / s
+        )
         return (var_g / self.var_g0[:, None]).mean(axis=0), (var_h / self.var_h0[:, None]).mean(axis=0)
 
     def inverse_with(self, J_rows):
@@ -193,8 +198,12 @@ def _linearised(ensemble: Ensemble, samples, flops, done_params, done_tokens, ca
     info += (RIDGE * scale)[:, None, None] * np.eye(info.shape[1])
     grad_g = _gradients(lambda t: log_n_opt(ensemble, t, flops), z, positive)
     grad_h = _gradients(lambda t: log_loss_opt(ensemble, t, flops), z, positive)
-    keep = np.all(np.isfinite(J_cand), axis=(1, 2)) & np.all(np.isfinite(J_done), axis=(1, 2)) & \
-        np.all(np.isfinite(grad_g), axis=1) & np.all(np.isfinite(grad_h), axis=1)
+    keep = (
+        np.all(np.isfinite(J_cand), axis=(1, 2))
+        & np.all(np.isfinite(J_done), axis=(1, 2))
+        & np.all(np.isfinite(grad_g), axis=1)
+        & np.all(np.isfinite(grad_h), axis=1)
+    )
     if keep.sum() < 2:
         return None
     h_now = log_loss_opt(ensemble, samples[keep], flops)
@@ -223,7 +232,7 @@ def _exchange(state: _State, J_cand, affordable: Callable, chosen: list[int], cu
     for _ in range(EXCHANGE_PASSES if chosen else 0):
         improved = False
         for slot in range(len(chosen)):
-            others = chosen[:slot] + chosen[slot + 1:]
+            others = chosen[:slot] + chosen[slot + 1 :]
             M_others = state.inverse_with(J_cand[:, others]) if others else state.M
             allowed = affordable(others)
             ratio_g, ratio_h = state.ratios_after_each(M_others, J_cand)
@@ -255,8 +264,18 @@ def _in_order(state: _State, J_cand, chosen: list[int], width: float, loss_width
     return ordered, widths, loss_widths
 
 
-def choose(ensemble: Ensemble, done_params, done_tokens, cand_params, cand_tokens, flops, budget, max_runs,
-           set_cost: Callable, max_rows: int = 200) -> Design:
+def choose(
+    ensemble: Ensemble,
+    done_params,
+    done_tokens,
+    cand_params,
+    cand_tokens,
+    flops,
+    budget,
+    max_runs,
+    set_cost: Callable,
+    max_rows: int = 200,
+) -> Design:
     """The runs (indices into the candidates) that most narrow the 95 % interval of log N_opt at C.
 
     set_cost(indices) -> FLOPs of running that set of candidates (it may share work between them,
@@ -284,6 +303,8 @@ def choose(ensemble: Ensemble, done_params, done_tokens, cand_params, cand_token
     ordered, widths, loss_widths = _in_order(state, J_cand, chosen, width, loss_width)
     design = Design(ordered, width, widths, loss_widths, loss_width, float(set_cost(ordered)))
     if not ordered:
-        design.why_none = (f"no affordable run narrows the interval of log N_opt by {MIN_GAIN:.1%} or more "
-                           "(the interval is as narrow as these candidates and the noise allow)")
+        design.why_none = (
+            f"no affordable run narrows the interval of log N_opt by {MIN_GAIN:.1%} or more "
+            "(the interval is as narrow as these candidates and the noise allow)"
+        )
     return design

@@ -1,5 +1,6 @@
 """The one adapter between a fit folder and the design: the chosen law form's bootstrap as an
 `Ensemble`, through `scalelab.load_fit` (the form's `loss` and `optimal`, scalelab.laws.law)."""
+
 from __future__ import annotations
 
 import json
@@ -68,13 +69,17 @@ def read_fit(folder):
         raise NoDesign(f"--fit {path}: the fit has no law to design with ({why})")
     fitted = load_fit(folder)
     if fitted.form.needs:
-        raise NoDesign(f"--fit {path}: the chosen form {fitted.form.name} needs {', '.join(fitted.form.needs)} for "
-                       "new runs, which a design cannot know")
+        raise NoDesign(
+            f"--fit {path}: the chosen form {fitted.form.name} needs {', '.join(fitted.form.needs)} for "
+            "new runs, which a design cannot know"
+        )
     rows = fitted.bootstrap[list(fitted.form.param_names)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     rows = rows[np.all(np.isfinite(rows), axis=1)]
     if len(rows) < MIN_RESAMPLES:
-        raise NoDesign(f"--fit {folder}: the fit has {len(rows)} usable bootstrap resamples of its law; the design "
-                       f"needs {MIN_RESAMPLES} or more (rerun `scalelab fit` with --bootstrap 100 or more)")
+        raise NoDesign(
+            f"--fit {folder}: the fit has {len(rows)} usable bootstrap resamples of its law; the design "
+            f"needs {MIN_RESAMPLES} or more (rerun `scalelab fit` with --bootstrap 100 or more)"
+        )
     return fit, fitted, rows
 
 
@@ -83,8 +88,9 @@ def form_ensemble(form, rows, point=None) -> Ensemble:
     names = tuple(form.param_names)
 
     def loss(theta, params, tokens):
-        return form.loss(_columns(names, theta, "column"), np.asarray(params, float)[None, :],
-                         np.asarray(tokens, float)[None, :])
+        return form.loss(
+            _columns(names, theta, "column"), np.asarray(params, float)[None, :], np.asarray(tokens, float)[None, :]
+        )
 
     def optimum(theta, flops):
         if form.optimal is not None:

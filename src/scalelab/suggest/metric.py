@@ -9,6 +9,7 @@ var(t) - cov(t, c)^2 / (var(c) + sigma^2). Runs are chosen greedily, the largest
 FLOP first, until the budget or max_runs is spent; the ensemble's covariance is updated after
 each choice, so a second run where the first already measured adds little.
 """
+
 from __future__ import annotations
 
 from statistics import NormalDist
@@ -26,16 +27,18 @@ METRIC_COLUMNS = ["params", "tokens", "flops", "expected_width_after"]
 def _ensemble(law, params, tokens) -> np.ndarray:
     """Every resample's prediction (B × m), in log units for a loss (the interval's units)."""
     if law.samples is None or len(law.samples) < 4:
-        raise ScalelabError(f"{law.where}: the metric {law.name} has no bootstrap resamples to design with "
-                            "(fit with --bootstrap > 0)")
+        raise ScalelabError(
+            f"{law.where}: the metric {law.name} has no bootstrap resamples to design with (fit with --bootstrap > 0)"
+        )
     cols = {k: law.samples[k].to_numpy(float)[:, None] for k in law.samples.columns}
     preds = metric_values(law.method, law.link, cols, params[None, :], tokens[None, :])
     preds = preds[np.all(np.isfinite(preds), axis=1)]
     return np.log(preds) if law.link == "loglinear" else preds
 
 
-def metric_design(fitted, metric: str, points: pd.DataFrame, target_flops: float, budget_flops: float,
-                  max_runs: int, max_tokens=None) -> tuple[pd.DataFrame, float]:
+def metric_design(
+    fitted, metric: str, points: pd.DataFrame, target_flops: float, budget_flops: float, max_runs: int, max_tokens=None
+) -> tuple[pd.DataFrame, float]:
     """(the suggested runs, the 95 % width of the metric at the target now), widths in the
     interval's units (log for losses)."""
     law = fitted.metric_law(metric)
@@ -60,8 +63,14 @@ def metric_design(fitted, metric: str, points: pd.DataFrame, target_flops: float
         cov = cov - np.outer(cov[:, c], cov[c, :]) / (cov[c, c] + noise)
         chosen.add(i)
         spent += cost[i]
-        rows.append({"params": float(cand_n[i]), "tokens": float(cand_d[i]), "flops": float(cost[i]),
-                     "expected_width_after": 2 * z * float(np.sqrt(max(cov[0, 0], 0.0) + noise))})
+        rows.append(
+            {
+                "params": float(cand_n[i]),
+                "tokens": float(cand_d[i]),
+                "flops": float(cost[i]),
+                "expected_width_after": 2 * z * float(np.sqrt(max(cov[0, 0], 0.0) + noise)),
+            }
+        )
     return pd.DataFrame(rows, columns=METRIC_COLUMNS), width_now
 
 
@@ -75,10 +84,13 @@ def run_metric(args, settings, out) -> None:
     usable, points, spent = read_points(args.metrics, fitted.fit, args.fit)
     largest = float(points["flops"].max())
     target = settings.target_flops or TARGET_TIMES_LARGEST * largest
-    table, width_now = metric_design(fitted, args.metric, points, target, settings.budget_flops or spent,
-                                     settings.max_runs, settings.max_tokens)
+    table, width_now = metric_design(
+        fitted, args.metric, points, target, settings.budget_flops or spent, settings.max_runs, settings.max_tokens
+    )
     write_text(out / "suggestions.csv", table.to_csv(index=False))
     after = table["expected_width_after"].iloc[-1] if len(table) else width_now
-    print(f"scalelab suggest: --metric {args.metric}: {len(table)} runs; 95 % width at C = {target:.3g} "
-          f"{width_now:.3g} now, {after:.3g} expected")
+    print(
+        f"scalelab suggest: --metric {args.metric}: {len(table)} runs; 95 % width at C = {target:.3g} "
+        f"{width_now:.3g} now, {after:.3g} expected"
+    )
     print(f"scalelab suggest: wrote {out}/suggestions.csv")

@@ -6,6 +6,7 @@ log N_opt at the target after every run so far), then the model (with the study'
 expected width of log L at the optimum, and why. suggest.json carries the same for the report,
 with the width now, the target and the budget; snippet.yaml is the config to paste.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,13 +19,17 @@ from .core import FRONTIER_SHARE, TABLE_COLUMNS, TOKENS_PER_PARAM_REACH
 from .design import MIN_GAIN
 
 CSV_COLUMNS = [*TABLE_COLUMNS, "model", "why"]
-TRUST = ("candidates: no size below the smallest trained, tokens/param within {reach:g}x the trained range, and at "
-         "least {share:.0%} of the FLOPs on runs within {{band:g}}x of the compute-optimal N for their own FLOPs; the "
-         "expected widths are a linearised forecast: in bench/suggest_vs_grid.py the width measured after refitting "
-         "was about 1.6x the forecast after a first round from a 3 x 3 start and 0.9-1.2x after later rounds "
-         "(docs/benchmarks.md); refit after the runs").format(reach=TOKENS_PER_PARAM_REACH, share=FRONTIER_SHARE)
-METHOD = ("linearised c-optimal design averaged over the bootstrap ensemble: greedy by expected width "
-          "(not width per FLOP) within the budget, then exchange passes")
+TRUST = (
+    "candidates: no size below the smallest trained, tokens/param within {reach:g}x the trained range, and at "
+    "least {share:.0%} of the FLOPs on runs within {{band:g}}x of the compute-optimal N for their own FLOPs; the "
+    "expected widths are a linearised forecast: in bench/suggest_vs_grid.py the width measured after refitting "
+    "was about 1.6x the forecast after a first round from a 3 x 3 start and 0.9-1.2x after later rounds "
+    "(docs/benchmarks.md); refit after the runs"
+).format(reach=TOKENS_PER_PARAM_REACH, share=FRONTIER_SHARE)
+METHOD = (
+    "linearised c-optimal design averaged over the bootstrap ensemble: greedy by expected width "
+    "(not width per FLOP) within the budget, then exchange passes"
+)
 
 
 def _why(row, done_sizes, done_tokens) -> str:
@@ -60,52 +65,82 @@ def build(result: dict) -> dict:
     table["why"] = [_why(row, result["done_sizes"], result["done_tokens"]) for row in table.itertuples(index=False)]
     text_snippet, runs = None, []
     if settings.models and len(table):
-        note = (f"scalelab suggest: {len(table)} runs, {design.cost:.3g} FLOPs, for N_opt at C = "
-                f"{result['target_flops']:.3g}")
+        note = (
+            f"scalelab suggest: {len(table)} runs, {design.cost:.3g} FLOPs, for N_opt at C = "
+            f"{result['target_flops']:.3g}"
+        )
         text_snippet, runs = snippet(settings.models, table, note)
         table["model"] = [run["model"] for run in runs]
     width_after = float(table["expected_width_after"].iloc[-1]) if len(table) else design.width_now
-    lines = [f"scalelab suggest: the runs that most narrow the 95 % interval of log N_opt at C = "
-             f"{result['target_flops']:.4g} FLOPs",
-             f"method: {METHOD}; {result['n_resamples']} bootstrap resamples of the fit's law",
-             f"budget {result['budget_flops']:.4g} FLOPs, at most {settings.max_runs} runs"
-             + (f"; schedule wsd (cooldown {settings.cooldown:g}): runs of one size share a trunk"
-                if settings.cooldown else ""),
-             f"width of log N_opt now (bootstrap 95 %): {design.width_now:.4g}  "
-             f"(N_opt within a factor {np.exp(design.width_now / 2):.3g} either way)",
-             TRUST.format(band=settings.frontier_band)]
+    lines = [
+        f"scalelab suggest: the runs that most narrow the 95 % interval of log N_opt at C = "
+        f"{result['target_flops']:.4g} FLOPs",
+        f"method: {METHOD}; {result['n_resamples']} bootstrap resamples of the fit's law",
+        f"budget {result['budget_flops']:.4g} FLOPs, at most {settings.max_runs} runs"
+        + (
+            f"; schedule wsd (cooldown {settings.cooldown:g}): runs of one size share a trunk"
+            if settings.cooldown
+            else ""
+        ),
+        f"width of log N_opt now (bootstrap 95 %): {design.width_now:.4g}  "
+        f"(N_opt within a factor {np.exp(design.width_now / 2):.3g} either way)",
+        TRUST.format(band=settings.frontier_band),
+    ]
     if result.get("width_with_forms") is not None:
-        lines.append(f"width of log N_opt now with form uncertainty and drift (the fit's interval): "
-                     f"{result['width_with_forms']:.4g}; the design narrows the bootstrap part only, the form and "
-                     "drift parts shrink as refits agree")
+        lines.append(
+            f"width of log N_opt now with form uncertainty and drift (the fit's interval): "
+            f"{result['width_with_forms']:.4g}; the design narrows the bootstrap part only, the form and "
+            "drift parts shrink as refits agree"
+        )
     if len(table):
-        lines += [f"expected after the {len(table)} runs: {width_after:.4g}  "
-                  f"({design.width_now / width_after:.3g}x narrower), {design.cost:.4g} FLOPs "
-                  f"({design.cost / result['budget_flops']:.0%} of the budget)", "",
-                  "  # " + "  ".join(f"{c:>12}" for c in ("params", "tokens", "flops", "width after")) + "  why"]
+        lines += [
+            f"expected after the {len(table)} runs: {width_after:.4g}  "
+            f"({design.width_now / width_after:.3g}x narrower), {design.cost:.4g} FLOPs "
+            f"({design.cost / result['budget_flops']:.0%} of the budget)",
+            "",
+            "  # " + "  ".join(f"{c:>12}" for c in ("params", "tokens", "flops", "width after")) + "  why",
+        ]
         for k, row in enumerate(table.itertuples(index=False), 1):
             name = f" ({row.model})" if row.model else ""
-            lines.append(f"{k:>3} " + "  ".join(f"{_fmt(v):>12}" for v in (row.params, row.tokens, row.flops,
-                                                                         row.expected_width_after))
-                         + f"  {row.why}{name}")
-        lines += ["", "Each row's width is expected after it and every row above it (a linearised forecast: "
-                  "refit after the runs to see the real one)."]
+            lines.append(
+                f"{k:>3} "
+                + "  ".join(f"{_fmt(v):>12}" for v in (row.params, row.tokens, row.flops, row.expected_width_after))
+                + f"  {row.why}{name}"
+            )
+        lines += [
+            "",
+            "Each row's width is expected after it and every row above it (a linearised forecast: "
+            "refit after the runs to see the real one).",
+        ]
     else:
         lines.append(f"no runs suggested: {design.why_none}")
     best = None
     if len(table):
         row = table.iloc[0]
-        best = (f"N {_fmt(row.params)}" + (f" ({row.model})" if row.model else "")
-                + f", D {_fmt(row.tokens)} ({_fmt(row.flops)} FLOPs): width of log N_opt at "
-                f"{result['target_flops']:.3g} FLOPs {design.width_now:.3g} -> {row.expected_width_after:.3g} expected")
+        best = (
+            f"N {_fmt(row.params)}"
+            + (f" ({row.model})" if row.model else "")
+            + f", D {_fmt(row.tokens)} ({_fmt(row.flops)} FLOPs): width of log N_opt at "
+            f"{result['target_flops']:.3g} FLOPs {design.width_now:.3g} -> {row.expected_width_after:.3g} expected"
+        )
     summary = {
-        "target_flops": result["target_flops"], "budget_flops": result["budget_flops"],
-        "max_runs": settings.max_runs, "cooldown": settings.cooldown, "method": METHOD,
-        "min_gain": MIN_GAIN, "n_resamples": result["n_resamples"],
-        "width_now": design.width_now, "width_after": width_after, "width_with_forms": result.get("width_with_forms"),
-        "frontier_band": settings.frontier_band, "flops": design.cost,
-        "loss_width_now": design.loss_width_now, "why_none": design.why_none, "best_run": best,
-        "runs": table[CSV_COLUMNS].to_dict(orient="records"), "snippet": text_snippet,
+        "target_flops": result["target_flops"],
+        "budget_flops": result["budget_flops"],
+        "max_runs": settings.max_runs,
+        "cooldown": settings.cooldown,
+        "method": METHOD,
+        "min_gain": MIN_GAIN,
+        "n_resamples": result["n_resamples"],
+        "width_now": design.width_now,
+        "width_after": width_after,
+        "width_with_forms": result.get("width_with_forms"),
+        "frontier_band": settings.frontier_band,
+        "flops": design.cost,
+        "loss_width_now": design.loss_width_now,
+        "why_none": design.why_none,
+        "best_run": best,
+        "runs": table[CSV_COLUMNS].to_dict(orient="records"),
+        "snippet": text_snippet,
     }
     return {"table": table[CSV_COLUMNS], "text": "\n".join(lines) + "\n", "json": summary, "snippet": text_snippet}
 
@@ -126,5 +161,7 @@ def write_unavailable(out_dir, why: str) -> None:
     write_text(out_dir / "suggestions.csv", pd.DataFrame(columns=CSV_COLUMNS).to_csv(index=False))
     write_text(out_dir / "suggest.txt", f"scalelab suggest: no design: {why}\n")
     write_text(out_dir / "snippet.yaml", "# scalelab suggest: no runs suggested\n")
-    write_json(out_dir / "suggest.json", {"why_none": why, "runs": [], "best_run": None, "snippet": None,
-                                          "width_now": None, "width_after": None})
+    write_json(
+        out_dir / "suggest.json",
+        {"why_none": why, "runs": [], "best_run": None, "snippet": None, "width_now": None, "width_after": None},
+    )

@@ -7,6 +7,7 @@ non-embedding parameter count (scalelab.plan.shapes) comes nearest the size aske
 own width step (the greatest common divisor of its widths, at most 64 and half the smallest, and a
 multiple of the heads), so the suggested N is exactly what the shape trains.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,20 +77,25 @@ class Shapes:
 def snippet(models: dict, table, note: str) -> tuple[str, list[dict]]:
     """The YAML text to paste, and the runs it adds ({model, tokens} each)."""
     shapes = Shapes(models)
-    runs = [{"model": shapes.name_for(float(row.params)), "tokens": int(round(row.tokens))}
-            for row in table.itertuples(index=False)]
-    lines = [f"# {note}", "# Paste into the config: add the models under `models:` and the runs under `grid:`",
-             "# (append them to an existing `extra:` list); only these runs train."]
+    runs = [
+        {"model": shapes.name_for(float(row.params)), "tokens": int(round(row.tokens))}
+        for row in table.itertuples(index=False)
+    ]
+    lines = [
+        f"# {note}",
+        "# Paste into the config: add the models under `models:` and the runs under `grid:`",
+        "# (append them to an existing `extra:` list); only these runs train.",
+    ]
     if shapes.new:
         lines.append("models:")
         for name, shape in shapes.new.items():
             params = non_embedding_params(shape["n_layer"], shape["d_model"])
-            lines.append(f"  {name}: {{n_layer: {shape['n_layer']}, d_model: {shape['d_model']}, "
-                         f"n_head: {shape['n_head']}}}   # {params:,} non-embedding parameters")
+            lines.append(
+                f"  {name}: {{n_layer: {shape['n_layer']}, d_model: {shape['d_model']}, "
+                f"n_head: {shape['n_head']}}}   # {params:,} non-embedding parameters"
+            )
     lines.append("grid:")
     lines.append("  extra:")
     for run in runs:
         lines.append(f"    - {{model: {run['model']}, tokens: {compact_count(run['tokens'])}}}")
     return "\n".join(lines) + "\n", runs
-
-

@@ -4,6 +4,7 @@ The CSV is read with the columns and run selection the fit recorded in fit.json,
 rows must have the fingerprint fit.json keeps (`inputs.rows_sha256`): a fit of another CSV, or of
 an older state of this one, would design from the wrong uncertainty.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,22 +33,36 @@ def read_points(metrics, fit: dict, fit_dir):
     except ScalelabError:
         settings = FitSettings()
     flops_col = columns.get("flops")
-    usable, _, _ = prepare(df, columns.get("loss"), columns.get("params", "params"), columns.get("tokens", "tokens"),
-                           None if flops_col in (None, "6*params*tokens") else flops_col, str(metrics),
-                           settings.sweep_keys, settings.allow_any_loss)
+    usable, _, _ = prepare(
+        df,
+        columns.get("loss"),
+        columns.get("params", "params"),
+        columns.get("tokens", "tokens"),
+        None if flops_col in (None, "6*params*tokens") else flops_col,
+        str(metrics),
+        settings.sweep_keys,
+        settings.allow_any_loss,
+    )
     expected = (fit.get("inputs") or {}).get("rows_sha256")
     if not expected:
-        raise ScalelabError(f"--fit {fit_dir}: fit.json has no row fingerprint (inputs.rows_sha256); it was written "
-                            f"by an older scalelab fit: refit {metrics}")
+        raise ScalelabError(
+            f"--fit {fit_dir}: fit.json has no row fingerprint (inputs.rows_sha256); it was written "
+            f"by an older scalelab fit: refit {metrics}"
+        )
     points, _ = select_runs(usable, settings)
     if rows_sha256(points) != expected:
-        raise ScalelabError(f"--fit {fit_dir}: this fit is not of {metrics} (its row fingerprint differs): "
-                            "refit the CSV, or pass the fit folder written for it")
+        raise ScalelabError(
+            f"--fit {fit_dir}: this fit is not of {metrics} (its row fingerprint differs): "
+            "refit the CSV, or pass the fit folder written for it"
+        )
     # What the study has spent: under WSD a run's own share (flops_spent, its trunk segment and
     # cooldown), else every usable run's FLOPs.
     spent = pd.to_numeric(df["flops_spent"], errors="coerce") if "flops_spent" in df.columns else None
-    spent = float(spent[np.isfinite(spent)].sum()) if spent is not None and np.isfinite(spent).any() \
+    spent = (
+        float(spent[np.isfinite(spent)].sum())
+        if spent is not None and np.isfinite(spent).any()
         else float(usable["flops"].sum())
+    )
     return usable, points, spent
 
 
@@ -74,8 +89,10 @@ def plan(metrics, fit_dir, settings: SuggestSettings) -> dict:
     target = settings.target_flops or TARGET_TIMES_LARGEST * largest
     budget = settings.budget_flops or spent
     if target < largest:
-        raise ScalelabError(f"--target-flops {settings.target_flops:.4g}: below the largest run's FLOPs "
-                            f"({largest:.4g}); the design is for a budget beyond the study")
+        raise ScalelabError(
+            f"--target-flops {settings.target_flops:.4g}: below the largest run's FLOPs "
+            f"({largest:.4g}); the design is for a budget beyond the study"
+        )
     if not (math.isfinite(budget) and budget > 0):
         raise ScalelabError(f"--budget-flops: must be positive and finite, got {budget!r}")
     sizes = list(settings.sizes)
@@ -86,12 +103,32 @@ def plan(metrics, fit_dir, settings: SuggestSettings) -> dict:
         shapes = Shapes(settings.models)
         realise = shapes.realise
         sizes = [realise(n) for n in sizes]
-    table, design = suggest_runs(ensemble, points, target, budget, settings.max_runs, sizes, settings.cooldown,
-                                 realise=realise, tokens_per_step=settings.tokens_per_step,
-                                 max_tokens=settings.max_tokens, frontier_band=settings.frontier_band)
-    return {"fit": fit, "points": points, "table": table, "design": design, "target_flops": target,
-            "width_with_forms": width_with_forms(fit_dir, target),
-            "budget_flops": budget, "largest_flops": largest, "spent_flops": spent, "settings": settings,
-            "ensemble": ensemble, "n_resamples": int(len(ensemble.samples)),
-            "done_sizes": np.unique(points["params"].to_numpy(float)),
-            "done_tokens": np.unique(points["tokens"].to_numpy(float))}
+    table, design = suggest_runs(
+        ensemble,
+        points,
+        target,
+        budget,
+        settings.max_runs,
+        sizes,
+        settings.cooldown,
+        realise=realise,
+        tokens_per_step=settings.tokens_per_step,
+        max_tokens=settings.max_tokens,
+        frontier_band=settings.frontier_band,
+    )
+    return {
+        "fit": fit,
+        "points": points,
+        "table": table,
+        "design": design,
+        "target_flops": target,
+        "width_with_forms": width_with_forms(fit_dir, target),
+        "budget_flops": budget,
+        "largest_flops": largest,
+        "spent_flops": spent,
+        "settings": settings,
+        "ensemble": ensemble,
+        "n_resamples": int(len(ensemble.samples)),
+        "done_sizes": np.unique(points["params"].to_numpy(float)),
+        "done_tokens": np.unique(points["tokens"].to_numpy(float)),
+    }

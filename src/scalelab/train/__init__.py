@@ -16,6 +16,7 @@ Resuming is exact: every optimizer step's batch is drawn from a generator seeded
 (seed, step), and an "epoch" is one checkpoint interval, so a run killed at any point resumes
 from its last end-of-epoch checkpoint with the same data order, optimizer and schedule state.
 """
+
 from .batches import StepBatches, TokenData
 from .callbacks import AtomicCheckpointIO, CurveRecorder, DivergenceGuard
 from .module import LitGPT, LitWSD, build_module, build_wsd_module, on_gpu
@@ -25,7 +26,27 @@ from .schedule import lr_factor, total_steps, warmup_steps_for
 from .trainer import CKPT_NAME, build_trainer, configure_torch, resolve_precision
 from .trunks import train_trunk
 
-__all__ = ["AtomicCheckpointIO", "CKPT_NAME", "CurveRecorder", "DivergenceGuard", "LitGPT", "LitWSD", "RunPlan",
-           "StepBatches", "TokenData", "build_module", "build_trainer", "build_wsd_module", "configure_torch",
-           "lr_factor", "on_gpu", "plan_run", "plan_trunk", "resolve_precision", "total_steps", "train_run",
-           "train_trunk", "warmup_steps_for"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CKPT_NAME",
+    "CurveRecorder",
+    "DivergenceGuard",
+    "LitGPT",
+    "LitWSD",
+    "RunPlan",
+    "StepBatches",
+    "TokenData",
+    "build_module",
+    "build_trainer",
+    "build_wsd_module",
+    "configure_torch",
+    "lr_factor",
+    "on_gpu",
+    "plan_run",
+    "plan_trunk",
+    "resolve_precision",
+    "total_steps",
+    "train_run",
+    "train_trunk",
+    "warmup_steps_for",
+]

@@ -1,6 +1,7 @@
 """Where a run's tokens come from: `StepBatches` (the batch of each optimizer step, replayable
 from (seed, step)) and `TokenData`, the LightningDataModule of a run.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,18 @@ class StepBatches(Dataset):
     """Item i is the whole batch of optimizer step `first_step + i`: batch_size random windows of
     context+1 tokens, drawn from a generator seeded with (seed, step) so any step can be replayed."""
 
-    def __init__(self, path: Path, dtype: str, context: int, batch_size: int, seed: int,
-                 first_step: int, last_step: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self,
+        path: Path,
+        dtype: str,
+        context: int,
+        batch_size: int,
+        seed: int,
+        first_step: int,
+        last_step: int,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
         self.path, self.dtype, self.context, self.batch_size = path, dtype, context, batch_size
         self.seed, self.first_step, self.last_step = seed, first_step, last_step
         self.rank, self.world = rank, world
@@ -34,7 +45,7 @@ class StepBatches(Dataset):
             self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
         rng = np.random.default_rng((self.seed, self.first_step + i))
         starts = rng.integers(0, len(self._tokens) - self.context - 1, size=self.batch_size, endpoint=True)
-        starts = starts[self.rank::self.world]  # each DDP rank takes its slice of the global batch
+        starts = starts[self.rank :: self.world]  # each DDP rank takes its slice of the global batch
         windows = torch.from_numpy(self._tokens[starts[:, None] + self._window].astype(np.int64))
         return windows[:, :-1], windows[:, 1:]
 
@@ -61,8 +72,17 @@ class TokenData(L.LightningDataModule):
         first = self.trainer.global_step
         last = min(self.steps, (first // self.steps_per_epoch + 1) * self.steps_per_epoch)
         world, rank = self.trainer.world_size, self.trainer.global_rank
-        batches = StepBatches(self.data_dir / "train.bin", self.dtype, self.spec["context"], self.spec["batch_size"],
-                              self.spec["seed"], first, last, rank, world)
+        batches = StepBatches(
+            self.data_dir / "train.bin",
+            self.dtype,
+            self.spec["context"],
+            self.spec["batch_size"],
+            self.spec["seed"],
+            first,
+            last,
+            rank,
+            world,
+        )
         return DataLoader(batches, batch_size=None, shuffle=False)
 
     def val_windows(self) -> torch.Tensor:
@@ -79,5 +99,5 @@ class TokenData(L.LightningDataModule):
         # Every rank measures all of it: val is small, the synced mean is then exactly the
         # 1-process value, and no rank is left without a batch when there are fewer than ranks.
         windows = self.val_windows()
-        batches = [windows[i:i + self.spec["batch_size"]] for i in range(0, len(windows), self.spec["batch_size"])]
+        batches = [windows[i : i + self.spec["batch_size"]] for i in range(0, len(windows), self.spec["batch_size"])]
         return DataLoader([(b[:, :-1], b[:, 1:]) for b in batches], batch_size=None)

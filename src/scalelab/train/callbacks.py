@@ -1,6 +1,7 @@
 """What cuts across a run's steps: divergence, the train curve, progress in the job's log, and
 atomic checkpoint files. A new callback goes here.
 """
+
 from __future__ import annotations
 
 import time
@@ -67,8 +68,9 @@ class ProgressLog(L.Callback):
     whichever comes first: step, tokens, train loss, tokens/s and the time left. Reading the loss
     syncs a GPU, so only on the steps that print; rank 0 only. No state: checkpoints are as before."""
 
-    def __init__(self, name: str, steps: int, tokens_per_step: int, seconds: float = 30.0,
-                 fraction: float = 0.05) -> None:
+    def __init__(
+        self, name: str, steps: int, tokens_per_step: int, seconds: float = 30.0, fraction: float = 0.05
+    ) -> None:
         self.name, self.steps, self.tokens_per_step = name, steps, tokens_per_step
         self.seconds, self.every = seconds, max(1, round(steps * fraction))
         self.started = self.last_time = None
@@ -87,9 +89,12 @@ class ProgressLog(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         rate = (step - self.first_step) * self.tokens_per_step / max(now - self.started, 1e-9)
         left = (self.steps - step) * self.tokens_per_step / rate if rate > 0 else float("nan")
-        print(f"{self.name}: step {step:,}/{self.steps:,} ({100 * step / self.steps:.0f} %), "
-              f"{step * self.tokens_per_step:,} tokens, loss {float(loss.detach()):.4f}, {rate:,.0f} tokens/s, "
-              f"ETA {duration_text(left) if left == left else '?'}", flush=True)
+        print(
+            f"{self.name}: step {step:,}/{self.steps:,} ({100 * step / self.steps:.0f} %), "
+            f"{step * self.tokens_per_step:,} tokens, loss {float(loss.detach()):.4f}, {rate:,.0f} tokens/s, "
+            f"ETA {duration_text(left) if left == left else '?'}",
+            flush=True,
+        )
 
 
 class AtomicCheckpointIO(L.pytorch.plugins.TorchCheckpointIO):

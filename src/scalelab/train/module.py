@@ -1,6 +1,7 @@
 """The LightningModules: `LitGPT` holds the maths of a step (loss, optimizer, schedule) and
 `LitWSD` the same under warmup-stable-decay. A new loss or optimizer setting goes here.
 """
+
 from __future__ import annotations
 
 import lightning as L
@@ -56,12 +57,15 @@ class LitGPT(L.LightningModule):
     def configure_optimizers(self):
         # Weight decay on matrices only, as in GPT-2/nanoGPT; biases, LayerNorms stay undecayed.
         params = [p for p in self.gpt.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.spec["weight_decay"]},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.spec["weight_decay"]},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
         gpu = on_gpu(self.spec)
         # fused on GPU; the multi-tensor path on CPU, well ahead of the per-parameter loop
-        optimizer = torch.optim.AdamW(groups, lr=self.spec["lr"], betas=(0.9, self.spec["beta2"]),
-                                      fused=gpu, foreach=not gpu)
+        optimizer = torch.optim.AdamW(
+            groups, lr=self.spec["lr"], betas=(0.9, self.spec["beta2"]), fused=gpu, foreach=not gpu
+        )
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -76,8 +80,14 @@ class LitWSD(LitGPT):
         self.warmup_steps = wsd.warmup_steps(spec)  # absolute: the same for every D of a family
 
     def lr_factor(self, step: int) -> float:
-        return wsd.lr_factor(step, self.steps, self.warmup_steps, self.branch, self.spec.get("cooldown_shape", ""),
-                             self.spec["min_lr_ratio"])
+        return wsd.lr_factor(
+            step,
+            self.steps,
+            self.warmup_steps,
+            self.branch,
+            self.spec.get("cooldown_shape", ""),
+            self.spec["min_lr_ratio"],
+        )
 
 
 def build_wsd_module(model_config: GPTConfig, spec: dict, steps: int, branch: int) -> LitWSD:

@@ -1,6 +1,7 @@
 """What a finished run leaves: curve.csv, metrics.json and model.pt (written atomically, the
 metrics last: their presence means the run is complete).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,9 @@ def _cell(value) -> str:
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
-def write_curve(train_rows: list, val_history: list, curve_csv: Path, tokens_per_step: int,
-                flops_per_tok: int) -> list[tuple]:
+def write_curve(
+    train_rows: list, val_history: list, curve_csv: Path, tokens_per_step: int, flops_per_tok: int
+) -> list[tuple]:
     """curve.csv (step, tokens, flops, lr, train_loss, val_loss); `step` counts the optimizer
     steps done when the value was measured (train loss before that step's update). One row per
     step, in order; a value not measured at that step is empty. Returns the rows (None: empty)."""
@@ -56,9 +58,19 @@ def write_curve(train_rows: list, val_history: list, curve_csv: Path, tokens_per
     return curve
 
 
-def run_metrics(spec: dict, plan: RunPlan, model_config: GPTConfig, trainer, curve: list[tuple],
-                guard: DivergenceGuard, resumed_from_step: int | None, started: float, fit_s: float,
-                first_step: int | None = None, flops_spent: float | None = None) -> dict:
+def run_metrics(
+    spec: dict,
+    plan: RunPlan,
+    model_config: GPTConfig,
+    trainer,
+    curve: list[tuple],
+    guard: DivergenceGuard,
+    resumed_from_step: int | None,
+    started: float,
+    fit_s: float,
+    first_step: int | None = None,
+    flops_spent: float | None = None,
+) -> dict:
     """metrics.json's values (without the identity keys that `train_run` adds)."""
     params, params_total = param_counts(model_config)
     diverged = guard.diverged_at is not None
@@ -68,16 +80,30 @@ def run_metrics(spec: dict, plan: RunPlan, model_config: GPTConfig, trainer, cur
     tokens = plan.tokens
     new_steps = trained_steps - (first_step if first_step is not None else resumed_from_step or 0)
     return {
-        "run": spec["run"], "model": spec["model"], "n_layer": spec["n_layer"], "d_model": spec["d_model"],
-        "n_head": spec["n_head"], "vocab_size": model_config.vocab_size, "context": spec["context"],
-        "params": params, "params_total": params_total,
-        "tokens": tokens, "tokens_requested": spec["tokens"],
-        "flops": plan.flops, "flops_total": tokens * plan.flops_per_token_total,
-        "seed": spec["seed"], "isoflop_budget": spec["isoflop_budget"], "steps": trained_steps,
-        "batch_size": spec["batch_size"], "lr": spec["lr"],
+        "run": spec["run"],
+        "model": spec["model"],
+        "n_layer": spec["n_layer"],
+        "d_model": spec["d_model"],
+        "n_head": spec["n_head"],
+        "vocab_size": model_config.vocab_size,
+        "context": spec["context"],
+        "params": params,
+        "params_total": params_total,
+        "tokens": tokens,
+        "tokens_requested": spec["tokens"],
+        "flops": plan.flops,
+        "flops_total": tokens * plan.flops_per_token_total,
+        "seed": spec["seed"],
+        "isoflop_budget": spec["isoflop_budget"],
+        "steps": trained_steps,
+        "batch_size": spec["batch_size"],
+        "lr": spec["lr"],
         # every other key a sweep may vary (scalelab.config.sweeps.SWEEPABLE), so metrics.csv has its column
-        **{key: spec[key] for key in ("schedule", "warmup_tokens", "min_lr_ratio", "weight_decay", "beta2",
-                                      "grad_clip") if key in spec},
+        **{
+            key: spec[key]
+            for key in ("schedule", "warmup_tokens", "min_lr_ratio", "weight_decay", "beta2", "grad_clip")
+            if key in spec
+        },
         "train_loss": float(np.mean(tail)) if tail else None,  # numpy's pairwise sum, as pandas' mean
         "val_loss": None if diverged or not val else float(val[-1]),
         "wall_s": round(time.time() - started, 2),
@@ -85,9 +111,12 @@ def run_metrics(spec: dict, plan: RunPlan, model_config: GPTConfig, trainer, cur
         "status": "diverged" if diverged else "ok",
         "diverged_at_step": guard.diverged_at,
         "resumed_from_step": resumed_from_step,
-        "precision": resolve_precision(spec), "accelerator": str(trainer.accelerator.__class__.__name__),
-        "devices": spec["devices"], "threads": torch.get_num_threads(),
-        "torch_version": torch.__version__, "lightning_version": L.__version__,
+        "precision": resolve_precision(spec),
+        "accelerator": str(trainer.accelerator.__class__.__name__),
+        "devices": spec["devices"],
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "lightning_version": L.__version__,
         **schedule_metrics(spec, plan, flops_spent),
     }
 
@@ -96,8 +125,11 @@ def schedule_metrics(spec: dict, plan: RunPlan, flops_spent: float | None) -> di
     """schedule, branch_from_tokens (the WSD branch point; None otherwise) and flops_spent: what
     this run cost, its trunk charged by scalelab.plan.wsd's rule (without a trunk: its own FLOPs)."""
     branch = plan.branch_step * plan.tokens_per_step if plan.family is not None else None
-    return {"schedule": spec["schedule"], "branch_from_tokens": branch,
-            "flops_spent": float(plan.flops if flops_spent is None else flops_spent)}
+    return {
+        "schedule": spec["schedule"],
+        "branch_from_tokens": branch,
+        "flops_spent": float(plan.flops if flops_spent is None else flops_spent),
+    }
 
 
 def save_run(run_dir: Path, spec: dict, model_config: GPTConfig, lit: LitGPT, metrics: dict) -> None:
@@ -106,8 +138,15 @@ def save_run(run_dir: Path, spec: dict, model_config: GPTConfig, lit: LitGPT, me
     foreign file is recognised as such."""
     state = {k: v.detach().cpu() for k, v in lit.gpt.state_dict().items()}
     with atomic_path(run_dir / "model.pt") as tmp:
-        torch.save({"config": model_config.to_dict(), "state_dict": state, "run": spec["run"],
-                    "spec_sha": metrics["spec_sha"]}, tmp)
+        torch.save(
+            {
+                "config": model_config.to_dict(),
+                "state_dict": state,
+                "run": spec["run"],
+                "spec_sha": metrics["spec_sha"],
+            },
+            tmp,
+        )
         metrics["model_bytes"] = tmp.stat().st_size
         metrics["model_sha256"] = store.file_sha256(tmp)
     write_json(run_dir / "metrics.json", metrics)

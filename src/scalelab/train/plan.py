@@ -2,6 +2,7 @@
 tokens per step and FLOPs. The module, the data, resume and the metrics read it; the spec dict
 stays the run's identity, byte for byte.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,12 +39,26 @@ def plan_run(spec: dict, model_config: GPTConfig) -> RunPlan:
     per_token, per_token_total = flops_per_token(model_config)
     if not wsd.is_wsd(spec):
         return RunPlan(steps, warmup_steps_for(spec, steps), tokens_per_step, per_token, per_token_total)
-    return RunPlan(steps, wsd.warmup_steps(spec), tokens_per_step, per_token, per_token_total,
-                   wsd.family_id(spec), wsd.branch_step(spec))
+    return RunPlan(
+        steps,
+        wsd.warmup_steps(spec),
+        tokens_per_step,
+        per_token,
+        per_token_total,
+        wsd.family_id(spec),
+        wsd.branch_step(spec),
+    )
 
 
 def plan_trunk(family: dict, step: int, model_config: GPTConfig) -> RunPlan:
     """The plan of a WSD trunk segment that ends at `step` (a trunk branches at its own end)."""
     per_token, per_token_total = flops_per_token(model_config)
-    return RunPlan(step, wsd.warmup_steps(family), family["batch_size"] * family["context"], per_token,
-                   per_token_total, wsd.family_id(family), step)
+    return RunPlan(
+        step,
+        wsd.warmup_steps(family),
+        family["batch_size"] * family["context"],
+        per_token,
+        per_token_total,
+        wsd.family_id(family),
+        step,
+    )

@@ -1,6 +1,7 @@
 """Where a run starts: its inputs checked, its own last checkpoint (resume after a kill), or
 its WSD trunk's state at its branch point.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,16 +21,22 @@ def check_inputs(spec: dict, data_dir: Path, allow_repeat: bool) -> dict:
     """meta.json, checked: one line naming what is wrong, before anything is written."""
     meta = read_meta(data_dir / "meta.json")
     if meta is None:
-        raise ScalelabError(f"{data_dir / 'meta.json'}: missing, damaged or out of step with the token files; "
-                            f"rebuild with `snakemake --forcerun tokenize`")
+        raise ScalelabError(
+            f"{data_dir / 'meta.json'}: missing, damaged or out of step with the token files; "
+            f"rebuild with `snakemake --forcerun tokenize`"
+        )
     window = spec["context"] + 1
     required = {"train": window if allow_repeat else max(window, spec["tokens"]), "val": window}
     check_splits(required, {k: v["tokens"] for k, v in meta["splits"].items()}, spec["run"])
     if spec["batch_size"] % spec["devices"]:
-        raise ScalelabError(f"{spec['run']}: batch_size {spec['batch_size']} is not divisible by devices {spec['devices']}")
+        raise ScalelabError(
+            f"{spec['run']}: batch_size {spec['batch_size']} is not divisible by devices {spec['devices']}"
+        )
     if spec["accelerator"] == "gpu" and not torch.cuda.is_available():
-        raise ScalelabError(f"{spec['run']}: train.accelerator is 'gpu' but this node has no CUDA device "
-                            f"(use accelerator: auto or cpu, or run on a GPU node)")
+        raise ScalelabError(
+            f"{spec['run']}: train.accelerator is 'gpu' but this node has no CUDA device "
+            f"(use accelerator: auto or cpu, or run on a GPU node)"
+        )
     return meta
 
 
@@ -78,8 +85,10 @@ def trunk_for(plan: RunPlan, trunks_dir: Path | None) -> tuple[Path, int] | None
         if int(info["step"]) != branch or not ckpt.is_file():
             raise ValueError
     except (OSError, ValueError, KeyError, TypeError):
-        raise ScalelabError(f"{info_path}: missing or not this trunk's (the trunk rule writes it beside "
-                            f"{ckpt.name}); rerun the workflow, or train without --trunks") from None
+        raise ScalelabError(
+            f"{info_path}: missing or not this trunk's (the trunk rule writes it beside "
+            f"{ckpt.name}); rerun the workflow, or train without --trunks"
+        ) from None
     check_trunk_checkpoint(ckpt)
     return ckpt, previous
 
@@ -91,6 +100,8 @@ def check_trunk_checkpoint(ckpt: Path) -> int:
     try:
         return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"])
     except Exception as exc:
-        raise ScalelabError(f"{ckpt}: damaged or not a trunk checkpoint ({type(exc).__name__}); nothing was trained. "
-                            f"Rerun the workflow: it rebuilds the file from the trunk store, or retrains "
-                            f"that trunk segment") from None
+        raise ScalelabError(
+            f"{ckpt}: damaged or not a trunk checkpoint ({type(exc).__name__}); nothing was trained. "
+            f"Rerun the workflow: it rebuilds the file from the trunk store, or retrains "
+            f"that trunk segment"
+        ) from None

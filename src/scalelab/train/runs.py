@@ -1,5 +1,6 @@
 """One grid point trained: `train_run` (restore from the store, resume, branch from a WSD trunk,
 fit, write the outputs) and the `scalelab train` command."""
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,18 @@ from .resume import check_inputs, resume_checkpoint, trunk_for
 from .trainer import CKPT_NAME, build_trainer, configure_torch, quiet_lightning
 
 
-def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = None,
-              allow_repeat: bool = False, code: str = "", store_dir: Path | None = None,
-              loggers=("csv",), study: str = "scalelab study", trunks_dir: Path | None = None) -> dict:
+def train_run(
+    spec: dict,
+    data_dir: Path,
+    run_dir: Path,
+    threads: int | None = None,
+    allow_repeat: bool = False,
+    code: str = "",
+    store_dir: Path | None = None,
+    loggers=("csv",),
+    study: str = "scalelab study",
+    trunks_dir: Path | None = None,
+) -> dict:
     """Train one grid point; write model.pt, curve.csv and metrics.json into run_dir.
 
     A WSD run with `trunks_dir` (results/trunks) is a cooldown branch: it starts from its family's
@@ -39,8 +49,13 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
     meta = check_inputs(spec, data_dir, allow_repeat)
     data = store.data_identity(meta)
     key = store.run_key(spec, code)
-    model_config = GPTConfig(vocab_size=meta["vocab_size"], context=spec["context"],
-                             n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
+    model_config = GPTConfig(
+        vocab_size=meta["vocab_size"],
+        context=spec["context"],
+        n_layer=spec["n_layer"],
+        d_model=spec["d_model"],
+        n_head=spec["n_head"],
+    )
     plan = plan_run(spec, model_config)
     trunk = trunk_for(plan, trunks_dir)
     flops_spent = None if trunk is None else wsd.run_flops(spec, plan.flops_per_token, trunk[1])[0]
@@ -69,10 +84,12 @@ def train_run(spec: dict, data_dir: Path, run_dir: Path, threads: int | None = N
         return {}
     for tracker in trainer.loggers:
         tracker.save()
-    curve = write_curve(recorder.rows, lit.val_history, run_dir / "curve.csv", plan.tokens_per_step,
-                        plan.flops_per_token)
-    metrics = run_metrics(spec, plan, model_config, trainer, curve, guard, resumed_from_step, started, fit_s,
-                          first_step, flops_spent)
+    curve = write_curve(
+        recorder.rows, lit.val_history, run_dir / "curve.csv", plan.tokens_per_step, plan.flops_per_token
+    )
+    metrics = run_metrics(
+        spec, plan, model_config, trainer, curve, guard, resumed_from_step, started, fit_s, first_step, flops_spent
+    )
     metrics.update(spec_sha=store.spec_sha(spec), code=code, data_fingerprint=data)
     save_run(run_dir, spec, model_config, lit, metrics)
     if store_dir is not None:
@@ -112,6 +129,7 @@ def _fit(spec: dict, plan: RunPlan, lit, data_dir: Path, ckpt_dir: Path, tracker
 
 # ----------------------------------------------------------------------------- `scalelab train`
 
+
 def add_arguments(parser) -> None:
     parser.add_argument("--spec", required=True, help="the run's settings as JSON (the train rule's params)")
     parser.add_argument("--data", required=True, type=Path, help="the tokenize stage's folder (results/data)")
@@ -121,10 +139,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--code", default="", help="the training code's fingerprint (part of the store key)")
     parser.add_argument("--loggers", default="csv", help="experiment trackers: csv,tensorboard,mlflow,wandb")
     parser.add_argument("--study", default="scalelab study", help="the study's title (MLflow experiment, a tag)")
-    parser.add_argument("--store", type=Path, default=None,
-                        help="the run store (results/store): restore a finished run from it, keep new ones there")
-    parser.add_argument("--trunks", type=Path, default=None,
-                        help="WSD trunk checkpoints (default: results/trunks beside --data, when --store is given)")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="the run store (results/store): restore a finished run from it, keep new ones there",
+    )
+    parser.add_argument(
+        "--trunks",
+        type=Path,
+        default=None,
+        help="WSD trunk checkpoints (default: results/trunks beside --data, when --store is given)",
+    )
 
 
 def run(args) -> None:
@@ -133,8 +159,20 @@ def run(args) -> None:
         raise ScalelabError("--spec: expected the run's settings as a JSON object")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     trunks = args.trunks or (args.data.parent / "trunks" if args.store is not None else None)
-    metrics = train_run(spec, args.data, args.out, args.threads, args.allow_repeat, args.code, args.store,
-                        args.loggers, args.study, trunks)
+    metrics = train_run(
+        spec,
+        args.data,
+        args.out,
+        args.threads,
+        args.allow_repeat,
+        args.code,
+        args.store,
+        args.loggers,
+        args.study,
+        trunks,
+    )
     if metrics:
-        print(f"{metrics['run']}: {metrics['status']}, val_loss {metrics['val_loss']}, "
-              f"{metrics['tokens']:,} tokens in {metrics['wall_s']} s ({metrics['tokens_per_s']} tokens/s)")
+        print(
+            f"{metrics['run']}: {metrics['status']}, val_loss {metrics['val_loss']}, "
+            f"{metrics['tokens']:,} tokens in {metrics['wall_s']} s ({metrics['tokens_per_s']} tokens/s)"
+        )

@@ -2,6 +2,7 @@
 
 WSD's schedule is scalelab.plan.wsd's: it is part of that plan (branch points, families).
 """
+
 from __future__ import annotations
 
 import math

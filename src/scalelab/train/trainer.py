@@ -1,6 +1,7 @@
 """The Lightning Trainer of a run and what decides its numbers beside the module: precision,
 torch's settings, checkpoints every interval, and the warnings this design expects.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,24 +34,39 @@ def configure_torch(threads: int | None) -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
-def build_trainer(spec: dict, steps: int, steps_per_epoch: int, ckpt_dir: Path, callbacks: list,
-                  loggers: list) -> L.Trainer:
+def build_trainer(
+    spec: dict, steps: int, steps_per_epoch: int, ckpt_dir: Path, callbacks: list, loggers: list
+) -> L.Trainer:
     """The Lightning Trainer of one run; `callbacks` and `loggers` are the cross-cutting ones (no numbers)."""
     epochs = math.ceil(steps / steps_per_epoch)
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, filename=CKPT_NAME.removesuffix(".ckpt"), every_n_epochs=1, save_top_k=1,
-        save_on_train_epoch_end=True, enable_version_counter=False)
+        dirpath=ckpt_dir,
+        filename=CKPT_NAME.removesuffix(".ckpt"),
+        every_n_epochs=1,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
     return L.Trainer(
-        accelerator=spec["accelerator"], devices=spec["devices"], precision=resolve_precision(spec),
+        accelerator=spec["accelerator"],
+        devices=spec["devices"],
+        precision=resolve_precision(spec),
         strategy="ddp" if spec["devices"] > 1 else "auto",
-        max_steps=steps, max_epochs=-1, gradient_clip_val=spec["grad_clip"] or None,
-        check_val_every_n_epoch=max(1, math.ceil(epochs / spec["val_evals"])), num_sanity_val_steps=0,
-        reload_dataloaders_every_n_epochs=1, log_every_n_steps=max(1, steps // 100),
+        max_steps=steps,
+        max_epochs=-1,
+        gradient_clip_val=spec["grad_clip"] or None,
+        check_val_every_n_epoch=max(1, math.ceil(epochs / spec["val_evals"])),
+        num_sanity_val_steps=0,
+        reload_dataloaders_every_n_epochs=1,
+        log_every_n_steps=max(1, steps // 100),
         logger=loggers or False,
         callbacks=[*callbacks, checkpoints, *([L.pytorch.callbacks.LearningRateMonitor("step")] if loggers else [])],
         # explicit, so Lightning neither requeues a Slurm job (Snakemake reruns it) nor guesses
         plugins=[AtomicCheckpointIO(), cluster_environment(spec["devices"])],
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(ckpt_dir), deterministic=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(ckpt_dir),
+        deterministic=False,
         use_distributed_sampler=False,  # the datasets already give each rank its slice of a batch
     )
 

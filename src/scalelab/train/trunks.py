@@ -2,6 +2,7 @@
 
 The plan (families, branch points, the trunk store key) is scalelab.plan.wsd's; this is the training.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,17 @@ from .resume import check_inputs, check_trunk_checkpoint, resume_checkpoint
 from .trainer import build_trainer, configure_torch, quiet_lightning
 
 
-def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path | None = None,
-                threads: int | None = None, allow_repeat: bool = False, code: str = "",
-                store_dir: Path | None = None) -> dict:
+def train_trunk(
+    family: dict,
+    step: int,
+    data_dir: Path,
+    out: Path,
+    start: Path | None = None,
+    threads: int | None = None,
+    allow_repeat: bool = False,
+    code: str = "",
+    store_dir: Path | None = None,
+) -> dict:
     """Train one WSD trunk segment: from checkpoint `start` (None: from scratch) to `step` steps at
     the family's constant lr; write the state to `out` (results/trunks/<family>/step<k>.ckpt) and
     `out` with .json (family, step, from: the segment's first step). A killed job resumes from
@@ -41,12 +50,22 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
     start_step = _start_step(start, step)
     data = store.data_identity(meta)
     key = wsd.trunk_key(family, step, code)
-    info = {"family": fid, "step": step, "from": start_step, "tokens": step * tokens_per_step, "key": key,
-            "code": code, "data_fingerprint": data}
+    info = {
+        "family": fid,
+        "step": step,
+        "from": start_step,
+        "tokens": step * tokens_per_step,
+        "key": key,
+        "code": code,
+        "data_fingerprint": data,
+    }
     trunks_store = None if store_dir is None else Path(store_dir) / "trunks"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if trunks_store is not None and (entry := store.lookup(trunks_store, key, data, store.TRUNK_FILES,
-                                                                spec=_trunk_store_spec(family, step))) is not None:
+    if (
+        trunks_store is not None
+        and (entry := store.lookup(trunks_store, key, data, store.TRUNK_FILES, spec=_trunk_store_spec(family, step)))
+        is not None
+    ):
         store.copy_file(entry / store.TRUNK_FILES[0], out)
         info.update(restored_from=str(entry), wall_s=round(time.time() - started, 2), bytes=out.stat().st_size)
         write_json(out.with_suffix(".json"), info)
@@ -54,8 +73,13 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
         return info
 
     configure_torch(threads)
-    model_config = GPTConfig(vocab_size=meta["vocab_size"], context=spec["context"],
-                             n_layer=spec["n_layer"], d_model=spec["d_model"], n_head=spec["n_head"])
+    model_config = GPTConfig(
+        vocab_size=meta["vocab_size"],
+        context=spec["context"],
+        n_layer=spec["n_layer"],
+        d_model=spec["d_model"],
+        n_head=spec["n_head"],
+    )
     plan = plan_trunk(family, step, model_config)
     steps_per_epoch = max(1, round((step - start_step) * spec["checkpoint_every"]))
     ckpt_dir = out.parent / f".work-{out.stem}"
@@ -68,15 +92,23 @@ def train_trunk(family: dict, step: int, data_dir: Path, out: Path, start: Path 
     with quiet_lightning():
         progress = ProgressLog(f"{fid} trunk", step, tokens_per_step)
         trainer = build_trainer(spec, step, steps_per_epoch, ckpt_dir, [guard, recorder, progress], [])
-        trainer.fit(lit, datamodule=TokenData(data_dir, spec, step, steps_per_epoch),
-                    ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+        trainer.fit(
+            lit,
+            datamodule=TokenData(data_dir, spec, step, steps_per_epoch),
+            ckpt_path=str(resume_from) if resume_from else None,
+            weights_only=True,
+        )
     # The full state (optimizer, loops, callbacks): branches resume from it. Atomic
     # (AtomicCheckpointIO); every rank joins, rank 0 writes.
     trainer.save_checkpoint(out, weights_only=False)
     if not trainer.is_global_zero:
         return {}
-    info.update(restored_from=None, wall_s=round(time.time() - started, 2), diverged_at_step=guard.diverged_at,
-                bytes=out.stat().st_size)  # checked at DAG-build time (scalelab.plan.integrity)
+    info.update(
+        restored_from=None,
+        wall_s=round(time.time() - started, 2),
+        diverged_at_step=guard.diverged_at,
+        bytes=out.stat().st_size,
+    )  # checked at DAG-build time (scalelab.plan.integrity)
     if trunks_store is not None:
         _save_trunk(trunks_store, key, out, data, family, step, code)
     write_json(out.with_suffix(".json"), info)
@@ -108,6 +140,7 @@ def _trunk_store_spec(family: dict, step: int) -> dict:
 
 # ----------------------------------------------------------------------------- `scalelab trunk`
 
+
 def add_arguments(parser) -> None:
     parser.add_argument("--family", required=True, help="the family's spec as JSON (the trunk rule's params)")
     parser.add_argument("--step", required=True, type=int, help="the segment's last step (a branch point)")
@@ -125,7 +158,16 @@ def run(args) -> None:
     if not isinstance(family, dict) or family.get("schedule") != wsd.SCHEDULE:
         raise ScalelabError("--family: expected a WSD family's settings as a JSON object")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    info = train_trunk(family, args.step, args.data, args.out, Path(args.start) if args.start else None,
-                       args.threads, args.allow_repeat, args.code, args.store)
+    info = train_trunk(
+        family,
+        args.step,
+        args.data,
+        args.out,
+        Path(args.start) if args.start else None,
+        args.threads,
+        args.allow_repeat,
+        args.code,
+        args.store,
+    )
     if info:
         print(f"{info['family']}: trunk at step {info['step']} (from {info['from']}) in {info.get('wall_s')} s")
