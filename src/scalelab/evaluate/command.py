@@ -17,7 +17,6 @@ Generation: greedy decoding with the model's key/value cache, batched; a generat
 BLEU is sacrebleu's corpus BLEU (0-100, with its signature); ROUGE-1/2/L the mean F1 (0-1) of
 rouge-score with the Porter stemmer; `generations.jsonl` holds what both were computed from.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -40,6 +39,7 @@ from ..config.stage_settings import EVAL_TASKS as TASKS
 from ..config.stage_settings import EvalSettings
 from ..store.runs import file_sha256
 from .generation import continuation_prompts, generate, pairs_prompts, score_generations
+
 
 
 # ----------------------------------------------------------------------------- test loss
@@ -125,22 +125,12 @@ def token_byte_lengths(tokenizer, path: str = "tokenizer.json") -> np.ndarray:
     return lengths
 
 
+
 # ----------------------------------------------------------------------------- one run
 
 
-METRIC_KEYS = (
-    "test_loss",
-    "test_ppl",
-    "test_bpb",
-    "test_tokens",
-    "test_bytes",
-    "bleu",
-    "bleu_signature",
-    "rouge1",
-    "rouge2",
-    "rougeL",
-    "n_generations",
-)
+METRIC_KEYS = ("test_loss", "test_ppl", "test_bpb", "test_tokens", "test_bytes", "bleu", "bleu_signature",
+               "rouge1", "rouge2", "rougeL", "n_generations")
 
 
 def _pick_device(name: str) -> torch.device:
@@ -197,23 +187,14 @@ def _load_data(data_dir: Path):
         tokenizer = Tokenizer.from_file(str(tok_path))
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ScalelabError(
-            f"{tok_path}: cannot load the tokenizer ({first}); to rebuild: "
-            f"rm {data_dir / 'meta.json'}, then rerun the workflow"
-        ) from None
+        raise ScalelabError(f"{tok_path}: cannot load the tokenizer ({first}); to rebuild: "
+                            f"rm {data_dir / 'meta.json'}, then rerun the workflow") from None
     return meta, tokens, tokenizer
 
 
 def _not_evaluated(run_id, status: str, message: str, settings: EvalSettings, started: float) -> dict:
-    return {
-        "run": run_id,
-        "status": status,
-        **{k: None for k in METRIC_KEYS},
-        "task": settings.task,
-        "eval_s": time.perf_counter() - started,
-        "message": message,
-        "settings": asdict(settings),
-    }
+    return {"run": run_id, "status": status, **{k: None for k in METRIC_KEYS}, "task": settings.task,
+            "eval_s": time.perf_counter() - started, "message": message, "settings": asdict(settings)}
 
 
 def score_test_split(model: GPT, tokens, tokenizer, settings: EvalSettings, tokenizer_path: Path) -> dict:
@@ -224,13 +205,8 @@ def score_test_split(model: GPT, tokens, tokenizer, settings: EvalSettings, toke
     byte_lengths = token_byte_lengths(tokenizer, str(tokenizer_path))
     n_bytes = int(sum(byte_lengths[np.asarray(tokens[s + 1 : s + 1 + n], dtype=np.int64)].sum() for s, n in windows))
     loss = total_nats / n_tokens
-    return {
-        "test_loss": loss,
-        "test_ppl": math.exp(min(loss, 700.0)),  # min: no OverflowError from a broken model
-        "test_bpb": total_nats / math.log(2) / max(n_bytes, 1),
-        "test_tokens": n_tokens,
-        "test_bytes": n_bytes,
-    }
+    return {"test_loss": loss, "test_ppl": math.exp(min(loss, 700.0)),  # min: no OverflowError from a broken model
+            "test_bpb": total_nats / math.log(2) / max(n_bytes, 1), "test_tokens": n_tokens, "test_bytes": n_bytes}
 
 
 def generate_examples(model: GPT, tokens, tokenizer, meta: dict, settings: EvalSettings, data_dir: Path) -> list[dict]:
@@ -238,18 +214,13 @@ def generate_examples(model: GPT, tokens, tokenizer, meta: dict, settings: EvalS
     context, eot_id = model.cfg.context, meta["eot_id"]
     if settings.task == "continuation":
         if settings.prompt_tokens + settings.max_new_tokens > context:
-            raise ScalelabError(
-                f"eval settings: prompt_tokens {settings.prompt_tokens} + max_new_tokens "
-                f"{settings.max_new_tokens} exceed the model context of {context}"
-            )
-        examples = continuation_prompts(
-            np.asarray(tokens), eot_id, settings.prompts, settings.prompt_tokens, settings.max_new_tokens
-        )
+            raise ScalelabError(f"eval settings: prompt_tokens {settings.prompt_tokens} + max_new_tokens "
+                                f"{settings.max_new_tokens} exceed the model context of {context}")
+        examples = continuation_prompts(np.asarray(tokens), eot_id, settings.prompts, settings.prompt_tokens,
+                                        settings.max_new_tokens)
         if settings.prompts and not examples:
-            raise ScalelabError(
-                f"{data_dir / 'test.bin'}: no test document has the {settings.prompt_tokens} + "
-                f"{settings.max_new_tokens} tokens a continuation prompt needs; lower eval.prompt_tokens"
-            )
+            raise ScalelabError(f"{data_dir / 'test.bin'}: no test document has the {settings.prompt_tokens} + "
+                                f"{settings.max_new_tokens} tokens a continuation prompt needs; lower eval.prompt_tokens")  # noqa: E501
     else:
         examples = pairs_prompts(np.asarray(tokens), eot_id, meta["sep_id"], settings.prompts)
         examples = [(p, r) for p, r in examples if len(p) < context]  # a source that fills the context leaves no room
@@ -258,10 +229,8 @@ def generate_examples(model: GPT, tokens, tokenizer, meta: dict, settings: EvalS
     def text(ids: list[int]) -> str:
         return tokenizer.decode(ids, skip_special_tokens=True)
 
-    return [
-        {"prompt": text(p[:-1] if settings.task == "pairs" else p), "reference": text(r), "hypothesis": text(h)}
-        for (p, r), h in zip(examples, new_ids)
-    ]
+    return [{"prompt": text(p[:-1] if settings.task == "pairs" else p), "reference": text(r), "hypothesis": text(h)}
+            for (p, r), h in zip(examples, new_ids)]
 
 
 def evaluate_run(run_dir, data_dir, settings: EvalSettings | dict | None = None) -> dict:
@@ -290,55 +259,36 @@ def evaluate_run(run_dir, data_dir, settings: EvalSettings | dict | None = None)
         return give_up(status, f"training status is {status!r} (see {run_dir / 'metrics.json'}); nothing to evaluate")
     model_path = run_dir / "model.pt"
     if metrics.get("model_sha256") and model_path.exists() and file_sha256(model_path) != metrics["model_sha256"]:
-        return give_up(
-            "failed",
-            f"{model_path} is not the model {run_dir / 'metrics.json'} records (damaged, or "
-            f"copied from another run); to rebuild: rm {model_path}, then rerun the workflow",
-        )
+        return give_up("failed", f"{model_path} is not the model {run_dir / 'metrics.json'} records (damaged, or "
+                                 f"copied from another run); to rebuild: rm {model_path}, then rerun the workflow")
 
     meta, tokens, tokenizer = _load_data(data_dir)
     if settings.task == "pairs" and (meta.get("format") != "pairs" or meta.get("sep_id") is None):
-        raise ScalelabError(
-            f"{data_dir / 'meta.json'}: eval task 'pairs' needs a pairs corpus (format is {meta.get('format')!r})"
-        )
+        raise ScalelabError(f"{data_dir / 'meta.json'}: eval task 'pairs' needs a pairs corpus (format is {meta.get('format')!r})")  # noqa: E501
     device = _pick_device(settings.device)
     try:
         model = load_model(model_path, device, run_id)
     except ValueError as exc:
         return give_up("failed", str(exc))
     if model.cfg.vocab_size < meta["vocab_size"]:
-        raise ScalelabError(
-            f"{run_dir / 'model.pt'}: vocabulary of {model.cfg.vocab_size} is smaller than the "
-            f"tokenizer's {meta['vocab_size']} in {data_dir / 'meta.json'}; retrain the run"
-        )
+        raise ScalelabError(f"{run_dir / 'model.pt'}: vocabulary of {model.cfg.vocab_size} is smaller than the "
+                            f"tokenizer's {meta['vocab_size']} in {data_dir / 'meta.json'}; retrain the run")
 
     loaded = time.perf_counter()
     perplexity = score_test_split(model, tokens, tokenizer, settings, data_dir / "tokenizer.json")
     scored = time.perf_counter()
     generations = generate_examples(model, tokens, tokenizer, meta, settings, data_dir)
     generated = time.perf_counter()
-    scores = score_generations(
-        [g["hypothesis"] for g in generations], [g["reference"] for g in generations], settings.bleu_tokenize
-    )
+    scores = score_generations([g["hypothesis"] for g in generations], [g["reference"] for g in generations],
+                               settings.bleu_tokenize)
 
     result = {
-        "run": run_id,
-        "status": "ok",
-        **perplexity,
-        **scores,
-        "task": settings.task,
-        "n_generations": len(generations),
-        "eval_s": time.perf_counter() - started,
-        "message": None,
-        "settings": asdict(settings),
+        "run": run_id, "status": "ok", **perplexity, **scores, "task": settings.task, "n_generations": len(generations),
+        "eval_s": time.perf_counter() - started, "message": None, "settings": asdict(settings),
         # Where the time went: loading (data, tokenizer, checkpoint), test loss, generation, BLEU/ROUGE
         # (the last mostly importing rouge-score and with it nltk, once per process).
-        "timings": {
-            "load_s": loaded - started,
-            "test_loss_s": scored - loaded,
-            "generate_s": generated - scored,
-            "score_s": time.perf_counter() - generated,
-        },
+        "timings": {"load_s": loaded - started, "test_loss_s": scored - loaded, "generate_s": generated - scored,
+                    "score_s": time.perf_counter() - generated},
     }
     write_text(run_dir / "generations.jsonl", "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations))
     write_json(run_dir / "eval.json", result)
@@ -364,33 +314,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = EvalSettings()
     parser.add_argument("--run", required=True, type=Path, help="run directory, results/runs/{run}")
     parser.add_argument("--data", required=True, type=Path, help="data directory, results/data")
-    parser.add_argument(
-        "--spec", default="{}", help="the eval settings as JSON (the workflow's way); flags below override"
-    )
-    parser.add_argument(
-        "--test-tokens",
-        type=_test_tokens,
-        default=argparse.SUPPRESS,
-        help=f"test tokens to score, or 'all' (default {d.test_tokens})",
-    )
+    parser.add_argument("--spec", default="{}", help="the eval settings as JSON (the workflow's way); flags below override")  # noqa: E501
+    parser.add_argument("--test-tokens", type=_test_tokens, default=argparse.SUPPRESS,
+                        help=f"test tokens to score, or 'all' (default {d.test_tokens})")
     parser.add_argument("--task", choices=TASKS, default=argparse.SUPPRESS, help=f"generation task (default {d.task})")
     parser.add_argument("--prompts", type=int, default=argparse.SUPPRESS, help=f"K generations (default {d.prompts})")
-    parser.add_argument(
-        "--prompt-tokens",
-        type=int,
-        default=argparse.SUPPRESS,
-        help=f"P, continuation prompt length (default {d.prompt_tokens})",
-    )
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=argparse.SUPPRESS,
-        help=f"R, tokens generated per prompt at most (default {d.max_new_tokens})",
-    )
+    parser.add_argument("--prompt-tokens", type=int, default=argparse.SUPPRESS,
+                        help=f"P, continuation prompt length (default {d.prompt_tokens})")
+    parser.add_argument("--max-new-tokens", type=int, default=argparse.SUPPRESS,
+                        help=f"R, tokens generated per prompt at most (default {d.max_new_tokens})")
     parser.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help=f"(default {d.batch_size})")
-    parser.add_argument(
-        "--bleu-tokenize", default=argparse.SUPPRESS, help=f"sacrebleu tokenizer (default {d.bleu_tokenize})"
-    )
+    parser.add_argument("--bleu-tokenize", default=argparse.SUPPRESS, help=f"sacrebleu tokenizer (default {d.bleu_tokenize})")  # noqa: E501
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=argparse.SUPPRESS, help="(default auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
@@ -409,9 +343,7 @@ def run(args: argparse.Namespace) -> None:
         raise ScalelabError(f"{args.run}: run directory not found")
     result = evaluate_run(args.run, args.data, settings)
     if result["status"] == "ok":
-        print(
-            f"{result['run']}: test_loss {result['test_loss']:.4f}  ppl {result['test_ppl']:.2f}  "
-            f"bpb {result['test_bpb']:.4f}  bleu {result['bleu'] if result['bleu'] is None else round(result['bleu'], 2)}  "  # noqa: E501
-            f"rougeL {result['rougeL'] if result['rougeL'] is None else round(result['rougeL'], 4)}  "
-            f"({result['eval_s']:.2f} s)"
-        )
+        print(f"{result['run']}: test_loss {result['test_loss']:.4f}  ppl {result['test_ppl']:.2f}  "
+              f"bpb {result['test_bpb']:.4f}  bleu {result['bleu'] if result['bleu'] is None else round(result['bleu'], 2)}  "  # noqa: E501
+              f"rougeL {result['rougeL'] if result['rougeL'] is None else round(result['rougeL'], 4)}  "
+              f"({result['eval_s']:.2f} s)")
