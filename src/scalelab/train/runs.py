@@ -65,20 +65,13 @@ def train_run(
     configure_torch(threads)
     ckpt_dir = run_dir / "ckpt"
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume = resume_checkpoint(ckpt_dir, spec)
-    resume_from, resumed_from_step = resume if resume else (None, None)
-    first_step = resumed_from_step
-    if resume_from is None and trunk is not None:  # a cooldown branch: from the trunk's state
-        resume_from, first_step = trunk[0], plan.branch_step
-        print(f"{spec['run']}: branching from the trunk at step {first_step} of {plan.steps} ({resume_from})")
+    resume_from, resumed_from_step, first_step = _starting_point(spec, plan, ckpt_dir, trunk)
     if plan.family is not None:
         lit = build_wsd_module(model_config, spec, plan.steps, plan.branch_step)
     else:
         lit = build_module(model_config, spec, plan.steps)
     tags = tracker_tags(spec, param_counts(model_config)[0], plan.tokens, study)  # D as trained, whole steps
     trackers = make_loggers(loggers, run_dir, spec["run"], tags, study)
-    if resumed_from_step is not None:
-        print(f"{spec['run']}: resuming from step {resumed_from_step} of {plan.steps} ({resume_from})")
     trainer, recorder, guard, fit_s = _fit(spec, plan, lit, data_dir, ckpt_dir, trackers, resume_from)
     if not trainer.is_global_zero:
         return {}
@@ -97,6 +90,21 @@ def train_run(
     if metrics["status"] == "ok":
         (ckpt_dir / CKPT_NAME).unlink(missing_ok=True)  # done: the resume state is no longer needed
     return metrics
+
+
+def _starting_point(spec: dict, plan: RunPlan, ckpt_dir: Path, trunk) -> tuple:
+    """(checkpoint to start from or None, the step a resumed run resumes at or None, the first step
+    this job trains): the run's own checkpoint after a kill, else its trunk's state for a cooldown
+    branch, else from scratch."""
+    resume = resume_checkpoint(ckpt_dir, spec)
+    resume_from, resumed_from_step = resume if resume else (None, None)
+    first_step = resumed_from_step
+    if resume_from is None and trunk is not None:  # a cooldown branch: from the trunk's state
+        resume_from, first_step = trunk[0], plan.branch_step
+        print(f"{spec['run']}: branching from the trunk at step {first_step} of {plan.steps} ({resume_from})")
+    if resumed_from_step is not None:
+        print(f"{spec['run']}: resuming from step {resumed_from_step} of {plan.steps} ({resume_from})")
+    return resume_from, resumed_from_step, first_step
 
 
 def _restore(entry: Path, run_dir: Path, spec: dict, flops_spent: float | None) -> dict:

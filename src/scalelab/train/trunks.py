@@ -61,18 +61,44 @@ def train_trunk(
     }
     trunks_store = None if store_dir is None else Path(store_dir) / "trunks"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if (
-        trunks_store is not None
-        and (entry := store.lookup(trunks_store, key, data, store.TRUNK_FILES, spec=_trunk_store_spec(family, step)))
-        is not None
-    ):
-        store.copy_file(entry / store.TRUNK_FILES[0], out)
-        info.update(restored_from=str(entry), wall_s=round(time.time() - started, 2), bytes=out.stat().st_size)
-        write_json(out.with_suffix(".json"), info)
-        print(f"{fid}: trunk step {step} restored from {entry} (same family, code, step and data; nothing retrained)")
-        return info
-
+    if trunks_store is not None:
+        entry = store.lookup(trunks_store, key, data, store.TRUNK_FILES, spec=_trunk_store_spec(family, step))
+        if entry is not None:
+            return _restore(entry, out, info, started)
     configure_torch(threads)
+    trainer, guard, ckpt_dir = _fit_segment(family, spec, meta, step, (start, start_step), data_dir, out)
+    if not trainer.is_global_zero:
+        return {}
+    info.update(
+        restored_from=None,
+        wall_s=round(time.time() - started, 2),
+        diverged_at_step=guard.diverged_at,
+        bytes=out.stat().st_size,
+    )  # checked at DAG-build time (scalelab.plan.integrity)
+    if trunks_store is not None:
+        _save_trunk(trunks_store, key, out, data, family, step, code)
+    write_json(out.with_suffix(".json"), info)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return info
+
+
+def _restore(entry: Path, out: Path, info: dict, started: float) -> dict:
+    """A trunk state with the same family, code, step and data, copied from the trunk store."""
+    store.copy_file(entry / store.TRUNK_FILES[0], out)
+    info.update(restored_from=str(entry), wall_s=round(time.time() - started, 2), bytes=out.stat().st_size)
+    write_json(out.with_suffix(".json"), info)
+    print(
+        f"{info['family']}: trunk step {info['step']} restored from {entry} (same family, code, step and data; "
+        f"nothing retrained)"
+    )
+    return info
+
+
+def _fit_segment(family: dict, spec: dict, meta: dict, step: int, start: tuple, data_dir: Path, out: Path):
+    """Lightning's fit of one segment, from `start` (or the segment's own checkpoint after a kill),
+    then the full state saved to `out`: (trainer, divergence guard, the segment's work folder).
+    `start`: (the previous segment's checkpoint or None, its step)."""
+    start, start_step = start
     model_config = GPTConfig(
         vocab_size=meta["vocab_size"],
         context=spec["context"],
@@ -88,9 +114,10 @@ def train_trunk(
     lit = build_wsd_module(model_config, spec, plan.steps, plan.branch_step)
     recorder = CurveRecorder(every=max(1, step // 100))
     guard = DivergenceGuard(every=20 if on_gpu(spec) else 1)
+    fid = wsd.family_id(family)
     print(f"{fid}: trunk steps {resume[1] if resume else start_step} to {step}")
     with quiet_lightning():
-        progress = ProgressLog(f"{fid} trunk", step, tokens_per_step)
+        progress = ProgressLog(f"{fid} trunk", step, spec["batch_size"] * spec["context"])
         trainer = build_trainer(spec, step, steps_per_epoch, ckpt_dir, [guard, recorder, progress], [])
         trainer.fit(
             lit,
@@ -101,19 +128,7 @@ def train_trunk(
     # The full state (optimizer, loops, callbacks): branches resume from it. Atomic
     # (AtomicCheckpointIO); every rank joins, rank 0 writes.
     trainer.save_checkpoint(out, weights_only=False)
-    if not trainer.is_global_zero:
-        return {}
-    info.update(
-        restored_from=None,
-        wall_s=round(time.time() - started, 2),
-        diverged_at_step=guard.diverged_at,
-        bytes=out.stat().st_size,
-    )  # checked at DAG-build time (scalelab.plan.integrity)
-    if trunks_store is not None:
-        _save_trunk(trunks_store, key, out, data, family, step, code)
-    write_json(out.with_suffix(".json"), info)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return info
+    return trainer, guard, ckpt_dir
 
 
 def _start_step(start: Path | None, step: int) -> int:
