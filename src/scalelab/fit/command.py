@@ -88,6 +88,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="C",
         help="IsoFLOP budgets to group runs by when the CSV has no isoflop_budget column",
     )
+    _add_choice_arguments(parser, d)
+    _add_metric_arguments(parser)
+    parser.add_argument(
+        "--grid-points",
+        type=int,
+        help=f"start values per parameter; the grid has this^5 starts (default: {d.grid_points}, "
+        f"at most {MAX_GRID_POINTS})",
+    )
+
+
+def _add_choice_arguments(parser: argparse.ArgumentParser, d: FitSettings) -> None:
+    """Which runs and forms are fitted, and how."""
     parser.add_argument(
         "--holdout",
         choices=FIT_CHOICES["holdout"],
@@ -127,6 +139,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const=True,
         help=f"fit losses outside the plausible range {LOSS_RANGE[0]:g}..{LOSS_RANGE[1]:g} too",
     )
+
+
+def _add_metric_arguments(parser: argparse.ArgumentParser) -> None:
+    """The laws of the evaluation metrics, beside the loss law."""
     parser.add_argument(
         "--metrics",
         nargs="+",
@@ -141,12 +157,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help='facts of the metrics, e.g. {"arc": {"higher_is_better": true, "chance": 0.25, '
         '"ceiling": null, "via": "arc_loss"}} (via: a per-task loss column for the two-step method)',
-    )
-    parser.add_argument(
-        "--grid-points",
-        type=int,
-        help=f"start values per parameter; the grid has this^5 starts (default: {d.grid_points}, "
-        f"at most {MAX_GRID_POINTS})",
     )
 
 

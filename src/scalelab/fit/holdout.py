@@ -66,28 +66,33 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
     test = points[held]
     unique = test["unique_tokens"].to_numpy(float) if "unique_tokens" in test.columns else None
     pred = law.predict(test["params"].to_numpy(float), test["tokens"].to_numpy(float), U=unique)
-    actual = test["loss"].to_numpy(float)
-    predicted = pred["loss"].to_numpy()
-    rel_error = (predicted - actual) / actual
-    inside = (actual >= pred["low"].to_numpy()) & (actual <= pred["high"].to_numpy())
+    table = _predicted_table(test, pred)
     section = {
         "form": chosen,
         "what": "the largest model size's runs, predicted from the smaller sizes",
         "held_out": test["run"].tolist(),
-        "predicted": predicted.tolist(),
-        "actual": actual.tolist(),
-        "rel_error": rel_error.tolist(),
-        "low": pred["low"].tolist(),
-        "high": pred["high"].tolist(),
-        "inside": [bool(v) for v in inside],
-        "max_abs_rel_error": float(np.max(np.abs(rel_error))),
+        "predicted": table["predicted"].tolist(),
+        "actual": table["actual"].tolist(),
+        "rel_error": table["rel_error"].tolist(),
+        "low": table["low"].tolist(),
+        "high": table["high"].tolist(),
+        "inside": [bool(v) for v in table["inside"]],
+        "max_abs_rel_error": float(np.max(np.abs(table["rel_error"]))),
         "flops_min": float(test["flops"].min()),
         "params": float(test["params"].max()),
         "n_fit_points": int((~held).sum()),
         "bootstrap": n_boot,
         "fit": sections[chosen]["params"],
     }
-    table = pd.DataFrame(
+    return section, None, table
+
+
+def _predicted_table(test: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
+    """holdout.csv: each held-out run, its prediction, relative error and interval."""
+    actual = test["loss"].to_numpy(float)
+    predicted = pred["loss"].to_numpy()
+    low, high = pred["low"].to_numpy(), pred["high"].to_numpy()
+    return pd.DataFrame(
         {
             "run": test["run"].tolist(),
             "params": test["params"].to_numpy(),
@@ -95,10 +100,9 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
             "flops": test["flops"].to_numpy(),
             "actual": actual,
             "predicted": predicted,
-            "rel_error": rel_error,
-            "low": pred["low"].to_numpy(),
-            "high": pred["high"].to_numpy(),
-            "inside": inside,
+            "rel_error": (predicted - actual) / actual,
+            "low": low,
+            "high": high,
+            "inside": (actual >= low) & (actual <= high),
         }
     )
-    return section, None, table

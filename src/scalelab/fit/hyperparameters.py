@@ -79,32 +79,34 @@ def _hparam_group(rows: pd.DataFrame, column: str, others: list[str]) -> dict:
             method="edge: the best value is the " + ("smallest" if best == 0 else "largest") + " swept",
         )
         return out
+    out.update(_interior_optimum(value, loss, inverse, values, mean_loss, best))
+    return out
+
+
+def _interior_optimum(value, loss, inverse, values, mean_loss, best: int) -> dict:
+    """The optimum inside the swept range: a quadratic in log(value) through the best value and
+    its two neighbours (statsmodels OLS), or the best value where the loss is flat around it."""
     window = np.isin(inverse, [best - 1, best, best + 1])
     u = np.log(value[window]) - math.log(values[best])
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         ols = sm.OLS(loss[window], np.column_stack([np.ones_like(u), u, u * u])).fit()
     c0, c1, c2 = ols.params
-    if c2 > 0:
-        u_opt = float(
-            np.clip(
-                -c1 / (2 * c2), math.log(values[best - 1] / values[best]), math.log(values[best + 1] / values[best])
-            )
-        )
-        out.update(
-            optimum=float(values[best] * math.exp(u_opt)),
-            optimum_loss=float(c0 + c1 * u_opt + c2 * u_opt**2),
-            edge=False,
-            method="quadratic in log(value) through the best value and its neighbours",
-        )
-    else:  # ties: the loss is flat around the best value
-        out.update(
-            optimum=float(values[best]),
-            optimum_loss=float(mean_loss[best]),
-            edge=False,
-            method="best value (the loss is flat around it)",
-        )
-    return out
+    if c2 <= 0:  # ties: the loss is flat around the best value
+        return {
+            "optimum": float(values[best]),
+            "optimum_loss": float(mean_loss[best]),
+            "edge": False,
+            "method": "best value (the loss is flat around it)",
+        }
+    low, high = math.log(values[best - 1] / values[best]), math.log(values[best + 1] / values[best])
+    u_opt = float(np.clip(-c1 / (2 * c2), low, high))
+    return {
+        "optimum": float(values[best] * math.exp(u_opt)),
+        "optimum_loss": float(c0 + c1 * u_opt + c2 * u_opt**2),
+        "edge": False,
+        "method": "quadratic in log(value) through the best value and its neighbours",
+    }
 
 
 def _loglog_law(x, y) -> dict:

@@ -50,7 +50,6 @@ ALLOCATION_COLUMNS = [
     "loss_ci_high",
     "extrapolation",
 ]
-FORMS_COLUMNS = ["form", "parameter", "estimate", "ci_low", "ci_high", "not_identified"]
 POWER_LAW_COLUMNS = ["law", "method", "parameter", "estimate", "ci_low", "ci_high", "r2"]
 
 
@@ -122,7 +121,7 @@ def render_approach3(out: Draft, law: dict | None, why: str | None, samples: pd.
             f"{law['n_starts']} grid starts scored, the best {law['refined']} refined with L-BFGS-B; "
             f"{law['starts_at_optimum']} of those {law['refined']} reached the best objective "
             f"{law['objective']:.6g}; {law['bootstrap']} bootstrap resamples (seed {law['seed']})",
-            _table_text(out.tables["approach3"]),
+            table_text(out.tables["approach3"]),
         ]
     out.tables["bootstrap"] = samples
 
@@ -203,7 +202,7 @@ def render_approach2(out: Draft, section: dict | None, why: str | None, summarie
         out.lines += [
             "",
             f"== Approach 2 (IsoFLOP), grouped by {section['grouping']}; {section['method']} ==",
-            _table_text(out.tables["isoflop"]),
+            table_text(out.tables["isoflop"]),
             f"a (N_opt ~ C^a) = {_num(section['a'])} CI {_num(section['a_ci95'])}; "
             f"b (D_opt ~ C^b) = {_num(section['b'])} CI {_num(section['b_ci95'])} ({section['ci_method']}"
             + (
@@ -253,7 +252,7 @@ def render_allocation(out: Draft, rows: list[dict] | None, why: str | None) -> N
         f"== Compute-optimal allocation ({rows[0]['form']} form, C = 6*N*D; 95 % intervals: N_opt and "
         "D_opt mix every form by its weight and widen with the drift of N_opt along the rolling origin; "
         "the loss at the optimum is a prediction interval over every form with the extrapolation scatter) ==",
-        _table_text(out.tables["allocation"]),
+        table_text(out.tables["allocation"]),
     ]
     for row in rows:
         own = row.get("n_opt_ci95_point_law_bootstrap")
@@ -277,7 +276,7 @@ def render_holdout(out: Draft, section: dict | None, why: str | None, table: pd.
             "smaller sizes, "
             f"max |relative error| {section['max_abs_rel_error']:.4g}; {len(section['inside']) - n_out} of "
             f"{len(section['inside'])} actual losses inside their 95 % prediction interval ==",
-            _table_text(table),
+            table_text(table),
         ]
         # At 95 %, about 1 in 20 falls outside by chance: warn beyond that (plus 2 binomial sd).
         n = len(section["inside"])
@@ -287,95 +286,6 @@ def render_holdout(out: Draft, section: dict | None, why: str | None, table: pd.
                 f"{section['form']} law's own 95 % prediction interval (max |error| "
                 f"{100 * section['max_abs_rel_error']:.2f} %): the law extrapolates worse than it claims"
             )
-
-
-def render_forms(out: Draft, forms, validation: dict) -> None:
-    """fit.json's forms, chosen_form and why, validation; the forms, forms_bootstrap and residuals tables."""
-    out.result["forms"] = forms.sections
-    out.result["chosen_form"] = forms.chosen
-    out.result["chosen_form_why"] = forms.why
-    out.result["validation"] = validation
-    rows = []
-    checks = ", ".join(f"{c['name']} ({c['n_train']} fit, {c['n_test']} predicted)" for c in validation["checks"])
-    out.lines += [
-        "",
-        f"== Law forms: point law {forms.chosen} ({forms.why}) ==",
-        f"rule: {validation['rule']}",
-        f"rolling-origin checks (axis:k = fitted on the k smallest groups of that axis, every larger run "
-        f"predicted): {checks or 'none possible'}",
-    ]
-    for name, section in forms.sections.items():
-        if not section.get("fitted"):
-            out.lines.append(f"{name}: not fitted: {section['why']}")
-            continue
-        for key, value in section["params"].items():
-            low, high = section["ci95"].get(key) or (None, None)
-            rows.append(
-                {
-                    "form": name,
-                    "parameter": key,
-                    "estimate": value,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "not_identified": section["not_identified"].get(key, ""),
-                }
-            )
-        checks = "; ".join(
-            f"{k} {100 * c['mean_abs_rel_error']:.2f} %" if "mean_abs_rel_error" in c else f"{k} not possible"
-            for k, c in section["validation"].items()
-        )
-        score = "n/a" if section["score"] is None else f"{100 * section['score']:.2f} %"
-        out.lines += [
-            "",
-            f"-- {name}: {section['title']}",
-            *(f"NOT IDENTIFIED: {k}: {why}" for k, why in section["not_identified"].items()),
-            f"objective {section['objective']:.6g} (summed Huber, delta {section['huber_delta']:g}); "
-            f"L-BFGS-B {'converged' if section['converged'] else 'did NOT converge'} "
-            f"({section['optimizer_message']}); {section['starts_at_optimum']} of {section['refined']} "
-            f"refined starts reached it ({section['n_starts']} scored)",
-            f"residual scatter of single runs: {100 * section['residual_sigma']:.3g} % (log loss, n - k dof)",
-            "extrapolation scatter: "
-            + (
-                "not learnt (no out-of-sample check left its refit's range)"
-                if section.get("extrapolation_sigma") is None
-                else f"{100 * section['extrapolation_sigma']:.3g} % (log loss) per e-fold "
-                "outside the fitted runs (one-sided 75 % upper bound from the "
-                "rolling checks)"
-            ),
-            f"rolling-check |relative error|: {checks}; mean {score}; mixture weight {section['weight']:.3g}",
-            "drift of log N_opt along the rolling origin: "
-            + (
-                "n/a"
-                if section.get("optimum_drift") is None
-                else f"{section['optimum_drift']:.3g} per e-fold of compute the fit added (it widens the N_opt "
-                "interval in proportion to the e-folds beyond the largest run)"
-            ),
-            _table_text(pd.DataFrame([r for r in rows if r["form"] == name]).drop(columns="form")),
-        ]
-        corr = section.get("theta_correlation")
-        if corr:
-            out.lines += [
-                f"parameter correlation (bootstrap, fitted coordinates {', '.join(corr['of'])}):",
-                _table_text(pd.DataFrame(corr["matrix"], index=corr["of"], columns=corr["of"]), index=True),
-            ]
-        if section["not_identified"] and name == forms.chosen:
-            out.result.setdefault("warnings", []).append(
-                f"{name}: not identified: " + "; ".join(f"{k} ({why})" for k, why in section["not_identified"].items())
-            )
-    out.tables["forms"] = pd.DataFrame(rows, columns=FORMS_COLUMNS)
-    out.tables["forms_bootstrap"] = forms.samples
-    out.tables["residuals"] = forms.residuals
-    if len(forms.residuals):
-        out.lines += [
-            "",
-            "== Per-run fitted values and relative residuals ((actual - predicted) / predicted) ==",
-            _table_text(
-                forms.residuals.pivot_table(
-                    index=["params", "tokens", "run", "actual"], columns="form", values="rel_residual", sort=True
-                ),
-                index=True,
-            ),
-        ]
 
 
 def render_disagreement(out: Draft, rows) -> None:
@@ -430,7 +340,7 @@ def _deterministic(summary: str) -> str:
     )
 
 
-def _table_text(table: pd.DataFrame, index=False) -> str:
+def table_text(table: pd.DataFrame, index=False) -> str:
     """A table for fit.txt, with missing values as 'n/a'."""
     return table.to_string(index=index, na_rep="n/a", float_format=lambda v: f"{v:.6g}")
 
@@ -446,7 +356,7 @@ def render_hyperparameters(
 
 def render_excluded(out: Draft, excluded: list) -> None:
     if excluded:
-        out.lines += ["", "== Excluded rows ==", _table_text(out.tables["excluded"])]
+        out.lines += ["", "== Excluded rows ==", table_text(out.tables["excluded"])]
 
 
 def write_outputs(fit: FitResult, out_dir) -> None:

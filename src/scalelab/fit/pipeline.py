@@ -26,6 +26,7 @@ from .hyperparameters import fit_hyperparameters
 from .metric_outputs import render_metrics
 from .metric_spec import metric_specs
 from .inputs import data_range, prepare, rows_sha256
+from .forms_text import render_forms
 from .outputs import (
     Draft,
     FitResult,
@@ -34,7 +35,6 @@ from .outputs import (
     render_approach3,
     render_disagreement,
     render_excluded,
-    render_forms,
     render_header,
     render_holdout,
     render_hyperparameters,
