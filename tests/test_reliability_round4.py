@@ -210,3 +210,20 @@ def test_a_corpus_glob_never_takes_a_study_s_outputs(tmp_path, layout):
         assert sorted(source_files(config)) == sorted(p.relative_to(study) for p in corpus)
     finally:
         os.chdir(cwd)
+
+
+def test_an_output_path_that_is_a_device_is_written_in_place_never_replaced(tmp_path):
+    """`--out /dev/null` (or a FIFO) is written into, not renamed over: as root, an atomic rename
+    over /dev/null would leave a plain file there for every process on the machine."""
+    from scalelab.files import write_json
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    import threading
+
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    write_json(fifo, {"a": 1})
+    reader.join(timeout=10)
+    assert fifo.is_fifo() and got and json.loads(got[0]) == {"a": 1}
