@@ -45,6 +45,13 @@ from .power_laws import power_law_sections
 from .selection import select_runs
 
 
+def _cpu_count() -> int:
+    """The CPUs this process may use (os.sched_getaffinity does not exist on macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def fit_frame(df: pd.DataFrame, settings: FitSettings | None = None, **kwargs) -> dict:
     """Run every fit on a metrics DataFrame and return the fit.json dict (see `fit_all`)."""
     return fit_all(df, settings, **kwargs).result
@@ -75,7 +82,7 @@ def fit_all(
         loss_col = settings.target  # the default target alone falls back to 'loss'
     if params_col is None:
         params_col = "params_total" if settings.params == "total" else "params"
-    workers = max(1, settings.workers or len(os.sched_getaffinity(0)))
+    workers = max(1, settings.workers or _cpu_count())
     say = progress or (lambda message: None)
     bootstrap, seed = settings.bootstrap, settings.seed
 
