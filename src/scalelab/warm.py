@@ -16,10 +16,10 @@ package install changes), every file of the scalelab package (contents), torch's
 Lightning's version files, every installed distribution's RECORD and the code files it lists
 (by size and mtime), the environment (but for the few variables a shell or a test runner
 changes per command), the CPU affinity (where the platform has it), the niceness, the resource
-limits, the cgroup (a Slurm job's) and the user. The environment being in the key means OMP_NUM_THREADS and the like are what they
-were when the worker loaded libgomp and OpenBLAS, exactly as in a fresh process; a job's
-`--threads` is applied by the command itself, after the fork. The worker runs no torch op and
-initialises no CUDA before it forks (it checks the latter).
+limits, the cgroup (a Slurm job's) and the user. The environment being in the key means
+OMP_NUM_THREADS and the like are what they were when the worker loaded libgomp and OpenBLAS,
+exactly as in a fresh process; a job's `--threads` is applied by the command itself, after the
+fork. The worker runs no torch op and initialises no CUDA before it forks (it checks the latter).
 
 Any failure before the job starts (no socket, a dead worker, a worker that cannot start) runs the
 job in the calling process as before, with one line on stderr. SCALELAB_WARM=0 turns the worker
