@@ -25,7 +25,7 @@ from .holdout import holdout_section
 from .hyperparameters import fit_hyperparameters
 from .metric_outputs import render_metrics
 from .metric_spec import metric_specs
-from .inputs import data_range, prepare, rows_sha256
+from .inputs import check_row_count, data_range, duplicate_rows_warning, prepare, rows_sha256
 from .outputs import (
     Draft,
     FitResult,
@@ -89,11 +89,15 @@ def fit_all(
     usable, excluded, columns = prepare(
         df, loss_col, params_col, tokens_col, flops_col, source, settings.sweep_keys, settings.allow_any_loss
     )
+    check_row_count(len(usable), source)
     points, selection = select_runs(usable, settings)
     specs = metric_specs(df, metrics, metric_spec)  # before the long fits: a bad column costs nothing
     check_requested(points, settings, source)
     out = Draft()
     render_header(out, source, settings, columns, len(points), excluded, selection)
+    repeated = duplicate_rows_warning(usable, columns)
+    if repeated:
+        out.result.setdefault("warnings", []).append(repeated)
     out.result.update(
         {
             "schema_version": 2,
