@@ -18,7 +18,7 @@ from ..errors import ScalelabError
 
 LOSS_RANGE = (1e-4, 1e4)  # plausible losses (nats, bits or perplexity); --allow-any-loss fits others
 # The most usable rows one fit takes: the law forms' fits and the bootstrap grow with the rows
-# (docs/benchmarks.md, "Fit time by rows"); a study has tens to thousands of runs, not millions.
+# (docs/benchmarks.md, "Fitting: time by rows"); a study has tens to thousands of runs, not millions.
 MAX_FIT_ROWS = 20_000
 
 
