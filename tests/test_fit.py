@@ -811,3 +811,33 @@ def test_a_power_law_parameter_on_its_bound_has_no_interval():
     # and a law with a real floor keeps all three intervals
     floored, _ = fit_power_law(size, 1.5 + 50.0 * size**-0.3 * (1 + 0.002 * np.sin(np.arange(6))))
     assert floored["at_bound"] == [] and all(floored["ci95"][k] is not None for k in ("E", "A", "exponent"))
+
+
+def test_a_csv_over_the_row_limit_is_refused_in_one_line_before_any_fit(tmp_path):
+    """A million rows (every logged step of every run, say): one line naming the limit and what to do,
+    exit 1, no fit started, instead of a fit still running after ten minutes."""
+    from scalelab.fit.inputs import MAX_FIT_ROWS
+
+    n = 1_000_000
+    rng = np.random.default_rng(0)
+    params, tokens = 10 ** rng.uniform(7, 9.5, n), 10 ** rng.uniform(8, 11, n)
+    loss = 1.69 + 406.4 / params**0.34 + 410.7 / tokens**0.28
+    big = tmp_path / "steps.csv"
+    np.savetxt(big, np.column_stack([params, tokens, loss]), delimiter=",", header="params,tokens,loss", comments="")
+    proc = run_cli(big, "--out", tmp_path / "out")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"{n} usable rows" in line and str(MAX_FIT_ROWS) in line and "one row per" in line
+    assert not (tmp_path / "out" / "fit.json").exists()
+
+
+def test_duplicated_rows_are_fitted_as_they_are_with_one_warning():
+    df = ladder(noise=0.01, seed=3)
+    copies = pd.concat([df, df.iloc[[4, 9, 20]].assign(run=["c1", "c2", "c3"])], ignore_index=True)
+    result = fit.fit_all(copies, bootstrap=0, grid_points=2, workers=1)
+    lines = [w for w in result.result["warnings"] if "repeat another row" in w]
+    assert len(lines) == 1 and lines[0].startswith("3 row(s) repeat") and "\n" not in lines[0]
+    assert result.result["n_points"] == len(copies)  # used as they are
+    assert lines[0] in result.text
+    clean = fit.fit_all(df, bootstrap=0, grid_points=2, workers=1)
+    assert not any("repeat another row" in w for w in clean.result.get("warnings", []))

@@ -243,3 +243,48 @@ def test_the_job_commands_go_through_one_worker(warm_env):
     )
     assert bad.returncode == 2 and "error: the following arguments are required: --run, --data" in bad.stderr
     assert len(workers(folder)) == 1
+
+
+def test_a_job_killed_by_sigkill_kills_its_command_the_same_way(warm_env, tmp_path):
+    """The OOM killer's SIGKILL: the command dies of SIGKILL as the job's own process would (a shell
+    reports 137), not of an OSError from setting a handler for SIGKILL (exit 1)."""
+    code = CLIENT.replace("PRELOAD", "['warm_probe']")
+    proc = client(warm_env, "oom")
+    assert proc.returncode == -signal.SIGKILL and "in-process" not in proc.stderr and "OSError" not in proc.stderr
+    shell = subprocess.run(
+        ["sh", "-c", '"$0" -c "$1" oom; echo "exit $?"', sys.executable, code],
+        env=warm_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shell.stdout.strip().splitlines()[-1] == "exit 137", shell.stderr
+
+
+def test_the_key_falls_back_where_the_platform_has_no_affinity(monkeypatch):
+    """macOS has no os.sched_getaffinity: the key is made without it, never an AttributeError."""
+    from scalelab import warm
+
+    with_affinity = warm.worker_key({}, "warm_probe:main", [])
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    without = warm.worker_key({}, "warm_probe:main", [])
+    assert without and without != with_affinity
+
+
+def test_an_edited_dependency_or_another_niceness_gets_another_worker(warm_env, tmp_path):
+    """An installed distribution's file edited in place (same size, new mtime), and `nice`: both
+    change what a fresh process would run with, so both change the worker."""
+    site = tmp_path / "site"
+    (site / "probe_dep-1.0.dist-info").mkdir(parents=True)
+    module = site / "probe_dep.py"
+    module.write_text("VALUE = 1\n")
+    (site / "probe_dep-1.0.dist-info" / "RECORD").write_text("probe_dep.py,,\nprobe_dep-1.0.dist-info/RECORD,,\n")
+    env = {**warm_env, "PYTHONPATH": f"{warm_env['PYTHONPATH']}:{site}"}
+    first = context(client(env, "echo", "0", input=""))["ppid"]
+    assert context(client(env, "echo", "0", input=""))["ppid"] == first
+    module.write_text("VALUE = 2\n")
+    os.utime(module, ns=(time.time_ns(), time.time_ns() + 10**9))
+    edited = context(client(env, "echo", "0", input=""))["ppid"]
+    assert edited != first
+    niced = client(env, "echo", "0", input="", preexec_fn=lambda: os.nice(1))
+    assert "in-process" not in niced.stderr and context(niced)["ppid"] not in (first, edited)

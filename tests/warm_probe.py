@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -43,6 +44,8 @@ def main(argv: list[str]) -> int:
             )
         )
         return 0
+    if action == "oom":  # killed as the OOM killer kills: SIGKILL, no handler runs
+        os.kill(os.getpid(), signal.SIGKILL)
     if action == "raise":
         raise RuntimeError("probe failure")
     return 2

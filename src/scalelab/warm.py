@@ -13,12 +13,13 @@ and a client that dies (SIGKILL) has its child killed by the worker.
 Never stale, never shared across contexts: a worker serves only clients with its key, a hash
 of the Python executable and its flags, sys.path (and the mtimes of its directories, which a
 package install changes), every file of the scalelab package (contents), torch's and
-Lightning's version files, the environment (but for the few variables a shell or a test runner
-changes per command), the CPU affinity, the resource limits, the cgroup (a Slurm job's) and
-the user. The environment being in the key means OMP_NUM_THREADS and the like are what they
-were when the worker loaded libgomp and OpenBLAS, exactly as in a fresh process; a job's
-`--threads` is applied by the command itself, after the fork. The worker runs no torch op and
-initialises no CUDA before it forks (it checks the latter).
+Lightning's version files, every installed distribution's RECORD and the code files it lists
+(by size and mtime), the environment (but for the few variables a shell or a test runner
+changes per command), the CPU affinity (where the platform has it), the niceness, the resource
+limits, the cgroup (a Slurm job's) and the user. The environment being in the key means
+OMP_NUM_THREADS and the like are what they were when the worker loaded libgomp and OpenBLAS,
+exactly as in a fresh process; a job's `--threads` is applied by the command itself, after the
+fork. The worker runs no torch op and initialises no CUDA before it forks (it checks the latter).
 
 Any failure before the job starts (no socket, a dead worker, a worker that cannot start) runs the
 job in the calling process as before, with one line on stderr. SCALELAB_WARM=0 turns the worker
@@ -52,6 +53,7 @@ PER_COMMAND_VARIABLES = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURREN
 # its own process, as its launcher expects.
 RANK_VARIABLES = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+CODE_SUFFIXES = (".py", ".so", ".pyd", ".pth")  # the files of a distribution a worker's imports read
 HEADER = struct.Struct("!I")  # the request's length
 REPLY = struct.Struct("!cq")  # b"P" child pid, then b"S" its wait status
 
@@ -124,6 +126,45 @@ def _library_files() -> list[str]:
     return files
 
 
+def _affinity() -> list[int] | None:
+    """The CPUs this process may run on; None where the platform cannot say (macOS)."""
+    getter = getattr(os, "sched_getaffinity", None)
+    try:
+        return sorted(getter(0)) if getter else None
+    except OSError:
+        return None
+
+
+def _niceness() -> int | None:
+    """This process's scheduling priority (`nice`), which a worker's children inherit."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except (AttributeError, OSError):
+        return None
+
+
+def _distribution_stats() -> list[str]:
+    """Every installed distribution on sys.path: its RECORD (an install, upgrade or removal) and the
+    code files it lists (an in-place edit of a dependency), by path, size and mtime: stats only, no
+    reads of the code itself."""
+    stats = []
+    for folder in dict.fromkeys(p for p in sys.path if p and os.path.isdir(p)):
+        try:
+            records = sorted(e.path for e in os.scandir(folder) if e.name.endswith(".dist-info"))
+        except OSError:
+            continue
+        for info in records:
+            record = os.path.join(info, "RECORD")
+            stats.append(_stat_text(record))
+            try:
+                with open(record, encoding="utf-8", errors="replace") as handle:
+                    listed = [line.rsplit(",", 2)[0] for line in handle]
+            except OSError:
+                continue
+            stats += [_stat_text(os.path.join(folder, name)) for name in listed if name.endswith(CODE_SUFFIXES)]
+    return stats
+
+
 def worker_key(env: dict, entry: str, preload: list[str]) -> str:
     import hashlib
     import resource
@@ -140,7 +181,9 @@ def worker_key(env: dict, entry: str, preload: list[str]) -> str:
         "path_stats": [_stat_text(p) for p in sys.path if p],
         "libraries": [_stat_text(p) for p in _library_files()],
         "env": sorted((k, v) for k, v in env.items() if k not in PER_COMMAND_VARIABLES),
-        "affinity": sorted(os.sched_getaffinity(0)),
+        "affinity": _affinity(),
+        "niceness": _niceness(),
+        "distributions": _distribution_stats(),
         "limits": limits,
         "cgroup": cgroup,
         "user": [os.getuid(), os.getgid(), os.getgroups()],
@@ -288,9 +331,19 @@ def _relay(sock: socket.socket, argv: list[str], env: dict) -> int | None:
     except OSError:
         print("scalelab: the warm worker died during the job", file=sys.stderr)
         return 1
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:  # killed by a signal: so is this process, as the job's own process would be
-        signal.signal(-code, signal.SIG_DFL)
+    return _exit_like(os.waitstatus_to_exitcode(status))
+
+
+def _exit_like(code: int) -> int:
+    """The child's exit code; a child killed by a signal kills this process with the same signal, as
+    the job's own process would have died (SIGKILL, the OOM killer's, can take no handler: it is sent
+    as is, so a shell sees 137); 128 + the signal if this process survives it."""
+    if code < 0:
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(-code, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
         os.kill(os.getpid(), -code)
         return 128 - code
     return code

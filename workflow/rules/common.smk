@@ -25,6 +25,15 @@ from scalelab.store.fingerprint import code_fingerprint
 from scalelab.config.extra_metrics import extra_columns
 
 STARTED = time.time()  # onsuccess prints only what this invocation produced
+
+
+def print_quarantined(since):
+    """Store entries this invocation's jobs quarantined: said at the end, not only in a job's log."""
+    from scalelab.plan.integrity import quarantined_since
+
+    for line in quarantined_since(Path("results"), since):
+        print(line, file=sys.stderr)
+
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 
 # --configfile replaces the default study instead of being merged into it.

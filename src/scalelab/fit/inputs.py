@@ -17,6 +17,32 @@ from ..errors import ScalelabError
 
 
 LOSS_RANGE = (1e-4, 1e4)  # plausible losses (nats, bits or perplexity); --allow-any-loss fits others
+# The most usable rows one fit takes: the law forms' fits and the bootstrap grow with the rows
+# (docs/benchmarks.md, "Fitting: time by rows"); a study has tens to thousands of runs, not millions.
+MAX_FIT_ROWS = 20_000
+
+
+def check_row_count(n_rows: int, source: str) -> None:
+    """Refuse, in one line, more usable rows than MAX_FIT_ROWS (before any long fit starts)."""
+    if n_rows > MAX_FIT_ROWS:
+        raise ScalelabError(
+            f"{source}: {n_rows} usable rows, more than one fit takes ({MAX_FIT_ROWS}); keep one row per "
+            f"trained model (e.g. its final evaluation, not every logged step), or fit a sample of the rows"
+        )
+
+
+def duplicate_rows_warning(points: pd.DataFrame, columns: dict) -> str | None:
+    """One line when rows repeat another row's params, tokens and target (a CSV appended twice, say):
+    they are fitted as they are, each as one more observation, which narrows every interval."""
+    repeated = points.duplicated(["params", "tokens", "loss"], keep="first")
+    if not repeated.any():
+        return None
+    example = points.loc[repeated, "run"].iloc[0]
+    return (
+        f"{int(repeated.sum())} row(s) repeat another row's {columns['params']}, {columns['tokens']} and "
+        f"{columns['loss']} exactly (e.g. run {example}); they are fitted as they are, each as one more "
+        f"observation, which narrows the intervals: drop the copies if they are not separate runs"
+    )
 
 
 def rows_sha256(points: pd.DataFrame) -> str:

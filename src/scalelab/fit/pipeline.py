@@ -25,7 +25,7 @@ from .holdout import holdout_section
 from .hyperparameters import fit_hyperparameters
 from .metric_outputs import render_metrics
 from .metric_spec import metric_specs
-from .inputs import data_range, prepare, rows_sha256
+from .inputs import check_row_count, data_range, duplicate_rows_warning, prepare, rows_sha256
 from .forms_text import render_forms
 from .outputs import (
     Draft,
@@ -43,6 +43,13 @@ from .outputs import (
 )
 from .power_laws import power_law_sections
 from .selection import select_runs
+
+
+def _cpu_count() -> int:
+    """The CPUs this process may use (os.sched_getaffinity does not exist on macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def fit_frame(df: pd.DataFrame, settings: FitSettings | None = None, **kwargs) -> dict:
@@ -75,18 +82,22 @@ def fit_all(
         loss_col = settings.target  # the default target alone falls back to 'loss'
     if params_col is None:
         params_col = "params_total" if settings.params == "total" else "params"
-    workers = max(1, settings.workers or len(os.sched_getaffinity(0)))
+    workers = max(1, settings.workers or _cpu_count())
     say = progress or (lambda message: None)
     bootstrap, seed = settings.bootstrap, settings.seed
 
     usable, excluded, columns = prepare(
         df, loss_col, params_col, tokens_col, flops_col, source, settings.sweep_keys, settings.allow_any_loss
     )
+    check_row_count(len(usable), source)
     points, selection = select_runs(usable, settings)
     specs = metric_specs(df, metrics, metric_spec)  # before the long fits: a bad column costs nothing
     check_requested(points, settings, source)
     out = Draft()
     render_header(out, source, settings, columns, len(points), excluded, selection)
+    repeated = duplicate_rows_warning(usable, columns)
+    if repeated:
+        out.result.setdefault("warnings", []).append(repeated)
     out.result.update(
         {
             "schema_version": 2,

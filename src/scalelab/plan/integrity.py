@@ -253,3 +253,37 @@ def stale_data(meta: dict | None, settings: dict, files: list[Path]) -> str | No
             f"data.source.files now matches {len(files)} of {sum(p.stat().st_size for p in files)}"
         )
     return None
+
+
+# ----------------------------------------------------------------------------- quarantine
+# A train or trunk job that finds another run's files under its store key moves them to
+# <store>/.quarantine/ and says so in its own log only; the workflow repeats it at its end.
+
+
+def quarantined_since(results: Path, since: float) -> list[str]:
+    """One line per store entry (run or trunk) a job of this invocation quarantined (`since`: when
+    it started), from the store's .quarantine/log.jsonl."""
+    from ..store.runs import QUARANTINE, QUARANTINE_LOG
+
+    lines = []
+    for store in (Path(results) / "store", Path(results) / "store" / "trunks"):
+        try:
+            records = (store / QUARANTINE / QUARANTINE_LOG).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for text in records.splitlines():
+            record = _json_line(text)
+            if record and isinstance(record.get("time"), (int, float)) and record["time"] >= since:
+                lines.append(
+                    f"scalelab: {record.get('entry')}: {record.get('why')}; moved to {record.get('moved_to')}, "
+                    f"not used (`scalelab prune --delete` removes it)"
+                )
+    return lines
+
+
+def _json_line(text: str) -> dict | None:
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

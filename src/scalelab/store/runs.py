@@ -78,6 +78,20 @@ def quarantine(store: Path, entry: Path, why: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(entry, target)
     print(f"{entry}: {why}; moved to {target}, not used (`scalelab prune` removes it)")
+    _log_quarantine(target.parent, entry, target, why)
+
+
+QUARANTINE_LOG = "log.jsonl"  # in .quarantine/: one JSON line per entry moved, for the workflow's end
+
+
+def _log_quarantine(folder: Path, entry: Path, target: Path, why: str) -> None:
+    """Record the move where the workflow finds it after the job (its log alone is easily missed)."""
+    line = json.dumps({"time": time.time(), "entry": str(entry), "moved_to": str(target), "why": why})
+    try:
+        with open(folder / QUARANTINE_LOG, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    except OSError:
+        pass  # the job's log still has the line
 
 
 def _foreign(entry: Path, manifest: dict, key: str, spec: dict) -> str | None:

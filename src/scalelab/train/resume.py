@@ -102,6 +102,44 @@ def check_trunk_checkpoint(ckpt: Path) -> int:
     except Exception as exc:
         raise ScalelabError(
             f"{ckpt}: damaged or not a trunk checkpoint ({type(exc).__name__}); nothing was trained. "
-            f"Rerun the workflow: it rebuilds the file from the trunk store, or retrains "
-            f"that trunk segment"
+            f"{damaged_trunk_advice(ckpt)}"
         ) from None
+
+
+def damaged_trunk_advice(ckpt: Path) -> str:
+    """What rebuilds a trunk checkpoint that does not load. A zip archive with a matching sidecar
+    passes the DAG's cheap check, so a plain rerun would fail here again: the file and its sidecar
+    must go; and where the trunk store's entry is the same file, a rerun would restore it again,
+    so that entry must go too."""
+    sidecar = ckpt.with_suffix(".json")
+    remove = [str(ckpt), str(sidecar)]
+    same = [entry for entry in _trunk_store_entries(ckpt, sidecar) if _same_file(entry / "state.ckpt", ckpt)]
+    remove += [str(entry) for entry in same]
+    rebuilt = "retrains that trunk segment" if same else "restores it from the trunk store, or retrains that segment"
+    also = f" (the trunk store holds the same damaged file: {', '.join(map(str, same))})" if same else ""
+    return f"To rebuild: rm -r {' '.join(remove)}{also}, then rerun the workflow: it {rebuilt}"
+
+
+def _trunk_store_entries(ckpt: Path, sidecar: Path) -> list[Path]:
+    """The trunk store entries this checkpoint may come from: the one its sidecar says it was restored
+    from, and results/store/trunks/<key> (and `<key>~<data>`) for the key it records."""
+    try:
+        info = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(info, dict):
+        return []
+    found = [Path(info["restored_from"])] if isinstance(info.get("restored_from"), str) else []
+    if isinstance(info.get("key"), str):
+        trunks = ckpt.parent.parent.parent / "store" / "trunks"  # results/trunks/<family>/step<k>.ckpt
+        found += [trunks / info["key"], trunks / f"{info['key']}~{info.get('data_fingerprint')}"]
+    return [entry for entry in dict.fromkeys(found) if (entry / "state.ckpt").is_file()]
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    from ..files import file_sha256
+
+    try:
+        return one.stat().st_size == other.stat().st_size and file_sha256(one) == file_sha256(other)
+    except OSError:
+        return False
