@@ -93,19 +93,7 @@ def fit_all(
     points, selection = select_runs(usable, settings)
     specs = metric_specs(df, metrics, metric_spec)  # before the long fits: a bad column costs nothing
     check_requested(points, settings, source)
-    out = Draft()
-    render_header(out, source, settings, columns, len(points), excluded, selection)
-    repeated = duplicate_rows_warning(usable, columns)
-    if repeated:
-        out.result.setdefault("warnings", []).append(repeated)
-    out.result.update(
-        {
-            "schema_version": 2,
-            "flops_convention": FLOPS_CONVENTION,
-            "inputs": {"rows_sha256": rows_sha256(points), "n_rows": len(points), "range": data_range(points)},
-        }
-    )
-
+    out = _started_draft(source, settings, columns, points, usable, excluded, selection)
     forms = fit_forms(points, settings, workers, say)
     optimum_drift(points, forms)
     render_forms(out, forms, validation_section(forms))
@@ -126,6 +114,24 @@ def fit_all(
     render_excluded(out, excluded)
     render_warnings(out)
     return out.finish()
+
+
+def _started_draft(source, settings, columns, points, usable, excluded, selection) -> Draft:
+    """The outputs' header: the settings, the columns, the rows used and left out, what fit.json's
+    `inputs` records, and a warning for rows repeated verbatim."""
+    out = Draft()
+    render_header(out, source, settings, columns, len(points), excluded, selection)
+    repeated = duplicate_rows_warning(usable, columns)
+    if repeated:
+        out.result.setdefault("warnings", []).append(repeated)
+    out.result.update(
+        {
+            "schema_version": 2,
+            "flops_convention": FLOPS_CONVENTION,
+            "inputs": {"rows_sha256": rows_sha256(points), "n_rows": len(points), "range": data_range(points)},
+        }
+    )
+    return out
 
 
 def _with_overrides(settings: FitSettings | None, overrides: dict) -> FitSettings:

@@ -58,6 +58,10 @@ def write_curve(
     return curve
 
 
+# every other key a sweep may vary (scalelab.config.sweeps.SWEEPABLE), so metrics.csv has its column
+SWEPT_SETTINGS = ("schedule", "warmup_tokens", "min_lr_ratio", "weight_decay", "beta2", "grad_clip")
+
+
 def run_metrics(
     spec: dict,
     plan: RunPlan,
@@ -98,12 +102,7 @@ def run_metrics(
         "steps": trained_steps,
         "batch_size": spec["batch_size"],
         "lr": spec["lr"],
-        # every other key a sweep may vary (scalelab.config.sweeps.SWEEPABLE), so metrics.csv has its column
-        **{
-            key: spec[key]
-            for key in ("schedule", "warmup_tokens", "min_lr_ratio", "weight_decay", "beta2", "grad_clip")
-            if key in spec
-        },
+        **{key: spec[key] for key in SWEPT_SETTINGS if key in spec},
         "train_loss": float(np.mean(tail)) if tail else None,  # numpy's pairwise sum, as pandas' mean
         "val_loss": None if diverged or not val else float(val[-1]),
         "wall_s": round(time.time() - started, 2),

@@ -32,6 +32,17 @@ class RunPlan:
         return self.tokens * self.flops_per_token
 
 
+def model_shape(spec: dict, vocab_size: int) -> GPTConfig:
+    """The network of a run or trunk spec, for a vocabulary of `vocab_size` (meta.json's)."""
+    return GPTConfig(
+        vocab_size=vocab_size,
+        context=spec["context"],
+        n_layer=spec["n_layer"],
+        d_model=spec["d_model"],
+        n_head=spec["n_head"],
+    )
+
+
 def plan_run(spec: dict, model_config: GPTConfig) -> RunPlan:
     """The plan of a grid point's run (a cosine/linear/constant run, or a WSD run's cooldown branch)."""
     tokens_per_step = spec["batch_size"] * spec["context"]

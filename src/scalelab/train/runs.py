@@ -13,12 +13,12 @@ from ..plan.cluster import is_launcher
 from ..errors import ScalelabError
 from ..files import loads_json, write_json
 from ..loggers import make_loggers, tracker_tags
-from ..model import GPTConfig, param_counts
+from ..model import param_counts
 from .batches import TokenData
 from .callbacks import CurveRecorder, DivergenceGuard, ProgressLog
 from .module import build_module, build_wsd_module, on_gpu
 from .outputs import run_metrics, save_run, write_curve
-from .plan import RunPlan, plan_run
+from .plan import RunPlan, model_shape, plan_run
 from .resume import check_inputs, resume_checkpoint, trunk_for
 from .trainer import CKPT_NAME, build_trainer, configure_torch, quiet_lightning
 
@@ -35,10 +35,9 @@ def train_run(
     study: str = "scalelab study",
     trunks_dir: Path | None = None,
 ) -> dict:
-    """Train one grid point; write model.pt, curve.csv and metrics.json into run_dir.
-
-    A WSD run with `trunks_dir` (results/trunks) is a cooldown branch: it starts from its family's
-    trunk checkpoint at its branch point (see scalelab.plan.wsd); without it, it trains from scratch.
+    """Train one grid point; write model.pt, curve.csv and metrics.json into run_dir. A WSD run with
+    `trunks_dir` (results/trunks) is a cooldown branch: it starts from its family's trunk checkpoint
+    at its branch point (see scalelab.plan.wsd); without it, it trains from scratch.
 
     With `store_dir`, a finished run with the same spec, code and data is restored from the store
     instead of retrained, and a newly finished run is kept there (see scalelab.store.runs). `loggers`
@@ -49,13 +48,7 @@ def train_run(
     meta = check_inputs(spec, data_dir, allow_repeat)
     data = store.data_identity(meta)
     key = store.run_key(spec, code)
-    model_config = GPTConfig(
-        vocab_size=meta["vocab_size"],
-        context=spec["context"],
-        n_layer=spec["n_layer"],
-        d_model=spec["d_model"],
-        n_head=spec["n_head"],
-    )
+    model_config = model_shape(spec, meta["vocab_size"])
     plan = plan_run(spec, model_config)
     trunk = trunk_for(plan, trunks_dir)
     flops_spent = None if trunk is None else wsd.run_flops(spec, plan.flops_per_token, trunk[1])[0]

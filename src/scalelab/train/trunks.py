@@ -15,11 +15,10 @@ from ..store import runs as store
 from ..plan import wsd
 from ..errors import ScalelabError
 from ..files import loads_json, write_json
-from ..model import GPTConfig
 from .batches import TokenData
 from .callbacks import CurveRecorder, DivergenceGuard, ProgressLog
 from .module import build_wsd_module, on_gpu
-from .plan import plan_trunk
+from .plan import model_shape, plan_trunk
 from .resume import check_inputs, check_trunk_checkpoint, resume_checkpoint
 from .trainer import build_trainer, configure_torch, quiet_lightning
 
@@ -99,13 +98,7 @@ def _fit_segment(family: dict, spec: dict, meta: dict, step: int, start: tuple, 
     then the full state saved to `out`: (trainer, divergence guard, the segment's work folder).
     `start`: (the previous segment's checkpoint or None, its step)."""
     start, start_step = start
-    model_config = GPTConfig(
-        vocab_size=meta["vocab_size"],
-        context=spec["context"],
-        n_layer=spec["n_layer"],
-        d_model=spec["d_model"],
-        n_head=spec["n_head"],
-    )
+    model_config = model_shape(spec, meta["vocab_size"])
     plan = plan_trunk(family, step, model_config)
     steps_per_epoch = max(1, round((step - start_step) * spec["checkpoint_every"]))
     ckpt_dir = out.parent / f".work-{out.stem}"
