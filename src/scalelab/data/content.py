@@ -1,8 +1,9 @@
 """The corpus by content: a SHA-256 over every corpus file's bytes, so that an edit that keeps a
 file's size (and the file count and total bytes that meta.json's corpus record compares) is seen.
 
-Each file's hash is cached by (path, size, mtime_ns, inode) in results/.corpus_content.json, so a
-no-op dry run reads no corpus bytes. The tokenize command records the digest in meta.json
+Each file's hash is cached by (path, size, mtime_ns, inode, ctime_ns) in results/.corpus_content.json,
+so a no-op dry run reads no corpus bytes (ctime too: an in-place write that restores the mtime keeps
+the size, mtime and inode). The tokenize command records the digest in meta.json
 (`corpus.content_sha256`; not part of the data identity, so no run id changes); a meta.json
 written before has none, and its digest is trusted on first sight (kept in the cache, by the
 meta.json's own hash) and compared on later runs. An `hf:` local folder (save_to_disk, or data
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from ..files import file_sha256, write_json
 
-CACHE = ".corpus_content.json"  # {"files": {path: [size, mtime_ns, inode, sha256]}, "trusted": {meta sha: digest}}
+CACHE = ".corpus_content.json"  # {"files": {path: [size, mtime_ns, inode, ctime_ns, sha256]}, "trusted": {meta sha: digest}}
 
 
 def content_files(data_cfg: dict, files: list[Path]) -> list[Path]:
@@ -48,13 +49,13 @@ def digest(files: list[Path], cache: dict | None = None) -> tuple[str, list[str]
     total, changed = hashlib.sha256(), []
     for path in files:
         stat = os.stat(path)
-        key = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        key = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
         cached = known.get(str(path))
-        if isinstance(cached, list) and cached[:3] == key:
-            sha = cached[3]
+        if isinstance(cached, list) and cached[:4] == key:
+            sha = cached[4]
         else:
             sha = file_sha256(path)
-            if isinstance(cached, list) and len(cached) == 4 and cached[3] != sha:
+            if isinstance(cached, list) and len(cached) == 5 and cached[4] != sha:
                 changed.append(str(path))
             known[str(path)] = [*key, sha]
         total.update(f"{path}\0{sha}\n".encode())

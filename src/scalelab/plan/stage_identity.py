@@ -71,6 +71,8 @@ def stale_outputs(root: Path, eval_specs: dict[str, str], specs: dict[str, str],
                 stale.append((path, why))
     for stage, path in (("fit", FIT), ("suggest", SUGGEST), ("report", REPORT)):
         content = _json(root / path)
+        if stage == "report":  # identity.json is the identity itself
+            content = {"identity": content}
         if stage != "fit" and not recorded(content):
             continue  # only fit.json records its settings without an identity
         why = why_stale(content, specs[stage], codes[stage], stage)
