@@ -315,7 +315,9 @@ def test_a_corpus_edit_and_its_revert_train_nothing_the_second_time(cosine_study
     ids=["eval.test_tokens", "fit.bootstrap", "report.title"],
 )
 @pytest.mark.parametrize("how", ["copied", "touched"])
-def test_a_changed_stage_setting_without_metadata_plans_exactly_its_jobs(cosine_study, tmp_path, edit, line, expected, how):
+def test_a_changed_stage_setting_without_metadata_plans_exactly_its_jobs(
+    cosine_study, tmp_path, edit, line, expected, how
+):
     folder = shared_copy(cosine_study, tmp_path / "copy")
     with_config(folder, TINY, edit)
     if how == "touched":

@@ -43,7 +43,9 @@ def test_a_changed_local_hf_folder_is_seen(tmp_path):
     meta = {"corpus": {"fingerprint": "hub", "content_sha256": content.digest(files)[0]}}
     assert content.why_changed(results, meta, data_cfg, []) is None
     (tmp_path / "ds" / "data-00000-of-00001.arrow").write_bytes(b"150 rows" * 150)
-    assert "data-00000-of-00001.arrow changed since it was tokenized" in content.why_changed(results, meta, data_cfg, [])
+    assert "data-00000-of-00001.arrow changed since it was tokenized" in content.why_changed(
+        results, meta, data_cfg, []
+    )
 
 
 def test_a_meta_without_a_content_digest_is_trusted_on_first_sight_then_compared(tmp_path):

@@ -9,7 +9,7 @@ rule evaluate:
         metrics="results/runs/{run}/metrics.json",
         test=f"{DATA}/test.bin",
         tokenizer=f"{DATA}/tokenizer.json",
-        stale=forced_by("results/runs/{run}/eval.json"),  # no file: forces the job when its output disagrees with the config
+        stale=forced_by("results/runs/{run}/eval.json"),  # no file: forces the job when stale
         meta=f"{DATA}/meta.json",
     output:
         eval="results/runs/{run}/eval.json",

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..files import file_sha256, write_json
 
-CACHE = ".corpus_content.json"  # {"files": {path: [size, mtime_ns, inode, ctime_ns, sha256]}, "trusted": {meta sha: digest}}
+# {"files": {path: [size, mtime_ns, inode, ctime_ns, sha256]}, "trusted": {meta.json sha: digest}}
+CACHE = ".corpus_content.json"
 
 
 def content_files(data_cfg: dict, files: list[Path]) -> list[Path]:

@@ -31,7 +31,9 @@ def _settings_differ(settings, spec: dict) -> list[str]:
     """The spec's keys that settings (an output's recorded settings) hold with another value."""
     if not isinstance(settings, dict):
         return []
-    return sorted(k for k, v in spec.items() if k in settings and settings[k] != v and (v is not None or k == "test_tokens"))
+    return sorted(
+        k for k, v in spec.items() if k in settings and settings[k] != v and (v is not None or k == "test_tokens")
+    )
 
 
 def why_stale(content, spec: str, code: str, what: str) -> str | None:
