@@ -157,8 +157,10 @@ class StudyPlan:
             f"scalelab: {path}: outputs missing since the last run; rebuilding them"
             for path in sorted({str(Path(p).parent) for p in self.rebuild})
         ]
+        stored = ("/metrics.json", ".ckpt")  # a run or trunk segment: its job restores it from the store if it can
         lines += [
-            f"scalelab: {path}: {why}; rerunning it (restored from the store when it holds this setting)"
+            f"scalelab: {path}: {why}; rerunning it"
+            + (" (restored from the store when it holds this setting)" if path.endswith(stored) else "")
             for path, why in self.stale.items()
         ]
         return lines
