@@ -290,3 +290,64 @@ def test_a_corpus_edit_and_its_revert_train_nothing_the_second_time(cosine_study
         assert "restored from" in (folder / f"logs/train/{run_id}.log").read_text(), run_id
     old = json.loads((cosine_study / "results/runs" / runs[0] / "metrics.json").read_text())
     assert json.loads((folder / "results/runs" / runs[0] / "metrics.json").read_text())["val_loss"] == old["val_loss"]
+
+
+# ----------------------------------------------------------------------------- every stage's identity
+@pytest.mark.parametrize(
+    "edit, line, expected",
+    [
+        (
+            lambda c: c["eval"].update(test_tokens=256),
+            "results/runs/a-4K-s0/eval.json: written with other settings (test_tokens)",
+            {"evaluate": 6, **DOWNSTREAM},
+        ),
+        (
+            lambda c: c["fit"].update(bootstrap=30),
+            "results/fit/fit.json: written with other settings (bootstrap)",
+            {"fit": 1, "suggest": 1, "report": 1},
+        ),
+        (
+            lambda c: c["report"].update(title="another title"),
+            "results/report/summary.txt: written with other settings (title)",
+            {"report": 1},
+        ),
+    ],
+    ids=["eval.test_tokens", "fit.bootstrap", "report.title"],
+)
+@pytest.mark.parametrize("how", ["copied", "touched"])
+def test_a_changed_stage_setting_without_metadata_plans_exactly_its_jobs(
+    cosine_study, tmp_path, edit, line, expected, how
+):
+    folder = shared_copy(cosine_study, tmp_path / "copy")
+    with_config(folder, TINY, edit)
+    if how == "touched":
+        snakemake(folder, "--touch")
+    proc = snakemake(folder, "--dry-run")
+    assert line in proc.stderr
+    assert planned_jobs(folder) == expected
+
+
+def _same_size_edit(path: Path) -> None:
+    """Change the file's bytes in place, keeping its size and mtime (as `sed -i` and a careful user would)."""
+    stat = path.stat()
+    text = path.read_bytes()
+    path.write_bytes(text.replace(b"Document", b"XXXXXXXX", 1))
+    assert path.stat().st_size == stat.st_size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.parametrize("recorded", ["recorded by tokenize", "trusted on first sight"])
+def test_a_same_size_corpus_edit_retokenizes(cosine_study, tmp_path, recorded):
+    folder = shared_copy(cosine_study, tmp_path / "copy")
+    if recorded == "trusted on first sight":  # a meta.json tokenized before the content digest was recorded
+        meta_path = folder / "results/data/meta.json"
+        stat = meta_path.stat()
+        meta = json.loads(meta_path.read_text())
+        del meta["corpus"]["content_sha256"]
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        os.utime(meta_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert planned_jobs(folder) == {}
+    _same_size_edit(folder / "corpus" / "doc0007.txt")
+    proc = snakemake(folder, "--dry-run")
+    assert "corpus file corpus/doc0007.txt changed since it was tokenized" in proc.stderr
+    assert planned_jobs(folder).get("tokenize") == 1

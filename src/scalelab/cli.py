@@ -28,6 +28,8 @@ STAGES = {
 # The job commands a study runs dozens of: run from the command line, each goes through a warm
 # worker that has imported torch and Lightning once (scalelab.warm; SCALELAB_WARM=0: never).
 WARM_STAGES = ("train", "trunk", "evaluate")
+# The stages whose outputs record their spec and code once written (train records its own).
+IDENTITY_STAGES = ("evaluate", "fit", "suggest", "report")
 
 
 def version_text() -> str:
@@ -76,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         module.run(args)
+        if stage in IDENTITY_STAGES:  # what decided the outputs, beside them (scalelab.store.identity)
+            from .store import identity
+
+            identity.record(stage, args)
     except ScalelabError as exc:
         print(f"scalelab {stage}: error: {exc}", file=sys.stderr)
         return 1

@@ -72,6 +72,12 @@ def force_if_stale(path):
         adapter.force(workflow, path)
 
 
+def forced_by(pattern):
+    """An input function that adds no file and forces the job writing `pattern` (formatted with
+    the job's wildcards) when that file disagrees with the config or code (STALE)."""
+    return lambda wildcards: force_if_stale(pattern.format(**wildcards)) or []
+
+
 def tokenize_inputs(wildcards):
     """No input files (the corpus is the params' business): only forces the job when stale."""
     force_if_stale(f"{DATA}/meta.json")

@@ -9,6 +9,7 @@ rule evaluate:
         metrics="results/runs/{run}/metrics.json",
         test=f"{DATA}/test.bin",
         tokenizer=f"{DATA}/tokenizer.json",
+        stale=forced_by("results/runs/{run}/eval.json"),  # no file: forces the job when stale
         meta=f"{DATA}/meta.json",
     output:
         eval="results/runs/{run}/eval.json",

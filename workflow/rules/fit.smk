@@ -38,6 +38,7 @@ EVAL_METRICS = ["test_bpb", "test_ppl", "bleu", "rouge1", "rouge2", "rougeL", *e
 rule fit:
     input:
         metrics="results/metrics.csv",
+        stale=forced_by("results/fit/fit.json"),  # no file: forces the job when stale
         meta="results/data/meta.json",
     output:
         json="results/fit/fit.json",

@@ -26,6 +26,7 @@ rule report:
         curves=expand("results/runs/{run}/curve.csv", run=RUN_IDS),
         evals=expand("results/runs/{run}/eval.json", run=RUN_IDS),  # the test tokens each run was scored on
         trunks=sorted(TRUNK_SEGMENTS.values()),  # WSD: each trunk segment's wall time, charged to one run
+        stale=forced_by("results/report/summary.txt"),  # no file: forces the job when stale
         curve_laws=rules.curves.output.json if CURVES else [],  # fit.curves: the curve laws' forecast
     output:
         **rule_outputs(REPORT_DIR, report, directory),

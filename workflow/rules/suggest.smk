@@ -9,6 +9,7 @@ rule suggest:
         metrics="results/metrics.csv",
         fit="results/fit/fit.json",
         bootstrap="results/fit/bootstrap.csv",
+        stale=forced_by("results/suggest/suggest.json"),  # no file: forces the job when stale
         meta=f"{DATA}/meta.json",  # the train split's tokens bound a new D (unless data.allow_repeat)
     output:
         table="results/suggest/suggestions.csv",

@@ -61,6 +61,11 @@ def run(args) -> None:
     if not isinstance(require, dict) or not all(isinstance(v, int) for v in require.values()):
         raise ScalelabError('--require: expected a JSON object of token counts, e.g. {"train": 100000}')
     meta = tokenize_corpus(data_cfg, args.out, require)
+    from ..config.load import source_files
+    from . import content
+
+    # the corpus by content, beside its identity (which stays as it was): scalelab.data.content
+    content.record(Path(args.out) / "meta.json", data_cfg, source_files({"data": data_cfg}))
     s = meta["splits"]
     print(
         f"tokenized {meta['corpus']['documents']:,} documents ({meta['corpus']['bytes'] / 1e6:.1f} MB) "

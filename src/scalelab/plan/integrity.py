@@ -237,9 +237,12 @@ def stale_trunks(results: Path, families: dict, code: str, data: str | None) -> 
     return stale
 
 
-def stale_data(meta: dict | None, settings: dict, files: list[Path]) -> str | None:
+def stale_data(
+    meta: dict | None, settings: dict, files: list[Path], results: Path | None = None, data_cfg: dict | None = None
+) -> str | None:
     """Why results/data (its meta.json) disagrees with the config's data settings or with the
-    corpus files (their count and total size, for a `files` source), or None."""
+    corpus files (their count and total size, for a `files` source; then, given `results` and
+    `data_cfg`, their content: scalelab.data.content), or None."""
     if meta is None:
         return None  # missing or damaged: rebuilt, or stopped by check_data
     if meta.get("settings") != settings:
@@ -252,6 +255,10 @@ def stale_data(meta: dict | None, settings: dict, files: list[Path]) -> str | No
             f"tokenized from {corpus.get('files')} corpus files of {corpus.get('file_bytes')} bytes, where "
             f"data.source.files now matches {len(files)} of {sum(p.stat().st_size for p in files)}"
         )
+    if results is not None and data_cfg is not None:
+        from ..data import content
+
+        return content.why_changed(results, meta, data_cfg, files)
     return None
 
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import load as config_file
-from ..config.stage_settings import FitSettings
+from ..config.stage_settings import FitSettings, ReportSettings
 from ..data import corpus, corpus_check, stages
 from ..errors import ScalelabError
 from ..loggers import check_available, logger_names
 from ..store.fingerprint import code_fingerprint
 from ..store.runs import data_identity, spec_sha
-from . import cluster, grid, integrity, wsd
+from . import cluster, grid, integrity, stage_identity, wsd
 from . import resources as job_resources
 from .grid import Run
 from .wsd import Family
@@ -130,10 +130,26 @@ class StudyPlan:
             )
         )
         stale.update(integrity.stale_trunks(results, self.families, self.train_wsd_code, data))
-        why = integrity.stale_data(meta, corpus.data_settings(self.config), self.corpus_files)
+        why = integrity.stale_data(
+            meta, corpus.data_settings(self.config), self.corpus_files, results, self.config["data"]
+        )
         if why:
             stale[f"{DATA}/meta.json"] = why
+        stale.update(self.stale_stage_outputs(results))
         return stale
+
+    def stale_stage_outputs(self, results: Path) -> dict[str, str]:
+        """eval.json, fit.json, suggest.json and the report's identity against the config and code
+        (scalelab.plan.stage_identity)."""
+        stages = ("evaluate", "fit", "suggest", "report")
+        return dict(
+            stage_identity.stale_outputs(
+                Path(results).parent,
+                {run_id: self.eval_spec(run_id) for run_id in self.runs},
+                {"fit": self.fit_spec(), "suggest": self.suggest_spec(), "report": self.report_spec()},
+                {stage: code_fingerprint(stage) for stage in stages},
+            )
+        )
 
     def notices(self) -> list[str]:
         """What the user is told at DAG-build time about outputs rebuilt or rerun."""
@@ -141,8 +157,10 @@ class StudyPlan:
             f"scalelab: {path}: outputs missing since the last run; rebuilding them"
             for path in sorted({str(Path(p).parent) for p in self.rebuild})
         ]
+        stored = ("/metrics.json", ".ckpt")  # a run or trunk segment: its job restores it from the store if it can
         lines += [
-            f"scalelab: {path}: {why}; rerunning it (restored from the store when it holds this setting)"
+            f"scalelab: {path}: {why}; rerunning it"
+            + (" (restored from the store when it holds this setting)" if path.endswith(stored) else "")
             for path, why in self.stale.items()
         ]
         return lines
@@ -271,6 +289,10 @@ class StudyPlan:
         if train["schedule"] == "wsd":
             spec["cooldown"] = train["cooldown"]
         return json.dumps(spec, sort_keys=True)
+
+    def report_spec(self) -> str:
+        """The report settings as canonical JSON (config `report:`), as the report rule passes them."""
+        return ReportSettings.from_spec(json.dumps(self.config.get("report") or {}), "config report").to_spec()
 
     # --- checks at start, once Snakemake knows its executor ---
     def check_jobs_fit(self, jobs, memory_mb: float, gpu_here: bool) -> None:
