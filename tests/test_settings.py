@@ -97,7 +97,7 @@ def test_train_fingerprint_follows_what_decides_the_numbers(tmp_path, monkeypatc
     group = tuple(package / name for name in fingerprint.UNITS["train.py"])
     assert "lr_factor" in fingerprint.used_definitions(group, ("build_module",))
     assert (
-        train_fp(("train/outputs.py", '"spec_sha": metrics["spec_sha"]}', '"spec_sha": metrics["spec_sha"], "x": 1}'))
+        train_fp(("train/outputs.py", '"spec_sha": metrics["spec_sha"],', '"spec_sha": metrics["spec_sha"], "x": 1,'))
         == base
     )  # save_run
     assert train_fp(("train/outputs.py", "def run_metrics(", "def run_metrics_renamed(")) == base
