@@ -206,3 +206,22 @@ def test_a_folder_without_results_is_named(tmp_path):
     with pytest.raises(ScalelabError) as error:
         scalelab.load_study(tmp_path)
     assert str(tmp_path / "results" / "metrics.csv") in str(error.value)
+
+
+def test_switching_the_logger_changes_nothing_the_report_is_given():
+    """Issue 31 item 11: the report rule's settings param must not hold train.logger, else switching
+    the logger reruns the report (the README says it reruns nothing)."""
+    import json as _json
+
+    from scalelab.config import load as config_file
+    from scalelab.plan.resolved import study_settings
+
+    from pathlib import Path
+
+    raw = config_file.read_yaml(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+    config = config_file.validate(_json.loads(_json.dumps(raw)))
+    other = _json.loads(_json.dumps(raw))
+    other.setdefault("train", {})["logger"] = "tensorboard" if config["train"]["logger"] != "tensorboard" else "csv"
+    other = config_file.validate(other)
+    assert other["train"]["logger"] != config["train"]["logger"]
+    assert study_settings(other) == study_settings(config)
