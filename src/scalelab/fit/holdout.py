@@ -67,9 +67,9 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
     unique = test["unique_tokens"].to_numpy(float) if "unique_tokens" in test.columns else None
     pred = law.predict(test["params"].to_numpy(float), test["tokens"].to_numpy(float), U=unique)
     actual = test["loss"].to_numpy(float)
-    predicted = pred["loss"].to_numpy()
+    predicted = pred["mean"].to_numpy()
     rel_error = (predicted - actual) / actual
-    inside = (actual >= pred["low"].to_numpy()) & (actual <= pred["high"].to_numpy())
+    inside = (actual >= pred["obs_ci_lower"].to_numpy()) & (actual <= pred["obs_ci_upper"].to_numpy())
     section = {
         "form": chosen,
         "what": "the largest model size's runs, predicted from the smaller sizes",
@@ -77,8 +77,8 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
         "predicted": predicted.tolist(),
         "actual": actual.tolist(),
         "rel_error": rel_error.tolist(),
-        "low": pred["low"].tolist(),
-        "high": pred["high"].tolist(),
+        "low": pred["obs_ci_lower"].tolist(),
+        "high": pred["obs_ci_upper"].tolist(),
         "inside": [bool(v) for v in inside],
         "max_abs_rel_error": float(np.max(np.abs(rel_error))),
         "flops_min": float(test["flops"].min()),
@@ -96,8 +96,8 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
             "actual": actual,
             "predicted": predicted,
             "rel_error": rel_error,
-            "low": pred["low"].to_numpy(),
-            "high": pred["high"].to_numpy(),
+            "low": pred["obs_ci_lower"].to_numpy(),
+            "high": pred["obs_ci_upper"].to_numpy(),
             "inside": inside,
         }
     )
