@@ -3,8 +3,8 @@
 It reads fit.json (checked against its schema) and forms_bootstrap.csv, and answers with the
 chosen form (`fit.json`'s `chosen_form`):
 
-- `predict(N, D)`: mean, mean_ci_lower/upper, obs_ci_lower/upper, one row per (N, D), and `extrapolation`: how far (N, D) lies
-  outside the fitted runs' N, D and tokens per parameter ('' inside them);
+- `predict(N, D)`: mean, mean_ci_lower/upper, obs_ci_lower/upper, one row per (N, D), and
+  `extrapolation`: how far (N, D) lies outside the fitted runs' N, D and tokens per parameter ('' inside);
 - `allocate(C)`: the compute-optimal params and tokens at C = 6·N·D, their loss and intervals (N_opt's
   mixes every form and widens with each form's `optimum_drift` beyond the fitted compute);
 - `params`, `conf_int(alpha)`, `summary()` as statsmodels' results have them (scalelab.laws.inference).
