@@ -844,3 +844,46 @@ def test_the_next_budget_line_says_when_d_opt_is_more_than_the_train_split():
     assert "train split" not in summary._next_budget_line(study)
     study.meta = None  # no meta.json: nothing to compare with
     assert "train split" not in summary._next_budget_line(study)
+
+
+def test_fit_health_is_in_the_summary_and_the_page(tiny, tmp_path):
+    """Issue 31 item 4: a form whose optimiser did not converge is a WARNING; the worst in-sample residual
+    (and its run) and the number of held-out runs are stated, in summary.txt and on the page."""
+    import shutil
+
+    root, _ = tiny
+    copy = tmp_path / "study"
+    shutil.copytree(root / "results", copy / "results", ignore=shutil.ignore_patterns("report"))
+    fit_json = copy / "results" / "fit" / "fit.json"
+    fit = json.loads(fit_json.read_text())
+    chosen = fit["chosen_form"]
+    fit["forms"][chosen]["converged"] = False
+    fit["forms"][chosen]["optimizer_message"] = "ABNORMAL"
+    fit_json.write_text(json.dumps(fit))
+    assert run_report(copy) == 0
+    summary = (copy / "results" / "report" / "summary.txt").read_text()
+    assert f"WARNING       {chosen}: the optimiser did NOT converge (ABNORMAL)" in summary
+    from scalelab.laws.law import FORMS
+
+    metrics = pd.read_csv(copy / "results" / "metrics.csv")
+    ok = metrics[(metrics["status"] == "ok") & np.isfinite(metrics["val_loss"])]
+    rel = ok["val_loss"] / FORMS[chosen].loss(fit["forms"][chosen]["params"], ok["params"], ok["tokens"]) - 1
+    at = rel.abs().idxmax()
+    assert f"worst in-sample residual {fmt.percent(rel[at])} ({chosen}) on {ok.loc[at, 'run']}" in summary
+    n = len(fit["holdout"]["held_out"])
+    assert f"held-out check on {n} run" in summary
+    assert html.escape(summary) in (copy / "results" / "report" / "index.html").read_text()
+
+
+def test_absent_figures_share_one_line_and_the_summary_wraps(tiny_report):
+    """Issue 31 items 7 and 8: the features the study does not use are one line, not a box each; the
+    summary block wraps instead of scrolling (and is not cut off in print)."""
+    out, _ = tiny_report
+    page = (out / "index.html").read_text()
+    assert page.count('class="why"') == 1, page.count('class="why"')
+    assert 'data-absent="lr_sensitivity"' in page and 'data-absent="curve_forecast"' in page
+    md = (out / "report.md").read_text()
+    assert md.count(": not drawn.") == 2 and sum(": not drawn." in line for line in md.splitlines()) == 1
+    css = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    rule = css.split("pre.summary", 1)[1].split("}", 1)[0]
+    assert "pre-wrap" in rule and "overflow-x" not in rule
