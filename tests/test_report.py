@@ -887,3 +887,33 @@ def test_absent_figures_share_one_line_and_the_summary_wraps(tiny_report):
     css = page.split("<style>", 1)[1].split("</style>", 1)[0]
     rule = css.split("pre.summary", 1)[1].split("}", 1)[0]
     assert "pre-wrap" in rule and "overflow-x" not in rule
+
+
+def test_the_frontier_draws_the_loss_envelope_not_every_run_and_keeps_the_law_inside(tiny):
+    """Issue 31 item 6: the N_opt and D_opt panels show the runs on the loss envelope (labelled), not every
+    run's N and D as if they were optima; the law's lines lie inside the axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from scalelab.report.figures_law import ENVELOPE, LAW_GIDS, fig_frontier, loss_envelope
+    from scalelab.report.inputs import load_study
+
+    root, _ = tiny
+    results = root / "results"
+    s = load_study(results / "metrics.csv", results / "fit" / "fit.json", results / "runs", results / "data/meta.json")
+    fig, _ = fig_frontier(s)
+    best = loss_envelope(s.ok, s.c_col, s.target)
+    assert 1 <= len(best) < len(s.ok)
+    losses = best.sort_values(s.c_col)[s.target].to_numpy()
+    assert (np.diff(losses) < 0).all()  # each envelope run beats every run of less compute
+    for ax, column in zip(fig.axes[:2], (s.n_col, s.d_col)):
+        (points,) = [line for line in ax.get_lines() if line.get_label() == ENVELOPE]
+        assert sorted(points.get_ydata()) == sorted(best[column])
+        assert not [line for line in ax.get_lines() if line.get_label() == "runs"]
+        low, high = ax.get_ylim()
+        for line in ax.get_lines():
+            if line.get_gid() in LAW_GIDS:
+                y = np.asarray(line.get_ydata(), float)
+                y = y[np.isfinite(y)]
+                assert low <= y.min() and y.max() <= high, line.get_gid()
+    assert [line for line in fig.axes[2].get_lines() if line.get_label() == "runs"]
