@@ -120,4 +120,6 @@ def summary_text(law, alpha=ALPHA) -> str:
         )
     lines.append("=" * width)
     lines.append("std err and the interval: the bootstrap resamples' standard deviation and percentiles")
+    for key, why in (section.get("not_identified") or {}).items():
+        lines.append(f"NOT IDENTIFIED {key}: {why}")
     return "\n".join(lines)
