@@ -1,8 +1,8 @@
 """What the page says about figures the study cannot draw: one line, not a box per figure.
 
-A section whose figures are all absent and that has no table (a feature the study does not use:
-no learning-rate sweep, no `scalelab curves`) is left out of the page and named in one line at its
-end; within a drawn section, its absent figures share one line.
+A section whose figures are all absent and whose tables have no rows (a feature the study does not
+use: no learning-rate sweep, no `scalelab suggest`) is left out of the page and named in one line at
+its end; within a drawn section, its absent figures share one line.
 """
 
 from __future__ import annotations
@@ -16,13 +16,17 @@ def absent_text(blocks) -> str:
 
 
 def shown_and_collapsed(sections, figures: dict, tables: dict, has_snippet) -> tuple[list, list]:
-    """(sections drawn, sections collapsed: their absent figure blocks), in page order."""
+    """(sections drawn, what the collapsed ones would have said), in page order. A section collapses
+    when none of its figures is drawn, none of its tables has a row and it has no snippet; it leaves
+    (figure name or None, its one reason) for each absent figure and each empty table's note."""
     shown, collapsed = [], []
     for section in sections:
         figure_specs, table_specs = section_entries(section)
         blocks = [figures[f.name] for f in figure_specs]
-        if blocks and all(b.why for b in blocks) and not table_specs and not has_snippet(section):
-            collapsed.append((section, blocks))
+        empty = [tables[t.name] for t in table_specs]
+        if all(b.why for b in blocks) and not any(t.rows for t in empty) and not has_snippet(section):
+            collapsed += [(b.name, f"{b.title}: not drawn. {b.why.rstrip('.')}") for b in blocks]
+            collapsed += [(None, f"{t.title}: {' '.join(t.notes).rstrip('.') or 'no rows'}") for t in empty]
         else:
             shown.append(section)
     return shown, collapsed

@@ -81,7 +81,6 @@ def render_markdown(s: Study, summary: str, figures: dict[str, FigureBlock], tab
                 md_code_block(s.suggest["snippet"].rstrip(), "yaml"),
                 "",
             ]
-    if collapsed:
-        blocks = [block for _, blocks in collapsed for block in blocks]
-        out += [f"> {md_text('Not used by this study: ' + absent_text(blocks))}", ""]
+    if collapsed:  # the sections of features this study does not use: one line
+        out += [f"> {md_text('Not used by this study: ' + '; '.join(text for _, text in collapsed) + '.')}", ""]
     return "\n".join(out)

@@ -128,7 +128,12 @@ def render_html(s: Study, summary: str, figures: dict[str, FigureBlock], tables:
                 f'<pre class="snippet">{html.escape(s.suggest["snippet"])}</pre>'
             )
         body.append("</section>")
-    body += _absent_line([block for _, blocks in collapsed for block in blocks], "Not used by this study: ")
+    if collapsed:  # the sections of features this study does not use: one line
+        parts = [
+            f'<span data-absent="{name}">{html.escape(text)}</span>' if name else html.escape(text)
+            for name, text in collapsed
+        ]
+        body.append('<p class="why">Not used by this study: ' + "; ".join(parts) + ".</p>")
     return _document(s.title, "\n".join(body))
 
 
