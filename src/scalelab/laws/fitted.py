@@ -206,7 +206,7 @@ class FittedLaw:
             )
         return MetricLaw(metric, sections[metric], self.metric_samples, sections[metric].get("range"), self.where)
 
-    def predict(self, N, D, U=None, alpha=None, metric: str | None = None, level=None) -> pd.DataFrame:
+    def predict(self, N, D, U=None, level=None, metric: str | None = None, *, alpha=None) -> pd.DataFrame:
         """Loss of N parameters trained on D tokens (numbers or lists, broadcast together): one row
         per (N, D) with `params, tokens, mean` (the chosen form's law), `mean_ci_lower/upper` (the
         law's own uncertainty), `obs_ci_lower/upper` (a new run's loss) and `extrapolation`, the
