@@ -148,7 +148,7 @@ def reduced_grid(study: Path, curves: Curves, specs: dict, use: list[str], work:
     }
     for name, law in laws.items():
         pred = law.predict(ok["params"].to_numpy(), ok["tokens"].to_numpy())
-        rel = pred["loss"].to_numpy() / ok[target].to_numpy() - 1
+        rel = pred["mean"].to_numpy() / ok[target].to_numpy() - 1
         a3 = read_json((results / "fit" if name == "full" else work / "fit") / "fit.json")
         out[name] = {
             "form": a3.get("chosen_form"),

@@ -114,13 +114,17 @@ def one_ladder(name, seed, args) -> dict:
         fitted = fitted_law(frame, args.bootstrap, seed, args.workers, **overrides)
         pred = fitted.predict(new_n, new_d)
         alloc = fitted.allocate(budgets)
-        row[f"{label}_error"] = float(np.mean(np.abs(pred["loss"].to_numpy() / clean - 1)))
+        row[f"{label}_error"] = float(np.mean(np.abs(pred["mean"].to_numpy() / clean - 1)))
         row[f"{label}_nopt_log_error"] = np.abs(np.log(alloc["params"].to_numpy() / truth_opt)).tolist()
         if label != "default":
             continue
         row["chosen"] = fitted.form.name
-        row["inside"] = float(np.mean((actual >= pred["low"].to_numpy()) & (actual <= pred["high"].to_numpy())))
-        row["width"] = float(np.mean((pred["high"] - pred["low"]).to_numpy() / pred["loss"].to_numpy()))
+        row["inside"] = float(
+            np.mean((actual >= pred["obs_ci_lower"].to_numpy()) & (actual <= pred["obs_ci_upper"].to_numpy()))
+        )
+        row["width"] = float(
+            np.mean((pred["obs_ci_upper"] - pred["obs_ci_lower"]).to_numpy() / pred["mean"].to_numpy())
+        )
         low, high = alloc["params_low"].to_numpy(), alloc["params_high"].to_numpy()
         row["nopt_inside"] = ((truth_opt >= low) & (truth_opt <= high)).tolist()
         row["nopt_log_width"] = np.log(high / low).tolist()

@@ -65,10 +65,10 @@ def details(fitted, small: pd.DataFrame, large: pd.DataFrame, pred: pd.DataFrame
     about the chosen form by tokens/param."""
     table = large[["run", "params", "tokens", "loss"]].assign(
         tokens_per_param=large["tokens"] / large["params"],
-        predicted=pred["loss"].to_numpy(),
-        low=pred["low"].to_numpy(),
-        high=pred["high"].to_numpy(),
-        rel_error=pred["loss"].to_numpy() / large["loss"].to_numpy() - 1,
+        predicted=pred["mean"].to_numpy(),
+        low=pred["obs_ci_lower"].to_numpy(),
+        high=pred["obs_ci_upper"].to_numpy(),
+        rel_error=pred["mean"].to_numpy() / large["loss"].to_numpy() - 1,
     )
     print(table.sort_values(["params", "tokens"]).to_string(index=False, float_format="{:.4g}".format))
     components = fitted.components(large["params"].to_numpy(), large["tokens"].to_numpy())
@@ -83,7 +83,7 @@ def details(fitted, small: pd.DataFrame, large: pd.DataFrame, pred: pd.DataFrame
         )
     residual = np.log(
         small["loss"].to_numpy()
-        / fitted.predict(small["params"].to_numpy(), small["tokens"].to_numpy())["loss"].to_numpy()
+        / fitted.predict(small["params"].to_numpy(), small["tokens"].to_numpy())["mean"].to_numpy()
     )
     ratio = (small["tokens"] / small["params"]).to_numpy()
     for low, high in ((0, 1), (1, 3), (3, 10), (10, np.inf)):
@@ -105,10 +105,10 @@ def check(frame: pd.DataFrame, split: float, bootstrap: int, workers: int, overr
         if show:
             details(fitted, small, large, pred)
     actual = large["loss"].to_numpy()
-    error = np.abs(pred["loss"].to_numpy() / actual - 1)
-    inside = (actual >= pred["low"].to_numpy()) & (actual <= pred["high"].to_numpy())
-    width = (pred["high"].to_numpy() - pred["low"].to_numpy()) / pred["loss"].to_numpy()
-    below = actual < pred["low"].to_numpy()
+    error = np.abs(pred["mean"].to_numpy() / actual - 1)
+    inside = (actual >= pred["obs_ci_lower"].to_numpy()) & (actual <= pred["obs_ci_upper"].to_numpy())
+    width = (pred["obs_ci_upper"].to_numpy() - pred["obs_ci_lower"].to_numpy()) / pred["mean"].to_numpy()
+    below = actual < pred["obs_ci_lower"].to_numpy()
     # Runs whose tokens per parameter lie outside the fitted runs' range extrapolate in a second
     # direction (e.g. far-undertrained large models of an IsoFLOP grid); their share is reported apart.
     ratio, fitted_ratio = large["tokens"] / large["params"], small["tokens"] / small["params"]
@@ -123,7 +123,7 @@ def check(frame: pd.DataFrame, split: float, bootstrap: int, workers: int, overr
         "below_interval": int(below.sum()),
         "above_interval": int((~inside & ~below).sum()),
         "mean_rel_width": float(width.mean()),
-        "mean_signed_rel_error": float((pred["loss"].to_numpy() / actual - 1).mean()),
+        "mean_signed_rel_error": float((pred["mean"].to_numpy() / actual - 1).mean()),
         "predicted_runs_within_fitted_tokens_per_param": int(within.sum()),
         "mean_abs_rel_error_within": float(error[within].mean()) if within.any() else None,
         "coverage_95_within": float(inside[within].mean()) if within.any() else None,

@@ -167,8 +167,9 @@ def test_readme_notebook_example_runs_on_the_study(study, tmp_path, monkeypatch)
     assert set(study_.curves["run"]) == set(RUNS)
     assert namespace["fit"].law["form"] in namespace["FORMS"]  # the load_fit example ran too
     prediction = study_.predict(N=1e6, D=2e7)
-    assert np.isfinite(prediction[["loss_pred", "loss_ci_low", "loss_ci_high"]].to_numpy()).all()
-    assert (prediction["loss_ci_low"] <= prediction["loss_ci_high"]).all()
+    assert np.isfinite(prediction[["mean", "obs_ci_lower", "obs_ci_upper"]].to_numpy()).all()
+    assert (prediction["obs_ci_lower"] <= prediction["mean_ci_lower"]).all()
+    assert (prediction["mean_ci_upper"] <= prediction["obs_ci_upper"]).all()
 
 
 def test_study_api_agrees_with_what_the_workflow_wrote(study):
@@ -189,7 +190,7 @@ def test_study_api_agrees_with_what_the_workflow_wrote(study):
     metrics = study_.metrics.set_index("run")
     chosen = fit["chosen_form"]  # predictions use the law form the fit chose
     runs = metrics.loc[list(fit["holdout"]["held_out"])] if fit.get("holdout") else metrics
-    predicted = study_.predict(runs["params"].to_numpy(), runs["tokens"].to_numpy())["loss_pred"]
+    predicted = study_.predict(runs["params"].to_numpy(), runs["tokens"].to_numpy())["mean"]
     expected = FORMS[chosen].loss(fit["forms"][chosen]["params"], runs["params"].to_numpy(), runs["tokens"].to_numpy())
     np.testing.assert_allclose(predicted, expected, rtol=1e-12)
     # the curves are every curve.csv, row for row

@@ -165,15 +165,49 @@ def test_load_fit_predicts_with_intervals_and_allocates(fitted_folder):
     law = scalelab.load_fit(fitted_folder / "fit")
     assert law.law["form"] == law.form.name and set(law.bootstrap.columns) == set(law.form.param_names)
     table = law.predict([1e8, 1e10], [1e10, 1e12])
-    assert list(table.columns) == ["params", "tokens", "loss", "low", "high", "extrapolation"]
-    assert np.all(table["low"] < table["loss"]) and np.all(table["loss"] < table["high"])
+    assert list(table.columns) == [
+        "params",
+        "tokens",
+        "mean",
+        "mean_ci_lower",
+        "mean_ci_upper",
+        "obs_ci_lower",
+        "obs_ci_upper",
+        "extrapolation",
+    ]
+    assert np.all(table["obs_ci_lower"] < table["mean"]) and np.all(table["mean"] < table["obs_ci_upper"])
     # Further out, the interval is wider.
-    assert (table["high"] / table["low"]).iloc[1] > (table["high"] / table["low"]).iloc[0]
+    ratio = table["obs_ci_upper"] / table["obs_ci_lower"]
+    assert ratio.iloc[1] > ratio.iloc[0]
     assert law.residual_sigma > 0
     alloc = law.allocate([1e21, 1e22])
     assert np.all(np.isfinite(alloc[["params", "tokens", "loss", "low", "high"]].to_numpy()))
     assert alloc["params"].iloc[1] > alloc["params"].iloc[0]
     assert 6 * alloc["params"].iloc[0] * alloc["tokens"].iloc[0] == pytest.approx(1e21)
+
+
+def test_load_fit_answers_as_statsmodels_does(fitted_folder):
+    """Issue 31 item 9: params, conf_int(alpha), summary(), and predict's mean_ci (the law's own
+    uncertainty) inside obs_ci (a new run's), with alpha= and level= naming the same interval."""
+    law = scalelab.load_fit(fitted_folder / "fit")
+    assert list(law.params.index) == list(law.form.param_names)
+    boot = law.bootstrap.apply(pd.to_numeric, errors="coerce")
+    ci = law.conf_int(alpha=0.1)
+    assert list(ci.columns) == ["lower", "upper"] and list(ci.index) == list(law.form.param_names)
+    for name in law.form.param_names:
+        np.testing.assert_allclose(ci.loc[name], np.percentile(boot[name].dropna(), [5, 95]), rtol=1e-12)
+    assert (law.conf_int().loc[:, "upper"] - law.conf_int().loc[:, "lower"] >= ci["upper"] - ci["lower"]).all()
+    text = law.summary()
+    assert law.form.name in text and "coef" in text and "std err" in text and "[0.025" in text
+    assert all(f"{value:.4g}" in text for value in law.params)
+    table = law.predict([1e8, 1e10], [1e10, 1e12], alpha=0.1)
+    assert (table["obs_ci_lower"] <= table["mean_ci_lower"]).all()
+    assert (table["mean_ci_lower"] <= table["mean"]).all() and (table["mean"] <= table["mean_ci_upper"]).all()
+    assert (table["mean_ci_upper"] <= table["obs_ci_upper"]).all()
+    assert (table["mean_ci_upper"] < table["obs_ci_upper"]).any()  # a new run's scatter is more than the law's
+    pd.testing.assert_frame_equal(table, law.predict([1e8, 1e10], [1e10, 1e12], level=0.9))
+    with pytest.raises(ScalelabError, match="alpha must be between 0 and 1"):
+        law.predict(1e8, 1e10, alpha=2)
 
 
 def test_a_prediction_outside_the_fitted_runs_says_how_far(fitted_folder):
@@ -409,7 +443,7 @@ def test_prediction_intervals_cover_new_runs_of_simulated_ladders(tmp_path):
         fit.write_outputs(fit.fit_all(_frame(n, d, loss), bootstrap=30, seed=seed, workers=1), out)
         pred = scalelab.load_fit(out).predict(new_n, new_d)
         actual = FORMS["kaplan"].loss(KAPLAN, new_n, new_d) * np.exp(rng.normal(0, 0.01, new_n.size))
-        inside += ((actual >= pred["low"]) & (actual <= pred["high"])).tolist()
+        inside += ((actual >= pred["obs_ci_lower"]) & (actual <= pred["obs_ci_upper"])).tolist()
     assert 0.88 <= np.mean(inside) <= 0.99, np.mean(inside)
 
 
@@ -462,7 +496,7 @@ def test_a_law_that_extrapolated_badly_in_its_checks_gets_wider_intervals_outsid
     assert per_efold > 3 * learnt[0.0].fitted["chinchilla"]["extrapolation_sigma"], per_efold
     assert "extrapolation scatter" in (tmp_path / "bend0.1" / "fit.txt").read_text()
     pred = learnt[0.1].predict([1e8, 9e9, 3e10], [1e10, 1e11, 1e11])
-    width = (np.log(pred["high"]) - np.log(pred["low"])).to_numpy()
+    width = (np.log(pred["obs_ci_upper"]) - np.log(pred["obs_ci_lower"])).to_numpy()
     assert pred["extrapolation"].iloc[0] == "" and pred["extrapolation"].iloc[1] != ""
     assert width[0] < width[1] < width[2]
     outside = log_distance(pred["params"], pred["tokens"], learnt[0.1].fit["inputs"]["range"])

@@ -330,7 +330,7 @@ def tiny_report(tiny):
 def test_report_is_complete_and_matches_fit(tiny_report, capsys):
     out, fit = tiny_report
     page = check_report(out, fit)
-    assert page.missing == ["lr_sensitivity", "curve_forecast"], (
+    assert sorted(page.missing) == ["curve_forecast", "lr_sensitivity"], (
         f"figures not drawn: {page.missing}"
     )  # nothing swept; no `scalelab curves`
     sources = {source for source, _, _ in page.cells}
@@ -386,8 +386,9 @@ def test_markdown_has_same_content_with_linked_figures(tiny_report):
             assert (out / "figures" / f"{name}.png").exists()
             assert f"](figures/{name}.png)" in md
     assert fmt.num(fit["approach3"]["alpha"]) in md and "base64" not in md
+    unused = next((line for line in md.splitlines() if line.startswith("> Not used by this study: ")), "")
     for table in registry.TABLES.values():
-        assert f"### {table.title}" in md
+        assert f"### {table.title}" in md or f"{table.title}: " in unused, table.title
 
 
 def test_lr_sweep_report_draws_sensitivity_laws_and_recommendation(tmp_path, capsys):
@@ -678,12 +679,14 @@ def test_every_figure_and_table_function_is_registered_once():
 def test_registry_drives_page_order_captions_and_categories(tiny_report):
     out, _ = tiny_report
     text = (out / "index.html").read_text()
+    # a table of a feature the study does not use (no rows) is named in the page's one "Not used" line
+    unused = text.split("Not used by this study: ", 1)[-1].split("</p>", 1)[0] if "Not used by" in text else ""
     headings = [s.heading for s in registry.SECTIONS]
     for spec in (*registry.FIGURES.values(), *registry.TABLES.values()):
         assert spec.category in headings, spec.name
         caption = spec.caption()
         assert caption and "``" not in caption and "**" not in caption
-        if spec.name not in ("lr_sensitivity", "curve_forecast"):  # not drawn without a sweep / `scalelab curves`
+        if spec.name not in ("lr_sensitivity", "curve_forecast") and html.escape(spec.title) not in unused:
             assert html.escape(caption) in text, spec.name  # the page shows the caption Snakemake shows
     # Figures appear in registry order, each inside its category's section.
     drawn = [spec for spec in registry.FIGURES.values() if spec.name not in ("lr_sensitivity", "curve_forecast")]
@@ -844,3 +847,84 @@ def test_the_next_budget_line_says_when_d_opt_is_more_than_the_train_split():
     assert "train split" not in summary._next_budget_line(study)
     study.meta = None  # no meta.json: nothing to compare with
     assert "train split" not in summary._next_budget_line(study)
+
+
+def test_fit_health_is_in_the_summary_and_the_page(tiny, tmp_path):
+    """Issue 31 item 4: a form whose optimiser did not converge is a WARNING; the worst in-sample residual
+    (and its run) and the number of held-out runs are stated, in summary.txt and on the page."""
+    import shutil
+
+    root, _ = tiny
+    copy = tmp_path / "study"
+    shutil.copytree(root / "results", copy / "results", ignore=shutil.ignore_patterns("report"))
+    fit_json = copy / "results" / "fit" / "fit.json"
+    fit = json.loads(fit_json.read_text())
+    chosen = fit["chosen_form"]
+    fit["forms"][chosen]["converged"] = False
+    fit["forms"][chosen]["optimizer_message"] = "ABNORMAL"
+    fit_json.write_text(json.dumps(fit))
+    assert run_report(copy) == 0
+    summary = (copy / "results" / "report" / "summary.txt").read_text()
+    assert f"WARNING       {chosen}: the optimiser did NOT converge (ABNORMAL)" in summary
+    from scalelab.laws.law import FORMS
+
+    metrics = pd.read_csv(copy / "results" / "metrics.csv")
+    ok = metrics[(metrics["status"] == "ok") & np.isfinite(metrics["val_loss"])]
+    rel = ok["val_loss"] / FORMS[chosen].loss(fit["forms"][chosen]["params"], ok["params"], ok["tokens"]) - 1
+    at = rel.abs().idxmax()
+    assert f"worst in-sample residual {fmt.percent(rel[at])} ({chosen}) on {ok.loc[at, 'run']}" in summary
+    n = len(fit["holdout"]["held_out"])
+    assert f"held-out check on {n} run" in summary
+    assert html.escape(summary) in (copy / "results" / "report" / "index.html").read_text()
+
+
+def test_absent_figures_share_one_line_and_the_summary_wraps(tiny_report):
+    """Issue 31 items 7 and 8: the features the study does not use are one line, not a box each; the
+    summary block wraps instead of scrolling (and is not cut off in print)."""
+    out, _ = tiny_report
+    page = (out / "index.html").read_text()
+    unused = [line for line in page.splitlines() if line.startswith('<p class="why">Not used by this study: ')]
+    # the learning-rate section (no sweep, no hyperparameter laws) is one line at the end, not a section
+    assert len(unused) == 1 and 'data-absent="lr_sensitivity"' in unused[0], unused
+    assert "Hyperparameter laws: " in unused[0] and "<h3>Hyperparameter laws</h3>" not in page
+    assert page.count("not drawn.") == 2  # each absent figure once
+    for chunk in page.split("<section ")[1:]:  # within a drawn section, absent figures share one line
+        section = chunk.split("</section>", 1)[0]
+        assert section.count('data-absent="') == section.count('<p class="why"><span data-absent=') <= 1
+    md = (out / "report.md").read_text()
+    (line,) = [line for line in md.splitlines() if line.startswith("> Not used by this study: ")]
+    assert "Learning-rate sensitivity: not drawn." in line and "Hyperparameter laws: " in line
+    assert md.count(": not drawn.") == 2 and "### Hyperparameter laws" not in md
+    css = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    rule = css.split("pre.summary", 1)[1].split("}", 1)[0]
+    assert "pre-wrap" in rule and "overflow-x" not in rule
+
+
+def test_the_frontier_draws_the_loss_envelope_not_every_run_and_keeps_the_law_inside(tiny):
+    """Issue 31 item 6: the N_opt and D_opt panels show the runs on the loss envelope (labelled), not every
+    run's N and D as if they were optima; the law's lines lie inside the axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from scalelab.report.figures_law import ENVELOPE, LAW_GIDS, fig_frontier, loss_envelope
+    from scalelab.report.inputs import load_study
+
+    root, _ = tiny
+    results = root / "results"
+    s = load_study(results / "metrics.csv", results / "fit" / "fit.json", results / "runs", results / "data/meta.json")
+    fig, _ = fig_frontier(s)
+    best = loss_envelope(s.ok, s.c_col, s.target)
+    assert 1 <= len(best) < len(s.ok)
+    losses = best.sort_values(s.c_col)[s.target].to_numpy()
+    assert (np.diff(losses) < 0).all()  # each envelope run beats every run of less compute
+    for ax, column in zip(fig.axes[:2], (s.n_col, s.d_col)):
+        (points,) = [line for line in ax.get_lines() if line.get_label() == ENVELOPE]
+        assert sorted(points.get_ydata()) == sorted(best[column])
+        assert not [line for line in ax.get_lines() if line.get_label() == "runs"]
+        low, high = ax.get_ylim()
+        for line in ax.get_lines():
+            if line.get_gid() in LAW_GIDS:
+                y = np.asarray(line.get_ydata(), float)
+                y = y[np.isfinite(y)]
+                assert low <= y.min() and y.max() <= high, line.get_gid()
+    assert [line for line in fig.axes[2].get_lines() if line.get_label() == "runs"]

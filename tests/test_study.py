@@ -91,15 +91,28 @@ def test_tables_are_read_from_the_study_folder_or_results(results):
 def test_predict_is_the_law_with_percentile_intervals_over_the_resamples(results):
     study = scalelab.load_study(results)
     table = study.predict(N=[1e6, 1e7], D=2e7)
-    assert list(table.columns) == ["params", "tokens", "loss_pred", "loss_ci_low", "loss_ci_high"]
-    np.testing.assert_allclose(table["loss_pred"], predict_loss([1e6, 1e7], 2e7, **LAW), rtol=1e-12)
+    assert list(table.columns) == [
+        "params",
+        "tokens",
+        "mean",
+        "mean_ci_lower",
+        "mean_ci_upper",
+        "obs_ci_lower",
+        "obs_ci_upper",
+    ]
+    np.testing.assert_allclose(table["mean"], predict_loss([1e6, 1e7], 2e7, **LAW), rtol=1e-12)
     samples = _resamples().dropna()
     for row in table.itertuples():
         losses = [predict_loss(row.params, row.tokens, *s) for s in samples[list(LAW)].itertuples(index=False)]
-        np.testing.assert_allclose([row.loss_ci_low, row.loss_ci_high], np.percentile(losses, [2.5, 97.5]), rtol=1e-12)
-        assert row.loss_ci_low < row.loss_pred < row.loss_ci_high
+        np.testing.assert_allclose(
+            [row.mean_ci_lower, row.mean_ci_upper], np.percentile(losses, [2.5, 97.5]), rtol=1e-12
+        )
+        assert row.mean_ci_lower < row.mean < row.mean_ci_upper
     narrow = study.predict(1e6, 2e7, level=0.5)
-    assert table["loss_ci_low"][0] < narrow["loss_ci_low"][0] < narrow["loss_ci_high"][0] < table["loss_ci_high"][0]
+    assert (
+        table["mean_ci_lower"][0] < narrow["mean_ci_lower"][0] < narrow["mean_ci_upper"][0] < table["mean_ci_upper"][0]
+    )
+    pd.testing.assert_frame_equal(study.predict(1e6, 2e7, alpha=0.5), narrow)  # statsmodels' alpha = 1 - level
 
 
 def test_allocate_matches_what_fit_writes_to_fit_json(results):
@@ -118,7 +131,7 @@ def test_allocate_matches_what_fit_writes_to_fit_json(results):
 def test_without_a_bootstrap_the_intervals_are_nan(results):
     pd.DataFrame(columns=[*LAW, "a", "b", "objective"]).to_csv(results / "fit/bootstrap.csv", index=False)
     study = scalelab.load_study(results)
-    assert study.predict(1e6, 1e7)[["loss_ci_low", "loss_ci_high"]].isna().all(axis=None)
+    assert study.predict(1e6, 1e7).filter(like="_ci_").isna().all(axis=None)
     table = study.allocate(1e16)
     assert table["n_opt"].notna().all() and table.filter(like="_ci_").isna().all(axis=None)
 
@@ -206,3 +219,22 @@ def test_a_folder_without_results_is_named(tmp_path):
     with pytest.raises(ScalelabError) as error:
         scalelab.load_study(tmp_path)
     assert str(tmp_path / "results" / "metrics.csv") in str(error.value)
+
+
+def test_switching_the_logger_changes_nothing_the_report_is_given():
+    """Issue 31 item 11: the report rule's settings param must not hold train.logger, else switching
+    the logger reruns the report (the README says it reruns nothing)."""
+    import json as _json
+
+    from scalelab.config import load as config_file
+    from scalelab.plan.resolved import study_settings
+
+    from pathlib import Path
+
+    raw = config_file.read_yaml(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+    config = config_file.validate(_json.loads(_json.dumps(raw)))
+    other = _json.loads(_json.dumps(raw))
+    other.setdefault("train", {})["logger"] = "tensorboard" if config["train"]["logger"] != "tensorboard" else "csv"
+    other = config_file.validate(other)
+    assert other["train"]["logger"] != config["train"]["logger"]
+    assert study_settings(other) == study_settings(config)

@@ -75,7 +75,7 @@ def fitted(tmp_path_factory):
 
 
 def _suggest(root, *args):
-    return main(["suggest", str(root / "metrics.csv"), "--fit", str(root / "fit"), *args])
+    return main(["suggest", str(root / "metrics.csv"), "--fit", str(root / "fit"), "--ideal-sizes", *args])
 
 
 def test_contract_columns_budget_and_widths(fitted, tmp_path, capsys):
@@ -196,7 +196,17 @@ def test_a_fit_of_another_csv_is_refused(fitted, tmp_path, capsys):
     other = frame.copy()
     other.loc[3, "loss"] *= 1.001
     other.to_csv(tmp_path / "metrics.csv", index=False)
-    code = main(["suggest", str(tmp_path / "metrics.csv"), "--fit", str(root / "fit"), "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "suggest",
+            str(tmp_path / "metrics.csv"),
+            "--fit",
+            str(root / "fit"),
+            "--out",
+            str(tmp_path / "o"),
+            "--ideal-sizes",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "not of" in err, err
     assert not (tmp_path / "o").exists()
@@ -211,6 +221,7 @@ def test_a_fit_of_another_csv_is_refused(fitted, tmp_path, capsys):
                 str(root / "fit"),
                 "--out",
                 str(tmp_path / "o2"),
+                "--ideal-sizes",
                 "--budget-flops",
                 "1e3",
             ]
@@ -222,7 +233,17 @@ def test_a_fit_of_another_csv_is_refused(fitted, tmp_path, capsys):
 def test_a_fit_without_bootstrap_is_refused(fitted, tmp_path, capsys):
     root, _ = fitted
     _fit(root / "metrics.csv", tmp_path / "fit0", bootstrap=0)
-    code = main(["suggest", str(root / "metrics.csv"), "--fit", str(tmp_path / "fit0"), "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "suggest",
+            str(root / "metrics.csv"),
+            "--fit",
+            str(tmp_path / "fit0"),
+            "--out",
+            str(tmp_path / "o"),
+            "--ideal-sizes",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "bootstrap" in err, err
     assert not (tmp_path / "o").exists()
@@ -237,6 +258,7 @@ def test_a_fit_without_bootstrap_is_refused(fitted, tmp_path, capsys):
                 "--out",
                 str(tmp_path / "o"),
                 "--or-explain",
+                "--ideal-sizes",
             ]
         )
         == 0
@@ -536,3 +558,76 @@ def test_an_optimum_without_a_closed_form_is_found_by_search():
     closed = (a * rows[:, 1] ** a * 1e21 / (6 * rows[:, 2])) ** (1 / (a + 1))
     np.testing.assert_allclose(n_opt, closed, rtol=1e-5)
     np.testing.assert_allclose(6 * n_opt * d_opt, 1e21, rtol=1e-12)
+
+
+# ------------------------------------------------------------- the README's command, by hand (issue 31)
+
+
+def test_the_readme_command_alone_gives_a_snippet_that_trains_exactly_the_suggested_runs(tmp_path, capsys):
+    """`scalelab suggest results/metrics.csv --fit results/fit --out S` in a study folder, with no --spec:
+    the shapes, step and corpus bound come from the study's config and meta.json beside the CSV."""
+    runs, _, _ = _suggest_for_config(tmp_path, TINY, {"models": TINY["models"]})  # writes the CSV and its fit
+    study = tmp_path / "study"
+    make_corpus(study / "corpus", documents=20)
+    (study / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    (study / "results").mkdir()
+    for name in ("metrics.csv", "fit"):
+        os.rename(tmp_path / name, study / "results" / name)
+    cwd = os.getcwd()
+    os.chdir(study)
+    try:
+        code = main(["suggest", "results/metrics.csv", "--fit", "results/fit", "--out", "S", "--max-runs", "4"])
+    finally:
+        os.chdir(cwd)
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_csv(study / "S" / "suggestions.csv")
+    snippet = yaml.safe_load((study / "S" / "snippet.yaml").read_text())
+    assert len(table) >= 1 and table["model"].notna().all()
+    assert (table["params"] == table["params"].round()).all() and (table["tokens"] == table["tokens"].round()).all()
+    assert not table.duplicated(["params", "tokens"]).any()
+    assert len(snippet["grid"]["extra"]) == len(table)
+    _check_pasted(study, TINY, runs, table, snippet, study / "config.yaml")
+
+
+def test_without_the_study_config_one_line_names_what_to_pass(fitted, tmp_path, capsys):
+    root, _ = fitted
+    code = main(["suggest", str(root / "metrics.csv"), "--fit", str(root / "fit"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "--config" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_cosine_study_by_hand_gives_a_table_or_one_line_never_duplicates(cosine_study, tmp_path, capsys):
+    """The tiny cosine study, the README's command alone: buildable named runs with integer sizes within
+    the corpus, or (a fit without an optimum) one line and no table; never the same run twice."""
+    import shutil
+
+    study = tmp_path / "study"
+    shutil.copytree(cosine_study / "results", study / "results")
+    shutil.copy(cosine_study / "config.yaml", study / "config.yaml")
+    code = main(
+        [
+            "suggest",
+            str(study / "results" / "metrics.csv"),
+            "--fit",
+            str(study / "results" / "fit"),
+            "--out",
+            str(tmp_path / "S"),
+        ]
+    )
+    out, err = capsys.readouterr()
+    if code == 1:  # a fit with no law or no resamples: one line naming it, nothing written
+        assert len(err.strip().splitlines()) == 1 and "the fit" in err and "--config" not in err, err
+        assert not (tmp_path / "S").exists()
+        return
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "S" / "suggestions.csv")
+    snippet = (tmp_path / "S" / "snippet.yaml").read_text()
+    assert not table.duplicated(["params", "tokens"]).any()
+    if len(table):
+        meta = json.loads((study / "results" / "data" / "meta.json").read_text())
+        assert table["model"].notna().all() and (table["params"] == table["params"].round()).all()
+        assert (table["tokens"] <= meta["splits"]["train"]["tokens"]).all()
+        assert "extra:" in snippet
+    else:
+        assert "no runs suggested" in out and "extra:" not in snippet

@@ -90,8 +90,8 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
 def _predicted_table(test: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
     """holdout.csv: each held-out run, its prediction, relative error and interval."""
     actual = test["loss"].to_numpy(float)
-    predicted = pred["loss"].to_numpy()
-    low, high = pred["low"].to_numpy(), pred["high"].to_numpy()
+    predicted = pred["mean"].to_numpy()
+    low, high = pred["obs_ci_lower"].to_numpy(), pred["obs_ci_upper"].to_numpy()
     return pd.DataFrame(
         {
             "run": test["run"].tolist(),

@@ -3,10 +3,11 @@
 It reads fit.json (checked against its schema) and forms_bootstrap.csv, and answers with the
 chosen form (`fit.json`'s `chosen_form`):
 
-- `predict(N, D)`: loss, low, high, one row per (N, D), and `extrapolation`: how far (N, D) lies
-  outside the fitted runs' N, D and tokens per parameter ('' inside them);
+- `predict(N, D)`: mean, mean_ci_lower/upper, obs_ci_lower/upper, one row per (N, D), and
+  `extrapolation`: how far (N, D) lies outside the fitted runs' N, D and tokens per parameter ('' inside);
 - `allocate(C)`: the compute-optimal params and tokens at C = 6·N·D, their loss and intervals (N_opt's
-  mixes every form and widens with each form's `optimum_drift` beyond the fitted compute).
+  mixes every form and widens with each form's `optimum_drift` beyond the fitted compute);
+- `params`, `conf_int(alpha)`, `summary()` as statsmodels' results have them (scalelab.laws.inference).
 
 How the 95 % prediction interval is built (the same code gives fit.json's held-out, allocation
 and next-budget intervals, so they agree with what a notebook computes):
@@ -42,69 +43,13 @@ import pandas as pd
 from ..errors import ScalelabError
 from .fitted_metrics import MetricLaw
 from .law import FORMS, LawForm, optimal_allocation
+from .mixture import predictive_interval
 
 __all__ = ["FittedLaw", "load_fit", "predictive_interval"]
 
 LEVEL = 0.95
 BOOTSTRAP_FILE = "forms_bootstrap.csv"
 METRICS_BOOTSTRAP_FILE = "metrics_bootstrap.csv"
-
-
-def _normal_cdf(x):
-    """Standard normal CDF, vectorised (Abramowitz and Stegun 7.1.26, |error| < 1.5e-7)."""
-    z = np.abs(x) / np.sqrt(2)
-    t = 1 / (1 + 0.3275911 * z)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    erf = 1 - poly * np.exp(-z * z)
-    return 0.5 * (1 + np.sign(x) * erf)
-
-
-def robust_sd(values: np.ndarray) -> np.ndarray:
-    """Per-column spread of bootstrap predictions: the interquartile range / 1.349 (a few wild
-    resamples of a nonlinear law would inflate a plain standard deviation)."""
-    if len(values) < 4:
-        return np.zeros(values.shape[1])
-    q1, q3 = np.percentile(values, [25, 75], axis=0)
-    return (q3 - q1) / 1.349
-
-
-def predictive_interval(components, level=LEVEL):
-    """(low, high) in log loss from components [(weight, log_preds (B × m), sigma (a number or
-    (m,)), centre (m,) or None)]: each form is Normal(centre, bootstrap spread^2 + sigma^2) in log loss, and the
-    interval is the central `level` of their mixture (solved by bisection on its CDF). Rows of
-    log_preds that are not finite are dropped."""
-    parts = []
-    for component in components:
-        weight, log_preds, sigma = component[:3]
-        centre = component[3] if len(component) > 3 else None
-        log_preds = np.atleast_2d(log_preds)
-        log_preds = log_preds[np.all(np.isfinite(log_preds), axis=1)]
-        if weight <= 0 or not len(log_preds):
-            continue
-        sigma = np.nan_to_num(np.asarray(sigma, float), nan=0.0)  # a number, or one per prediction
-        centre = np.median(log_preds, axis=0) if centre is None else np.asarray(centre, float)
-        spread = np.sqrt(robust_sd(log_preds) ** 2 + sigma**2)
-        parts.append((weight, centre, np.maximum(spread, 1e-12)))
-    if not parts:
-        return None
-    total = sum(w for w, _, _ in parts)
-
-    def cdf(x):
-        return sum(w * _normal_cdf((x - c) / sd) for w, c, sd in parts) / total
-
-    lo = min(np.min(c - 10 * sd) for _, c, sd in parts)
-    hi = max(np.max(c + 10 * sd) for _, c, sd in parts)
-    m = len(parts[0][1])
-    tail = (1 - level) / 2
-    out = []
-    for target in (tail, 1 - tail):
-        a, b = np.full(m, lo), np.full(m, hi)
-        for _ in range(60):
-            mid = (a + b) / 2
-            below = cdf(mid) < target
-            a, b = np.where(below, mid, a), np.where(below, b, mid)
-        out.append((a + b) / 2)
-    return out[0], out[1]
 
 
 def log_distance(params, tokens, ranges: dict) -> np.ndarray:
@@ -163,8 +108,8 @@ class FittedLaw:
                 f"{where}: chosen form {chosen!r} is not among the fitted forms ({', '.join(self.fitted) or 'none'})"
             )
         self.form: LawForm = FORMS[chosen]
-        self.params = self._params(chosen)
-        self.law = {"form": chosen, **self.params}
+        self.params = pd.Series(self._params(chosen), name="coef")  # statsmodels' `params`
+        self.law = {"form": chosen, **self._params(chosen)}
         self.weights = {name: float(s.get("weight") or 0.0) for name, s in self.fitted.items()}
         if not any(self.weights.values()):
             self.weights[chosen] = 1.0
@@ -261,42 +206,44 @@ class FittedLaw:
             )
         return MetricLaw(metric, sections[metric], self.metric_samples, sections[metric].get("range"), self.where)
 
-    def predict(self, N, D, U=None, level: float = LEVEL, metric: str | None = None) -> pd.DataFrame:
+    def predict(self, N, D, U=None, level=None, metric: str | None = None, *, alpha=None) -> pd.DataFrame:
         """Loss of N parameters trained on D tokens (numbers or lists, broadcast together): one row
-        per (N, D) with `params, tokens, loss, low, high` (the prediction interval at `level`).
-        U (unique tokens) only for the data-constrained form. With `metric`, that evaluation
-        metric's law instead: `params, tokens, <metric>, low, high, verdict` (NaN where the verdict
-        is NOT PREDICTABLE; scalelab.laws.fitted_metrics)."""
-        if metric is not None:
-            _check_level(level)
-            params, tokens = np.broadcast_arrays(positive_values(N, "N"), positive_values(D, "D"))
-            law = self.metric_law(metric)
-            return law.predict(params, tokens, log_distance(params, tokens, law.ranges), level)
+        per (N, D) with `params, tokens, mean` (the chosen form's law), `mean_ci_lower/upper` (the
+        law's own uncertainty), `obs_ci_lower/upper` (a new run's loss) and `extrapolation`, the
+        intervals at 1 − alpha (default 0.05; `level=` = 1 − alpha also works); statsmodels'
+        summary_frame names (scalelab.laws.inference). U (unique tokens) only for the
+        data-constrained form. With `metric`, that evaluation metric's law instead: `params, tokens,
+        <metric>, low, high, verdict` (NaN where the verdict is NOT PREDICTABLE; laws.fitted_metrics)."""
+        from .inference import interval_level, prediction_frame
+
+        level = interval_level(alpha, level)
         try:
             params, tokens = np.broadcast_arrays(positive_values(N, "N"), positive_values(D, "D"))
         except ValueError:
             raise ScalelabError(
                 f"N and D must have the same length (or one be a single number), got {np.size(N)} and {np.size(D)}"
             ) from None
-        _check_level(level)
+        if metric is not None:
+            law = self.metric_law(metric)
+            return law.predict(params, tokens, log_distance(params, tokens, law.ranges), level)
         unique = self._unique(self.form, U, len(params))
         if "unique_tokens" in self.form.needs and unique is None:
             raise ScalelabError(
                 f"{self.where}: the chosen form {self.form.name} needs the unique tokens U (predict(N, D, U=...))"
             )
-        with np.errstate(all="ignore"):
-            loss = self.form.loss(self.params, params, tokens, unique)
-        low, high = self._interval(loss, params, tokens, U, level)
-        return pd.DataFrame(
-            {
-                "params": params,
-                "tokens": tokens,
-                "loss": loss,
-                "low": low,
-                "high": high,
-                "extrapolation": self.extrapolation(params, tokens),
-            }
-        )
+        return prediction_frame(self, params, tokens, U, unique, level)
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """The chosen form's parameters' bootstrap percentile intervals (`lower, upper`), as statsmodels'."""
+        from .inference import conf_int
+
+        return conf_int(self, alpha)
+
+    def summary(self, alpha: float = 0.05) -> str:
+        """A statsmodels-like text table: form, runs, convergence, coef, std err and intervals."""
+        from .inference import summary_text
+
+        return summary_text(self, alpha)
 
     def extrapolation(self, N, D) -> list[str]:
         """How far each (N, D) lies outside the fitted runs (fit.json's `inputs.range`): '' inside

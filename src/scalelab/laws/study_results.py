@@ -3,7 +3,7 @@
 Reads what the workflow leaves under `results/` (see docs/architecture.md) and answers the two
 questions a scaling law is for. A fit.json with law forms (schema_version 2) is read by
 `scalelab.load_fit` (scalelab.laws.fitted): the chosen form, with 95 % prediction intervals, and the
-columns `loss, low, high` (also under their older names `loss_pred, loss_ci_low, loss_ci_high`).
+columns `mean, mean_ci_lower/upper, obs_ci_lower/upper` (statsmodels' names, one per quantity).
 An older fit.json falls back to its Approach-3 law of `results/fit/fit.json`:
 
 - `predict(N, D)`: the loss of a model of N parameters trained on D tokens;
@@ -179,16 +179,20 @@ class Study:
             return None
         return {key: pd.to_numeric(self.bootstrap[key], errors="coerce").to_numpy(float) for key in LAW_KEYS}
 
-    def predict(self, N, D, level: float = 0.95) -> pd.DataFrame:
+    def predict(self, N, D, alpha=None, level=None) -> pd.DataFrame:
         """Predicted loss of N parameters trained on D tokens (numbers or lists, broadcast together).
 
-        One row per (N, D): `params, tokens, loss_pred, loss_ci_low, loss_ci_high`; the interval
-        (at `level`) comes from the bootstrap resamples and is NaN when the fit had none.
-        N counts parameters as the fit did (`params_column`).
+        One row per (N, D), as `scalelab.load_fit(...).predict`: `params, tokens, mean`,
+        `mean_ci_lower/upper` (the law's own uncertainty) and `obs_ci_lower/upper` (a new run's loss),
+        at 1 − alpha (default 0.05; `level=` = 1 − alpha also works). From a fit folder without
+        forms (an older layout) the law's interval comes from the bootstrap resamples, a new run's is
+        NaN, and both are NaN when the fit had none. N counts parameters as the fit did.
         """
+        from .inference import interval_level
+
+        level = interval_level(alpha, level)
         if self.fitted is not None:
-            table = self.fitted.predict(N, D, level=level)
-            return table.assign(loss_pred=table["loss"], loss_ci_low=table["low"], loss_ci_high=table["high"])
+            return self.fitted.predict(N, D, level=level)
         law = self._require_law()
         try:
             params, tokens = np.broadcast_arrays(positive_values(N, "N"), positive_values(D, "D"))
@@ -196,7 +200,6 @@ class Study:
             raise ScalelabError(
                 f"N and D must have the same length (or one be a single number), got {np.size(N)} and {np.size(D)}"
             ) from None
-        _check_level(level)
         loss = predict_loss(params, tokens, **law)
         low = high = np.full(len(params), np.nan)
         samples = self._samples()
@@ -206,8 +209,17 @@ class Study:
                     params[None, :], tokens[None, :], **{key: samples[key][:, None] for key in LAW_KEYS}
                 )
             low, high = _interval(grid, level)
+        nan = np.full(len(params), np.nan)
         return pd.DataFrame(
-            {"params": params, "tokens": tokens, "loss_pred": loss, "loss_ci_low": low, "loss_ci_high": high}
+            {
+                "params": params,
+                "tokens": tokens,
+                "mean": loss,
+                "mean_ci_lower": low,
+                "mean_ci_upper": high,
+                "obs_ci_lower": nan,
+                "obs_ci_upper": nan,
+            }
         )
 
     def allocate(self, C, level: float = 0.95) -> pd.DataFrame:

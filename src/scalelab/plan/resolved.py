@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from ..config.sweeps import train_settings
+from ..config.sweeps import NOT_IDENTITY, train_settings
 from ..store.fingerprint import STAGE_CODE, code_fingerprint
 
 
@@ -24,10 +24,32 @@ def study_settings(config: dict) -> dict:
         "data": config["data"],
         "models": {name: config["models"][name] for name in models},
         "grid": grid,
-        "train": {name: train_settings(config, name) for name in models},
+        # without the keys that decide no number (train.logger): switching the logger reruns nothing
+        "train": {name: _shown_train_settings(config, name) for name in models},
         "eval": config["eval"],
         "fit": config["fit"],
         "report": config.get("report") or {},
         "code": {stage: code_fingerprint(stage) for stage in STAGE_CODE},
     }
     return json.loads(json.dumps(settings, default=str))
+
+
+def _shown_train_settings(config: dict, model: str) -> dict:
+    settings = train_settings(config, model)
+    return {key: value for key, value in settings.items() if key not in NOT_IDENTITY}
+
+
+def suggest_spec(config: dict) -> dict:
+    """`scalelab suggest --spec` of a validated config: its fit.suggest keys, and what the workflow knows
+    that a CSV does not (the shapes, the step, and under WSD the cooldown, which lets runs share trunks).
+    The suggest rule passes it; `scalelab suggest` builds it itself from the study's config at hand."""
+    train = config["train"]
+    spec = {k: v for k, v in (config["fit"].get("suggest") or {}).items() if v not in (None, [])}
+    spec.update(
+        models=config["models"],
+        tokens_per_step=train["batch_size"] * train["context"],
+        allow_repeat=config["data"]["allow_repeat"],
+    )
+    if train["schedule"] == "wsd":
+        spec["cooldown"] = train["cooldown"]
+    return spec

@@ -21,7 +21,7 @@ from ..errors import ScalelabError
 from ..loggers import check_available, logger_names
 from ..store.fingerprint import code_fingerprint
 from ..store.runs import data_identity, spec_sha
-from . import cluster, grid, integrity, stage_identity, wsd
+from . import cluster, grid, integrity, resolved, stage_identity, wsd
 from . import resources as job_resources
 from .grid import Run
 from .wsd import Family
@@ -279,15 +279,7 @@ class StudyPlan:
     def suggest_spec(self) -> str:
         """`scalelab suggest --spec`: the config's fit.suggest keys, and what the workflow knows that a
         CSV does not (the shapes, the step, and under WSD the cooldown, which lets runs share trunks)."""
-        config, train = self.config, self.config["train"]
-        spec = {k: v for k, v in (config["fit"].get("suggest") or {}).items() if v not in (None, [])}
-        spec.update(
-            models=config["models"],
-            tokens_per_step=train["batch_size"] * train["context"],
-            allow_repeat=config["data"]["allow_repeat"],
-        )
-        if train["schedule"] == "wsd":
-            spec["cooldown"] = train["cooldown"]
+        spec = resolved.suggest_spec(self.config)
         return json.dumps(spec, sort_keys=True)
 
     def report_spec(self) -> str:

@@ -60,6 +60,8 @@ ARTIST_CAPTIONS = {
         "optimum-outside": "A hollow diamond is a minimum outside the sampled sizes.",
     },
     "frontier": {
+        "envelope": "Open circles on the N and D panels are not optima: they are the runs on the loss envelope, "
+        "each with a lower loss than every run of less or equal compute, the measured frontier.",
         "approach2-optima": "Black diamonds are the IsoFLOP optima (Approach 2).",
         "fit-approach2": "The dotted line is the Approach 2 fit N_opt = G·C^a.",
         "fit-approach3": "The red line is the Approach 3 allocation N_opt = G (C/6)^a, D_opt = (C/6)^b / G "

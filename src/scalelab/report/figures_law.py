@@ -267,6 +267,32 @@ def _predicted_budgets(ax, allocation: list, quantity: str) -> None:
     ax.plot(x, y, "*", color="C3", ms=11, mec="black", mew=0.6, label="predicted budgets", gid="predicted")
 
 
+ENVELOPE = "runs on the loss envelope"
+LAW_GIDS = ("fit-approach3", "fit-frontier", "fit-extrapolation", "fit-approach2")
+
+
+def loss_envelope(ok, flops_col: str, target: str):
+    """The runs with a lower loss than every run of less or equal compute: the measured frontier."""
+    ordered = ok.sort_values([flops_col, target])
+    best = ordered[target].cummin()
+    return ordered[(ordered[target] <= best) & (ordered[target] < best.shift(1, fill_value=np.inf))]
+
+
+def _contain_law(ax) -> None:
+    """Widen the (log) y-axis so the law's frontier lines stay inside it (fit_line sets no limits)."""
+    values = [
+        np.asarray(line.get_ydata(), float)
+        for line in ax.get_lines()
+        if line.get_gid() in LAW_GIDS and len(line.get_ydata())
+    ]
+    values = np.concatenate(values) if values else np.array([])
+    values = values[np.isfinite(values) & (values > 0)]
+    if not len(values):
+        return
+    low, high = ax.get_ylim()
+    ax.set_ylim(min(low, values.min() / 1.15), max(high, values.max() * 1.15))
+
+
 def _frontier_note(s: Study, law: DrawnLaw | None, allocation) -> str:
     note = [] if law else [f"No fitted law: {clause(s.section('approach3')[1])}."]
     if law and law.fallback:
@@ -303,7 +329,11 @@ def fig_frontier(s: Study):
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.0))
     for ax, quantity in zip(axes, FRONTIER_PANELS):
         column = {"n_opt": s.n_col, "d_opt": s.d_col, "loss_pred": s.target}[quantity]
-        ax.plot(ok[s.c_col], ok[column], "o", color="0.7", ms=4, label="runs")
+        if quantity == "loss_pred":
+            ax.plot(ok[s.c_col], ok[column], "o", color="0.7", ms=4, label="runs")
+        else:  # not every run: an N or D is no optimum, only the runs on the loss envelope approach one
+            best = loss_envelope(ok, s.c_col, s.target)
+            ax.plot(best[s.c_col], best[column], "o", mfc="none", mec="0.35", ms=5, label=ENVELOPE, gid="envelope")
         if a2 is not None and quantity != "loss_pred":
             _approach2_optima(ax, a2, quantity)
         if law is not None:
@@ -313,6 +343,8 @@ def fig_frontier(s: Study):
         if law is not None:  # the extrapolated stretch
             ax.axvspan(measured[1], top, color="0.5", alpha=0.06, lw=0)
         set_log(ax, x=s.c_col, y=column if quantity != "loss_pred" else None)
+        if quantity != "loss_pred":
+            _contain_law(ax)
         ax.set_xlabel(label(s.c_col))
     axes[0].set_ylabel(f"compute-optimal N_opt ({label(s.n_col).split(' N')[0]})")
     axes[1].set_ylabel("compute-optimal D_opt (training tokens)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import re
 
+from .absent import absent_text, shown_and_collapsed
 from .figures import FigureBlock
 from .fmt import is_number
 from .inputs import Study
@@ -59,19 +60,27 @@ def md_figure(block: FigureBlock) -> list[str]:
 
 def render_markdown(s: Study, summary: str, figures: dict[str, FigureBlock], tables: dict[str, Table]) -> str:
     out = [f"# {md_text(s.title)}", "", "## Summary", "", md_code_block(summary.rstrip()), ""]
-    for section in SECTIONS:
+    has_snippet = bool(s.suggest and s.suggest.get("snippet"))
+    shown, collapsed = shown_and_collapsed(SECTIONS, figures, tables, lambda sec: sec.id == "next" and has_snippet)
+    for section in shown:
         figure_specs, table_specs = section_entries(section)
         out += [f"## {md_text(section.heading)}", "", md_text(section.intro), ""]
         for spec in figure_specs:
-            out += md_figure(figures[spec.name])
+            if not figures[spec.name].why:
+                out += md_figure(figures[spec.name])
+        absent = [figures[spec.name] for spec in figure_specs if figures[spec.name].why]
+        if absent:  # the figures this study cannot draw: one line
+            out += [f"> {md_text(absent_text(absent))}", ""]
         for spec in table_specs:
             table = tables[spec.name]
             out += [f"### {md_text(table.title)}", "", md_text(TABLES[spec.name].caption()), "", md_table(table), ""]
-        if section.id == "next" and s.suggest and s.suggest.get("snippet"):
+        if section.id == "next" and has_snippet:
             out += [
                 "Paste into the config (only these runs train):",
                 "",
                 md_code_block(s.suggest["snippet"].rstrip(), "yaml"),
                 "",
             ]
+    if collapsed:  # the sections of features this study does not use: one line
+        out += [f"> {md_text('Not used by this study: ' + '; '.join(text for _, text in collapsed) + '.')}", ""]
     return "\n".join(out)

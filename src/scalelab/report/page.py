@@ -11,6 +11,7 @@ import json
 from importlib import resources
 
 from ..version import __version__
+from .absent import shown_and_collapsed
 from .figures import FigureBlock
 from .fmt import is_number, label
 from .inputs import Study
@@ -83,26 +84,43 @@ def _document(title: str, body: str) -> str:
     )
 
 
+def _has_snippet(s: Study, section) -> bool:
+    return section.id == "next" and bool(s.suggest and s.suggest.get("snippet"))
+
+
+def _absent_line(blocks, lead: str = "") -> list[str]:
+    """Absent figures in one line; each keeps its data-absent name."""
+    if not blocks:
+        return []
+    parts = [
+        f'<span data-absent="{b.name}">{html.escape(b.title)}: not drawn. {html.escape(b.why.rstrip("."))}</span>'
+        for b in blocks
+    ]
+    return [f'<p class="why">{html.escape(lead)}' + "; ".join(parts) + ".</p>"]
+
+
 def render_html(s: Study, summary: str, figures: dict[str, FigureBlock], tables: dict[str, Table]) -> str:
     counts = s.metrics["status"].value_counts()
     subtitle = (
         f"{len(s.metrics)} runs ({counts.get('ok', 0)} ok) · target {s.target} · N = {label(s.n_col)} · "
         f"made by scalelab {__version__}"
     )
+    shown, collapsed = shown_and_collapsed(SECTIONS, figures, tables, lambda sec: _has_snippet(s, sec))
     body = [
         f"<h1>{html.escape(s.title)}</h1>",
         f'<p class="subtitle">{html.escape(subtitle)}</p>',
-        "<nav>" + "".join(f'<a href="#{sec.id}">{html.escape(sec.heading)}</a>' for sec in SECTIONS) + "</nav>",
+        "<nav>" + "".join(f'<a href="#{sec.id}">{html.escape(sec.heading)}</a>' for sec in shown) + "</nav>",
         '<h2 id="summary">Summary</h2>',
         f'<pre class="summary">{html.escape(summary)}</pre>',
     ]
-    for section in SECTIONS:
+    for section in shown:
         figure_specs, table_specs = section_entries(section)
         body.append(
             f'<section id="{section.id}"><h2>{html.escape(section.heading)}</h2>'
             f'<p class="intro">{html.escape(section.intro)}</p>'
         )
-        body += [html_figure(figures[f.name]) for f in figure_specs]
+        body += [html_figure(figures[f.name]) for f in figure_specs if not figures[f.name].why]
+        body += _absent_line([figures[f.name] for f in figure_specs if figures[f.name].why])
         body += [html_table_block(tables[t.name]) for t in table_specs]
         if section.id == "next" and s.suggest and s.suggest.get("snippet"):
             body.append(
@@ -110,6 +128,12 @@ def render_html(s: Study, summary: str, figures: dict[str, FigureBlock], tables:
                 f'<pre class="snippet">{html.escape(s.suggest["snippet"])}</pre>'
             )
         body.append("</section>")
+    if collapsed:  # the sections of features this study does not use: one line
+        parts = [
+            f'<span data-absent="{name}">{html.escape(text)}</span>' if name else html.escape(text)
+            for name, text in collapsed
+        ]
+        body.append('<p class="why">Not used by this study: ' + "; ".join(parts) + ".</p>")
     return _document(s.title, "\n".join(body))
 
 

@@ -100,7 +100,14 @@ def _disagreement_line(s) -> list[str]:
         return []
     first = rows[0]
     shown = ", ".join(f"{k} {num(v)}" for k, v in (first.get("loss") or {}).items())
-    verdict = "the forms DISAGREE beyond the chosen form's interval" if first.get("disagree") else "the forms agree"
+    inside = first.get("disagree") is False and not first.get("outside_chosen_interval")
+    verdict = (
+        "every form within the chosen form's 95 % interval"
+        if inside
+        else "the forms DISAGREE beyond the chosen form's interval"
+        if first.get("disagree")
+        else "agreement not checked"
+    )
     return [
         f"  forms at C    {num(first.get('flops'))}: {shown} (spread {percent(first.get('rel_spread'))}); {verdict}"
     ]
@@ -112,7 +119,8 @@ def _next_budget_line(s) -> str:
         return f"  next budget   no prediction: {clause(why)}"
     nxt = min(allocation, key=lambda a: float(a.get("flops") or math.inf))
     return (
-        f"  next budget   C = {num(nxt.get('flops'))} FLOPs: N_opt = {human(nxt.get('n_opt'))} params, "
+        f"  next budget   C = {num(nxt.get('flops'))} FLOPs (fit.json's allocation): "
+        f"N_opt = {human(nxt.get('n_opt'))} params, "
         f"D_opt = {human(nxt.get('d_opt'))} tokens ({num(nxt.get('tokens_per_param'), 3)} tokens/param), "
         f"predicted {s.target} {num(nxt.get('loss_pred'))} {interval(nxt.get('loss_ci95'))}"
         + (f" ({nxt['form']} form, 95 % prediction interval)" if nxt.get("form") else "")
@@ -204,12 +212,14 @@ def summary_text(s, index_html: Path, results: Path | None = None) -> str:
     """The summary of a Study (scalelab.report.inputs), ending with the path of its page relative
     to the study folder (the parent of `results`, the results folder; else the working directory),
     so a copied study names its own; with `results`, also the study's disk use by part."""
-    from .tables_metrics import metric_summary_lines  # here: print_summary imports no numpy or pandas
+    from .fit_health import fit_health_lines  # here: print_summary imports no numpy or pandas
+    from .tables_metrics import metric_summary_lines
 
     counts = s.metrics["status"].value_counts()
     lines = [
         f"scalelab report: {s.title}",
         *_forms_lines(s),
+        *fit_health_lines(s),
         *_law_lines(s),
         _holdout_line(s),
         _next_budget_line(s),
@@ -229,6 +239,9 @@ def summary_text(s, index_html: Path, results: Path | None = None) -> str:
     lines.append(f"  report        {os.path.relpath(Path(index_html).resolve(), study.resolve())}")
     if s.suggest is not None:  # last: the single most valuable next run
         best = s.suggest.get("best_run") or "none suggested: " + clause(s.suggest.get("why_none") or "no reason given")
+        target = s.suggest.get("target_flops")
+        if s.suggest.get("best_run") and isinstance(target, (int, float)):
+            best += f" (to pin down N_opt at suggest's target C = {num(target)} FLOPs, not the next budget above)"
         lines.append(f"  next run      {best}")
     return "\n".join(lines) + "\n"
 

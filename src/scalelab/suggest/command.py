@@ -53,6 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "split's tokens, as a config without data.allow_repeat requires",
     )
     parser.add_argument(
+        "--config",
+        metavar="CONFIG_YAML",
+        help="the study's config, for its model shapes, step and WSD cooldown (default: config/config.yaml "
+        "or config.yaml beside the results folder holding METRICS_CSV; not needed with models in --spec)",
+    )
+    parser.add_argument(
+        "--ideal-sizes",
+        action="store_true",
+        help="design without the study's shapes: sizes as real numbers, no snippet (a CSV from elsewhere)",
+    )
+    parser.add_argument(
         "--metric",
         metavar="COL",
         help="narrow this evaluation metric's interval at the target budget instead of N_opt's "
@@ -95,6 +106,12 @@ def settings_from_args(args) -> SuggestSettings:
         values["frontier_band"] = _number(args.frontier_band, "--frontier-band")
     if args.sizes is not None:
         values["sizes"] = [_number(text, "--sizes") for text in args.sizes]
+    if not getattr(args, "ideal_sizes", False):
+        from .study_files import find_meta, study_values
+
+        values, config_path = study_values(values, args.metrics, getattr(args, "config", None))
+        if config_path is not None and args.data_meta is None:
+            args.data_meta = find_meta(args.metrics)
     if args.data_meta and not values.get("allow_repeat"):
         from ..files import read_json
 

@@ -47,6 +47,9 @@ def suggest_runs(
     done_tokens = points["tokens"].to_numpy(float)
     per_token = (points["flops"].to_numpy(float) / done_tokens) if "flops" in points else None
     cand_params, cand_tokens = candidates(done_params, done_tokens, extra_sizes, realise, tokens_per_step)
+    # Shapes can realise two ideal sizes as one: each (N, D) is one candidate, so never one row twice.
+    pairs = np.unique(np.column_stack([cand_params, cand_tokens]), axis=0)
+    cand_params, cand_tokens = pairs[:, 0], pairs[:, 1]
     if max_tokens:  # the corpus cannot feed more (a config without data.allow_repeat)
         fits = cand_tokens <= max_tokens
         cand_params, cand_tokens = cand_params[fits], cand_tokens[fits]
@@ -65,6 +68,9 @@ def suggest_runs(
     design = choose(
         ensemble, done_params, done_tokens, cand_params, cand_tokens, target_flops, budget_flops, max_runs, capped
     )
+    if not np.isfinite(design.width_now):  # a fit without an optimum at the target: one line, no table
+        design.chosen, design.width_after, design.loss_width_after, design.cost = [], [], [], 0.0
+        design.why_none = design.why_none or "the fit has no finite compute-optimal N at the target (no optimum)"
     rows, so_far = [], []
     for i, width, loss_width in zip(design.chosen, design.width_after, design.loss_width_after):
         # A run's FLOPs: what it adds to the runs before it (under WSD a shared trunk is paid once).
