@@ -29,8 +29,9 @@ PINNED = {
 # finished then reruns nothing after the moves only while these hold. Kept apart from PINNED
 # because fit, suggest and report pins change whenever their science changes (a cheap rerun of
 # those jobs only): refresh those three here, with the reason, when fit/, suggest/ or report/ change.
-# Refreshed for issues 26, 28 and 29 (rolling-origin checks and form mixing, metric laws, the curve
-# laws' figure): a finished study reruns its fit, suggest and report jobs once, nothing else.
+# Refreshed for issues 26, 28, 29, 30 and 31 (rolling-origin checks and form mixing, metric laws,
+# the curve laws' figure, the fit's row limit, suggest from the study's files, fit health in the
+# report): a finished study reruns its fit, suggest and report jobs once, nothing else.
 PINNED_EVERY_STAGE = {
     "tokenize": "13a8a528842bfa3f",
     "train": "d0fd280450117746",
@@ -38,9 +39,9 @@ PINNED_EVERY_STAGE = {
     "tokenize_chunked": "e1a35490e026019c",
     "evaluate": "f024ea4fd5b4552e",
     "aggregate": "cf5ecd1388b6c323",
-    "fit": "cd1fcfe5526f8323",
-    "suggest": "2cf0d36d9470b60f",
-    "report": "79d0e158c107c2ec",
+    "fit": "3f99577d29266a54",
+    "suggest": "c9151bc6ce88bb1e",
+    "report": "8d2ae9c52032f289",
 }
 
 

@@ -46,13 +46,9 @@ def suggest_runs(
     done_params = points["params"].to_numpy(float)
     done_tokens = points["tokens"].to_numpy(float)
     per_token = (points["flops"].to_numpy(float) / done_tokens) if "flops" in points else None
-    cand_params, cand_tokens = candidates(done_params, done_tokens, extra_sizes, realise, tokens_per_step)
-    # Shapes can realise two ideal sizes as one: each (N, D) is one candidate, so never one row twice.
-    pairs = np.unique(np.column_stack([cand_params, cand_tokens]), axis=0)
-    cand_params, cand_tokens = pairs[:, 0], pairs[:, 1]
-    if max_tokens:  # the corpus cannot feed more (a config without data.allow_repeat)
-        fits = cand_tokens <= max_tokens
-        cand_params, cand_tokens = cand_params[fits], cand_tokens[fits]
+    cand_params, cand_tokens = _candidate_set(
+        done_params, done_tokens, extra_sizes, realise, tokens_per_step, max_tokens
+    )
     near = np.ones(len(cand_params), dtype=bool)
     if frontier_band:
         keep = trusted(done_params, done_tokens, cand_params, cand_tokens)
@@ -86,6 +82,18 @@ def suggest_runs(
             }
         )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS), design
+
+
+def _candidate_set(done_params, done_tokens, extra_sizes, realise, tokens_per_step, max_tokens):
+    """(params, tokens) of every distinct candidate run the corpus can feed."""
+    cand_params, cand_tokens = candidates(done_params, done_tokens, extra_sizes, realise, tokens_per_step)
+    # Shapes can realise two ideal sizes as one: each (N, D) is one candidate, so never one row twice.
+    pairs = np.unique(np.column_stack([cand_params, cand_tokens]), axis=0)
+    cand_params, cand_tokens = pairs[:, 0], pairs[:, 1]
+    if max_tokens:  # the corpus cannot feed more (a config without data.allow_repeat)
+        fits = cand_tokens <= max_tokens
+        cand_params, cand_tokens = cand_params[fits], cand_tokens[fits]
+    return cand_params, cand_tokens
 
 
 def trusted(done_params, done_tokens, cand_params, cand_tokens) -> np.ndarray:

@@ -72,6 +72,33 @@ def build(result: dict) -> dict:
         text_snippet, runs = snippet(settings.models, table, note)
         table["model"] = [run["model"] for run in runs]
     width_after = float(table["expected_width_after"].iloc[-1]) if len(table) else design.width_now
+    lines = _text_lines(result, table, width_after)
+    best = _best_run(result, table)
+    summary = {
+        "target_flops": result["target_flops"],
+        "budget_flops": result["budget_flops"],
+        "max_runs": settings.max_runs,
+        "cooldown": settings.cooldown,
+        "method": METHOD,
+        "min_gain": MIN_GAIN,
+        "n_resamples": result["n_resamples"],
+        "width_now": design.width_now,
+        "width_after": width_after,
+        "width_with_forms": result.get("width_with_forms"),
+        "frontier_band": settings.frontier_band,
+        "flops": design.cost,
+        "loss_width_now": design.loss_width_now,
+        "why_none": design.why_none,
+        "best_run": best,
+        "runs": table[CSV_COLUMNS].to_dict(orient="records"),
+        "snippet": text_snippet,
+    }
+    return {"table": table[CSV_COLUMNS], "text": "\n".join(lines) + "\n", "json": summary, "snippet": text_snippet}
+
+
+def _text_lines(result: dict, table: pd.DataFrame, width_after: float) -> list[str]:
+    """suggest.txt: what was designed for, the widths now and expected, and the runs."""
+    design, settings = result["design"], result["settings"]
     lines = [
         f"scalelab suggest: the runs that most narrow the 95 % interval of log N_opt at C = "
         f"{result['target_flops']:.4g} FLOPs",
@@ -114,35 +141,21 @@ def build(result: dict) -> dict:
         ]
     else:
         lines.append(f"no runs suggested: {design.why_none}")
-    best = None
+    return lines
+
+
+def _best_run(result: dict, table: pd.DataFrame) -> str | None:
+    """The first suggested run and the width it is expected to leave, for the summary."""
+    design = result["design"]
     if len(table):
         row = table.iloc[0]
-        best = (
+        return (
             f"N {_fmt(row.params)}"
             + (f" ({row.model})" if row.model else "")
             + f", D {_fmt(row.tokens)} ({_fmt(row.flops)} FLOPs): width of log N_opt at "
             f"{result['target_flops']:.3g} FLOPs {design.width_now:.3g} -> {row.expected_width_after:.3g} expected"
         )
-    summary = {
-        "target_flops": result["target_flops"],
-        "budget_flops": result["budget_flops"],
-        "max_runs": settings.max_runs,
-        "cooldown": settings.cooldown,
-        "method": METHOD,
-        "min_gain": MIN_GAIN,
-        "n_resamples": result["n_resamples"],
-        "width_now": design.width_now,
-        "width_after": width_after,
-        "width_with_forms": result.get("width_with_forms"),
-        "frontier_band": settings.frontier_band,
-        "flops": design.cost,
-        "loss_width_now": design.loss_width_now,
-        "why_none": design.why_none,
-        "best_run": best,
-        "runs": table[CSV_COLUMNS].to_dict(orient="records"),
-        "snippet": text_snippet,
-    }
-    return {"table": table[CSV_COLUMNS], "text": "\n".join(lines) + "\n", "json": summary, "snippet": text_snippet}
+    return None
 
 
 def write_outputs(result: dict, out_dir) -> dict:
