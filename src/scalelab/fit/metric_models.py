@@ -60,15 +60,7 @@ def fit_task_loss(params, tokens, loss, start: dict | None = None) -> dict | Non
         spread = max(high - low, 1e-3 * high)
         starts += [[np.log(0.8 * low), np.log(spread / 2), a, np.log(spread / 2), b] for a, b in STEP1_STARTS]
     bounds = ([np.log(1e-6 * low), -30, 0.0, -30, 0.0], [np.log(low * 1.2), 30, 3.0, 30, 3.0])
-    best = None
-    for theta0 in starts:
-        theta0 = np.clip(theta0, np.array(bounds[0]) + 1e-9, np.array(bounds[1]) - 1e-9)
-        try:
-            fit = least_squares(residuals, theta0, bounds=bounds, method="trf", max_nfev=400)
-        except ValueError:
-            continue
-        if np.isfinite(fit.cost) and (best is None or fit.cost < best.cost):
-            best = fit
+    best = _least_squares(residuals, starts, bounds, margin=1e-9)
     if best is None:
         return None
     e, a, alpha, b, beta = best.x
@@ -102,15 +94,7 @@ def fit_sigmoid(x, y, spec: MetricSpec, start: dict | None = None) -> dict | Non
 
     hi0 = min(spec.scale, top + 0.1 * (spec.scale - top)) if spec.ceiling is None else spec.ceiling
     starts = [(start["hi"], start["k"], start["x0"])] if start else _sigmoid_starts(x, y, lo, hi0)
-    best = None
-    for theta0 in starts:
-        theta0 = np.clip(theta0, np.array(bounds[0]) + 1e-12, np.array(bounds[1]) - 1e-12)
-        try:
-            fit = least_squares(residuals, theta0, bounds=bounds, method="trf", max_nfev=400)
-        except ValueError:
-            continue
-        if np.isfinite(fit.cost) and (best is None or fit.cost < best.cost):
-            best = fit
+    best = _least_squares(residuals, starts, bounds)
     if best is None:
         return None
     return {"lo": float(lo), "hi": float(best.x[0]), "k": float(best.x[1]), "x0": float(best.x[2])}
@@ -162,11 +146,12 @@ def fit_direct_nd(params, tokens, y, spec: MetricSpec, start: dict | None = None
     }
 
 
-def _least_squares(residuals, starts, bounds):
-    """The best of scipy least_squares from each start (None when every start fails)."""
+def _least_squares(residuals, starts, bounds, margin: float = 1e-12):
+    """The best of scipy least_squares from each start, moved `margin` inside the bounds (None when
+    every start fails)."""
     best = None
     for theta0 in starts:
-        theta0 = np.clip(theta0, np.array(bounds[0]) + 1e-12, np.array(bounds[1]) - 1e-12)
+        theta0 = np.clip(theta0, np.array(bounds[0]) + margin, np.array(bounds[1]) - margin)
         try:
             fit = least_squares(residuals, theta0, bounds=bounds, method="trf", max_nfev=400)
         except ValueError:
