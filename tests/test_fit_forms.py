@@ -197,6 +197,9 @@ def test_load_fit_answers_as_statsmodels_does(fitted_folder):
     for name in law.form.param_names:
         np.testing.assert_allclose(ci.loc[name], np.percentile(boot[name].dropna(), [5, 95]), rtol=1e-12)
     assert (law.conf_int().loc[:, "upper"] - law.conf_int().loc[:, "lower"] >= ci["upper"] - ci["lower"]).all()
+    cov = law.cov_params()
+    assert list(cov.index) == list(cov.columns) == list(law.form.param_names)
+    np.testing.assert_allclose(np.sqrt(np.diag(cov)), boot[list(cov.index)].dropna().std(ddof=1), rtol=1e-9)
     text = law.summary()
     assert law.form.name in text and "coef" in text and "std err" in text and "[0.025" in text
     assert all(f"{value:.4g}" in text for value in law.params)

@@ -239,6 +239,12 @@ class FittedLaw:
 
         return conf_int(self, alpha)
 
+    def cov_params(self) -> pd.DataFrame:
+        """The chosen form's parameter covariance over its bootstrap resamples, as statsmodels'."""
+        from .inference import cov_params
+
+        return cov_params(self)
+
     def summary(self, alpha: float = 0.05) -> str:
         """A statsmodels-like text table: form, runs, convergence, coef, std err and intervals."""
         from .inference import summary_text

@@ -95,6 +95,17 @@ def std_errors(law) -> pd.Series:
     return pd.Series(out, name="std_err")
 
 
+def cov_params(law) -> pd.DataFrame:
+    """The covariance of the chosen form's parameters over its bootstrap resamples (rows with a
+    non-finite value left out; NaN without two resamples), indexed by parameter as statsmodels'."""
+    names = list(law.form.param_names)
+    table = law.bootstrap.reindex(columns=names).apply(pd.to_numeric, errors="coerce")
+    table = table[np.isfinite(table.to_numpy(float)).all(axis=1)]
+    if len(table) < 2:
+        return pd.DataFrame(np.nan, index=names, columns=names)
+    return table.cov()
+
+
 def summary_text(law, alpha=ALPHA) -> str:
     """A statsmodels-like table: the form, the fit's health, then coef, std err and the interval."""
     level = interval_level(alpha)
