@@ -39,7 +39,7 @@ PINNED_EVERY_STAGE = {
     "tokenize_chunked": "e1a35490e026019c",
     "evaluate": "f024ea4fd5b4552e",
     "aggregate": "cf5ecd1388b6c323",
-    "fit": "9d29224e15329139",
+    "fit": "1104d00edcb68077",
     "suggest": "c9151bc6ce88bb1e",
     "report": "8d2ae9c52032f289",
 }

@@ -19,7 +19,8 @@ from ..errors import ScalelabError
 LOSS_RANGE = (1e-4, 1e4)  # plausible losses (nats, bits or perplexity); --allow-any-loss fits others
 # The most usable rows one fit takes: the law forms' fits and the bootstrap grow with the rows
 # (docs/benchmarks.md, "Fitting: time by rows"); a study has tens to thousands of runs, not millions.
-MAX_FIT_ROWS = 20_000
+# 200,000: the largest table the start grid's screening on a subsample is tested with (test_fit_forms).
+MAX_FIT_ROWS = 200_000
 
 
 def check_row_count(n_rows: int, source: str) -> None:
