@@ -101,7 +101,7 @@ def log_path(name):
 
 
 def capped_cores(limit):
-    return _capped_cores(workflow.cores, limit)
+    return _capped_cores(adapter.cores(workflow), limit)
 
 
 # Lookups: params are plain str, byte for byte as StudyPlan gives them; resources come from

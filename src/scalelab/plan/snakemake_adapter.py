@@ -81,3 +81,12 @@ def exit_on_error(check, *args, suffix: str = ""):
         return check(*args)
     except ScalelabError as error:
         raise SystemExit(f"scalelab: error: {error}{suffix}") from None
+
+
+def cores(workflow):
+    """`--cores`, or None where it is unset: a cluster executor without --cores, where Snakemake
+    raises on the attribute itself (a rule's threads then come from its own limit)."""
+    try:
+        return workflow.cores
+    except Exception:
+        return None
