@@ -41,7 +41,7 @@ PINNED_EVERY_STAGE = {
     "aggregate": "cf5ecd1388b6c323",
     "fit": "1104d00edcb68077",
     "suggest": "c9151bc6ce88bb1e",
-    "report": "8d2ae9c52032f289",
+    "report": "231760dc7a9fd4be",
 }
 
 

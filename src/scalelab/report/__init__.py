@@ -54,8 +54,9 @@ def build_report(
     suggest=None,
     study_settings: dict | None = None,
     trunk_segments: dict | None = None,
+    curve_laws=None,
 ) -> str:
     """Write the whole report into `out` and return the summary text (see scalelab.report.build)."""
     from .build import build_report as build
 
-    return build(metrics, fit, runs, data_meta, out, settings, suggest, study_settings, trunk_segments)
+    return build(metrics, fit, runs, data_meta, out, settings, suggest, study_settings, trunk_segments, curve_laws)
