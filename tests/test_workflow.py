@@ -176,6 +176,23 @@ def test_changing_eval_settings_reruns_evaluate_not_train(study, tmp_path):
     assert jobs.get("evaluate") == 6 and "train" not in jobs and "tokenize" not in jobs
 
 
+def test_a_changed_setting_is_named_in_the_reports_rerun_reason(study, tmp_path):
+    """Issue 31 item 11: the report's settings param was one JSON object of every setting, so the
+    reason Snakemake printed for a rerun was that object twice (about 3 KB each)."""
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    config["data"]["allow_repeat"] = True  # reruns suggest and the report (test above)
+    path = tmp_path / "repeat.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # The report alone: its own reason is then the params, not "updated by another job".
+    out = snakemake(study, "--dry-run", "--allowed-rules", "report", config=path).stdout
+    report_job = out.split("rule report:", 1)[1].split("\n\n", 1)[0]
+    reason = next(line for line in report_job.splitlines() if "reason:" in line)
+    assert "Params have changed since last execution:" in reason, reason
+    params = reason.split("Params have changed since last execution:", 1)[1].split(";", 1)[0]
+    assert "data.allow_repeat = true" in params and "data.allow_repeat = false" in params
+    assert len(params) < 400, params
+
+
 def test_changing_the_tokenizer_reruns_everything(study, tmp_path):
     config = yaml.safe_load((study / "config.yaml").read_text())
     config["data"]["tokenizer"]["vocab_size"] = 320
