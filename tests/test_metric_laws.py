@@ -222,6 +222,17 @@ def test_the_forecast_averages_the_methods_the_checks_do_not_tell_apart(tmp_path
     assert row["easy"] == pytest.approx(np.mean(list(each.values())))
     assert all(row["low"] <= v <= row["high"] for v in each.values())
     assert law.weighted
+    # the forecast's resamples (suggest --metric designs on them): the mean of the methods' paired resamples
+    resamples = pd.read_csv(tmp_path / "metrics_bootstrap.csv")
+    paired = [resamples[resamples["method"] == m] for m in kept]
+    expected = np.mean(
+        [
+            metric_values(m, "sigmoid", {k: t[k].to_numpy()[:, None] for k in entry["methods"][m]["params"]}, n, d)
+            for m, t in zip(kept, paired)
+        ],
+        axis=0,
+    )
+    assert np.allclose(law.ensemble(n, d), expected, equal_nan=True)
 
 
 def test_a_method_beaten_on_every_check_by_more_than_their_spread_gets_no_weight():

@@ -243,21 +243,32 @@ class MetricLaw:
         cols = {k: table[k].to_numpy(float)[:, None] for k in table.columns}
         return point, metric_values(method, self.link, cols, params[None, :], tokens[None, :])
 
-    def _combined_component(self, params, tokens, distance) -> list:
-        """The weighted mean as one method (scalelab.fit.metric_mix): its resamples are the
+    def ensemble(self, params, tokens):
+        """The forecast's bootstrap resamples at (params, tokens) (B × m, the metric's units): the
         weighted mean of the methods' resamples refitted on the same runs (the rows of
-        metrics_bootstrap.csv, in order), its scatter fit.json's `combined`."""
-        combined = self.section["combined"]
+        metrics_bootstrap.csv, in order) for a weighted forecast, else the chosen method's; None
+        when the weighted methods' resamples do not pair up."""
+        if not self.weighted:
+            return self._predictions(self.method, self.params, self.samples, params, tokens)[1]
         used = [(w, self._predictions(m, v, t, params, tokens)[1]) for m, (w, v, t, *_) in self.parts.items() if w > 0]
-        rows = {len(preds) for _, preds in used}
-        point = self.point(params, tokens)
-        if len(rows) != 1:  # resamples that do not pair up: each method's spread about its own point
-            return [(w, point, preds - np.nanmedian(preds, axis=0) + point, 0.0) for w, preds in used]
+        if len({len(preds) for _, preds in used}) != 1:
+            return None
         log = self.link == "loglinear"
         with np.errstate(all="ignore"):
             mean = sum(w * (np.log(preds) if log else preds) for w, preds in used) / sum(w for w, _ in used)
+        return np.exp(mean) if log else mean
+
+    def _combined_component(self, params, tokens, distance) -> list:
+        """The weighted mean as one method (scalelab.fit.metric_mix): its resamples (`ensemble`),
+        its scatter fit.json's `combined`."""
+        combined = self.section["combined"]
         sigma, per_efold = float(combined.get("residual_sigma") or 0), float(combined.get("extrapolation_sigma") or 0)
-        return [(1.0, point, np.exp(mean) if log else mean, np.sqrt(sigma**2 + (per_efold * distance) ** 2))]
+        scatter = np.sqrt(sigma**2 + (per_efold * distance) ** 2)
+        point, preds = self.point(params, tokens), self.ensemble(params, tokens)
+        if preds is None:  # resamples that do not pair up: each method's spread about the forecast
+            used = [(w, self._predictions(m, v, t, params, tokens)[1]) for m, (w, v, t, *_) in self.parts.items()]
+            return [(w, point, p - np.nanmedian(p, axis=0) + point, scatter) for w, p in used if w > 0]
+        return [(1.0, point, preds, scatter)]
 
     def interval(self, params, tokens, distance, level: float):
         """(low, high) of a new run at (params, tokens), `distance` e-folds outside the fitted runs,
