@@ -20,7 +20,7 @@ of its own CHECK_BOOTSTRAP resamples' predictions there).
 Verdict: NOT PREDICTABLE, with no forecast, when fewer than MIN_RUNS runs have the metric, fewer
 than MIN_SIZES_ABOVE model sizes score clearly above the floor, the slope's 95 % interval contains
 0 (the law's gain from the smallest- to the largest-compute run, over the resamples), or the
-forecast's out-of-sample error (the weighted mean's) exceeds the spread of the runs' values.
+chosen method's out-of-sample error exceeds the spread of the runs' values.
 """
 
 from __future__ import annotations
@@ -208,12 +208,9 @@ def choose_method(sections: dict, spec: MetricSpec) -> tuple[str | None, str]:
     return chosen, f"{chosen}: lowest mean out-of-sample error ({unit}): {shown}"
 
 
-def verdict(
-    spec: MetricSpec, runs: pd.DataFrame, chosen: str | None, section: dict | None, combined=None
-) -> str | None:
-    """Why the metric is NOT PREDICTABLE, or None when it has a usable trend. The out-of-sample
-    error compared with the runs' spread is the forecast's: the weighted mean's when there is one
-    (`combined`), else the chosen method's."""
+def verdict(spec: MetricSpec, runs: pd.DataFrame, chosen: str | None, section: dict | None) -> str | None:
+    """Why the metric is NOT PREDICTABLE, or None when it has a usable trend: judged on the chosen
+    method (the lowest out-of-sample error), whether or not the forecast averages it with others."""
     if chosen is None or section is None:
         return "no law could be fitted to these runs"
     values = runs[spec.name].to_numpy(float)
@@ -233,9 +230,8 @@ def verdict(
             f"{ci[1]:.3g}) that reaches 0: no trend"
         )
     spread = float(np.std(np.log(values) if spec.link == "loglinear" else values, ddof=1))
-    oos = combined["oos_error"] if combined and combined["oos_error"] is not None else section["oos_error"]
-    if oos is not None and oos > spread:
-        return f"the out-of-sample error {oos:.3g} exceeds the spread of the runs' values {spread:.3g}"
+    if section["oos_error"] is not None and section["oos_error"] > spread:
+        return f"the out-of-sample error {section['oos_error']:.3g} exceeds the spread of the runs' values {spread:.3g}"
     return None
 
 
@@ -298,7 +294,7 @@ def fit_metric(
     out["point"] = "weighted"  # the forecast is the methods' weighted mean (scalelab.laws.fitted_metrics)
     out["weights_why"] = set_weights(out["methods"], chosen)
     out["combined"] = combined_section(out["methods"], misses)
-    reason = verdict(spec, runs, chosen, sections.get(chosen), out["combined"])
+    reason = verdict(spec, runs, chosen, sections.get(chosen))
     out["predictable"] = reason is None
     out["verdict"] = "predictable" if reason is None else f"NOT PREDICTABLE: {reason}"
     out["range"] = data_range(runs)

@@ -2,8 +2,9 @@
 interval at the target budget (instead of N_opt's).
 
 The metric's law (fit.json's `metrics.<COL>`, scalelab.laws.fitted_metrics) has bootstrap resamples
-of both its steps; their predictions of the forecast (the methods' weighted mean, `MetricLaw.ensemble`)
-at the target's compute-optimal (N, D) and at every candidate run form an ensemble. A new run at candidate c, measured with the law's residual scatter sigma,
+of both its steps; their predictions of the forecast (the methods' weighted mean,
+`MetricLaw.ensemble`) at the target's compute-optimal (N, D) and at every candidate run form an
+ensemble. A new run at candidate c, measured with the law's residual scatter sigma,
 would shrink the target's variance as a linear (ensemble Kalman) update does:
 var(t) - cov(t, c)^2 / (var(c) + sigma^2). Runs are chosen greedily, the largest reduction per
 FLOP first, until the budget or max_runs is spent; the ensemble's covariance is updated after
