@@ -211,6 +211,7 @@ def test_the_forecast_averages_the_methods_the_checks_do_not_tell_apart(tmp_path
     write_outputs(fit, tmp_path)
     entry = json.loads((tmp_path / "fit.json").read_text())["metrics"]["easy"]
     assert entry["point"] == "weighted" and entry["weights_why"].startswith("forecast: ")
+    assert entry["weights_why"] in (tmp_path / "fit.txt").read_text()
     weights = {m: s["weight"] for m, s in entry["methods"].items()}
     kept = [m for m, w in weights.items() if w > 0]
     assert kept and np.allclose([weights[m] for m in kept], 1 / len(kept))

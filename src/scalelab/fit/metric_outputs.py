@@ -113,7 +113,7 @@ def metric_lines(sections: dict) -> list[str]:
         lines.append(f"{name} ({entry['kind']}, {entry['n_runs']} runs): {entry['verdict']}")
         if entry["chosen_why"]:
             lines.append(f"  method {entry['chosen_why']}")
-        if entry.get("weights_why"):
+        if entry.get("weights_why") and entry["predictable"]:
             combined = entry.get("combined") or {}
             oos = combined.get("oos_error")
             lines.append(
