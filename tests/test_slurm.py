@@ -265,16 +265,16 @@ def test_every_job_goes_through_sbatch_with_the_derived_resources(studies):
     assert studies["cancelled"], f"{KILLED} was never caught mid-run:\n{studies['first'][-3000:]}"
     assert studies["second_code"] == 0, studies["second"][-4000:]
     jobs = submissions(studies["first"]) + submissions(studies["second"])
-    # every job but the local rule aggregate went to sbatch: tokenize, 3 train, 3 evaluate, fit,
-    # suggest, report (pass 1 submitted some of them, pass 2 the rest and the cancelled run again)
-    expected = {("tokenize", None), ("fit", None), ("suggest", None), ("report", None)} | {
+    # every job but the local rules aggregate and report went to sbatch: tokenize, 3 train, 3 evaluate,
+    # fit, suggest (pass 1 submitted some of them, pass 2 the rest and the cancelled run again)
+    expected = {("tokenize", None), ("fit", None), ("suggest", None)} | {
         (rule, f"{m}-16K-s0") for rule in ("train", "evaluate") for m in "abc"
     }
     assert {(rule, run) for _, rule, run in jobs} == expected
     assert ("train", KILLED) in {(rule, run) for _, rule, run in submissions(studies["second"])}
-    assert "localrule aggregate" in studies["second"]
+    assert "localrule aggregate" in studies["second"] and "localrule report" in studies["second"]
     for text in (studies["first"], studies["second"]):  # nothing else ran on the submitting machine
-        assert not re.search(r"^localrule (?!aggregate|all)", text, re.M)
+        assert not re.search(r"^localrule (?!aggregate|report|all)", text, re.M)
 
     accounting = sacct([job for job, _, _ in jobs])
     runs = {r.id: r for r in grid.expand_grid(study_config.load(studies["cluster"] / "config.yaml"))}
@@ -387,16 +387,15 @@ def test_job_groups_submit_one_job_per_wsd_family(grouped_wsd, wsd_study):
         "suggest": 1,
         "report": 1,
     }
-    ungrouped = sum(jobs.values()) - jobs["aggregate"]  # one sbatch per job, as the cosine study above shows
+    ungrouped = sum(jobs.values()) - jobs["aggregate"] - jobs["report"]  # one sbatch per job, as the cosine study shows
     submitted = grouped_submissions(grouped_wsd["first"])
     print(f"\nWSD study on Slurm: {len(submitted)} submissions with job groups, {ungrouped} without", file=sys.stderr)
     assert sorted(submitted) == ["group_family_evaluate_train_trunk"] * 2 + [
         "rule_fit",
-        "rule_report",
         "rule_suggest",
         "rule_tokenize",
     ]
-    assert ungrouped == 22
+    assert ungrouped == 21
     # the groups ran every job: the same runs and losses as the shared local study
     local = pd.read_csv(wsd_study / "results/metrics.csv").set_index("run").sort_index()
     cluster = pd.read_csv(io.StringIO(grouped_wsd["table"])).set_index("run").sort_index()
@@ -415,7 +414,6 @@ def test_job_groups_keep_staleness_per_job(grouped_wsd):
     assert sorted(grouped_submissions(grouped_wsd["change"])) == [
         "group_family_evaluate_train_trunk",
         "rule_fit",
-        "rule_report",
         "rule_suggest",
     ]
     before, after = grouped_wsd["before"], grouped_wsd["after"]

@@ -45,6 +45,9 @@ rule report:
         trunks=json.dumps(TRUNK_SEGMENTS, sort_keys=True),  # run -> the trunk segment charged to it
     log:
         log_path("report"),
+    # Reads small files and draws (seconds): on a cluster, a submission would cost more than the job
+    # (the queue, and the executor's polling: docs/benchmarks.md, "Test suite time").
+    localrule: True
     shell:
         "scalelab report --metrics {input.metrics:q} --fit {input.fit:q} --runs {params.runs:q}"
         " --data-meta {input.meta:q} --suggest {input.suggest:q} --out {params.out:q} --spec {params.spec:q}"

@@ -178,7 +178,8 @@ def fig_bleu_rouge(s: Study):
         raise CannotDraw("No run has BLEU or ROUGE-L scores, so there is nothing to plot against size or compute.")
     fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), squeeze=False)
     signatures = dict(zip(ok["run"], ok["bleu_signature"])) if "bleu_signature" in ok.columns else {}
-    intervals = score_intervals(s.runs_dir, ok["run"], signatures) if s.runs_dir is not None else {}
+    by_compute = ok.sort_values(s.c_col)["run"]
+    intervals = score_intervals(s.runs_dir, by_compute, signatures) if s.runs_dir is not None else {}
     notes = []
     for row, metric in zip(axes, metrics):
         rows = ok[np.isfinite(ok[metric]) & (ok[s.n_col] > 0)]
@@ -193,6 +194,8 @@ def fig_bleu_rouge(s: Study):
             legend_outside(axes[0][-1], *ax.get_legend_handles_labels())
             break
     fig.tight_layout()
+    if 0 < len(intervals) < len(ok):
+        notes.append(f"Prompt-noise bars are drawn on {len(intervals)} of the {len(ok)} runs.")
     missing = set(SCORE_LABELS) - set(metrics)
     if missing:
         notes.append(f"No run has {'BLEU' if 'bleu' in missing else 'ROUGE-L'} scores.")
