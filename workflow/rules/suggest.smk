@@ -6,7 +6,7 @@
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule suggest:
     input:
-        metrics="results/metrics.csv",
+        metrics=FIT_TABLE,  # the table the fit read (with predicted endpoints, theirs too)
         fit="results/fit/fit.json",
         bootstrap="results/fit/bootstrap.csv",
         stale=forced_by("results/suggest/suggest.json"),  # no file: forces the job when stale
