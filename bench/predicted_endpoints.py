@@ -102,6 +102,8 @@ def run_fit(table: Path, out: Path, spec: str, study: Path, workers: int, bootst
 def law_summary(fit: dict) -> dict:
     """The chosen form's parameters with their 95 % intervals, Chinchilla's, the allocations and the held-out check."""
     chosen = fit["chosen_form"]
+    if chosen is None:  # e.g. the trained rows alone: two token counts identify no law
+        return {"chosen_form": None, "why": fit["chosen_form_why"], "n_points": fit["n_points"]}
     section = fit["forms"][chosen]
     ci = section.get("ci95") or {}
     holdout = fit.get("holdout") or {}
@@ -166,6 +168,9 @@ def show(result: dict) -> None:
     )
     for name in ("full", "predicted", "trained_only", "predicted_as_measured"):
         law = result[name]
+        if not law["chosen_form"]:
+            print(f"{name:21s} no law: {law['why']}", file=sys.stderr)
+            continue
         params = ", ".join(f"{k} {v[0]:.4g}" for k, v in law["params"].items())
         a = law["allocation"][0] if law["allocation"] else None
         at = f"; N_opt {a['n_opt']:.4g} {a['n_opt_ci95']} loss {a['loss_pred']:.4f} {a['loss_ci95']}" if a else ""
@@ -225,7 +230,9 @@ def main() -> None:
     for name, path in tables.items():
         fit, seconds = run_fit(path, work / f"fit-{name}", spec, study, args.workers, args.bootstrap)
         result["fit_s"][name] = round(seconds, 1)
-        result[name] = {**law_summary(fit), "vs_measured": vs_measured(work / f"fit-{name}", metrics, target)}
+        result[name] = law_summary(fit)
+        if fit["chosen_form"]:
+            result[name]["vs_measured"] = vs_measured(work / f"fit-{name}", metrics, target)
     show(result)
     print(json.dumps(result))
 

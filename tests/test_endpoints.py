@@ -102,19 +102,19 @@ def mark_predicted(table: pd.DataFrame, sd: float) -> pd.DataFrame:
 
 
 def test_the_fit_fits_predicted_rows_but_checks_only_measured_ones():
-    settings = {"bootstrap": 20, "grid_points": 3, "forms": ["chinchilla"]}
+    settings = {"bootstrap": 0, "grid_points": 2, "forms": ["chinchilla"], "workers": 1}
     table = mark_predicted(chinchilla_table(), 0.02)
     fit = fit_frame(table, **settings)
     assert fit["n_points"] == len(table) and not fit["excluded"]
     held = fit["holdout"]["held_out"]
     assert held and not set(held) & set(table.loc[table["status"] == STATUS, "run"])
     no_sd = table.drop(columns=[LOG_SD])  # a predicted row without its interval is not fitted
-    excluded = fit_frame(no_sd, **{**settings, "bootstrap": 0, "holdout": "none"})["excluded"]
+    excluded = fit_frame(no_sd, **{**settings, "holdout": "none"})["excluded"]
     assert len(excluded) == 12 and {e["reason"] for e in excluded} == {STATUS}
 
 
 def test_the_predicted_rows_interval_widens_the_bootstrap():
-    settings = {"bootstrap": 40, "grid_points": 3, "forms": ["chinchilla"], "holdout": "none"}
+    settings = {"bootstrap": 20, "grid_points": 2, "forms": ["chinchilla"], "holdout": "none", "workers": 1}
     table = chinchilla_table()
     narrow = fit_frame(mark_predicted(table, 0.0), **settings)["forms"]["chinchilla"]["ci95"]
     wide = fit_frame(mark_predicted(table, 0.05), **settings)["forms"]["chinchilla"]["ci95"]
