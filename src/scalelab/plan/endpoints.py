@@ -62,3 +62,20 @@ def split_runs(config: dict, runs) -> tuple[list[str], list[str]]:
             f"(its IsoFLOP or extra runs are predicted unless their token count is listed)"
         )
     return trained, [run.id for run in runs if run.id not in trained]
+
+
+def predicted_line(config: dict, runs, predicted: list[str]) -> str:
+    """`scalelab check`'s line: the cooldowns not trained and the FLOPs they would have cost."""
+    from .shapes import GPTConfig, flops_per_token
+
+    vocab = config["data"]["tokenizer"]["vocab_size"]
+    saved = 0.0
+    for run in (r for r in runs if r.id in predicted):
+        spec = run.spec
+        shape = GPTConfig(vocab, spec["context"], spec["n_layer"], spec["d_model"], spec["n_head"])
+        steps = wsd.total_steps(spec) - wsd.branch_step(spec)
+        saved += steps * spec["batch_size"] * spec["context"] * flops_per_token(shape)[0]
+    return (
+        f"  predicted endpoints ({KEY}): {len(predicted)} run(s) not trained, their cooldowns' {saved:.4g} FLOPs "
+        f"not spent (the trunks are trained in full); the FLOPs above count every run"
+    )
