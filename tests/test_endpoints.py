@@ -190,3 +190,19 @@ def test_the_workflow_trains_fewer_cooldowns_and_fits_predicted_endpoints(wsd_st
     assert sorted(table.index[table["status"] == STATUS]) == ["a-8K-s0", "b-8K-s0"]
     assert (table.loc[table["status"] == STATUS, LOG_SD] > 0).all()
     assert len(pd.read_csv(study / "results/metrics.csv")) == 4  # the trained runs
+
+
+def test_suggest_prices_a_predicted_endpoint_at_its_trunk_extension():
+    from scalelab.suggest.candidates import Costs
+    from scalelab.suggest.core import predicted_candidates
+
+    done_params, done_tokens = [1e6, 1e6, 2e6, 2e6], [1e8, 2e8, 1e8, 2e8]
+    cand_params, cand_tokens = np.array([1e6, 4e6]), np.array([4e8, 2e8])
+    predicted, weights = predicted_candidates(done_params, cand_params, 0.2, (0.015, 0.03))
+    assert predicted.tolist() == [True, False]  # a new D of a size run: predicted; a new size: trained
+    assert weights.tolist() == pytest.approx([0.03**2 / (0.03**2 + 0.015**2), 1.0])
+    trained = Costs(done_params, done_tokens, cand_params, cand_tokens, cooldown=0.2)
+    priced = Costs(done_params, done_tokens, cand_params, cand_tokens, cooldown=0.2, predicted=predicted)
+    assert priced([0]) == pytest.approx(6e6 * (0.8 * 4e8 - 0.8 * 2e8))  # its trunk extension, no cooldown
+    assert priced([0]) < trained([0]) and priced([1]) == trained([1])
+    assert predicted_candidates(done_params, cand_params, None, (0.015, 0.03))[1] is None  # not WSD: none
