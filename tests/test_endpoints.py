@@ -57,6 +57,15 @@ def test_trained_cooldowns_train_fewer_runs_and_every_trunk_segment(tmp_path):
     assert plan.fit_spec() == full.fit_spec()
 
 
+def test_a_new_d_of_a_size_run_is_predicted_and_a_new_size_trained(tmp_path):
+    extra = [{"model": "xs", "tokens": "700K"}, {"model": "l", "tokens": "700K"}]
+    plan = plan_of(
+        tmp_path, grid={"trained_cooldowns": ["100K", "400K"], "models": ["xs", "s", "m"], "extra": extra}, **WSD
+    )
+    assert "xs-700K-s0" in plan.predicted_ids  # its size has two trained cooldowns to predict from
+    assert "l-700K-s0" in plan.run_ids  # a size with none: trained (as suggest's new sizes must be)
+
+
 @pytest.mark.parametrize(
     "tokens, train, words",
     [

@@ -3,7 +3,8 @@ the cooldowns at some token counts, and fits L(N, D) with the curve law's predic
 the other runs (scalelab.curves.endpoints writes them, marked `predicted`).
 
 `split_runs(config, runs)` says which runs are trained and which are predicted, after checking the
-setting: one line naming the key when it cannot work. Without the key every run is trained and
+setting: one line naming the key when it cannot work. A size with fewer than two runs at the listed
+counts (IsoFLOP-only, or a new size in grid.extra) trains all its runs. Without the key every run is trained and
 nothing here changes the plan. Imported at DAG-build time: standard library only.
 """
 
@@ -49,18 +50,13 @@ def split_runs(config: dict, runs) -> tuple[list[str], list[str]]:
             f"config: {KEY}: name at least {MIN_TRAINED} token counts; the curve law needs two cooldowns "
             f"of every size to fit how a cooldown's gain grows with its length"
         )
-    trained = [run.id for run in runs if run.tokens in tokens]
-    families: dict[str, int] = {}
+    # A size (WSD family) with fewer than MIN_TRAINED cooldowns at the listed counts (an IsoFLOP-only
+    # model, or a new size in grid.extra as `scalelab suggest` writes it) has nothing for the curve law
+    # to predict from: all its runs are trained.
+    listed: dict[str, int] = {}
     for run in runs:
-        families.setdefault(wsd.family_id(run.spec), 0)
-        families[wsd.family_id(run.spec)] += run.tokens in tokens
-    short = next((run for run in runs if families[wsd.family_id(run.spec)] < MIN_TRAINED), None)
-    if short is not None:
-        raise ScalelabError(
-            f"config: {KEY}: model {short.model} (seed {short.seed}) would train "
-            f"{families[wsd.family_id(short.spec)]} cooldown(s); the curve law needs {MIN_TRAINED} per size "
-            f"(its IsoFLOP or extra runs are predicted unless their token count is listed)"
-        )
+        listed[wsd.family_id(run.spec)] = listed.get(wsd.family_id(run.spec), 0) + (run.tokens in tokens)
+    trained = [run.id for run in runs if run.tokens in tokens or listed[wsd.family_id(run.spec)] < MIN_TRAINED]
     return trained, [run.id for run in runs if run.id not in trained]
 
 

@@ -145,6 +145,8 @@ def curves_sd(path, settings: SuggestSettings) -> float | None:
     try:
         chosen = data["chosen"]
         sd = data["laws"][chosen]["heldout"]["rms_log_error"]
+        if sd is None:  # no held-out check was possible: the largest residual sd, as Curves.predict falls back to
+            sd = max((size["fits"][chosen]["residual_sd"] for size in data["sizes"].values()), default=None)
     except (KeyError, TypeError):
         raise ScalelabError(f"--curves {path}: not a curves.json written by scalelab curves") from None
     if not isinstance(sd, (int, float)):
