@@ -3,6 +3,7 @@ predictions join the fit's table marked `predicted`, and the fit carries their i
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -199,6 +200,8 @@ def test_the_workflow_trains_fewer_cooldowns_and_fits_predicted_endpoints(wsd_st
     assert sorted(table.index[table["status"] == STATUS]) == ["a-8K-s0", "b-8K-s0"]
     assert (table.loc[table["status"] == STATUS, LOG_SD] > 0).all()
     assert len(pd.read_csv(study / "results/metrics.csv")) == 4  # the trained runs
+    fit = json.loads((study / "results/fit/fit.json").read_text())
+    assert fit["n_points"] == 6 and not fit["excluded"]  # the fit read the 4 trained and the 2 predicted
 
 
 def test_suggest_prices_a_predicted_endpoint_at_its_trunk_extension():
@@ -215,3 +218,19 @@ def test_suggest_prices_a_predicted_endpoint_at_its_trunk_extension():
     assert priced([0]) == pytest.approx(6e6 * (0.8 * 4e8 - 0.8 * 2e8))  # its trunk extension, no cooldown
     assert priced([0]) < trained([0]) and priced([1]) == trained([1])
     assert predicted_candidates(done_params, cand_params, None, (0.015, 0.03))[1] is None  # not WSD: none
+
+
+def test_the_report_counts_and_explains_predicted_endpoints(tmp_path):
+    from test_report import make_study, run_report
+
+    make_study(tmp_path, isoflop=False, extras=False)
+    path = tmp_path / "results" / "metrics.csv"
+    table = pd.read_csv(path)
+    table.loc[:1, "status"] = STATUS
+    table[LOG_SD] = np.where(table["status"] == STATUS, 0.015, np.nan)
+    table.to_csv(path, index=False)
+    assert run_report(tmp_path) == 0
+    summary = (tmp_path / "results" / "report" / "summary.txt").read_text()
+    assert "2 predicted" in summary
+    page = (tmp_path / "results" / "report" / "index.html").read_text()
+    assert f">{STATUS}<" in page and "the curve law&#x27;s prediction" in page
