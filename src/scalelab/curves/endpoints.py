@@ -5,6 +5,9 @@ Each predicted row carries the law's 95 % interval (`<target>_low`, `<target>_hi
 the log of the prediction (`predicted_log_sd`, the interval is exp(log loss +- 1.96 sd)): `scalelab
 fit` fits the row at its prediction and, in every bootstrap resample, draws it from that log-normal
 predictive distribution (scalelab.fit.forms.bootstrap_form), so the L(N, D) intervals carry it.
+Draws, not weights: every interval of the fit comes from its bootstrap, which weights would not widen;
+and the fit's objective (summed Huber losses, nearly absolute errors at these residuals) has no
+likelihood a 1/sd^2 weight would be right for, while the draws leave the point fit as it is.
 
 The row's size columns (params, shapes) come from a trained run of the same model; its tokens are
 the run's whole steps, its `flops` what it would have cost trained (the fit's compute axis), and its
@@ -121,12 +124,11 @@ def main(argv=None) -> None:
             raise ScalelabError("--specs: expected a JSON object, run id -> spec")
         from ..fit.inputs import read_metrics
 
-        table = with_predicted(
-            read_metrics(args.metrics), load_curves(args.curves), specs, args.predicted, args.metrics
-        )
+        curves = load_curves(args.curves)
+        table = with_predicted(read_metrics(args.metrics), curves, specs, args.predicted, args.metrics)
         with atomic_path(args.out) as tmp:
             table.to_csv(tmp, index=False)
-        print(summary(table, load_curves(args.curves).target))
+        print(summary(table, curves.target))
     except ScalelabError as exc:
         print(f"scalelab: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
