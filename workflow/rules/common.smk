@@ -48,7 +48,10 @@ for line in PLAN.notices():
     print(line, file=sys.stderr)
 
 RUNS = PLAN.runs
-RUN_IDS = PLAN.run_ids
+RUN_IDS = PLAN.run_ids  # the runs trained (grid.trained_cooldowns leaves some out)
+PREDICTED = PLAN.predicted_ids  # the runs whose endpoint the curve law predicts ([] unless the config asks)
+ENDPOINTS = "results/curves/endpoints.csv"  # metrics.csv and the predicted runs' rows (rules/curves.smk)
+FIT_TABLE = ENDPOINTS if PREDICTED else "results/metrics.csv"  # what the fit and the report read
 SWEEP_KEYS = PLAN.sweep_keys  # [] for a study without sweeps
 REBUILD = PLAN.rebuild  # outputs of finished runs deleted since: exactly those runs are rebuilt
 STALE = PLAN.stale  # output path -> why it disagrees with the config: its job is forced

@@ -1,7 +1,10 @@
 # The schedule-aware curve laws (scalelab.curves): fitted to every run's curve.csv and the WSD trunks'
 # checkpoints, they predict each run's final loss from its lr schedule; the report draws the forecast.
 # Asked for by `fit: {curves: true}` only: a study without it plans exactly the jobs it planned before.
-CURVES = bool(config["fit"].get("curves"))
+# grid.trained_cooldowns (predicted endpoints) implies them: the runs not trained (PREDICTED) get their
+# final target from the chosen law, with its 95 % interval, in results/curves/endpoints.csv, which the
+# fit then reads instead of metrics.csv (rule endpoints below).
+CURVES = bool(config["fit"].get("curves")) or bool(PREDICTED)
 CURVES_DIR = "results/curves"
 
 
@@ -19,8 +22,10 @@ rule curves:
         code=code_fingerprint("curves"),
         specs=json.dumps({run_id: run.spec for run_id, run in RUNS.items()}, sort_keys=True),  # what decides the forecasts
         target=config["fit"]["target"],
-        runs=" ".join(RUN_IDS),
+        runs=" ".join(RUNS),  # every run of the grid, trained or predicted (without PREDICTED: RUN_IDS)
         out=lambda wildcards, output: os.path.dirname(output.json),
+        # predicted endpoints: the laws are fitted to the trained runs only (never to an older study's leftovers)
+        **({"use": " ".join(RUN_IDS)} if PREDICTED else {}),
     log:
         log_path("curves"),
     resources:
@@ -28,4 +33,23 @@ rule curves:
         mem_mb=3000,
     shell:
         "scalelab curves . --out {params.out:q} --specs {params.specs:q} --target {params.target:q} --predict {params.runs}"
-        " > {log:q} 2>&1"
+        + (" --use {params.use}" if PREDICTED else "") + " > {log:q} 2>&1"
+
+
+# lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
+rule endpoints:
+    input:
+        metrics="results/metrics.csv",
+        curves=rules.curves.output.json,
+    output:
+        ENDPOINTS,  # common.smk: FIT_TABLE under predicted endpoints
+    params:
+        code=code_fingerprint("curves"),
+        specs=json.dumps({run_id: run.spec for run_id, run in RUNS.items()}, sort_keys=True),  # a family's branch points
+        predicted=" ".join(PREDICTED),
+    log:
+        log_path("endpoints"),
+    localrule: True
+    shell:
+        "python -m scalelab.curves.endpoints {input.metrics:q} --curves {input.curves:q} --specs {params.specs:q}"
+        " --predicted {params.predicted} --out {output:q} > {log:q} 2>&1"

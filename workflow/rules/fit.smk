@@ -37,7 +37,7 @@ EVAL_METRICS = ["test_bpb", "test_ppl", "bleu", "rouge1", "rouge2", "rougeL", *e
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule fit:
     input:
-        metrics="results/metrics.csv",
+        metrics=FIT_TABLE,  # results/metrics.csv, or with predicted endpoints results/curves/endpoints.csv
         stale=forced_by("results/fit/fit.json"),  # no file: forces the job when stale
         meta="results/data/meta.json",
     output:

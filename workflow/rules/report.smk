@@ -20,7 +20,7 @@ REPORT_SETTINGS = study_settings(config)
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule report:
     input:
-        metrics="results/metrics.csv",
+        metrics=FIT_TABLE,  # with predicted endpoints, their rows too (status predicted)
         fit="results/fit/fit.json",
         suggest="results/suggest/suggest.json",
         meta="results/data/meta.json",

@@ -6,11 +6,13 @@
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
 rule suggest:
     input:
-        metrics="results/metrics.csv",
+        metrics=FIT_TABLE,  # the table the fit read (with predicted endpoints, theirs too)
         fit="results/fit/fit.json",
         bootstrap="results/fit/bootstrap.csv",
         stale=forced_by("results/suggest/suggest.json"),  # no file: forces the job when stale
         meta=f"{DATA}/meta.json",  # the train split's tokens bound a new D (unless data.allow_repeat)
+        # predicted endpoints: a new D of a size the study ran costs its trunk extension (the curve law's error)
+        curves="results/curves/curves.json" if PREDICTED else [],
     output:
         table="results/suggest/suggestions.csv",
         text="results/suggest/suggest.txt",
@@ -28,4 +30,4 @@ rule suggest:
         mem_mb=2000,
     shell:
         "scalelab suggest {input.metrics:q} --fit {params.fit:q} --out {params.out:q} --spec {params.spec:q}"
-        " --data-meta {input.meta:q} --or-explain > {log:q} 2>&1"
+        " --data-meta {input.meta:q} --or-explain" + (" --curves {input.curves:q}" if PREDICTED else "") + " > {log:q} 2>&1"

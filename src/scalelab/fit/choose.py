@@ -10,7 +10,7 @@ their misses into each form's extrapolation scatter, the point law and the mixtu
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -114,7 +114,8 @@ def identifiable(points: pd.DataFrame, form: LawForm) -> str | None:
 
 def points_data(points, n0=None, d0=None) -> FormData:
     unique = points["unique_tokens"].to_numpy(float) if "unique_tokens" in points.columns else None
-    return form_data(points["params"], points["tokens"], points["loss"], unique, n0, d0)
+    log_sd = points["log_sd"].to_numpy(float) if "log_sd" in points.columns else None  # predicted endpoints
+    return form_data(points["params"], points["tokens"], points["loss"], unique, n0, d0, log_sd)
 
 
 def _not_identified(form, params, theta, bounds, ci) -> dict:
@@ -155,6 +156,16 @@ def _chinchilla_table(samples: pd.DataFrame) -> pd.DataFrame:
     return out[[*PARAM_NAMES, "objective"]]
 
 
+def measured_tests(checks, points: pd.DataFrame) -> list[Check]:
+    """The checks with only measured runs to predict: a predicted endpoint (grid.trained_cooldowns) is
+    fitted but never scored against, and a check left with nothing to predict is dropped."""
+    checks = [c for c in checks if c is not None]
+    if "predicted" not in points.columns:
+        return checks
+    measured = ~points["predicted"].to_numpy(bool)
+    return [replace(c, test=c.test & measured) for c in checks if (c.test & measured).any()]
+
+
 def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
     """Fit, bootstrap and check walk-forward every requested form; choose the point law (fit.form)."""
     sections, samples, residuals = {}, [], []
@@ -162,8 +173,8 @@ def fit_forms(points: pd.DataFrame, settings, workers: int, say) -> FormsResult:
         {}, None, "", pd.DataFrame(columns=["form"]), pd.DataFrame(columns=[*PARAM_NAMES, "objective"]), pd.DataFrame()
     )
     result.ranges = data_range(points)
-    result.checks = rolling_checks(points)
-    result.holdout = largest_size_check(points)
+    result.checks = measured_tests(rolling_checks(points), points)
+    result.holdout = next(iter(measured_tests([largest_size_check(points)], points)), None)
     if result.holdout is not None and all(c.name != result.holdout.name for c in result.checks):
         result.checks.append(result.holdout)
     for name in requested_forms(settings):

@@ -30,6 +30,7 @@ FINAL_OPTIONS = {"ftol": 1e-13, "gtol": 1e-9, "maxiter": 20_000, "maxfun": 40_00
 SCREEN_OPTIONS = {"ftol": 1e-6, "maxiter": 300}  # loose: enough to tell whether a start beats the warm one
 # A resample's refit: percentile intervals need its optimum to ~1e-6 in the parameters, not 1e-13.
 BOOTSTRAP_OPTIONS = {"ftol": 1e-11, "gtol": 1e-7, "maxiter": 10_000}
+PREDICTIVE_STREAM = 29  # the bootstrap's second random stream: predicted endpoints' draws
 REFINE = 8  # best grid starts refined on the full data
 BOOTSTRAP_STARTS = 1  # best grid starts per resample, besides the full-data optimum
 SCREEN_ROWS = 20_000  # the grid is scored on at most this many rows (a fixed subsample of larger CSVs)
@@ -49,6 +50,9 @@ class FormData:
     d0: float
     log_lo: float
     log_hi: float
+    # a predicted endpoint's sd of its log loss (scalelab.fit.inputs.PREDICTED_LOG_SD), 0 for a measured
+    # run; None when no point is predicted
+    log_sd: np.ndarray | None = None
 
     def take(self, idx) -> "FormData":
         return FormData(
@@ -60,16 +64,18 @@ class FormData:
             self.d0,
             self.log_lo,
             self.log_hi,
+            None if self.log_sd is None else self.log_sd[idx],
         )
 
 
-def form_data(params, tokens, loss, unique=None, n0=None, d0=None) -> FormData:
+def form_data(params, tokens, loss, unique=None, n0=None, d0=None, log_sd=None) -> FormData:
     log_n, log_d, log_loss = (np.log(np.asarray(v, float)) for v in (params, tokens, loss))
     n0 = float(np.exp(log_n.mean())) if n0 is None else n0
     d0 = float(np.exp(log_d.mean())) if d0 is None else d0
     u = None if unique is None else np.log(np.asarray(unique, float)) - np.log(d0)
+    sd = None if log_sd is None else np.asarray(log_sd, float)
     return FormData(
-        log_n - np.log(n0), log_d - np.log(d0), u, log_loss, n0, d0, float(log_loss.min()), float(log_loss.max())
+        log_n - np.log(n0), log_d - np.log(d0), u, log_loss, n0, d0, float(log_loss.min()), float(log_loss.max()), sd
     )
 
 
@@ -191,14 +197,27 @@ def residual_sigma(form: LawForm, theta, data: FormData) -> float:
     return float(np.sqrt(np.sum(residual**2) / dof)) if dof > 0 else float("nan")
 
 
+def predictive_draws(data: FormData, n_resamples: int, seed: int) -> np.ndarray | None:
+    """Per resample, a shift of every point's log loss: a predicted endpoint's draw from its log-normal
+    predictive distribution (sd data.log_sd), 0 for a measured run; None when no point is predicted.
+    One draw per point and resample (a point drawn twice by the resample keeps one value). A stream of
+    its own, so the resamples' row indices are those of the same table without predicted points."""
+    if data.log_sd is None or not np.any(data.log_sd > 0):
+        return None
+    normal = np.random.default_rng([seed, PREDICTIVE_STREAM]).standard_normal((n_resamples, len(data.x)))
+    return normal * data.log_sd[None, :]
+
+
 def _bootstrap_chunk(task):
-    name, indices, data, best_theta, starts, n_starts, delta = task
+    name, indices, data, best_theta, starts, n_starts, delta, shifts = task
     form = FORMS[name]
     bounds = bounds_for(form, data.log_lo, data.log_hi)
     per_point = grid_values(form, starts, data, delta, per_point=True) if n_starts else None
     out = np.full((len(indices), len(best_theta) + 1), np.nan)
     for row, idx in enumerate(indices):
         sample = data.take(idx)
+        if shifts is not None:  # predicted endpoints: this resample's draw of each
+            sample.log_loss = sample.log_loss + shifts[row][idx]
         candidates = [best_theta]
         if n_starts:
             at_starts = per_point @ np.bincount(idx, minlength=len(data.x))
@@ -213,6 +232,10 @@ def _bootstrap_chunk(task):
         if np.isfinite(value):
             out[row, 0], out[row, 1:] = value, theta
     return out
+
+
+def _rows(draws, rows):
+    return None if draws is None else draws[rows]
 
 
 def bootstrap_form(
@@ -232,15 +255,17 @@ def bootstrap_form(
     result does not depend on the number of workers."""
     n = len(data.x)
     indices = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    draws = predictive_draws(data, n_resamples, seed)
     starts = start_grid(form, data.take(_screen_subset(n)), grid_points)
     if n > SCREEN_ROWS:
         n_starts = 0  # scoring the whole grid on a million-row resample would cost more than the refits
     fits = n_resamples * (1 + n_starts)
     n_chunks = 1 if workers <= 1 or fits < MIN_PARALLEL_FITS else min(n_resamples, 4 * workers)
+    rows = np.array_split(np.arange(n_resamples), n_chunks)
     tasks = [
-        (form.name, chunk, data, np.asarray(best_theta, float), starts, n_starts, delta)
-        for chunk in np.array_split(indices, n_chunks)
-        if len(chunk)
+        (form.name, indices[r], data, np.asarray(best_theta, float), starts, n_starts, delta, _rows(draws, r))
+        for r in rows
+        if len(r)
     ]
     if progress and n > SCREEN_ROWS:
         progress(f"{form.name}: {n_resamples} resamples of {n} rows, {len(tasks)} chunks")

@@ -51,10 +51,9 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
         return None, f"without the largest size's runs the {chosen} form cannot be fitted", empty
     form = FORMS[chosen]
     theta, rest = result.validation_fits[(chosen, check.name)]
-    held = check.test
+    held, fitted = check.test, check.train  # predicted endpoints are fitted, never held out (choose.measured_tests)
     say(
-        f"held-out check: {chosen} refitted on {int((~held).sum())} points, "
-        f"predict the largest size's {int(held.sum())}"
+        f"held-out check: {chosen} refitted on {int(fitted.sum())} points, predict the largest size's {int(held.sum())}"
     )
     sections = _refit_sections(result, check.name)
     n_boot = min(settings.bootstrap, HOLDOUT_BOOTSTRAP)
@@ -62,7 +61,7 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
     if n_boot:
         runs = bootstrap_form(form, rest, theta, n_boot, settings.seed, settings.grid_points, workers)
         samples = samples_table(form, rest, runs).assign(form=chosen)
-    law = fitted_law(sections, chosen, samples, data_range(points[~held]))
+    law = fitted_law(sections, chosen, samples, data_range(points[fitted]))
     test = points[held]
     unique = test["unique_tokens"].to_numpy(float) if "unique_tokens" in test.columns else None
     pred = law.predict(test["params"].to_numpy(float), test["tokens"].to_numpy(float), U=unique)
@@ -80,7 +79,7 @@ def holdout_section(points, settings, result: FormsResult, workers, say):
         "max_abs_rel_error": float(np.max(np.abs(table["rel_error"]))),
         "flops_min": float(test["flops"].min()),
         "params": float(test["params"].max()),
-        "n_fit_points": int((~held).sum()),
+        "n_fit_points": int(fitted.sum()),
         "bootstrap": n_boot,
         "fit": sections[chosen]["params"],
     }

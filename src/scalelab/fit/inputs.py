@@ -21,6 +21,11 @@ LOSS_RANGE = (1e-4, 1e4)  # plausible losses (nats, bits or perplexity); --allow
 # (docs/benchmarks.md, "Fitting: time by rows"); a study has tens to thousands of runs, not millions.
 # 200,000: the largest table the start grid's screening on a subsample is tested with (test_fit_forms).
 MAX_FIT_ROWS = 200_000
+# A row whose target a curve law predicted (scalelab.curves.endpoints; config grid.trained_cooldowns): fitted
+# at its prediction, and drawn from its log-normal predictive distribution (sd PREDICTED_LOG_SD) in every
+# bootstrap resample. It is never a measurement the law is checked against (scalelab.fit.choose, holdout).
+PREDICTED = "predicted"
+PREDICTED_LOG_SD = "predicted_log_sd"
 
 
 def check_row_count(n_rows: int, source: str) -> None:
@@ -150,7 +155,7 @@ def _exclusion_reasons(df, values: dict, columns: dict) -> np.ndarray:
     status = df["status"] if "status" in df.columns and df["status"].notna().any() else None
     if status is not None:
         text = status.astype(str).str.strip()
-        bad = (text != "ok").to_numpy()
+        bad = ((text != "ok") & ~((text == PREDICTED) & _has_log_sd(df))).to_numpy()
         reasons[bad] = np.where(status.isna().to_numpy()[bad], "no status", text.to_numpy()[bad])
     for name, col in columns.items():
         open_rows = reasons == None  # noqa: E711 (elementwise)
@@ -159,6 +164,26 @@ def _exclusion_reasons(df, values: dict, columns: dict) -> np.ndarray:
         with np.errstate(invalid="ignore"):
             reasons[open_rows & (values[name] <= 0)] = f"{col} is not positive"
     return reasons
+
+
+def _has_log_sd(df) -> pd.Series:
+    """Per row: a finite, non-negative PREDICTED_LOG_SD (a predicted row without one is not fitted)."""
+    if PREDICTED_LOG_SD not in df.columns:
+        return pd.Series(False, index=df.index)
+    sd = pd.to_numeric(df[PREDICTED_LOG_SD], errors="coerce")
+    return pd.Series(np.isfinite(sd) & (sd >= 0), index=df.index)
+
+
+def _add_predicted_columns(points, df, keep: list) -> None:
+    """`predicted` (bool) and `log_sd` of the kept rows, only when some are predicted endpoints: a
+    table without any gets exactly the points it had."""
+    if "status" not in df.columns:
+        return
+    predicted = (df["status"].astype(str).str.strip() == PREDICTED).to_numpy()[keep]
+    if predicted.any():
+        points["predicted"] = predicted
+        sd = pd.to_numeric(df[PREDICTED_LOG_SD], errors="coerce").to_numpy(float)[keep]
+        points["log_sd"] = np.where(predicted, sd, 0.0)
 
 
 def _check_loss_range(loss_values, keep: list, loss_col: str, source: str) -> None:
@@ -237,6 +262,7 @@ def prepare(
         {"run": [runs[i] for i in keep], **{k: v[keep] for k, v in values.items()}, "isoflop_budget": budget[keep]}
     )
     _add_optional_columns(points, df, keep, sweep_keys, source)
+    _add_predicted_columns(points, df, keep)
     # A canonical order makes every result, bootstrap included, independent of the row order.
     points["_key"] = points["run"].astype(str)
     points = points.sort_values(["params", "tokens", "flops", "loss", "_key"], kind="mergesort")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import wsd
+from . import endpoints, wsd
 from ..config.load import load, source_files
 from ..data.corpus_check import check_files
 from .grid import expand_grid
@@ -33,14 +33,17 @@ def run(args) -> None:
     config = load(args.config)
     check_files(config["data"], source_files(config, Path(args.config).resolve().parent))
     runs = expand_grid(config)
+    _, predicted = endpoints.split_runs(config, runs)  # grid.trained_cooldowns, checked
     print(f"{args.config}: valid, {len(runs)} runs")
     if len(runs) > LISTED_RUNS:  # a large grid: one line per model, not one per run
         print(runs_summary(runs))
-        print(wsd.flops_line(config, runs))
-        return
-    for r in runs:
-        budget = f"  isoflop budget {r.spec['isoflop_budget']:.3g}" if r.spec["isoflop_budget"] else ""
-        print(
-            f"  {r.id}: {r.model} ({r.spec['n_layer']}x{r.spec['d_model']}), {r.tokens:,} tokens, seed {r.seed}{budget}"
-        )
+    else:
+        for r in runs:
+            budget = f"  isoflop budget {r.spec['isoflop_budget']:.3g}" if r.spec["isoflop_budget"] else ""
+            print(
+                f"  {r.id}: {r.model} ({r.spec['n_layer']}x{r.spec['d_model']}), {r.tokens:,} tokens, "
+                f"seed {r.seed}{budget}" + ("  (predicted, not trained)" if r.id in predicted else "")
+            )
     print(wsd.flops_line(config, runs))
+    if predicted:
+        print(endpoints.predicted_line(config, runs, predicted))

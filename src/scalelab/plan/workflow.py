@@ -11,7 +11,7 @@ internals are in `snakemake_adapter`; nothing here imports Snakemake.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import load as config_file
@@ -21,7 +21,7 @@ from ..errors import ScalelabError
 from ..loggers import check_available, logger_names
 from ..store.fingerprint import code_fingerprint
 from ..store.runs import data_identity, spec_sha
-from . import cluster, grid, integrity, resolved, stage_identity, wsd
+from . import cluster, endpoints, grid, integrity, resolved, stage_identity, wsd
 from . import resources as job_resources
 from .grid import Run
 from .wsd import Family
@@ -74,6 +74,8 @@ class StudyPlan:
     families: dict[str, Family]
     rebuild: list[str]
     stale: dict[str, str]  # output path -> why it disagrees with the config
+    # grid.trained_cooldowns: the runs not trained, whose endpoints the curve law predicts ([]: none)
+    predicted_ids: list[str] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -85,6 +87,7 @@ class StudyPlan:
             config_file.read_yaml(path)
         config_file.validate(config)
         runs = {run.id: run for run in grid.expand_grid(config)}
+        trained, predicted = endpoints.split_runs(config, runs.values())  # a bad grid.trained_cooldowns: one line now
         files = config_file.source_files(config)  # a file glob that matches nothing fails now, before any job
         if main_process:  # and a bad corpus file, before Snakemake deletes results/data for it
             corpus_check.check_files(config["data"], files)
@@ -94,7 +97,7 @@ class StudyPlan:
         stage = stages.tokenize_stage(config["data"], files, meta)
         corpus.check_corpus_budget(config, runs.values(), meta)
         check_available(logger_names(config))  # a missing tracker package: one line, now
-        rebuild, damaged = integrity.scan(results, runs) if main_process else ([], [])
+        rebuild, damaged = integrity.scan(results, trained) if main_process else ([], [])
         if damaged:
             raise ScalelabError(integrity.damage_message(damaged))
         plan = cls(
@@ -108,6 +111,7 @@ class StudyPlan:
             families=wsd.plan_families(runs.values(), config),
             rebuild=rebuild,
             stale={},
+            predicted_ids=predicted,
         )
         if main_process:
             plan.stale = plan.find_stale(results)
@@ -168,7 +172,10 @@ class StudyPlan:
     # --- the whole study ---
     @property
     def run_ids(self) -> list[str]:
-        return list(self.runs)
+        """The runs trained: every run of the grid, less those whose endpoint is predicted
+        (grid.trained_cooldowns; their trunk segments are trained all the same)."""
+        predicted = set(self.predicted_ids)
+        return [run for run in self.runs if run not in predicted]
 
     @property
     def sweep_keys(self) -> list[str]:

@@ -6,6 +6,13 @@ from __future__ import annotations
 import math
 
 STATUSES = ("ok", "diverged", "failed", "missing")  # a run's status, in the order they are counted
+PREDICTED = "predicted"  # not trained: the curve law's endpoint (config grid.trained_cooldowns)
+
+
+def counted_statuses(counts) -> tuple[str, ...]:
+    """STATUSES, and `predicted` where a study has predicted endpoints (counted apart from the runs trained)."""
+    return STATUSES + ((PREDICTED,) if counts.get(PREDICTED, 0) else ())
+
 
 LABELS = {
     "params": "non-embedding parameters N",

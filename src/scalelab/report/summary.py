@@ -8,7 +8,7 @@ import math
 import os
 from pathlib import Path
 
-from .fmt import STATUSES, clause, finite, human, interval, num, percent
+from .fmt import clause, counted_statuses, finite, human, interval, num, percent
 
 
 def _law_lines(s) -> list[str]:
@@ -226,7 +226,7 @@ def summary_text(s, index_html: Path, results: Path | None = None) -> str:
         *_disagreement_line(s),
         *_hparam_lines(s),
         *metric_summary_lines(s),
-        "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES),
+        "  runs          " + ", ".join(f"{counts.get(st, 0)} {st}" for st in counted_statuses(counts)),
         _compute_line(s),
         *_test_tokens_lines(s),
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .fmt import STATUSES, human, num
+from .fmt import STATUSES, counted_statuses, human, num
 from .inputs import Study
 from .tables import Cell, Table, new_table
 
@@ -89,6 +89,13 @@ def table_grid(s: Study) -> Table:
             cells + [Cell(num(row[c], 3) if c == "flops_spent" else num(row[c])) for c, _ in optional] + best
         )
     counts = frame["status"].value_counts()
-    table.notes.append(", ".join(f"{counts.get(st, 0)} {st}" for st in STATUSES) + f" of {len(frame)} runs.")
+    table.notes.append(
+        ", ".join(f"{counts.get(st, 0)} {st}" for st in counted_statuses(counts)) + f" of {len(frame)} runs."
+    )
+    if counts.get("predicted", 0):
+        table.notes.append(
+            f"predicted: not trained (grid.trained_cooldowns); {s.target} is the curve law's prediction, fitted with "
+            f"its 95 % interval (results/curves/endpoints.csv)."
+        )
     table.notes += [note for note in (_wall_time_note(frame), _test_tokens_note(frame)) if note]
     return table

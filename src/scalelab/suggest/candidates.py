@@ -9,7 +9,9 @@ the CSV's own flops / tokens (interpolated in log N for a new size, as 6·N othe
 `schedule: wsd` runs of one size share a trunk (scalelab.plan.wsd: a run of D tokens branches off it
 at (1 - cooldown)·D, and the trunk's state is kept at every branch point), so a new D costs the
 trunk from the branch point before its own (a run's, or 0) to its own, plus its cooldown: little
-for a D inside a size's range, and a trunk shared by every new D of a new size.
+for a D inside a size's range, and a trunk shared by every new D of a new size. Where the study allows
+predicted endpoints (config grid.trained_cooldowns, `scalelab suggest --curves`), a new D of a size it
+ran costs its trunk extension alone: its cooldown is not trained, the curve law predicts its endpoint.
 """
 
 from __future__ import annotations
@@ -109,11 +111,14 @@ class Costs:
         cand_tokens,
         done_flops_per_token=None,
         cooldown: float | None = None,
+        predicted=None,
     ):
         self.cand_params = np.asarray(cand_params, float)
         self.cand_tokens = np.asarray(cand_tokens, float)
         self.per_token = flops_per_token(done_params, done_flops_per_token, self.cand_params)
         self.cooldown = cooldown
+        # predicted endpoints (WSD): these candidates' cooldowns are not trained, only their trunk extension
+        self.predicted = np.zeros(len(self.cand_params), bool) if predicted is None else np.asarray(predicted, bool)
         # Under WSD: the trunk points (in tokens) whose state each candidate's size already has.
         done_params, done_tokens = np.asarray(done_params, float), np.asarray(done_tokens, float)
         self.kept = [
@@ -140,5 +145,6 @@ class Costs:
             points = np.concatenate([[0.0], self.kept[group[0]], new])
             # Each new branch point trains the trunk from the point before it, kept or new.
             trunk = sum(point - points[points < point].max() for point in new)
-            total += self.per_token[group[0]] * (trunk + self.cooldown * self.cand_tokens[group].sum())
+            cooled = self.cand_tokens[group][~self.predicted[group]].sum()
+            total += self.per_token[group[0]] * (trunk + self.cooldown * cooled)
         return float(total)

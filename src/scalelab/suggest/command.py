@@ -70,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(a metric with a law in the fit: scalelab fit --metrics)",
     )
     parser.add_argument(
+        "--curves",
+        metavar="CURVES_JSON",
+        help="WSD with predicted endpoints (config grid.trained_cooldowns): the curves.json of `scalelab curves`; "
+        "a new D of a size the study ran is then priced at its trunk extension alone and counted as one "
+        "observation with the chosen curve law's held-out error",
+    )
+    parser.add_argument(
         "--or-explain",
         action="store_true",
         help="when the fit cannot support a design (no law, no bootstrap resamples), write the "
@@ -125,6 +132,28 @@ def settings_from_args(args) -> SuggestSettings:
     return SuggestSettings.from_dict(values, "--spec" if args.spec is not None else "suggest")
 
 
+def curves_sd(path, settings: SuggestSettings) -> float | None:
+    """The chosen curve law's sd of a predicted final log loss (its pooled held-out rms log error), for
+    --curves; None without it. A study without a WSD cooldown cannot have predicted endpoints."""
+    if not path:
+        return None
+    if settings.cooldown is None:
+        raise ScalelabError("--curves: predicted endpoints need a WSD study (a cooldown in --spec or the config)")
+    from ..files import read_json
+
+    data = read_json(path, "curves.json")  # read as a file: suggest and curves are independent packages
+    try:
+        chosen = data["chosen"]
+        sd = data["laws"][chosen]["heldout"]["rms_log_error"]
+        if sd is None:  # no held-out check was possible: the largest residual sd, as Curves.predict falls back to
+            sd = max((size["fits"][chosen]["residual_sd"] for size in data["sizes"].values()), default=None)
+    except (KeyError, TypeError):
+        raise ScalelabError(f"--curves {path}: not a curves.json written by scalelab curves") from None
+    if not isinstance(sd, (int, float)):
+        raise ScalelabError(f"--curves {path}: the {chosen} law has no held-out error to price predicted endpoints by")
+    return float(sd)
+
+
 def run(args: argparse.Namespace) -> None:
     from .ensemble import NoDesign
     from .outputs import write_outputs, write_unavailable
@@ -137,7 +166,7 @@ def run(args: argparse.Namespace) -> None:
 
         return run_metric(args, settings, out)
     try:
-        result = plan(args.metrics, args.fit, settings)
+        result = plan(args.metrics, args.fit, settings, curves_sd(args.curves, settings))
     except NoDesign as exc:
         if not args.or_explain:
             raise

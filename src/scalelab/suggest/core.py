@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .candidates import Costs, candidates
+from .candidates import SAME, Costs, candidates
 from .design import Design, Ensemble, choose
 
 TOKENS_PER_PARAM_REACH = 4.0
@@ -34,6 +34,7 @@ def suggest_runs(
     tokens_per_step: int | None = None,
     max_tokens: int | None = None,
     frontier_band: float | None = 2.0,
+    endpoint_noise: tuple[float, float] | None = None,
 ) -> tuple[pd.DataFrame, Design]:
     """The suggested runs (one row each, in the order of what they add) and the design behind them.
 
@@ -41,7 +42,9 @@ def suggest_runs(
     token price new runs; otherwise 6·N per token). `cooldown` (WSD's) makes runs of one size
     share a trunk. `realise(N)` maps a new size to the parameters of the shape that would be
     built for it, and `tokens_per_step` rounds new token counts up to whole optimizer steps, so the
-    runs suggested are exactly the runs a config can train.
+    runs suggested are exactly the runs a config can train. `endpoint_noise` (WSD with predicted
+    endpoints): (the curve law's sd of a predicted log loss, the fit's residual sigma): a new D of a size
+    the study ran is then priced at its trunk extension and weighted as one observation of that sd.
     """
     done_params = points["params"].to_numpy(float)
     done_tokens = points["tokens"].to_numpy(float)
@@ -54,7 +57,8 @@ def suggest_runs(
         keep = trusted(done_params, done_tokens, cand_params, cand_tokens)
         cand_params, cand_tokens = cand_params[keep], cand_tokens[keep]
         near = near_frontier(ensemble, cand_params, cand_tokens, frontier_band)
-    costs = Costs(done_params, done_tokens, cand_params, cand_tokens, per_token, cooldown)
+    predicted, weights = predicted_candidates(done_params, cand_params, cooldown, endpoint_noise)
+    costs = Costs(done_params, done_tokens, cand_params, cand_tokens, per_token, cooldown, predicted)
 
     def capped(indices) -> float:
         """The set's FLOPs, or infinity when its off-frontier runs take more than their share."""
@@ -62,7 +66,16 @@ def suggest_runs(
         return costs(indices) if costs(off) <= (1 - FRONTIER_SHARE) * budget_flops * (1 + 1e-9) else np.inf
 
     design = choose(
-        ensemble, done_params, done_tokens, cand_params, cand_tokens, target_flops, budget_flops, max_runs, capped
+        ensemble,
+        done_params,
+        done_tokens,
+        cand_params,
+        cand_tokens,
+        target_flops,
+        budget_flops,
+        max_runs,
+        capped,
+        weights=weights,
     )
     if not np.isfinite(design.width_now):  # a fit without an optimum at the target: one line, no table
         design.chosen, design.width_after, design.loss_width_after, design.cost = [], [], [], 0.0
@@ -79,9 +92,25 @@ def suggest_runs(
                 "flops": costs(so_far) - before,
                 "expected_width_after": width,
                 "expected_loss_width_after": loss_width,
+                "predicted": bool(predicted[i]),
             }
         )
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS), design
+    columns = [*TABLE_COLUMNS, "predicted"] if endpoint_noise else TABLE_COLUMNS
+    return pd.DataFrame(rows, columns=columns), design
+
+
+def predicted_candidates(done_params, cand_params, cooldown, endpoint_noise):
+    """(which candidates would be predicted endpoints, their weights or None): under WSD with
+    `endpoint_noise` = (sd, sigma), a candidate of a size the study ran, weighted sigma^2 / (sigma^2 + sd^2):
+    one run measured with the runs' scatter sigma informs as much as 1/weight predicted endpoints."""
+    predicted = np.zeros(len(cand_params), bool)
+    if cooldown is None or endpoint_noise is None:
+        return predicted, None
+    sd, sigma = endpoint_noise
+    done = np.unique(np.asarray(done_params, float))
+    predicted = np.array([np.any(np.abs(done / n - 1) <= SAME) for n in np.asarray(cand_params, float)], bool)
+    weight = sigma**2 / (sigma**2 + sd**2) if sigma > 0 else 0.0
+    return predicted, np.where(predicted, weight, 1.0)
 
 
 def _candidate_set(done_params, done_tokens, extra_sizes, realise, tokens_per_step, max_tokens):

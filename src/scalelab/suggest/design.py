@@ -275,6 +275,7 @@ def choose(
     max_runs,
     set_cost: Callable,
     max_rows: int = 200,
+    weights=None,
 ) -> Design:
     """The runs (indices into the candidates) that most narrow the 95 % interval of log N_opt at C.
 
@@ -292,6 +293,8 @@ def choose(
         empty.why_none = "the law's derivatives are not finite on the bootstrap resamples"
         return empty
     state, J_cand, loss_width = linearised
+    if weights is not None:  # a candidate measured with more noise than the runs (a predicted endpoint) informs less
+        J_cand = J_cand * np.sqrt(np.asarray(weights, float))[None, :, None]
     n_cand = len(cand_params)
 
     def affordable(chosen):

@@ -63,6 +63,11 @@ def build(result: dict) -> dict:
     table = result["table"].copy()
     table["model"] = ""
     table["why"] = [_why(row, result["done_sizes"], result["done_tokens"]) for row in table.itertuples(index=False)]
+    if "predicted" in table.columns:  # predicted endpoints (scalelab suggest --curves)
+        table["why"] = [
+            why + ("; a predicted endpoint: its trunk extension only, the curve law's forecast" if predicted else "")
+            for why, predicted in zip(table["why"], table["predicted"])
+        ]
     text_snippet, runs = None, []
     if settings.models and len(table):
         note = (
@@ -93,6 +98,8 @@ def build(result: dict) -> dict:
         "runs": table[CSV_COLUMNS].to_dict(orient="records"),
         "snippet": text_snippet,
     }
+    if result.get("endpoint_sd") is not None:  # predicted endpoints priced (scalelab suggest --curves)
+        summary["endpoint_sd"] = result["endpoint_sd"]
     return {"table": table[CSV_COLUMNS], "text": "\n".join(lines) + "\n", "json": summary, "snippet": text_snippet}
 
 

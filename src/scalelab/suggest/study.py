@@ -79,7 +79,16 @@ def width_with_forms(fit_dir, target: float) -> float | None:
     return width if math.isfinite(width) else None
 
 
-def plan(metrics, fit_dir, settings: SuggestSettings) -> dict:
+def endpoint_noise(fit: dict, endpoint_sd: float | None) -> tuple[float, float] | None:
+    """(the curve law's sd of a predicted endpoint, the chosen form's residual sigma), or None."""
+    chosen = fit.get("chosen_form")
+    sigma = ((fit.get("forms") or {}).get(chosen) or {}).get("residual_sigma")
+    if endpoint_sd is None or not isinstance(sigma, (int, float)) or not math.isfinite(sigma):
+        return None
+    return float(endpoint_sd), float(sigma)
+
+
+def plan(metrics, fit_dir, settings: SuggestSettings, endpoint_sd: float | None = None) -> dict:
     """Check every input, then design: the suggestions table, the design and what they were built from."""
     fit, ensemble = ensemble_from_fit_dir(fit_dir)
     usable, points, spent = read_points(metrics, fit, fit_dir)
@@ -115,8 +124,10 @@ def plan(metrics, fit_dir, settings: SuggestSettings) -> dict:
         tokens_per_step=settings.tokens_per_step,
         max_tokens=settings.max_tokens,
         frontier_band=settings.frontier_band,
+        endpoint_noise=endpoint_noise(fit, endpoint_sd),
     )
     return {
+        "endpoint_sd": endpoint_sd if endpoint_noise(fit, endpoint_sd) else None,
         "fit": fit,
         "points": points,
         "table": table,
