@@ -25,10 +25,12 @@ numpy only; the law comes in as two vectorised functions of the parameter rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from .uncertainty import as_uncertainty, bootstrap_bias, forecast, reducible_shares, variance_parts
 
 Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
 STEP = 1e-5  # central-difference step in z for log L
@@ -64,6 +66,11 @@ class Design:
     loss_width_now: float
     cost: float  # FLOPs of the chosen set
     why_none: str | None = None
+    # The fit's interval (forms by weight, drift: scalelab.suggest.uncertainty) now and forecast after
+    # each run, and the floor the runs cannot narrow: the bootstrap's width when the fit states none.
+    forms_width_now: float = float("nan")
+    forms_width_after: list = field(default_factory=list)
+    floor_after: list = field(default_factory=list)
 
 
 def _to_z(theta, positive):
@@ -173,6 +180,26 @@ def _best(ratio_g, ratio_h, allowed):
     return int(np.argmin(np.where(near, ratio_h, np.inf)))
 
 
+class _Mixed:
+    """The forms' linearised states scored together: the reducible variance ratio sum_f share_f r_f(S)
+    (scalelab.suggest.uncertainty) and the point law's loss ratio; one form: exactly its own ratios."""
+
+    def __init__(self, parts, shares):
+        self.parts, self.shares = parts, np.asarray(shares, float)  # parts: [(state, J_cand)], point first
+
+    def _inverse(self, state, J_cand, chosen):
+        return state.inverse_with(J_cand[:, chosen]) if chosen else state.M
+
+    def after_each(self, chosen):
+        """(width ratio, loss ratio) after adding each candidate to `chosen`."""
+        ratio_g, ratio_h = 0.0, None
+        for share, (state, J_cand) in zip(self.shares, self.parts):
+            g, h = state.ratios_after_each(self._inverse(state, J_cand, chosen), J_cand)
+            ratio_g = ratio_g + share * g
+            ratio_h = h if ratio_h is None else ratio_h
+        return ratio_g, ratio_h
+
+
 def _finite_samples(ensemble: Ensemble, flops, max_rows: int) -> np.ndarray:
     """The resamples with finite parameters and a finite log N_opt at `flops`, evenly thinned to max_rows."""
     samples = np.asarray(ensemble.samples, float)
@@ -211,32 +238,33 @@ def _linearised(ensemble: Ensemble, samples, flops, done_params, done_tokens, ca
     return _State(info[keep], grad_g[keep], grad_h[keep]), J_cand[keep], loss_width
 
 
-def _greedy(state: _State, J_cand, affordable: Callable, max_runs: int) -> tuple[list[int], float]:
+def _worth_it(ratio, current, bias: Callable, k: int) -> bool:
+    """Whether the k-th run narrows the width a refit will report (bootstrap bias included) by MIN_GAIN."""
+    return bool(np.sqrt(ratio * bias(k)) <= np.sqrt(current * bias(k - 1)) * (1 - MIN_GAIN))
+
+
+def _greedy(scorer: _Mixed, affordable: Callable, max_runs: int, bias: Callable) -> tuple[list[int], float]:
     """(chosen, its width ratio): the largest expected narrowing among what the budget still affords."""
     chosen: list[int] = []
-    M, current = state.M, 1.0
+    current = 1.0
     while len(chosen) < max_runs:
-        allowed = affordable(chosen)
-        ratio_g, ratio_h = state.ratios_after_each(M, J_cand)
-        pick = _best(ratio_g, ratio_h, allowed)
-        if pick is None or np.sqrt(ratio_g[pick]) > np.sqrt(current) * (1 - MIN_GAIN):
+        ratio_g, ratio_h = scorer.after_each(chosen)
+        pick = _best(ratio_g, ratio_h, affordable(chosen))
+        if pick is None or not _worth_it(ratio_g[pick], current, bias, len(chosen) + 1):
             break
         chosen.append(pick)
         current = float(ratio_g[pick])
-        M = state.inverse_with(J_cand[:, chosen])
     return chosen, current
 
 
-def _exchange(state: _State, J_cand, affordable: Callable, chosen: list[int], current: float) -> list[int]:
+def _exchange(scorer: _Mixed, affordable: Callable, chosen: list[int], current: float) -> list[int]:
     """Exchange passes: swap one chosen run for a better affordable candidate (in place)."""
     for _ in range(EXCHANGE_PASSES if chosen else 0):
         improved = False
         for slot in range(len(chosen)):
             others = chosen[:slot] + chosen[slot + 1 :]
-            M_others = state.inverse_with(J_cand[:, others]) if others else state.M
-            allowed = affordable(others)
-            ratio_g, ratio_h = state.ratios_after_each(M_others, J_cand)
-            pick = _best(ratio_g, ratio_h, allowed)
+            ratio_g, ratio_h = scorer.after_each(others)
+            pick = _best(ratio_g, ratio_h, affordable(others))
             if pick is not None and pick != chosen[slot] and ratio_g[pick] < current - TIE:
                 chosen[slot] = pick
                 current = float(ratio_g[pick])
@@ -246,26 +274,56 @@ def _exchange(state: _State, J_cand, affordable: Callable, chosen: list[int], cu
     return chosen
 
 
-def _in_order(state: _State, J_cand, chosen: list[int], width: float, loss_width: float):
-    """(runs, widths after each, loss widths after each): the chosen runs ordered by what each adds
-    (greedy again, within the chosen set), for the table."""
-    ordered, widths, loss_widths = [], [], []
-    rest = list(chosen)
+def _in_order(scorer: _Mixed, chosen: list[int], bias: Callable):
+    """(runs, width ratios after each, loss ratios after each): the chosen runs ordered by what each
+    adds (greedy again, within the chosen set), for the table; the order stops where a run no longer
+    narrows the width a refit would report by MIN_GAIN."""
+    ordered, ratios, loss_ratios = [], [], []
+    rest, current = list(chosen), 1.0
     while rest:
-        M_now = state.inverse_with(J_cand[:, ordered]) if ordered else state.M
-        ratio_g, ratio_h = state.ratios_after_each(M_now, J_cand)
-        mask = np.zeros(J_cand.shape[1], bool)
+        ratio_g, ratio_h = scorer.after_each(ordered)
+        mask = np.zeros(len(ratio_g), bool)
         mask[rest] = True
         pick = _best(ratio_g, ratio_h, mask)
+        if not _worth_it(ratio_g[pick], current, bias, len(ordered) + 1):
+            break
         ordered.append(pick)
         rest.remove(pick)
-        widths.append(width * float(np.sqrt(ratio_g[pick])))
-        loss_widths.append(loss_width * float(np.sqrt(ratio_h[pick])))
-    return ordered, widths, loss_widths
+        current = float(ratio_g[pick])
+        ratios.append(current)
+        loss_ratios.append(float(ratio_h[pick]))
+    return ordered, ratios, loss_ratios
+
+
+def _linearised_forms(model, flops, max_rows, done_params, done_tokens, cand_params, cand_tokens):
+    """(scorer, the point law's loss width now) over the forms whose derivatives are finite (the point
+    law's first), or (None, why) when the point law's are not."""
+    kept, parts, loss_width = [], [], None
+    for k, component in enumerate(model.components):
+        samples = _finite_samples(component.ensemble, flops, max_rows)
+        linearised = (
+            _linearised(component.ensemble, samples, flops, done_params, done_tokens, cand_params, cand_tokens)
+            if len(samples) >= 2
+            else None
+        )
+        if linearised is None:
+            if k == 0:
+                return None, (
+                    "fewer than 2 bootstrap resamples have a finite N_opt at the target"
+                    if len(samples) < 2
+                    else "the law's derivatives are not finite on the bootstrap resamples"
+                )
+            continue
+        kept.append(component)
+        parts.append(linearised[:2])
+        loss_width = linearised[2] if loss_width is None else loss_width
+    model.components = kept
+    variance_parts(model, lambda ensemble, rows: log_n_opt(ensemble, rows, flops), flops)
+    return _Mixed(parts, reducible_shares(model.parts)), loss_width
 
 
 def choose(
-    ensemble: Ensemble,
+    ensemble,
     done_params,
     done_tokens,
     cand_params,
@@ -275,33 +333,49 @@ def choose(
     max_runs,
     set_cost: Callable,
     max_rows: int = 200,
+    cand_flops=None,
 ) -> Design:
     """The runs (indices into the candidates) that most narrow the 95 % interval of log N_opt at C.
 
-    set_cost(indices) -> FLOPs of running that set of candidates (it may share work between them,
-    e.g. WSD trunks); the chosen set costs at most `budget` and has at most `max_runs` runs.
+    `ensemble`: an Ensemble, or an Uncertainty (scalelab.suggest.uncertainty: the fit's forms by weight,
+    with their drift). set_cost(indices) -> FLOPs of running that set of candidates (it may share work
+    between them, e.g. WSD trunks); the chosen set costs at most `budget` and has at most `max_runs`
+    runs. `cand_flops`: each candidate's FLOPs (6·N·D without), for how far it moves the largest
+    fitted compute toward C.
     """
-    samples = _finite_samples(ensemble, flops, max_rows)
-    width = width_now(ensemble, flops)
+    model = as_uncertainty(ensemble)
+    width = width_now(model.point, flops)
     empty = Design([], width, [], [], float("nan"), 0.0)
-    if len(samples) < 2:
-        empty.why_none = "fewer than 2 bootstrap resamples have a finite N_opt at the target"
+    scorer, loss_width = _linearised_forms(model, flops, max_rows, done_params, done_tokens, cand_params, cand_tokens)
+    if scorer is None:
+        empty.why_none = loss_width
         return empty
-    linearised = _linearised(ensemble, samples, flops, done_params, done_tokens, cand_params, cand_tokens)
-    if linearised is None:
-        empty.why_none = "the law's derivatives are not finite on the bootstrap resamples"
-        return empty
-    state, J_cand, loss_width = linearised
-    n_cand = len(cand_params)
+    n_cand, n_done, n_params = len(cand_params), len(done_params), np.asarray(model.point.samples).shape[1]
 
     def affordable(chosen):
         """Which candidates the budget still affords beside `chosen` (set_cost may share work)."""
         return np.array([i not in chosen and set_cost(chosen + [i]) <= budget * (1 + 1e-9) for i in range(n_cand)])
 
-    chosen, current = _greedy(state, J_cand, affordable, max_runs)
-    chosen = _exchange(state, J_cand, affordable, chosen, current)
-    ordered, widths, loss_widths = _in_order(state, J_cand, chosen, width, loss_width)
-    design = Design(ordered, width, widths, loss_widths, loss_width, float(set_cost(ordered)))
+    def bias(k):
+        return bootstrap_bias(n_done, n_params, k)
+
+    chosen, current = _greedy(scorer, affordable, max_runs, bias)
+    chosen = _exchange(scorer, affordable, chosen, current)
+    ordered, ratios, loss_ratios = _in_order(scorer, chosen, bias)
+    cand_flops = 6 * np.asarray(cand_params, float) * np.asarray(cand_tokens, float) if cand_flops is None else cand_flops
+    design = Design(
+        ordered,
+        width,
+        [width * float(np.sqrt(r * bias(k))) for k, r in enumerate(ratios, 1)],
+        [loss_width * float(np.sqrt(r * bias(k))) for k, r in enumerate(loss_ratios, 1)],
+        loss_width,
+        float(set_cost(ordered)),
+    )
+    design.forms_width_now = forecast(model, 1.0, 1.0, None, width)[0]
+    for k, ratio in enumerate(ratios, 1):
+        after, floor = forecast(model, ratio, bias(k), float(np.max(np.asarray(cand_flops)[ordered[:k]])), width)
+        design.forms_width_after.append(after)
+        design.floor_after.append(floor)
     if not ordered:
         design.why_none = (
             f"no affordable run narrows the interval of log N_opt by {MIN_GAIN:.1%} or more "
