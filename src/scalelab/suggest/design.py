@@ -362,7 +362,9 @@ def choose(
     chosen, current = _greedy(scorer, affordable, max_runs, bias)
     chosen = _exchange(scorer, affordable, chosen, current)
     ordered, ratios, loss_ratios = _in_order(scorer, chosen, bias)
-    cand_flops = 6 * np.asarray(cand_params, float) * np.asarray(cand_tokens, float) if cand_flops is None else cand_flops
+    cand_flops = (
+        6 * np.asarray(cand_params, float) * np.asarray(cand_tokens, float) if cand_flops is None else cand_flops
+    )
     design = Design(
         ordered,
         width,

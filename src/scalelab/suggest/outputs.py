@@ -27,8 +27,9 @@ TRUST = (
     "(docs/benchmarks.md); refit after the runs"
 ).format(reach=TOKENS_PER_PARAM_REACH, share=FRONTIER_SHARE)
 METHOD = (
-    "linearised c-optimal design averaged over the bootstrap ensemble: greedy by expected width "
-    "(not width per FLOP) within the budget, then exchange passes"
+    "linearised c-optimal design averaged over the bootstrap ensemble of each fitted form, the forms "
+    "weighted by their share of the fit's interval: greedy by expected width (not width per FLOP) "
+    "within the budget, then exchange passes"
 )
 
 
@@ -85,6 +86,9 @@ def build(result: dict) -> dict:
         "width_now": design.width_now,
         "width_after": width_after,
         "width_with_forms": result.get("width_with_forms"),
+        "width_with_forms_after": design.forms_width_after[-1] if design.forms_width_after else None,
+        "width_floor_after": design.floor_after[-1] if design.floor_after else None,
+        "forms": _forms(result),
         "frontier_band": settings.frontier_band,
         "flops": design.cost,
         "loss_width_now": design.loss_width_now,
@@ -94,6 +98,15 @@ def build(result: dict) -> dict:
         "snippet": text_snippet,
     }
     return {"table": table[CSV_COLUMNS], "text": "\n".join(lines) + "\n", "json": summary, "snippet": text_snippet}
+
+
+def _forms(result: dict) -> dict | None:
+    """The forms the design worked over: weight and drift of each (the point law's first)."""
+    model = result.get("uncertainty")
+    if model is None:
+        return None
+    names = [c.name or f"form {k}" for k, c in enumerate(model.components)]
+    return {name: {"weight": c.weight, "drift": c.drift} for name, c in zip(names, model.components)}
 
 
 def _text_lines(result: dict, table: pd.DataFrame, width_after: float) -> list[str]:
@@ -115,9 +128,15 @@ def _text_lines(result: dict, table: pd.DataFrame, width_after: float) -> list[s
     ]
     if result.get("width_with_forms") is not None:
         lines.append(
-            f"width of log N_opt now with form uncertainty and drift (the fit's interval): "
-            f"{result['width_with_forms']:.4g}; the design narrows the bootstrap part only, the form and "
-            "drift parts shrink as refits agree"
+            "width of log N_opt now with form uncertainty and drift (the fit's interval): "
+            f"{result['width_with_forms']:.4g}"
+            + (
+                f"; expected after the runs {design.forms_width_after[-1]:.4g}, never below its floor "
+                f"{design.floor_after[-1]:.4g} (the forms' disagreement and the drift beyond the largest run, "
+                "which runs inside the fitted compute do not narrow)"
+                if design.forms_width_after
+                else ""
+            )
         )
     if len(table):
         lines += [

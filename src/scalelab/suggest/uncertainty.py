@@ -40,6 +40,7 @@ class Component:
     weight: float
     ensemble: Any  # scalelab.suggest.design.Ensemble
     drift: float = 0.0
+    name: str = ""
 
 
 @dataclass
