@@ -54,12 +54,13 @@ def suggest_runs(
     if frontier_band:
         keep = trusted(done_params, done_tokens, cand_params, cand_tokens)
         cand_params, cand_tokens = cand_params[keep], cand_tokens[keep]
-        near = frontier_probability(ensemble, cand_params, cand_tokens, frontier_band)
+        near = near_frontier(ensemble, cand_params, cand_tokens, frontier_band).astype(float)
     costs = Costs(done_params, done_tokens, cand_params, cand_tokens, per_token, cooldown)
     alone = np.array([costs.single(i) for i in range(len(cand_params))])
 
     def capped(indices) -> float:
-        """The set's FLOPs, or infinity when less than FRONTIER_SHARE of them is expected near the frontier."""
+        """The set's FLOPs, or infinity when less than FRONTIER_SHARE of its own FLOPs is near the frontier
+        (of the set's, not of the budget: a set that spends less than the budget keeps the share too)."""
         chosen = list(indices)
         near_flops = float(np.sum(near[chosen] * alone[chosen]))
         return costs(chosen) if near_flops >= FRONTIER_SHARE * float(np.sum(alone[chosen])) * (1 - 1e-9) else np.inf
@@ -120,26 +121,13 @@ def trusted(done_params, done_tokens, cand_params, cand_tokens) -> np.ndarray:
     )
 
 
-def frontier_probability(model, cand_params, cand_tokens, band: float, max_rows: int = 200) -> np.ndarray:
-    """For each candidate, the chance under the fit's uncertainty (its forms by weight, each form's
-    bootstrap resamples) that its N lies within `band` of the compute-optimal N at its own C = 6·N·D.
-    A share of FLOPs counted with it is the share expected near the true frontier, not near the point
-    law's, which a hard cut at the point law's frontier only meets about half the time at the edge."""
-    model = as_uncertainty(model)
-    params = np.asarray(cand_params, float)
-    flops = 6 * params * np.asarray(cand_tokens, float)
-    weights = np.array([max(c.weight, 0.0) for c in model.components], float)
-    weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(weights), 1 / len(weights))
-    total = np.zeros(len(params))
-    for weight, component in zip(weights, model.components):
-        rows = np.asarray(component.ensemble.samples, float)
-        rows = rows[np.all(np.isfinite(rows), axis=1)]
-        if len(rows) > max_rows:
-            rows = rows[np.linspace(0, len(rows) - 1, max_rows).round().astype(int)]
-        if not len(rows):
-            continue
-        with np.errstate(all="ignore"):
-            n_opt = np.column_stack([component.ensemble.optimum(rows, c)[0] for c in flops]) if len(flops) else rows
-            distance = np.abs(np.log(params[None, :] / n_opt)) if len(flops) else np.empty((len(rows), 0))
-        total += weight * np.mean(np.isfinite(distance) & (distance <= np.log(band)), axis=0)
-    return total
+def near_frontier(model, cand_params, cand_tokens, band: float) -> np.ndarray:
+    """Candidates whose N lies within `band` of the point law's (else the ensemble median's)
+    compute-optimal N at their own C = 6·N·D."""
+    ensemble = as_uncertainty(model).point
+    point = ensemble.point if ensemble.point is not None else np.nanmedian(ensemble.samples, axis=0)
+    flops = 6 * np.asarray(cand_params, float) * np.asarray(cand_tokens, float)
+    with np.errstate(all="ignore"):
+        n_opt = np.array([ensemble.optimum(np.asarray(point, float)[None, :], c)[0] for c in flops]).ravel()
+    ratio = np.abs(np.log(np.asarray(cand_params, float) / n_opt))
+    return np.isfinite(ratio) & (ratio <= np.log(band))

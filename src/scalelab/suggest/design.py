@@ -238,19 +238,20 @@ def _linearised(ensemble: Ensemble, samples, flops, done_params, done_tokens, ca
     return _State(info[keep], grad_g[keep], grad_h[keep]), J_cand[keep], loss_width
 
 
-def _worth_it(ratio, current, bias: Callable, k: int) -> bool:
-    """Whether the k-th run narrows the width a refit will report (bootstrap bias included) by MIN_GAIN."""
-    return bool(np.sqrt(ratio * bias(k)) <= np.sqrt(current * bias(k - 1)) * (1 - MIN_GAIN))
+def _worth_it(ratio, current) -> bool:
+    """Whether a run narrows the linearised width by MIN_GAIN (the information it adds: the bootstrap's
+    small-sample bias is in the forecasts, not in what is worth running)."""
+    return bool(np.sqrt(ratio) <= np.sqrt(current) * (1 - MIN_GAIN))
 
 
-def _greedy(scorer: _Mixed, affordable: Callable, max_runs: int, bias: Callable) -> tuple[list[int], float]:
+def _greedy(scorer: _Mixed, affordable: Callable, max_runs: int) -> tuple[list[int], float]:
     """(chosen, its width ratio): the largest expected narrowing among what the budget still affords."""
     chosen: list[int] = []
     current = 1.0
     while len(chosen) < max_runs:
         ratio_g, ratio_h = scorer.after_each(chosen)
         pick = _best(ratio_g, ratio_h, affordable(chosen))
-        if pick is None or not _worth_it(ratio_g[pick], current, bias, len(chosen) + 1):
+        if pick is None or not _worth_it(ratio_g[pick], current):
             break
         chosen.append(pick)
         current = float(ratio_g[pick])
@@ -274,23 +275,19 @@ def _exchange(scorer: _Mixed, affordable: Callable, chosen: list[int], current: 
     return chosen
 
 
-def _in_order(scorer: _Mixed, chosen: list[int], bias: Callable):
+def _in_order(scorer: _Mixed, chosen: list[int]):
     """(runs, width ratios after each, loss ratios after each): the chosen runs ordered by what each
-    adds (greedy again, within the chosen set), for the table; the order stops where a run no longer
-    narrows the width a refit would report by MIN_GAIN."""
+    adds (greedy again, within the chosen set), for the table."""
     ordered, ratios, loss_ratios = [], [], []
-    rest, current = list(chosen), 1.0
+    rest = list(chosen)
     while rest:
         ratio_g, ratio_h = scorer.after_each(ordered)
         mask = np.zeros(len(ratio_g), bool)
         mask[rest] = True
         pick = _best(ratio_g, ratio_h, mask)
-        if not _worth_it(ratio_g[pick], current, bias, len(ordered) + 1):
-            break
         ordered.append(pick)
         rest.remove(pick)
-        current = float(ratio_g[pick])
-        ratios.append(current)
+        ratios.append(float(ratio_g[pick]))
         loss_ratios.append(float(ratio_h[pick]))
     return ordered, ratios, loss_ratios
 
@@ -359,9 +356,9 @@ def choose(
     def bias(k):
         return bootstrap_bias(n_done, n_params, k)
 
-    chosen, current = _greedy(scorer, affordable, max_runs, bias)
+    chosen, current = _greedy(scorer, affordable, max_runs)
     chosen = _exchange(scorer, affordable, chosen, current)
-    ordered, ratios, loss_ratios = _in_order(scorer, chosen, bias)
+    ordered, ratios, loss_ratios = _in_order(scorer, chosen)
     cand_flops = (
         6 * np.asarray(cand_params, float) * np.asarray(cand_tokens, float) if cand_flops is None else cand_flops
     )
