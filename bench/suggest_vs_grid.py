@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -41,7 +42,10 @@ import pandas as pd  # noqa: E402
 from scalelab.fit.approach3 import bootstrap_approach3, fit_approach3, start_grid  # noqa: E402
 from scalelab.laws.law import compute_optimal, predict_loss  # noqa: E402
 from scalelab.suggest import suggest_runs  # noqa: E402
-from scalelab.suggest.ensemble import chinchilla_ensemble  # noqa: E402
+from scalelab.suggest.ensemble import chinchilla_ensemble, uncertainty_from_fit_dir  # noqa: E402
+from scalelab.suggest.design import width_now  # noqa: E402
+from scalelab.suggest.study import width_with_forms  # noqa: E402
+from scalelab.suggest.uncertainty import as_uncertainty  # noqa: E402
 
 TRUE_LAW = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 START_SIZES = (2e7, 4e7, 8e7)
@@ -51,6 +55,7 @@ NOISE = 0.01
 
 
 TRUTH = "chinchilla"  # set by --truth
+FIT = "chinchilla"  # set by --fit
 N_REF = 4e7
 
 
@@ -107,6 +112,31 @@ def interval(samples):
     return np.percentile(log_n, [2.5, 97.5])
 
 
+def study_fit(points, bootstrap, starts, seed):
+    """(the design's model, the interval of log N_opt at the target the study states): with --fit
+    chinchilla, Approach 3's bootstrap; with --fit forms, `scalelab fit`'s every form, its rolling
+    checks, weights and drift (the fit's N_opt interval, `load_fit().allocate`)."""
+    if FIT == "chinchilla":
+        _, samples = fit(points, bootstrap, starts, seed)
+        return chinchilla_ensemble(samples), interval(samples)
+    from scalelab import fit as fit_stage
+
+    folder = tempfile.mkdtemp(prefix="suggest-vs-grid-")
+    frame = points.assign(run=[f"r{i}" for i in range(len(points))])
+    result = fit_stage.fit_all(frame, bootstrap=bootstrap, seed=seed, workers=1, grid_points=3, holdout="none")
+    fit_stage.write_outputs(result, folder)
+    stated = width_with_forms(folder, TARGET_FLOPS)
+    _, model = uncertainty_from_fit_dir(folder, stated)
+    allocation = scalelab_load_fit(folder).allocate([TARGET_FLOPS]).iloc[0]
+    return model, np.log([allocation["params_low"], allocation["params_high"]])
+
+
+def scalelab_load_fit(folder):
+    from scalelab import load_fit
+
+    return load_fit(folder)
+
+
 def hand_made(points):
     sizes, tokens = sorted(set(points["params"])), sorted(set(points["tokens"]))
     new_size, new_tokens = 2 * sizes[-1], 2 * tokens[-1]
@@ -134,8 +164,8 @@ def one_seed(seed, rounds, bootstrap, starts):
         runs = hand_made(hand)
         budget, max_runs = float(np.sum(6 * runs[:, 0] * runs[:, 1])), len(runs)
         hand = add(hand, runs, hand_rng)
-        law, samples = fit(suggested, bootstrap, starts, seed)
-        chosen, design = suggest_runs(chinchilla_ensemble(samples), suggested, TARGET_FLOPS, budget, max_runs)
+        model, (low, high) = study_fit(suggested, bootstrap, starts, seed)
+        chosen, design = suggest_runs(model, suggested, TARGET_FLOPS, budget, max_runs)
         picked = np.column_stack([chosen["params"], chosen["tokens"]]) if len(chosen) else np.empty((0, 2))
         placement = where_flops_go(suggested, picked)
         suggested = add(suggested, picked, suggested_rng)
@@ -149,16 +179,18 @@ def one_seed(seed, rounds, bootstrap, starts):
                 "suggested_flops": design.cost,
                 "width_before": design.width_now,
                 "expected_width": design.width_after[-1] if len(picked) else design.width_now,
+                "stated_width": float(high - low),
+                "expected_stated_width": design.forms_width_after[-1] if len(picked) else float(high - low),
                 "picked": [[float(n), float(d)] for n, d in picked],
             }
         )
     truth = np.log(true_n_opt(TARGET_FLOPS))
     out = {"seed": seed, "rounds": log}
     for name, points in (("hand", hand), ("suggested", suggested)):
-        _, samples = fit(points, bootstrap, starts, seed)
-        low, high = interval(samples)
+        model, (low, high) = study_fit(points, bootstrap, starts, seed)
         out[name] = {
             "width": float(high - low),
+            "bootstrap_width": width_now(as_uncertainty(model).point, TARGET_FLOPS),
             "covers": bool(low <= truth <= high),
             "runs": len(points),
             "flops": float(points["flops"].sum()),
@@ -166,9 +198,13 @@ def one_seed(seed, rounds, bootstrap, starts):
     out["ratio"] = out["hand"]["width"] / out["suggested"]["width"]
     # The design's forecast against the width the refit then measured (the next round's width
     # before, or the final width): how far to trust `expected_width_after`.
-    measured = [entry["width_before"] for entry in log[1:]] + [out["suggested"]["width"]]
+    measured = [entry["width_before"] for entry in log[1:]] + [out["suggested"]["bootstrap_width"]]
     for entry, width in zip(log, measured):
         entry["measured_width"] = width
+    # With --fit forms, also the fit's stated interval (every form, drift) against its forecast.
+    stated = [entry["stated_width"] for entry in log[1:]] + [out["suggested"]["width"]]
+    for entry, width in zip(log, stated):
+        entry["measured_stated_width"] = width
     return out
 
 
@@ -180,9 +216,10 @@ def main(argv=None):
     parser.add_argument("--grid-points", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--truth", choices=["chinchilla", "farseer_like"], default="chinchilla")
+    parser.add_argument("--fit", choices=["chinchilla", "forms"], default="chinchilla")
     args = parser.parse_args(argv)
-    global TRUTH
-    TRUTH = args.truth
+    global TRUTH, FIT
+    TRUTH, FIT = args.truth, args.fit
     starts = start_grid(args.grid_points)
     started = time.perf_counter()
     results = []
@@ -202,6 +239,7 @@ def main(argv=None):
     summary = {
         "bench": "suggest_vs_grid",
         "truth": args.truth,
+        "fit": args.fit,
         "law": TRUE_LAW,
         "noise": NOISE,
         "start": "3x3",
@@ -224,6 +262,17 @@ def main(argv=None):
         "median_measured_to_expected_width": float(
             np.median([e["measured_width"] / e["expected_width"] for r in results for e in r["rounds"]])
         ),
+        "median_bootstrap_width_ratio": float(
+            np.median([r["hand"]["bootstrap_width"] / r["suggested"]["bootstrap_width"] for r in results])
+        ),
+        "measured_to_expected_stated_width_by_round": [
+            float(
+                np.median(
+                    [r["rounds"][k]["measured_stated_width"] / r["rounds"][k]["expected_stated_width"] for r in results]
+                )
+            )
+            for k in range(args.rounds)
+        ],
         "measured_to_expected_width_by_round": [
             float(np.median([r["rounds"][k]["measured_width"] / r["rounds"][k]["expected_width"] for r in results]))
             for k in range(args.rounds)
