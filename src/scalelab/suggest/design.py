@@ -15,6 +15,13 @@ the mean of that ratio over the ensemble (robust to where it is linearised, and 
 any one member), and the expected width after S is the current bootstrap width times the square
 root of the mean ratio. Ties within 1e-4 go to the set that better narrows log L at the optimum.
 
+Over several forms (scalelab.suggest.uncertainty: the fit's N_opt interval mixes them by weight) the
+score is sum_f share_f x ratio_f, share_f a form's part of the interval's reducible variance
+(w_f s_f^2), so the runs narrow what the fit's interval is made of; one form is exactly the above.
+The forecasts carry the bootstrap's small-sample factor (uncertainty.bootstrap_bias), and the fit's
+interval after the runs is forecast with its floor (the forms' disagreement and the drift beyond the
+largest run), which the runs narrow only by moving the largest run toward the target.
+
 The set is chosen greedily by width (not width per FLOP, which underspends) among the candidates
 the remaining budget affords, then improved by exchange passes (Fedorov's exchange: swap one chosen
 run for any affordable candidate while that narrows the width). Each step is a rank-one update, so
@@ -30,7 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-from .uncertainty import as_uncertainty, bootstrap_bias, forecast, reducible_shares, variance_parts
+from .uncertainty import as_uncertainty, bootstrap_bias, forecast, reducible_shares, total_ratios, variance_parts
 
 Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
 STEP = 1e-5  # central-difference step in z for log L
@@ -182,22 +189,27 @@ def _best(ratio_g, ratio_h, allowed):
 
 class _Mixed:
     """The forms' linearised states scored together: the reducible variance ratio sum_f share_f r_f(S)
-    (scalelab.suggest.uncertainty) and the point law's loss ratio; one form: exactly its own ratios."""
+    (scalelab.suggest.uncertainty), the fit's whole interval's ratio (the reducible part and the floor
+    that only a run closer to the target lowers) and the point law's loss ratio; one form without
+    drift: exactly its own ratios."""
 
-    def __init__(self, parts, shares):
+    def __init__(self, parts, shares, model, cand_flops):
         self.parts, self.shares = parts, np.asarray(shares, float)  # parts: [(state, J_cand)], point first
+        self.model, self.cand_flops = model, np.asarray(cand_flops, float)
 
     def _inverse(self, state, J_cand, chosen):
         return state.inverse_with(J_cand[:, chosen]) if chosen else state.M
 
     def after_each(self, chosen):
-        """(width ratio, loss ratio) after adding each candidate to `chosen`."""
+        """(the whole interval's variance ratio, the loss ratio, the reducible ratio) after adding each
+        candidate to `chosen`."""
         ratio_g, ratio_h = 0.0, None
         for share, (state, J_cand) in zip(self.shares, self.parts):
             g, h = state.ratios_after_each(self._inverse(state, J_cand, chosen), J_cand)
             ratio_g = ratio_g + share * g
             ratio_h = h if ratio_h is None else ratio_h
-        return ratio_g, ratio_h
+        top = float(np.max(self.cand_flops[chosen])) if chosen else 0.0
+        return total_ratios(self.model, ratio_g, np.maximum(self.cand_flops, top)), ratio_h, ratio_g
 
 
 def _finite_samples(ensemble: Ensemble, flops, max_rows: int) -> np.ndarray:
@@ -238,24 +250,28 @@ def _linearised(ensemble: Ensemble, samples, flops, done_params, done_tokens, ca
     return _State(info[keep], grad_g[keep], grad_h[keep]), J_cand[keep], loss_width
 
 
-def _worth_it(ratio, current) -> bool:
-    """Whether a run narrows the linearised width by MIN_GAIN (the information it adds: the bootstrap's
-    small-sample bias is in the forecasts, not in what is worth running)."""
-    return bool(np.sqrt(ratio) <= np.sqrt(current) * (1 - MIN_GAIN))
+def _worth_it(score, reducible, current) -> bool:
+    """Whether a run narrows the fit's whole interval or its reducible part by MIN_GAIN (`current`: the
+    two before it). The linearised widths: the bootstrap's small-sample bias is in the forecasts, not
+    in what is worth running."""
+    return bool(
+        np.sqrt(score) <= np.sqrt(current[0]) * (1 - MIN_GAIN)
+        or np.sqrt(reducible) <= np.sqrt(current[1]) * (1 - MIN_GAIN)
+    )
 
 
 def _greedy(scorer: _Mixed, affordable: Callable, max_runs: int) -> tuple[list[int], float]:
-    """(chosen, its width ratio): the largest expected narrowing among what the budget still affords."""
+    """(chosen, its score): the largest expected narrowing among what the budget still affords."""
     chosen: list[int] = []
-    current = 1.0
+    current = (1.0, 1.0)
     while len(chosen) < max_runs:
-        ratio_g, ratio_h = scorer.after_each(chosen)
-        pick = _best(ratio_g, ratio_h, affordable(chosen))
-        if pick is None or not _worth_it(ratio_g[pick], current):
+        score, ratio_h, ratio_g = scorer.after_each(chosen)
+        pick = _best(score, ratio_h, affordable(chosen))
+        if pick is None or not _worth_it(score[pick], ratio_g[pick], current):
             break
         chosen.append(pick)
-        current = float(ratio_g[pick])
-    return chosen, current
+        current = (float(score[pick]), float(ratio_g[pick]))
+    return chosen, current[0]
 
 
 def _exchange(scorer: _Mixed, affordable: Callable, chosen: list[int], current: float) -> list[int]:
@@ -264,11 +280,11 @@ def _exchange(scorer: _Mixed, affordable: Callable, chosen: list[int], current: 
         improved = False
         for slot in range(len(chosen)):
             others = chosen[:slot] + chosen[slot + 1 :]
-            ratio_g, ratio_h = scorer.after_each(others)
-            pick = _best(ratio_g, ratio_h, affordable(others))
-            if pick is not None and pick != chosen[slot] and ratio_g[pick] < current - TIE:
+            score, ratio_h, _ = scorer.after_each(others)
+            pick = _best(score, ratio_h, affordable(others))
+            if pick is not None and pick != chosen[slot] and score[pick] < current - TIE:
                 chosen[slot] = pick
-                current = float(ratio_g[pick])
+                current = float(score[pick])
                 improved = True
         if not improved:
             break
@@ -276,15 +292,15 @@ def _exchange(scorer: _Mixed, affordable: Callable, chosen: list[int], current: 
 
 
 def _in_order(scorer: _Mixed, chosen: list[int]):
-    """(runs, width ratios after each, loss ratios after each): the chosen runs ordered by what each
-    adds (greedy again, within the chosen set), for the table."""
+    """(runs, reducible width ratios after each, loss ratios after each): the chosen runs ordered by
+    what each adds (greedy again, within the chosen set), for the table."""
     ordered, ratios, loss_ratios = [], [], []
     rest = list(chosen)
     while rest:
-        ratio_g, ratio_h = scorer.after_each(ordered)
-        mask = np.zeros(len(ratio_g), bool)
+        score, ratio_h, ratio_g = scorer.after_each(ordered)
+        mask = np.zeros(len(score), bool)
         mask[rest] = True
-        pick = _best(ratio_g, ratio_h, mask)
+        pick = _best(score, ratio_h, mask)
         ordered.append(pick)
         rest.remove(pick)
         ratios.append(float(ratio_g[pick]))
@@ -292,7 +308,7 @@ def _in_order(scorer: _Mixed, chosen: list[int]):
     return ordered, ratios, loss_ratios
 
 
-def _linearised_forms(model, flops, max_rows, done_params, done_tokens, cand_params, cand_tokens):
+def _linearised_forms(model, flops, max_rows, done_params, done_tokens, cand_params, cand_tokens, cand_flops):
     """(scorer, the point law's loss width now) over the forms whose derivatives are finite (the point
     law's first), or (None, why) when the point law's are not."""
     kept, parts, loss_width = [], [], None
@@ -316,7 +332,7 @@ def _linearised_forms(model, flops, max_rows, done_params, done_tokens, cand_par
         loss_width = linearised[2] if loss_width is None else loss_width
     model.components = kept
     variance_parts(model, lambda ensemble, rows: log_n_opt(ensemble, rows, flops), flops)
-    return _Mixed(parts, reducible_shares(model.parts)), loss_width
+    return _Mixed(parts, reducible_shares(model.parts), model, cand_flops), loss_width
 
 
 def choose(
@@ -343,7 +359,11 @@ def choose(
     model = as_uncertainty(ensemble)
     width = width_now(model.point, flops)
     empty = Design([], width, [], [], float("nan"), 0.0)
-    scorer, loss_width = _linearised_forms(model, flops, max_rows, done_params, done_tokens, cand_params, cand_tokens)
+    if cand_flops is None:
+        cand_flops = 6 * np.asarray(cand_params, float) * np.asarray(cand_tokens, float)
+    scorer, loss_width = _linearised_forms(
+        model, flops, max_rows, done_params, done_tokens, cand_params, cand_tokens, cand_flops
+    )
     if scorer is None:
         empty.why_none = loss_width
         return empty
@@ -359,9 +379,6 @@ def choose(
     chosen, current = _greedy(scorer, affordable, max_runs)
     chosen = _exchange(scorer, affordable, chosen, current)
     ordered, ratios, loss_ratios = _in_order(scorer, chosen)
-    cand_flops = (
-        6 * np.asarray(cand_params, float) * np.asarray(cand_tokens, float) if cand_flops is None else cand_flops
-    )
     design = Design(
         ordered,
         width,

@@ -126,6 +126,23 @@ def floor_variance(model: Uncertainty, top_flops) -> float:
     return float(np.sum(parts["weights"] * (parts["drifts"] * beyond) ** 2) + parts["disagreement"])
 
 
+def total_ratios(model: Uncertainty, reducible_ratio, tops) -> np.ndarray:
+    """The fit's interval variance after each candidate set relative to now, (reducible x ratio +
+    floor(largest compute)) / (reducible + floor now), from the reducible ratios and the largest fitted
+    compute after each set (`tops`, one per set); the reducible ratio itself when nothing drifts."""
+    parts = model.parts
+    reducible = float(np.sum(parts["weights"] * parts["variances"]))
+    tops = np.maximum(np.asarray(tops, float), model.top_flops or 0.0)
+    drift = float(np.sum(parts["weights"] * parts["drifts"] ** 2))
+    if drift == 0 and parts["disagreement"] == 0:
+        return np.asarray(reducible_ratio, float)
+    with np.errstate(divide="ignore"):
+        beyond = np.maximum(0.0, np.log(parts["target_flops"] / tops)) if model.top_flops else np.zeros(len(tops))
+    floors = drift * beyond**2 + parts["disagreement"]
+    now = reducible + floor_variance(model, model.top_flops)
+    return (reducible * np.asarray(reducible_ratio, float) + floors) / now
+
+
 def forecast(model: Uncertainty, ratio, bias, top_flops, width_now: float) -> tuple[float, float]:
     """(the fit's interval width after the runs, its floor) from the reducible part's variance ratio
     `ratio` (bootstrap bias `bias` included), the largest fitted compute after them and the fit's
