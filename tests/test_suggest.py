@@ -616,6 +616,48 @@ def test_the_design_weighs_each_form_by_its_share_of_the_interval(fitted):
     np.testing.assert_allclose(twice.width_after, alone.width_after, rtol=1e-9)
 
 
+def test_a_form_that_drifts_makes_the_design_move_the_largest_run_toward_the_target(fitted):
+    """With the fit's drift of N_opt beyond its largest run, the run that most narrows the fit's interval
+    is the one furthest past the largest compute (only that shrinks the drift part); the bootstrap alone
+    asks first for another."""
+    from scalelab.suggest.design import choose
+    from scalelab.suggest.uncertainty import Component, Uncertainty
+
+    root, frame = fitted
+    ensemble, top = _chinchilla_ensemble(root), float(frame["flops"].max())
+    cand_n = np.repeat([2e7, 4e7, 8e7, 1.6e8, 3.2e8], 5)
+    cand_d = np.tile([2e8, 6.4e9, 1.28e10, 2.56e10, 5.12e10], 5)
+    cand_flops = 6 * cand_n * cand_d
+    args = (frame["params"], frame["tokens"], cand_n, cand_d, 1e21, 1e21, 3, lambda s: float(len(s)))
+    plain = choose(ensemble, *args)
+    drifting = choose(Uncertainty([Component(1.0, ensemble, drift=1.0)], top_flops=top), *args)
+    assert cand_flops[plain.chosen[0]] < cand_flops.max()
+    assert cand_flops[drifting.chosen[0]] == cand_flops.max() > top
+    assert drifting.forms_width_after[-1] >= drifting.floor_after[-1] > 0
+
+
+def test_a_fit_without_a_drift_yet_says_the_forecast_lacks_it(tmp_path):
+    """A 3 x 3 ladder has no rolling-origin check, so no drift of N_opt: suggest.txt says its forecast
+    of the fit's interval cannot carry one."""
+    _ladder(tmp_path / "metrics.csv", (2e7, 4e7, 8e7), (4e8, 8e8, 1.6e9))
+    _fit(tmp_path / "metrics.csv", tmp_path / "fit", bootstrap=30)
+    assert (
+        main(
+            [
+                "suggest",
+                str(tmp_path / "metrics.csv"),
+                "--fit",
+                str(tmp_path / "fit"),
+                "--ideal-sizes",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
+    assert "no drift of N_opt yet" in (tmp_path / "s" / "suggest.txt").read_text()
+
+
 def test_half_the_suggested_flops_are_near_the_frontier_even_when_the_budget_is_not_spent(fitted, tmp_path):
     """The frontier share is of the suggested runs' own FLOPs: a budget far beyond what the runs spend
     must not let off-frontier runs take it all."""

@@ -55,21 +55,11 @@ def suggest_runs(
     cand_params, cand_tokens = _candidate_set(
         done_params, done_tokens, extra_sizes, realise, tokens_per_step, max_tokens
     )
-    near = np.ones(len(cand_params))
     if frontier_band:
         keep = trusted(done_params, done_tokens, cand_params, cand_tokens)
         cand_params, cand_tokens = cand_params[keep], cand_tokens[keep]
-        near = near_frontier(ensemble, cand_params, cand_tokens, frontier_band).astype(float)
     costs = Costs(done_params, done_tokens, cand_params, cand_tokens, per_token, cooldown)
-    alone = np.array([costs.single(i) for i in range(len(cand_params))])
-
-    def capped(indices) -> float:
-        """The set's FLOPs, or infinity when less than FRONTIER_SHARE of its own FLOPs is near the frontier
-        (of the set's, not of the budget: a set that spends less than the budget keeps the share too)."""
-        chosen = list(indices)
-        near_flops = float(np.sum(near[chosen] * alone[chosen]))
-        return costs(chosen) if near_flops >= FRONTIER_SHARE * float(np.sum(alone[chosen])) * (1 - 1e-9) else np.inf
-
+    capped = _frontier_capped(ensemble, costs, frontier_band)
     design = choose(
         ensemble,
         done_params,
@@ -84,22 +74,44 @@ def suggest_runs(
     )
     if not np.isfinite(design.width_now):  # a fit without an optimum at the target: one line, no table
         design.chosen, design.width_after, design.loss_width_after, design.cost = [], [], [], 0.0
+        design.forms_width_after, design.floor_after = [], []
         design.why_none = design.why_none or "the fit has no finite compute-optimal N at the target (no optimum)"
+    return _table(design, costs), design
+
+
+def _frontier_capped(model, costs: Costs, frontier_band):
+    """set_cost for the design: a set's FLOPs, or infinity when less than FRONTIER_SHARE of its own
+    FLOPs (each run's alone; of the set's, not of the budget: a set that spends less than the budget
+    keeps the share too) is on runs near the point law's frontier."""
+    params, tokens = costs.cand_params, costs.cand_tokens
+    near = near_frontier(model, params, tokens, frontier_band).astype(float) if frontier_band else np.ones(len(params))
+    alone = np.array([costs.single(i) for i in range(len(params))])
+
+    def capped(indices) -> float:
+        chosen = list(indices)
+        near_flops = float(np.sum(near[chosen] * alone[chosen]))
+        return costs(chosen) if near_flops >= FRONTIER_SHARE * float(np.sum(alone[chosen])) * (1 - 1e-9) else np.inf
+
+    return capped
+
+
+def _table(design: Design, costs: Costs) -> pd.DataFrame:
+    """One row per chosen run; a run's FLOPs are what it adds to the runs before it (under WSD a shared
+    trunk is paid once)."""
     rows, so_far = [], []
     for i, width, loss_width in zip(design.chosen, design.width_after, design.loss_width_after):
-        # A run's FLOPs: what it adds to the runs before it (under WSD a shared trunk is paid once).
         before = costs(so_far)
         so_far.append(i)
         rows.append(
             {
-                "params": float(cand_params[i]),
-                "tokens": float(cand_tokens[i]),
+                "params": float(costs.cand_params[i]),
+                "tokens": float(costs.cand_tokens[i]),
                 "flops": costs(so_far) - before,
                 "expected_width_after": width,
                 "expected_loss_width_after": loss_width,
             }
         )
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS), design
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def _candidate_set(done_params, done_tokens, extra_sizes, realise, tokens_per_step, max_tokens):

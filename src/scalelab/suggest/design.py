@@ -335,6 +335,25 @@ def _linearised_forms(model, flops, max_rows, done_params, done_tokens, cand_par
     return _Mixed(parts, reducible_shares(model.parts), model, cand_flops), loss_width
 
 
+def _forecasts(model, ordered, ratios, loss_ratios, width, loss_width, bias: Callable, cand_flops) -> Design:
+    """The Design with its forecasts after each run: the bootstrap's widths (the linearised ratio and the
+    bootstrap's small-sample factor) and the fit's whole interval with its floor."""
+    design = Design(
+        ordered,
+        width,
+        [width * float(np.sqrt(r * bias(k))) for k, r in enumerate(ratios, 1)],
+        [loss_width * float(np.sqrt(r * bias(k))) for k, r in enumerate(loss_ratios, 1)],
+        loss_width,
+        0.0,
+    )
+    design.forms_width_now = forecast(model, 1.0, 1.0, None, width)[0]
+    for k, ratio in enumerate(ratios, 1):
+        after, floor = forecast(model, ratio, bias(k), float(np.max(np.asarray(cand_flops)[ordered[:k]])), width)
+        design.forms_width_after.append(after)
+        design.floor_after.append(floor)
+    return design
+
+
 def choose(
     ensemble,
     done_params,
@@ -379,19 +398,8 @@ def choose(
     chosen, current = _greedy(scorer, affordable, max_runs)
     chosen = _exchange(scorer, affordable, chosen, current)
     ordered, ratios, loss_ratios = _in_order(scorer, chosen)
-    design = Design(
-        ordered,
-        width,
-        [width * float(np.sqrt(r * bias(k))) for k, r in enumerate(ratios, 1)],
-        [loss_width * float(np.sqrt(r * bias(k))) for k, r in enumerate(loss_ratios, 1)],
-        loss_width,
-        float(set_cost(ordered)),
-    )
-    design.forms_width_now = forecast(model, 1.0, 1.0, None, width)[0]
-    for k, ratio in enumerate(ratios, 1):
-        after, floor = forecast(model, ratio, bias(k), float(np.max(np.asarray(cand_flops)[ordered[:k]])), width)
-        design.forms_width_after.append(after)
-        design.floor_after.append(floor)
+    design = _forecasts(model, ordered, ratios, loss_ratios, width, loss_width, bias, cand_flops)
+    design.cost = float(set_cost(ordered))
     if not ordered:
         design.why_none = (
             f"no affordable run narrows the interval of log N_opt by {MIN_GAIN:.1%} or more "

@@ -148,7 +148,8 @@ def uncertainty_from_fit_dir(folder, stated_width: float | None = None) -> tuple
         components[0].weight = MIN_WEIGHT
     flops_range = ((fit.get("inputs") or {}).get("range") or {}).get("flops")
     top = float(flops_range[1]) if flops_range else None
-    return fit, Uncertainty(components, top, stated_width)
+    measured = any(section.get("optimum_drift") is not None for section in fitted.fitted.values())
+    return fit, Uncertainty(components, top, stated_width, drift_measured=measured)
 
 
 def _drift(section) -> float:

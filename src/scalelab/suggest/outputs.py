@@ -109,6 +109,31 @@ def _forms(result: dict) -> dict | None:
     return {name: {"weight": c.weight, "drift": c.drift} for name, c in zip(names, model.components)}
 
 
+def _forms_lines(result: dict) -> list[str]:
+    """The fit's interval (forms and drift) now and expected after the runs, and whether it has a drift yet."""
+    design, lines = result["design"], []
+    if result.get("width_with_forms") is not None:
+        lines.append(
+            "width of log N_opt now with form uncertainty and drift (the fit's interval): "
+            f"{result['width_with_forms']:.4g}"
+            + (
+                f"; expected after the runs {design.forms_width_after[-1]:.4g}, never below its floor "
+                f"{design.floor_after[-1]:.4g} (the forms' disagreement and the drift beyond the largest run, "
+                "which runs inside the fitted compute do not narrow)"
+                if design.forms_width_after
+                else ""
+            )
+        )
+    model = result.get("uncertainty")
+    if model is not None and not model.drift_measured:
+        lines.append(
+            "the fit has no drift of N_opt yet (no rolling-origin check: too few sizes), so neither its "
+            "interval nor this forecast carries it; once the runs allow the checks, the refit's interval can "
+            "be several times wider than forecast here"
+        )
+    return lines
+
+
 def _text_lines(result: dict, table: pd.DataFrame, width_after: float) -> list[str]:
     """suggest.txt: what was designed for, the widths now and expected, and the runs."""
     design, settings = result["design"], result["settings"]
@@ -126,18 +151,7 @@ def _text_lines(result: dict, table: pd.DataFrame, width_after: float) -> list[s
         f"(N_opt within a factor {np.exp(design.width_now / 2):.3g} either way)",
         TRUST.format(band=settings.frontier_band),
     ]
-    if result.get("width_with_forms") is not None:
-        lines.append(
-            "width of log N_opt now with form uncertainty and drift (the fit's interval): "
-            f"{result['width_with_forms']:.4g}"
-            + (
-                f"; expected after the runs {design.forms_width_after[-1]:.4g}, never below its floor "
-                f"{design.floor_after[-1]:.4g} (the forms' disagreement and the drift beyond the largest run, "
-                "which runs inside the fitted compute do not narrow)"
-                if design.forms_width_after
-                else ""
-            )
-        )
+    lines += _forms_lines(result)
     if len(table):
         lines += [
             f"expected after the {len(table)} runs: {width_after:.4g}  "

@@ -52,6 +52,7 @@ class Uncertainty:
     top_flops: float | None = None
     stated_width: float | None = None
     parts: dict = field(default_factory=dict)  # filled by `variance_parts`
+    drift_measured: bool = True  # False: no form had a rolling check to measure its drift on
 
     @property
     def point(self):
