@@ -14,13 +14,21 @@ the target C is compared: the ratio of widths (hand-made / suggested) per seed, 
 seeds, and how often each interval covers the true N_opt.
 
     python bench/suggest_vs_grid.py [--seeds 10] [--rounds 3] [--bootstrap 100] [--grid-points 3]
-        [--truth chinchilla|farseer_like]
+        [--truth chinchilla|farseer_like] [--fit chinchilla|forms] [--range trusted|share-only]
 
 `--truth farseer_like` draws the losses from a law outside the fitted form: Chinchilla's with a D
 exponent that grows with N (beta + 0.005 ln(N / 4e7)); its true N_opt is found numerically. Per
 round the log also says where the suggested FLOPs went: the share on runs within 2x of the true
 compute-optimal N for their own FLOPs, the share at sizes no larger than the largest trained, the
 runs below the smallest size, and the width the refit measured against the design's forecast.
+
+`--fit forms` fits with `scalelab fit` itself (every form, rolling-origin checks, evidence weights,
+drift of N_opt) instead of Approach 3 alone: the design then works over that Uncertainty
+(scalelab.suggest.uncertainty), the width compared is the fit's own N_opt interval
+(`load_fit().allocate`, forms and drift), and `measured_to_expected_stated_width_by_round` checks
+suggest's forecast of it (`width_with_forms_after`); `median_bootstrap_width_ratio` is the chosen
+form's bootstrap width. `--range share-only` drops the trusted range (sizes below the smallest, any
+tokens per parameter) and keeps only the frontier share, to measure what the range costs and buys.
 
 The last line printed is a JSON object with the figures.
 """
@@ -56,6 +64,7 @@ NOISE = 0.01
 
 TRUTH = "chinchilla"  # set by --truth
 FIT = "chinchilla"  # set by --fit
+RANGE = "trusted"  # set by --range
 N_REF = 4e7
 
 
@@ -165,7 +174,9 @@ def one_seed(seed, rounds, bootstrap, starts):
         budget, max_runs = float(np.sum(6 * runs[:, 0] * runs[:, 1])), len(runs)
         hand = add(hand, runs, hand_rng)
         model, (low, high) = study_fit(suggested, bootstrap, starts, seed)
-        chosen, design = suggest_runs(model, suggested, TARGET_FLOPS, budget, max_runs)
+        chosen, design = suggest_runs(
+            model, suggested, TARGET_FLOPS, budget, max_runs, trusted_range=RANGE == "trusted"
+        )
         picked = np.column_stack([chosen["params"], chosen["tokens"]]) if len(chosen) else np.empty((0, 2))
         placement = where_flops_go(suggested, picked)
         suggested = add(suggested, picked, suggested_rng)
@@ -217,9 +228,10 @@ def main(argv=None):
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--truth", choices=["chinchilla", "farseer_like"], default="chinchilla")
     parser.add_argument("--fit", choices=["chinchilla", "forms"], default="chinchilla")
+    parser.add_argument("--range", choices=["trusted", "share-only"], default="trusted")
     args = parser.parse_args(argv)
-    global TRUTH, FIT
-    TRUTH, FIT = args.truth, args.fit
+    global TRUTH, FIT, RANGE
+    TRUTH, FIT, RANGE = args.truth, args.fit, args.range
     starts = start_grid(args.grid_points)
     started = time.perf_counter()
     results = []
@@ -240,6 +252,7 @@ def main(argv=None):
         "bench": "suggest_vs_grid",
         "truth": args.truth,
         "fit": args.fit,
+        "range": args.range,
         "law": TRUE_LAW,
         "noise": NOISE,
         "start": "3x3",

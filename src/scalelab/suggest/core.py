@@ -40,6 +40,7 @@ def suggest_runs(
     tokens_per_step: int | None = None,
     max_tokens: int | None = None,
     frontier_band: float | None = 2.0,
+    trusted_range: bool = True,
 ) -> tuple[pd.DataFrame, Design]:
     """The suggested runs (one row each, in the order of what they add) and the design behind them.
 
@@ -47,7 +48,9 @@ def suggest_runs(
     token price new runs; otherwise 6·N per token). `cooldown` (WSD's) makes runs of one size
     share a trunk. `realise(N)` maps a new size to the parameters of the shape that would be
     built for it, and `tokens_per_step` rounds new token counts up to whole optimizer steps, so the
-    runs suggested are exactly the runs a config can train.
+    runs suggested are exactly the runs a config can train. `trusted_range` False keeps only the
+    frontier share (sizes below the smallest and any tokens per parameter allowed: for measuring what
+    the range costs, bench/suggest_vs_grid.py --range share-only).
     """
     done_params = points["params"].to_numpy(float)
     done_tokens = points["tokens"].to_numpy(float)
@@ -55,7 +58,7 @@ def suggest_runs(
     cand_params, cand_tokens = _candidate_set(
         done_params, done_tokens, extra_sizes, realise, tokens_per_step, max_tokens
     )
-    if frontier_band:
+    if frontier_band and trusted_range:
         keep = trusted(done_params, done_tokens, cand_params, cand_tokens)
         cand_params, cand_tokens = cand_params[keep], cand_tokens[keep]
     costs = Costs(done_params, done_tokens, cand_params, cand_tokens, per_token, cooldown)
