@@ -21,10 +21,12 @@ from .design import MIN_GAIN
 CSV_COLUMNS = [*TABLE_COLUMNS, "model", "why"]
 TRUST = (
     "candidates: no size below the smallest trained, tokens/param within {reach:g}x the trained range, and at "
-    "least {share:.0%} of the FLOPs on runs within {{band:g}}x of the compute-optimal N for their own FLOPs; the "
-    "expected widths are a linearised forecast: in bench/suggest_vs_grid.py the width measured after refitting "
-    "was about 1.6x the forecast after a first round from a 3 x 3 start and 0.9-1.2x after later rounds "
-    "(docs/benchmarks.md); refit after the runs"
+    "least {share:.0%} of the suggested runs' own FLOPs on runs within {{band:g}}x of the compute-optimal N for "
+    "their own FLOPs; the expected widths are a linearised forecast with the bootstrap's small-sample factor: in "
+    "bench/suggest_vs_grid.py (6 studies per truth, 3 rounds from a 3 x 3 start, an in-family and a misspecified "
+    "truth) the bootstrap width a refit measured was 0.91-1.32x the forecast in every round; the fit's interval "
+    "with forms and drift was 0.71-3.6x its forecast, because a refit re-measures the drift (docs/benchmarks.md); "
+    "refit after the runs"
 ).format(reach=TOKENS_PER_PARAM_REACH, share=FRONTIER_SHARE)
 METHOD = (
     "linearised c-optimal design averaged over the bootstrap ensemble of each fitted form, the forms "
