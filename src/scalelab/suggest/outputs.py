@@ -129,7 +129,7 @@ def _forms_lines(result: dict) -> list[str]:
     model = result.get("uncertainty")
     if model is not None and not model.drift_measured:
         lines.append(
-            "the fit has no drift of N_opt yet (no rolling-origin check: too few sizes), so neither its "
+            "the fit has no drift of N_opt yet (no rolling-origin check: too few runs or sizes), so neither its "
             "interval nor this forecast carries it; once the runs allow the checks, the refit's interval can "
             "be several times wider than forecast here"
         )
