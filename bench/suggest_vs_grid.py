@@ -219,34 +219,22 @@ def one_seed(seed, rounds, bootstrap, starts):
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--bootstrap", type=int, default=100)
-    parser.add_argument("--grid-points", type=int, default=3)
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--truth", choices=["chinchilla", "farseer_like"], default="chinchilla")
-    parser.add_argument("--fit", choices=["chinchilla", "forms"], default="chinchilla")
-    parser.add_argument("--range", choices=["trusted", "share-only"], default="trusted")
-    args = parser.parse_args(argv)
-    global TRUTH, FIT, RANGE
-    TRUTH, FIT, RANGE = args.truth, args.fit, args.range
-    starts = start_grid(args.grid_points)
-    started = time.perf_counter()
-    results = []
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        result = one_seed(seed, args.rounds, args.bootstrap, starts)
-        results.append(result)
-        print(
-            f"seed {seed}: width hand {result['hand']['width']:.4f} ({result['hand']['runs']} runs, "
-            f"{result['hand']['flops']:.3g} FLOPs, covers {result['hand']['covers']}), suggested "
-            f"{result['suggested']['width']:.4f} ({result['suggested']['runs']} runs, "
-            f"{result['suggested']['flops']:.3g} FLOPs, covers {result['suggested']['covers']}), "
-            f"ratio {result['ratio']:.2f}",
-            file=sys.stderr,
-            flush=True,
-        )
+def by_round(results, rounds) -> dict:
+    """Median over seeds of measured / forecast width after each round: the bootstrap's and the fit's."""
+
+    def median(measured, expected, k):
+        return float(np.median([r["rounds"][k][measured] / r["rounds"][k][expected] for r in results]))
+
+    return {
+        "measured_to_expected_stated_width_by_round": [
+            median("measured_stated_width", "expected_stated_width", k) for k in range(rounds)
+        ],
+        "measured_to_expected_width_by_round": [median("measured_width", "expected_width", k) for k in range(rounds)],
+    }
+
+
+def summarise(results, args, started) -> dict:
+    """The JSON object of the run: medians over seeds and the per-round forecasts against the refits."""
     ratios = [r["ratio"] for r in results]
     summary = {
         "bench": "suggest_vs_grid",
@@ -278,18 +266,7 @@ def main(argv=None):
         "median_bootstrap_width_ratio": float(
             np.median([r["hand"]["bootstrap_width"] / r["suggested"]["bootstrap_width"] for r in results])
         ),
-        "measured_to_expected_stated_width_by_round": [
-            float(
-                np.median(
-                    [r["rounds"][k]["measured_stated_width"] / r["rounds"][k]["expected_stated_width"] for r in results]
-                )
-            )
-            for k in range(args.rounds)
-        ],
-        "measured_to_expected_width_by_round": [
-            float(np.median([r["rounds"][k]["measured_width"] / r["rounds"][k]["expected_width"] for r in results]))
-            for k in range(args.rounds)
-        ],
+        **by_round(results, args.rounds),
         "flops_near_frontier": float(
             np.median(
                 [e["flops_near_frontier"] for r in results for e in r["rounds"] if e["flops_near_frontier"] is not None]
@@ -309,6 +286,38 @@ def main(argv=None):
         "seconds": round(time.perf_counter() - started, 1),
         "per_seed": [{k: r[k] for k in ("seed", "ratio", "hand", "suggested", "rounds")} for r in results],
     }
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bootstrap", type=int, default=100)
+    parser.add_argument("--grid-points", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--truth", choices=["chinchilla", "farseer_like"], default="chinchilla")
+    parser.add_argument("--fit", choices=["chinchilla", "forms"], default="chinchilla")
+    parser.add_argument("--range", choices=["trusted", "share-only"], default="trusted")
+    args = parser.parse_args(argv)
+    global TRUTH, FIT, RANGE
+    TRUTH, FIT, RANGE = args.truth, args.fit, args.range
+    starts = start_grid(args.grid_points)
+    started = time.perf_counter()
+    results = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        result = one_seed(seed, args.rounds, args.bootstrap, starts)
+        results.append(result)
+        print(
+            f"seed {seed}: width hand {result['hand']['width']:.4f} ({result['hand']['runs']} runs, "
+            f"{result['hand']['flops']:.3g} FLOPs, covers {result['hand']['covers']}), suggested "
+            f"{result['suggested']['width']:.4f} ({result['suggested']['runs']} runs, "
+            f"{result['suggested']['flops']:.3g} FLOPs, covers {result['suggested']['covers']}), "
+            f"ratio {result['ratio']:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    summary = summarise(results, args, started)
     print(json.dumps(summary))
     return summary
 
