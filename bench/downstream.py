@@ -12,8 +12,9 @@ the two-step method the task loss (`via`), half make it go through the loss colu
 
 For each method fitted (direct_nd and two_step; `direct`, the law in compute alone, is fitted
 only to runs at one token-to-parameter ratio, and these grids span 2000x) and for the automatic
-choice (the lowest out-of-sample error, scalelab.fit.metric_laws, with its interval mixing the
-methods by their errors), at the compute-optimal N, D of 10x and 100x the largest run's compute:
+forecast (what `scalelab fit` reports: the equal-weight mean of the methods the rolling checks do
+not clearly beat, scalelab.fit.metric_mix, with that mean's own interval), at the compute-optimal
+N, D of 10x and 100x the largest run's compute:
 mean absolute error in points against the true expected accuracy, and how often the 95 %
 interval covers a fresh evaluation (a binomial draw at the truth), with its mean width. The
 automatic choice is also scored on the ladders it calls predictable only, and the share it calls
@@ -82,16 +83,17 @@ def score_ladder(seed: int, bootstrap: int) -> list[dict]:
     for flops, n, d in targets(frame):
         truth = float(synthetic.task_accuracy(n, d, task))
         observed = rng.binomial(task["items"], truth) / task["items"]
+        alone = {k: v for k, v in section.items() if k not in ("point", "combined")}
         laws = {
             m: {
-                **section,
+                **alone,
                 "chosen_method": m,
                 "predictable": True,
                 "methods": {m: {**section["methods"][m], "weight": 1.0}},
             }  # each method alone, unmixed
             for m in section["methods"]
         }
-        laws["auto"] = {**section, "predictable": True}  # the chosen method, its interval mixed as fitted
+        laws["auto"] = {**section, "predictable": True}  # the forecast as fitted (the methods' weighted mean)
         for name, entry in laws.items():
             law = MetricLaw("task", entry, samples, section["range"])
             p = law.predict(np.array([n]), np.array([d]), log_distance(n, d, section["range"]), 0.95).iloc[0]

@@ -182,10 +182,10 @@ def test_study_api_agrees_with_what_the_workflow_wrote(study):
     # allocate() gives fit.json's allocation section, intervals included
     table = study_.allocate([row["flops"] for row in fit["allocation"]])
     for row, want in zip(table.to_dict("records"), fit["allocation"]):
-        for key in ("n_opt", "d_opt", "tokens_per_param", "loss_pred"):
-            assert row[key] == pytest.approx(want[key], rel=1e-9), key
-        for name in ("n_opt", "d_opt", "loss"):
-            assert [row[f"{name}_ci_low"], row[f"{name}_ci_high"]] == pytest.approx(want[f"{name}_ci95"], rel=1e-9)
+        for mine, key in (("params", "n_opt"), ("tokens", "d_opt"), ("tokens_per_param",) * 2, ("loss", "loss_pred")):
+            assert row[mine] == pytest.approx(want[key], rel=1e-9), key
+        for mine, name in (("", "loss"), ("params_", "n_opt"), ("tokens_", "d_opt")):
+            assert [row[f"{mine}low"], row[f"{mine}high"]] == pytest.approx(want[f"{name}_ci95"], rel=1e-9)
     # predict() at the held-out runs gives the law's prediction that fit.json checks them with
     metrics = study_.metrics.set_index("run")
     chosen = fit["chosen_form"]  # predictions use the law form the fit chose

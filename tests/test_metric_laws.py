@@ -12,9 +12,11 @@ import scalelab
 from scalelab.laws import synthetic
 from scalelab.errors import ScalelabError
 from scalelab.fit import fit_all
-from scalelab.fit.metric_laws import fit_metric, holdout_checks
+from scalelab.fit.metric_laws import check_method, fit_metric, holdout_checks
+from scalelab.fit.metric_mix import clearly_beaten, combined_section, set_weights
 from scalelab.fit.metric_spec import metric_specs
 from scalelab.fit.outputs import write_outputs
+from scalelab.laws.fitted_metrics import MetricLaw, metric_values
 
 EASY = {**synthetic.EXAMPLE_TASK, "midpoint": 1.8}  # mid-rise across the ladder: a clear trend
 
@@ -199,3 +201,100 @@ def test_downstream_bench_scores_every_method_and_the_choice():
     assert np.allclose(table["error"], 100 * (table["predicted"] - table["truth"]).abs(), equal_nan=True)
     summary = bench.summarise(table)
     assert 0 <= summary["auto_10x"]["coverage"] <= 1 and summary["auto_10x"]["n"] == 2
+
+
+def test_the_forecast_averages_the_methods_the_checks_do_not_tell_apart(tmp_path):
+    """fit.json's `point` is "weighted": each method no other clearly beats gets an equal share,
+    the forecast is their mean, and the interval holds every weighted method's point."""
+    df = _ladder()
+    fit = fit_all(df, bootstrap=30, metrics=["easy"], metric_spec={"easy": {"chance": 0.25, "via": "easy_loss"}})
+    write_outputs(fit, tmp_path)
+    entry = json.loads((tmp_path / "fit.json").read_text())["metrics"]["easy"]
+    assert entry["point"] == "weighted" and entry["weights_why"].startswith("forecast: ")
+    assert entry["weights_why"] in (tmp_path / "fit.txt").read_text()
+    weights = {m: s["weight"] for m, s in entry["methods"].items()}
+    kept = [m for m, w in weights.items() if w > 0]
+    assert kept and np.allclose([weights[m] for m in kept], 1 / len(kept))
+    assert set(entry["combined"]["weights"]) == set(kept)
+    law = scalelab.load_fit(tmp_path).metric_law("easy")
+    n, d = np.array([1.2e9]), np.array([3e10])
+    each = {m: float(metric_values(m, "sigmoid", entry["methods"][m]["params"], n, d)[0]) for m in kept}
+    row = scalelab.load_fit(tmp_path).predict(n[0], d[0], metric="easy").iloc[0]
+    assert row["easy"] == pytest.approx(np.mean(list(each.values())))
+    assert all(row["low"] <= v <= row["high"] for v in each.values())
+    assert law.weighted
+    # the forecast's resamples (suggest --metric designs on them): the mean of the methods' paired resamples
+    resamples = pd.read_csv(tmp_path / "metrics_bootstrap.csv")
+    paired = [resamples[resamples["method"] == m] for m in kept]
+    expected = np.mean(
+        [
+            metric_values(m, "sigmoid", {k: t[k].to_numpy()[:, None] for k in entry["methods"][m]["params"]}, n, d)
+            for m, t in zip(kept, paired)
+        ],
+        axis=0,
+    )
+    assert np.allclose(law.ensemble(n, d), expected, equal_nan=True)
+
+
+def test_a_method_beaten_on_every_check_by_more_than_their_spread_gets_no_weight():
+    methods = {
+        "direct_nd": {"checks": {"a": 0.02, "b": 0.03, "c": 0.025, "d": 0.02}},
+        "two_step": {"checks": {"a": 0.10, "b": 0.12, "c": 0.11, "d": 0.13}},
+    }
+    assert clearly_beaten(methods) == {"two_step": "direct_nd"}
+    why = set_weights(methods, "direct_nd")
+    assert methods["direct_nd"]["weight"] == 1.0 and methods["two_step"]["weight"] == 0.0
+    assert "two_step is beaten by direct_nd" in why
+    close = {
+        "direct_nd": {"checks": {"a": 0.02, "b": 0.05, "c": 0.025}},
+        "two_step": {"checks": {"a": 0.03, "b": 0.02, "c": 0.03}},
+    }
+    assert clearly_beaten(close) == {}
+    set_weights(close, "two_step")
+    assert close["direct_nd"]["weight"] == close["two_step"]["weight"] == 0.5
+
+
+def test_the_weighted_mean_is_checked_as_one_predictor():
+    """`combined`: its misses are the weighted mean of the methods' misses at the same runs; its
+    out-of-sample error is their mean absolute value per check, averaged over the checks."""
+    methods = {
+        "direct_nd": {"weight": 0.5, "residual_sigma": 0.01},
+        "two_step": {"weight": 0.5, "residual_sigma": 0.03},
+    }
+    d = np.array([0.5, 1.0])
+    misses = {
+        "direct_nd": {"a": (np.array([0.04, -0.02]), d, np.full(2, 0.01)), "b": (np.array([0.1]), d[:1], [0.01])},
+        "two_step": {"a": (np.array([-0.02, -0.04]), d, np.full(2, 0.03))},
+    }
+    combined = combined_section(methods, misses)
+    assert set(combined["checks"]) == {"a"}  # b: not every weighted method ran it
+    assert combined["oos_error"] == pytest.approx(np.mean(np.abs([0.01, -0.03])))
+    assert combined["residual_sigma"] == pytest.approx(0.02)
+    assert combined["extrapolation_sigma"] >= 0
+
+
+def test_a_fit_without_weighted_point_forecasts_its_chosen_method_alone(tmp_path):
+    """A fit.json written before the weighted forecast (no `point`) reads back as the chosen method."""
+    df = _ladder()
+    spec = metric_specs(df, ["easy"], {"easy": {"chance": 0.25, "via": "easy_loss"}})[0]
+    entry, samples = fit_metric(df, spec, [], bootstrap_n=20)
+    old = {k: v for k, v in entry.items() if k not in ("point", "combined")}
+    n, d = np.array([1.2e9]), np.array([3e10])
+    chosen = entry["chosen_method"]
+    expected = metric_values(chosen, "sigmoid", entry["methods"][chosen]["params"], n, d)
+    assert MetricLaw("easy", old, samples, entry["range"]).point(n, d) == pytest.approx(expected)
+    assert not MetricLaw("easy", old, samples, entry["range"]).weighted
+
+
+def test_the_checks_scatter_holds_the_refits_own_spread():
+    """With resamples of each check's refit, the scatter a refit explains itself is at least its
+    residual sigma (the extrapolation scatter learnt per e-fold need not also carry its parameter noise)."""
+    df = _ladder()
+    spec = metric_specs(df, ["easy"], {"easy": {"chance": 0.25, "via": "easy_loss"}})[0]
+    runs = df.copy()
+    plain = check_method("two_step", spec, runs, holdout_checks)
+    resampled = check_method("two_step", spec, runs, holdout_checks, n_boot=10, seed=0)
+    assert plain["checks"] == resampled["checks"] and plain["misses"]
+    for name, (_, _, explained) in resampled["misses"].items():
+        assert np.all(explained >= plain["misses"][name][2] - 1e-12)
+        assert np.any(explained > plain["misses"][name][2])

@@ -928,3 +928,67 @@ def test_the_frontier_draws_the_loss_envelope_not_every_run_and_keeps_the_law_in
                 y = y[np.isfinite(y)]
                 assert low <= y.min() and y.max() <= high, line.get_gid()
     assert [line for line in fig.axes[2].get_lines() if line.get_label() == "runs"]
+
+
+def _write_generations(run_dir: Path, prompts: int, rng: np.random.Generator, quality: float) -> None:
+    """generations.jsonl of `prompts` pairs; each hypothesis copies each reference word with chance `quality`."""
+    words = [f"w{i}" for i in range(50)]
+    with (run_dir / "generations.jsonl").open("w") as out:
+        for _ in range(prompts):
+            reference = [str(w) for w in rng.choice(words, 12)]
+            hypothesis = [w if rng.random() < quality else str(rng.choice(words)) for w in reference]
+            out.write(json.dumps({"prompt": "p", "reference": " ".join(reference), "hypothesis": " ".join(hypothesis)}))
+            out.write("\n")
+
+
+def test_score_intervals_hold_the_score_and_narrow_with_more_prompts(tmp_path):
+    """Issue 31 item 8: BLEU and ROUGE-L from a few dozen prompts get their sampling interval."""
+    from sacrebleu.metrics import BLEU
+
+    from scalelab.report.score_noise import score_intervals
+
+    rng = np.random.default_rng(0)
+    for run, prompts in (("few", 16), ("many", 400)):
+        (tmp_path / run).mkdir()
+        _write_generations(tmp_path / run, prompts, rng, quality=0.5)
+    intervals = score_intervals(tmp_path, ["few", "many", "absent"])
+    assert set(intervals) == {"few", "many"}
+    rows = [json.loads(line) for line in (tmp_path / "few" / "generations.jsonl").read_text().splitlines()]
+    bleu = BLEU().corpus_score([r["hypothesis"] for r in rows], [[r["reference"] for r in rows]]).score
+    low, high = intervals["few"]["bleu"]
+    assert low < bleu < high
+    width = {run: intervals[run]["bleu"][1] - intervals[run]["bleu"][0] for run in intervals}
+    assert width["many"] < 0.5 * width["few"]
+    assert intervals["many"]["rougeL"][1] - intervals["many"]["rougeL"][0] < 0.5 * (
+        intervals["few"]["rougeL"][1] - intervals["few"]["rougeL"][0]
+    )
+
+
+def test_bleu_rouge_figure_draws_prompt_noise_and_says_when_runs_differ_by_noise(tmp_path):
+    from scalelab.report.figures_runs import fig_bleu_rouge
+    from scalelab.report.inputs import load_study
+
+    make_study(tmp_path, isoflop=False, extras=False)
+    results = tmp_path / "results"
+    metrics = pd.read_csv(results / "metrics.csv")
+    rng = np.random.default_rng(1)
+    for run in metrics["run"]:  # every run writes equally well: the score differences are noise
+        _write_generations(results / "runs" / run, 24, rng, quality=0.5)
+    # metrics.csv's scores as evaluate computes them from those generations
+    from scalelab.evaluate.generation import score_generations
+
+    for i, run in enumerate(metrics["run"]):
+        rows = [json.loads(line) for line in (results / "runs" / run / "generations.jsonl").read_text().splitlines()]
+        scores = score_generations([r["hypothesis"] for r in rows], [r["reference"] for r in rows])
+        metrics.loc[i, "bleu"], metrics.loc[i, "rougeL"] = scores["bleu"], scores["rougeL"]
+    metrics.to_csv(results / "metrics.csv", index=False)
+    study = load_study(
+        results / "metrics.csv", results / "fit" / "fit.json", results / "runs", results / "data/meta.json"
+    )
+    fig, note = fig_bleu_rouge(study)
+    from scalelab.report.plotting import artist_gids
+
+    assert "prompt-noise" in artist_gids(fig)
+    panels = [ax for ax in fig.axes if any(c.get_gid() == "prompt-noise" for c in ax.collections)]
+    assert len(panels) == 4  # BLEU and ROUGE-L, against parameters and compute
+    assert "sampling noise, not a trend" in note and "24 prompts" in note

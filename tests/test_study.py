@@ -115,17 +115,39 @@ def test_predict_is_the_law_with_percentile_intervals_over_the_resamples(results
     pd.testing.assert_frame_equal(study.predict(1e6, 2e7, alpha=0.5), narrow)  # statsmodels' alpha = 1 - level
 
 
+# Study.allocate's columns and the fit.json allocation keys they record
+ALLOCATION_NAMES = (
+    ("params", "n_opt"),
+    ("tokens", "d_opt"),
+    ("tokens_per_param", "tokens_per_param"),
+    ("loss", "loss_pred"),
+)
+ALLOCATION_COLUMNS = (
+    "flops",
+    "params",
+    "tokens",
+    "tokens_per_param",
+    "loss",
+    "low",
+    "high",
+    "params_low",
+    "params_high",
+)
+ALLOCATION_COLUMNS += ("tokens_low", "tokens_high")
+
+
 def test_allocate_matches_what_fit_writes_to_fit_json(results):
     study = scalelab.load_study(results)
     budgets = [1e15, 1e17, 1e19]
     table = study.allocate(C=budgets)
     expected = fitting.allocation(LAW, budgets, _resamples())  # fit.json's allocation section
+    assert list(table.columns) == [*ALLOCATION_COLUMNS]  # each number once (issue 31 item 9)
     for row, want in zip(table.to_dict("records"), expected):
-        for key in ("flops", "n_opt", "d_opt", "tokens_per_param", "loss_pred"):
-            assert row[key] == pytest.approx(want[key], rel=1e-12), key
-        for name in ("n_opt", "d_opt", "loss"):
-            assert [row[f"{name}_ci_low"], row[f"{name}_ci_high"]] == pytest.approx(want[f"{name}_ci95"], rel=1e-12)
-    assert np.allclose(6 * table["n_opt"] * table["d_opt"], budgets)
+        for mine, key in (("flops", "flops"), *ALLOCATION_NAMES):
+            assert row[mine] == pytest.approx(want[key], rel=1e-12), key
+        for mine, name in (("", "loss"), ("params_", "n_opt"), ("tokens_", "d_opt")):
+            assert [row[f"{mine}low"], row[f"{mine}high"]] == pytest.approx(want[f"{name}_ci95"], rel=1e-12)
+    assert np.allclose(6 * table["params"] * table["tokens"], budgets)
 
 
 def test_without_a_bootstrap_the_intervals_are_nan(results):
@@ -133,7 +155,7 @@ def test_without_a_bootstrap_the_intervals_are_nan(results):
     study = scalelab.load_study(results)
     assert study.predict(1e6, 1e7).filter(like="_ci_").isna().all(axis=None)
     table = study.allocate(1e16)
-    assert table["n_opt"].notna().all() and table.filter(like="_ci_").isna().all(axis=None)
+    assert table["params"].notna().all() and table.filter(regex="low|high").isna().all(axis=None)
 
 
 def test_unfitted_law_and_bad_arguments_are_one_line_errors(results):

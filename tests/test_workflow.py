@@ -176,6 +176,23 @@ def test_changing_eval_settings_reruns_evaluate_not_train(study, tmp_path):
     assert jobs.get("evaluate") == 6 and "train" not in jobs and "tokenize" not in jobs
 
 
+def test_a_changed_setting_is_named_in_the_reports_rerun_reason(study, tmp_path):
+    """Issue 31 item 11: the report's settings param was one JSON object of every setting, so the
+    reason Snakemake printed for a rerun was that object twice (about 3 KB each)."""
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    config["data"]["allow_repeat"] = True  # reruns suggest and the report (test above)
+    path = tmp_path / "repeat.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # The report alone: its own reason is then the params, not "updated by another job".
+    out = snakemake(study, "--dry-run", "--allowed-rules", "report", config=path).stdout
+    report_job = out.split("rule report:", 1)[1].split("\n\n", 1)[0]
+    reason = next(line for line in report_job.splitlines() if "reason:" in line)
+    assert "Params have changed since last execution:" in reason, reason
+    params = reason.split("Params have changed since last execution:", 1)[1].split(";", 1)[0]
+    assert "data.allow_repeat = true" in params and "data.allow_repeat = false" in params
+    assert len(params) < 400, params
+
+
 def test_changing_the_tokenizer_reruns_everything(study, tmp_path):
     config = yaml.safe_load((study / "config.yaml").read_text())
     config["data"]["tokenizer"]["vocab_size"] = 320
@@ -392,6 +409,9 @@ def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
     is rebuilt identically (restored from the run store, or retrained to the same weights)."""
     study = copy_of(study, tmp_path / "study")
     models = _models(study)
+    # Each rebuild runs up to metrics.csv: what the models give. The fit, suggest and report after it
+    # read no model and are tested elsewhere; here they would only add a minute per rebuild.
+    until = ("--until", "aggregate")
     tiny_runs = [f"{m}-{t}-s0" for m in "abc" for t in ("4K", "8K")]
     assert set(tiny_runs) <= set(models) and (study / "results/store").is_dir()
 
@@ -405,7 +425,7 @@ def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
     assert _models(study) == models
     meta.unlink()
     assert planned_jobs(study).get("tokenize") == 1
-    snakemake(study)
+    snakemake(study, *until)
     assert json.loads(meta.read_text())["tokenizer"] == json.loads(meta_text)["tokenizer"]
     assert _models(study) == models
     assert all("restored from" in (study / f"logs/train/{run}.log").read_text() for run in tiny_runs)
@@ -413,8 +433,8 @@ def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
     # A run folder deleted after the study: exactly that run is rebuilt.
     shutil.rmtree(study / "results/runs/c-8K-s0")
     assert planned_jobs(study) == {"train": 1, "evaluate": 1, "aggregate": 1, "fit": 1, "suggest": 1, "report": 1}
-    snakemake(study)
-    assert _models(study) == models and planned_jobs(study) == {}
+    snakemake(study, *until)
+    assert _models(study) == models and planned_jobs(study) == {"fit": 1, "suggest": 1, "report": 1}
 
     # A model.pt truncated in place and a corrupt eval.json: one line naming them and the command;
     # then the command rebuilds the same weights (the store keeps its own copy, not a link).
@@ -430,7 +450,7 @@ def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
     removal = line.split("To rebuild: rm ", 1)[1].split(",", 1)[0].split()
     for name in removal:
         (study / name).unlink()
-    snakemake(study)
+    snakemake(study, *until)
     assert _models(study) == models
     assert "restored from" in (study / "logs/train/b-4K-s0.log").read_text()
 
@@ -440,7 +460,7 @@ def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
     line = _error_line(snakemake(study, check=False))
     assert "results/runs/a-8K-s0/model.pt" in line and "SHA-256" in line and "rm results/runs/a-8K-s0/model.pt" in line
     (study / "results/runs/a-8K-s0/model.pt").unlink()
-    snakemake(study)
+    snakemake(study, *until)
     assert _models(study) == models
     assert pd.read_csv(study / "results/metrics.csv")["status"].eq("ok").all()
 
@@ -449,9 +469,9 @@ def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
     config["overrides"]["b"] = {"lr": 1e-3}
     changed = tmp_path / "lr.yaml"
     changed.write_text(yaml.safe_dump(config))
-    snakemake(study, config=changed)
+    snakemake(study, *until, config=changed)
     assert _models(study)["b-4K-s0"] != models["b-4K-s0"]
-    snakemake(study)
+    snakemake(study, *until)
     assert _models(study) == models
     assert "restored from" in (study / "logs/train/b-4K-s0.log").read_text()
 

@@ -7,12 +7,15 @@ For each metric (scalelab.fit.metric_spec) both methods of scalelab.laws.fitted_
 the smallest sizes, token counts or compute, predict every larger run); each method is refitted on
 the train runs and scored by its mean
 absolute error at the test runs (metric units; |ln(actual/predicted)| for losses). The method
-with the lower mean error over the checks is chosen.
+with the lower mean error over the checks is `chosen_method` (its slope is the verdict's trend);
+the forecast is the equal-weight mean of every method the checks do not clearly beat
+(scalelab.fit.metric_mix), checked as one predictor (fit.json's `combined`).
 
 Intervals: the runs are resampled (scipy.stats.bootstrap's resampling, both steps refitted on
 each resample); a new run's scatter is the residual sigma plus the extrapolation scatter learnt
-from the checks' misses (maximum likelihood of k in miss ~ Normal(0, sigma^2 + (k d)^2), d the
-e-folds a held-out run lies outside its refit's runs).
+from the checks' misses (maximum likelihood of k in miss ~ Normal(0, s^2 + (k d)^2), d the
+e-folds a held-out run lies outside its refit's runs, s the refit's residual sigma and the spread
+of its own CHECK_BOOTSTRAP resamples' predictions there).
 
 Verdict: NOT PREDICTABLE, with no forecast, when fewer than MIN_RUNS runs have the metric, fewer
 than MIN_SIZES_ABOVE model sizes score clearly above the floor, the slope's 95 % interval contains
@@ -26,14 +29,14 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize_scalar
 from scipy.stats import bootstrap
 
 from ..laws.fitted import log_distance
-from ..laws.fitted_metrics import METHODS, MetricLaw, metric_values
+from ..laws.fitted_metrics import METHODS, MetricLaw, metric_values, robust_spread
 from .validation import largest_size_check, rolling_checks
 from .common import SIZE_TOLERANCE, n_distinct
 from .inputs import data_range
+from .metric_mix import combined_section, scatter_per_efold, set_weights
 from .metric_models import fit_method, param_names, residual_sigma, task_loss_column
 from .metric_spec import MetricSpec
 
@@ -48,7 +51,8 @@ ONE_RATIO_SPAN = 2.0
 
 
 CHECK_MIN_RUNS = 6  # training runs a walk-forward check needs here (a metric law has 4-5 parameters)
-WEIGHT_POWER = 6  # a method's mixture weight: (best out-of-sample error / its own) ** this
+CHECK_BOOTSTRAP = 20  # resamples of each check's refit, for the scatter it explains itself
+CHECK_MIN_BOOTSTRAP = 8
 
 
 def holdout_checks(runs: pd.DataFrame):
@@ -66,10 +70,13 @@ def _errors(spec: MetricSpec, actual, predicted) -> np.ndarray:
         return np.log(actual / predicted) if spec.link == "loglinear" else actual - predicted
 
 
-def check_method(method: str, spec: MetricSpec, runs: pd.DataFrame, checks) -> dict:
+def check_method(method: str, spec: MetricSpec, runs: pd.DataFrame, checks, n_boot: int = 0, seed: int = 0) -> dict:
     """Each check's mean |error| of `method` refitted without the test runs, and the misses
-    (error, distance outside the refit's runs, the refit's residual sigma) for the scatter."""
-    errors, misses = {}, []
+    (error, distance outside the refit's runs, the scatter the refit explains itself) for the
+    extrapolation scatter: its residual sigma and, with n_boot resamples, the spread of its
+    bootstrap predictions at the held-out runs (without it the scatter learnt per e-fold would also
+    carry the refit's parameter uncertainty, which the forecast's own resamples already hold)."""
+    errors, misses = {}, {}
     for name, train, test in checks(runs):
         rest, held = runs[np.asarray(train)], runs[np.asarray(test)]
         if len(rest) < MIN_TRAIN_RUNS or not len(held) or n_distinct(rest["params"], SIZE_TOLERANCE) < 2:
@@ -77,34 +84,31 @@ def check_method(method: str, spec: MetricSpec, runs: pd.DataFrame, checks) -> d
         theta = fit_method(method, spec, rest)
         if theta is None:
             continue
-        predicted = _law(method, spec, theta).point(held["params"].to_numpy(float), held["tokens"].to_numpy(float))
+        n, d = held["params"].to_numpy(float), held["tokens"].to_numpy(float)
+        predicted = _law(method, spec, theta).point(n, d)
         miss = _errors(spec, held[spec.name].to_numpy(float), predicted)
         if not np.all(np.isfinite(miss)):
             continue
         errors[name] = float(np.mean(np.abs(miss)))
         distance = log_distance(held["params"], held["tokens"], data_range(rest))
-        misses.append((miss, distance, np.full(len(miss), residual_sigma(method, spec, theta, rest))))
+        explained = np.full(len(miss), residual_sigma(method, spec, theta, rest))
+        if n_boot >= CHECK_MIN_BOOTSTRAP:
+            spread = prediction_spread(method, spec, bootstrap_method(method, spec, rest, theta, n_boot, seed), n, d)
+            explained = np.sqrt(explained**2 + spread**2)
+        misses[name] = (miss, distance, explained)
     oos = float(np.mean(list(errors.values()))) if errors else None
     return {"checks": errors, "oos_error": oos, "misses": misses}
 
 
-def scatter_per_efold(misses) -> float:
-    """The maximum-likelihood k >= 0 of miss ~ Normal(0, sigma^2 + (k d)^2); 0 without misses
-    outside their refit's runs."""
-    if not misses:
-        return 0.0
-    z, d, s = (np.concatenate(parts) for parts in zip(*misses))
-    s = np.maximum(np.nan_to_num(s, nan=0.0), 1e-9)
-    if not np.any(d > 1e-9):
-        return 0.0
-
-    def negative_log_likelihood(k):
-        variance = s**2 + (k * d) ** 2
-        return float(np.sum(np.log(variance) + z**2 / variance))
-
-    upper = 10 * float(np.max(np.abs(z) / np.maximum(d, 1e-9)))
-    best = minimize_scalar(negative_log_likelihood, bounds=(0.0, max(upper, 1e-9)), method="bounded")
-    return float(best.x) if negative_log_likelihood(best.x) < negative_log_likelihood(0.0) else 0.0
+def prediction_spread(method: str, spec: MetricSpec, samples: pd.DataFrame, params, tokens) -> np.ndarray:
+    """The robust spread of the resamples' predictions at each (N, D), in the errors' units (log
+    for a loss); 0 where too few resamples are finite."""
+    cols = {k: samples[k].to_numpy(float)[:, None] for k in samples.columns}
+    preds = metric_values(method, spec.link, cols, params[None, :], tokens[None, :])
+    preds = preds[np.all(np.isfinite(preds) & (preds > 0 if spec.link == "loglinear" else True), axis=1)]
+    if len(preds) < CHECK_MIN_BOOTSTRAP:
+        return np.zeros(len(params))
+    return robust_spread(np.log(preds) if spec.link == "loglinear" else preds)
 
 
 def bootstrap_method(method: str, spec: MetricSpec, runs: pd.DataFrame, theta: dict, n: int, seed: int):
@@ -143,12 +147,13 @@ def _law(method, spec, theta, samples=None, sigma=0.0, per_efold=0.0, ranges=Non
     return MetricLaw(spec.name, section, table, ranges or {})
 
 
-def method_section(method, spec, runs, checks, n_boot, seed) -> tuple[dict | None, pd.DataFrame]:
-    """One method's fit.json entry and its resamples; None when the full fit fails."""
+def method_section(method, spec, runs, checks, n_boot, seed) -> tuple[dict | None, pd.DataFrame, dict]:
+    """One method's fit.json entry, its resamples and its misses per check; None when the full fit
+    fails."""
     theta = fit_method(method, spec, runs)
     if theta is None:
-        return None, pd.DataFrame()
-    checked = check_method(method, spec, runs, checks)
+        return None, pd.DataFrame(), {}
+    checked = check_method(method, spec, runs, checks, min(n_boot, CHECK_BOOTSTRAP), seed)
     samples = bootstrap_method(method, spec, runs, theta, n_boot, seed)
     ci = {}
     for key in samples.columns:
@@ -162,10 +167,10 @@ def method_section(method, spec, runs, checks, n_boot, seed) -> tuple[dict | Non
         "oos_error": checked["oos_error"],
         "checks": checked["checks"],
         "residual_sigma": residual_sigma(method, spec, theta, runs),
-        "extrapolation_sigma": scatter_per_efold(checked["misses"]),
+        "extrapolation_sigma": scatter_per_efold(list(checked["misses"].values())),
         "n_resamples": int(len(samples)),
     }
-    return section, samples
+    return section, samples, checked["misses"]
 
 
 def trend(method: str, spec: MetricSpec, runs: pd.DataFrame, theta: dict, samples: pd.DataFrame) -> dict:
@@ -188,7 +193,8 @@ def trend(method: str, spec: MetricSpec, runs: pd.DataFrame, theta: dict, sample
 
 
 def choose_method(sections: dict, spec: MetricSpec) -> tuple[str | None, str]:
-    """The method with the lower out-of-sample error, and why in words."""
+    """The method with the lower out-of-sample error (the one whose slope and checks the verdict
+    reads), and why in words."""
     fitted = {m: s for m, s in sections.items() if s is not None}
     if not fitted:
         return None, "neither method could be fitted"
@@ -202,21 +208,9 @@ def choose_method(sections: dict, spec: MetricSpec) -> tuple[str | None, str]:
     return chosen, f"{chosen}: lowest mean out-of-sample error ({unit}): {shown}"
 
 
-def set_weights(methods: dict, chosen: str | None) -> None:
-    """Each method's weight in the intervals' mixture: (best out-of-sample error / its own)^6: a
-    method within ~1.5x of the best
-    widens the interval toward its prediction, one 2x worse barely does."""
-    scores = {m: s["oos_error"] for m, s in methods.items() if s["oos_error"]}
-    best = min(scores.values()) if scores else None
-    for method, section in methods.items():
-        if best is None or method not in scores:
-            section["weight"] = float(method == chosen)
-        else:
-            section["weight"] = float((best / scores[method]) ** WEIGHT_POWER)
-
-
 def verdict(spec: MetricSpec, runs: pd.DataFrame, chosen: str | None, section: dict | None) -> str | None:
-    """Why the metric is NOT PREDICTABLE, or None when it has a usable trend."""
+    """Why the metric is NOT PREDICTABLE, or None when it has a usable trend: judged on the chosen
+    method (the lowest out-of-sample error), whether or not the forecast averages it with others."""
     if chosen is None or section is None:
         return "no law could be fitted to these runs"
     values = runs[spec.name].to_numpy(float)
@@ -285,19 +279,21 @@ def fit_metric(
     if len(runs) < MIN_RUNS:
         out["verdict"] = f"NOT PREDICTABLE: only {len(runs)} runs have the metric (at least {MIN_RUNS} needed)"
         return out, pd.DataFrame()
-    sections, tables = {}, []
+    sections, tables, misses = {}, [], {}
     skipped = skipped_methods(runs, spec)
     out["skipped"] = skipped
     for method in METHODS:
         if method in skipped:
             continue
-        sections[method], samples = method_section(method, spec, runs, checks, bootstrap_n, seed)
+        sections[method], samples, misses[method] = method_section(method, spec, runs, checks, bootstrap_n, seed)
         if len(samples):
             tables.append(samples.assign(metric=spec.name, method=method))
     out["methods"] = {m: s for m, s in sections.items() if s is not None}
     chosen, why = choose_method(sections, spec)
     out["chosen_method"], out["chosen_why"] = chosen, why
-    set_weights(out["methods"], chosen)
+    out["point"] = "weighted"  # the forecast is the methods' weighted mean (scalelab.laws.fitted_metrics)
+    out["weights_why"] = set_weights(out["methods"], chosen)
+    out["combined"] = combined_section(out["methods"], misses)
     reason = verdict(spec, runs, chosen, sections.get(chosen))
     out["predictable"] = reason is None
     out["verdict"] = "predictable" if reason is None else f"NOT PREDICTABLE: {reason}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..laws.fitted_metrics import slope_param
+from ..laws.fitted_metrics import forecast_methods, slope_param
 from .metric_laws import METRIC_BOOTSTRAP, fit_metric_laws, holdout_checks
 
 METRICS_COLUMNS = [
@@ -20,6 +20,7 @@ METRICS_COLUMNS = [
     "kind",
     "method",
     "chosen",
+    "weight",
     "oos_error",
     "residual_sigma",
     "extrapolation_sigma",
@@ -65,6 +66,7 @@ def metrics_table(sections: dict) -> pd.DataFrame:
                     "kind": entry["kind"],
                     "method": method,
                     "chosen": method == entry["chosen_method"],
+                    "weight": section.get("weight"),
                     "oos_error": section["oos_error"],
                     "residual_sigma": section["residual_sigma"],
                     "extrapolation_sigma": section["extrapolation_sigma"],
@@ -84,7 +86,7 @@ def forecasts_table(sections: dict) -> pd.DataFrame:
     rows = [
         {
             "metric": name,
-            "method": entry["chosen_method"],
+            "method": forecast_methods(entry),
             "flops": f["flops"],
             "params": f["params"],
             "tokens": f["tokens"],
@@ -111,6 +113,12 @@ def metric_lines(sections: dict) -> list[str]:
         lines.append(f"{name} ({entry['kind']}, {entry['n_runs']} runs): {entry['verdict']}")
         if entry["chosen_why"]:
             lines.append(f"  method {entry['chosen_why']}")
+        if entry.get("weights_why") and entry["predictable"]:
+            combined = entry.get("combined") or {}
+            oos = combined.get("oos_error")
+            lines.append(
+                f"  {entry['weights_why']}" + (f"; its out-of-sample error {oos:.3g}" if oos is not None else "")
+            )
         for method, why in (entry.get("skipped") or {}).items():
             lines.append(f"  {method} not fitted: {why}")
         for f in entry["forecasts"]:

@@ -21,9 +21,12 @@ The 95 % interval, as the loss law's (scalelab.fitted): each method is Normal ab
 prediction with, in quadrature, the robust spread of its bootstrap resamples' predictions (both
 steps refitted on the same resampled runs) and the scatter of a new run about its law (the
 residual sigma plus the extrapolation scatter learnt from the out-of-sample checks, per e-fold of
-`log_distance` outside the fitted runs); the methods are mixed with the weights of their
-out-of-sample errors, and the interval is the central 95 % of the mixture, widened to hold the
-chosen method's point. Bounded metrics are clipped to [0, scale]; losses work in log units.
+`log_distance` outside the fitted runs). A fit whose forecast is the methods' weighted mean
+(fit.json's `point`: "weighted", scalelab.fit.metric_mix) treats that mean as one method: its
+resamples are the weighted mean of the methods' resamples (row i of each refitted on the same
+resampled runs), its scatter fit.json's `combined`. Otherwise the methods are mixed by their
+weights and the interval is the central 95 % of the mixture. Either way it is widened to hold
+every weighted method's point. Bounded metrics are clipped to [0, scale]; losses work in log units.
 Numpy and pandas only.
 """
 
@@ -46,6 +49,7 @@ __all__ = [
     "metric_interval",
     "metric_values",
     "slope_param",
+    "forecast_methods",
 ]
 
 METHODS = ("direct", "direct_nd", "two_step")
@@ -61,6 +65,15 @@ SLOPE = {"sigmoid": "k", "loglinear": "b"}  # the parameter whose interval says 
 def slope_param(method: str, link: str) -> str:
     """The parameter reported as a method's slope (metrics.csv)."""
     return "alpha" if method == "direct_nd" else SLOPE[link]
+
+
+def forecast_methods(entry: dict) -> str:
+    """The method(s) a metric's forecast comes from, in words: "direct_nd + two_step" for the
+    weighted mean of several (fit.json's `point`: "weighted"), else the chosen method."""
+    weighted = [m for m, s in (entry.get("methods") or {}).items() if (s.get("weight") or 0) > 0]
+    if entry.get("point") == "weighted" and len(weighted) > 1:
+        return " + ".join(weighted)
+    return str(entry.get("chosen_method") or "–")
 
 
 def method_params(method: str, link: str) -> tuple[str, ...]:
@@ -150,8 +163,9 @@ def metric_interval(components, level: float, space: str, bounds) -> tuple:
 
 class MetricLaw:
     """One metric's law as fit.json's `metrics.<COL>` and its rows of metrics_bootstrap.csv: the
-    chosen method's point prediction, and the interval of every method weighted by
-    `methods.<m>.weight` (the chosen method alone when no weights are written)."""
+    methods' point predictions averaged by `methods.<m>.weight` (the chosen method's alone in a fit
+    without `point`: "weighted"), and the interval of every method mixed by the same weights (the
+    chosen method alone when no weights are written)."""
 
     def __init__(self, name: str, section: dict, samples: pd.DataFrame, ranges: dict, where="fit"):
         self.name, self.section, self.where, self.ranges = name, section, str(where), ranges or {}
@@ -201,25 +215,80 @@ class MetricLaw:
         scale = self.section.get("scale")
         return (0.0, float(scale)) if self.link == "sigmoid" and scale else (0.0, np.inf)
 
+    @property
+    def weighted(self) -> bool:
+        """Whether the forecast is the methods' weighted mean (fit.json's `point`: "weighted"); a
+        fit written before that is the chosen method's law alone."""
+        return self.section.get("point") == "weighted" and sum(part[0] for part in self.parts.values()) > 0
+
     def point(self, params, tokens):
-        return metric_values(self.method, self.link, self.params, params, tokens)
+        """The forecast at (params, tokens): the weighted mean of the methods' laws (in log units for
+        a loss), or the chosen method's."""
+        if not self.weighted:
+            return metric_values(self.method, self.link, self.params, params, tokens)
+        total, weights = 0.0, 0.0
+        for method, (weight, values, *_) in self.parts.items():
+            if weight > 0:
+                value = metric_values(method, self.link, values, params, tokens)
+                total = total + weight * (np.log(value) if self.link == "loglinear" else value)
+                weights += weight
+        total = total / weights
+        return np.exp(total) if self.link == "loglinear" else total
+
+    def _predictions(self, method: str, values: dict, table, params, tokens) -> tuple:
+        """(point (m,), resampled predictions (B × m)) of one method."""
+        point = metric_values(method, self.link, values, params, tokens)
+        if table is None or not len(table):
+            return point, point[None, :]
+        cols = {k: table[k].to_numpy(float)[:, None] for k in table.columns}
+        return point, metric_values(method, self.link, cols, params[None, :], tokens[None, :])
+
+    def ensemble(self, params, tokens):
+        """The forecast's bootstrap resamples at (params, tokens) (B × m, the metric's units): the
+        weighted mean of the methods' resamples refitted on the same runs (the rows of
+        metrics_bootstrap.csv, in order) for a weighted forecast, else the chosen method's; None
+        when the weighted methods' resamples do not pair up."""
+        if not self.weighted:
+            return self._predictions(self.method, self.params, self.samples, params, tokens)[1]
+        used = [(w, self._predictions(m, v, t, params, tokens)[1]) for m, (w, v, t, *_) in self.parts.items() if w > 0]
+        if len({len(preds) for _, preds in used}) != 1:
+            return None
+        log = self.link == "loglinear"
+        with np.errstate(all="ignore"):
+            mean = sum(w * (np.log(preds) if log else preds) for w, preds in used) / sum(w for w, _ in used)
+        return np.exp(mean) if log else mean
+
+    def _combined_component(self, params, tokens, distance) -> list:
+        """The weighted mean as one method (scalelab.fit.metric_mix): its resamples (`ensemble`),
+        its scatter fit.json's `combined`."""
+        combined = self.section["combined"]
+        sigma, per_efold = float(combined.get("residual_sigma") or 0), float(combined.get("extrapolation_sigma") or 0)
+        scatter = np.sqrt(sigma**2 + (per_efold * distance) ** 2)
+        point, preds = self.point(params, tokens), self.ensemble(params, tokens)
+        if preds is None:  # resamples that do not pair up: each method's spread about the forecast
+            used = [(w, self._predictions(m, v, t, params, tokens)[1]) for m, (w, v, t, *_) in self.parts.items()]
+            return [(w, point, p - np.nanmedian(p, axis=0) + point, scatter) for w, p in used if w > 0]
+        return [(1.0, point, preds, scatter)]
 
     def interval(self, params, tokens, distance, level: float):
-        """(low, high) of a new run at (params, tokens), `distance` e-folds outside the fitted runs."""
-        components = []
-        for method, (weight, values, table, sigma, per_efold) in self.parts.items():
-            point = metric_values(method, self.link, values, params, tokens)
-            if table is not None and len(table):
-                cols = {k: table[k].to_numpy(float)[:, None] for k in table.columns}
-                preds = metric_values(method, self.link, cols, params[None, :], tokens[None, :])
-            else:
-                preds = point[None, :]
-            components.append((weight, point, preds, np.sqrt(sigma**2 + (per_efold * distance) ** 2)))
+        """(low, high) of a new run at (params, tokens), `distance` e-folds outside the fitted runs,
+        widened to hold every weighted method's point."""
+        if self.weighted and self.section.get("combined"):
+            components = self._combined_component(params, tokens, distance)
+        else:
+            components = []
+            for method, (weight, values, table, sigma, per_efold) in self.parts.items():
+                point, preds = self._predictions(method, values, table, params, tokens)
+                components.append((weight, point, preds, np.sqrt(sigma**2 + (per_efold * distance) ** 2)))
         space = "log" if self.link == "loglinear" else "linear"
         low, high = metric_interval(components, level, space, self.bounds())
-        point = self.point(params, tokens)
         if low is None:
             return np.full(len(params), np.nan), np.full(len(params), np.nan)
+        for method, (weight, values, *_) in self.parts.items():
+            if weight > 0 or method == self.method:
+                point = metric_values(method, self.link, values, params, tokens)
+                low, high = np.minimum(low, point), np.maximum(high, point)
+        point = self.point(params, tokens)
         return np.minimum(low, point), np.maximum(high, point)
 
     def predict(self, params, tokens, distance, level: float) -> pd.DataFrame:

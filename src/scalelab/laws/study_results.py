@@ -223,25 +223,15 @@ class Study:
         )
 
     def allocate(self, C, level: float = 0.95) -> pd.DataFrame:
-        """The compute-optimal split of C FLOPs (a number or a list), at C = 6·N·D.
+        """The compute-optimal split of C FLOPs (a number or a list), at C = 6·N·D: load_fit's table
+        (`flops, params, tokens, tokens_per_param, loss, low, high, params_low/high, tokens_low/high`,
+        extrapolation), whose numbers fit.json's `allocation` records as n_opt, d_opt, loss_pred and their ci95.
 
-        One row per budget: `flops, n_opt, d_opt, tokens_per_param, loss_pred`, then the
-        intervals `n_opt_ci_low/high, d_opt_ci_low/high, loss_ci_low/high` from each bootstrap
-        resample's own optimum (as fit.json's `allocation`; NaN without a bootstrap).
+        A fit.json from before the law forms has only Approach 3 and its bootstrap: the same columns,
+        each interval from each resample's own optimum (NaN without a bootstrap).
         """
         if self.fitted is not None:
-            t = self.fitted.allocate(C, level=level)
-            return t.assign(
-                n_opt=t["params"],
-                d_opt=t["tokens"],
-                loss_pred=t["loss"],
-                loss_ci_low=t["low"],
-                loss_ci_high=t["high"],
-                n_opt_ci_low=t["params_low"],
-                n_opt_ci_high=t["params_high"],
-                d_opt_ci_low=t["tokens_low"],
-                d_opt_ci_high=t["tokens_high"],
-            )
+            return self.fitted.allocate(C, level=level)
         law = self._require_law()
         if not (law["alpha"] > 0 and law["beta"] > 0):
             raise ScalelabError(
@@ -255,22 +245,24 @@ class Study:
         table = pd.DataFrame(
             {
                 "flops": flops,
-                "n_opt": n_opt,
-                "d_opt": d_opt,
+                "params": n_opt,
+                "tokens": d_opt,
                 "tokens_per_param": d_opt / n_opt,
-                "loss_pred": predict_loss(n_opt, d_opt, **law),
+                "loss": predict_loss(n_opt, d_opt, **law),
             }
         )
-        bands = {name: (np.full(len(flops), np.nan),) * 2 for name in ("n_opt", "d_opt", "loss")}
+        nan = (np.full(len(flops), np.nan),) * 2
+        bands = {"loss": nan, "params": nan, "tokens": nan}
         samples = self._samples()
         if samples is not None:
             with np.errstate(all="ignore"):
                 s = {key: value[:, None] for key, value in samples.items()}
                 n_b, d_b = compute_optimal(flops[None, :], s["A"], s["B"], s["alpha"], s["beta"])
                 loss_b = predict_loss(n_b, d_b, **s)
-            bands = {"n_opt": _interval(n_b, level), "d_opt": _interval(d_b, level), "loss": _interval(loss_b, level)}
-        for name, (low, high) in bands.items():
-            table[f"{name}_ci_low"], table[f"{name}_ci_high"] = low, high
+            bands = {"loss": _interval(loss_b, level), "params": _interval(n_b, level), "tokens": _interval(d_b, level)}
+        table["low"], table["high"] = bands["loss"]
+        for name in ("params", "tokens"):
+            table[f"{name}_low"], table[f"{name}_high"] = bands[name]
         return table
 
     def __repr__(self) -> str:

@@ -34,6 +34,23 @@ def study_settings(config: dict) -> dict:
     return json.loads(json.dumps(settings, default=str))
 
 
+def settings_lines(settings: dict) -> list[str]:
+    """`section.key = value` per leaf of `study_settings`, values as compact JSON. The report rule
+    passes these as its compared params, so that Snakemake's rerun reason names the setting that
+    changed instead of printing the whole settings object twice."""
+    lines = []
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            lines.append(f"{prefix} = {json.dumps(value, separators=(',', ':'))}")
+
+    walk("", settings)
+    return lines
+
+
 def _shown_train_settings(config: dict, model: str) -> dict:
     settings = train_settings(config, model)
     return {key: value for key, value in settings.items() if key not in NOT_IDENTITY}

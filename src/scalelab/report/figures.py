@@ -84,6 +84,8 @@ ARTIST_CAPTIONS = {
     },
     "bleu_rouge": {
         "off-grid": "Hollow grey points are runs off the grid (IsoFLOP runs).",
+        "prompt-noise": "Grey bars are each run's 95 % bootstrap interval over the prompts it was scored on "
+        "(BLEU rescored per resample): the sampling noise of a score from a few dozen generations.",
     },
 }
 

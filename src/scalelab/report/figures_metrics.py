@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ScalelabError
-from ..laws.fitted_metrics import MetricLaw
+from ..laws.fitted_metrics import MetricLaw, forecast_methods
 from .inputs import Study
 from .plotting import CannotDraw, set_log
 
@@ -47,7 +47,7 @@ def _panel(ax, s: Study, name: str, entry: dict) -> None:
     except ScalelabError:
         return
     fitted = law.point(rows[s.n_col].to_numpy(float), rows[s.d_col].to_numpy(float))
-    ax.scatter(compute, fitted, s=22, facecolors="none", edgecolors="C1", label=f"law ({entry['chosen_method']})")
+    ax.scatter(compute, fitted, s=22, facecolors="none", edgecolors="C1", label=f"law ({forecast_methods(entry)})")
     if entry["forecasts"] and len(rows):
         path_n, path_d = _law_path(entry, rows.loc[compute.idxmax()], s.n_col, s.d_col)
         ax.plot(6 * path_n * path_d, law.point(path_n, path_d), "-", color="C1", lw=1)

@@ -10,6 +10,7 @@ from matplotlib.colors import LogNorm
 
 from .fmt import finite, human, label
 from .inputs import Study
+from .score_noise import score_intervals
 from .plotting import (
     MAX_LINES,
     MODEL_CMAP,
@@ -112,7 +113,35 @@ def fig_training_curves(s: Study):
 SCORE_LABELS = {"bleu": "BLEU (sacreBLEU)", "rougeL": "ROUGE-L (F-measure)"}
 
 
-def _score_panel(ax, s: Study, rows: pd.DataFrame, metric: str, x_col: str, levels) -> None:
+def _noise_bars(ax, rows: pd.DataFrame, metric: str, x_col: str, intervals: dict) -> None:
+    """Each run's 95 % interval over its prompts (score_noise), as a vertical bar (gid prompt-noise)."""
+    bars = [
+        (x, y, intervals[run][metric]) for run, x, y in zip(rows["run"], rows[x_col], rows[metric]) if run in intervals
+    ]
+    if bars:
+        x, y, spans = zip(*bars)
+        low = np.maximum(np.subtract(y, [span[0] for span in spans]), 0)
+        high = np.maximum(np.subtract([span[1] for span in spans], y), 0)
+        ax.errorbar(x, y, yerr=[low, high], fmt="none", ecolor="0.6", elinewidth=0.8, capsize=2, gid="prompt-noise")
+
+
+def noise_note(rows: pd.DataFrame, metric: str, intervals: dict) -> str:
+    """One sentence when the runs' scores differ by less than a typical run's own interval."""
+    widths = [intervals[run][metric][1] - intervals[run][metric][0] for run in rows["run"] if run in intervals]
+    if not widths or len(rows) < 2:
+        return ""
+    spread, typical = float(rows[metric].max() - rows[metric].min()), float(np.median(widths))
+    prompts = int(np.median([intervals[run]["prompts"] for run in rows["run"] if run in intervals]))
+    name = SCORE_LABELS[metric].split(" (")[0]
+    if spread <= typical:
+        return (
+            f"{name} varies across runs by {spread:.3g}, less than one run's typical 95 % interval over its "
+            f"{prompts} prompts ({typical:.3g}): at this size these differences are sampling noise, not a trend."
+        )
+    return f"{name}: the runs span {spread:.3g}; a run's typical 95 % interval over {prompts} prompts is {typical:.3g}."
+
+
+def _score_panel(ax, s: Study, rows: pd.DataFrame, metric: str, x_col: str, levels, intervals: dict) -> None:
     """One score against `x_col`: a line per token count on a grid, else points on a colorbar."""
     if x_col == s.n_col and rows[s.n_col].nunique() < 2:
         panel_note(
@@ -136,6 +165,7 @@ def _score_panel(ax, s: Study, rows: pd.DataFrame, metric: str, x_col: str, leve
             s=22,
         )
         colorbar(ax, points, s.d_col)
+    _noise_bars(ax, rows, metric, x_col, intervals)
     set_log(ax, x=x_col)
     ax.set_xlabel(label(x_col))
     ax.set_ylabel(SCORE_LABELS[metric])
@@ -147,11 +177,15 @@ def fig_bleu_rouge(s: Study):
     if not metrics:
         raise CannotDraw("No run has BLEU or ROUGE-L scores, so there is nothing to plot against size or compute.")
     fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), squeeze=False)
+    signatures = dict(zip(ok["run"], ok["bleu_signature"])) if "bleu_signature" in ok.columns else {}
+    intervals = score_intervals(s.runs_dir, ok["run"], signatures) if s.runs_dir is not None else {}
+    notes = []
     for row, metric in zip(axes, metrics):
         rows = ok[np.isfinite(ok[metric]) & (ok[s.n_col] > 0)]
         levels = grid_levels(rows, s.d_col, s.n_col)
         for ax, x_col in zip(row, (s.n_col, s.c_col)):
-            _score_panel(ax, s, rows, metric, x_col, levels)
+            _score_panel(ax, s, rows, metric, x_col, levels, intervals)
+        notes.append(noise_note(rows, metric, intervals))
     axes[0][0].set_title("vs parameters")
     axes[0][1].set_title("vs compute")
     for ax in axes.flat:  # one legend, beside the first panel that has something to explain
@@ -160,4 +194,6 @@ def fig_bleu_rouge(s: Study):
             break
     fig.tight_layout()
     missing = set(SCORE_LABELS) - set(metrics)
-    return fig, f"No run has {'BLEU' if 'bleu' in missing else 'ROUGE-L'} scores." if missing else ""
+    if missing:
+        notes.append(f"No run has {'BLEU' if 'bleu' in missing else 'ROUGE-L'} scores.")
+    return fig, " ".join(note for note in notes if note)

@@ -117,6 +117,7 @@ class Study:
     suggest_path: Path | None = None
     study_settings: dict | None = None  # the resolved config (scalelab.plan.resolved), when the workflow gave it
     curve_laws: dict | None = None  # curves.json of `scalelab curves` (None: not given)
+    runs_dir: Path | None = None  # the run folders (generations.jsonl: the BLEU and ROUGE noise)
 
     def __post_init__(self) -> None:
         columns = self.fit["columns"]
@@ -239,4 +240,5 @@ def load_study(
         ]
     study = Study(frame, fit_json, curves, read_meta(data_meta), settings, fit, data_meta)
     study.suggest, study.suggest_path = read_suggest(suggest), suggest
+    study.runs_dir = runs
     return study

@@ -3,7 +3,7 @@ columns of the allocation table, and their lines in summary.txt."""
 
 from __future__ import annotations
 
-from ..laws.fitted_metrics import METHODS
+from ..laws.fitted_metrics import METHODS, forecast_methods
 from .fmt import num
 from .inputs import Study
 from .tables import Cell, Table, fit_cell, new_table
@@ -24,7 +24,7 @@ def table_metric_laws(s: Study) -> Table:
     metrics = s.fit.get("metrics") or {}
     budgets = max((len(e.get("forecasts") or []) for e in metrics.values()), default=0)
     flops = next((e["forecasts"] for e in metrics.values() if len(e.get("forecasts") or []) == budgets), [])
-    columns = ["metric", "kind", "method chosen", *(f"out-of-sample error: {m}" for m in METHODS), "verdict"]
+    columns = ["metric", "kind", "forecast from", *(f"out-of-sample error: {m}" for m in METHODS), "verdict"]
     for f in flops:
         columns += [f"at C = {num(f['flops'])}", "95 %"]
     table = new_table("metric_laws", columns)
@@ -35,7 +35,7 @@ def table_metric_laws(s: Study) -> Table:
         return table
     for name, entry in metrics.items():
         methods = entry.get("methods") or {}
-        row = [Cell(name), Cell(entry["kind"]), Cell(entry.get("chosen_method") or "–")]
+        row = [Cell(name), Cell(entry["kind"]), Cell(forecast_methods(entry))]
         row += [
             fit_cell((methods.get(m) or {}).get("oos_error"), f"metrics.{name}.methods.{m}.oos_error") for m in METHODS
         ]
@@ -46,7 +46,8 @@ def table_metric_laws(s: Study) -> Table:
     table.notes.append(
         "Out-of-sample error: the mean absolute error of each method refitted without the largest "
         "model, the largest token count or the top compute group, in the metric's units (ln units "
-        "for losses); the lower one is chosen. NOT PREDICTABLE metrics get no forecast."
+        "for losses). The forecast is the mean of every method the checks do not clearly beat (by more than "
+        "the spread of the per-check differences), with equal weights. NOT PREDICTABLE metrics get no forecast."
     )
     return table
 
@@ -77,5 +78,5 @@ def metric_summary_lines(s: Study) -> list[str]:
             f"{num(f['value'])} [{num(f['ci95'][0])}, {num(f['ci95'][1])}] at C = {num(f['flops'])}"
             for f in entry.get("forecasts") or []
         )
-        lines.append(f"  {'metric ' + name:<13} {shown} ({entry['chosen_method']})")
+        lines.append(f"  {'metric ' + name:<13} {shown} ({forecast_methods(entry)})")
     return lines

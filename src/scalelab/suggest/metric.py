@@ -2,8 +2,9 @@
 interval at the target budget (instead of N_opt's).
 
 The metric's law (fit.json's `metrics.<COL>`, scalelab.laws.fitted_metrics) has bootstrap resamples
-of both its steps; their predictions at the target's compute-optimal (N, D) and at every candidate
-run form an ensemble. A new run at candidate c, measured with the law's residual scatter sigma,
+of both its steps; their predictions of the forecast (the methods' weighted mean,
+`MetricLaw.ensemble`) at the target's compute-optimal (N, D) and at every candidate run form an
+ensemble. A new run at candidate c, measured with the law's residual scatter sigma,
 would shrink the target's variance as a linear (ensemble Kalman) update does:
 var(t) - cov(t, c)^2 / (var(c) + sigma^2). Runs are chosen greedily, the largest reduction per
 FLOP first, until the budget or max_runs is spent; the ensemble's covariance is updated after
@@ -25,13 +26,16 @@ METRIC_COLUMNS = ["params", "tokens", "flops", "expected_width_after"]
 
 
 def _ensemble(law, params, tokens) -> np.ndarray:
-    """Every resample's prediction (B × m), in log units for a loss (the interval's units)."""
+    """Every resample's prediction of the forecast (B × m; the methods' weighted mean for a
+    weighted forecast), in log units for a loss (the interval's units)."""
     if law.samples is None or len(law.samples) < 4:
         raise ScalelabError(
             f"{law.where}: the metric {law.name} has no bootstrap resamples to design with (fit with --bootstrap > 0)"
         )
-    cols = {k: law.samples[k].to_numpy(float)[:, None] for k in law.samples.columns}
-    preds = metric_values(law.method, law.link, cols, params[None, :], tokens[None, :])
+    preds = law.ensemble(params, tokens)
+    if preds is None:  # the weighted methods' resamples do not pair up: the chosen method's
+        cols = {k: law.samples[k].to_numpy(float)[:, None] for k in law.samples.columns}
+        preds = metric_values(law.method, law.link, cols, params[None, :], tokens[None, :])
     preds = preds[np.all(np.isfinite(preds), axis=1)]
     return np.log(preds) if law.link == "loglinear" else preds
 
