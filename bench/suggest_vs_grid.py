@@ -14,13 +14,21 @@ the target C is compared: the ratio of widths (hand-made / suggested) per seed, 
 seeds, and how often each interval covers the true N_opt.
 
     python bench/suggest_vs_grid.py [--seeds 10] [--rounds 3] [--bootstrap 100] [--grid-points 3]
-        [--truth chinchilla|farseer_like]
+        [--truth chinchilla|farseer_like] [--fit chinchilla|forms] [--range trusted|share-only]
 
 `--truth farseer_like` draws the losses from a law outside the fitted form: Chinchilla's with a D
 exponent that grows with N (beta + 0.005 ln(N / 4e7)); its true N_opt is found numerically. Per
 round the log also says where the suggested FLOPs went: the share on runs within 2x of the true
 compute-optimal N for their own FLOPs, the share at sizes no larger than the largest trained, the
 runs below the smallest size, and the width the refit measured against the design's forecast.
+
+`--fit forms` fits with `scalelab fit` itself (every form, rolling-origin checks, evidence weights,
+drift of N_opt) instead of Approach 3 alone: the design then works over that Uncertainty
+(scalelab.suggest.uncertainty), the width compared is the fit's own N_opt interval
+(`load_fit().allocate`, forms and drift), and `measured_to_expected_stated_width_by_round` checks
+suggest's forecast of it (`width_with_forms_after`); `median_bootstrap_width_ratio` is the chosen
+form's bootstrap width. `--range share-only` drops the trusted range (sizes below the smallest, any
+tokens per parameter) and keeps only the frontier share, to measure what the range costs and buys.
 
 The last line printed is a JSON object with the figures.
 """
@@ -31,6 +39,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -41,7 +50,10 @@ import pandas as pd  # noqa: E402
 from scalelab.fit.approach3 import bootstrap_approach3, fit_approach3, start_grid  # noqa: E402
 from scalelab.laws.law import compute_optimal, predict_loss  # noqa: E402
 from scalelab.suggest import suggest_runs  # noqa: E402
-from scalelab.suggest.ensemble import chinchilla_ensemble  # noqa: E402
+from scalelab.suggest.ensemble import chinchilla_ensemble, uncertainty_from_fit_dir  # noqa: E402
+from scalelab.suggest.design import width_now  # noqa: E402
+from scalelab.suggest.study import width_with_forms  # noqa: E402
+from scalelab.suggest.uncertainty import as_uncertainty  # noqa: E402
 
 TRUE_LAW = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 START_SIZES = (2e7, 4e7, 8e7)
@@ -51,6 +63,8 @@ NOISE = 0.01
 
 
 TRUTH = "chinchilla"  # set by --truth
+FIT = "chinchilla"  # set by --fit
+RANGE = "trusted"  # set by --range
 N_REF = 4e7
 
 
@@ -107,6 +121,31 @@ def interval(samples):
     return np.percentile(log_n, [2.5, 97.5])
 
 
+def study_fit(points, bootstrap, starts, seed):
+    """(the design's model, the interval of log N_opt at the target the study states): with --fit
+    chinchilla, Approach 3's bootstrap; with --fit forms, `scalelab fit`'s every form, its rolling
+    checks, weights and drift (the fit's N_opt interval, `load_fit().allocate`)."""
+    if FIT == "chinchilla":
+        _, samples = fit(points, bootstrap, starts, seed)
+        return chinchilla_ensemble(samples), interval(samples)
+    from scalelab import fit as fit_stage
+
+    folder = tempfile.mkdtemp(prefix="suggest-vs-grid-")
+    frame = points.assign(run=[f"r{i}" for i in range(len(points))])
+    result = fit_stage.fit_all(frame, bootstrap=bootstrap, seed=seed, workers=1, grid_points=3, holdout="none")
+    fit_stage.write_outputs(result, folder)
+    stated = width_with_forms(folder, TARGET_FLOPS)
+    _, model = uncertainty_from_fit_dir(folder, stated)
+    allocation = scalelab_load_fit(folder).allocate([TARGET_FLOPS]).iloc[0]
+    return model, np.log([allocation["params_low"], allocation["params_high"]])
+
+
+def scalelab_load_fit(folder):
+    from scalelab import load_fit
+
+    return load_fit(folder)
+
+
 def hand_made(points):
     sizes, tokens = sorted(set(points["params"])), sorted(set(points["tokens"]))
     new_size, new_tokens = 2 * sizes[-1], 2 * tokens[-1]
@@ -134,8 +173,10 @@ def one_seed(seed, rounds, bootstrap, starts):
         runs = hand_made(hand)
         budget, max_runs = float(np.sum(6 * runs[:, 0] * runs[:, 1])), len(runs)
         hand = add(hand, runs, hand_rng)
-        law, samples = fit(suggested, bootstrap, starts, seed)
-        chosen, design = suggest_runs(chinchilla_ensemble(samples), suggested, TARGET_FLOPS, budget, max_runs)
+        model, (low, high) = study_fit(suggested, bootstrap, starts, seed)
+        chosen, design = suggest_runs(
+            model, suggested, TARGET_FLOPS, budget, max_runs, trusted_range=RANGE == "trusted"
+        )
         picked = np.column_stack([chosen["params"], chosen["tokens"]]) if len(chosen) else np.empty((0, 2))
         placement = where_flops_go(suggested, picked)
         suggested = add(suggested, picked, suggested_rng)
@@ -149,16 +190,18 @@ def one_seed(seed, rounds, bootstrap, starts):
                 "suggested_flops": design.cost,
                 "width_before": design.width_now,
                 "expected_width": design.width_after[-1] if len(picked) else design.width_now,
+                "stated_width": float(high - low),
+                "expected_stated_width": design.forms_width_after[-1] if len(picked) else float(high - low),
                 "picked": [[float(n), float(d)] for n, d in picked],
             }
         )
     truth = np.log(true_n_opt(TARGET_FLOPS))
     out = {"seed": seed, "rounds": log}
     for name, points in (("hand", hand), ("suggested", suggested)):
-        _, samples = fit(points, bootstrap, starts, seed)
-        low, high = interval(samples)
+        model, (low, high) = study_fit(points, bootstrap, starts, seed)
         out[name] = {
             "width": float(high - low),
+            "bootstrap_width": width_now(as_uncertainty(model).point, TARGET_FLOPS),
             "covers": bool(low <= truth <= high),
             "runs": len(points),
             "flops": float(points["flops"].sum()),
@@ -166,42 +209,38 @@ def one_seed(seed, rounds, bootstrap, starts):
     out["ratio"] = out["hand"]["width"] / out["suggested"]["width"]
     # The design's forecast against the width the refit then measured (the next round's width
     # before, or the final width): how far to trust `expected_width_after`.
-    measured = [entry["width_before"] for entry in log[1:]] + [out["suggested"]["width"]]
+    measured = [entry["width_before"] for entry in log[1:]] + [out["suggested"]["bootstrap_width"]]
     for entry, width in zip(log, measured):
         entry["measured_width"] = width
+    # With --fit forms, also the fit's stated interval (every form, drift) against its forecast.
+    stated = [entry["stated_width"] for entry in log[1:]] + [out["suggested"]["width"]]
+    for entry, width in zip(log, stated):
+        entry["measured_stated_width"] = width
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--bootstrap", type=int, default=100)
-    parser.add_argument("--grid-points", type=int, default=3)
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--truth", choices=["chinchilla", "farseer_like"], default="chinchilla")
-    args = parser.parse_args(argv)
-    global TRUTH
-    TRUTH = args.truth
-    starts = start_grid(args.grid_points)
-    started = time.perf_counter()
-    results = []
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        result = one_seed(seed, args.rounds, args.bootstrap, starts)
-        results.append(result)
-        print(
-            f"seed {seed}: width hand {result['hand']['width']:.4f} ({result['hand']['runs']} runs, "
-            f"{result['hand']['flops']:.3g} FLOPs, covers {result['hand']['covers']}), suggested "
-            f"{result['suggested']['width']:.4f} ({result['suggested']['runs']} runs, "
-            f"{result['suggested']['flops']:.3g} FLOPs, covers {result['suggested']['covers']}), "
-            f"ratio {result['ratio']:.2f}",
-            file=sys.stderr,
-            flush=True,
-        )
+def by_round(results, rounds) -> dict:
+    """Median over seeds of measured / forecast width after each round: the bootstrap's and the fit's."""
+
+    def median(measured, expected, k):
+        return float(np.median([r["rounds"][k][measured] / r["rounds"][k][expected] for r in results]))
+
+    return {
+        "measured_to_expected_stated_width_by_round": [
+            median("measured_stated_width", "expected_stated_width", k) for k in range(rounds)
+        ],
+        "measured_to_expected_width_by_round": [median("measured_width", "expected_width", k) for k in range(rounds)],
+    }
+
+
+def summarise(results, args, started) -> dict:
+    """The JSON object of the run: medians over seeds and the per-round forecasts against the refits."""
     ratios = [r["ratio"] for r in results]
     summary = {
         "bench": "suggest_vs_grid",
         "truth": args.truth,
+        "fit": args.fit,
+        "range": args.range,
         "law": TRUE_LAW,
         "noise": NOISE,
         "start": "3x3",
@@ -224,10 +263,10 @@ def main(argv=None):
         "median_measured_to_expected_width": float(
             np.median([e["measured_width"] / e["expected_width"] for r in results for e in r["rounds"]])
         ),
-        "measured_to_expected_width_by_round": [
-            float(np.median([r["rounds"][k]["measured_width"] / r["rounds"][k]["expected_width"] for r in results]))
-            for k in range(args.rounds)
-        ],
+        "median_bootstrap_width_ratio": float(
+            np.median([r["hand"]["bootstrap_width"] / r["suggested"]["bootstrap_width"] for r in results])
+        ),
+        **by_round(results, args.rounds),
         "flops_near_frontier": float(
             np.median(
                 [e["flops_near_frontier"] for r in results for e in r["rounds"] if e["flops_near_frontier"] is not None]
@@ -247,6 +286,38 @@ def main(argv=None):
         "seconds": round(time.perf_counter() - started, 1),
         "per_seed": [{k: r[k] for k in ("seed", "ratio", "hand", "suggested", "rounds")} for r in results],
     }
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bootstrap", type=int, default=100)
+    parser.add_argument("--grid-points", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--truth", choices=["chinchilla", "farseer_like"], default="chinchilla")
+    parser.add_argument("--fit", choices=["chinchilla", "forms"], default="chinchilla")
+    parser.add_argument("--range", choices=["trusted", "share-only"], default="trusted")
+    args = parser.parse_args(argv)
+    global TRUTH, FIT, RANGE
+    TRUTH, FIT, RANGE = args.truth, args.fit, args.range
+    starts = start_grid(args.grid_points)
+    started = time.perf_counter()
+    results = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        result = one_seed(seed, args.rounds, args.bootstrap, starts)
+        results.append(result)
+        print(
+            f"seed {seed}: width hand {result['hand']['width']:.4f} ({result['hand']['runs']} runs, "
+            f"{result['hand']['flops']:.3g} FLOPs, covers {result['hand']['covers']}), suggested "
+            f"{result['suggested']['width']:.4f} ({result['suggested']['runs']} runs, "
+            f"{result['suggested']['flops']:.3g} FLOPs, covers {result['suggested']['covers']}), "
+            f"ratio {result['ratio']:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    summary = summarise(results, args, started)
     print(json.dumps(summary))
     return summary
 

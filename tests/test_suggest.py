@@ -560,6 +560,133 @@ def test_an_optimum_without_a_closed_form_is_found_by_search():
     np.testing.assert_allclose(6 * n_opt * d_opt, 1e21, rtol=1e-12)
 
 
+# ------------------------------------------------- the fit's forms, drift and frontier share (issue 26 item 4)
+
+
+def _chinchilla_ensemble(root):
+    from scalelab.suggest.ensemble import chinchilla_ensemble
+
+    return chinchilla_ensemble(pd.read_csv(root / "fit" / "bootstrap.csv"))
+
+
+def test_the_forecast_of_the_fits_interval_never_drops_below_what_the_runs_cannot_narrow(fitted):
+    """The forecast of the fit's interval after the runs keeps its floor: the drift beyond the largest
+    run shrinks only as a run moves that largest compute toward the target; a bare bootstrap ensemble
+    forecasts its own width times the linearised ratio (and the bootstrap's small-sample factor)."""
+    from scalelab.suggest.design import log_n_opt
+    from scalelab.suggest.uncertainty import Component, Uncertainty, as_uncertainty, forecast, variance_parts
+
+    root, frame = fitted
+    ensemble, target, top = _chinchilla_ensemble(root), 1e21, float(frame["flops"].max())
+
+    def parts(model):
+        return variance_parts(model, lambda e, rows: log_n_opt(e, rows, target), target)
+
+    drifting = Uncertainty([Component(1.0, ensemble, drift=0.5)], top_flops=top, stated_width=4.0)
+    parts(drifting)
+    floor_here = forecast(drifting, 0.0, 1.0, top, 4.0)[0]
+    assert forecast(drifting, 1.0, 1.0, top, 4.0)[0] == pytest.approx(4.0)  # nothing added: the width now
+    assert 0 < floor_here < 4.0
+    assert forecast(drifting, 0.3, 1.0, top, 4.0)[1] == pytest.approx(floor_here)
+    assert forecast(drifting, 0.3, 1.0, top, 4.0)[0] > floor_here
+    # A run at 10x the largest compute removes 2.3 of the e-folds the drift grows over.
+    assert forecast(drifting, 0.0, 1.0, 10 * top, 4.0)[0] < floor_here * (1 - 0.1)
+    bare = as_uncertainty(ensemble)
+    parts(bare)
+    assert forecast(bare, 0.25, 1.2, None, 3.0)[0] == pytest.approx(3.0 * math.sqrt(0.25 * 1.2))
+
+
+def test_the_design_weighs_each_form_by_its_share_of_the_interval(fitted):
+    """Over two forms, a form whose bootstrap does not spread adds nothing to narrow: the runs are those
+    the other form alone asks for, and two equal forms ask for what one does."""
+    from scalelab.suggest.design import Ensemble, choose
+    from scalelab.suggest.uncertainty import Component, Uncertainty
+
+    root, frame = fitted
+    spread = _chinchilla_ensemble(root)
+    point = np.median(spread.samples, axis=0)
+    fixed = Ensemble(spread.names, np.repeat(point[None, :], 40, axis=0), spread.loss, spread.optimum, point)
+    cand_n = np.repeat([2e7, 4e7, 8e7, 1.6e8, 3.2e8], 4)
+    cand_d = np.tile([6.4e9, 1.28e10, 2.56e10, 2e8], 5)
+    args = (frame["params"], frame["tokens"], cand_n, cand_d, 1e21, 1e20, 4, lambda s: float(len(s)))
+    alone = choose(spread, *args)
+    mixed = choose(Uncertainty([Component(0.5, fixed), Component(0.5, spread)]), *args)
+    twice = choose(Uncertainty([Component(0.5, spread), Component(0.5, spread)]), *args)
+    assert alone.chosen and mixed.chosen == alone.chosen and twice.chosen == alone.chosen
+    np.testing.assert_allclose(twice.width_after, alone.width_after, rtol=1e-9)
+
+
+def test_a_form_that_drifts_makes_the_design_move_the_largest_run_toward_the_target(fitted):
+    """With the fit's drift of N_opt beyond its largest run, the run that most narrows the fit's interval
+    is the one furthest past the largest compute (only that shrinks the drift part); the bootstrap alone
+    asks first for another."""
+    from scalelab.suggest.design import choose
+    from scalelab.suggest.uncertainty import Component, Uncertainty
+
+    root, frame = fitted
+    ensemble, top = _chinchilla_ensemble(root), float(frame["flops"].max())
+    cand_n = np.repeat([2e7, 4e7, 8e7, 1.6e8, 3.2e8], 5)
+    cand_d = np.tile([2e8, 6.4e9, 1.28e10, 2.56e10, 5.12e10], 5)
+    cand_flops = 6 * cand_n * cand_d
+    args = (frame["params"], frame["tokens"], cand_n, cand_d, 1e21, 1e21, 3, lambda s: float(len(s)))
+    plain = choose(ensemble, *args)
+    drifting = choose(Uncertainty([Component(1.0, ensemble, drift=1.0)], top_flops=top), *args)
+    assert cand_flops[plain.chosen[0]] < cand_flops.max()
+    assert cand_flops[drifting.chosen[0]] == cand_flops.max() > top
+    assert drifting.forms_width_after[-1] >= drifting.floor_after[-1] > 0
+
+
+def test_a_fit_without_a_drift_yet_says_the_forecast_lacks_it(tmp_path):
+    """A 3 x 3 ladder has no rolling-origin check, so no drift of N_opt: suggest.txt says its forecast
+    of the fit's interval cannot carry one."""
+    _ladder(tmp_path / "metrics.csv", (2e7, 4e7, 8e7), (4e8, 8e8, 1.6e9))
+    _fit(tmp_path / "metrics.csv", tmp_path / "fit", bootstrap=30)
+    assert (
+        main(
+            [
+                "suggest",
+                str(tmp_path / "metrics.csv"),
+                "--fit",
+                str(tmp_path / "fit"),
+                "--ideal-sizes",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
+    assert "no drift of N_opt yet" in (tmp_path / "s" / "suggest.txt").read_text()
+
+
+def test_half_the_suggested_flops_are_near_the_frontier_even_when_the_budget_is_not_spent(fitted, tmp_path):
+    """The frontier share is of the suggested runs' own FLOPs: a budget far beyond what the runs spend
+    must not let off-frontier runs take it all."""
+    import scalelab
+
+    root, _ = fitted
+    out = tmp_path / "out"
+    assert _suggest(root, "--target-flops", "1e21", "--budget-flops", "1e22", "--max-runs", "4", "--out", str(out)) == 0
+    table = pd.read_csv(out / "suggestions.csv")
+    assert len(table) and table["flops"].sum() < 0.5 * 1e22
+    n_opt = scalelab.load_fit(root / "fit").allocate(6 * table["params"] * table["tokens"])["params"].to_numpy()
+    near = np.abs(np.log(table["params"].to_numpy() / n_opt)) <= np.log(2) + 1e-9
+    assert table["flops"][near].sum() >= 0.5 * table["flops"].sum() * (1 - 1e-9)
+
+
+def test_suggest_states_the_fits_interval_after_the_runs_and_its_floor(fitted, tmp_path):
+    root, _ = fitted
+    out = tmp_path / "out"
+    assert _suggest(root, "--target-flops", "1e21", "--budget-flops", "3e19", "--out", str(out)) == 0
+    summary = json.loads((out / "suggest.json").read_text())
+    assert summary["width_floor_after"] <= summary["width_with_forms_after"] <= summary["width_with_forms"]
+    assert (
+        summary["forms"]
+        and list(summary["forms"])[0] == json.loads((root / "fit" / "fit.json").read_text())["chosen_form"]
+    )
+    text = (out / "suggest.txt").read_text()
+    assert f"expected after the runs {summary['width_with_forms_after']:.4g}" in text and "floor" in text
+
+
 # ------------------------------------------------------------- the README's command, by hand (issue 31)
 
 

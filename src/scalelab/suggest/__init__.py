@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .core import TABLE_COLUMNS, suggest_runs
 from .design import Design, Ensemble, choose
+from .uncertainty import Component, Uncertainty
 
-__all__ = ["Design", "Ensemble", "TABLE_COLUMNS", "choose", "suggest_runs"]
+__all__ = ["Component", "Design", "Ensemble", "TABLE_COLUMNS", "Uncertainty", "choose", "suggest_runs"]

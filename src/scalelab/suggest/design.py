@@ -15,6 +15,13 @@ the mean of that ratio over the ensemble (robust to where it is linearised, and 
 any one member), and the expected width after S is the current bootstrap width times the square
 root of the mean ratio. Ties within 1e-4 go to the set that better narrows log L at the optimum.
 
+Over several forms (scalelab.suggest.uncertainty: the fit's N_opt interval mixes them by weight) the
+score is sum_f share_f x ratio_f, share_f a form's part of the interval's reducible variance
+(w_f s_f^2), so the runs narrow what the fit's interval is made of; one form is exactly the above.
+The forecasts carry the bootstrap's small-sample factor (uncertainty.bootstrap_bias), and the fit's
+interval after the runs is forecast with its floor (the forms' disagreement and the drift beyond the
+largest run), which the runs narrow only by moving the largest run toward the target.
+
 The set is chosen greedily by width (not width per FLOP, which underspends) among the candidates
 the remaining budget affords, then improved by exchange passes (Fedorov's exchange: swap one chosen
 run for any affordable candidate while that narrows the width). Each step is a rank-one update, so
@@ -25,10 +32,12 @@ numpy only; the law comes in as two vectorised functions of the parameter rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from .uncertainty import as_uncertainty, bootstrap_bias, forecast, reducible_shares, total_ratios, variance_parts
 
 Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
 STEP = 1e-5  # central-difference step in z for log L
@@ -64,6 +73,11 @@ class Design:
     loss_width_now: float
     cost: float  # FLOPs of the chosen set
     why_none: str | None = None
+    # The fit's interval (forms by weight, drift: scalelab.suggest.uncertainty) now and forecast after
+    # each run, and the floor the runs cannot narrow: the bootstrap's width when the fit states none.
+    forms_width_now: float = float("nan")
+    forms_width_after: list = field(default_factory=list)
+    floor_after: list = field(default_factory=list)
 
 
 def _to_z(theta, positive):
@@ -173,6 +187,31 @@ def _best(ratio_g, ratio_h, allowed):
     return int(np.argmin(np.where(near, ratio_h, np.inf)))
 
 
+class _Mixed:
+    """The forms' linearised states scored together: the reducible variance ratio sum_f share_f r_f(S)
+    (scalelab.suggest.uncertainty), the fit's whole interval's ratio (the reducible part and the floor
+    that only a run closer to the target lowers) and the point law's loss ratio; one form without
+    drift: exactly its own ratios."""
+
+    def __init__(self, parts, shares, model, cand_flops):
+        self.parts, self.shares = parts, np.asarray(shares, float)  # parts: [(state, J_cand)], point first
+        self.model, self.cand_flops = model, np.asarray(cand_flops, float)
+
+    def _inverse(self, state, J_cand, chosen):
+        return state.inverse_with(J_cand[:, chosen]) if chosen else state.M
+
+    def after_each(self, chosen):
+        """(the whole interval's variance ratio, the loss ratio, the reducible ratio) after adding each
+        candidate to `chosen`."""
+        ratio_g, ratio_h = 0.0, None
+        for share, (state, J_cand) in zip(self.shares, self.parts):
+            g, h = state.ratios_after_each(self._inverse(state, J_cand, chosen), J_cand)
+            ratio_g = ratio_g + share * g
+            ratio_h = h if ratio_h is None else ratio_h
+        top = float(np.max(self.cand_flops[chosen])) if chosen else 0.0
+        return total_ratios(self.model, ratio_g, np.maximum(self.cand_flops, top)), ratio_h, ratio_g
+
+
 def _finite_samples(ensemble: Ensemble, flops, max_rows: int) -> np.ndarray:
     """The resamples with finite parameters and a finite log N_opt at `flops`, evenly thinned to max_rows."""
     samples = np.asarray(ensemble.samples, float)
@@ -211,61 +250,118 @@ def _linearised(ensemble: Ensemble, samples, flops, done_params, done_tokens, ca
     return _State(info[keep], grad_g[keep], grad_h[keep]), J_cand[keep], loss_width
 
 
-def _greedy(state: _State, J_cand, affordable: Callable, max_runs: int) -> tuple[list[int], float]:
-    """(chosen, its width ratio): the largest expected narrowing among what the budget still affords."""
+def _worth_it(score, reducible, current) -> bool:
+    """Whether a run narrows the fit's whole interval or its reducible part by MIN_GAIN (`current`: the
+    two before it). The linearised widths: the bootstrap's small-sample bias is in the forecasts, not
+    in what is worth running."""
+    return bool(
+        np.sqrt(score) <= np.sqrt(current[0]) * (1 - MIN_GAIN)
+        or np.sqrt(reducible) <= np.sqrt(current[1]) * (1 - MIN_GAIN)
+    )
+
+
+def _greedy(scorer: _Mixed, affordable: Callable, max_runs: int) -> tuple[list[int], float]:
+    """(chosen, its score): the largest expected narrowing among what the budget still affords."""
     chosen: list[int] = []
-    M, current = state.M, 1.0
+    current = (1.0, 1.0)
     while len(chosen) < max_runs:
-        allowed = affordable(chosen)
-        ratio_g, ratio_h = state.ratios_after_each(M, J_cand)
-        pick = _best(ratio_g, ratio_h, allowed)
-        if pick is None or np.sqrt(ratio_g[pick]) > np.sqrt(current) * (1 - MIN_GAIN):
+        score, ratio_h, ratio_g = scorer.after_each(chosen)
+        pick = _best(score, ratio_h, affordable(chosen))
+        if pick is None or not _worth_it(score[pick], ratio_g[pick], current):
             break
         chosen.append(pick)
-        current = float(ratio_g[pick])
-        M = state.inverse_with(J_cand[:, chosen])
-    return chosen, current
+        current = (float(score[pick]), float(ratio_g[pick]))
+    return chosen, current[0]
 
 
-def _exchange(state: _State, J_cand, affordable: Callable, chosen: list[int], current: float) -> list[int]:
+def _exchange(scorer: _Mixed, affordable: Callable, chosen: list[int], current: float) -> list[int]:
     """Exchange passes: swap one chosen run for a better affordable candidate (in place)."""
     for _ in range(EXCHANGE_PASSES if chosen else 0):
         improved = False
         for slot in range(len(chosen)):
             others = chosen[:slot] + chosen[slot + 1 :]
-            M_others = state.inverse_with(J_cand[:, others]) if others else state.M
-            allowed = affordable(others)
-            ratio_g, ratio_h = state.ratios_after_each(M_others, J_cand)
-            pick = _best(ratio_g, ratio_h, allowed)
-            if pick is not None and pick != chosen[slot] and ratio_g[pick] < current - TIE:
+            score, ratio_h, _ = scorer.after_each(others)
+            pick = _best(score, ratio_h, affordable(others))
+            if pick is not None and pick != chosen[slot] and score[pick] < current - TIE:
                 chosen[slot] = pick
-                current = float(ratio_g[pick])
+                current = float(score[pick])
                 improved = True
         if not improved:
             break
     return chosen
 
 
-def _in_order(state: _State, J_cand, chosen: list[int], width: float, loss_width: float):
-    """(runs, widths after each, loss widths after each): the chosen runs ordered by what each adds
-    (greedy again, within the chosen set), for the table."""
-    ordered, widths, loss_widths = [], [], []
+def _in_order(scorer: _Mixed, chosen: list[int]):
+    """(runs, reducible width ratios after each, loss ratios after each): the chosen runs ordered by
+    what each adds (greedy again, within the chosen set), for the table."""
+    ordered, ratios, loss_ratios = [], [], []
     rest = list(chosen)
     while rest:
-        M_now = state.inverse_with(J_cand[:, ordered]) if ordered else state.M
-        ratio_g, ratio_h = state.ratios_after_each(M_now, J_cand)
-        mask = np.zeros(J_cand.shape[1], bool)
+        score, ratio_h, ratio_g = scorer.after_each(ordered)
+        mask = np.zeros(len(score), bool)
         mask[rest] = True
-        pick = _best(ratio_g, ratio_h, mask)
+        pick = _best(score, ratio_h, mask)
         ordered.append(pick)
         rest.remove(pick)
-        widths.append(width * float(np.sqrt(ratio_g[pick])))
-        loss_widths.append(loss_width * float(np.sqrt(ratio_h[pick])))
-    return ordered, widths, loss_widths
+        ratios.append(float(ratio_g[pick]))
+        loss_ratios.append(float(ratio_h[pick]))
+    return ordered, ratios, loss_ratios
+
+
+def _linearised_forms(
+    model, flops, max_rows, done_params, done_tokens, cand_params, cand_tokens, cand_flops, weights=None
+):
+    """(scorer, the point law's loss width now) over the forms whose derivatives are finite (the point
+    law's first), or (None, why) when the point law's are not. `weights`: a candidate measured with more
+    noise than the runs (a predicted endpoint) informs less, by its weight."""
+    kept, parts, loss_width = [], [], None
+    for k, component in enumerate(model.components):
+        samples = _finite_samples(component.ensemble, flops, max_rows)
+        linearised = (
+            _linearised(component.ensemble, samples, flops, done_params, done_tokens, cand_params, cand_tokens)
+            if len(samples) >= 2
+            else None
+        )
+        if linearised is None:
+            if k == 0:
+                return None, (
+                    "fewer than 2 bootstrap resamples have a finite N_opt at the target"
+                    if len(samples) < 2
+                    else "the law's derivatives are not finite on the bootstrap resamples"
+                )
+            continue
+        kept.append(component)
+        state, J_cand = linearised[:2]
+        if weights is not None:
+            J_cand = J_cand * np.sqrt(np.asarray(weights, float))[None, :, None]
+        parts.append((state, J_cand))
+        loss_width = linearised[2] if loss_width is None else loss_width
+    model.components = kept
+    variance_parts(model, lambda ensemble, rows: log_n_opt(ensemble, rows, flops), flops)
+    return _Mixed(parts, reducible_shares(model.parts), model, cand_flops), loss_width
+
+
+def _forecasts(model, ordered, ratios, loss_ratios, width, loss_width, bias: Callable, cand_flops) -> Design:
+    """The Design with its forecasts after each run: the bootstrap's widths (the linearised ratio and the
+    bootstrap's small-sample factor) and the fit's whole interval with its floor."""
+    design = Design(
+        ordered,
+        width,
+        [width * float(np.sqrt(r * bias(k))) for k, r in enumerate(ratios, 1)],
+        [loss_width * float(np.sqrt(r * bias(k))) for k, r in enumerate(loss_ratios, 1)],
+        loss_width,
+        0.0,
+    )
+    design.forms_width_now = forecast(model, 1.0, 1.0, None, width)[0]
+    for k, ratio in enumerate(ratios, 1):
+        after, floor = forecast(model, ratio, bias(k), float(np.max(np.asarray(cand_flops)[ordered[:k]])), width)
+        design.forms_width_after.append(after)
+        design.floor_after.append(floor)
+    return design
 
 
 def choose(
-    ensemble: Ensemble,
+    ensemble,
     done_params,
     done_tokens,
     cand_params,
@@ -275,36 +371,43 @@ def choose(
     max_runs,
     set_cost: Callable,
     max_rows: int = 200,
+    cand_flops=None,
     weights=None,
 ) -> Design:
     """The runs (indices into the candidates) that most narrow the 95 % interval of log N_opt at C.
 
-    set_cost(indices) -> FLOPs of running that set of candidates (it may share work between them,
-    e.g. WSD trunks); the chosen set costs at most `budget` and has at most `max_runs` runs.
+    `ensemble`: an Ensemble, or an Uncertainty (scalelab.suggest.uncertainty: the fit's forms by weight,
+    with their drift). set_cost(indices) -> FLOPs of running that set of candidates (it may share work
+    between them, e.g. WSD trunks); the chosen set costs at most `budget` and has at most `max_runs`
+    runs. `cand_flops`: each candidate's FLOPs (6·N·D without), for how far it moves the largest
+    fitted compute toward C. `weights`: each candidate's information relative to a measured run (a
+    predicted endpoint's is below 1; None: all 1).
     """
-    samples = _finite_samples(ensemble, flops, max_rows)
-    width = width_now(ensemble, flops)
+    model = as_uncertainty(ensemble)
+    width = width_now(model.point, flops)
     empty = Design([], width, [], [], float("nan"), 0.0)
-    if len(samples) < 2:
-        empty.why_none = "fewer than 2 bootstrap resamples have a finite N_opt at the target"
+    if cand_flops is None:
+        cand_flops = 6 * np.asarray(cand_params, float) * np.asarray(cand_tokens, float)
+    scorer, loss_width = _linearised_forms(
+        model, flops, max_rows, done_params, done_tokens, cand_params, cand_tokens, cand_flops, weights
+    )
+    if scorer is None:
+        empty.why_none = loss_width
         return empty
-    linearised = _linearised(ensemble, samples, flops, done_params, done_tokens, cand_params, cand_tokens)
-    if linearised is None:
-        empty.why_none = "the law's derivatives are not finite on the bootstrap resamples"
-        return empty
-    state, J_cand, loss_width = linearised
-    if weights is not None:  # a candidate measured with more noise than the runs (a predicted endpoint) informs less
-        J_cand = J_cand * np.sqrt(np.asarray(weights, float))[None, :, None]
-    n_cand = len(cand_params)
+    n_cand, n_done, n_params = len(cand_params), len(done_params), np.asarray(model.point.samples).shape[1]
 
     def affordable(chosen):
         """Which candidates the budget still affords beside `chosen` (set_cost may share work)."""
         return np.array([i not in chosen and set_cost(chosen + [i]) <= budget * (1 + 1e-9) for i in range(n_cand)])
 
-    chosen, current = _greedy(state, J_cand, affordable, max_runs)
-    chosen = _exchange(state, J_cand, affordable, chosen, current)
-    ordered, widths, loss_widths = _in_order(state, J_cand, chosen, width, loss_width)
-    design = Design(ordered, width, widths, loss_widths, loss_width, float(set_cost(ordered)))
+    def bias(k):
+        return bootstrap_bias(n_done, n_params, k)
+
+    chosen, current = _greedy(scorer, affordable, max_runs)
+    chosen = _exchange(scorer, affordable, chosen, current)
+    ordered, ratios, loss_ratios = _in_order(scorer, chosen)
+    design = _forecasts(model, ordered, ratios, loss_ratios, width, loss_width, bias, cand_flops)
+    design.cost = float(set_cost(ordered))
     if not ordered:
         design.why_none = (
             f"no affordable run narrows the interval of log N_opt by {MIN_GAIN:.1%} or more "

@@ -1,5 +1,6 @@
-"""The one adapter between a fit folder and the design: the chosen law form's bootstrap as an
-`Ensemble`, through `scalelab.load_fit` (the form's `loss` and `optimal`, scalelab.laws.law)."""
+"""The one adapter between a fit folder and the design: each fitted form's bootstrap as an `Ensemble`,
+through `scalelab.load_fit` (the form's `loss` and `optimal`, scalelab.laws.law), and the forms together
+with their weights and drift as the design's `Uncertainty` (scalelab.suggest.uncertainty)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import pandas as pd
 
 from ..errors import ScalelabError
 from .design import Ensemble
+from .uncertainty import Component, Uncertainty
 
 MIN_RESAMPLES = 10
+MIN_WEIGHT = 0.01  # a form with less evidence weight than this adds nothing the interval shows
 GOLDEN = (np.sqrt(5.0) - 1) / 2
 
 
@@ -109,8 +112,46 @@ def chinchilla_ensemble(samples: pd.DataFrame) -> Ensemble:
     return form_ensemble(form, rows[np.all(np.isfinite(rows), axis=1)])
 
 
-def ensemble_from_fit_dir(folder) -> tuple[dict, Ensemble]:
-    """fit.json and the Ensemble of the chosen form's bootstrap resamples."""
+def uncertainty_from_fit_dir(folder, stated_width: float | None = None) -> tuple[dict, Uncertainty]:
+    """fit.json and the design's Uncertainty: the chosen form first, then every other fitted form
+    with weight MIN_WEIGHT or more, MIN_RESAMPLES resamples and an allocation without unique tokens,
+    each with its `optimum_drift`; the largest fitted run's FLOPs from fit.json's inputs.range."""
+    from ..laws.law import FORMS
+
     fit, fitted, rows = read_fit(folder)
     point = np.array([fitted.params[name] for name in fitted.form.param_names], float)
-    return fit, form_ensemble(fitted.form, rows, point)
+    chosen = fitted.form.name
+    section = fitted.fitted[chosen]
+    components = [
+        Component(fitted.weights.get(chosen, 0.0), form_ensemble(fitted.form, rows, point), _drift(section), chosen)
+    ]
+    for name, section in fitted.fitted.items():
+        form = FORMS[name]
+        table = fitted.samples.get(name)
+        if name == chosen or form.needs or fitted.weights.get(name, 0.0) < MIN_WEIGHT or table is None:
+            continue
+        others = table[list(form.param_names)].to_numpy(float)
+        others = others[np.all(np.isfinite(others), axis=1)]
+        if len(others) < MIN_RESAMPLES:
+            continue
+        params = section.get("params") or {}
+        own = np.array([float(params.get(k, np.nan)) for k in form.param_names], float)
+        components.append(
+            Component(
+                fitted.weights[name],
+                form_ensemble(form, others, own if np.all(np.isfinite(own)) else None),
+                _drift(section),
+                name,
+            )
+        )
+    if components[0].weight <= 0:  # a fit whose weights leave the point law out still designs with it
+        components[0].weight = MIN_WEIGHT
+    flops_range = ((fit.get("inputs") or {}).get("range") or {}).get("flops")
+    top = float(flops_range[1]) if flops_range else None
+    measured = any(section.get("optimum_drift") is not None for section in fitted.fitted.values())
+    return fit, Uncertainty(components, top, stated_width, drift_measured=measured)
+
+
+def _drift(section) -> float:
+    value = section.get("optimum_drift")
+    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else 0.0

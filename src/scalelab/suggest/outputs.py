@@ -21,14 +21,17 @@ from .design import MIN_GAIN
 CSV_COLUMNS = [*TABLE_COLUMNS, "model", "why"]
 TRUST = (
     "candidates: no size below the smallest trained, tokens/param within {reach:g}x the trained range, and at "
-    "least {share:.0%} of the FLOPs on runs within {{band:g}}x of the compute-optimal N for their own FLOPs; the "
-    "expected widths are a linearised forecast: in bench/suggest_vs_grid.py the width measured after refitting "
-    "was about 1.6x the forecast after a first round from a 3 x 3 start and 0.9-1.2x after later rounds "
-    "(docs/benchmarks.md); refit after the runs"
+    "least {share:.0%} of the suggested runs' own FLOPs on runs within {{band:g}}x of the compute-optimal N for "
+    "their own FLOPs; the expected widths are a linearised forecast with the bootstrap's small-sample factor: in "
+    "bench/suggest_vs_grid.py (6 studies per truth, 3 rounds from a 3 x 3 start, an in-family and a misspecified "
+    "truth) the bootstrap width a refit measured was 0.91-1.32x the forecast in every round; the fit's interval "
+    "with forms and drift was 0.71-3.6x its forecast, because a refit re-measures the drift (docs/benchmarks.md); "
+    "refit after the runs"
 ).format(reach=TOKENS_PER_PARAM_REACH, share=FRONTIER_SHARE)
 METHOD = (
-    "linearised c-optimal design averaged over the bootstrap ensemble: greedy by expected width "
-    "(not width per FLOP) within the budget, then exchange passes"
+    "linearised c-optimal design averaged over the bootstrap ensemble of each fitted form, the forms "
+    "weighted by their share of the fit's interval: greedy by expected width (not width per FLOP) "
+    "within the budget, then exchange passes"
 )
 
 
@@ -90,6 +93,9 @@ def build(result: dict) -> dict:
         "width_now": design.width_now,
         "width_after": width_after,
         "width_with_forms": result.get("width_with_forms"),
+        "width_with_forms_after": design.forms_width_after[-1] if design.forms_width_after else None,
+        "width_floor_after": design.floor_after[-1] if design.floor_after else None,
+        "forms": _forms(result),
         "frontier_band": settings.frontier_band,
         "flops": design.cost,
         "loss_width_now": design.loss_width_now,
@@ -101,6 +107,40 @@ def build(result: dict) -> dict:
     if result.get("endpoint_sd") is not None:  # predicted endpoints priced (scalelab suggest --curves)
         summary["endpoint_sd"] = result["endpoint_sd"]
     return {"table": table[CSV_COLUMNS], "text": "\n".join(lines) + "\n", "json": summary, "snippet": text_snippet}
+
+
+def _forms(result: dict) -> dict | None:
+    """The forms the design worked over: weight and drift of each (the point law's first)."""
+    model = result.get("uncertainty")
+    if model is None:
+        return None
+    names = [c.name or f"form {k}" for k, c in enumerate(model.components)]
+    return {name: {"weight": c.weight, "drift": c.drift} for name, c in zip(names, model.components)}
+
+
+def _forms_lines(result: dict) -> list[str]:
+    """The fit's interval (forms and drift) now and expected after the runs, and whether it has a drift yet."""
+    design, lines = result["design"], []
+    if result.get("width_with_forms") is not None:
+        lines.append(
+            "width of log N_opt now with form uncertainty and drift (the fit's interval): "
+            f"{result['width_with_forms']:.4g}"
+            + (
+                f"; expected after the runs {design.forms_width_after[-1]:.4g}, never below its floor "
+                f"{design.floor_after[-1]:.4g} (the forms' disagreement and the drift beyond the largest run, "
+                "which runs inside the fitted compute do not narrow)"
+                if design.forms_width_after
+                else ""
+            )
+        )
+    model = result.get("uncertainty")
+    if model is not None and not model.drift_measured:
+        lines.append(
+            "the fit has no drift of N_opt yet (no rolling-origin check: too few runs or sizes), so neither its "
+            "interval nor this forecast carries it; once the runs allow the checks, the refit's interval can "
+            "be several times wider than forecast here"
+        )
+    return lines
 
 
 def _text_lines(result: dict, table: pd.DataFrame, width_after: float) -> list[str]:
@@ -120,12 +160,7 @@ def _text_lines(result: dict, table: pd.DataFrame, width_after: float) -> list[s
         f"(N_opt within a factor {np.exp(design.width_now / 2):.3g} either way)",
         TRUST.format(band=settings.frontier_band),
     ]
-    if result.get("width_with_forms") is not None:
-        lines.append(
-            f"width of log N_opt now with form uncertainty and drift (the fit's interval): "
-            f"{result['width_with_forms']:.4g}; the design narrows the bootstrap part only, the form and "
-            "drift parts shrink as refits agree"
-        )
+    lines += _forms_lines(result)
     if len(table):
         lines += [
             f"expected after the {len(table)} runs: {width_after:.4g}  "

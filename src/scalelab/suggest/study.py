@@ -15,7 +15,7 @@ import pandas as pd
 from ..errors import ScalelabError
 from ..config.stage_settings import FitSettings, SuggestSettings
 from .core import suggest_runs
-from .ensemble import ensemble_from_fit_dir
+from .ensemble import uncertainty_from_fit_dir
 
 TARGET_TIMES_LARGEST = 100  # the default target: 100x the largest run
 
@@ -90,7 +90,7 @@ def endpoint_noise(fit: dict, endpoint_sd: float | None) -> tuple[float, float] 
 
 def plan(metrics, fit_dir, settings: SuggestSettings, endpoint_sd: float | None = None) -> dict:
     """Check every input, then design: the suggestions table, the design and what they were built from."""
-    fit, ensemble = ensemble_from_fit_dir(fit_dir)
+    fit, model = uncertainty_from_fit_dir(fit_dir)
     usable, points, spent = read_points(metrics, fit, fit_dir)
     if len(points) == 0:
         raise ScalelabError(f"{metrics}: no usable rows")
@@ -112,8 +112,10 @@ def plan(metrics, fit_dir, settings: SuggestSettings, endpoint_sd: float | None 
         shapes = Shapes(settings.models)
         realise = shapes.realise
         sizes = [realise(n) for n in sizes]
+    stated = width_with_forms(fit_dir, target)
+    model.stated_width = stated
     table, design = suggest_runs(
-        ensemble,
+        model,
         points,
         target,
         budget,
@@ -133,13 +135,14 @@ def plan(metrics, fit_dir, settings: SuggestSettings, endpoint_sd: float | None 
         "table": table,
         "design": design,
         "target_flops": target,
-        "width_with_forms": width_with_forms(fit_dir, target),
+        "width_with_forms": stated,
         "budget_flops": budget,
         "largest_flops": largest,
         "spent_flops": spent,
         "settings": settings,
-        "ensemble": ensemble,
-        "n_resamples": int(len(ensemble.samples)),
+        "ensemble": model.point,
+        "uncertainty": model,
+        "n_resamples": int(len(model.point.samples)),
         "done_sizes": np.unique(points["params"].to_numpy(float)),
         "done_tokens": np.unique(points["tokens"].to_numpy(float)),
     }
