@@ -31,8 +31,9 @@ PINNED = {
 # those jobs only): refresh those three here, with the reason, when fit/, suggest/ or report/ change.
 # Refreshed for issues 26, 28, 29, 30 and 31 (rolling-origin checks and form mixing, metric laws,
 # the curve laws' figure, the fit's row limit, suggest from the study's files, fit health in the
-# report, BLEU and ROUGE-L prompt-noise bars): a finished study reruns its fit, suggest and report jobs
-# once, nothing else.
+# report, BLEU and ROUGE-L prompt-noise bars, the metric forecasts' equal-weight mean of methods,
+# predicted endpoints read by fit and suggest, suggest designing over every form's weight and drift):
+# a finished study reruns its fit, suggest and report jobs once, nothing else.
 PINNED_EVERY_STAGE = {
     "tokenize": "13a8a528842bfa3f",
     "train": "d0fd280450117746",
@@ -40,9 +41,9 @@ PINNED_EVERY_STAGE = {
     "tokenize_chunked": "e1a35490e026019c",
     "evaluate": "f024ea4fd5b4552e",
     "aggregate": "cf5ecd1388b6c323",
-    "fit": "1104d00edcb68077",
-    "suggest": "c9151bc6ce88bb1e",
-    "report": "668d084db19689c9",
+    "fit": "856fee3c916f0119",
+    "suggest": "3338a84c5805534e",
+    "report": "95cb24af635ef850",
 }
 
 
