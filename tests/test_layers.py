@@ -42,7 +42,7 @@ PINNED_EVERY_STAGE = {
     "evaluate": "f024ea4fd5b4552e",
     "aggregate": "cf5ecd1388b6c323",
     "fit": "856fee3c916f0119",
-    "suggest": "3338a84c5805534e",
+    "suggest": "e773fef6451154c4",
     "report": "95cb24af635ef850",
 }
 

@@ -46,6 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(WSD: runs of a size share a trunk), models and tokens_per_step (the study's shapes and "
         "step, for the YAML snippet), allow_repeat (no --data-meta bound); flags given override it",
     )
+    _study_arguments(parser)
+    parser.add_argument(
+        "--or-explain",
+        action="store_true",
+        help="when the fit cannot support a design (no law, no bootstrap resamples), write the "
+        "outputs with the reason and exit 0 instead of failing (the workflow's rule uses this)",
+    )
+
+
+def _study_arguments(parser: argparse.ArgumentParser) -> None:
+    """The study's own files (the corpus bound, the config's shapes, predicted endpoints) and --metric."""
     parser.add_argument(
         "--data-meta",
         metavar="META_JSON",
@@ -75,12 +86,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="WSD with predicted endpoints (config grid.trained_cooldowns): the curves.json of `scalelab curves`; "
         "a new D of a size the study ran is then priced at its trunk extension alone and counted as one "
         "observation with the chosen curve law's held-out error",
-    )
-    parser.add_argument(
-        "--or-explain",
-        action="store_true",
-        help="when the fit cannot support a design (no law, no bootstrap resamples), write the "
-        "outputs with the reason and exit 0 instead of failing (the workflow's rule uses this)",
     )
 
 
