@@ -208,8 +208,9 @@ def test_choosing_trackers_reruns_nothing(study, tmp_path):
     path = tmp_path / "loggers.yaml"
     path.write_text(yaml.safe_dump(config))
     # Nothing retrains or re-evaluates: the new trackers are given the finished runs' evaluations
-    # (track), and the page's study-settings table shows the loggers (report).
-    assert planned_jobs(study, config=path) == {"track": 1, "report": 1}
+    # (track). The report does not rerun: its settings leave the loggers out, and are compared setting
+    # by setting (it reran only because the YAML written here reorders the config's keys).
+    assert planned_jobs(study, config=path) == {"track": 1}
 
 
 def test_allowing_repeats_reruns_nothing(study, tmp_path):
