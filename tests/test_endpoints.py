@@ -12,31 +12,14 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO
+from test_workflow_plan import plan_of  # the cosine example's grid on three small files
 
-from scalelab.config import load as study_config
 from scalelab.curves.command import fit_study
 from scalelab.curves.endpoints import LOG_SD, STATUS, with_predicted
 from scalelab.curves.model import Curves
 from scalelab.errors import ScalelabError
 from scalelab.fit.pipeline import fit_frame
 from scalelab.plan import wsd
-from scalelab.plan.workflow import StudyPlan
-
-COSINE_GRID = REPO / "config" / "examples" / "cosine-4x3.yaml"
-
-
-def plan_of(tmp_path, grid=None, **train) -> StudyPlan:
-    """The cosine example's grid as a WSD study (or as it is) on three small text files."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir(exist_ok=True)
-    for i in range(3):
-        (corpus / f"doc{i}.txt").write_text(f"document {i}: the loss falls as the data grows.\n")
-    raw = yaml.safe_load(COSINE_GRID.read_text())
-    raw["data"]["source"] = {"files": [str(corpus / "*.txt")]}
-    raw["train"].update(train)
-    raw["grid"].update(grid or {})
-    return StudyPlan.build(study_config.validate(raw), [], main_process=False, results=tmp_path / "results")
-
 
 WSD = {"schedule": "wsd", "warmup_tokens": 1024, "cooldown": 0.25}
 

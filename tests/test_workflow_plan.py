@@ -19,8 +19,9 @@ from scalelab.store.fingerprint import code_fingerprint
 COSINE_GRID = REPO / "config" / "examples" / "cosine-4x3.yaml"
 
 
-def plan_of(tmp_path, main_process=False, **train) -> StudyPlan:
-    """The cosine example (or its WSD twin) on three small text files, planned in `tmp_path`."""
+def plan_of(tmp_path, main_process=False, grid=None, **train) -> StudyPlan:
+    """The cosine example (or its WSD twin) on three small text files, planned in `tmp_path`; `grid`
+    updates its grid section."""
     corpus = tmp_path / "corpus"
     corpus.mkdir(exist_ok=True)
     for i in range(3):
@@ -28,6 +29,7 @@ def plan_of(tmp_path, main_process=False, **train) -> StudyPlan:
     raw = yaml.safe_load(COSINE_GRID.read_text())
     raw["data"]["source"] = {"files": [str(corpus / "*.txt")]}
     raw["train"].update(train)
+    raw["grid"].update(grid or {})
     config = study_config.validate(raw)
     return StudyPlan.build(config, [], main_process=main_process, results=tmp_path / "results")
 
