@@ -6,6 +6,7 @@
 # fit then reads instead of metrics.csv (rule endpoints below).
 CURVES = bool(config["fit"].get("curves")) or bool(PREDICTED)
 CURVES_DIR = "results/curves"
+RUN_SPECS = json.dumps({run_id: run.spec for run_id, run in RUNS.items()}, sort_keys=True)  # every run's spec, built once for both rules
 
 
 # lint "conda environment or container" stays: one environment, `make install`'s (per-rule envs untested; README)
@@ -20,7 +21,7 @@ rule curves:
         predictions=f"{CURVES_DIR}/predictions.csv",
     params:
         code=code_fingerprint("curves"),
-        specs=json.dumps({run_id: run.spec for run_id, run in RUNS.items()}, sort_keys=True),  # what decides the forecasts
+        specs=RUN_SPECS,  # what decides the forecasts
         target=config["fit"]["target"],
         runs=" ".join(RUNS),  # every run of the grid, trained or predicted (without PREDICTED: RUN_IDS)
         out=lambda wildcards, output: os.path.dirname(output.json),
@@ -45,7 +46,7 @@ rule endpoints:
         ENDPOINTS,  # common.smk: FIT_TABLE under predicted endpoints
     params:
         code=code_fingerprint("curves"),
-        specs=json.dumps({run_id: run.spec for run_id, run in RUNS.items()}, sort_keys=True),  # a family's branch points
+        specs=RUN_SPECS,  # a family's branch points
         predicted=" ".join(PREDICTED),
     log:
         log_path("endpoints"),
