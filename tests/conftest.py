@@ -41,6 +41,24 @@ def warm_workers(tmp_path_factory):
         time.sleep(0.2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def slurm_studies(request, tmp_path_factory, warm_workers):
+    """tests/test_slurm.py's two studies, started with the session when that file's tests are
+    selected and Slurm is there: their passes wait minutes on Slurm for seconds of work, and the
+    other tests run meanwhile. Futures of what that file's fixtures look at (empty otherwise)."""
+    wanted = {name for item in request.session.items for name in item.fixturenames if item.path.name == "test_slurm.py"}
+    if not wanted:
+        yield {}
+        return
+    import test_slurm
+
+    if test_slurm.MISSING:
+        yield {}
+        return
+    with test_slurm.in_background(tmp_path_factory, wanted) as started:
+        yield started
+
+
 def _serving(folder: Path) -> bool:
     """Whether a warm worker (or a job it forked) of `folder` is still running."""
     for entry in Path("/proc").iterdir():

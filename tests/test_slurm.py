@@ -6,12 +6,14 @@ that a failure). A cosine study with job groups turned off (one submission per j
 during which the largest run's train job is `scancel`led after its first checkpoint; a second
 pass that resumes it; a third that must submit nothing. The same config also runs locally, in
 parallel, and the two must agree. Then the tiny WSD study with the profile's job groups: one
-submission per family, the same losses as the shared local run, and a change to one model
-resubmitting only its family.
+submission per family, the same losses as the shared local run, a change to one model
+resubmitting only its family, and the warm worker turned on for its first pass.
 
-The only setting added to the profile is --slurm-init-seconds-before-status-checks 1 (the
-executor otherwise waits 40 s before its first poll), so the test takes 3-5 minutes
-(more on a loaded machine: the executor polls less often the longer a job runs). Where the time
+Both studies' passes start with the test session, in threads (in_background, started by
+tests/conftest.py's `slurm_studies`), and the other tests run while they wait on Slurm; this
+file's fixtures wait for their results. The only setting added to the profile is
+--slurm-init-seconds-before-status-checks 1 (the executor otherwise waits 40 s before its first
+poll); the passes take 4-8 minutes, longer the more the machine is loaded. Where the time
 goes: plugin 2.8 polls 1 s after a job of the study finished, then waits 10 s longer before each
 next poll while none finishes (11, 21, 31 ... s; hard-coded, only the first interval is a
 setting), so a job is seen 1, 12, 33, 64, 105 ... s after the previous one, and a job takes
@@ -22,6 +24,7 @@ time").
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -30,7 +33,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -133,10 +138,63 @@ def env() -> dict:
     return {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def run(args: list[str], log: Path, timeout: int = 600) -> tuple[int, str]:
+# The passes' environment, taken when they start (in_background), and their Snakemake processes.
+ENV: dict = {}
+RUNNING: list[subprocess.Popen] = []
+STOPPING = threading.Event()
+
+
+def start(args: list[str], log: Path, environ: dict | None = None) -> subprocess.Popen:
+    if STOPPING.is_set():
+        raise RuntimeError("the test session is ending: no new Snakemake pass")
     with open(log, "w") as out:
-        code = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, env=env(), timeout=timeout).returncode
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=environ or ENV or env(), cwd=REPO)
+    RUNNING.append(proc)
+    return proc
+
+
+def run(args: list[str], log: Path, timeout: int = 600, environ: dict | None = None) -> tuple[int, str]:
+    proc = start(args, log, environ)
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # Snakemake cancels its Slurm jobs
+        proc.wait(timeout=120)
+        raise
     return code, log.read_text()
+
+
+def warm_workers(folder: Path) -> dict[int, tuple[int, str]]:
+    """The warm workers serving sockets in `folder` (scalelab.warm) and the jobs they forked (whose
+    command line is the worker's): pid -> (parent pid, the SLURM_JOB_ID it was started in, or "")."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            if b"worker_main" not in command or str(folder).encode() not in command:
+                continue
+            environ = dict(v.split("=", 1) for v in (entry / "environ").read_text().split("\0") if "=" in v)
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        found[int(entry.name)] = (parent, environ.get("SLURM_JOB_ID", ""))
+    return found
+
+
+def watch_workers(folder: Path, seen: dict, watching: threading.Event) -> None:
+    while watching.is_set():
+        seen.update(warm_workers(folder))
+        time.sleep(0.2)
+
+
+def wait_for_no_workers(folder: Path, timeout: float) -> list[int]:
+    """Waits until no worker of `folder` runs (they exit after SCALELAB_WARM_IDLE); those left."""
+    deadline = time.time() + timeout
+    while (left := list(warm_workers(folder))) and time.time() < deadline:
+        time.sleep(0.5)
+    return left
 
 
 def submissions(text: str) -> list[tuple[str, str, str | None]]:
@@ -176,85 +234,73 @@ def new_study(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def studies(tmp_path_factory):
+def cosine_passes(base: Path) -> dict:
     """Runs everything once: the local study (in the background), then the Slurm study with a
     scancel, its resuming rerun and a no-op rerun. Returns what the tests look at."""
-    procs = []
-    try:
-        base = tmp_path_factory.mktemp("slurm")
-        local, cluster = new_study(base / "local"), new_study(base / "cluster")
-        started = time.time()
-        local_log = open(base / "local.log", "w")
-        local_proc = subprocess.Popen(
-            command(local, "--cores", "2"), stdout=local_log, stderr=subprocess.STDOUT, env=env()
-        )
-        procs.append(local_proc)
+    local, cluster = new_study(base / "local"), new_study(base / "cluster")
+    started = time.time()
+    local_proc = start(command(local, "--cores", "2"), base / "local.log")
 
-        # Pass 1: cancel the largest run's train job once it has checkpointed. Plugin 2.8 never
-        # notices a job cancelled from outside (sacct says "CANCELLED by <uid>", which it does not
-        # match), so, as the README says, stop Snakemake with SIGINT, which cancels the rest.
-        first_log = base / "first.log"
-        with open(first_log, "w") as out:
-            proc = subprocess.Popen(slurm_args(cluster, grouped=False), stdout=out, stderr=subprocess.STDOUT, env=env())
-        procs.append(proc)
-        ckpt = cluster / "results/runs" / KILLED / "ckpt/last.ckpt"
-        cancelled, cancelled_at = None, None
-        deadline = time.time() + 400
-        while time.time() < deadline and proc.poll() is None and cancelled is None:
-            step = 0
-            try:
-                step = torch.load(ckpt, weights_only=False, map_location="cpu")["global_step"] if ckpt.exists() else 0
-            except Exception:  # caught mid-rename
-                pass
-            if step:
-                job = [j for j, rule, wc in submissions(first_log.read_text()) if rule == "train" and wc == KILLED]
-                subprocess.run(["scancel", job[0]], check=True)
-                cancelled, cancelled_at = job[0], step
-            time.sleep(0.1)
-        while cancelled and time.time() < deadline and sacct([cancelled])[cancelled]["state"] != "CANCELLED":
-            time.sleep(0.5)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        first_code = proc.wait(timeout=300)
-        left_running = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True).stdout.split()
-        first_s = time.time() - started
-        # Pass 2: the cancelled run again, resumed; then everything downstream.
-        second_code, second = run(slurm_args(cluster, grouped=False), base / "second.log")
-        slurm_s = time.time() - started
-        # Pass 3: nothing changed, nothing submitted.
-        third_code, third = run(slurm_args(cluster, grouped=False), base / "third.log")
-        local_code = local_proc.wait(timeout=600)
-        local_log.close()
-        print(
-            f"\nslurm study: pass 1 {first_s:.0f} s, passes 1+2 {slurm_s:.0f} s; local (in parallel) done by "
-            f"{time.time() - started:.0f} s",
-            file=sys.stderr,
-        )
-        yield {
-            "local": local,
-            "cluster": cluster,
-            "first": first_log.read_text(),
-            "first_code": first_code,
-            "left_running": left_running,
-            "second": second,
-            "second_code": second_code,
-            "third": third,
-            "third_code": third_code,
-            "local_code": local_code,
-            "local_log": (base / "local.log").read_text(),
-            "cancelled": cancelled,
-            "cancelled_at": cancelled_at,
-        }
+    # Pass 1: cancel the largest run's train job once it has checkpointed. Plugin 2.8 never
+    # notices a job cancelled from outside (sacct says "CANCELLED by <uid>", which it does not
+    # match), so, as the README says, stop Snakemake with SIGINT, which cancels the rest.
+    first_log = base / "first.log"
+    proc = start(slurm_args(cluster, grouped=False), first_log)
+    ckpt = cluster / "results/runs" / KILLED / "ckpt/last.ckpt"
+    cancelled, cancelled_at = None, None
+    deadline = time.time() + 900  # the session's other tests load the machine meanwhile
+    while time.time() < deadline and proc.poll() is None and cancelled is None and not STOPPING.is_set():
+        step = 0
+        try:
+            step = torch.load(ckpt, weights_only=False, map_location="cpu")["global_step"] if ckpt.exists() else 0
+        except Exception:  # caught mid-rename
+            pass
+        if step:
+            job = [j for j, rule, wc in submissions(first_log.read_text()) if rule == "train" and wc == KILLED]
+            subprocess.run(["scancel", job[0]], check=True)
+            cancelled, cancelled_at = job[0], step
+        time.sleep(0.1)
+    while cancelled and time.time() < deadline and sacct([cancelled])[cancelled]["state"] != "CANCELLED":
+        time.sleep(0.5)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    first_code = proc.wait(timeout=300)
+    queued = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    left_running = sorted(
+        set(queued) & {job for job, _, _ in submissions(first_log.read_text())}
+    )  # other studies run too
+    first_s = time.time() - started
+    # Pass 2: the cancelled run again, resumed; then everything downstream.
+    second_code, second = run(slurm_args(cluster, grouped=False), base / "second.log", timeout=1200)
+    slurm_s = time.time() - started
+    # Pass 3: nothing changed, nothing submitted.
+    third_code, third = run(slurm_args(cluster, grouped=False), base / "third.log")
+    local_code = local_proc.wait(timeout=900)
+    return {
+        "local": local,
+        "cluster": cluster,
+        "first": first_log.read_text(),
+        "first_code": first_code,
+        "left_running": left_running,
+        "second": second,
+        "second_code": second_code,
+        "third": third,
+        "third_code": third_code,
+        "local_code": local_code,
+        "local_log": (base / "local.log").read_text(),
+        "cancelled": cancelled,
+        "cancelled_at": cancelled_at,
+        "timing": f"slurm study: pass 1 {first_s:.0f} s, passes 1+2 {slurm_s:.0f} s; local (in parallel) done by "
+        f"{time.time() - started:.0f} s",
+    }
 
-    finally:  # a failure above must leave no Snakemake (nor its Slurm jobs) behind
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+
+@pytest.fixture(scope="module")
+def studies(slurm_studies):
+    """The cosine study's passes (cosine_passes), started with the session (tests/conftest.py)."""
+    result = slurm_studies["studies"].result()
+    print(f"\n{result['timing']}", file=sys.stderr)
+    return result
 
 
 def test_every_job_goes_through_sbatch_with_the_derived_resources(studies):
@@ -334,32 +380,53 @@ def test_results_equal_a_local_run(studies):
     assert fit["power_law_N"] is not None and fit["n_points"] == 3
 
 
-@pytest.fixture(scope="module")
-def grouped_wsd(tmp_path_factory):
-    """The tiny WSD study (2 families x 3 token counts) with the profile as shipped: a first pass,
-    a no-op pass, and a pass after one model's lr changed."""
-    from test_workflow import planned_jobs
+def new_wsd_study(root: Path) -> Path:
     from test_workflow_wsd import WSD_TINY
 
-    study = tmp_path_factory.mktemp("slurm_wsd") / "study"
-    study.mkdir()
+    study = root / "study"
+    study.mkdir(parents=True)
     make_corpus(study / "corpus", documents=150)
     (study / "config.yaml").write_text(yaml.safe_dump(WSD_TINY, sort_keys=False))
-    jobs = planned_jobs(study)  # what one submission per job would submit (aggregate runs here)
+    return study
+
+
+def grouped_wsd_passes(root: Path) -> dict:
+    """The tiny WSD study (2 families x 3 token counts) with the profile as shipped: a first pass,
+    a no-op pass, and a pass after one model's lr changed."""
+    from test_workflow_wsd import WSD_TINY
+
+    study = new_wsd_study(root)
+    # The first pass's warm workers in a folder of their own, seen while it runs; with an idle time
+    # longer than the test, only the end of their Slurm job can stop them.
+    warm_dir = root / "warm"
+    warm_dir.mkdir(mode=0o700)
+    warm_env = {**ENV, "SCALELAB_WARM_DIR": str(warm_dir), "SCALELAB_WARM_IDLE": "900"}
+    warm_env.pop("SCALELAB_WARM", None)
+    seen: dict[int, tuple[int, str]] = {}
+    watching = threading.Event()
+    watcher = threading.Thread(target=watch_workers, args=(warm_dir, seen, watching), daemon=True)
+    watching.set()
+    watcher.start()
     # Up to metrics.csv: the groups are the families' jobs; fit and suggest go to sbatch as in the study
     # above, and submitting them here too cost a minute a pass in the executor's polling.
     until = ["--until", "aggregate"]
-    first_code, first = run(slurm_args(study) + until, study.parent / "first.log", timeout=1200)
+    try:
+        first_code, first = run(slurm_args(study) + until, root / "first.log", timeout=1200, environ=warm_env)
+    finally:
+        watching.clear()
+        watcher.join()
     table = (study / "results/metrics.csv").read_text()  # before the change below
-    noop_code, noop = run(slurm_args(study) + until, study.parent / "noop.log")
+    noop_code, noop = run(slurm_args(study) + until, root / "noop.log")
     before = {p.name: (p / "metrics.json").read_bytes() for p in (study / "results/runs").iterdir()}
     changed = {**WSD_TINY, "overrides": {"b": {"lr": 1e-3}}}
     (study / "config.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
-    change_code, change = run(slurm_args(study) + until, study.parent / "change.log", timeout=1200)
+    change_code, change = run(slurm_args(study) + until, root / "change.log", timeout=1200)
     after = {p.name: (p / "metrics.json").read_bytes() for p in (study / "results/runs").iterdir()}
+    workers_left = wait_for_no_workers(warm_dir, timeout=30)
     return {
         "study": study,
-        "jobs": jobs,
+        "warm_workers": seen,
+        "warm_workers_left": workers_left,
         "first_code": first_code,
         "first": first,
         "table": table,
@@ -372,14 +439,46 @@ def grouped_wsd(tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="module")
+def grouped_wsd(slurm_studies):
+    """The grouped WSD study's passes (grouped_wsd_passes), started with the session (tests/conftest.py)."""
+    return slurm_studies["grouped_wsd"].result()
+
+
+@contextlib.contextmanager
+def in_background(tmp_path_factory, wanted: set[str]):
+    """The Slurm studies' passes in threads, from the start of the session: they spend minutes waiting on
+    Slurm (job start-up, the executor's polling) for seconds of work, a wait the session's other
+    tests now fill. On leaving, whatever still runs gets SIGINT (Snakemake then cancels its Slurm
+    jobs) and no further pass starts, so a session that ends early leaves nothing behind."""
+    ENV.update(env())  # the environment now: a test's monkeypatch must not reach these processes
+    pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="slurm-study")
+    try:
+        passes = {"studies": cosine_passes, "grouped_wsd": grouped_wsd_passes, "two_rank": two_rank_passes}
+        yield {name: pool.submit(passes[name], tmp_path_factory.mktemp(name)) for name in passes if name in wanted}
+    finally:
+        STOPPING.set()
+        for proc in list(RUNNING):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in list(RUNNING):
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def grouped_submissions(text: str) -> list[str]:
     """The Slurm log folder (rule_<rule> or group_<group>_<rules>) of every submission."""
     return [m.group(2) for m in SUBMITTED_ANY.finditer(text)]
 
 
-def test_job_groups_submit_one_job_per_wsd_family(grouped_wsd, wsd_study):
+def test_job_groups_submit_one_job_per_wsd_family(grouped_wsd, wsd_study, tmp_path):
+    from test_workflow import planned_jobs
+
     assert grouped_wsd["first_code"] == 0, grouped_wsd["first"][-4000:]
-    jobs = grouped_wsd["jobs"]
+    jobs = planned_jobs(new_wsd_study(tmp_path))  # what one submission per job would submit (aggregate runs here)
     assert jobs == {
         "tokenize": 1,
         "trunk": 6,
@@ -417,25 +516,61 @@ def test_job_groups_keep_staleness_per_job(grouped_wsd):
     assert json.loads(after["b-16K-s0"])["lr"] == 1e-3
 
 
-def test_a_two_rank_run_starts_its_ranks_with_srun(tmp_path):
-    """train.devices: 2 on the CPU: one job of 2 tasks, its ranks started by srun as one job
-    step, the same loss as one process (see tests/test_ddp.py for the tolerance)."""
-    from scalelab import train
+def test_the_warm_worker_serves_a_job_groups_jobs_and_ends_with_its_slurm_job(grouped_wsd):
+    """The grouped study's first pass, warm worker on (the default). Snakemake's job-step executor
+    runs the jobs of a group one after another in the Slurm job's batch step, so a worker started by
+    the first serves the next ones with the same environment (Snakemake sets each job's thread
+    variables: train's and evaluate's differ). Its Slurm job ending ends it, though its idle time
+    here is longer than the test. The losses are the local run's (the test above)."""
+    assert grouped_wsd["first_code"] == 0, grouped_wsd["first"][-4000:]
+    seen = grouped_wsd["warm_workers"]
+    workers = {pid: job for pid, (parent, job) in seen.items() if parent not in seen}
+    children = [pid for pid, (parent, _) in seen.items() if parent in workers]
+    # 2 families x (3 trunk pieces, 3 cooldowns, 3 evaluations), each a child of a worker
+    assert len(children) == 18, seen
+    print(f"\nwarm workers in the grouped Slurm study: {len(workers)} served {len(children)} jobs", file=sys.stderr)
+    groups = {job for job, folder in SUBMITTED_ANY.findall(grouped_wsd["first"]) if folder.startswith("group_")}
+    assert len(groups) == 2 and set(workers.values()) == groups, (workers, groups)  # started inside those jobs
+    assert len(workers) < len(children), workers  # a worker served several jobs of its group
+    logs = [p.read_text() for p in (grouped_wsd["study"] / "logs").rglob("*.log")]
+    assert logs and not any("warm worker unavailable" in text for text in logs)
+    assert grouped_wsd["warm_workers_left"] == []  # gone with their Slurm jobs
 
+
+def two_rank_passes(root: Path) -> dict:
+    """train.devices: 2 on the CPU, with the profile as shipped (refused: a multi-rank run cannot share
+    a job group) and with job groups turned off."""
     config = {
         **CONFIG,
         "models": {"a": CONFIG["models"]["b"]},
         "grid": {"models": ["a"], "tokens": ["8K"], "seeds": [0]},
         "train": {**CONFIG["train"], "accelerator": "cpu", "devices": 2},
     }
-    study = new_study(tmp_path / "ddp")
+    study = new_study(root / "ddp")
     (study / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    target = ["results/runs/a-8K-s0/metrics.json"]
+    refused_code, refused = run(slurm_args(study) + target, root / "refused.log")
+    code, text = run(slurm_args(study, grouped=False) + target, root / "ddp.log", timeout=1200)
+    return {"study": study, "refused_code": refused_code, "refused": refused, "code": code, "text": text}
+
+
+@pytest.fixture(scope="module")
+def two_rank(slurm_studies):
+    """The two-rank study's passes (two_rank_passes), started with the session (tests/conftest.py)."""
+    return slurm_studies["two_rank"].result()
+
+
+def test_a_two_rank_run_starts_its_ranks_with_srun(two_rank, tmp_path):
+    """train.devices: 2 on the CPU: one job of 2 tasks, its ranks started by srun as one job
+    step, the same loss as one process (see tests/test_ddp.py for the tolerance)."""
+    from scalelab import train
+
+    study, code, text = two_rank["study"], two_rank["refused_code"], two_rank["refused"]
     # the profile as shipped groups jobs, which a multi-rank run cannot share: one line, nothing submitted
-    code, text = run(slurm_args(study) + ["results/runs/a-8K-s0/metrics.json"], tmp_path / "refused.log")
     errors = [line for line in text.splitlines() if line.startswith("scalelab: error:")]
     assert code != 0 and len(errors) == 1 and "2 ranks" in errors[0] and grouping.TURN_OFF in errors[0], text[-3000:]
     assert "has been submitted" not in text and "Traceback" not in text
-    code, text = run(slurm_args(study, grouped=False) + ["results/runs/a-8K-s0/metrics.json"], tmp_path / "ddp.log")
+    code, text = two_rank["code"], two_rank["text"]
     assert code == 0, text[-4000:]
     job = [j for j, rule, _ in submissions(text) if rule == "train"][0]
     steps = subprocess.run(

@@ -288,3 +288,36 @@ def test_an_edited_dependency_or_another_niceness_gets_another_worker(warm_env, 
     assert edited != first
     niced = client(env, "echo", "0", input="", preexec_fn=lambda: os.nice(1))
     assert "in-process" not in niced.stderr and context(niced)["ppid"] not in (first, edited)
+
+
+def test_a_worker_started_in_a_slurm_job_ends_with_the_job(warm_env):
+    """Inside a Slurm job the client names the job step's top process (scalelab.warm.slurm_job_top;
+    tests/test_slurm.py runs it under Slurm); the worker ends when that process does, long before
+    its idle time, whatever the cluster's process tracking."""
+    folder = Path(warm_env["SCALELAB_WARM_DIR"])
+    folder.mkdir(mode=0o700)
+    job_top = subprocess.Popen(["sleep", "600"])
+    config = {
+        "socket": str(folder / "job.sock"),
+        "entry": "warm_probe:main",
+        "preload": ["warm_probe"],
+        "path": [str(REPO / "src"), str(TESTS), *sys.path],
+        "idle_s": 600,
+        "owner": job_top.pid,
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "import scalelab.warm_worker as w; w.worker_main()", json.dumps(config)], env=warm_env
+    )
+    try:
+        deadline = time.time() + 120
+        while not (folder / "job.sock").exists() and time.time() < deadline and worker.poll() is None:
+            time.sleep(0.1)
+        assert (folder / "job.sock").exists() and worker.poll() is None  # serving
+        job_top.kill()
+        job_top.wait()
+        assert worker.wait(timeout=15) == 0
+        assert not (folder / "job.sock").exists()
+    finally:
+        for proc in (job_top, worker):
+            if proc.poll() is None:
+                proc.kill()

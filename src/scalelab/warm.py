@@ -23,9 +23,9 @@ fork. The worker runs no torch op and initialises no CUDA before it forks (it ch
 
 Any failure before the job starts (no socket, a dead worker, a worker that cannot start) runs the
 job in the calling process as before, with one line on stderr. SCALELAB_WARM=0 turns the worker
-off, SCALELAB_WARM=1 turns it on where it is off by default (inside a Slurm job, and for a rank
-of a distributed run, which always runs in-process). The worker exits after
-SCALELAB_WARM_IDLE seconds (default 30) without a job, or when its socket is removed. Sockets
+off; a rank of a distributed run always runs in-process. The worker exits after
+SCALELAB_WARM_IDLE seconds (default 30) without a job, when its socket is removed, or, started
+inside a Slurm job, when the process Slurm started for the job step ends (its jobs with it). Sockets
 live in a private (0700) directory: $SCALELAB_WARM_DIR, else $XDG_RUNTIME_DIR/scalelab-warm,
 else /tmp/scalelab-warm-<uid>.
 """
@@ -65,10 +65,7 @@ class Unavailable(Exception):
 def enabled(env: dict) -> bool:
     if any(name in env for name in RANK_VARIABLES) or env.get("SLURM_STEP_NUM_TASKS", "1") not in ("", "1"):
         return False
-    setting = env.get(SWITCH, "").strip()
-    if setting in ("0", "1"):
-        return setting == "1"
-    return "SLURM_JOB_ID" not in env
+    return env.get(SWITCH, "").strip() != "0"
 
 
 def private_dir(env: dict) -> Path:
@@ -242,7 +239,14 @@ def _start_and_connect(folder: Path, key: str, entry: str, preload: list[str]) -
             return sock
         path.unlink(missing_ok=True)  # a dead worker's socket
         config = json.dumps(
-            {"socket": str(path), "entry": entry, "preload": preload, "path": sys.path, "idle_s": _idle_s()}
+            {
+                "socket": str(path),
+                "entry": entry,
+                "preload": preload,
+                "path": sys.path,
+                "idle_s": _idle_s(),
+                "owner": slurm_job_top() if "SLURM_JOB_ID" in os.environ else None,
+            }
         )
         env = dict(os.environ)
         with open(folder / f"{key}.log", "ab") as log:
@@ -272,6 +276,24 @@ def _start_and_connect(folder: Path, key: str, entry: str, preload: list[str]) -
             time.sleep(0.05)
         worker.kill()
         raise Unavailable(f"the worker did not start within {START_TIMEOUT_S:.0f} s")
+
+
+def slurm_job_top() -> int | None:
+    """The process Slurm started for this job step (the child of `slurmstepd` among this process's
+    ancestors), or None where there is none (an `salloc` shell) or /proc cannot say. A worker started
+    inside a job ends with it, whatever the cluster's process tracking."""
+    pid = os.getpid()
+    for _ in range(64):
+        try:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent <= 1:
+                return None
+            if Path(f"/proc/{parent}/comm").read_text().strip() == "slurmstepd":
+                return pid
+        except (OSError, IndexError, ValueError):
+            return None
+        pid = parent
+    return None
 
 
 def _idle_s() -> float:

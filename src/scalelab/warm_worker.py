@@ -21,12 +21,14 @@ from .warm import FORWARDED, HEADER, REPLY, signal_group
 def worker_main() -> None:
     config = json.loads(sys.argv[1])
     sys.path[:] = config["path"]
-    Worker(Path(config["socket"]), config["entry"], config["preload"], float(config["idle_s"])).serve()
+    path, entry, preload, idle_s = Path(config["socket"]), config["entry"], config["preload"], float(config["idle_s"])
+    Worker(path, entry, preload, idle_s, owner=config.get("owner")).serve()
 
 
 class Worker:
-    def __init__(self, path: Path, entry: str, preload: list[str], idle_s: float):
+    def __init__(self, path: Path, entry: str, preload: list[str], idle_s: float, owner: int | None = None):
         self.path, self.entry_name, self.preload, self.idle_s = path, entry, preload, idle_s
+        self.owner = owner  # the Slurm job step's top process (scalelab.warm.slurm_job_top): ends with it
         self.jobs: dict[int, tuple[socket.socket, int]] = {}  # pidfd -> (connection, child pid)
         self.stopping = False
 
@@ -55,6 +57,11 @@ class Worker:
         self.inode = os.stat(self.path).st_ino
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.listener, selectors.EVENT_READ, ("accept", None))
+        if self.owner:
+            try:
+                self.selector.register(os.pidfd_open(self.owner), selectors.EVENT_READ, ("owner", None))
+            except ProcessLookupError:  # the job has ended already
+                self.stopping = True
         idle_since = time.monotonic()
         try:
             while True:
@@ -72,6 +79,9 @@ class Worker:
                         self._finish(event.fd)
                     elif what == "client":
                         self._client_event(event.fileobj, data)
+                    elif what == "owner":  # its Slurm job ended: so do the worker and any job left
+                        self.selector.unregister(event.fileobj)
+                        self._stop(signal.SIGTERM, None)
                 if self.jobs:
                     idle_since = time.monotonic()
         finally:
