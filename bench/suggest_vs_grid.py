@@ -20,8 +20,9 @@ seeds, and how often each interval covers the true N_opt.
 `--truth farseer_like` draws the losses from a law outside the fitted form: Chinchilla's with a D
 exponent that grows with N (beta + 0.005 ln(N / 4e7)); its true N_opt is found numerically. Per
 round the log also says where the suggested FLOPs went: the share on runs within 2x of the true
-compute-optimal N for their own FLOPs, the share at sizes no larger than the largest trained, the
-runs below the smallest size, and the width the refit measured against the design's forecast.
+compute-optimal N for their own FLOPs (its median over rounds, and how often it is at least half), the share
+at sizes no larger than the largest trained, the runs below the smallest size, and the width the refit
+measured against the design's forecast.
 
 `--fit forms` fits with `scalelab fit` itself (every form, rolling-origin checks, evidence weights,
 drift of N_opt) instead of Approach 3 alone: the design then works over that Uncertainty
@@ -289,6 +290,18 @@ def summarise(results, args, started) -> dict:
                     for r in results
                     for e in r["rounds"]
                     if e["flops_at_or_below_largest"] is not None
+                ]
+            )
+        ),
+        # how often a round's suggested runs kept half of their FLOPs near the true frontier (the design asks
+        # it of 80 % of the fit's draws: scalelab.suggest.core.FRONTIER_CONFIDENCE)
+        "rounds_with_half_near_frontier": float(
+            np.mean(
+                [
+                    e["flops_near_frontier"] >= 0.5
+                    for r in results
+                    for e in r["rounds"]
+                    if e["flops_near_frontier"] is not None
                 ]
             )
         ),
