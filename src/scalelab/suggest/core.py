@@ -169,7 +169,7 @@ def trusted(done_params, done_tokens, cand_params, cand_tokens, size_reach: floa
     ratio = np.asarray(done_tokens, float) / np.asarray(done_params, float)
     cand_ratio = np.asarray(cand_tokens, float) / np.asarray(cand_params, float)
     return (
-        (np.asarray(cand_params, float) >= np.min(done_params) / size_reach * (1 - 1e-9))
+        (np.asarray(cand_params, float) >= np.min(done_params) / size_reach * (1 - SAME))  # within SAME: one size
         & (cand_ratio >= ratio.min() / TOKENS_PER_PARAM_REACH)
         & (cand_ratio <= ratio.max() * TOKENS_PER_PARAM_REACH)
     )
