@@ -15,12 +15,14 @@ seeds, and how often each interval covers the true N_opt.
 
     python bench/suggest_vs_grid.py [--seeds 10] [--rounds 3] [--bootstrap 100] [--grid-points 3]
         [--truth chinchilla|farseer_like] [--fit chinchilla|forms] [--range trusted|share-only]
+        [--size-reach F]
 
 `--truth farseer_like` draws the losses from a law outside the fitted form: Chinchilla's with a D
 exponent that grows with N (beta + 0.005 ln(N / 4e7)); its true N_opt is found numerically. Per
 round the log also says where the suggested FLOPs went: the share on runs within 2x of the true
-compute-optimal N for their own FLOPs, the share at sizes no larger than the largest trained, the
-runs below the smallest size, and the width the refit measured against the design's forecast.
+compute-optimal N for their own FLOPs (its median over rounds, and how often it is at least half), the share
+at sizes no larger than the largest trained, the runs below the smallest size, and the width the refit
+measured against the design's forecast.
 
 `--fit forms` fits with `scalelab fit` itself (every form, rolling-origin checks, evidence weights,
 drift of N_opt) instead of Approach 3 alone: the design then works over that Uncertainty
@@ -28,7 +30,8 @@ drift of N_opt) instead of Approach 3 alone: the design then works over that Unc
 (`load_fit().allocate`, forms and drift), and `measured_to_expected_stated_width_by_round` checks
 suggest's forecast of it (`width_with_forms_after`); `median_bootstrap_width_ratio` is the chosen
 form's bootstrap width. `--range share-only` drops the trusted range (sizes below the smallest, any
-tokens per parameter) and keeps only the frontier share, to measure what the range costs and buys.
+tokens per parameter) and keeps only the frontier share, to measure what the range costs and buys;
+`--size-reach F` keeps the trusted range but lets it take sizes down to the smallest trained / F.
 
 The last line printed is a JSON object with the figures.
 """
@@ -65,6 +68,7 @@ NOISE = 0.01
 TRUTH = "chinchilla"  # set by --truth
 FIT = "chinchilla"  # set by --fit
 RANGE = "trusted"  # set by --range
+SIZE_REACH = 1.0  # set by --size-reach
 N_REF = 4e7
 
 
@@ -175,7 +179,13 @@ def one_seed(seed, rounds, bootstrap, starts):
         hand = add(hand, runs, hand_rng)
         model, (low, high) = study_fit(suggested, bootstrap, starts, seed)
         chosen, design = suggest_runs(
-            model, suggested, TARGET_FLOPS, budget, max_runs, trusted_range=RANGE == "trusted"
+            model,
+            suggested,
+            TARGET_FLOPS,
+            budget,
+            max_runs,
+            trusted_range=RANGE == "trusted",
+            size_reach=SIZE_REACH,
         )
         picked = np.column_stack([chosen["params"], chosen["tokens"]]) if len(chosen) else np.empty((0, 2))
         placement = where_flops_go(suggested, picked)
@@ -241,6 +251,7 @@ def summarise(results, args, started) -> dict:
         "truth": args.truth,
         "fit": args.fit,
         "range": args.range,
+        "size_reach": args.size_reach,
         "law": TRUE_LAW,
         "noise": NOISE,
         "start": "3x3",
@@ -282,6 +293,18 @@ def summarise(results, args, started) -> dict:
                 ]
             )
         ),
+        # how often a round's suggested runs kept half of their FLOPs near the true frontier (the design asks
+        # it of 80 % of the fit's draws: scalelab.suggest.core.FRONTIER_CONFIDENCE)
+        "rounds_with_half_near_frontier": float(
+            np.mean(
+                [
+                    e["flops_near_frontier"] >= 0.5
+                    for r in results
+                    for e in r["rounds"]
+                    if e["flops_near_frontier"] is not None
+                ]
+            )
+        ),
         "runs_below_smallest": int(sum(e["runs_below_smallest"] for r in results for e in r["rounds"])),
         "seconds": round(time.perf_counter() - started, 1),
         "per_seed": [{k: r[k] for k in ("seed", "ratio", "hand", "suggested", "rounds")} for r in results],
@@ -299,9 +322,10 @@ def main(argv=None):
     parser.add_argument("--truth", choices=["chinchilla", "farseer_like"], default="chinchilla")
     parser.add_argument("--fit", choices=["chinchilla", "forms"], default="chinchilla")
     parser.add_argument("--range", choices=["trusted", "share-only"], default="trusted")
+    parser.add_argument("--size-reach", type=float, default=1.0)
     args = parser.parse_args(argv)
-    global TRUTH, FIT, RANGE
-    TRUTH, FIT, RANGE = args.truth, args.fit, args.range
+    global TRUTH, FIT, RANGE, SIZE_REACH
+    TRUTH, FIT, RANGE, SIZE_REACH = args.truth, args.fit, args.range, args.size_reach
     starts = start_grid(args.grid_points)
     started = time.perf_counter()
     results = []

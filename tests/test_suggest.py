@@ -673,6 +673,26 @@ def test_half_the_suggested_flops_are_near_the_frontier_even_when_the_budget_is_
     assert table["flops"][near].sum() >= 0.5 * table["flops"].sum() * (1 - 1e-9)
 
 
+def test_the_frontier_share_is_asked_of_the_fits_draws_not_of_its_point_law(fitted):
+    """A run whose N is 2x the median frontier of the fit's draws is within 2x in about half of them (the
+    point law alone would count it in full); one at that median is within 2x in nearly all; and a form's
+    drift beyond the largest fitted run spreads the frontier there, so fewer draws count it."""
+    from scalelab.suggest.core import FRONTIER_CONFIDENCE, frontier_draws
+    from scalelab.suggest.uncertainty import Component, Uncertainty
+
+    root, frame = fitted
+    ensemble, flops = _chinchilla_ensemble(root), 1e18
+    median = float(np.median(ensemble.optimum(ensemble.samples, flops)[0]))
+    params = np.array([median, 2 * median])
+    inside, weights = frontier_draws(ensemble, params, flops / (6 * params), 2.0)
+    assert weights.sum() == pytest.approx(1.0)
+    held = inside @ weights
+    assert held[0] >= 0.95 and 0.3 <= held[1] <= 0.7 < FRONTIER_CONFIDENCE
+    drifting = Uncertainty([Component(1.0, ensemble, drift=0.5)], top_flops=flops / np.exp(3.0))
+    inside, weights = frontier_draws(drifting, params, flops / (6 * params), 2.0)
+    assert (inside @ weights)[0] < FRONTIER_CONFIDENCE < held[0]
+
+
 def test_suggest_states_the_fits_interval_after_the_runs_and_its_floor(fitted, tmp_path):
     root, _ = fitted
     out = tmp_path / "out"
