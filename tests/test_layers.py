@@ -32,7 +32,8 @@ PINNED = {
 # Refreshed for issues 26, 28, 29, 30 and 31 (rolling-origin checks and form mixing, metric laws,
 # the curve laws' figure, the fit's row limit, suggest from the study's files, fit health in the
 # report, BLEU and ROUGE-L prompt-noise bars, the metric forecasts' equal-weight mean of methods,
-# predicted endpoints read by fit and suggest, suggest designing over every form's weight and drift):
+# predicted endpoints read by fit and suggest, suggest designing over every form's weight and drift,
+# suggest's frontier share asked of the fit's draws of the frontier):
 # a finished study reruns its fit, suggest and report jobs once, nothing else.
 PINNED_EVERY_STAGE = {
     "tokenize": "13a8a528842bfa3f",
@@ -42,7 +43,7 @@ PINNED_EVERY_STAGE = {
     "evaluate": "f024ea4fd5b4552e",
     "aggregate": "cf5ecd1388b6c323",
     "fit": "856fee3c916f0119",
-    "suggest": "e773fef6451154c4",
+    "suggest": "d00a12cd36d53f5d",
     "report": "95cb24af635ef850",
 }
 
