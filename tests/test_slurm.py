@@ -416,6 +416,9 @@ def grouped_wsd_passes(root: Path) -> dict:
         watching.clear()
         watcher.join()
     table = (study / "results/metrics.csv").read_text()  # before the change below
+    first_logs = [
+        p.read_text() for rule in ("trunk", "train", "evaluate") for p in (study / "logs" / rule).rglob("*.log")
+    ]
     noop_code, noop = run(slurm_args(study) + until, root / "noop.log")
     before = {p.name: (p / "metrics.json").read_bytes() for p in (study / "results/runs").iterdir()}
     changed = {**WSD_TINY, "overrides": {"b": {"lr": 1e-3}}}
@@ -427,6 +430,7 @@ def grouped_wsd_passes(root: Path) -> dict:
         "study": study,
         "warm_workers": seen,
         "warm_workers_left": workers_left,
+        "first_logs": first_logs,
         "first_code": first_code,
         "first": first,
         "table": table,
@@ -523,17 +527,19 @@ def test_the_warm_worker_serves_a_job_groups_jobs_and_ends_with_its_slurm_job(gr
     variables: train's and evaluate's differ). Its Slurm job ending ends it, though its idle time
     here is longer than the test. The losses are the local run's (the test above)."""
     assert grouped_wsd["first_code"] == 0, grouped_wsd["first"][-4000:]
-    seen = grouped_wsd["warm_workers"]
+    seen = grouped_wsd["warm_workers"]  # polled: a job of a tiny study can end between two looks
     workers = {pid: job for pid, (parent, job) in seen.items() if parent not in seen}
-    children = [pid for pid, (parent, _) in seen.items() if parent in workers]
-    # 2 families x (3 trunk pieces, 3 cooldowns, 3 evaluations), each a child of a worker
-    assert len(children) == 18, seen
-    print(f"\nwarm workers in the grouped Slurm study: {len(workers)} served {len(children)} jobs", file=sys.stderr)
+    children = [parent for parent, _ in seen.values() if parent in workers]
+    print(
+        f"\nwarm workers in the grouped Slurm study: {len(workers)} for 18 jobs ({len(children)} seen)", file=sys.stderr
+    )
     groups = {job for job, folder in SUBMITTED_ANY.findall(grouped_wsd["first"]) if folder.startswith("group_")}
     assert len(groups) == 2 and set(workers.values()) == groups, (workers, groups)  # started inside those jobs
-    assert len(workers) < len(children), workers  # a worker served several jobs of its group
-    logs = [p.read_text() for p in (grouped_wsd["study"] / "logs").rglob("*.log")]
-    assert logs and not any("warm worker unavailable" in text for text in logs)
+    # 2 families x (3 trunk pieces, 3 cooldowns, 3 evaluations): fewer workers, one of them seen serving two
+    assert 2 <= len(workers) < 18 and max(children.count(pid) for pid in workers) >= 2, seen
+    # a job the worker could not take runs in its own process and says so in its log: every one was taken
+    logs = grouped_wsd["first_logs"]
+    assert len(logs) == 18 and not any("warm worker unavailable" in text for text in logs)
     assert grouped_wsd["warm_workers_left"] == []  # gone with their Slurm jobs
 
 
