@@ -43,7 +43,7 @@ def warm_workers(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def slurm_studies(request, tmp_path_factory, warm_workers):
-    """tests/test_slurm.py's two studies, started with the session when that file's tests are
+    """tests/test_slurm.py's Slurm studies, started with the session when that file's tests are
     selected and Slurm is there: their passes wait minutes on Slurm for seconds of work, and the
     other tests run meanwhile. Futures of what that file's fixtures look at (empty otherwise)."""
     wanted = {name for item in request.session.items for name in item.fixturenames if item.path.name == "test_slurm.py"}

@@ -44,6 +44,7 @@ import torch
 import yaml
 
 from conftest import REPO, make_corpus
+from test_warm import processes
 from scalelab.plan import grouping
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -164,35 +165,31 @@ def run(args: list[str], log: Path, timeout: int = 600, environ: dict | None = N
     return code, log.read_text()
 
 
-def warm_workers(folder: Path) -> dict[int, tuple[int, str]]:
-    """The warm workers serving sockets in `folder` (scalelab.warm) and the jobs they forked (whose
-    command line is the worker's): pid -> (parent pid, the SLURM_JOB_ID it was started in, or "")."""
+def warm_processes(folder: Path) -> dict[int, tuple[int, str]]:
+    """tests/test_warm.py's `processes` (the warm workers of `folder` and the jobs they forked: pid ->
+    parent pid), each with the SLURM_JOB_ID it was started in ("" outside Slurm); one that ended
+    before its environment was read is left out."""
     found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid, parent in processes(folder).items():
         try:
-            command = (entry / "cmdline").read_bytes()
-            if b"worker_main" not in command or str(folder).encode() not in command:
-                continue
-            environ = dict(v.split("=", 1) for v in (entry / "environ").read_text().split("\0") if "=" in v)
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
             continue
-        found[int(entry.name)] = (parent, environ.get("SLURM_JOB_ID", ""))
+        job = next((v[len(b"SLURM_JOB_ID=") :].decode() for v in environ if v.startswith(b"SLURM_JOB_ID=")), "")
+        found[pid] = (parent, job)
     return found
 
 
 def watch_workers(folder: Path, seen: dict, watching: threading.Event) -> None:
     while watching.is_set():
-        seen.update(warm_workers(folder))
+        seen.update(warm_processes(folder))
         time.sleep(0.2)
 
 
 def wait_for_no_workers(folder: Path, timeout: float) -> list[int]:
     """Waits until no worker of `folder` runs (they exit after SCALELAB_WARM_IDLE); those left."""
     deadline = time.time() + timeout
-    while (left := list(warm_workers(folder))) and time.time() < deadline:
+    while (left := list(warm_processes(folder))) and time.time() < deadline:
         time.sleep(0.5)
     return left
 
