@@ -33,7 +33,9 @@ PINNED = {
 # the curve laws' figure, the fit's row limit, suggest from the study's files, fit health in the
 # report, BLEU and ROUGE-L prompt-noise bars, the metric forecasts' equal-weight mean of methods,
 # predicted endpoints read by fit and suggest, suggest designing over every form's weight and drift,
-# suggest's frontier share asked of the fit's draws of the frontier):
+# suggest's frontier share asked of the fit's draws of the frontier, the drift of N_opt read only from
+# checks that add ln 2 e-folds of compute, suggest's frontier band widened by the fit's spread and its
+# design rid of resamples whose optimum does not move):
 # a finished study reruns its fit, suggest and report jobs once, nothing else.
 PINNED_EVERY_STAGE = {
     "tokenize": "13a8a528842bfa3f",
@@ -42,8 +44,8 @@ PINNED_EVERY_STAGE = {
     "tokenize_chunked": "e1a35490e026019c",
     "evaluate": "f024ea4fd5b4552e",
     "aggregate": "cf5ecd1388b6c323",
-    "fit": "856fee3c916f0119",
-    "suggest": "d00a12cd36d53f5d",
+    "fit": "ae3330f25d342460",
+    "suggest": "6a243343ea6cbf52",
     "report": "95cb24af635ef850",
 }
 

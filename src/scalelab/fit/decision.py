@@ -9,7 +9,11 @@ the runs below each check's origin), how far log N_opt at the budgets ahead move
 refit and the full fit beyond what the refit's fewer runs explain (its delta-method variance of
 log N_opt less the full fit's), per e-fold of compute the full fit added: the one-sided 75 % upper
 bound of d in move ~ Normal(0, noise + (d · e-folds)^2) over the checks (the move the larger at
-the 10x and 100x budgets), as for the loss's extrapolation scatter (scalelab.fit.evidence).
+the 10x and 100x budgets), as for the loss's extrapolation scatter (scalelab.fit.evidence). Only
+checks whose full fit reaches at least MIN_DRIFT_STEP (ln 2) e-folds of compute beyond the refit's are
+read: a rate per e-fold read off a smaller step divides the move by nearly 0. A check leaving out runs
+within 2 % of the top compute gave a drift of 29 per e-fold, and an N_opt interval at 10x the largest
+run of 10^-48 to 10^65, on a 16-run ladder that `scalelab suggest` had built (docs/benchmarks.md).
 A law that holds gives the same optimum whatever
 the origin and a drift of about its noise; a law that is wrong moves as the ladder grows, and its
 error at a budget far ahead is taken to grow in proportion to how far ahead it is.
@@ -27,6 +31,7 @@ from .evidence import extrapolation_sigma
 from .forms import natural, residual_sigma
 
 DRIFT_BUDGETS = (10.0, 100.0)  # budgets (x the largest run) the drift is measured at
+MIN_DRIFT_STEP = float(np.log(2.0))  # e-folds of compute a check must add to be read for the drift
 
 
 def log_n_opt_variance(form, theta, data, budgets, step=1e-4) -> np.ndarray:
@@ -69,7 +74,7 @@ def optimum_drift(points, result: FormsResult) -> None:
             if form_name != name:
                 continue
             step = np.log(top / flops[checks[check_name].train].max())
-            if step <= 1e-3:
+            if step < MIN_DRIFT_STEP * (1 - 1e-9):  # a refit at half the top compute or below
                 continue
             with np.errstate(all="ignore"):
                 moved = np.log(optimal_allocation(form, natural(form, theta, rest), budgets)[0]) - full

@@ -5,18 +5,18 @@ Candidates stay where the law has been checked: no size below the smallest train
 parameter within TOKENS_PER_PARAM_REACH x the trained runs' range, and at least FRONTIER_SHARE of
 the suggested runs' own FLOPs (each run's FLOPs alone; not of the budget, which a design that
 spends less would leave to off-frontier runs) on runs whose N lies within `frontier_band` (default
-2x) of the compute-optimal N for their own FLOPs, in at least FRONTIER_CONFIDENCE of the draws of
-the fit's own N_opt uncertainty (`frontier_draws`: every form's resamples by its weight, with its
-drift). Against the point law alone the share held by the fitted frontier, and runs at the band's
-edge fell on either side of the true one (47 % within 2x of the true frontier in
-bench/suggest_vs_grid.py); asked of the draws, the share holds in the truth about as often as the
-fit's uncertainty is right (docs/benchmarks.md). A trusted range as a
-share only (sizes below the smallest allowed) narrowed the bootstrap interval 2.8x more than the
-hand-made extension on a misspecified truth but covered its true N_opt in 0 of 6 studies
-(docs/benchmarks.md): the narrowing came from trusting the form where it is wrong. Far from that frontier (tiny models
-trained on thousands of tokens per parameter) a c-optimal design would trust the form most
-exactly where a wrong form errs most; the rest of the budget may still buy the off-frontier runs
-that pin the exponents.
+2x, or the fit's own spread of that frontier where wider) of the compute-optimal N for their own
+FLOPs, in at least FRONTIER_CONFIDENCE of the draws of the fit's own N_opt uncertainty
+(`frontier_draws`: every form's resamples by its weight, with its drift). Against the point law
+alone the share held by the fitted frontier, and runs at the band's edge fell on either side of the
+true one (47 % within 2x of the true frontier in bench/suggest_vs_grid.py); asked of the draws, the
+share holds in the truth about as often as the fit's uncertainty is right (docs/benchmarks.md). A
+trusted range as a share only (sizes below the smallest allowed) narrowed the bootstrap interval
+2.8x more than the hand-made extension on a misspecified truth but covered its true N_opt in 0 of 6
+studies (docs/benchmarks.md): the narrowing came from trusting the form where it is wrong. Far from
+that frontier (tiny models trained on thousands of tokens per parameter) a c-optimal design would
+trust the form most exactly where a wrong form errs most; the rest of the budget may still buy the
+off-frontier runs that pin the exponents.
 """
 
 from __future__ import annotations
@@ -176,31 +176,45 @@ def trusted(done_params, done_tokens, cand_params, cand_tokens, size_reach: floa
 
 
 def frontier_draws(model, cand_params, cand_tokens, band: float) -> tuple[np.ndarray, np.ndarray]:
-    """(inside, weights): whether each candidate's N lies within `band` of the compute-optimal N at its own
-    C = 6·N·D in each draw of the fit's N_opt uncertainty (candidates x draws), and each draw's weight (they
-    sum to 1). The draws are every form's resamples, by the form's weight, each shifted by the form's drift
-    per e-fold times the e-folds of C beyond the largest fitted run, at DRIFT_DRAWS normal quantiles: the
-    uncertainty the fit's N_opt interval states (scalelab.suggest.uncertainty)."""
+    """(inside, weights): whether each candidate's N lies near the compute-optimal N at its own C = 6·N·D
+    in each draw of the fit's N_opt uncertainty (candidates x draws), and each draw's weight (they sum to
+    1). The draws are every form's resamples, by the form's weight, each shifted by the form's drift per
+    e-fold times the e-folds of C beyond the largest fitted run, at DRIFT_DRAWS normal quantiles: the
+    uncertainty the fit's N_opt interval states (scalelab.suggest.uncertainty). Near is within `band`, or
+    within the draws' own spread where that is wider (the FRONTIER_CONFIDENCE quantile of their distance
+    to their median): the fit cannot place a run nearer its frontier than it knows that frontier, and
+    without the widening a run past the largest fitted compute met the share in no set once the drift
+    spread the draws beyond the band (the design then spent 13-25 % of its budget; docs/benchmarks.md)."""
     model = as_uncertainty(model)
     params = np.asarray(cand_params, float)
     log_flops = np.log(6 * params * np.asarray(cand_tokens, float))
     beyond = np.array([e_folds_beyond(np.exp(c), model.top_flops) for c in log_flops])
     form_weights = np.array([max(c.weight, 0.0) for c in model.components], float)
     form_weights = form_weights / form_weights.sum() if form_weights.sum() > 0 else np.ones(len(form_weights))
-    inside, weights = [], []
+    draws, weights = [], []
     for form_weight, component in zip(form_weights, model.components):
         log_opt = _log_n_opt_at(component.ensemble, log_flops)  # (candidates, resamples)
         if not log_opt.shape[1]:
             continue
         quantiles = (np.arange(DRIFT_DRAWS) + 0.5) / DRIFT_DRAWS if component.drift else np.array([0.5])
         for z in norm.ppf(quantiles):
-            shifted = log_opt + (component.drift * beyond * z)[:, None]
-            inside.append(np.abs(np.log(params)[:, None] - shifted) <= np.log(band))
+            draws.append(log_opt + (component.drift * beyond * z)[:, None])
             weights.append(np.full(log_opt.shape[1], form_weight / (log_opt.shape[1] * len(quantiles))))
-    if not inside:  # no finite frontier in any draw: no candidate is near it
+    if not draws:  # no finite frontier in any draw: no candidate is near it
         return np.zeros((len(params), 1)), np.ones(1)
-    weights = np.concatenate(weights)
-    return np.concatenate(inside, axis=1).astype(float), weights / weights.sum()
+    draws, weights = np.concatenate(draws, axis=1), np.concatenate(weights)
+    weights = weights / weights.sum()
+    median = _row_quantile(draws, weights, 0.5)
+    spread = _row_quantile(np.abs(draws - median[:, None]), weights, FRONTIER_CONFIDENCE)
+    half_width = np.maximum(np.log(band), spread)
+    return (np.abs(np.log(params)[:, None] - draws) <= half_width[:, None]).astype(float), weights
+
+
+def _row_quantile(values, weights, q) -> np.ndarray:
+    """The weighted q quantile of each row of `values` (rows x draws; the draws' weights sum to 1)."""
+    order = np.argsort(values, axis=1)
+    reached = np.cumsum(weights[order], axis=1) >= q * (1 - 1e-12)
+    return np.take_along_axis(values, order, axis=1)[np.arange(len(values)), np.argmax(reached, axis=1)]
 
 
 def _log_n_opt_at(ensemble, log_flops) -> np.ndarray:

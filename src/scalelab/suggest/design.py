@@ -242,6 +242,10 @@ def _linearised(ensemble: Ensemble, samples, flops, done_params, done_tokens, ca
         & np.all(np.isfinite(J_done), axis=(1, 2))
         & np.all(np.isfinite(grad_g), axis=1)
         & np.all(np.isfinite(grad_h), axis=1)
+        # a resample whose log N_opt or log L_opt does not move with its parameters (a search clamped at
+        # its bound) makes every ratio 0/0, and one NaN in the mean over resamples left no run to suggest
+        & np.any(grad_g != 0, axis=1)
+        & np.any(grad_h != 0, axis=1)
     )
     if keep.sum() < 2:
         return None

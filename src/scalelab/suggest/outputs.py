@@ -22,12 +22,13 @@ CSV_COLUMNS = [*TABLE_COLUMNS, "model", "why"]
 TRUST = (
     "candidates: no size below the smallest trained, tokens/param within {reach:g}x the trained range, and at "
     "least {share:.0%} of the suggested runs' own FLOPs on runs within {{band:g}}x of the compute-optimal N for "
-    "their own FLOPs in at least {confidence:.0%} of the fit's draws of that N (every form's resamples by weight, "
-    "with its drift); the expected widths are a linearised forecast with the bootstrap's small-sample factor: in "
+    "their own FLOPs (or within the draws' own spread where wider) in at least {confidence:.0%} of the fit's draws "
+    "of that N (every form's resamples by weight, with its drift); the expected widths are a linearised "
+    "forecast with the bootstrap's small-sample factor: in "
     "bench/suggest_vs_grid.py (6 studies per truth, 3 rounds from a 3 x 3 start, an in-family and a misspecified "
-    "truth) the bootstrap width a refit measured was 0.89-1.33x the forecast in every round (median over the "
-    "studies; 0.95-1.71x on 6 other studies); the fit's interval "
-    "with forms and drift was 0.71-3.6x its forecast, because a refit re-measures the drift (docs/benchmarks.md); "
+    "truth) the bootstrap width a refit measured was 0.97-1.25x the forecast in every round (median over the "
+    "studies; 0.95-1.89x on 6 other studies); the fit's interval "
+    "with forms and drift was 0.38-6.6x its forecast, because a refit re-measures the drift (docs/benchmarks.md); "
     "refit after the runs"
 ).format(reach=TOKENS_PER_PARAM_REACH, share=FRONTIER_SHARE, confidence=FRONTIER_CONFIDENCE)
 METHOD = (
