@@ -184,7 +184,8 @@ def frontier_draws(model, cand_params, cand_tokens, band: float) -> tuple[np.nda
     within the draws' own spread where that is wider (the FRONTIER_CONFIDENCE quantile of their distance
     to their median): the fit cannot place a run nearer its frontier than it knows that frontier, and
     without the widening a run past the largest fitted compute met the share in no set once the drift
-    spread the draws beyond the band (the design then spent 13-25 % of its budget; docs/benchmarks.md)."""
+    spread the draws beyond the band (the design then spent a median 19-23 % of the hand-made FLOPs in
+    bench/suggest_vs_grid.py --fit forms; docs/benchmarks.md)."""
     model = as_uncertainty(model)
     params = np.asarray(cand_params, float)
     log_flops = np.log(6 * params * np.asarray(cand_tokens, float))
