@@ -116,3 +116,4 @@ def test_a_check_that_adds_little_compute_does_not_set_the_drift(tmp_path):
     assert 0 < law.fitted["chinchilla"]["optimum_drift"] < 3
     row = law.allocate([10 * frame["flops"].max()]).iloc[0]
     assert np.log(row["params_high"] / row["params_low"]) < 30
+    assert "from the checks whose refit stops at half the top compute or below" in (tmp_path / "fit.txt").read_text()

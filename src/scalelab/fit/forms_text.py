@@ -96,9 +96,15 @@ def form_lines(name: str, section: dict, rows: list[dict]) -> list[str]:
         "drift of log N_opt along the rolling origin: "
         + (
             "n/a"
+            + (
+                " (no rolling check whose refit stops at half the top compute or below)"
+                if "optimum_drift" in section
+                else ""
+            )
             if section.get("optimum_drift") is None
-            else f"{section['optimum_drift']:.3g} per e-fold of compute the fit added (it widens the N_opt "
-            "interval in proportion to the e-folds beyond the largest run)"
+            else f"{section['optimum_drift']:.3g} per e-fold of compute the fit added, from the checks whose "
+            "refit stops at half the top compute or below (it widens the N_opt interval in proportion to the "
+            "e-folds beyond the largest run)"
         ),
         table_text(pd.DataFrame([r for r in rows if r["form"] == name]).drop(columns="form")),
     ]
