@@ -720,6 +720,35 @@ def test_a_resample_whose_optimum_does_not_move_leaves_the_design_to_the_others(
     assert len(chosen) and design.why_none is None and np.isfinite(design.width_after).all()
 
 
+def test_suggest_says_when_near_the_frontier_reached_past_the_band(fitted):
+    """Where the fit's draws of the frontier spread wider than the band, near means within that spread: the
+    design records how far it reached, and suggest.txt says so, since "within 2x" alone would read as runs
+    on the frontier."""
+    from scalelab.config.stage_settings import SuggestSettings
+    from scalelab.suggest import suggest_runs
+    from scalelab.suggest.outputs import build
+    from scalelab.suggest.uncertainty import Component, Uncertainty
+
+    root, frame = fitted
+    ensemble = _chinchilla_ensemble(root)
+    drifting = Uncertainty([Component(1.0, ensemble, drift=1.0)], top_flops=float(frame["flops"].max()))
+    table, design = suggest_runs(drifting, frame, 1e21, 3e19, 4)
+    assert len(table) and design.frontier_band_used > 2.0
+    result = {
+        "design": design,
+        "settings": SuggestSettings(max_runs=4),
+        "table": table,
+        "done_sizes": frame["params"].to_numpy(),
+        "done_tokens": frame["tokens"].to_numpy(),
+        "target_flops": 1e21,
+        "budget_flops": 3e19,
+        "n_resamples": len(ensemble.samples),
+    }
+    out = build(result)
+    assert f"near it meant within {design.frontier_band_used:.3g}x" in out["text"]
+    assert out["json"]["frontier_band_used"] == pytest.approx(design.frontier_band_used)
+
+
 def test_suggest_states_the_fits_interval_after_the_runs_and_its_floor(fitted, tmp_path):
     root, _ = fitted
     out = tmp_path / "out"

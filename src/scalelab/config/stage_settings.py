@@ -279,9 +279,9 @@ class SuggestSettings:
     tokens_per_step: batch_size x context: a new token count is at least one step.
     max_tokens: the most tokens a run may train (`--data-meta`'s train split, unless allow_repeat).
     allow_repeat: the config's data.allow_repeat (runs may then train past the train split).
-    frontier_band: at least half the suggested FLOPs keep N within this factor of the compute-optimal N for
-        their own FLOPs in 80 % of the fit's draws of it (and no size below the smallest trained): where the
-        law has been checked.
+    frontier_band: at least half the suggested FLOPs keep N within this factor (or the fit's own spread of
+        the frontier where wider) of the compute-optimal N for their own FLOPs in 80 % of the fit's draws of
+        it (and no size below the smallest trained): where the law has been checked.
     """
 
     target_flops: float | None = None

@@ -77,7 +77,7 @@ def suggest_runs(
         cand_params, cand_tokens = cand_params[keep], cand_tokens[keep]
     predicted, weights = predicted_candidates(done_params, cand_params, cooldown, endpoint_noise)
     costs = Costs(done_params, done_tokens, cand_params, cand_tokens, per_token, cooldown, predicted)
-    capped = _frontier_capped(ensemble, costs, frontier_band)
+    capped, half_width = _frontier_capped(ensemble, costs, frontier_band)
     design = choose(
         ensemble,
         done_params,
@@ -95,16 +95,19 @@ def suggest_runs(
         design.chosen, design.width_after, design.loss_width_after, design.cost = [], [], [], 0.0
         design.forms_width_after, design.floor_after = [], []
         design.why_none = design.why_none or "the fit has no finite compute-optimal N at the target (no optimum)"
+    if design.chosen and half_width is not None:  # how far "near the frontier" reached for these runs
+        design.frontier_band_used = float(np.exp(np.max(half_width[design.chosen])))
     return _table(design, costs, predicted, endpoint_noise), design
 
 
 def _frontier_capped(model, costs: Costs, frontier_band):
-    """set_cost for the design: a set's FLOPs, or infinity unless at least FRONTIER_SHARE of its own FLOPs
-    (each run's alone; of the set's, not of the budget: a set that spends less than the budget keeps the
-    share too) is on runs within `frontier_band` of the frontier in FRONTIER_CONFIDENCE of the fit's draws."""
+    """(set_cost for the design, each candidate's half-width of "near" in log N, or None without a band):
+    a set's FLOPs, or infinity unless at least FRONTIER_SHARE of its own FLOPs (each run's alone; of the
+    set's, not of the budget: a set that spends less than the budget keeps the share too) is on runs near
+    the frontier in FRONTIER_CONFIDENCE of the fit's draws (`frontier_draws`)."""
     if not frontier_band:
-        return costs
-    inside, weights = frontier_draws(model, costs.cand_params, costs.cand_tokens, frontier_band)
+        return costs, None
+    inside, weights, half_width = _frontier(model, costs.cand_params, costs.cand_tokens, frontier_band)
     alone = np.array([costs.single(i) for i in range(len(costs.cand_params))])
 
     def capped(indices) -> float:
@@ -113,7 +116,7 @@ def _frontier_capped(model, costs: Costs, frontier_band):
         held = weights[near_flops >= FRONTIER_SHARE * float(np.sum(alone[chosen])) * (1 - 1e-9)].sum()
         return costs(chosen) if held >= FRONTIER_CONFIDENCE * (1 - 1e-9) else np.inf
 
-    return capped
+    return capped, half_width
 
 
 def _table(design: Design, costs: Costs, predicted, endpoint_noise) -> pd.DataFrame:
@@ -186,6 +189,12 @@ def frontier_draws(model, cand_params, cand_tokens, band: float) -> tuple[np.nda
     without the widening a run past the largest fitted compute met the share in no set once the drift
     spread the draws beyond the band (the design then spent a median 19-23 % of the hand-made FLOPs in
     bench/suggest_vs_grid.py --fit forms; docs/benchmarks.md)."""
+    inside, weights, _ = _frontier(model, cand_params, cand_tokens, band)
+    return inside, weights
+
+
+def _frontier(model, cand_params, cand_tokens, band: float):
+    """`frontier_draws`'s (inside, weights) and each candidate's half-width of near (log N)."""
     model = as_uncertainty(model)
     params = np.asarray(cand_params, float)
     log_flops = np.log(6 * params * np.asarray(cand_tokens, float))
@@ -202,13 +211,13 @@ def frontier_draws(model, cand_params, cand_tokens, band: float) -> tuple[np.nda
             draws.append(log_opt + (component.drift * beyond * z)[:, None])
             weights.append(np.full(log_opt.shape[1], form_weight / (log_opt.shape[1] * len(quantiles))))
     if not draws:  # no finite frontier in any draw: no candidate is near it
-        return np.zeros((len(params), 1)), np.ones(1)
+        return np.zeros((len(params), 1)), np.ones(1), np.full(len(params), np.log(band))
     draws, weights = np.concatenate(draws, axis=1), np.concatenate(weights)
     weights = weights / weights.sum()
     median = _row_quantile(draws, weights, 0.5)
     spread = _row_quantile(np.abs(draws - median[:, None]), weights, FRONTIER_CONFIDENCE)
     half_width = np.maximum(np.log(band), spread)
-    return (np.abs(np.log(params)[:, None] - draws) <= half_width[:, None]).astype(float), weights
+    return (np.abs(np.log(params)[:, None] - draws) <= half_width[:, None]).astype(float), weights, half_width
 
 
 def _row_quantile(values, weights, q) -> np.ndarray:

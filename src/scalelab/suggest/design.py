@@ -78,6 +78,9 @@ class Design:
     forms_width_now: float = float("nan")
     forms_width_after: list = field(default_factory=list)
     floor_after: list = field(default_factory=list)
+    # how far "near the frontier" reached for the chosen runs (a factor in N): the band, or the fit's own
+    # spread of the frontier where wider (scalelab.suggest.core.frontier_draws); nan without a band
+    frontier_band_used: float = float("nan")
 
 
 def _to_z(theta, positive):

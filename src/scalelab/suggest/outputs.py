@@ -100,6 +100,7 @@ def build(result: dict) -> dict:
         "width_floor_after": design.floor_after[-1] if design.floor_after else None,
         "forms": _forms(result),
         "frontier_band": settings.frontier_band,
+        "frontier_band_used": None if np.isnan(design.frontier_band_used) else design.frontier_band_used,
         "flops": design.cost,
         "loss_width_now": design.loss_width_now,
         "why_none": design.why_none,
@@ -164,6 +165,12 @@ def _text_lines(result: dict, table: pd.DataFrame, width_after: float) -> list[s
         TRUST.format(band=settings.frontier_band),
     ]
     lines += _forms_lines(result)
+    if settings.frontier_band and design.frontier_band_used > settings.frontier_band * (1 + 1e-9):
+        lines.append(
+            f"the fit does not know its frontier to within {settings.frontier_band:g}x at these runs' FLOPs: "
+            f"near it meant within {design.frontier_band_used:.3g}x (its own {FRONTIER_CONFIDENCE:.0%} spread "
+            "of the compute-optimal N there), so these runs may sit well off the true frontier"
+        )
     if len(table):
         lines += [
             f"expected after the {len(table)} runs: {width_after:.4g}  "
