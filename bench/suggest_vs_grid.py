@@ -15,7 +15,7 @@ seeds, and how often each interval covers the true N_opt.
 
     python bench/suggest_vs_grid.py [--seeds 10] [--rounds 3] [--bootstrap 100] [--grid-points 3]
         [--truth chinchilla|farseer_like] [--fit chinchilla|forms] [--range trusted|share-only]
-        [--size-reach F]
+        [--size-reach F] [--size-up F]
 
 `--truth farseer_like` draws the losses from a law outside the fitted form: Chinchilla's with a D
 exponent that grows with N (beta + 0.005 ln(N / 4e7)); its true N_opt is found numerically. Per
@@ -31,7 +31,9 @@ drift of N_opt) instead of Approach 3 alone: the design then works over that Unc
 suggest's forecast of it (`width_with_forms_after`); `median_bootstrap_width_ratio` is the chosen
 form's bootstrap width. `--range share-only` drops the trusted range (sizes below the smallest, any
 tokens per parameter) and keeps only the frontier share, to measure what the range costs and buys;
-`--size-reach F` keeps the trusted range but lets it take sizes down to the smallest trained / F.
+`--size-reach F` keeps the trusted range but lets it take sizes down to the smallest trained / F; `--size-up F`
+also offers new sizes above the largest in sqrt(2) steps up to F x the largest (as `scalelab suggest --sizes`
+would; by default a new size is at most 2x the largest).
 
 The last line printed is a JSON object with the figures.
 """
@@ -69,6 +71,7 @@ TRUTH = "chinchilla"  # set by --truth
 FIT = "chinchilla"  # set by --fit
 RANGE = "trusted"  # set by --range
 SIZE_REACH = 1.0  # set by --size-reach
+SIZE_UP = 2.0  # set by --size-up
 N_REF = 4e7
 
 
@@ -178,12 +181,14 @@ def one_seed(seed, rounds, bootstrap, starts):
         budget, max_runs = float(np.sum(6 * runs[:, 0] * runs[:, 1])), len(runs)
         hand = add(hand, runs, hand_rng)
         model, (low, high) = study_fit(suggested, bootstrap, starts, seed)
+        steps = int(round(np.log(SIZE_UP) / np.log(np.sqrt(2))))
         chosen, design = suggest_runs(
             model,
             suggested,
             TARGET_FLOPS,
             budget,
             max_runs,
+            extra_sizes=[suggested["params"].max() * np.sqrt(2) ** k for k in range(3, steps + 1)],
             trusted_range=RANGE == "trusted",
             size_reach=SIZE_REACH,
         )
@@ -252,6 +257,7 @@ def summarise(results, args, started) -> dict:
         "fit": args.fit,
         "range": args.range,
         "size_reach": args.size_reach,
+        "size_up": args.size_up,
         "law": TRUE_LAW,
         "noise": NOISE,
         "start": "3x3",
@@ -323,9 +329,10 @@ def main(argv=None):
     parser.add_argument("--fit", choices=["chinchilla", "forms"], default="chinchilla")
     parser.add_argument("--range", choices=["trusted", "share-only"], default="trusted")
     parser.add_argument("--size-reach", type=float, default=1.0)
+    parser.add_argument("--size-up", type=float, default=2.0)
     args = parser.parse_args(argv)
-    global TRUTH, FIT, RANGE, SIZE_REACH
-    TRUTH, FIT, RANGE, SIZE_REACH = args.truth, args.fit, args.range, args.size_reach
+    global TRUTH, FIT, RANGE, SIZE_REACH, SIZE_UP
+    TRUTH, FIT, RANGE, SIZE_REACH, SIZE_UP = args.truth, args.fit, args.range, args.size_reach, args.size_up
     starts = start_grid(args.grid_points)
     started = time.perf_counter()
     results = []

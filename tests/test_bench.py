@@ -164,3 +164,21 @@ def test_ladders_bench_scores_a_known_law_and_counts_the_misses(tmp_path):
     assert row["coverage_95_within"] == pytest.approx(2 / 3)  # the two true runs inside, the bad one out
     with pytest.raises(SystemExit, match="no column"):
         bench.read_ladder(path, "N", "toks", "final", None)
+
+
+def test_suggest_ceiling_bounds_the_design_it_runs_and_finds_the_range_binding():
+    """bench/suggest_ceiling.py, round 1 at the true law: the continuous relaxation of the choice is a bound
+    (the design's own runs are a feasible point of it, so its hand-made / designed sd ratio is at least the
+    design's), and dropping the trusted range lets the design narrow more than keeping it."""
+    bench = load("suggest_ceiling")
+    ensemble = bench.truth_ensemble()
+    hand, rounds = bench.hand_rounds(1)
+    hand_sd = bench.sd_at_truth(ensemble, hand[0])
+    ratios = {}
+    for name in ("trusted", "share_only"):
+        designed = bench.oracle_rounds(ensemble, rounds, bench.RANGES[name])[0]
+        assert len(designed) > len(hand[0]) - rounds[0][1]  # the design added runs
+        ratios[name] = hand_sd / bench.sd_at_truth(ensemble, designed)
+        bound = hand_sd / bench.relaxed_sd(ensemble, *rounds[0], bench.RANGES[name])
+        assert math.isfinite(bound) and bound >= ratios[name] * 0.99
+    assert ratios["share_only"] > ratios["trusted"] > 1
