@@ -596,6 +596,38 @@ def test_the_forecast_of_the_fits_interval_never_drops_below_what_the_runs_canno
     assert forecast(bare, 0.25, 1.2, None, 3.0)[0] == pytest.approx(3.0 * math.sqrt(0.25 * 1.2))
 
 
+def test_the_forecast_carries_the_noise_the_fit_has_measured(fitted, monkeypatch):
+    """A width now is in units of the noise scale s the fit estimated from n - p residual degrees of freedom:
+    the forecast carries E[sigma / s_now] E[s_after / sigma] (squared, on the variance), as drawn from the
+    chi-square laws of the two estimates; without room to estimate (n - p <= 1) nothing. Before, the forecast
+    assumed s was sigma, and from a 3 x 3 start, where s came out low by chance, the refit measured a median
+    1.71x the forecast in round 1 (bench/suggest_vs_grid.py, seeds 6-11)."""
+    from scalelab.suggest import design, suggest_runs
+    from scalelab.suggest.uncertainty import noise_factor
+
+    rng = np.random.default_rng(0)
+    for n_done, added in ((9, 7), (16, 9), (30, 4)):
+        nu = n_done - 5
+        s_now, s_after = (
+            np.sqrt(rng.chisquare(nu, 400_000) / nu),
+            np.sqrt(rng.chisquare(nu + added, 400_000) / (nu + added)),
+        )
+        assert math.sqrt(noise_factor(n_done, 5, added)) == pytest.approx(
+            np.mean(s_after) * np.mean(1 / s_now), rel=0.01
+        )
+    assert noise_factor(9, 5, 7) > noise_factor(16, 5, 7) > noise_factor(40, 5, 7) > 1
+    assert noise_factor(6, 5, 3) == 1.0 and noise_factor(5, 5, 3) == 1.0
+
+    root, frame = fitted
+    ensemble, target = _chinchilla_ensemble(root), 1e21
+    _, carried = suggest_runs(ensemble, frame, target, 3e19, 4, frontier_band=None)
+    monkeypatch.setattr(design, "noise_factor", lambda n_done, n_params, added: 1.0)
+    _, plain = suggest_runs(ensemble, frame, target, 3e19, 4, frontier_band=None)
+    assert carried.chosen == plain.chosen  # it forecasts; it does not choose
+    factors = [math.sqrt(noise_factor(len(frame), 5, k)) for k in range(1, len(plain.chosen) + 1)]
+    np.testing.assert_allclose(np.divide(carried.width_after, plain.width_after), factors, rtol=1e-9)
+
+
 def test_the_design_weighs_each_form_by_its_share_of_the_interval(fitted):
     """Over two forms, a form whose bootstrap does not spread adds nothing to narrow: the runs are those
     the other form alone asks for, and two equal forms ask for what one does."""

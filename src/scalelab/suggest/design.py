@@ -18,9 +18,10 @@ root of the mean ratio. Ties within 1e-4 go to the set that better narrows log L
 Over several forms (scalelab.suggest.uncertainty: the fit's N_opt interval mixes them by weight) the
 score is sum_f share_f x ratio_f, share_f a form's part of the interval's reducible variance
 (w_f s_f^2), so the runs narrow what the fit's interval is made of; one form is exactly the above.
-The forecasts carry the bootstrap's small-sample factor (uncertainty.bootstrap_bias), and the fit's
-interval after the runs is forecast with its floor (the forms' disagreement and the drift beyond the
-largest run), which the runs narrow only by moving the largest run toward the target.
+The forecasts carry the bootstrap's small-sample factor (uncertainty.bootstrap_bias) and the noise the fit
+has measured (uncertainty.noise_factor), and the fit's interval after the runs is forecast with its floor
+(the forms' disagreement and the drift beyond the largest run), which the runs narrow only by moving the
+largest run toward the target.
 
 The set is chosen greedily by width (not width per FLOP, which underspends) among the candidates
 the remaining budget affords, then improved by exchange passes (Fedorov's exchange: swap one chosen
@@ -37,7 +38,15 @@ from typing import Callable
 
 import numpy as np
 
-from .uncertainty import as_uncertainty, bootstrap_bias, forecast, reducible_shares, total_ratios, variance_parts
+from .uncertainty import (
+    as_uncertainty,
+    bootstrap_bias,
+    forecast,
+    noise_factor,
+    reducible_shares,
+    total_ratios,
+    variance_parts,
+)
 
 Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
 STEP = 1e-5  # central-difference step in z for log L
@@ -408,7 +417,7 @@ def choose(
         return np.array([i not in chosen and set_cost(chosen + [i]) <= budget * (1 + 1e-9) for i in range(n_cand)])
 
     def bias(k):
-        return bootstrap_bias(n_done, n_params, k)
+        return bootstrap_bias(n_done, n_params, k) * noise_factor(n_done, n_params, k)
 
     chosen, current = _greedy(scorer, affordable, max_runs)
     chosen = _exchange(scorer, affordable, chosen, current)

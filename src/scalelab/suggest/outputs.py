@@ -24,11 +24,11 @@ TRUST = (
     "least {share:.0%} of the suggested runs' own FLOPs on runs within {{band:g}}x of the compute-optimal N for "
     "their own FLOPs (or within the draws' own spread where wider) in at least {confidence:.0%} of the fit's draws "
     "of that N (every form's resamples by weight, with its drift); the expected widths are a linearised "
-    "forecast with the bootstrap's small-sample factor: in "
-    "bench/suggest_vs_grid.py (6 studies per truth, 3 rounds from a 3 x 3 start, an in-family and a misspecified "
-    "truth) the bootstrap width a refit measured was 0.97-1.25x the forecast in every round (median over the "
-    "studies; 0.95-1.89x on 6 other studies); the fit's interval "
-    "with forms and drift was 0.38-6.6x its forecast, because a refit re-measures the drift (docs/benchmarks.md); "
+    "forecast with the bootstrap's small-sample factor and the noise the fit has measured: in "
+    "bench/suggest_vs_grid.py (two sets of 6 studies per truth, 3 rounds from a 3 x 3 start, an in-family and a "
+    "misspecified truth, Approach 3's bootstrap or the fit's every form) the bootstrap width a refit measured was "
+    "0.90-1.48x the forecast (median over 6 studies, every round but one: 1.54x); the fit's interval "
+    "with forms and drift was 0.38-6.0x its forecast, because a refit re-measures the drift (docs/benchmarks.md); "
     "refit after the runs"
 ).format(reach=TOKENS_PER_PARAM_REACH, share=FRONTIER_SHARE, confidence=FRONTIER_CONFIDENCE)
 METHOD = (

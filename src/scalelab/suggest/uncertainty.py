@@ -21,6 +21,13 @@ runs and p parameters reports about (n - p)/n of the sampling variance (as HC0 a
 linear model's sandwich variance), so the width a refit reports after k more runs is the linearised
 forecast times sqrt(((n + k - p)/(n + k)) / ((n - p)/n)). From a 3 x 3 start that is most of why the
 measured width after the first round was 1.6x the plain forecast (docs/benchmarks.md).
+
+And they carry the noise the fit has measured (`noise_factor`): a width now is in units of the noise scale s the
+fit estimated from nu = n - p residual degrees of freedom, the width after in units of the refit's. With
+s^2 ~ sigma^2 chi2_nu / nu, E[sigma / s] = sqrt(nu / 2) Gamma((nu - 1)/2) / Gamma(nu / 2) (1.25 at nu = 4) and
+E[s_after / sigma] = c4(nu + k), so a forecast scaled from the width now alone is short by their product
+wherever s came out low by chance: from a 3 x 3 start, a median 1.71x in round 1 on 6 of 12 studies of
+bench/suggest_vs_grid.py, 1.40x with the factor (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.special import gammaln
 
 IQR_SD = 1.349  # the interquartile range of a standard normal: the fit's robust bootstrap spread
 
@@ -118,6 +126,18 @@ def bootstrap_bias(n_done: int, n_params: int, added: int) -> float:
     if n_done <= n_params or n_after <= n_params:
         return 1.0
     return ((n_after - n_params) / n_after) / ((n_done - n_params) / n_done)
+
+
+def noise_factor(n_done: int, n_params: int, added: int) -> float:
+    """The factor on a forecast variance for the noise scale the refit will measure (see the module):
+    (E[sigma / s_now] E[s_after / sigma])^2 with nu = n - p residual degrees of freedom now and nu + added
+    after; 1 without room (nu <= 1, where E[sigma / s] is not finite)."""
+    nu_now, nu_after = n_done - n_params, n_done + added - n_params
+    if nu_now <= 1:
+        return 1.0
+    inverse_now = np.sqrt(nu_now / 2) * np.exp(gammaln((nu_now - 1) / 2) - gammaln(nu_now / 2))
+    after = np.sqrt(2 / nu_after) * np.exp(gammaln((nu_after + 1) / 2) - gammaln(nu_after / 2))
+    return float((inverse_now * after) ** 2)
 
 
 def floor_variance(model: Uncertainty, top_flops) -> float:
