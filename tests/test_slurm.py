@@ -218,6 +218,22 @@ def sacct(job_ids) -> dict[str, dict]:
     return rows
 
 
+def left_behind(study_jobs: set[str], wait_s: float = 60) -> list[str]:
+    """The study's jobs that Slurm held, pending or running, when Snakemake exited and that did not end
+    CANCELLED (other studies run too). A job completing at that moment (CG) is ending anyway; a cancelled
+    one may still be completing for a moment, so each is followed until it leaves the queue."""
+    rows = subprocess.run(["squeue", "-h", "-o", "%i %t"], capture_output=True, text=True).stdout.split("\n")
+    held = {job for job, state in (row.split() for row in rows if row.strip()) if job in study_jobs and state != "CG"}
+    deadline = time.time() + wait_s
+    while held and time.time() < deadline:
+        queued = set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split())
+        ended = {job: row["state"] for job, row in sacct(sorted(held)).items()} if not held & queued else {}
+        if set(ended) >= held and all(state not in ("PENDING", "RUNNING", "COMPLETING") for state in ended.values()):
+            return sorted(job for job in held if ended.get(job) != "CANCELLED")
+        time.sleep(0.5)
+    return sorted(held)
+
+
 def minutes(limit: str) -> int:
     days, _, clock = limit.rpartition("-")
     h, m, s = (int(x) for x in clock.split(":"))
@@ -262,10 +278,7 @@ def cosine_passes(base: Path) -> dict:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     first_code = proc.wait(timeout=300)
-    queued = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
-    left_running = sorted(
-        set(queued) & {job for job, _, _ in submissions(first_log.read_text())}
-    )  # other studies run too
+    left_running = left_behind({job for job, _, _ in submissions(first_log.read_text())})
     first_s = time.time() - started
     # Pass 2: the cancelled run again, resumed; then everything downstream.
     second_code, second = run(slurm_args(cluster, grouped=False), base / "second.log", timeout=1200)
@@ -592,3 +605,37 @@ def test_a_two_rank_run_starts_its_ranks_with_srun(two_rank, tmp_path):
     spec = {**json.loads((study / "results/runs/a-8K-s0/ckpt/spec.json").read_text()), "devices": 1}
     one = train.train_run(spec, study / "results/data", tmp_path / "one", threads=2)
     assert metrics["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
+
+
+def test_onerror_cancels_the_jobs_a_run_submitted_and_slurm_still_holds(tmp_path):
+    """The Snakefile's onerror cancels what the Slurm plugin's SIGINT handling can miss: a job submitted
+    while a status check ran (CI saw two evaluate jobs run to completion after SIGINT). It reads the
+    run's own submissions from its log: a job the log does not name is not touched."""
+    from scalelab.plan.snakemake_adapter import cancel_left_slurm_jobs
+
+    def submit() -> str:
+        out = subprocess.run(
+            ["sbatch", "--parsable", "-c", "1", "--mem", "100", "-t", "5", "-o", "/dev/null", "--wrap", "sleep 300"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip().split(";")[0]
+
+    ours, other = submit(), submit()
+    try:
+        log = tmp_path / "run.snakemake.log"
+        log.write_text(
+            f"Job 6 has been submitted with SLURM jobid {ours} (log: {tmp_path}/rule_evaluate/a/{ours}.log).\n"
+        )
+        assert cancel_left_slurm_jobs([str(log)]) == [ours]  # onerror's `log`: Snakemake's list of log files
+        deadline = time.time() + 60  # the accounting database may lag a moment
+        while time.time() < deadline and sacct([ours]).get(ours, {}).get("state") != "CANCELLED":
+            time.sleep(0.5)
+        assert sacct([ours])[ours]["state"] == "CANCELLED"
+        queued = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        assert other in queued  # not this run's: left alone
+        assert cancel_left_slurm_jobs(log) == []  # nothing left: nothing to do
+        assert cancel_left_slurm_jobs(tmp_path / "missing.log") == []
+    finally:
+        subprocess.run(["scancel", ours, other], capture_output=True)

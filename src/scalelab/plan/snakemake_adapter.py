@@ -6,7 +6,13 @@ attributes breaks this module alone (tests/test_workflow.py runs it on real stud
 
 from __future__ import annotations
 
+import getpass
 import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 from ..errors import ScalelabError
 from . import cluster, grouping
@@ -90,3 +96,39 @@ def cores(workflow):
         return workflow.cores
     except Exception:
         return None
+
+
+# What snakemake-executor-plugin-slurm logs for each job (or job group) it submits.
+SLURM_SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+)")
+
+
+def cancel_left_slurm_jobs(log) -> list[str]:
+    """Cancel the Slurm jobs this invocation submitted (read from its log: a path, or Snakemake's list of
+    them) that Slurm still holds; returns their ids. For onerror, after Snakemake stopped: on SIGINT the
+    Slurm plugin (2.8) cancels only the jobs its status thread holds at that moment, so a job submitted
+    while a status check ran was left to run on (CI: two evaluate jobs submitted seconds before SIGINT ran
+    to completion). After a job fails, Snakemake has waited for the others: nothing is left to cancel."""
+    paths = [log] if isinstance(log, (str, os.PathLike)) else list(log or [])
+    submitted = set()
+    for path in paths:
+        try:
+            submitted |= set(SLURM_SUBMITTED.findall(Path(path).read_text(errors="replace")))
+        except OSError:  # no log file (a log-less invocation)
+            continue
+    if not submitted or shutil.which("squeue") is None or shutil.which("scancel") is None:
+        return []
+    try:
+        queued = subprocess.run(
+            ["squeue", "-h", "-o", "%i", "-u", getpass.getuser()], capture_output=True, text=True, timeout=60
+        ).stdout.split()
+        left = sorted(set(queued) & submitted, key=int)
+        if left:
+            subprocess.run(["scancel", *left], capture_output=True, timeout=60)
+            print(
+                f"scalelab: cancelled the Slurm jobs this run submitted and left queued: {' '.join(left)}",
+                file=sys.stderr,
+            )
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"scalelab: could not check for Slurm jobs this run left queued ({exc})", file=sys.stderr)
+        return []
+    return left
