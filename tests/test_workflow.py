@@ -435,7 +435,11 @@ def test_damaging_a_finished_study_never_loses_a_model(study, tmp_path):
     shutil.rmtree(study / "results/runs/c-8K-s0")
     assert planned_jobs(study) == {"train": 1, "evaluate": 1, "aggregate": 1, "fit": 1, "suggest": 1, "report": 1}
     snakemake(study, *until)
-    assert _models(study) == models and planned_jobs(study) == {"fit": 1, "suggest": 1, "report": 1}
+    # Left: at most what reads metrics.csv. Which of them is Snakemake's to say: a rebuild restored from the
+    # store rewrites metrics.csv byte for byte, and Snakemake reruns a job on an updated input only when its
+    # checksum differs from the one the job's metadata recorded (if it recorded exactly one): CI on fbff4d0
+    # planned the report alone, a local run the fit, suggest and report.
+    assert _models(study) == models and set(planned_jobs(study)) <= {"fit", "suggest", "report"}
 
     # A model.pt truncated in place and a corrupt eval.json: one line naming them and the command;
     # then the command rebuilds the same weights (the store keeps its own copy, not a link).
