@@ -36,7 +36,7 @@ PINNED = {
 # suggest's frontier share asked of the fit's draws of the frontier, the drift of N_opt read only from
 # checks that add ln 2 e-folds of compute (and fit.txt saying so), suggest's frontier band widened by
 # the fit's spread and said in suggest.txt, its design rid of resamples whose optimum does not move,
-# its forecasts carrying the noise the fit has measured):
+# its forecasts carrying the noise the fit has measured, frontier_draws returning the half-widths itself):
 # a finished study reruns its fit, suggest and report jobs once, nothing else.
 PINNED_EVERY_STAGE = {
     "tokenize": "13a8a528842bfa3f",
@@ -46,7 +46,7 @@ PINNED_EVERY_STAGE = {
     "evaluate": "f024ea4fd5b4552e",
     "aggregate": "cf5ecd1388b6c323",
     "fit": "97c2c7a66ee10a21",
-    "suggest": "004c91b259c6f1f1",
+    "suggest": "56b781a0fd401f8c",
     "report": "95cb24af635ef850",
 }
 

@@ -718,13 +718,13 @@ def test_the_frontier_share_is_asked_of_the_fits_draws_not_of_its_point_law(fitt
     ensemble, flops = _chinchilla_ensemble(root), 1e18
     median = float(np.median(ensemble.optimum(ensemble.samples, flops)[0]))
     params = np.array([median, 2 * median])
-    inside, weights = frontier_draws(ensemble, params, flops / (6 * params), 2.0)
+    inside, weights, _ = frontier_draws(ensemble, params, flops / (6 * params), 2.0)
     assert weights.sum() == pytest.approx(1.0)
     held = inside @ weights
     assert held[0] >= 0.95 and 0.3 <= held[1] <= 0.7 < FRONTIER_CONFIDENCE
     drifting = Uncertainty([Component(1.0, ensemble, drift=0.5)], top_flops=flops / np.exp(3.0))
     params = np.array([median, 2 * median, np.exp(4.0) * median])
-    inside, weights = frontier_draws(drifting, params, flops / (6 * params), 2.0)
+    inside, weights, _ = frontier_draws(drifting, params, flops / (6 * params), 2.0)
     spread = inside @ weights
     assert spread[0] >= FRONTIER_CONFIDENCE * (1 - 1e-9) and spread[1] > held[1] and spread[2] < 0.2
 

@@ -107,7 +107,7 @@ def _frontier_capped(model, costs: Costs, frontier_band):
     the frontier in FRONTIER_CONFIDENCE of the fit's draws (`frontier_draws`)."""
     if not frontier_band:
         return costs, None
-    inside, weights, half_width = _frontier(model, costs.cand_params, costs.cand_tokens, frontier_band)
+    inside, weights, half_width = frontier_draws(model, costs.cand_params, costs.cand_tokens, frontier_band)
     alone = np.array([costs.single(i) for i in range(len(costs.cand_params))])
 
     def capped(indices) -> float:
@@ -178,23 +178,17 @@ def trusted(done_params, done_tokens, cand_params, cand_tokens, size_reach: floa
     )
 
 
-def frontier_draws(model, cand_params, cand_tokens, band: float) -> tuple[np.ndarray, np.ndarray]:
-    """(inside, weights): whether each candidate's N lies near the compute-optimal N at its own C = 6·N·D
-    in each draw of the fit's N_opt uncertainty (candidates x draws), and each draw's weight (they sum to
-    1). The draws are every form's resamples, by the form's weight, each shifted by the form's drift per
-    e-fold times the e-folds of C beyond the largest fitted run, at DRIFT_DRAWS normal quantiles: the
-    uncertainty the fit's N_opt interval states (scalelab.suggest.uncertainty). Near is within `band`, or
-    within the draws' own spread where that is wider (the FRONTIER_CONFIDENCE quantile of their distance
-    to their median): the fit cannot place a run nearer its frontier than it knows that frontier, and
-    without the widening a run past the largest fitted compute met the share in no set once the drift
-    spread the draws beyond the band (the design then spent a median 19-23 % of the hand-made FLOPs in
-    bench/suggest_vs_grid.py --fit forms; docs/benchmarks.md)."""
-    inside, weights, _ = _frontier(model, cand_params, cand_tokens, band)
-    return inside, weights
-
-
-def _frontier(model, cand_params, cand_tokens, band: float):
-    """`frontier_draws`'s (inside, weights) and each candidate's half-width of near (log N)."""
+def frontier_draws(model, cand_params, cand_tokens, band: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inside, weights, half_width): whether each candidate's N lies near the compute-optimal N at its own
+    C = 6·N·D in each draw of the fit's N_opt uncertainty (candidates x draws), each draw's weight (they sum
+    to 1), and each candidate's half-width of near (log N). The draws are every form's resamples, by the
+    form's weight, each shifted by the form's drift per e-fold times the e-folds of C beyond the largest
+    fitted run, at DRIFT_DRAWS normal quantiles: the uncertainty the fit's N_opt interval states
+    (scalelab.suggest.uncertainty). Near is within `band`, or within the draws' own spread where that is
+    wider (the FRONTIER_CONFIDENCE quantile of their distance to their median): the fit cannot place a run
+    nearer its frontier than it knows that frontier, and without the widening a run past the largest fitted
+    compute met the share in no set once the drift spread the draws beyond the band (the design then spent
+    a median 19-23 % of the hand-made FLOPs in bench/suggest_vs_grid.py --fit forms; docs/benchmarks.md)."""
     model = as_uncertainty(model)
     params = np.asarray(cand_params, float)
     log_flops = np.log(6 * params * np.asarray(cand_tokens, float))
